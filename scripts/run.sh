@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# THE main-job command (README).
+#   - If $KUBECONFIG (or ~/.kube/config) reaches a cluster: install/refresh the CRD and run the
+#     operator against it in the foreground (`cargo run -p caduceus-operator -- run`).
+#   - Otherwise: run the API server locally with throw-away PostgreSQL/Redis, keys, migrations and
+#     demo data (scripts/api-local.sh, which prints the URL and credentials).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+"$ROOT/scripts/tools.sh" >/dev/null
+# shellcheck source=scripts/env.sh
+source "$ROOT/scripts/env.sh"
+
+kubeconfig="${KUBECONFIG:-$HOME/.kube/config}"
+cluster=0
+if [ -n "${KUBECONFIG:-}" ] || [ -f "$kubeconfig" ]; then
+    if kubectl cluster-info --request-timeout=5s >/dev/null 2>&1; then
+        cluster=1
+    else
+        echo "run: $kubeconfig does not reach a cluster (kubectl cluster-info failed within 5s)"
+    fi
+fi
+
+if [ "$cluster" = 1 ]; then
+    echo "run: cluster $(kubectl config current-context 2>/dev/null || echo '?') answers: installing the CRD and starting the operator"
+    kubectl apply --server-side --field-manager=caduceus-run -f "$ROOT/crds/"
+    echo "run: operator starting (Ctrl-C stops it); apply a platform with: kubectl apply -f examples/minimal.yaml && kubectl get hcp -w"
+    exec cargo run -p caduceus-operator -- run
+fi
+
+if [ ! -f "$ROOT/scripts/api-local.sh" ]; then
+    echo "run: no Kubernetes cluster reachable, and scripts/api-local.sh (the local API runner) does not exist in this checkout yet; nothing to run." >&2
+    exit 1
+fi
+echo "run: no Kubernetes cluster reachable; starting the API locally (scripts/api-local.sh)"
+exec bash "$ROOT/scripts/api-local.sh" "$@"
