@@ -372,8 +372,11 @@ def strict(s):
 schema = json.load(open(sys.argv[1]))
 obj = json.load(open(sys.argv[2]))
 schema = strict(schema)
-if isinstance(schema.get("properties", {}).get("metadata"), dict):
-    schema["properties"]["metadata"] = {"type": "object"}
+# The API server always accepts these at the root (metadata is validated by the API server).
+schema.setdefault("properties", {})
+schema["properties"]["apiVersion"] = {"type": "string"}
+schema["properties"]["kind"] = {"type": "string"}
+schema["properties"]["metadata"] = {"type": "object"}
 validator = jsonschema.Draft7Validator(schema)
 errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
 for e in errors:
