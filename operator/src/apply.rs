@@ -1,0 +1,624 @@
+//! Apply stage: server-side apply of every child with field manager `caduceus-operator`
+//! (`force`), deletion of children that must no longer exist, CloudNativePG discovery, reading
+//! existing Secrets (so generated values are never overwritten), and drift detection.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::build::{cnpg, Children, ExistingSecrets, PostgresObjects, RedisObjects};
+use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::names::FIELD_MANAGER;
+use crate::validate::ValidatedPlatform;
+
+/// Errors of the apply stage. Messages name the object, never secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("applying {kind} {name} failed: {detail}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
+    #[error("deleting {kind} {name} failed: {detail}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
+    #[error("reading Secret {name} failed: {detail}")]
+    ReadSecret { name: String, detail: String },
+    #[error("discovering CloudNativePG failed: {detail}")]
+    Discovery { detail: String },
+    #[error("reading {kind} {name} failed: {detail}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
+}
+
+impl ApplyError {
+    /// Status condition reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::Apply { .. } => "ApplyFailed",
+            ApplyError::Delete { .. } => "DeleteFailed",
+            ApplyError::ReadSecret { .. } => "SecretReadFailed",
+            ApplyError::Discovery { .. } => "DiscoveryFailed",
+            ApplyError::Read { .. } => "ReadFailed",
+        }
+    }
+}
+
+/// Describes a kube error without echoing quoted values (which could be secret or PHI).
+pub fn describe(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => {
+            format!(
+                "{} {}: {}",
+                status.code,
+                status.reason,
+                redact_quoted(&status.message)
+            )
+        }
+        other => redact_quoted(&other.to_string()),
+    }
+}
+
+/// Replaces every `"..."` with `"…"`.
+pub fn redact_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut inside = false;
+    for ch in s.chars() {
+        if ch == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 404)
+}
+
+/// What the last apply of an object looked like, to tell drift from our own changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    desired: String,
+    uid: String,
+    marker: String,
+}
+
+/// In-memory record of applied objects, shared by all reconciles.
+#[derive(Debug, Default)]
+pub struct DriftTracker {
+    applied: Mutex<HashMap<String, Fingerprint>>,
+    known_absent: Mutex<HashSet<String>>,
+}
+
+impl DriftTracker {
+    /// Records an apply; returns true when the object had drifted (deleted or changed by someone
+    /// else) although we applied the same desired state as last time.
+    fn record(&self, key: String, fp: Fingerprint) -> bool {
+        let mut map = match self.applied.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let drifted = map.get(&key).is_some_and(|prev| {
+            prev.desired == fp.desired && (prev.uid != fp.uid || prev.marker != fp.marker)
+        });
+        map.insert(key, fp);
+        drifted
+    }
+
+    fn absent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        match self.known_absent.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Forgets everything about a platform (after deletion).
+    pub fn forget(&self, namespace: &str, platform: &str) {
+        let needle = format!("/{namespace}/{platform}-");
+        match self.applied.lock() {
+            Ok(mut m) => m.retain(|k, _| !k.contains(&needle)),
+            Err(poisoned) => poisoned.into_inner().retain(|k, _| !k.contains(&needle)),
+        }
+        self.absent().retain(|k| !k.contains(&needle));
+    }
+
+    pub fn len(&self) -> usize {
+        match self.applied.lock() {
+            Ok(m) => m.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The objects apply returned (with their live status), for the status stage.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub deployment: Option<Deployment>,
+    pub postgres: Option<StatefulSet>,
+    pub redis: Option<StatefulSet>,
+    pub cnpg_cluster: Option<DynamicObject>,
+    /// Number of NetworkPolicies in place (0 when disabled).
+    pub network_policies: usize,
+    /// False when the CloudNativePG provider is requested but its CRD is not served.
+    pub cnpg_installed: bool,
+    /// Kinds whose drift was corrected in this reconcile.
+    pub drift_corrected: Vec<(&'static str, String)>,
+}
+
+/// Applies children of one platform.
+pub struct Applier<'a> {
+    pub client: Client,
+    pub namespace: &'a str,
+    pub tracker: &'a DriftTracker,
+}
+
+impl Applier<'_> {
+    async fn apply<K>(
+        &self,
+        obj: &K,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<K, ApplyError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let live = api
+            .patch(&name, &params, &Patch::Apply(obj))
+            .await
+            .map_err(|e| ApplyError::Apply {
+                kind,
+                name: name.clone(),
+                detail: describe(&e),
+            })?;
+        let key = format!("{kind}/{}/{name}", self.namespace);
+        self.tracker.absent().remove(&key);
+        let marker = change_marker(kind, live.meta(), obj);
+        let fp = Fingerprint {
+            desired: desired_hash(obj),
+            uid: live.meta().uid.clone().unwrap_or_default(),
+            marker,
+        };
+        if self.tracker.record(key, fp) {
+            drift.push((kind, name));
+        }
+        Ok(live)
+    }
+
+    async fn apply_dynamic(
+        &self,
+        obj: &DynamicObject,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<DynamicObject, ApplyError> {
+        let name = obj.name_any();
+        let ar = cnpg::api_resource();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.namespace, &ar);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let live = api
+            .patch(&name, &params, &Patch::Apply(obj))
+            .await
+            .map_err(|e| ApplyError::Apply {
+                kind: "Cluster",
+                name: name.clone(),
+                detail: describe(&e),
+            })?;
+        let key = format!("Cluster/{}/{name}", self.namespace);
+        let fp = Fingerprint {
+            desired: desired_hash(obj),
+            uid: live.metadata.uid.clone().unwrap_or_default(),
+            marker: live
+                .metadata
+                .generation
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
+        };
+        if self.tracker.record(key, fp) {
+            drift.push(("Cluster", name));
+        }
+        Ok(live)
+    }
+
+    /// Deletes an object that must not exist; 404 is success. Skips objects already known absent.
+    async fn delete<K>(&self, name: &str) -> Result<(), ApplyError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let key = format!(
+            "{}/{}/{name}",
+            <K as k8s_openapi::Resource>::KIND,
+            self.namespace
+        );
+        if self.tracker.absent().contains(&key) {
+            return Ok(());
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(ApplyError::Delete {
+                    kind: <K as k8s_openapi::Resource>::KIND,
+                    name: name.to_string(),
+                    detail: describe(&e),
+                })
+            }
+        }
+        match self.tracker.applied.lock() {
+            Ok(mut m) => m.remove(&key),
+            Err(poisoned) => poisoned.into_inner().remove(&key),
+        };
+        self.tracker.absent().insert(key);
+        Ok(())
+    }
+
+    /// Applies every child. `Children` is destructured without `..`: a new field is a compile
+    /// error here until it is applied.
+    pub async fn apply_all(
+        &self,
+        p: &ValidatedPlatform,
+        children: Children,
+        cnpg_installed: bool,
+    ) -> Result<Observed, ApplyError> {
+        let Children {
+            postgres_credentials,
+            redis_credentials,
+            api_secrets,
+            postgres,
+            cnpg_cluster,
+            redis,
+            api_service_account,
+            api_config,
+            api_deployment,
+            api_service,
+            api_hpa,
+            api_pdb,
+            api_ingress,
+            network_policies,
+        } = children;
+        let names = &p.names;
+        let mut drift = Vec::new();
+        let mut observed = Observed {
+            cnpg_installed,
+            ..Default::default()
+        };
+
+        // Network policies first: no platform pod ever runs unprotected.
+        for np in &network_policies {
+            self.apply(np, &mut drift).await?;
+        }
+        let wanted: HashSet<String> = network_policies
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        for name in names.all_network_policies() {
+            if !wanted.contains(&name) {
+                self.delete::<NetworkPolicy>(&name).await?;
+            }
+        }
+        observed.network_policies = network_policies.len();
+
+        // Secrets are applied with the data read from the cluster: never overwritten.
+        for secret in [postgres_credentials, redis_credentials]
+            .into_iter()
+            .flatten()
+        {
+            self.apply(&secret, &mut drift).await?;
+        }
+        self.apply(&api_secrets, &mut drift).await?;
+        self.apply(&api_service_account, &mut drift).await?;
+        self.apply(&api_config, &mut drift).await?;
+
+        if let Some(PostgresObjects {
+            stateful_set,
+            headless_service,
+            service,
+        }) = postgres
+        {
+            self.apply(&headless_service, &mut drift).await?;
+            self.apply(&service, &mut drift).await?;
+            observed.postgres = Some(self.apply(&stateful_set, &mut drift).await?);
+        }
+        if let Some(cluster) = cnpg_cluster {
+            if cnpg_installed {
+                observed.cnpg_cluster = Some(self.apply_dynamic(&cluster, &mut drift).await?);
+            }
+        }
+        match redis {
+            Some(RedisObjects {
+                stateful_set,
+                service,
+            }) => {
+                self.apply(&service, &mut drift).await?;
+                observed.redis = Some(self.apply(&stateful_set, &mut drift).await?);
+            }
+            None => {
+                self.delete::<StatefulSet>(&names.redis()).await?;
+                self.delete::<Service>(&names.redis()).await?;
+            }
+        }
+
+        observed.deployment = Some(self.apply(&api_deployment, &mut drift).await?);
+        self.apply(&api_service, &mut drift).await?;
+        match api_hpa {
+            Some(hpa) => {
+                self.apply(&hpa, &mut drift).await?;
+            }
+            None => self.delete::<HorizontalPodAutoscaler>(&names.api()).await?,
+        }
+        match api_pdb {
+            Some(pdb) => {
+                self.apply(&pdb, &mut drift).await?;
+            }
+            None => self.delete::<PodDisruptionBudget>(&names.api()).await?,
+        }
+        match api_ingress {
+            Some(ing) => {
+                self.apply(&ing, &mut drift).await?;
+            }
+            None => self.delete::<Ingress>(&names.api()).await?,
+        }
+        observed.drift_corrected = drift;
+        Ok(observed)
+    }
+}
+
+/// Which field shows that someone else changed an object: `generation` where the kind has one,
+/// otherwise `resourceVersion`.
+fn change_marker<K: Serialize>(kind: &str, live: &ObjectMeta, desired: &K) -> String {
+    // With autoscaling the HPA changes `replicas` (and so `generation`); the revision annotation
+    // changes only when the pod template does.
+    if kind == "Deployment" {
+        let autoscaled = serde_json::to_value(desired)
+            .ok()
+            .is_some_and(|v| v.pointer("/spec/replicas").is_none());
+        if autoscaled {
+            return live
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                .cloned()
+                .unwrap_or_default();
+        }
+    }
+    match live.generation {
+        Some(g) if g > 0 => g.to_string(),
+        _ => live.resource_version.clone().unwrap_or_default(),
+    }
+}
+
+fn desired_hash<T: Serialize>(obj: &T) -> String {
+    let bytes = serde_json::to_vec(obj).unwrap_or_default();
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Data of the generated Secrets that already exist (so they are never regenerated).
+pub async fn read_existing_secrets(
+    client: &Client,
+    p: &ValidatedPlatform,
+) -> Result<ExistingSecrets, ApplyError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &p.namespace);
+    let mut wanted = vec![p.names.api_secrets()];
+    if p.spec.database.provider == DatabaseProvider::Embedded {
+        wanted.push(p.names.postgres_credentials());
+    }
+    if p.spec.cache.provider == CacheProvider::Embedded {
+        wanted.push(p.names.redis_credentials());
+    }
+    let mut existing = ExistingSecrets::default();
+    for name in wanted {
+        let secret = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| ApplyError::ReadSecret {
+                name: name.clone(),
+                detail: describe(&e),
+            })?;
+        if let Some(data) = secret.and_then(|s| s.data) {
+            existing.insert(name, data);
+        }
+    }
+    Ok(existing)
+}
+
+/// Whether the CloudNativePG `clusters` resource is served by the API server.
+pub async fn cnpg_installed(client: &Client) -> Result<bool, ApplyError> {
+    match client
+        .list_api_group_resources(&format!("{}/{}", cnpg::GROUP, cnpg::VERSION))
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == cnpg::PLURAL)),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(ApplyError::Discovery {
+            detail: describe(&e),
+        }),
+    }
+}
+
+/// Reads the live workloads without changing anything (paused platforms).
+pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed, ApplyError> {
+    let ns = &p.namespace;
+    let read = |kind: &'static str, name: String| {
+        move |e: kube::Error| ApplyError::Read {
+            kind,
+            name,
+            detail: describe(&e),
+        }
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let mut observed = Observed {
+        cnpg_installed: true,
+        ..Default::default()
+    };
+    observed.deployment = deployments
+        .get_opt(&p.names.api())
+        .await
+        .map_err(read("Deployment", p.names.api()))?;
+    if p.spec.database.provider == DatabaseProvider::Embedded {
+        observed.postgres = sets
+            .get_opt(&p.names.postgres())
+            .await
+            .map_err(read("StatefulSet", p.names.postgres()))?;
+    }
+    if p.spec.database.provider == DatabaseProvider::CloudNativePG {
+        observed.cnpg_installed = cnpg_installed(client).await?;
+        if observed.cnpg_installed {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), ns, &cnpg::api_resource());
+            observed.cnpg_cluster = api
+                .get_opt(&p.names.cnpg_cluster())
+                .await
+                .map_err(read("Cluster", p.names.cnpg_cluster()))?;
+        }
+    }
+    if p.spec.cache.provider == CacheProvider::Embedded {
+        observed.redis = sets
+            .get_opt(&p.names.redis())
+            .await
+            .map_err(read("StatefulSet", p.names.redis()))?;
+    }
+    if p.spec.network_policy.enabled {
+        for name in [p.names.netpol_default_deny()] {
+            if policies
+                .get_opt(&name)
+                .await
+                .map_err(read("NetworkPolicy", name.clone()))?
+                .is_some()
+            {
+                observed.network_policies += 1;
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Metadata of every child (tests, finalizer bookkeeping).
+pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
+    let Children {
+        postgres_credentials,
+        redis_credentials,
+        api_secrets,
+        postgres,
+        cnpg_cluster,
+        redis,
+        api_service_account,
+        api_config,
+        api_deployment,
+        api_service,
+        api_hpa,
+        api_pdb,
+        api_ingress,
+        network_policies,
+    } = children;
+    let mut out = Vec::new();
+    out.extend(postgres_credentials.iter().map(|s| s.metadata.clone()));
+    out.extend(redis_credentials.iter().map(|s| s.metadata.clone()));
+    out.push(api_secrets.metadata.clone());
+    if let Some(pg) = postgres {
+        out.push(pg.stateful_set.metadata.clone());
+        out.push(pg.headless_service.metadata.clone());
+        out.push(pg.service.metadata.clone());
+    }
+    out.extend(cnpg_cluster.iter().map(|c| c.metadata.clone()));
+    if let Some(r) = redis {
+        out.push(r.stateful_set.metadata.clone());
+        out.push(r.service.metadata.clone());
+    }
+    out.push(api_service_account.metadata.clone());
+    out.push(api_config.metadata.clone());
+    out.push(api_deployment.metadata.clone());
+    out.push(api_service.metadata.clone());
+    out.extend(api_hpa.iter().map(|h| h.metadata.clone()));
+    out.extend(api_pdb.iter().map(|h| h.metadata.clone()));
+    out.extend(api_ingress.iter().map(|h| h.metadata.clone()));
+    out.extend(network_policies.iter().map(|n| n.metadata.clone()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_are_redacted() {
+        assert_eq!(
+            redact_quoted(r#"env[0].value: Invalid value: "hunter2": bad"#),
+            r#"env[0].value: Invalid value: "…": bad"#
+        );
+        assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
+
+    #[test]
+    fn drift_needs_same_desired_state_and_a_changed_object() {
+        let t = DriftTracker::default();
+        let fp = |desired: &str, uid: &str, marker: &str| Fingerprint {
+            desired: desired.into(),
+            uid: uid.into(),
+            marker: marker.into(),
+        };
+        assert!(
+            !t.record("k".into(), fp("d1", "u1", "1")),
+            "first apply is not drift"
+        );
+        assert!(!t.record("k".into(), fp("d1", "u1", "1")), "no-op apply");
+        assert!(
+            t.record("k".into(), fp("d1", "u1", "3")),
+            "edited and restored"
+        );
+        assert!(
+            t.record("k".into(), fp("d1", "u2", "1")),
+            "deleted and recreated"
+        );
+        assert!(
+            !t.record("k".into(), fp("d2", "u2", "2")),
+            "our own spec change"
+        );
+        t.forget("ns", "demo");
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,107 @@
+//! ConfigMap of the API: the non-secret settings, under the environment variable names of
+//! docs/contracts.md. Secrets never go here (they come from Secret refs).
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
+
+use super::{child_meta, string_map};
+use crate::names::{Component, API_HTTP_PORT, API_METRICS_PORT};
+use crate::validate::ValidatedPlatform;
+
+pub fn build(p: &ValidatedPlatform) -> ConfigMap {
+    let sec = &p.spec.security;
+    let data = string_map([
+        ("CADUCEUS_HTTP_ADDR", format!("0.0.0.0:{API_HTTP_PORT}")),
+        ("CADUCEUS_ADMIN_ADDR", format!("0.0.0.0:{API_METRICS_PORT}")),
+        (
+            "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
+            sec.session_idle_timeout_minutes.to_string(),
+        ),
+        (
+            "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES",
+            sec.access_token_ttl_minutes.to_string(),
+        ),
+        (
+            "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE",
+            sec.rate_limit.requests_per_minute.to_string(),
+        ),
+        (
+            "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE",
+            sec.rate_limit.login_attempts_per_minute.to_string(),
+        ),
+        (
+            "CADUCEUS_AUDIT_RETENTION_DAYS",
+            sec.audit_retention_days.to_string(),
+        ),
+        (
+            "CADUCEUS_CORS_ALLOWED_ORIGINS",
+            sec.cors_allowed_origins.join(","),
+        ),
+        (
+            "CADUCEUS_SELF_REGISTRATION",
+            sec.self_registration.to_string(),
+        ),
+        ("CADUCEUS_LOG_LEVEL", p.spec.api_server.log_level.clone()),
+    ]);
+    ConfigMap {
+        metadata: child_meta(p, p.names.api_config(), Component::ApiServer),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Stable hash of the ConfigMap data; put on the pod template so a settings change rolls pods.
+pub fn hash(cm: &ConfigMap) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in cm.data.iter().flatten() {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::platform;
+
+    #[test]
+    fn settings_use_contract_names() {
+        let cm = build(&platform(|s| {
+            s.security.session_idle_timeout_minutes = 10;
+            s.security.cors_allowed_origins =
+                vec!["https://a.example".into(), "https://b.example".into()];
+        }));
+        let d = cm.data.unwrap();
+        assert_eq!(d["CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES"], "10");
+        assert_eq!(d["CADUCEUS_ACCESS_TOKEN_TTL_MINUTES"], "15");
+        assert_eq!(d["CADUCEUS_AUDIT_RETENTION_DAYS"], "2190");
+        assert_eq!(d["CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE"], "600");
+        assert_eq!(d["CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE"], "5");
+        assert_eq!(
+            d["CADUCEUS_CORS_ALLOWED_ORIGINS"],
+            "https://a.example,https://b.example"
+        );
+        assert_eq!(d["CADUCEUS_HTTP_ADDR"], "0.0.0.0:8080");
+        assert_eq!(d["CADUCEUS_ADMIN_ADDR"], "0.0.0.0:9090");
+        // No secrets in the ConfigMap.
+        assert!(!d.keys().any(|k| k.contains("URL") || k.contains("KEY")));
+    }
+
+    #[test]
+    fn hash_changes_with_settings() {
+        let a = hash(&build(&platform(|_| {})));
+        let b = hash(&build(&platform(|s| {
+            s.api_server.log_level = "debug".into()
+        })));
+        assert_ne!(a, b);
+        assert_eq!(a, hash(&build(&platform(|_| {}))));
+        assert_eq!(a.len(), 32);
+    }
+}

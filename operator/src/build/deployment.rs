@@ -1,0 +1,500 @@
+//! Deployment of the Caduceus API.
+//!
+//! - Secrets only through Secret refs: `DATABASE_URL`/`REDIS_URL` via `secretKeyRef`, the JWT key
+//!   and PHI key ring as a read-only Secret volume at `/etc/caduceus/secrets`.
+//! - Schema migrations: an init container runs `caduceus-api migrate` in every new pod, so the
+//!   schema is migrated before a pod of the new version can become ready; the rolling update
+//!   (`maxUnavailable: 0`) keeps old pods serving until then.
+//! - Probes `/health/live` and `/health/ready`; topology spread across zones and nodes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, LocalObjectReference, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::security::{
+    container_security_context, pod_security_context, resources, scratch_volume, API_UID,
+};
+use super::{child_meta, component_version, config_map};
+use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::names::{
+    Component, ANNOTATION_CONFIG_HASH, API_HTTP_PORT, API_METRICS_PORT, API_SECRETS_MOUNT,
+    CNPG_URI_KEY, JWT_KEY, PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
+};
+use crate::validate::ValidatedPlatform;
+
+/// Path of the API binary in its image (docs/contracts.md).
+pub const API_BINARY: &str = "/usr/local/bin/caduceus-api";
+
+fn secret_ref_env(env: &str, secret: String, key: String) -> EnvVar {
+    EnvVar {
+        name: env.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret,
+                key,
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `DATABASE_URL`, from the Secret of the configured provider.
+pub fn database_url_env(p: &ValidatedPlatform) -> EnvVar {
+    let db = &p.spec.database;
+    let (secret, key) = match (&db.provider, &db.secret_ref) {
+        (DatabaseProvider::External, Some(r)) => (r.name.clone(), r.key.clone()),
+        (DatabaseProvider::CloudNativePG, _) => (p.names.cnpg_app_secret(), CNPG_URI_KEY.into()),
+        // Validation guarantees External has a secretRef; Embedded is the remaining case.
+        _ => (p.names.postgres_credentials(), PG_URL_KEY.into()),
+    };
+    secret_ref_env("DATABASE_URL", secret, key)
+}
+
+/// `REDIS_URL`, from a Secret; empty (not secret) when the cache is disabled.
+pub fn redis_url_env(p: &ValidatedPlatform) -> EnvVar {
+    let cache = &p.spec.cache;
+    match (&cache.provider, &cache.secret_ref) {
+        (CacheProvider::Disabled, _) => EnvVar {
+            name: "REDIS_URL".into(),
+            value: Some(String::new()),
+            ..Default::default()
+        },
+        (CacheProvider::External, Some(r)) => {
+            secret_ref_env("REDIS_URL", r.name.clone(), r.key.clone())
+        }
+        _ => secret_ref_env(
+            "REDIS_URL",
+            p.names.redis_credentials(),
+            REDIS_URL_KEY.into(),
+        ),
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+fn spread(key: &str, selector: &BTreeMap<String, String>) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector.clone()),
+            ..Default::default()
+        }),
+        match_label_keys: Some(vec!["pod-template-hash".into()]),
+        ..Default::default()
+    }
+}
+
+/// Builds the Deployment; `config` is the API ConfigMap (its hash rolls the pods).
+pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
+    let names = &p.names;
+    let api = &p.spec.api_server;
+    let selector = names.selector(Component::ApiServer);
+    let labels = names.labels(
+        Component::ApiServer,
+        &component_version(p, Component::ApiServer),
+    );
+    let image = p.api_image();
+    let pull_policy = api.image.pull_policy.as_str().to_string();
+
+    let tmp_mount = VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    };
+    let migrate = Container {
+        name: "migrate".into(),
+        image: Some(image.clone()),
+        image_pull_policy: Some(pull_policy.clone()),
+        command: Some(vec![API_BINARY.into()]),
+        args: Some(vec!["migrate".into()]),
+        env: Some(vec![
+            database_url_env(p),
+            EnvVar {
+                name: "CADUCEUS_LOG_LEVEL".into(),
+                value: Some(api.log_level.clone()),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(resources(&api.resources)),
+        security_context: Some(container_security_context(API_UID)),
+        volume_mounts: Some(vec![tmp_mount.clone()]),
+        ..Default::default()
+    };
+
+    let mut env = vec![
+        database_url_env(p),
+        redis_url_env(p),
+        EnvVar {
+            name: "CADUCEUS_JWT_KEY_FILE".into(),
+            value: Some(format!("{API_SECRETS_MOUNT}/{JWT_KEY}")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "CADUCEUS_PHI_KEYS_FILE".into(),
+            value: Some(format!("{API_SECRETS_MOUNT}/{PHI_KEYS}")),
+            ..Default::default()
+        },
+    ];
+    env.extend(api.env.iter().cloned());
+
+    let server = Container {
+        name: "api".into(),
+        image: Some(image),
+        image_pull_policy: Some(pull_policy),
+        command: Some(vec![API_BINARY.into()]),
+        args: Some(vec!["serve".into()]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: names.api_config(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]),
+        env: Some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: API_HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: API_METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(resources(&api.resources)),
+        security_context: Some(container_security_context(API_UID)),
+        startup_probe: Some(http_probe("/health/live", 2, 30)),
+        liveness_probe: Some(http_probe("/health/live", 10, 3)),
+        readiness_probe: Some(http_probe("/health/ready", 5, 3)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "secrets".into(),
+                mount_path: API_SECRETS_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            tmp_mount,
+        ]),
+        ..Default::default()
+    };
+
+    let annotations =
+        BTreeMap::from([(ANNOTATION_CONFIG_HASH.to_string(), config_map::hash(config))]);
+
+    Deployment {
+        metadata: child_meta(p, names.api(), Component::ApiServer),
+        spec: Some(DeploymentSpec {
+            // With autoscaling the HPA owns `replicas`; leaving it out of the applied object
+            // keeps the two from fighting.
+            replicas: (!p.autoscaling()).then(|| p.api_replicas()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(5),
+            progress_deadline_seconds: Some(600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.api()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security_context(API_UID)),
+                    termination_grace_period_seconds: Some(30),
+                    image_pull_secrets: (!api.image.pull_secrets.is_empty()).then(|| {
+                        api.image
+                            .pull_secrets
+                            .iter()
+                            .map(|n| LocalObjectReference { name: n.clone() })
+                            .collect()
+                    }),
+                    init_containers: Some(vec![migrate]),
+                    containers: vec![server],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "secrets".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.api_secrets()),
+                                default_mode: Some(0o440),
+                                optional: Some(false),
+                                items: None,
+                            }),
+                            ..Default::default()
+                        },
+                        scratch_volume("tmp", "64Mi", false),
+                    ]),
+                    topology_spread_constraints: Some(vec![
+                        spread("topology.kubernetes.io/zone", &selector),
+                        spread("kubernetes.io/hostname", &selector),
+                    ]),
+                    node_selector: (!api.node_selector.is_empty())
+                        .then(|| api.node_selector.clone()),
+                    tolerations: (!api.tolerations.is_empty()).then(|| api.tolerations.clone()),
+                    affinity: api.affinity.clone(),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::security::container_violations;
+    use crate::build::test_support::platform;
+    use crate::crd::SecretKeyRef;
+
+    fn pod(d: &Deployment) -> PodSpec {
+        d.spec.clone().unwrap().template.spec.unwrap()
+    }
+
+    fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap()
+    }
+
+    fn build_default(f: impl FnOnce(&mut crate::crd::HealthcarePlatformSpec)) -> Deployment {
+        let p = platform(f);
+        build(&p, &config_map::build(&p))
+    }
+
+    #[test]
+    fn containers_are_hardened_and_probed() {
+        let d = build_default(|_| {});
+        let pod = pod(&d);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name.as_deref(), Some("demo-api"));
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            assert!(
+                container_violations(c).is_empty(),
+                "{}: {:?}",
+                c.name,
+                container_violations(c)
+            );
+        }
+        let api = &pod.containers[0];
+        let path = |p: &Option<Probe>| p.clone().unwrap().http_get.unwrap().path.unwrap();
+        assert_eq!(path(&api.liveness_probe), "/health/live");
+        assert_eq!(path(&api.readiness_probe), "/health/ready");
+        assert_eq!(
+            api.image.as_deref(),
+            Some(
+                format!(
+                    "ghcr.io/caduceus-health/caduceus-api:{}",
+                    env!("CARGO_PKG_VERSION")
+                )
+                .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn secrets_only_through_secret_refs() {
+        let d = build_default(|_| {});
+        let pod = pod(&d);
+        let api = &pod.containers[0];
+        let db = env(api, "DATABASE_URL");
+        assert!(db.value.is_none());
+        let r = db.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("demo-postgres-credentials", "database-url")
+        );
+        let redis = env(api, "REDIS_URL")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(redis.name, "demo-redis-credentials");
+        assert_eq!(
+            env(api, "CADUCEUS_JWT_KEY_FILE").value.as_deref(),
+            Some("/etc/caduceus/secrets/jwt.key")
+        );
+        assert_eq!(
+            env(api, "CADUCEUS_PHI_KEYS_FILE").value.as_deref(),
+            Some("/etc/caduceus/secrets/phi-keys.json")
+        );
+        let vol = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "secrets")
+            .unwrap();
+        assert_eq!(
+            vol.secret.unwrap().secret_name.as_deref(),
+            Some("demo-api-secrets")
+        );
+        let mount = api
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "secrets")
+            .unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(mount.mount_path, "/etc/caduceus/secrets");
+    }
+
+    #[test]
+    fn migrations_run_before_the_server() {
+        let d = build_default(|_| {});
+        let pod = pod(&d);
+        let init = &pod.init_containers.unwrap()[0];
+        assert_eq!(init.args.clone().unwrap(), ["migrate"]);
+        assert_eq!(init.image, pod.containers[0].image);
+        assert!(env(init, "DATABASE_URL").value_from.is_some());
+        let strategy = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
+    }
+
+    #[test]
+    fn provider_picks_database_secret() {
+        let d = build_default(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        let r = env(&pod(&d).containers[0], "DATABASE_URL")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("demo-db-app", "uri"));
+        let d = build_default(|s| {
+            s.database.provider = DatabaseProvider::External;
+            s.database.secret_ref = Some(SecretKeyRef {
+                name: "ext".into(),
+                key: "conn".into(),
+            });
+            s.cache.provider = CacheProvider::Disabled;
+        });
+        let c = &pod(&d).containers[0];
+        let r = env(c, "DATABASE_URL")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("ext", "conn"));
+        assert_eq!(env(c, "REDIS_URL").value.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn replicas_follow_autoscaling_and_stopped() {
+        assert_eq!(build_default(|_| {}).spec.unwrap().replicas, Some(2));
+        assert_eq!(
+            build_default(|s| s.api_server.autoscaling.enabled = true)
+                .spec
+                .unwrap()
+                .replicas,
+            None
+        );
+        assert_eq!(
+            build_default(|s| s.stopped = true).spec.unwrap().replicas,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn spread_over_zones_and_nodes_and_config_hash() {
+        let d = build_default(|_| {});
+        let pod_spec = pod(&d);
+        let keys: Vec<String> = pod_spec
+            .topology_spread_constraints
+            .unwrap()
+            .into_iter()
+            .map(|t| t.topology_key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        );
+        let a = d
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[ANNOTATION_CONFIG_HASH]
+            .clone();
+        let d2 = build_default(|s| s.security.access_token_ttl_minutes = 5);
+        let b = d2
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[ANNOTATION_CONFIG_HASH]
+            .clone();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn user_env_and_scheduling_are_passed_through() {
+        let d = build_default(|s| {
+            s.api_server.env.push(EnvVar {
+                name: "FOO".into(),
+                value: Some("bar".into()),
+                ..Default::default()
+            });
+            s.api_server
+                .node_selector
+                .insert("pool".into(), "api".into());
+        });
+        let pod = pod(&d);
+        assert_eq!(env(&pod.containers[0], "FOO").value.as_deref(), Some("bar"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "api");
+    }
+}

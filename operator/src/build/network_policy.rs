@@ -1,0 +1,322 @@
+//! NetworkPolicies: default-deny ingress and egress for every platform pod, then only
+//! - allowed sources (`networkPolicy.ingressFrom`) → API 8080,
+//! - the monitoring namespace → API 9090,
+//! - API → database 5432 and cache 6379 (embedded pods, CloudNativePG pods, or the external port),
+//! - every platform pod → DNS (port 53 in `kube-system`).
+//!
+//! Nothing else. CloudNativePG instance pods are not selected (CloudNativePG manages their
+//! traffic); only the API's egress to them is opened.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::child_meta;
+use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::names::{
+    Component, API_HTTP_PORT, API_METRICS_PORT, LABEL_CNPG_CLUSTER, POSTGRES_PORT, REDIS_PORT,
+};
+use crate::validate::ValidatedPlatform;
+
+fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels),
+        match_expressions: None,
+    }
+}
+
+fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some(protocol.into()),
+        end_port: None,
+    }
+}
+
+fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(selector(labels)),
+        ..Default::default()
+    }
+}
+
+fn namespace(name: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(selector(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            name.to_string(),
+        )]))),
+        ..Default::default()
+    }
+}
+
+fn policy(
+    p: &ValidatedPlatform,
+    name: String,
+    pod_selector: BTreeMap<String, String>,
+    ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
+) -> NetworkPolicy {
+    let mut types = Vec::new();
+    if ingress.is_some() {
+        types.push("Ingress".to_string());
+    }
+    if egress.is_some() {
+        types.push("Egress".to_string());
+    }
+    NetworkPolicy {
+        metadata: child_meta(p, name, Component::Platform),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector(pod_selector)),
+            policy_types: Some(types),
+            ingress,
+            egress,
+        }),
+    }
+}
+
+/// All NetworkPolicies of the platform (empty when `networkPolicy.enabled` is false).
+pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
+    let np = &p.spec.network_policy;
+    if !np.enabled {
+        return Vec::new();
+    }
+    let names = &p.names;
+    let api = names.selector(Component::ApiServer);
+    let mut out = vec![
+        // Default deny: empty rule lists for both directions.
+        policy(
+            p,
+            names.netpol_default_deny(),
+            names.platform_selector(),
+            Some(Vec::new()),
+            Some(Vec::new()),
+        ),
+        policy(
+            p,
+            names.netpol_dns_egress(),
+            names.platform_selector(),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![namespace("kube-system")]),
+                ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
+            }]),
+        ),
+        policy(
+            p,
+            names.netpol_api_ingress(),
+            api.clone(),
+            Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(np.ingress_from.clone()),
+                    ports: Some(vec![port(API_HTTP_PORT, "TCP")]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![namespace(&np.monitoring_namespace)]),
+                    ports: Some(vec![port(API_METRICS_PORT, "TCP")]),
+                },
+            ]),
+            None,
+        ),
+    ];
+
+    let mut api_egress = Vec::new();
+    let db = &p.spec.database;
+    match db.provider {
+        DatabaseProvider::Embedded => api_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![pods(names.selector(Component::Database))]),
+            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
+        }),
+        DatabaseProvider::CloudNativePG => api_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![pods(BTreeMap::from([(
+                LABEL_CNPG_CLUSTER.to_string(),
+                names.cnpg_cluster(),
+            )]))]),
+            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
+        }),
+        DatabaseProvider::External => api_egress.push(NetworkPolicyEgressRule {
+            to: (!db.external_cidrs.is_empty()).then(|| {
+                db.external_cidrs
+                    .iter()
+                    .map(|cidr| NetworkPolicyPeer {
+                        ip_block: Some(IPBlock {
+                            cidr: cidr.clone(),
+                            except: None,
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ports: Some(vec![port(db.external_port, "TCP")]),
+        }),
+    }
+    let cache = &p.spec.cache;
+    match cache.provider {
+        CacheProvider::Embedded => api_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![pods(names.selector(Component::Cache))]),
+            ports: Some(vec![port(REDIS_PORT, "TCP")]),
+        }),
+        CacheProvider::External => api_egress.push(NetworkPolicyEgressRule {
+            to: None,
+            ports: Some(vec![port(cache.external_port, "TCP")]),
+        }),
+        CacheProvider::Disabled => {}
+    }
+    out.push(policy(
+        p,
+        names.netpol_api_egress(),
+        api.clone(),
+        None,
+        Some(api_egress),
+    ));
+
+    if db.provider == DatabaseProvider::Embedded {
+        out.push(policy(
+            p,
+            names.netpol_postgres_ingress(),
+            names.selector(Component::Database),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(api.clone())]),
+                ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
+            }]),
+            None,
+        ));
+    }
+    if cache.provider == CacheProvider::Embedded {
+        out.push(policy(
+            p,
+            names.netpol_redis_ingress(),
+            names.selector(Component::Cache),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(api)]),
+                ports: Some(vec![port(REDIS_PORT, "TCP")]),
+            }]),
+            None,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::platform;
+    use crate::crd::SecretKeyRef;
+
+    fn by_name(list: &[NetworkPolicy], name: &str) -> NetworkPolicySpec {
+        list.iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .spec
+            .clone()
+            .unwrap()
+    }
+
+    fn ports(rule_ports: &Option<Vec<NetworkPolicyPort>>) -> Vec<i32> {
+        rule_ports
+            .iter()
+            .flatten()
+            .map(|p| match p.port {
+                Some(IntOrString::Int(n)) => n,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_deny_covers_all_platform_pods_both_ways() {
+        let p = platform(|_| {});
+        let list = build(&p);
+        let deny = by_name(&list, "demo-default-deny");
+        assert_eq!(deny.policy_types.unwrap(), ["Ingress", "Egress"]);
+        assert_eq!(deny.ingress.unwrap().len(), 0);
+        assert_eq!(deny.egress.unwrap().len(), 0);
+        assert_eq!(
+            deny.pod_selector.unwrap().match_labels.unwrap(),
+            p.names.platform_selector()
+        );
+        // Every platform pod is selected by the default deny.
+        for component in [Component::ApiServer, Component::Database, Component::Cache] {
+            let labels = p.names.labels(component, "x");
+            assert!(p
+                .names
+                .platform_selector()
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v)));
+        }
+    }
+
+    #[test]
+    fn only_the_documented_flows_are_allowed() {
+        let p = platform(|_| {});
+        let list = build(&p);
+        assert_eq!(list.len(), 6);
+        let api_in = by_name(&list, "demo-allow-api-ingress").ingress.unwrap();
+        assert_eq!(ports(&api_in[0].ports), [8080]);
+        assert_eq!(ports(&api_in[1].ports), [9090]);
+        let ns = api_in[1].from.clone().unwrap()[0]
+            .namespace_selector
+            .clone()
+            .unwrap();
+        assert_eq!(
+            ns.match_labels.unwrap()["kubernetes.io/metadata.name"],
+            "monitoring"
+        );
+        let api_out = by_name(&list, "demo-allow-api-egress").egress.unwrap();
+        assert_eq!(api_out.len(), 2);
+        assert_eq!(ports(&api_out[0].ports), [5432]);
+        assert_eq!(ports(&api_out[1].ports), [6379]);
+        let dns = by_name(&list, "demo-allow-dns-egress").egress.unwrap();
+        assert_eq!(ports(&dns[0].ports), [53, 53]);
+        let pg = by_name(&list, "demo-allow-postgres-ingress")
+            .ingress
+            .unwrap();
+        assert_eq!(ports(&pg[0].ports), [5432]);
+        assert_eq!(
+            pg[0].from.clone().unwrap()[0]
+                .pod_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap(),
+            p.names.selector(Component::ApiServer)
+        );
+        let redis = by_name(&list, "demo-allow-redis-ingress").ingress.unwrap();
+        assert_eq!(ports(&redis[0].ports), [6379]);
+    }
+
+    #[test]
+    fn external_database_and_disabled_cache() {
+        let p = platform(|s| {
+            s.database.provider = DatabaseProvider::External;
+            s.database.secret_ref = Some(SecretKeyRef {
+                name: "db".into(),
+                key: "url".into(),
+            });
+            s.database.external_cidrs = vec!["10.20.0.0/16".into()];
+            s.cache.provider = CacheProvider::Disabled;
+        });
+        let list = build(&p);
+        assert_eq!(list.len(), 4);
+        let out = by_name(&list, "demo-allow-api-egress").egress.unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].to.clone().unwrap()[0].ip_block.clone().unwrap().cidr,
+            "10.20.0.0/16"
+        );
+    }
+
+    #[test]
+    fn cnpg_egress_targets_cluster_pods_and_disabled_builds_none() {
+        let p = platform(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        let out = by_name(&build(&p), "demo-allow-api-egress").egress.unwrap();
+        let sel = out[0].to.clone().unwrap()[0].pod_selector.clone().unwrap();
+        assert_eq!(sel.match_labels.unwrap()["cnpg.io/cluster"], "demo-db");
+        assert!(build(&platform(|s| s.network_policy.enabled = false)).is_empty());
+    }
+}

@@ -1,0 +1,322 @@
+//! Embedded PostgreSQL: a one-replica StatefulSet of the official `postgres` image, a headless
+//! governing Service, a client Service, a PVC template and `pg_isready` probes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, Service,
+    ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::security::{
+    container_security_context, pod_security_context, resources, scratch_volume, DATA_UID,
+};
+use super::{child_meta, PostgresObjects};
+use crate::crd::DatabaseProvider;
+use crate::names::{Component, PG_DATABASE_KEY, PG_PASSWORD_KEY, PG_USERNAME_KEY, POSTGRES_PORT};
+use crate::validate::ValidatedPlatform;
+
+/// Image of the embedded database.
+pub fn image(p: &ValidatedPlatform) -> String {
+    format!("docker.io/library/postgres:{}", p.spec.database.version)
+}
+
+const DATA_DIR: &str = "/var/lib/postgresql/data";
+
+fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: env.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pg_isready_probe(initial_delay: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "exec pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -h 127.0.0.1 -p {POSTGRES_PORT}"
+                ),
+            ]),
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet and Services, or `None` unless the provider is `Embedded`.
+pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
+    if p.spec.database.provider != DatabaseProvider::Embedded {
+        return None;
+    }
+    let names = &p.names;
+    let db = &p.spec.database;
+    let selector = names.selector(Component::Database);
+    let labels = p.names.labels(
+        Component::Database,
+        &super::component_version(p, Component::Database),
+    );
+    let credentials = names.postgres_credentials();
+
+    let container = Container {
+        name: "postgres".into(),
+        image: Some(image(p)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(vec![
+            secret_env("POSTGRES_USER", &credentials, PG_USERNAME_KEY),
+            secret_env("POSTGRES_PASSWORD", &credentials, PG_PASSWORD_KEY),
+            secret_env("POSTGRES_DB", &credentials, PG_DATABASE_KEY),
+            EnvVar {
+                name: "PGDATA".into(),
+                value: Some(format!("{DATA_DIR}/pgdata")),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "POSTGRES_INITDB_ARGS".into(),
+                value: Some("--auth-host=scram-sha-256 --data-checksums".into()),
+                ..Default::default()
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".into()),
+            container_port: POSTGRES_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: Some(resources(&db.resources)),
+        security_context: Some(container_security_context(DATA_UID)),
+        startup_probe: Some(pg_isready_probe(5, 5, 60)),
+        liveness_probe: Some(pg_isready_probe(0, 10, 6)),
+        readiness_probe: Some(pg_isready_probe(0, 5, 3)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: names.data_volume().into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "run".into(),
+                mount_path: "/var/run/postgresql".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "shm".into(),
+                mount_path: "/dev/shm".into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(names.data_volume().into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: db.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    db.storage.size.clone(),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let stateful_set = StatefulSet {
+        metadata: child_meta(p, names.postgres(), Component::Database),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(if p.spec.stopped { 0 } else { 1 }),
+            service_name: Some(names.postgres_headless()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            pod_management_policy: Some("OrderedReady".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..Default::default()
+                }),
+            }),
+            // PVCs outlive the StatefulSet; the finalizer deletes them only under
+            // deletionPolicy: Delete.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security_context(DATA_UID)),
+                    termination_grace_period_seconds: Some(60),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        scratch_volume("run", "16Mi", false),
+                        scratch_volume("tmp", "256Mi", false),
+                        scratch_volume("shm", "256Mi", true),
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+
+    let port = ServicePort {
+        name: Some("postgres".into()),
+        port: POSTGRES_PORT,
+        target_port: Some(IntOrString::String("postgres".into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let headless_service = Service {
+        metadata: child_meta(p, names.postgres_headless(), Component::Database),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector.clone()),
+            ports: Some(vec![port.clone()]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let service = Service {
+        metadata: child_meta(p, names.postgres(), Component::Database),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector),
+            ports: Some(vec![port]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Some(PostgresObjects {
+        stateful_set,
+        headless_service,
+        service,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::security::container_violations;
+    use crate::build::test_support::platform;
+
+    #[test]
+    fn embedded_postgres_is_hardened_and_probed() {
+        let p = platform(|s| s.database.version = "16.6".into());
+        let objs = build(&p).unwrap();
+        let sts = objs.stateful_set.spec.unwrap();
+        assert_eq!(sts.replicas, Some(1));
+        assert_eq!(sts.service_name.as_deref(), Some("demo-postgres-headless"));
+        let pod = sts.template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("docker.io/library/postgres:16.6"));
+        assert!(
+            container_violations(c).is_empty(),
+            "{:?}",
+            container_violations(c)
+        );
+        let probe = c.readiness_probe.as_ref().unwrap();
+        assert!(probe.exec.as_ref().unwrap().command.as_ref().unwrap()[2].contains("pg_isready"));
+        // The password comes from the Secret, never a literal.
+        let env = c.env.as_ref().unwrap();
+        let pw = env.iter().find(|e| e.name == "POSTGRES_PASSWORD").unwrap();
+        assert!(pw.value.is_none());
+        assert_eq!(
+            pw.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "demo-postgres-credentials"
+        );
+        let claim = &sts.volume_claim_templates.unwrap()[0];
+        assert_eq!(
+            claim
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "10Gi"
+        );
+        assert_eq!(
+            objs.headless_service.spec.unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
+        assert_eq!(objs.service.metadata.name.as_deref(), Some("demo-postgres"));
+    }
+
+    #[test]
+    fn selector_matches_pod_labels() {
+        let p = platform(|_| {});
+        let sts = build(&p).unwrap().stateful_set.spec.unwrap();
+        let sel = sts.selector.match_labels.unwrap();
+        let labels = sts.template.metadata.unwrap().labels.unwrap();
+        assert!(sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn stopped_scales_to_zero_other_providers_have_none() {
+        let p = platform(|s| s.stopped = true);
+        assert_eq!(
+            build(&p).unwrap().stateful_set.spec.unwrap().replicas,
+            Some(0)
+        );
+        let p = platform(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        assert!(build(&p).is_none());
+    }
+}

@@ -1,0 +1,375 @@
+//! Generated Secrets: database credentials, Redis password, API JWT key and PHI key ring.
+//!
+//! Values are generated once with a CSPRNG and never overwritten: the builder receives the data
+//! of the Secrets that already exist and keeps every key it finds, generating only missing keys.
+//! The values never reach logs, status, events or error messages.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use rand::RngCore;
+use serde::Serialize;
+
+use super::{bytes, child_meta};
+use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::names::{
+    Component, ANNOTATION_PLACEHOLDER, DATABASE_NAME, DATABASE_USER, JWT_KEY, PG_DATABASE_KEY,
+    PG_PASSWORD_KEY, PG_URL_KEY, PG_USERNAME_KEY, PHI_KEYS, POSTGRES_PORT, REDIS_AUTH_CONF_KEY,
+    REDIS_PASSWORD_KEY, REDIS_PORT, REDIS_URL_KEY,
+};
+use crate::validate::ValidatedPlatform;
+
+/// Text shown instead of a secret value by `render`.
+pub const PLACEHOLDER: &str = "PLACEHOLDER-generated-by-caduceus-operator-at-apply-time";
+
+/// Data of Secrets that already exist in the cluster, by Secret name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExistingSecrets {
+    pub by_name: BTreeMap<String, BTreeMap<String, ByteString>>,
+}
+
+impl ExistingSecrets {
+    pub fn insert(&mut self, name: impl Into<String>, data: BTreeMap<String, ByteString>) {
+        self.by_name.insert(name.into(), data);
+    }
+
+    fn get(&self, secret: &str, key: &str) -> Option<&ByteString> {
+        self.by_name.get(secret).and_then(|d| d.get(key))
+    }
+
+    fn get_str(&self, secret: &str, key: &str) -> Option<String> {
+        self.get(secret, key)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    }
+}
+
+/// Source of new secret values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecretGenerator {
+    /// CSPRNG values (`rand`'s thread-local ChaCha generator, seeded from the OS). `date` is the
+    /// `YYYYMMDD` used in new PHI key ids.
+    Random { date: String },
+    /// Clearly marked placeholder values, for `render` (deterministic output).
+    Placeholder,
+}
+
+impl SecretGenerator {
+    /// A random generator stamped with today's UTC date.
+    pub fn random() -> Self {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        SecretGenerator::Random {
+            date: now.strftime("%Y%m%d").to_string(),
+        }
+    }
+
+    fn is_placeholder(&self) -> bool {
+        matches!(self, SecretGenerator::Placeholder)
+    }
+
+    fn random_bytes(n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        rand::rng().fill_bytes(&mut buf);
+        buf
+    }
+
+    /// Standard (padded) base64 of `n` random bytes.
+    fn key_b64(&mut self, n: usize) -> String {
+        match self {
+            SecretGenerator::Random { .. } => STANDARD.encode(Self::random_bytes(n)),
+            SecretGenerator::Placeholder => PLACEHOLDER.to_string(),
+        }
+    }
+
+    /// A URL-safe password (32 characters from 24 random bytes: 192 bits).
+    fn password(&mut self) -> String {
+        match self {
+            SecretGenerator::Random { .. } => URL_SAFE_NO_PAD.encode(Self::random_bytes(24)),
+            SecretGenerator::Placeholder => PLACEHOLDER.to_string(),
+        }
+    }
+
+    /// A PHI key id `k-YYYYMMDD-xxxx` (matches `^[a-z0-9][a-z0-9-]{0,31}$`).
+    fn key_id(&mut self) -> String {
+        match self {
+            SecretGenerator::Random { date } => {
+                let r = Self::random_bytes(2);
+                format!("k-{date}-{:02x}{:02x}", r[0], r[1])
+            }
+            SecretGenerator::Placeholder => "k-placeholder".to_string(),
+        }
+    }
+}
+
+/// The PHI key ring file (`phi-keys.json`, docs/contracts.md).
+#[derive(Serialize)]
+struct PhiKeyRing {
+    version: u32,
+    active_key_id: String,
+    keys: BTreeMap<String, String>,
+    blind_index_key: String,
+}
+
+fn secret(
+    p: &ValidatedPlatform,
+    name: String,
+    component: Component,
+    data: BTreeMap<String, ByteString>,
+    generator: &SecretGenerator,
+) -> Secret {
+    let mut metadata = child_meta(p, name, component);
+    if generator.is_placeholder() {
+        metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_PLACEHOLDER.to_string(),
+            "true".to_string(),
+        )]));
+    }
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for URL userinfo).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `<platform>-postgres-credentials` for the embedded database: username, password, database and
+/// the `database-url` the API reads as `DATABASE_URL`.
+pub fn postgres_credentials(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &mut SecretGenerator,
+) -> Option<Secret> {
+    if p.spec.database.provider != DatabaseProvider::Embedded {
+        return None;
+    }
+    let name = p.names.postgres_credentials();
+    let username = existing
+        .get_str(&name, PG_USERNAME_KEY)
+        .unwrap_or_else(|| DATABASE_USER.to_string());
+    let database = existing
+        .get_str(&name, PG_DATABASE_KEY)
+        .unwrap_or_else(|| DATABASE_NAME.to_string());
+    let password = existing
+        .get_str(&name, PG_PASSWORD_KEY)
+        .unwrap_or_else(|| generator.password());
+    let url = existing.get_str(&name, PG_URL_KEY).unwrap_or_else(|| {
+        format!(
+            "postgres://{}:{}@{}:{POSTGRES_PORT}/{}?sslmode=prefer",
+            url_encode(&username),
+            url_encode(&password),
+            p.names.service_host(&p.names.postgres(), &p.namespace),
+            url_encode(&database),
+        )
+    });
+    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
+    data.insert(PG_USERNAME_KEY.into(), bytes(&username));
+    data.insert(PG_DATABASE_KEY.into(), bytes(&database));
+    data.insert(PG_PASSWORD_KEY.into(), bytes(&password));
+    data.insert(PG_URL_KEY.into(), bytes(&url));
+    Some(secret(p, name, Component::Database, data, generator))
+}
+
+/// `<platform>-redis-credentials` for the embedded cache: password, `redis-url` (the API's
+/// `REDIS_URL`) and `auth.conf` (a Redis config include with `requirepass`, so the password is
+/// never on a command line).
+pub fn redis_credentials(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &mut SecretGenerator,
+) -> Option<Secret> {
+    if p.spec.cache.provider != CacheProvider::Embedded {
+        return None;
+    }
+    let name = p.names.redis_credentials();
+    let password = existing
+        .get_str(&name, REDIS_PASSWORD_KEY)
+        .unwrap_or_else(|| generator.password());
+    let url = existing.get_str(&name, REDIS_URL_KEY).unwrap_or_else(|| {
+        format!(
+            "redis://:{}@{}:{REDIS_PORT}/0",
+            url_encode(&password),
+            p.names.service_host(&p.names.redis(), &p.namespace)
+        )
+    });
+    let auth_conf = existing
+        .get_str(&name, REDIS_AUTH_CONF_KEY)
+        .unwrap_or_else(|| format!("requirepass \"{password}\"\n"));
+    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
+    data.insert(REDIS_PASSWORD_KEY.into(), bytes(&password));
+    data.insert(REDIS_URL_KEY.into(), bytes(&url));
+    data.insert(REDIS_AUTH_CONF_KEY.into(), bytes(&auth_conf));
+    Some(secret(p, name, Component::Cache, data, generator))
+}
+
+/// `<platform>-api-secrets`: `jwt.key` (base64 of 64 random bytes) and `phi-keys.json` (key ring
+/// with one 32-byte key and a 32-byte blind-index key), both in the format of docs/contracts.md.
+pub fn api_secrets(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &mut SecretGenerator,
+) -> Secret {
+    let name = p.names.api_secrets();
+    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
+    if !data.contains_key(JWT_KEY) {
+        data.insert(JWT_KEY.into(), bytes(&generator.key_b64(64)));
+    }
+    if !data.contains_key(PHI_KEYS) {
+        let key_id = generator.key_id();
+        let ring = PhiKeyRing {
+            version: 1,
+            active_key_id: key_id.clone(),
+            keys: BTreeMap::from([(key_id, generator.key_b64(32))]),
+            blind_index_key: generator.key_b64(32),
+        };
+        // Serialising a struct of strings into a Vec cannot fail.
+        let json = serde_json::to_vec(&ring).unwrap_or_default();
+        data.insert(PHI_KEYS.into(), ByteString(json));
+    }
+    secret(p, name, Component::ApiServer, data, generator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::platform;
+
+    fn value(s: &Secret, key: &str) -> String {
+        String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    fn random() -> SecretGenerator {
+        SecretGenerator::Random {
+            date: "20261122".into(),
+        }
+    }
+
+    #[test]
+    fn api_secrets_match_contract_format() {
+        let p = platform(|_| {});
+        let s = api_secrets(&p, &ExistingSecrets::default(), &mut random());
+        assert_eq!(s.metadata.name.as_deref(), Some("demo-api-secrets"));
+        let jwt = STANDARD.decode(value(&s, JWT_KEY).trim()).unwrap();
+        assert_eq!(jwt.len(), 64);
+        let ring: serde_json::Value = serde_json::from_str(&value(&s, PHI_KEYS)).unwrap();
+        assert_eq!(ring["version"], 1);
+        let active = ring["active_key_id"].as_str().unwrap();
+        assert!(
+            active.starts_with("k-20261122-") && active.len() == 15,
+            "{active}"
+        );
+        assert!(active
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        let key = STANDARD
+            .decode(ring["keys"][active].as_str().unwrap())
+            .unwrap();
+        assert_eq!(key.len(), 32);
+        let blind = STANDARD
+            .decode(ring["blind_index_key"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(blind.len(), 32);
+        assert_ne!(key, blind);
+        assert_eq!(ring.as_object().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn generated_values_differ_between_platforms() {
+        let p = platform(|_| {});
+        let a = api_secrets(&p, &ExistingSecrets::default(), &mut random());
+        let b = api_secrets(&p, &ExistingSecrets::default(), &mut random());
+        assert_ne!(value(&a, JWT_KEY), value(&b, JWT_KEY));
+    }
+
+    #[test]
+    fn existing_values_are_never_regenerated() {
+        let p = platform(|_| {});
+        let first = build_all(&p, &ExistingSecrets::default());
+        let mut existing = ExistingSecrets::default();
+        for s in &first {
+            existing.insert(s.metadata.name.clone().unwrap(), s.data.clone().unwrap());
+        }
+        let second = build_all(&p, &existing);
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn missing_keys_are_added_without_touching_present_ones() {
+        let p = platform(|_| {});
+        let mut existing = ExistingSecrets::default();
+        existing.insert(
+            "demo-postgres-credentials",
+            BTreeMap::from([("password".to_string(), bytes("p@ss word"))]),
+        );
+        let s = postgres_credentials(&p, &existing, &mut random()).unwrap();
+        assert_eq!(value(&s, "password"), "p@ss word");
+        assert_eq!(
+            value(&s, "database-url"),
+            "postgres://caduceus:p%40ss%20word@demo-postgres.clinic.svc:5432/caduceus?sslmode=prefer"
+        );
+    }
+
+    #[test]
+    fn redis_secret_has_url_and_auth_conf() {
+        let p = platform(|_| {});
+        let s = redis_credentials(&p, &ExistingSecrets::default(), &mut random()).unwrap();
+        let pw = value(&s, "password");
+        assert_eq!(pw.len(), 32);
+        assert_eq!(
+            value(&s, "redis-url"),
+            format!("redis://:{pw}@demo-redis.clinic.svc:6379/0")
+        );
+        assert_eq!(value(&s, "auth.conf"), format!("requirepass \"{pw}\"\n"));
+    }
+
+    #[test]
+    fn provider_controls_which_secrets_exist() {
+        let p = platform(|s| {
+            s.database.provider = DatabaseProvider::CloudNativePG;
+            s.cache.provider = CacheProvider::Disabled;
+        });
+        assert!(postgres_credentials(&p, &ExistingSecrets::default(), &mut random()).is_none());
+        assert!(redis_credentials(&p, &ExistingSecrets::default(), &mut random()).is_none());
+    }
+
+    #[test]
+    fn placeholders_are_marked() {
+        let p = platform(|_| {});
+        let s = api_secrets(
+            &p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert_eq!(
+            s.metadata.annotations.unwrap()[ANNOTATION_PLACEHOLDER],
+            "true"
+        );
+        assert_eq!(
+            String::from_utf8(s.data.unwrap()[JWT_KEY].0.clone()).unwrap(),
+            PLACEHOLDER
+        );
+    }
+
+    fn build_all(p: &ValidatedPlatform, existing: &ExistingSecrets) -> Vec<Secret> {
+        let mut g = random();
+        vec![
+            postgres_credentials(p, existing, &mut g).unwrap(),
+            redis_credentials(p, existing, &mut g).unwrap(),
+            api_secrets(p, existing, &mut g),
+        ]
+    }
+}

@@ -1,0 +1,58 @@
+//! Service of the API: `http` 8080 (public API) and `metrics` 9090 (admin: metrics, detailed
+//! health, compliance self-report).
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::child_meta;
+use crate::names::{Component, API_HTTP_PORT, API_METRICS_PORT};
+use crate::validate::ValidatedPlatform;
+
+pub fn build(p: &ValidatedPlatform) -> Service {
+    let port = |name: &str, number: i32| ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: child_meta(p, p.names.api(), Component::ApiServer),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(p.names.selector(Component::ApiServer)),
+            ports: Some(vec![
+                port("http", API_HTTP_PORT),
+                port("metrics", API_METRICS_PORT),
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::platform;
+
+    #[test]
+    fn exposes_http_and_metrics() {
+        let p = platform(|_| {});
+        let spec = build(&p).spec.unwrap();
+        let ports: Vec<(String, i32)> = spec
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("http".to_string(), 8080), ("metrics".to_string(), 9090)]
+        );
+        assert_eq!(
+            spec.selector.unwrap(),
+            p.names.selector(Component::ApiServer)
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! ServiceAccount of the API pods: no API token is mounted (the API never talks to Kubernetes).
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
+
+use super::child_meta;
+use crate::names::Component;
+use crate::validate::ValidatedPlatform;
+
+pub fn build(p: &ValidatedPlatform) -> ServiceAccount {
+    let pull_secrets = &p.spec.api_server.image.pull_secrets;
+    ServiceAccount {
+        metadata: child_meta(p, p.names.api(), Component::ApiServer),
+        automount_service_account_token: Some(false),
+        image_pull_secrets: (!pull_secrets.is_empty()).then(|| {
+            pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
+        secrets: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::platform;
+
+    #[test]
+    fn token_is_not_automounted() {
+        let sa = build(&platform(|_| {}));
+        assert_eq!(sa.metadata.name.as_deref(), Some("demo-api"));
+        assert_eq!(sa.automount_service_account_token, Some(false));
+        assert!(sa.image_pull_secrets.is_none());
+    }
+
+    #[test]
+    fn pull_secrets_are_listed() {
+        let sa = build(&platform(|s| {
+            s.api_server.image.pull_secrets = vec!["regcred".into()]
+        }));
+        assert_eq!(sa.image_pull_secrets.unwrap()[0].name, "regcred");
+    }
+}

@@ -1,0 +1,1082 @@
+//! The `HealthcarePlatform` custom resource (`caduceus.io/v1alpha1`).
+//!
+//! Every spec field has a serde default, and schemars copies each serde default into the CRD
+//! schema (`default:`), so the API server stores exactly the values the operator would assume.
+//! A GitOps tool that diffs the live object therefore sees the same values the operator uses, and
+//! the operator never writes to `spec` (no drift from defaulting).
+//!
+//! Cross-field rules are CEL `x-kubernetes-validations`, so an impossible resource is refused by
+//! the API server instead of being half-applied; [`crate::validate`] repeats the checks for
+//! `render` and for clusters that skipped the schema.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, Toleration};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default API image repository (the `caduceus-api` binary, uid 65532).
+pub const DEFAULT_API_IMAGE: &str = "ghcr.io/caduceus-health/caduceus-api";
+/// Default embedded PostgreSQL version (official `postgres` image tag).
+pub const DEFAULT_POSTGRES_VERSION: &str = "16.6";
+/// Default embedded Redis version (official `redis` image tag).
+pub const DEFAULT_REDIS_VERSION: &str = "7.4.2";
+
+/// Specification of a Caduceus healthcare platform: Postgres, Redis and the Caduceus API,
+/// hardened and wired together.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "caduceus.io",
+    version = "v1alpha1",
+    kind = "HealthcarePlatform",
+    plural = "healthcareplatforms",
+    namespaced,
+    shortname = "hcp",
+    category = "caduceus",
+    status = "HealthcarePlatformStatus",
+    derive = "PartialEq",
+    doc = "A HIPAA-grade Caduceus healthcare platform managed by caduceus-operator.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Compliant","type":"boolean","jsonPath":".status.compliance.compliant"}"#,
+    printcolumn = r#"{"name":"API","type":"string","description":"API server pods ready/desired","jsonPath":".status.apiServer.ready"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.apiServer.version"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthcarePlatformSpec {
+    /// The Caduceus API server deployment.
+    #[serde(default)]
+    pub api_server: ApiServerSpec,
+    /// The PostgreSQL database.
+    #[serde(default)]
+    pub database: DatabaseSpec,
+    /// The Redis cache (rate limiting, sessions).
+    #[serde(default)]
+    pub cache: CacheSpec,
+    /// NetworkPolicies: default-deny plus the few flows the platform needs.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+    /// Security settings handed to the API server.
+    #[serde(default)]
+    pub security: SecuritySpec,
+    /// Prometheus Operator integration.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+    /// Encrypted backups.
+    #[serde(default)]
+    pub backup: BackupSpec,
+    /// Continuous compliance evaluation.
+    #[serde(default)]
+    pub compliance: ComplianceSpec,
+    /// What happens to PVCs, credentials and backups when the platform is deleted.
+    /// `Retain` (default) keeps them; `Delete` removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Stop applying spec changes; status is still updated.
+    #[serde(default)]
+    pub paused: bool,
+    /// Scale every workload to zero but keep all data.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// API server
+
+/// The Caduceus API server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.env.all(e, !(e.name in ['DATABASE_URL', 'REDIS_URL', 'CADUCEUS_JWT_KEY_FILE', 'CADUCEUS_PHI_KEYS_FILE']))").message("apiServer.env must not override DATABASE_URL, REDIS_URL or the key file paths; the operator sets them from Secrets").field_path(".env"))]
+pub struct ApiServerSpec {
+    /// Container image of the API server.
+    #[serde(default)]
+    pub image: ImageSpec,
+    /// Number of API pods when autoscaling is disabled.
+    #[serde(default = "default_api_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+    /// CPU and memory requests and limits of each API pod.
+    #[serde(default = "default_api_resources")]
+    pub resources: ResourcesSpec,
+    /// HorizontalPodAutoscaler (autoscaling/v2, CPU and memory).
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+    /// Optional Ingress, always with TLS.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+    /// `CADUCEUS_LOG_LEVEL`: a tracing filter such as `info` or `caduceus_api=debug,info`.
+    #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_:=,.\-]+$"))]
+    pub log_level: String,
+    /// Scheduling escape hatch: node selector for API pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Scheduling escape hatch: tolerations for API pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Scheduling escape hatch: affinity for API pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra environment variables for the API container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+}
+
+impl Default for ApiServerSpec {
+    fn default() -> Self {
+        Self {
+            image: ImageSpec::default(),
+            replicas: default_api_replicas(),
+            resources: default_api_resources(),
+            autoscaling: AutoscalingSpec::default(),
+            ingress: IngressSpec::default(),
+            log_level: default_log_level(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+fn default_api_replicas() -> i32 {
+    2
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_api_resources() -> ResourcesSpec {
+    ResourcesSpec::new("250m", "256Mi", "1", "512Mi")
+}
+
+/// A container image.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Image repository without tag.
+    #[serde(default = "default_api_repository")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9]$")
+    )]
+    pub repository: String,
+    /// Image tag. Defaults to the operator's own version, so upgrading the operator upgrades the
+    /// API. `latest` is refused: every rollout must be reproducible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+    )]
+    #[x_kube(validation = Rule::new("self != 'latest'").message("the `latest` tag is not allowed; pin a version"))]
+    pub tag: Option<String>,
+    /// Image pull policy.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Names of image pull Secrets in the platform's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<String>,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_api_repository(),
+            tag: None,
+            pull_policy: PullPolicy::default(),
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+fn default_api_repository() -> String {
+    DEFAULT_API_IMAGE.into()
+}
+
+/// Kubernetes image pull policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// CPU and memory requests and limits. Both are always set (hardening baseline).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ResourcesSpec {
+    pub requests: CpuMemory,
+    pub limits: CpuMemory,
+}
+
+impl ResourcesSpec {
+    pub fn new(req_cpu: &str, req_mem: &str, lim_cpu: &str, lim_mem: &str) -> Self {
+        Self {
+            requests: CpuMemory {
+                cpu: Quantity(req_cpu.into()),
+                memory: Quantity(req_mem.into()),
+            },
+            limits: CpuMemory {
+                cpu: Quantity(lim_cpu.into()),
+                memory: Quantity(lim_mem.into()),
+            },
+        }
+    }
+}
+
+/// A CPU and memory pair.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CpuMemory {
+    pub cpu: Quantity,
+    pub memory: Quantity,
+}
+
+/// HorizontalPodAutoscaler settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxReplicas >= self.minReplicas").message("apiServer.autoscaling.maxReplicas must be >= minReplicas").field_path(".maxReplicas"))]
+pub struct AutoscalingSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 1, max = 100))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: i32,
+    #[serde(default = "default_target_memory")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_memory_utilization_percentage: i32,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_cpu_utilization_percentage: default_target_cpu(),
+            target_memory_utilization_percentage: default_target_memory(),
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_replicas() -> i32 {
+    10
+}
+fn default_target_cpu() -> i32 {
+    70
+}
+fn default_target_memory() -> i32 {
+    80
+}
+
+/// Ingress for the public API (port 8080). TLS is always on; the certificate Secret defaults to
+/// `<platform>-api-tls` (for example filled by cert-manager through `annotations`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.host)").message("apiServer.ingress.host is required when the ingress is enabled").field_path(".host"))]
+pub struct IngressSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// DNS name of the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(\*\.)?[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*$"
+        )
+    )]
+    pub host: Option<String>,
+    /// IngressClass name; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// TLS certificate Secret; `<platform>-api-tls` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+    /// Annotations for the Ingress (e.g. cert-manager issuer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Database
+
+/// PostgreSQL database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.provider != 'External' || has(self.secretRef)").message("database.secretRef is required when database.provider is External").field_path(".secretRef"),
+    validation = Rule::new("self.provider == 'External' || !has(self.secretRef)").message("database.secretRef is only allowed when database.provider is External").field_path(".secretRef"),
+    validation = Rule::new("self.provider == oldSelf.provider").message("database.provider is immutable; restore a backup into a new platform instead").field_path(".provider")
+)]
+pub struct DatabaseSpec {
+    /// `Embedded` (a hardened StatefulSet), `CloudNativePG` (a `postgresql.cnpg.io/v1` Cluster;
+    /// needs the CloudNativePG operator) or `External` (connection URL from `secretRef`).
+    #[serde(default)]
+    pub provider: DatabaseProvider,
+    /// PostgreSQL version (image tag of the official `postgres` image, or of
+    /// `ghcr.io/cloudnative-pg/postgresql` for CloudNativePG).
+    #[serde(default = "default_postgres_version")]
+    #[schemars(regex(pattern = r"^[0-9]{2}(\.[0-9]{1,2})?$"))]
+    pub version: String,
+    /// Persistent storage (Embedded and CloudNativePG).
+    #[serde(default = "default_database_storage")]
+    pub storage: StorageSpec,
+    /// CPU and memory of each database pod (Embedded and CloudNativePG).
+    #[serde(default = "default_database_resources")]
+    pub resources: ResourcesSpec,
+    /// Number of PostgreSQL instances (CloudNativePG only; Embedded runs one).
+    #[serde(default = "default_instances")]
+    #[schemars(range(min = 1, max = 9))]
+    pub instances: i32,
+    /// Secret holding the connection URL (External only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// TCP port the API may reach an External database on (NetworkPolicy egress).
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub external_port: i32,
+    /// CIDRs the API may reach an External database in; empty means any address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_cidrs: Vec<String>,
+}
+
+impl Default for DatabaseSpec {
+    fn default() -> Self {
+        Self {
+            provider: DatabaseProvider::default(),
+            version: default_postgres_version(),
+            storage: default_database_storage(),
+            resources: default_database_resources(),
+            instances: default_instances(),
+            secret_ref: None,
+            external_port: default_postgres_port(),
+            external_cidrs: Vec::new(),
+        }
+    }
+}
+
+fn default_postgres_version() -> String {
+    DEFAULT_POSTGRES_VERSION.into()
+}
+fn default_database_storage() -> StorageSpec {
+    StorageSpec {
+        size: Quantity("10Gi".into()),
+        storage_class_name: None,
+    }
+}
+fn default_database_resources() -> ResourcesSpec {
+    ResourcesSpec::new("250m", "512Mi", "2", "2Gi")
+}
+fn default_instances() -> i32 {
+    3
+}
+fn default_postgres_port() -> i32 {
+    5432
+}
+
+/// Where the database runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DatabaseProvider {
+    #[default]
+    Embedded,
+    CloudNativePG,
+    External,
+}
+
+/// Persistent volume settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, e.g. `10Gi`.
+    pub size: Quantity,
+    /// StorageClass; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// A key in a Secret of the platform's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key holding the connection URL.
+    #[serde(default = "default_url_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+
+/// Redis cache.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.provider != 'External' || has(self.secretRef)").message("cache.secretRef is required when cache.provider is External").field_path(".secretRef"),
+    validation = Rule::new("self.provider == 'External' || !has(self.secretRef)").message("cache.secretRef is only allowed when cache.provider is External").field_path(".secretRef")
+)]
+pub struct CacheSpec {
+    /// `Embedded` (hardened Redis StatefulSet), `External` (URL from `secretRef`) or `Disabled`
+    /// (the API then rate-limits per pod).
+    #[serde(default)]
+    pub provider: CacheProvider,
+    /// Redis version (official `redis` image tag).
+    #[serde(default = "default_redis_version")]
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+(\.[0-9]+)?$"))]
+    pub version: String,
+    /// CPU and memory of the Redis pod.
+    #[serde(default = "default_cache_resources")]
+    pub resources: ResourcesSpec,
+    /// Append-only-file persistence on a PVC.
+    #[serde(default)]
+    pub persistence: PersistenceSpec,
+    /// Secret holding a `redis://` URL (External only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// TCP port the API may reach an External Redis on (NetworkPolicy egress).
+    #[serde(default = "default_redis_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub external_port: i32,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        Self {
+            provider: CacheProvider::default(),
+            version: default_redis_version(),
+            resources: default_cache_resources(),
+            persistence: PersistenceSpec::default(),
+            secret_ref: None,
+            external_port: default_redis_port(),
+        }
+    }
+}
+
+fn default_redis_version() -> String {
+    DEFAULT_REDIS_VERSION.into()
+}
+fn default_cache_resources() -> ResourcesSpec {
+    ResourcesSpec::new("100m", "128Mi", "500m", "256Mi")
+}
+fn default_redis_port() -> i32 {
+    6379
+}
+
+/// Where the cache runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CacheProvider {
+    #[default]
+    Embedded,
+    External,
+    Disabled,
+}
+
+/// Redis persistence.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistenceSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_cache_size")]
+    pub size: Quantity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for PersistenceSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            size: default_cache_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_cache_size() -> Quantity {
+    Quantity("1Gi".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network policy, security
+
+/// NetworkPolicies of the platform.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create default-deny and allow policies (strongly recommended).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may reach the API on port 8080. Default: every pod in the platform's namespace.
+    /// Add your ingress controller's namespace here when the Ingress is enabled.
+    #[serde(default = "default_ingress_from")]
+    pub ingress_from: Vec<NetworkPolicyPeer>,
+    /// Namespace whose pods may scrape metrics on port 9090.
+    #[serde(default = "default_monitoring_namespace")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub monitoring_namespace: String,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ingress_from: default_ingress_from(),
+            monitoring_namespace: default_monitoring_namespace(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ingress_from() -> Vec<NetworkPolicyPeer> {
+    vec![NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..Default::default()
+    }]
+}
+fn default_monitoring_namespace() -> String {
+    "monitoring".into()
+}
+
+/// Security settings passed to the API server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// Automatic logoff after this many idle minutes.
+    #[serde(default = "default_fifteen")]
+    #[schemars(range(min = 1, max = 1440))]
+    pub session_idle_timeout_minutes: i32,
+    /// Access token (JWT) lifetime in minutes.
+    #[serde(default = "default_fifteen")]
+    #[schemars(range(min = 1, max = 1440))]
+    pub access_token_ttl_minutes: i32,
+    /// Rate limits.
+    #[serde(default)]
+    pub rate_limit: RateLimitSpec,
+    /// How long audit records are kept (HIPAA: 6 years = 2190 days).
+    #[serde(default = "default_audit_retention")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub audit_retention_days: i32,
+    /// Origins allowed by CORS; empty disables CORS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_allowed_origins: Vec<String>,
+    /// Enables `POST /auth/register`.
+    #[serde(default)]
+    pub self_registration: bool,
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        Self {
+            session_idle_timeout_minutes: default_fifteen(),
+            access_token_ttl_minutes: default_fifteen(),
+            rate_limit: RateLimitSpec::default(),
+            audit_retention_days: default_audit_retention(),
+            cors_allowed_origins: Vec::new(),
+            self_registration: false,
+        }
+    }
+}
+
+fn default_fifteen() -> i32 {
+    15
+}
+fn default_audit_retention() -> i32 {
+    2190
+}
+
+/// Rate limits of the API.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Requests per minute per client IP and per user.
+    #[serde(default = "default_rpm")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub requests_per_minute: i32,
+    /// Login attempts per minute per client IP.
+    #[serde(default = "default_login_rpm")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub login_attempts_per_minute: i32,
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: default_rpm(),
+            login_attempts_per_minute: default_login_rpm(),
+        }
+    }
+}
+
+fn default_rpm() -> i32 {
+    600
+}
+fn default_login_rpm() -> i32 {
+    5
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring, backup, compliance (schema owned here, behaviour by their own modules)
+
+/// Prometheus Operator integration (ServiceMonitor, PrometheusRule, dashboard).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Encrypted backups of the database.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Cron schedule (default hourly).
+    #[serde(default = "default_backup_schedule")]
+    #[schemars(length(min = 9, max = 100))]
+    pub schedule: String,
+    /// How long backups are kept.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+    /// Where backups go: an S3-compatible object store or a PVC.
+    #[serde(default)]
+    pub destination: BackupDestination,
+    /// Secret holding `backup-key.json`; `<platform>-backup-key` (generated) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_secret_ref: Option<String>,
+    /// Recovery point objective: a backup older than this is a violation.
+    #[serde(default = "default_rpo")]
+    #[schemars(range(min = 5, max = 10080))]
+    pub rpo_minutes: i32,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: default_backup_schedule(),
+            retention: RetentionSpec::default(),
+            destination: BackupDestination::default(),
+            encryption_key_secret_ref: None,
+            rpo_minutes: default_rpo(),
+        }
+    }
+}
+
+fn default_backup_schedule() -> String {
+    "0 * * * *".into()
+}
+fn default_rpo() -> i32 {
+    60
+}
+
+/// Backup retention.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub days: i32,
+    /// Never prune below this many backups.
+    #[serde(default = "default_min_count")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub min_count: i32,
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        Self {
+            days: default_retention_days(),
+            min_count: default_min_count(),
+        }
+    }
+}
+
+fn default_retention_days() -> i32 {
+    30
+}
+fn default_min_count() -> i32 {
+    7
+}
+
+/// Exactly one of `s3` or `pvc`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.s3) != has(self.pvc)").message("backup.destination needs exactly one of s3 or pvc"))]
+pub struct BackupDestination {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcDestination>,
+}
+
+impl Default for BackupDestination {
+    fn default() -> Self {
+        Self {
+            s3: None,
+            pvc: Some(PvcDestination::default()),
+        }
+    }
+}
+
+/// S3-compatible object store.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// Endpoint URL for non-AWS stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: Option<String>,
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret_ref: String,
+    #[serde(default)]
+    pub force_path_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// A PVC holding backups.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcDestination {
+    #[serde(default = "default_backup_pvc_size")]
+    pub size: Quantity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for PvcDestination {
+    fn default() -> Self {
+        Self {
+            size: default_backup_pvc_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_backup_pvc_size() -> Quantity {
+    Quantity("20Gi".into())
+}
+
+/// Continuous compliance evaluation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Regulatory profiles to evaluate.
+    #[serde(default = "default_profiles")]
+    pub profiles: Vec<ComplianceProfile>,
+    /// `Enforce` overrides non-compliant values; `Audit` only reports.
+    #[serde(default)]
+    pub mode: ComplianceMode,
+    /// Time-limited, justified exceptions to single rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<ComplianceException>,
+}
+
+impl Default for ComplianceSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            profiles: default_profiles(),
+            mode: ComplianceMode::default(),
+            exceptions: Vec::new(),
+        }
+    }
+}
+
+fn default_profiles() -> Vec<ComplianceProfile> {
+    vec![ComplianceProfile::HIPAA]
+}
+
+/// A regulatory profile.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComplianceProfile {
+    HIPAA,
+    GDPR,
+    SOC2,
+}
+
+/// Compliance mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ComplianceMode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// An exception to one compliance rule.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceException {
+    #[schemars(length(min = 1, max = 128))]
+    pub rule: String,
+    #[schemars(length(min = 1, max = 1024))]
+    pub justification: String,
+    /// RFC 3339 time after which the exception no longer applies.
+    pub expires: Time,
+}
+
+/// What happens to data when the platform is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep PVCs, credentials, key rings and backups (default: PHI is never deleted by accident).
+    #[default]
+    Retain,
+    /// Delete PVCs and backups together with the platform.
+    Delete,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+
+/// Observed state of a platform. Written only by the operator, through the status subresource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthcarePlatformStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Provisioning, Ready, Degraded, Failed, Paused or Stopped.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Human-readable summary of the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Conditions in the `metav1.Condition` shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Where clients reach the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointStatus>,
+    /// The running API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<ApiServerStatus>,
+    /// Compliance evaluation result (absent until evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<ComplianceStatus>,
+    /// Backup state (absent until the first backup ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// Lifecycle phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Provisioning,
+    Ready,
+    Degraded,
+    Failed,
+    Paused,
+    Stopped,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Provisioning,
+        Phase::Ready,
+        Phase::Degraded,
+        Phase::Failed,
+        Phase::Paused,
+        Phase::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
+            Phase::Failed => "Failed",
+            Phase::Paused => "Paused",
+            Phase::Stopped => "Stopped",
+        }
+    }
+}
+
+/// API endpoints.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// In-cluster URL, e.g. `http://demo-api.ns.svc:8080`.
+    pub internal: String,
+    /// Public URL through the Ingress, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
+}
+
+/// API server rollout state.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerStatus {
+    /// Version (image tag) every ready pod runs; absent during a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub ready_replicas: i32,
+    pub desired_replicas: i32,
+    /// `ready/desired`, for `kubectl get`.
+    pub ready: String,
+}
+
+/// Compliance evaluation summary (filled by the compliance engine).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<ComplianceProfile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ComplianceMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliant: Option<bool>,
+    #[serde(default)]
+    pub passed: i32,
+    #[serde(default)]
+    pub total: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<ComplianceViolation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluated: Option<Time>,
+}
+
+/// One failing compliance rule.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceViolation {
+    pub rule: String,
+    pub severity: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// Backup state (filled by the backup controller).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_time: Option<Time>,
+}
+
+impl HealthcarePlatform {
+    /// The image tag the API runs: the spec's tag or the operator's own version.
+    pub fn api_image_tag(&self) -> String {
+        self.spec
+            .api_server
+            .image
+            .tag
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
+    }
+}
+
+/// The CRD as YAML, exactly what `caduceus-operator crd` prints and `crds/` holds.
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    use kube::CustomResourceExt;
+    let crd = HealthcarePlatform::crd();
+    serde_norway::to_string(&crd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_spec_gets_documented_defaults() {
+        let spec: HealthcarePlatformSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec.api_server.replicas, 2);
+        assert_eq!(spec.security.session_idle_timeout_minutes, 15);
+        assert_eq!(spec.security.audit_retention_days, 2190);
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
+        assert!(spec.network_policy.enabled);
+        assert_eq!(spec.database.provider, DatabaseProvider::Embedded);
+        assert_eq!(spec, HealthcarePlatformSpec::default());
+    }
+
+    #[test]
+    fn nested_defaults_match_struct_defaults() {
+        // A partially given section gets the same defaults for the missing fields.
+        let spec: HealthcarePlatformSpec =
+            serde_json::from_str(r#"{"apiServer":{"replicas":3},"cache":{"provider":"Disabled"}}"#)
+                .unwrap();
+        assert_eq!(spec.api_server.replicas, 3);
+        assert_eq!(spec.api_server.autoscaling, AutoscalingSpec::default());
+        assert_eq!(spec.cache.provider, CacheProvider::Disabled);
+        assert_eq!(spec.cache.version, DEFAULT_REDIS_VERSION);
+    }
+
+    #[test]
+    fn unknown_enum_value_is_refused() {
+        let err =
+            serde_json::from_str::<HealthcarePlatformSpec>(r#"{"database":{"provider":"MySQL"}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("MySQL"), "{err}");
+    }
+}

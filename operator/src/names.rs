@@ -1,0 +1,314 @@
+//! Every object name, label and selector the operator uses, in one place.
+//!
+//! Builders, apply, status and the finalizer all ask this module; no other module formats a
+//! child name or writes a label map by hand.
+
+use std::collections::BTreeMap;
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "caduceus-operator";
+/// Finalizer that applies `deletionPolicy`.
+pub const FINALIZER: &str = "caduceus.io/finalizer";
+/// Value of `app.kubernetes.io/part-of`.
+pub const PART_OF: &str = "caduceus";
+/// Value of `app.kubernetes.io/managed-by`.
+pub const MANAGED_BY: &str = "caduceus-operator";
+
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
+
+/// Pod-template annotation carrying a hash of the API ConfigMap, so a settings change rolls pods.
+pub const ANNOTATION_CONFIG_HASH: &str = "caduceus.io/config-hash";
+/// Marks Secrets printed by `render` whose values are placeholders.
+pub const ANNOTATION_PLACEHOLDER: &str = "caduceus.io/placeholder-values";
+/// CloudNativePG hibernation annotation (used when the platform is stopped).
+pub const ANNOTATION_CNPG_HIBERNATION: &str = "cnpg.io/hibernation";
+/// Label CloudNativePG puts on the pods of a Cluster.
+pub const LABEL_CNPG_CLUSTER: &str = "cnpg.io/cluster";
+
+/// Longest platform name: leaves room for the longest suffix (`-postgres-headless`) and the
+/// StatefulSet pod ordinal within the 63-character DNS label limit.
+pub const MAX_PLATFORM_NAME_LEN: usize = 40;
+
+/// Mount path of the API secrets (docs/contracts.md).
+pub const API_SECRETS_MOUNT: &str = "/etc/caduceus/secrets";
+/// Key of the JWT signing key in the API secret.
+pub const JWT_KEY: &str = "jwt.key";
+/// Key of the PHI key ring in the API secret.
+pub const PHI_KEYS: &str = "phi-keys.json";
+
+pub const API_HTTP_PORT: i32 = 8080;
+pub const API_METRICS_PORT: i32 = 9090;
+pub const POSTGRES_PORT: i32 = 5432;
+pub const REDIS_PORT: i32 = 6379;
+
+/// Database name and role the operator creates for the API.
+pub const DATABASE_NAME: &str = "caduceus";
+pub const DATABASE_USER: &str = "caduceus";
+
+/// Keys of the generated database credentials Secret.
+pub const PG_USERNAME_KEY: &str = "username";
+pub const PG_PASSWORD_KEY: &str = "password";
+pub const PG_DATABASE_KEY: &str = "database";
+pub const PG_URL_KEY: &str = "database-url";
+/// Keys of the generated Redis Secret.
+pub const REDIS_PASSWORD_KEY: &str = "password";
+pub const REDIS_URL_KEY: &str = "redis-url";
+pub const REDIS_AUTH_CONF_KEY: &str = "auth.conf";
+/// Key of the connection URI in the Secret CloudNativePG creates (`<cluster>-app`).
+pub const CNPG_URI_KEY: &str = "uri";
+
+/// A platform component: one value of `app.kubernetes.io/component`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    ApiServer,
+    Database,
+    Cache,
+    /// Objects shared by the whole platform (network policies).
+    Platform,
+}
+
+impl Component {
+    /// `app.kubernetes.io/component`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::ApiServer => "api-server",
+            Component::Database => "database",
+            Component::Cache => "cache",
+            Component::Platform => "platform",
+        }
+    }
+
+    /// `app.kubernetes.io/name`: the application the component runs.
+    pub fn app_name(self) -> &'static str {
+        match self {
+            Component::ApiServer => "caduceus-api",
+            Component::Database => "postgres",
+            Component::Cache => "redis",
+            Component::Platform => "caduceus",
+        }
+    }
+}
+
+/// Names of one platform's children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    platform: String,
+}
+
+impl Names {
+    pub fn new(platform: impl Into<String>) -> Self {
+        Self {
+            platform: platform.into(),
+        }
+    }
+
+    pub fn platform(&self) -> &str {
+        &self.platform
+    }
+
+    fn suffixed(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.platform)
+    }
+
+    /// Deployment, Service, ServiceAccount, HPA, PDB and Ingress of the API.
+    pub fn api(&self) -> String {
+        self.suffixed("api")
+    }
+    pub fn api_config(&self) -> String {
+        self.suffixed("api-config")
+    }
+    pub fn api_secrets(&self) -> String {
+        self.suffixed("api-secrets")
+    }
+    pub fn api_tls(&self) -> String {
+        self.suffixed("api-tls")
+    }
+    /// StatefulSet and client Service of the embedded database.
+    pub fn postgres(&self) -> String {
+        self.suffixed("postgres")
+    }
+    pub fn postgres_headless(&self) -> String {
+        self.suffixed("postgres-headless")
+    }
+    pub fn postgres_credentials(&self) -> String {
+        self.suffixed("postgres-credentials")
+    }
+    /// Name of the volume claim template; PVCs are `data-<statefulset>-<ordinal>`.
+    pub fn data_volume(&self) -> &'static str {
+        "data"
+    }
+    /// StatefulSet and Service of the embedded cache.
+    pub fn redis(&self) -> String {
+        self.suffixed("redis")
+    }
+    pub fn redis_credentials(&self) -> String {
+        self.suffixed("redis-credentials")
+    }
+    /// CloudNativePG `Cluster`.
+    pub fn cnpg_cluster(&self) -> String {
+        self.suffixed("db")
+    }
+    /// Secret CloudNativePG creates for the application owner.
+    pub fn cnpg_app_secret(&self) -> String {
+        self.suffixed("db-app")
+    }
+    pub fn backup_key(&self) -> String {
+        self.suffixed("backup-key")
+    }
+
+    pub fn netpol_default_deny(&self) -> String {
+        self.suffixed("default-deny")
+    }
+    pub fn netpol_dns_egress(&self) -> String {
+        self.suffixed("allow-dns-egress")
+    }
+    pub fn netpol_api_ingress(&self) -> String {
+        self.suffixed("allow-api-ingress")
+    }
+    pub fn netpol_api_egress(&self) -> String {
+        self.suffixed("allow-api-egress")
+    }
+    pub fn netpol_postgres_ingress(&self) -> String {
+        self.suffixed("allow-postgres-ingress")
+    }
+    pub fn netpol_redis_ingress(&self) -> String {
+        self.suffixed("allow-redis-ingress")
+    }
+    /// Every NetworkPolicy name the operator may create, so disabled ones can be removed.
+    pub fn all_network_policies(&self) -> Vec<String> {
+        vec![
+            self.netpol_default_deny(),
+            self.netpol_dns_egress(),
+            self.netpol_api_ingress(),
+            self.netpol_api_egress(),
+            self.netpol_postgres_ingress(),
+            self.netpol_redis_ingress(),
+        ]
+    }
+
+    /// In-cluster DNS name of a Service.
+    pub fn service_host(&self, service: &str, namespace: &str) -> String {
+        format!("{service}.{namespace}.svc")
+    }
+
+    /// Recommended labels of a child.
+    pub fn labels(&self, component: Component, version: &str) -> BTreeMap<String, String> {
+        let mut labels = self.selector(component);
+        labels.insert(LABEL_PART_OF.into(), PART_OF.into());
+        labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+        labels.insert(LABEL_VERSION.into(), label_value(version));
+        labels
+    }
+
+    /// Immutable selector of a component's pods (no version: selectors never change).
+    pub fn selector(&self, component: Component) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_NAME.to_string(), component.app_name().to_string()),
+            (LABEL_INSTANCE.to_string(), self.platform.clone()),
+            (LABEL_COMPONENT.to_string(), component.as_str().to_string()),
+        ])
+    }
+
+    /// Selects every object and pod of this platform.
+    pub fn platform_selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_INSTANCE.to_string(), self.platform.clone()),
+            (LABEL_PART_OF.to_string(), PART_OF.to_string()),
+            (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        ])
+    }
+
+    /// `platform_selector` as a label-selector string for list calls.
+    pub fn platform_selector_string(&self) -> String {
+        selector_string(&self.platform_selector())
+    }
+}
+
+/// `k=v,k2=v2` for list calls.
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Makes an arbitrary string a valid label value (max 63 chars of `[A-Za-z0-9._-]`, alphanumeric
+/// at both ends).
+pub fn label_value(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_contain_recommended_keys() {
+        let n = Names::new("demo");
+        let l = n.labels(Component::ApiServer, "1.2.3");
+        assert_eq!(l[LABEL_NAME], "caduceus-api");
+        assert_eq!(l[LABEL_INSTANCE], "demo");
+        assert_eq!(l[LABEL_COMPONENT], "api-server");
+        assert_eq!(l[LABEL_PART_OF], "caduceus");
+        assert_eq!(l[LABEL_MANAGED_BY], "caduceus-operator");
+        assert_eq!(l[LABEL_VERSION], "1.2.3");
+    }
+
+    #[test]
+    fn selector_is_subset_of_labels_and_has_no_version() {
+        let n = Names::new("demo");
+        let sel = n.selector(Component::Database);
+        let labels = n.labels(Component::Database, "16.6");
+        assert!(sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        assert!(!sel.contains_key(LABEL_VERSION));
+        let platform = n.platform_selector();
+        assert!(platform.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn longest_child_name_fits_dns_label() {
+        let n = Names::new("a".repeat(MAX_PLATFORM_NAME_LEN));
+        for name in n.all_network_policies().into_iter().chain([
+            n.postgres_headless(),
+            n.postgres_credentials(),
+            format!("{}-{}-0", n.data_volume(), n.postgres()),
+        ]) {
+            assert!(name.len() <= 63, "{name} is {} chars", name.len());
+        }
+    }
+
+    #[test]
+    fn label_value_is_sanitised() {
+        assert_eq!(label_value("1.0.0+build/7"), "1.0.0_build_7");
+        assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+        assert_eq!(label_value("-v1-"), "v1");
+    }
+
+    #[test]
+    fn selector_string_is_sorted_and_joined() {
+        let n = Names::new("demo");
+        assert_eq!(
+            n.platform_selector_string(),
+            "app.kubernetes.io/instance=demo,app.kubernetes.io/managed-by=caduceus-operator,app.kubernetes.io/part-of=caduceus"
+        );
+    }
+}

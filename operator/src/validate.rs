@@ -1,0 +1,683 @@
+//! Validate stage: a `HealthcarePlatform` in, a [`ValidatedPlatform`] out, or every problem with
+//! its field path. Pure: no client, no clock.
+//!
+//! The CRD schema and its CEL rules refuse most of these at admission; this stage repeats them so
+//! `render` and `compliance-report` work without a cluster, and adds checks CEL cannot express
+//! (quantities, requests ≤ limits, CIDRs).
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::crd::{
+    CacheProvider, DatabaseProvider, HealthcarePlatform, HealthcarePlatformSpec, ResourcesSpec,
+};
+use crate::names::{Names, MAX_PLATFORM_NAME_LEN};
+
+/// Environment variables the operator owns; `apiServer.env` may not set them.
+pub const RESERVED_ENV: [&str; 4] = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CADUCEUS_JWT_KEY_FILE",
+    "CADUCEUS_PHI_KEYS_FILE",
+];
+
+/// A platform that passed validation: everything the builders need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedPlatform {
+    pub name: String,
+    pub namespace: String,
+    /// UID of the platform object; `None` when rendering offline (then no ownerReferences).
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
+    pub spec: HealthcarePlatformSpec,
+    /// Image tag of the API (spec tag or the operator's version).
+    pub api_version: String,
+    pub names: Names,
+}
+
+impl ValidatedPlatform {
+    /// Desired API replicas when autoscaling is off (0 when stopped).
+    pub fn api_replicas(&self) -> i32 {
+        if self.spec.stopped {
+            0
+        } else {
+            self.spec.api_server.replicas
+        }
+    }
+
+    /// Whether the HPA owns the API replica count.
+    pub fn autoscaling(&self) -> bool {
+        self.spec.api_server.autoscaling.enabled && !self.spec.stopped
+    }
+
+    /// The least number of API pods the platform runs while not stopped.
+    pub fn api_min_replicas(&self) -> i32 {
+        if self.spec.stopped {
+            0
+        } else if self.autoscaling() {
+            self.spec.api_server.autoscaling.min_replicas
+        } else {
+            self.spec.api_server.replicas
+        }
+    }
+
+    pub fn api_image(&self) -> String {
+        format!(
+            "{}:{}",
+            self.spec.api_server.image.repository, self.api_version
+        )
+    }
+}
+
+/// One invalid field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path such as `spec.apiServer.autoscaling.maxReplicas`.
+    pub field: String,
+    pub message: String,
+}
+
+/// Everything wrong with a platform.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+impl ValidationError {
+    /// The first offending field (used as the status reason detail).
+    pub fn first_field(&self) -> &str {
+        self.errors
+            .first()
+            .map(|e| e.field.as_str())
+            .unwrap_or("spec")
+    }
+}
+
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn range(&mut self, field: &str, value: i32, min: i32, max: i32) {
+        if value < min || value > max {
+            self.fail(
+                field,
+                format!("must be between {min} and {max}, got {value}"),
+            );
+        }
+    }
+}
+
+/// Validates a platform. `namespace_fallback` is used when the object has no namespace (render).
+pub fn validate(
+    platform: &HealthcarePlatform,
+    namespace_fallback: &str,
+) -> Result<ValidatedPlatform, ValidationError> {
+    let mut c = Checker { errors: Vec::new() };
+    let name = platform.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        c.fail("metadata.name", "is required");
+    } else if !is_dns1035_label(&name) || name.len() > MAX_PLATFORM_NAME_LEN {
+        c.fail(
+            "metadata.name",
+            format!(
+                "must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at most {MAX_PLATFORM_NAME_LEN} characters"
+            ),
+        );
+    }
+    let namespace = platform
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace_fallback.to_string());
+    let spec = &platform.spec;
+    check_spec(&mut c, spec);
+    if !c.errors.is_empty() {
+        return Err(ValidationError { errors: c.errors });
+    }
+    Ok(ValidatedPlatform {
+        names: Names::new(name.clone()),
+        name,
+        namespace,
+        uid: platform.metadata.uid.clone(),
+        generation: platform.metadata.generation,
+        api_version: platform.api_image_tag(),
+        spec: spec.clone(),
+    })
+}
+
+fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
+    let api = &spec.api_server;
+    let image = &api.image;
+    if image.repository.is_empty() || image.repository.contains(char::is_whitespace) {
+        c.fail(
+            "spec.apiServer.image.repository",
+            "must be a non-empty image repository",
+        );
+    }
+    if image.repository.contains('@') {
+        c.fail(
+            "spec.apiServer.image.repository",
+            "must not contain a digest; use image.tag",
+        );
+    }
+    if let Some(tag) = &image.tag {
+        if tag == "latest" {
+            c.fail(
+                "spec.apiServer.image.tag",
+                "the `latest` tag is not allowed; pin a version",
+            );
+        } else if tag.is_empty()
+            || tag.len() > 128
+            || !tag
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' || ch == '-')
+            || tag.starts_with(['.', '-'])
+        {
+            c.fail("spec.apiServer.image.tag", "is not a valid image tag");
+        }
+    }
+    c.range("spec.apiServer.replicas", api.replicas, 1, 100);
+    let auto = &api.autoscaling;
+    c.range(
+        "spec.apiServer.autoscaling.minReplicas",
+        auto.min_replicas,
+        1,
+        100,
+    );
+    c.range(
+        "spec.apiServer.autoscaling.maxReplicas",
+        auto.max_replicas,
+        1,
+        100,
+    );
+    if auto.max_replicas < auto.min_replicas {
+        c.fail(
+            "spec.apiServer.autoscaling.maxReplicas",
+            format!(
+                "must be >= minReplicas ({} < {})",
+                auto.max_replicas, auto.min_replicas
+            ),
+        );
+    }
+    c.range(
+        "spec.apiServer.autoscaling.targetCPUUtilizationPercentage",
+        auto.target_cpu_utilization_percentage,
+        1,
+        100,
+    );
+    c.range(
+        "spec.apiServer.autoscaling.targetMemoryUtilizationPercentage",
+        auto.target_memory_utilization_percentage,
+        1,
+        100,
+    );
+    check_resources(c, "spec.apiServer.resources", &api.resources);
+    if api.ingress.enabled {
+        match &api.ingress.host {
+            None => c.fail(
+                "spec.apiServer.ingress.host",
+                "is required when the ingress is enabled",
+            ),
+            Some(host) if !is_hostname(host) => c.fail(
+                "spec.apiServer.ingress.host",
+                "must be a lowercase DNS name",
+            ),
+            Some(_) => {}
+        }
+    }
+    if api.log_level.is_empty()
+        || api.log_level.len() > 256
+        || !api
+            .log_level
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_:=,.-".contains(ch))
+    {
+        c.fail(
+            "spec.apiServer.logLevel",
+            "must be a tracing filter such as `info` or `caduceus_api=debug,info`",
+        );
+    }
+    for (i, env) in api.env.iter().enumerate() {
+        if RESERVED_ENV.contains(&env.name.as_str()) {
+            c.fail(
+                format!("spec.apiServer.env[{i}].name"),
+                format!("{} is set by the operator from a Secret", env.name),
+            );
+        }
+    }
+
+    let db = &spec.database;
+    match db.provider {
+        DatabaseProvider::External => {
+            if db.secret_ref.is_none() {
+                c.fail(
+                    "spec.database.secretRef",
+                    "is required when database.provider is External",
+                );
+            }
+        }
+        DatabaseProvider::Embedded | DatabaseProvider::CloudNativePG => {
+            if db.secret_ref.is_some() {
+                c.fail(
+                    "spec.database.secretRef",
+                    "is only allowed when database.provider is External",
+                );
+            }
+            check_quantity(c, "spec.database.storage.size", &db.storage.size, true);
+            check_resources(c, "spec.database.resources", &db.resources);
+        }
+    }
+    if !is_version(&db.version, 2) {
+        c.fail(
+            "spec.database.version",
+            "must be a PostgreSQL version such as `16` or `16.6`",
+        );
+    }
+    c.range("spec.database.instances", db.instances, 1, 9);
+    c.range("spec.database.externalPort", db.external_port, 1, 65535);
+    for (i, cidr) in db.external_cidrs.iter().enumerate() {
+        if !is_cidr(cidr) {
+            c.fail(
+                format!("spec.database.externalCidrs[{i}]"),
+                "must be a CIDR such as 10.0.0.0/8",
+            );
+        }
+    }
+
+    let cache = &spec.cache;
+    match cache.provider {
+        CacheProvider::External => {
+            if cache.secret_ref.is_none() {
+                c.fail(
+                    "spec.cache.secretRef",
+                    "is required when cache.provider is External",
+                );
+            }
+        }
+        CacheProvider::Embedded | CacheProvider::Disabled => {
+            if cache.secret_ref.is_some() {
+                c.fail(
+                    "spec.cache.secretRef",
+                    "is only allowed when cache.provider is External",
+                );
+            }
+        }
+    }
+    if cache.provider == CacheProvider::Embedded {
+        if !is_version(&cache.version, 0) || !cache.version.contains('.') {
+            c.fail(
+                "spec.cache.version",
+                "must be a Redis version such as `7.4.2`",
+            );
+        }
+        check_resources(c, "spec.cache.resources", &cache.resources);
+        if cache.persistence.enabled {
+            check_quantity(
+                c,
+                "spec.cache.persistence.size",
+                &cache.persistence.size,
+                true,
+            );
+        }
+    }
+    c.range("spec.cache.externalPort", cache.external_port, 1, 65535);
+
+    let np = &spec.network_policy;
+    if !is_dns1123_label(&np.monitoring_namespace) {
+        c.fail(
+            "spec.networkPolicy.monitoringNamespace",
+            "must be a namespace name",
+        );
+    }
+
+    let sec = &spec.security;
+    c.range(
+        "spec.security.sessionIdleTimeoutMinutes",
+        sec.session_idle_timeout_minutes,
+        1,
+        1440,
+    );
+    c.range(
+        "spec.security.accessTokenTtlMinutes",
+        sec.access_token_ttl_minutes,
+        1,
+        1440,
+    );
+    c.range(
+        "spec.security.rateLimit.requestsPerMinute",
+        sec.rate_limit.requests_per_minute,
+        1,
+        1_000_000,
+    );
+    c.range(
+        "spec.security.rateLimit.loginAttemptsPerMinute",
+        sec.rate_limit.login_attempts_per_minute,
+        1,
+        1000,
+    );
+    c.range(
+        "spec.security.auditRetentionDays",
+        sec.audit_retention_days,
+        1,
+        36500,
+    );
+    for (i, origin) in sec.cors_allowed_origins.iter().enumerate() {
+        if !(origin.starts_with("https://") || origin.starts_with("http://"))
+            || origin.contains([',', ' '])
+        {
+            c.fail(
+                format!("spec.security.corsAllowedOrigins[{i}]"),
+                "must be an origin such as https://app.example.org",
+            );
+        }
+    }
+
+    let backup = &spec.backup;
+    if backup.destination.s3.is_some() == backup.destination.pvc.is_some() {
+        c.fail("spec.backup.destination", "needs exactly one of s3 or pvc");
+    }
+    if let Some(pvc) = &backup.destination.pvc {
+        check_quantity(c, "spec.backup.destination.pvc.size", &pvc.size, true);
+    }
+    if backup.schedule.split_whitespace().count() != 5 {
+        c.fail(
+            "spec.backup.schedule",
+            "must be a 5-field cron expression such as `0 * * * *`",
+        );
+    }
+    c.range("spec.backup.rpoMinutes", backup.rpo_minutes, 5, 10080);
+}
+
+fn check_resources(c: &mut Checker, path: &str, r: &ResourcesSpec) {
+    let pairs = [
+        ("cpu", &r.requests.cpu, &r.limits.cpu),
+        ("memory", &r.requests.memory, &r.limits.memory),
+    ];
+    for (kind, request, limit) in pairs {
+        let req = check_quantity(c, &format!("{path}.requests.{kind}"), request, true);
+        let lim = check_quantity(c, &format!("{path}.limits.{kind}"), limit, true);
+        if let (Some(req), Some(lim)) = (req, lim) {
+            if req > lim {
+                c.fail(
+                    format!("{path}.requests.{kind}"),
+                    format!(
+                        "must not exceed limits.{kind} ({} > {})",
+                        request.0, limit.0
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_quantity(c: &mut Checker, path: &str, q: &Quantity, positive: bool) -> Option<f64> {
+    match parse_quantity(&q.0) {
+        Some(v) if !positive || v > 0.0 => Some(v),
+        Some(_) => {
+            c.fail(path, "must be greater than zero");
+            None
+        }
+        None => {
+            c.fail(
+                path,
+                format!(
+                    "`{}` is not a Kubernetes quantity (e.g. 500m, 2, 256Mi, 10Gi)",
+                    q.0
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity to a plain number (cores or bytes).
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s
+        .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.matches('.').count() > 1 {
+        return None;
+    }
+    let value: f64 = num.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0_f64.powi(2),
+        "Gi" => 1024.0_f64.powi(3),
+        "Ti" => 1024.0_f64.powi(4),
+        "Pi" => 1024.0_f64.powi(5),
+        "Ei" => 1024.0_f64.powi(6),
+        _ => return None,
+    };
+    Some(value * factor)
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|ch: char| ch.is_ascii_lowercase())
+        && s.ends_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        && s.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        && s.ends_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        && s.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+}
+
+fn is_hostname(s: &str) -> bool {
+    let s = s.strip_prefix("*.").unwrap_or(s);
+    s.len() <= 253 && !s.is_empty() && s.split('.').all(is_dns1123_label)
+}
+
+/// `16`, `16.6`, `7.4.2`; `max_parts` 0 means up to three parts.
+fn is_version(s: &str, major_digits: usize) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 3 {
+        return false;
+    }
+    if major_digits > 0 && (parts[0].len() != major_digits || parts.len() > 2) {
+        return false;
+    }
+    parts
+        .iter()
+        .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|ch| ch.is_ascii_digit()))
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, prefix)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SecretKeyRef;
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    fn platform(spec: HealthcarePlatformSpec) -> HealthcarePlatform {
+        let mut p = HealthcarePlatform::new("demo", spec);
+        p.metadata.namespace = Some("clinic".into());
+        p
+    }
+
+    fn fields(err: ValidationError) -> Vec<String> {
+        err.errors.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn default_spec_is_valid() {
+        let v = validate(&platform(HealthcarePlatformSpec::default()), "default").unwrap();
+        assert_eq!(v.namespace, "clinic");
+        assert_eq!(v.api_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(v.api_replicas(), 2);
+    }
+
+    #[test]
+    fn max_below_min_replicas_is_refused_with_path() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.api_server.autoscaling.min_replicas = 5;
+        spec.api_server.autoscaling.max_replicas = 3;
+        let err = validate(&platform(spec), "default").unwrap_err();
+        assert_eq!(
+            fields(err.clone()),
+            ["spec.apiServer.autoscaling.maxReplicas"]
+        );
+        assert!(err.to_string().contains("must be >= minReplicas"));
+    }
+
+    #[test]
+    fn external_database_requires_secret_ref() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.database.provider = DatabaseProvider::External;
+        let err = validate(&platform(spec.clone()), "default").unwrap_err();
+        assert_eq!(fields(err), ["spec.database.secretRef"]);
+        spec.database.secret_ref = Some(SecretKeyRef {
+            name: "db".into(),
+            key: "url".into(),
+        });
+        validate(&platform(spec), "default").unwrap();
+    }
+
+    #[test]
+    fn secret_ref_without_external_is_refused() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.cache.secret_ref = Some(SecretKeyRef {
+            name: "r".into(),
+            key: "url".into(),
+        });
+        assert_eq!(
+            fields(validate(&platform(spec), "default").unwrap_err()),
+            ["spec.cache.secretRef"]
+        );
+    }
+
+    #[test]
+    fn latest_tag_and_reserved_env_are_refused() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.api_server.image.tag = Some("latest".into());
+        spec.api_server.env.push(EnvVar {
+            name: "DATABASE_URL".into(),
+            value: Some("postgres://x".into()),
+            ..Default::default()
+        });
+        let err = validate(&platform(spec), "default").unwrap_err();
+        assert_eq!(
+            fields(err.clone()),
+            ["spec.apiServer.image.tag", "spec.apiServer.env[0].name"]
+        );
+        // The message names the variable, never its value.
+        assert!(!err.to_string().contains("postgres://x"));
+    }
+
+    #[test]
+    fn ingress_needs_host() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.api_server.ingress.enabled = true;
+        assert_eq!(
+            fields(validate(&platform(spec), "default").unwrap_err()),
+            ["spec.apiServer.ingress.host"]
+        );
+    }
+
+    #[test]
+    fn requests_above_limits_and_bad_quantities_are_refused() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.api_server.resources = ResourcesSpec::new("2", "256Mi", "1", "512Mi");
+        spec.database.storage.size = Quantity("ten gigs".into());
+        let errs = fields(validate(&platform(spec), "default").unwrap_err());
+        assert_eq!(
+            errs,
+            [
+                "spec.apiServer.resources.requests.cpu",
+                "spec.database.storage.size"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let mut p = platform(HealthcarePlatformSpec::default());
+        p.metadata.name = Some("Demo_1".into());
+        assert_eq!(fields(validate(&p, "d").unwrap_err()), ["metadata.name"]);
+        p.metadata.name = Some("a".repeat(41));
+        assert_eq!(fields(validate(&p, "d").unwrap_err()), ["metadata.name"]);
+        p.metadata.name = None;
+        assert_eq!(fields(validate(&p, "d").unwrap_err()), ["metadata.name"]);
+    }
+
+    #[test]
+    fn quantities_parse() {
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("1Gi"), Some(1073741824.0));
+        assert_eq!(parse_quantity("1.5G"), Some(1.5e9));
+        assert_eq!(parse_quantity("Gi"), None);
+        assert_eq!(parse_quantity("1Gb"), None);
+    }
+
+    #[test]
+    fn cidrs_and_versions() {
+        assert!(is_cidr("10.0.0.0/8"));
+        assert!(is_cidr("fd00::/64"));
+        assert!(!is_cidr("10.0.0.0/33"));
+        assert!(!is_cidr("10.0.0.0"));
+        assert!(is_version("16.6", 2));
+        assert!(is_version("16", 2));
+        assert!(!is_version("9.6", 2));
+        assert!(is_version("7.4.2", 0));
+    }
+
+    #[test]
+    fn stopped_scales_to_zero_and_disables_autoscaling() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.stopped = true;
+        spec.api_server.autoscaling.enabled = true;
+        let v = validate(&platform(spec), "default").unwrap();
+        assert_eq!(v.api_replicas(), 0);
+        assert!(!v.autoscaling());
+        assert_eq!(v.api_min_replicas(), 0);
+    }
+}
