@@ -1,1 +1,167 @@
-fn main() {}
+//! `caduceus-api` command line (see `docs/contracts.md`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use caduceus_api::config::{self, Config, ProcessEnv};
+use caduceus_api::{crypto, health, rbac::Role, rotate, state, users};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "caduceus-api", version, about = "Caduceus clinical API server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (CADUCEUS_HTTP_ADDR) and the admin endpoints (CADUCEUS_ADMIN_ADDR).
+    Serve,
+    /// Apply database migrations (needs only DATABASE_URL).
+    Migrate,
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Create the first admin account; the password is read from a file, never the command line.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_file: PathBuf,
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+    },
+    /// Re-encrypt PHI under the active key (batches; safe to interrupt and re-run).
+    RotateKeys {
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write DIR/jwt.key and DIR/phi-keys.json (mode 0600; never overwrites).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn init_logs(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = ProcessEnv;
+    match cli.command {
+        Command::Serve => {
+            let cfg = Config::from_env(&env)?;
+            init_logs(&cfg.log_level);
+            caduceus_api::serve(cfg).await
+        }
+        Command::Migrate => {
+            let url = config::database_url(&env)?;
+            let pool = state::connect_db(&url).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to DATABASE_URL: {}",
+                    caduceus_api::error_kind(&e)
+                )
+            })?;
+            health::MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+            let (version, _) = health::schema_state(&pool).await?;
+            println!("migrations applied; schema version {version}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => {
+            crypto::write_key_files(&out)?;
+            println!(
+                "wrote {} and {} (mode 0600)",
+                out.join("jwt.key").display(),
+                out.join("phi-keys.json").display()
+            );
+            Ok(())
+        }
+        Command::CreateAdmin {
+            email,
+            password_file,
+            display_name,
+        } => {
+            let password = std::fs::read_to_string(&password_file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", password_file.display()))?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            users::check_email(&email).map_err(|e| anyhow::anyhow!("--email {}", e.message))?;
+            caduceus_api::auth::password::check_policy("password", &password)
+                .map_err(|e| anyhow::anyhow!("password file: password {}", e.message))?;
+            let url = config::database_url(&env)?;
+            let pool = state::connect_db(&url).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to DATABASE_URL: {}",
+                    caduceus_api::error_kind(&e)
+                )
+            })?;
+            let user = users::insert(&pool, &email, password, Role::Admin, &display_name, None)
+                .await
+                .map_err(|e| match e {
+                    caduceus_api::error::Error::Conflict { detail, .. } => anyhow::anyhow!(detail),
+                    other => anyhow::anyhow!("cannot create the admin: {other}"),
+                })?;
+            println!("created admin {} ({})", user.email, user.id);
+            Ok(())
+        }
+        Command::RotateKeys { batch_size } => {
+            let keys = config::phi_keys(&env)?;
+            let url = config::database_url(&env)?;
+            let pool = state::connect_db(&url).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to DATABASE_URL: {}",
+                    caduceus_api::error_kind(&e)
+                )
+            })?;
+            let report = rotate::rotate_keys(&pool, &keys, batch_size, |table, done| {
+                println!(
+                    "{table}: {done} rows re-encrypted under {}",
+                    keys.active_key_id()
+                );
+            })
+            .await?;
+            println!(
+                "rotation complete: {} rows re-encrypted; every ciphertext now uses {}",
+                report.total(),
+                keys.active_key_id()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("caduceus-api: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("caduceus-api: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Configuration from the environment (`docs/contracts.md`, "Environment").
+//!
+//! [`Config::from_env`] is what `serve` uses: it refuses to start (with a message naming the
+//! variable) on anything missing, short or malformed. `migrate` needs only `DATABASE_URL`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, KeyRing};
+
+/// All runtime settings of the API server.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    /// `None` = no Redis (local rate limiter only).
+    pub redis_url: Option<String>,
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub jwt_key: Arc<Zeroizing<Vec<u8>>>,
+    pub phi_keys: Arc<KeyRing>,
+    pub session_idle_timeout: Duration,
+    pub access_token_ttl: Duration,
+    pub rate_limit_per_minute: u32,
+    pub login_rate_limit_per_minute: u32,
+    pub audit_retention_days: u32,
+    pub cors_allowed_origins: Vec<HeaderValue>,
+    pub self_registration: bool,
+    pub log_level: String,
+    /// Prefix of every Redis key (tests use a unique one each). Not an env contract.
+    pub redis_key_prefix: String,
+    /// Maximum request body size.
+    pub body_limit_bytes: usize,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never print URLs (they carry passwords) or keys
+        f.debug_struct("Config")
+            .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("redis", &self.redis_url.is_some())
+            .field("phi_active_key_id", &self.phi_keys.active_key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration problem; the message names the variable and never echoes a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Source of variables (the process environment, or a map in tests).
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+fn required(env: &dyn Env, name: &str) -> Result<String, ConfigError> {
+    match env.get(name) {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(ConfigError(format!("{name} is required but not set"))),
+    }
+}
+
+fn parse_or<T: std::str::FromStr>(env: &dyn Env, name: &str, default: T) -> Result<T, ConfigError> {
+    match env.get(name) {
+        None => Ok(default),
+        Some(v) if v.trim().is_empty() => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name}={v:?} is not valid"))),
+    }
+}
+
+fn positive(env: &dyn Env, name: &str, default: u32) -> Result<u32, ConfigError> {
+    let v: u32 = parse_or(env, name, default)?;
+    if v == 0 {
+        return Err(ConfigError(format!("{name} must be greater than 0")));
+    }
+    Ok(v)
+}
+
+/// `DATABASE_URL`, the only thing `migrate` needs.
+pub fn database_url(env: &dyn Env) -> Result<String, ConfigError> {
+    let url = required(env, "DATABASE_URL")?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError(
+            "DATABASE_URL must be a postgres:// or postgresql:// URL".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// The PHI key ring named by `CADUCEUS_PHI_KEYS_FILE`.
+pub fn phi_keys(env: &dyn Env) -> Result<KeyRing, ConfigError> {
+    let path = PathBuf::from(required(env, "CADUCEUS_PHI_KEYS_FILE")?);
+    KeyRing::load(&path).map_err(|e| ConfigError(format!("CADUCEUS_PHI_KEYS_FILE: {e}")))
+}
+
+impl Config {
+    /// Load everything `serve` needs.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let database_url = database_url(env)?;
+        let redis_url = match env.get("REDIS_URL") {
+            None => {
+                return Err(ConfigError(
+                    "REDIS_URL is required (set it empty to run without Redis)".into(),
+                ))
+            }
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => {
+                let v = v.trim().to_string();
+                if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
+                    return Err(ConfigError(
+                        "REDIS_URL must be a redis:// or rediss:// URL".into(),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        let http_addr = parse_or(
+            env,
+            "CADUCEUS_HTTP_ADDR",
+            SocketAddr::from(([0, 0, 0, 0], 8080)),
+        )?;
+        let admin_addr = parse_or(
+            env,
+            "CADUCEUS_ADMIN_ADDR",
+            SocketAddr::from(([0, 0, 0, 0], 9090)),
+        )?;
+        let jwt_path = PathBuf::from(required(env, "CADUCEUS_JWT_KEY_FILE")?);
+        let jwt_key = crypto::load_jwt_key(&jwt_path)
+            .map_err(|e| ConfigError(format!("CADUCEUS_JWT_KEY_FILE: {e}")))?;
+        let phi_keys = phi_keys(env)?;
+        let idle = positive(env, "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES", 15)?;
+        let ttl = positive(env, "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES", 15)?;
+        let rpm = positive(env, "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE", 600)?;
+        let login_rpm = positive(env, "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE", 5)?;
+        let retention = positive(env, "CADUCEUS_AUDIT_RETENTION_DAYS", 2190)?;
+        let mut cors_allowed_origins = Vec::new();
+        if let Some(list) = env.get("CADUCEUS_CORS_ALLOWED_ORIGINS") {
+            for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                    || origin == "*"
+                {
+                    return Err(ConfigError(format!(
+                        "CADUCEUS_CORS_ALLOWED_ORIGINS: {origin:?} is not an http(s) origin"
+                    )));
+                }
+                let v = HeaderValue::from_str(origin).map_err(|_| {
+                    ConfigError(format!(
+                        "CADUCEUS_CORS_ALLOWED_ORIGINS: {origin:?} is not valid"
+                    ))
+                })?;
+                cors_allowed_origins.push(v);
+            }
+        }
+        let self_registration = match env
+            .get("CADUCEUS_SELF_REGISTRATION")
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "CADUCEUS_SELF_REGISTRATION={other:?} must be true or false"
+                )))
+            }
+        };
+        let log_level = env
+            .get("CADUCEUS_LOG_LEVEL")
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError(format!(
+                "CADUCEUS_LOG_LEVEL={log_level:?} is not a valid filter"
+            )));
+        }
+        Ok(Self {
+            database_url,
+            redis_url,
+            http_addr,
+            admin_addr,
+            jwt_key: Arc::new(jwt_key),
+            phi_keys: Arc::new(phi_keys),
+            session_idle_timeout: Duration::from_secs(u64::from(idle) * 60),
+            access_token_ttl: Duration::from_secs(u64::from(ttl) * 60),
+            rate_limit_per_minute: rpm,
+            login_rate_limit_per_minute: login_rpm,
+            audit_retention_days: retention,
+            cors_allowed_origins,
+            self_registration,
+            log_level,
+            redis_key_prefix: "caduceus:".into(),
+            body_limit_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Whether the database URL asks for verified TLS.
+    pub fn database_tls(&self) -> bool {
+        let u = self.database_url.to_ascii_lowercase();
+        u.contains("sslmode=verify-full")
+            || u.contains("sslmode=verify-ca")
+            || u.contains("sslmode=require")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base(dir: &std::path::Path) -> HashMap<String, String> {
+        crypto::write_key_files(dir).unwrap();
+        HashMap::from([
+            ("DATABASE_URL".into(), "postgres://localhost/db".into()),
+            ("REDIS_URL".into(), "redis://localhost:6379".into()),
+            (
+                "CADUCEUS_JWT_KEY_FILE".into(),
+                dir.join("jwt.key").display().to_string(),
+            ),
+            (
+                "CADUCEUS_PHI_KEYS_FILE".into(),
+                dir.join("phi-keys.json").display().to_string(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = base(dir.path());
+        let c = Config::from_env(&env).unwrap();
+        assert_eq!(c.http_addr.port(), 8080);
+        assert_eq!(c.admin_addr.port(), 9090);
+        assert_eq!(c.session_idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.rate_limit_per_minute, 600);
+        assert_eq!(c.login_rate_limit_per_minute, 5);
+        assert_eq!(c.audit_retention_days, 2190);
+        assert!(!c.self_registration);
+        env.insert("REDIS_URL".into(), "".into());
+        env.insert(
+            "CADUCEUS_CORS_ALLOWED_ORIGINS".into(),
+            "https://a.example, https://b.example".into(),
+        );
+        env.insert("CADUCEUS_SELF_REGISTRATION".into(), "true".into());
+        let c = Config::from_env(&env).unwrap();
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.cors_allowed_origins.len(), 2);
+        assert!(c.self_registration);
+    }
+
+    #[test]
+    fn refuses_missing_short_malformed() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = base(dir.path());
+        for (k, v, needle) in [
+            ("DATABASE_URL", "", "DATABASE_URL is required"),
+            ("DATABASE_URL", "mysql://x", "DATABASE_URL must be"),
+            (
+                "CADUCEUS_JWT_KEY_FILE",
+                "/nonexistent/jwt.key",
+                "CADUCEUS_JWT_KEY_FILE",
+            ),
+            (
+                "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
+                "abc",
+                "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
+            ),
+            (
+                "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE",
+                "0",
+                "greater than 0",
+            ),
+            ("CADUCEUS_SELF_REGISTRATION", "yes", "true or false"),
+            (
+                "CADUCEUS_CORS_ALLOWED_ORIGINS",
+                "*",
+                "not an http(s) origin",
+            ),
+        ] {
+            let mut e = env.clone();
+            e.insert(k.into(), v.into());
+            let err = Config::from_env(&e).unwrap_err().to_string();
+            assert!(err.contains(needle), "{k}={v}: {err}");
+        }
+        let mut e = env.clone();
+        e.remove("REDIS_URL");
+        assert!(Config::from_env(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("REDIS_URL"));
+        // short JWT key
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "AAAA\n").unwrap();
+        let mut e = env.clone();
+        e.insert("CADUCEUS_JWT_KEY_FILE".into(), short.display().to_string());
+        assert!(Config::from_env(&e)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 32"));
+        // malformed PHI key ring
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{\"version\":1}").unwrap();
+        let mut e = env;
+        e.insert("CADUCEUS_PHI_KEYS_FILE".into(), bad.display().to_string());
+        let err = Config::from_env(&e).unwrap_err().to_string();
+        assert!(err.contains("CADUCEUS_PHI_KEYS_FILE"), "{err}");
+    }
+}

@@ -1,0 +1,492 @@
+//! PHI encryption (AES-256-GCM) and blind indexes (HMAC-SHA256).
+//!
+//! * [`KeyRing`] is loaded from the PHI key-ring file (`docs/contracts.md`, "Key files").
+//! * A ciphertext is `0x01 | len(key id) | key id | 12-byte nonce | AES-GCM ciphertext+tag`, so
+//!   every value names the key that encrypted it: new writes use the active key, rows written
+//!   under an older key still decrypt until `caduceus-api rotate-keys` re-encrypts them.
+//! * The AAD is `caduceus-phi/v1|<table>|<row id>|<column>` ([`Aad`]): a ciphertext copied to
+//!   another row or column fails authentication.
+//! * Blind indexes are `HMAC-SHA256(blind_index_key, domain || 0x00 || normalised value)`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+const FORMAT_V1: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+/// Problems with key material. Messages never contain key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("PHI key ring is not valid JSON of the documented shape: {0}")]
+    Json(String),
+    #[error("PHI key ring: unsupported version {0} (expected 1)")]
+    Version(u32),
+    #[error("PHI key ring: key id {0:?} does not match ^[a-z0-9][a-z0-9-]{{0,31}}$")]
+    KeyId(String),
+    #[error("PHI key ring: {0} is not standard base64 of exactly 32 bytes")]
+    KeyBytes(String),
+    #[error("PHI key ring: active_key_id {0:?} is not in keys")]
+    ActiveMissing(String),
+    #[error("JWT key file: {0}")]
+    Jwt(String),
+}
+
+/// Decryption failures. Deliberately carries no detail about the data.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("ciphertext is malformed")]
+    Malformed,
+    #[error("ciphertext names key {0:?}, which is not in the key ring")]
+    UnknownKey(String),
+    #[error("ciphertext failed authentication (tampered, or bound to another row/column)")]
+    Authentication,
+}
+
+/// What a ciphertext is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Aad<'a> {
+    pub table: &'a str,
+    pub row: Uuid,
+    pub column: &'a str,
+}
+
+impl Aad<'_> {
+    fn bytes(&self) -> Vec<u8> {
+        format!(
+            "caduceus-phi/v1|{}|{}|{}",
+            self.table, self.row, self.column
+        )
+        .into_bytes()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRingFile {
+    version: u32,
+    active_key_id: String,
+    keys: BTreeMap<String, String>,
+    blind_index_key: String,
+}
+
+/// The PHI key ring: data keys by id, the active key id, and the blind-index key.
+#[derive(Clone)]
+pub struct KeyRing {
+    active_key_id: String,
+    keys: BTreeMap<String, Aes256Gcm>,
+    blind_index_key: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("active_key_id", &self.active_key_id)
+            .field("key_ids", &self.key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_key_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn decode_key(what: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let bytes = Zeroizing::new(
+        B64.decode(value.trim())
+            .map_err(|_| KeyError::KeyBytes(what.to_string()))?,
+    );
+    if bytes.len() != 32 {
+        return Err(KeyError::KeyBytes(what.to_string()));
+    }
+    Ok(bytes)
+}
+
+impl KeyRing {
+    /// Parse the key-ring JSON (contracts format).
+    pub fn from_json(text: &str) -> Result<Self, KeyError> {
+        let file: KeyRingFile = serde_json::from_str(text).map_err(|e| {
+            // serde_json messages name fields and positions, never the (secret) values
+            let msg = e.to_string();
+            let what = if msg.starts_with("missing field") || msg.starts_with("unknown field") {
+                msg.split(" at line")
+                    .next()
+                    .unwrap_or("invalid")
+                    .to_string()
+            } else {
+                format!("{:?} error", e.classify())
+            };
+            KeyError::Json(format!("{what} (line {} column {})", e.line(), e.column()))
+        })?;
+        if file.version != 1 {
+            return Err(KeyError::Version(file.version));
+        }
+        let mut keys = BTreeMap::new();
+        for (id, b64) in &file.keys {
+            if !valid_key_id(id) {
+                return Err(KeyError::KeyId(id.clone()));
+            }
+            let raw = decode_key(&format!("key {id:?}"), b64)?;
+            let cipher = Aes256Gcm::new_from_slice(&raw)
+                .map_err(|_| KeyError::KeyBytes(format!("key {id:?}")))?;
+            keys.insert(id.clone(), cipher);
+        }
+        if !valid_key_id(&file.active_key_id) {
+            return Err(KeyError::KeyId(file.active_key_id));
+        }
+        if !keys.contains_key(&file.active_key_id) {
+            return Err(KeyError::ActiveMissing(file.active_key_id));
+        }
+        let blind_index_key = decode_key("blind_index_key", &file.blind_index_key)?;
+        Ok(Self {
+            active_key_id: file.active_key_id,
+            keys,
+            blind_index_key,
+        })
+    }
+
+    /// Read and parse a key-ring file.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            );
+        Self::from_json(&text)
+    }
+
+    pub fn active_key_id(&self) -> &str {
+        &self.active_key_id
+    }
+
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+
+    /// Encrypt under the active key, bound to `aad`.
+    pub fn encrypt(&self, aad: Aad<'_>, plaintext: &[u8]) -> Vec<u8> {
+        let id = self.active_key_id.as_bytes();
+        let cipher = &self.keys[&self.active_key_id];
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let aad_bytes = aad.bytes();
+        // Encryption with a valid 256-bit key and 96-bit nonce only fails for inputs > 64 GiB.
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad_bytes,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(2 + id.len() + NONCE_LEN + ct.len());
+        out.push(FORMAT_V1);
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Key id a ciphertext was written under.
+    pub fn key_id_of(blob: &[u8]) -> Result<&str, CryptoError> {
+        if blob.len() < 2 || blob[0] != FORMAT_V1 {
+            return Err(CryptoError::Malformed);
+        }
+        let len = blob[1] as usize;
+        let id = blob.get(2..2 + len).ok_or(CryptoError::Malformed)?;
+        std::str::from_utf8(id).map_err(|_| CryptoError::Malformed)
+    }
+
+    /// Decrypt with whichever key the ciphertext names.
+    pub fn decrypt(&self, aad: Aad<'_>, blob: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let id = Self::key_id_of(blob)?;
+        let cipher = self
+            .keys
+            .get(id)
+            .ok_or_else(|| CryptoError::UnknownKey(id.to_string()))?;
+        let start = 2 + id.len();
+        if blob.len() < start + NONCE_LEN + 16 {
+            return Err(CryptoError::Malformed);
+        }
+        let nonce = Nonce::from_slice(&blob[start..start + NONCE_LEN]);
+        let aad_bytes = aad.bytes();
+        cipher
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &blob[start + NONCE_LEN..],
+                    aad: &aad_bytes,
+                },
+            )
+            .map_err(|_| CryptoError::Authentication)
+    }
+
+    /// Encrypt a UTF-8 string.
+    pub fn encrypt_str(&self, aad: Aad<'_>, value: &str) -> Vec<u8> {
+        self.encrypt(aad, value.as_bytes())
+    }
+
+    /// Decrypt to a UTF-8 string.
+    pub fn decrypt_str(&self, aad: Aad<'_>, blob: &[u8]) -> Result<String, CryptoError> {
+        String::from_utf8(self.decrypt(aad, blob)?).map_err(|_| CryptoError::Malformed)
+    }
+
+    /// Keyed blind index of an already normalised value within a domain.
+    pub fn blind_index(&self, domain: &str, normalised: &str) -> Vec<u8> {
+        // HMAC accepts keys of any length; the key is checked to be 32 bytes at load.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.blind_index_key)
+            .expect("HMAC-SHA256 accepts any key length");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(normalised.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Blind index of an MRN: trimmed, upper-cased, spaces and hyphens removed.
+    pub fn mrn_index(&self, mrn: &str) -> Vec<u8> {
+        self.blind_index("mrn", &normalise_mrn(mrn))
+    }
+
+    /// Blind index of family name + birth date: name trimmed, lower-cased, inner whitespace collapsed.
+    pub fn name_dob_index(&self, family_name: &str, birth_date: chrono::NaiveDate) -> Vec<u8> {
+        let name = family_name
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        self.blind_index("family_name+birth_date", &format!("{name}|{birth_date}"))
+    }
+}
+
+/// MRN normal form used for uniqueness and lookup.
+pub fn normalise_mrn(mrn: &str) -> String {
+    mrn.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+fn random_b64(len: usize) -> String {
+    let mut bytes = Zeroizing::new(vec![0u8; len]);
+    OsRng.fill_bytes(&mut bytes);
+    B64.encode(&*bytes)
+}
+
+/// Fresh key-ring JSON with one active key `k-<yyyymmdd>-<4 hex>`.
+pub fn generate_key_ring_json() -> String {
+    let mut suffix = [0u8; 2];
+    OsRng.fill_bytes(&mut suffix);
+    let id = format!(
+        "k-{}-{}",
+        chrono::Utc::now().format("%Y%m%d"),
+        hex::encode(suffix)
+    );
+    let value = serde_json::json!({
+        "version": 1,
+        "active_key_id": id,
+        "keys": { id.clone(): random_b64(32) },
+        "blind_index_key": random_b64(32),
+    });
+    format!("{value}\n")
+}
+
+/// Fresh JWT key file content: standard base64 of 64 random bytes.
+pub fn generate_jwt_key() -> String {
+    format!("{}\n", random_b64(64))
+}
+
+/// Parse the JWT key file: base64 of at least 32 bytes.
+pub fn parse_jwt_key(text: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let bytes = Zeroizing::new(
+        B64.decode(text.trim())
+            .map_err(|_| KeyError::Jwt("not standard base64".into()))?,
+    );
+    if bytes.len() < 32 {
+        return Err(KeyError::Jwt(format!(
+            "key is {} bytes; at least 32 are required",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Read the JWT key file.
+pub fn load_jwt_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?,
+    );
+    parse_jwt_key(&text)
+}
+
+/// Write `DIR/jwt.key` and `DIR/phi-keys.json` with mode 0600 (refuses to overwrite).
+pub fn write_key_files(dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    for (name, content) in [
+        ("jwt.key", generate_jwt_key()),
+        ("phi-keys.json", generate_key_ring_json()),
+    ] {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(active: &str, keys: &[(&str, [u8; 32])]) -> KeyRing {
+        let keys: BTreeMap<_, _> = keys
+            .iter()
+            .map(|(id, k)| (id.to_string(), B64.encode(k)))
+            .collect();
+        let json = serde_json::json!({"version":1,"active_key_id":active,"keys":keys,"blind_index_key":B64.encode([9u8;32])});
+        KeyRing::from_json(&json.to_string()).unwrap()
+    }
+
+    fn aad(row: Uuid, column: &str) -> Aad<'_> {
+        Aad {
+            table: "patients",
+            row,
+            column,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_key_id() {
+        let r = ring("k-a", &[("k-a", [1; 32])]);
+        let row = Uuid::new_v4();
+        let ct = r.encrypt_str(aad(row, "given_name"), "Alice");
+        assert_eq!(KeyRing::key_id_of(&ct).unwrap(), "k-a");
+        assert!(!ct.windows(5).any(|w| w == b"Alice"));
+        assert_eq!(r.decrypt_str(aad(row, "given_name"), &ct).unwrap(), "Alice");
+    }
+
+    #[test]
+    fn wrong_aad_fails() {
+        let r = ring("k-a", &[("k-a", [1; 32])]);
+        let row = Uuid::new_v4();
+        let ct = r.encrypt_str(aad(row, "given_name"), "Alice");
+        assert_eq!(
+            r.decrypt(aad(row, "family_name"), &ct),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            r.decrypt(aad(Uuid::new_v4(), "given_name"), &ct),
+            Err(CryptoError::Authentication)
+        );
+    }
+
+    #[test]
+    fn old_key_still_decrypts_after_rotation() {
+        let old = ring("k-old", &[("k-old", [1; 32])]);
+        let row = Uuid::new_v4();
+        let ct = old.encrypt_str(aad(row, "mrn"), "MRN-1");
+        let rotated = ring("k-new", &[("k-old", [1; 32]), ("k-new", [2; 32])]);
+        assert_eq!(rotated.decrypt_str(aad(row, "mrn"), &ct).unwrap(), "MRN-1");
+        let ct2 = rotated.encrypt_str(aad(row, "mrn"), "MRN-1");
+        assert_eq!(KeyRing::key_id_of(&ct2).unwrap(), "k-new");
+        // a ring without the old key cannot read it
+        let only_new = ring("k-new", &[("k-new", [2; 32])]);
+        assert_eq!(
+            only_new.decrypt(aad(row, "mrn"), &ct),
+            Err(CryptoError::UnknownKey("k-old".into()))
+        );
+    }
+
+    #[test]
+    fn tamper_detected() {
+        let r = ring("k-a", &[("k-a", [1; 32])]);
+        let row = Uuid::new_v4();
+        let mut ct = r.encrypt_str(aad(row, "phone"), "555-0100");
+        let last = ct.len() - 1;
+        ct[last] ^= 1;
+        assert_eq!(
+            r.decrypt(aad(row, "phone"), &ct),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            r.decrypt(aad(row, "phone"), &ct[..10]),
+            Err(CryptoError::Malformed)
+        );
+    }
+
+    #[test]
+    fn blind_indexes_normalise_and_are_keyed() {
+        let r = ring("k-a", &[("k-a", [1; 32])]);
+        assert_eq!(r.mrn_index(" mrn-0001 "), r.mrn_index("MRN0001"));
+        assert_ne!(r.mrn_index("MRN0001"), r.mrn_index("MRN0002"));
+        let d = chrono::NaiveDate::from_ymd_opt(1980, 1, 2).unwrap();
+        assert_eq!(
+            r.name_dob_index("  Van  Helsing", d),
+            r.name_dob_index("van helsing", d)
+        );
+        assert_ne!(
+            r.name_dob_index("Smith", d),
+            r.name_dob_index("Smith", d.succ_opt().unwrap())
+        );
+        assert_ne!(r.blind_index("mrn", "X"), r.blind_index("other", "X"));
+    }
+
+    #[test]
+    fn key_ring_validation() {
+        let good = generate_key_ring_json();
+        assert!(KeyRing::from_json(&good).is_ok());
+        let short = serde_json::json!({"version":1,"active_key_id":"k","keys":{"k":B64.encode([1u8;16])},"blind_index_key":B64.encode([1u8;32])});
+        assert!(matches!(
+            KeyRing::from_json(&short.to_string()),
+            Err(KeyError::KeyBytes(_))
+        ));
+        let missing = serde_json::json!({"version":1,"active_key_id":"k2","keys":{"k":B64.encode([1u8;32])},"blind_index_key":B64.encode([1u8;32])});
+        assert!(matches!(
+            KeyRing::from_json(&missing.to_string()),
+            Err(KeyError::ActiveMissing(_))
+        ));
+        let bad_id = serde_json::json!({"version":1,"active_key_id":"K_1","keys":{"K_1":B64.encode([1u8;32])},"blind_index_key":B64.encode([1u8;32])});
+        assert!(matches!(
+            KeyRing::from_json(&bad_id.to_string()),
+            Err(KeyError::KeyId(_))
+        ));
+        assert!(matches!(KeyRing::from_json("{"), Err(KeyError::Json(_))));
+        assert!(parse_jwt_key(&generate_jwt_key()).is_ok());
+        assert!(parse_jwt_key(&B64.encode([0u8; 16])).is_err());
+        assert!(parse_jwt_key("!!!").is_err());
+    }
+}

@@ -1,0 +1,389 @@
+//! The one API error type, rendered as RFC 9457 `application/problem+json`.
+//!
+//! Handlers return `Result<_, Error>`. [`Error`] never exposes internals: database and other
+//! unexpected errors become a bare 500 (logged with a category only, never SQL text or values).
+//! The response middleware (`middleware::problem_and_headers`) adds `instance` and `request_id`
+//! to every problem and turns any non-problem error response (axum rejections, 404 fallback,
+//! 405, 408 timeout, 413 body limit) into problem+json too.
+//!
+//! Request bodies use [`ApiJson`]: malformed JSON → 400, wrong or missing content type → 415,
+//! JSON of the wrong shape or failing [`Validate`] → 422 with per-field `errors`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Base of the problem `type` URIs.
+pub const PROBLEM_BASE: &str = "https://caduceus.io/problems/";
+
+/// A per-field validation error.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON pointer-ish field name, e.g. `password` or `medication.name`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// RFC 9457 problem details body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Extension members (e.g. `interactions` on a prescription conflict).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, detail: Option<String>) -> Self {
+        Self {
+            type_: format!("{PROBLEM_BASE}{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+            instance: None,
+            request_id: None,
+            errors: Vec::new(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// Generic problem for a bare status (used for responses produced outside our handlers).
+    pub fn from_status(status: StatusCode) -> Self {
+        let (slug, detail) = match status.as_u16() {
+            400 => ("bad-request", "the request could not be parsed"),
+            401 => ("unauthorized", "authentication is required"),
+            403 => ("forbidden", "not permitted"),
+            404 => ("not-found", "no such resource"),
+            405 => ("method-not-allowed", "method not allowed on this resource"),
+            408 => ("timeout", "the request took too long"),
+            413 => ("payload-too-large", "the request body is too large"),
+            415 => (
+                "unsupported-media-type",
+                "expected Content-Type: application/json",
+            ),
+            422 => ("validation", "the request body is not valid"),
+            429 => ("rate-limited", "too many requests"),
+            503 => ("unavailable", "service temporarily unavailable"),
+            s if s >= 500 => ("internal", "internal error"),
+            _ => ("error", "request failed"),
+        };
+        Self::new(status, slug, Some(detail.to_string()))
+    }
+
+    pub fn into_response_with(self, status: StatusCode) -> Response {
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}
+
+/// Every error a handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {detail}")]
+    Conflict {
+        detail: String,
+        extensions: Map<String, Value>,
+    },
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("locked: {0}")]
+    Locked(String),
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("audit trail unavailable")]
+    AuditUnavailable,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::Conflict {
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    pub fn validation(field: &str, message: &str) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Locked(_) => StatusCode::LOCKED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuditUnavailable | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                Self::conflict("a resource with the same unique value already exists")
+            }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01") => {
+                Self::conflict("conflicts with an existing booking")
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                Self::Unavailable("database unavailable".into())
+            }
+            _ => Self::Internal(anyhow::anyhow!(e)),
+        }
+    }
+}
+
+impl From<crate::crypto::CryptoError> for Error {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        Self::Internal(anyhow::anyhow!(e))
+    }
+}
+
+/// Short, PHI-free description of an internal error for the log.
+fn log_category(e: &anyhow::Error) -> String {
+    if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+        // SQLSTATE and constraint name only: the message may quote row values
+        return format!(
+            "database error code={} constraint={}",
+            db.code().unwrap_or_default(),
+            db.constraint().unwrap_or("-")
+        );
+    }
+    if let Some(s) = e.downcast_ref::<sqlx::Error>() {
+        return match s {
+            sqlx::Error::Io(_) => "database io error".into(),
+            sqlx::Error::Tls(_) => "database tls error".into(),
+            sqlx::Error::Protocol(_) => "database protocol error".into(),
+            sqlx::Error::ColumnDecode { index, .. } => format!("column decode error at {index}"),
+            _ => "database error".into(),
+        };
+    }
+    if let Some(c) = e.downcast_ref::<crate::crypto::CryptoError>() {
+        return format!("crypto error: {c}");
+    }
+    // our own anyhow messages are written without PHI
+    format!("{e}")
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut retry_after = None;
+        let problem = match self {
+            Self::BadRequest(d) => Problem::new(status, "bad-request", Some(d)),
+            Self::Unauthorized(d) => Problem::new(status, "unauthorized", Some(d)),
+            Self::Forbidden(d) => Problem::new(status, "forbidden", Some(d)),
+            Self::NotFound => Problem::new(status, "not-found", Some("no such resource".into())),
+            Self::Conflict { detail, extensions } => {
+                let mut p = Problem::new(status, "conflict", Some(detail));
+                p.extensions = extensions;
+                p
+            }
+            Self::UnsupportedMediaType => Problem::from_status(status),
+            Self::PayloadTooLarge => Problem::from_status(status),
+            Self::Validation(errors) => {
+                let mut p = Problem::new(
+                    status,
+                    "validation",
+                    Some("the request body is not valid".into()),
+                );
+                p.errors = errors;
+                p
+            }
+            Self::Locked(d) => Problem::new(status, "account-locked", Some(d)),
+            Self::RateLimited { retry_after_secs } => {
+                retry_after = Some(retry_after_secs);
+                Problem::new(
+                    status,
+                    "rate-limited",
+                    Some(format!(
+                        "too many requests; retry after {retry_after_secs} s"
+                    )),
+                )
+            }
+            Self::AuditUnavailable => Problem::new(
+                status,
+                "audit-unavailable",
+                Some("the audit trail cannot be written; the request was not completed".into()),
+            ),
+            Self::Unavailable(d) => Problem::new(status, "unavailable", Some(d)),
+            Self::Internal(e) => {
+                tracing::error!(error = %log_category(&e), "internal error");
+                Problem::from_status(status)
+            }
+        };
+        let mut resp = problem.into_response_with(status);
+        if let Some(secs) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Request-body validation beyond the JSON shape.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Vec<FieldError>>;
+}
+
+/// JSON body extractor whose rejections are problem+json (see module docs).
+pub struct ApiJson<T>(pub T);
+
+/// Turn a serde error text into field errors without echoing input values.
+fn data_error_fields(text: &str) -> Vec<FieldError> {
+    // axum: "Failed to deserialize the JSON body into the target type: <path>: <serde msg>"
+    let rest = text
+        .split_once("target type: ")
+        .map(|(_, r)| r)
+        .unwrap_or(text);
+    if let Some(idx) = rest.find("missing field `") {
+        let after = &rest[idx + "missing field `".len()..];
+        if let Some(end) = after.find('`') {
+            return vec![FieldError::new(&after[..end], "is required")];
+        }
+    }
+    if let Some(idx) = rest.find("unknown field `") {
+        let after = &rest[idx + "unknown field `".len()..];
+        if let Some(end) = after.find('`') {
+            return vec![FieldError::new(&after[..end], "is not a known field")];
+        }
+    }
+    // "<path>: invalid type ..." — keep only the path, never the value
+    match rest.split_once(": ") {
+        Some((path, _))
+            if !path.is_empty()
+                && path.len() <= 64
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']')) =>
+        {
+            vec![FieldError::new(path, "has the wrong type or format")]
+        }
+        _ => vec![FieldError::new(
+            "",
+            "body does not match the expected schema",
+        )],
+    }
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => {
+                value.validate().map_err(Error::Validation)?;
+                Ok(Self(value))
+            }
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => {
+                    Error::Validation(data_error_fields(&e.body_text()))
+                }
+                JsonRejection::JsonSyntaxError(_) => {
+                    Error::BadRequest("the request body is not well-formed JSON".into())
+                }
+                JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    Error::PayloadTooLarge
+                }
+                _ => Error::BadRequest("the request body could not be read".into()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_never_echo_values() {
+        let f = data_error_fields("Failed to deserialize the JSON body into the target type: given_name: invalid type: integer `42`, expected a string at line 1 column 2");
+        assert_eq!(
+            f,
+            vec![FieldError::new(
+                "given_name",
+                "has the wrong type or format"
+            )]
+        );
+        let f = data_error_fields("Failed to deserialize the JSON body into the target type: missing field `mrn` at line 1 column 2");
+        assert_eq!(f, vec![FieldError::new("mrn", "is required")]);
+        let f = data_error_fields("Failed to deserialize the JSON body into the target type: invalid type: string \"Alice\", expected struct");
+        assert!(!format!("{f:?}").contains("Alice"));
+    }
+
+    #[test]
+    fn problem_shape() {
+        let p = Problem::new(StatusCode::CONFLICT, "conflict", Some("x".into()));
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["type"], "https://caduceus.io/problems/conflict");
+        assert_eq!(v["status"], 409);
+        assert_eq!(v["title"], "Conflict");
+    }
+}

@@ -1,0 +1,230 @@
+//! # caduceus-api — the Caduceus clinical REST API
+//!
+//! ## Layout (adding a resource = new directory + one line in [`app`])
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`config`] | env configuration (`docs/contracts.md`), refuses bad keys |
+//! | [`state`] | [`state::AppState`]: pool, config, key ring, metrics, audit writer, limiter |
+//! | [`error`] | the one [`error::Error`] → RFC 9457 problem+json; [`error::ApiJson`] body extractor + [`error::Validate`] |
+//! | [`auth`] | login/refresh/logout/me/register, the [`auth::AuthUser`] extractor (JWT + live session check) |
+//! | [`rbac`] | THE permission matrix ([`rbac::allows`]) and record-level access ([`rbac::patient_access`]) |
+//! | [`audit`] | [`audit::AuditEvent`], the group-commit [`audit::AuditWriter`], `/audit-events` |
+//! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
+//! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
+//! | [`patients`] | patient records and care teams |
+//! | [`users`] | accounts (admin) |
+//! | [`health`] | probes, admin router (`/metrics`, `/health/detailed`, `/internal/compliance`), [`health::MIGRATOR`] |
+//! | [`ratelimit`] | Redis GCRA limiter + local `governor` fallback |
+//! | [`middleware`] | request id, security headers, problem normalisation, HTTP metrics, logs |
+//! | [`rotate`] | `rotate-keys` (add new encrypted tables to [`rotate::ENCRYPTED_TABLES`]) |
+//! | [`openapi`] | OpenAPI 3.1 document + docs page (add handlers to its `paths(...)`) |
+//! | [`testing`] | test helpers (fresh app on a `#[sqlx::test]` pool + Redis, users of every role) |
+//!
+//! ## Writing a resource module (e.g. `src/appointments/mod.rs`)
+//!
+//! ```ignore
+//! pub fn router() -> Router<AppState> {
+//!     Router::new().route("/appointments", get(list).post(create))
+//! }
+//! async fn create(State(state): State<AppState>, auth: AuthUser,
+//!                 ApiJson(body): ApiJson<NewAppointment>) -> Result<(StatusCode, Json<Appointment>), Error> {
+//!     auth.require(&state, Permission::AppointmentBook).await?;           // role check (rbac.rs)
+//!     let reason = state.keys.encrypt_str(Aad { table: "appointments", row: id, column: "reason" }, &body.reason);
+//!     // ... runtime sqlx::query_as + FromRow; 23P01 (exclusion) maps to 409 via From<sqlx::Error>
+//!     state.audit.record(AuditEvent::by(&auth, "appointment.create", "appointment")
+//!         .resource(id).patient(body.patient_id)).await?;               // fail closed: before returning PHI
+//!     Ok((StatusCode::CREATED, Json(appointment)))
+//! }
+//! ```
+//! then add `.merge(appointments::router())` in [`app`], handlers to `openapi.rs`, the table to
+//! [`rotate::ENCRYPTED_TABLES`] if it has ciphertexts, and migrations `0100_...sql` and up.
+//! Record-level checks for a patient: reuse [`patients::in_care_team_sql`] and
+//! [`rbac::patient_access`]. Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
+//!
+//! ## Tests
+//!
+//! ```ignore
+//! #[sqlx::test]   // fresh database, migrations applied
+//! async fn books(pool: PgPool) {
+//!     let app = caduceus_api::testing::TestApp::new(pool).await;
+//!     let doc = app.user(Role::Physician).await;                  // user + access token
+//!     let res = app.post("/api/v1/patients", &doc.token, json!({...})).await;
+//!     assert_eq!(res.status, 201);
+//! }
+//! ```
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod pagination;
+pub mod patients;
+pub mod ratelimit;
+pub mod rbac;
+pub mod rotate;
+pub mod state;
+pub mod testing;
+pub mod users;
+
+use std::net::SocketAddr;
+
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use config::Config;
+pub use state::AppState;
+
+fn cors(config: &Config) -> CorsLayer {
+    if config.cors_allowed_origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(config.cors_allowed_origins.clone()))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-break-glass-reason"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// The public API router (port 8080).
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(auth::router(state.config.self_registration))
+        .merge(users::router())
+        .merge(patients::router())
+        .merge(audit::router())
+        .merge(openapi::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(health::router())
+        .fallback(middleware::not_found)
+        .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(cors(&state.config))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}
+
+/// The admin router (port 9090): metrics, detailed health, compliance.
+pub fn admin_app(state: AppState) -> Router {
+    health::admin_router()
+        .fallback(middleware::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}
+
+async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Run both listeners until SIGTERM/SIGINT, then drain in-flight requests and close the pool.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let pool = state::connect_db(&config.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {}", error_kind(&e)))?;
+    match health::schema_state(&pool).await {
+        Ok((_, true)) => {}
+        _ => {
+            tracing::warn!("database migrations are not fully applied; run `caduceus-api migrate`")
+        }
+    }
+    let (http_addr, admin_addr) = (config.http_addr, config.admin_addr);
+    let state = AppState::new(config, pool.clone())?;
+    let api_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {http_addr}: {e}"))?;
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {admin_addr}: {e}"))?;
+    tracing::info!(%http_addr, %admin_addr, "caduceus-api listening");
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        let _ = tx.send(true);
+    });
+    let api = axum::serve(
+        api_listener,
+        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal(rx.clone()));
+    let admin = axum::serve(
+        admin_listener,
+        admin_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal(rx));
+    let (a, b) = tokio::join!(async { api.await }, async { admin.await });
+    a?;
+    b?;
+    drop(state);
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// PHI- and secret-free description of a database error.
+pub fn error_kind(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!(
+            "database error (SQLSTATE {})",
+            db.code().unwrap_or_default()
+        ),
+        sqlx::Error::Io(io) => format!("i/o error: {io}"),
+        sqlx::Error::Tls(_) => "TLS error".into(),
+        sqlx::Error::Configuration(_) => "invalid DATABASE_URL".into(),
+        sqlx::Error::PoolTimedOut => "timed out connecting".into(),
+        other => format!("{other}"),
+    }
+}

@@ -1,0 +1,169 @@
+//! Cross-cutting HTTP middleware: request id, security headers, problem+json normalisation,
+//! HTTP metrics and PHI-free access logs ([`observe`]), plus the [`RequestMeta`] extractor.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Problem;
+use crate::metrics::Metrics;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of the current request (request extension).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Client metadata recorded in audit events.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub client_ip: String,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn from_parts(parts: &Parts) -> Self {
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect());
+        Self {
+            request_id,
+            client_ip: client_ip(&parts.extensions),
+            user_agent,
+        }
+    }
+}
+
+/// Peer IP from `ConnectInfo` (set by `serve`; tests insert it), or `unknown`.
+pub fn client_ip(ext: &http::Extensions) -> String {
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts))
+    }
+}
+
+fn valid_request_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+const SECURITY_HEADERS: [(&str, &str); 6] = [
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+];
+
+/// Outermost middleware of both routers.
+pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().clone();
+    // the path only (never the query string, which may carry search terms)
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+
+    if status.is_client_error() || status.is_server_error() {
+        let problem = resp.extensions_mut().remove::<Problem>();
+        let mut problem = problem.unwrap_or_else(|| Problem::from_status(status));
+        problem.instance = Some(path);
+        problem.request_id = Some(request_id.clone());
+        let mut fresh = problem.into_response_with(status);
+        // keep headers set by inner layers (Retry-After, RateLimit-*, Allow, CORS)
+        for (name, value) in resp.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                fresh.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        resp = fresh;
+    }
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        if !headers.contains_key(name) {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+    }
+    let elapsed = start.elapsed();
+    let status_label = status.as_str().to_string();
+    metrics
+        .http_requests_total
+        .with_label_values(&[method.as_str(), &route, &status_label])
+        .inc();
+    metrics
+        .http_request_duration_seconds
+        .with_label_values(&[method.as_str(), &route])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status = status.as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+/// Fallback for unknown routes: 404 problem.
+pub async fn not_found() -> Response {
+    Problem::from_status(StatusCode::NOT_FOUND).into_response_with(StatusCode::NOT_FOUND)
+}
+
+/// Convert a tower error (timeout) into a response.
+pub async fn handle_layer_error(err: tower::BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        return Problem::from_status(StatusCode::REQUEST_TIMEOUT)
+            .into_response_with(StatusCode::REQUEST_TIMEOUT);
+    }
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}

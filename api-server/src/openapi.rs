@@ -1,0 +1,136 @@
+//! OpenAPI 3.1 document generated from the handlers' `#[utoipa::path]` annotations, served at
+//! `/api/v1/openapi.json`, and a self-contained docs page at `/api/v1/docs` (inline HTML+JS that
+//! renders the document; no external assets, nothing downloaded at build or run time).
+//!
+//! A new resource module adds its handlers to `paths(...)` and its types to `schemas(...)`.
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::state::AppState;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json."),
+    paths(
+        crate::auth::login, crate::auth::refresh, crate::auth::logout, crate::auth::me, crate::auth::register,
+        crate::users::create, crate::users::list, crate::users::read, crate::users::update,
+        crate::patients::create, crate::patients::list, crate::patients::read, crate::patients::update,
+        crate::patients::remove, crate::patients::add_care_team,
+        crate::audit::list, crate::audit::verify,
+        crate::health::live, crate::health::ready,
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError, crate::rbac::Role)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Login, token refresh, logout"),
+        (name = "users", description = "Accounts (admin)"),
+        (name = "patients", description = "Patient records (PHI, encrypted at rest, audited)"),
+        (name = "audit", description = "Hash-chained audit trail (admin)"),
+        (name = "health", description = "Probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The generated document as JSON (built once).
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+        doc.to_json().unwrap_or_else(|_| "{}".into())
+    })
+}
+
+/// Routes under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs))
+}
+
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}
+
+const DOCS_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Caduceus API</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}
+h2{border-bottom:1px solid #ccc;margin-top:2rem}
+.op{border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.5rem .8rem}
+.m{display:inline-block;min-width:4.5rem;font-weight:bold;text-transform:uppercase}
+.get{color:#0a6}.post{color:#06c}.patch{color:#a60}.delete{color:#c22}
+code,pre{background:#f5f5f5;padding:.1rem .3rem;border-radius:3px}
+pre{padding:.5rem;overflow:auto;font-size:.85em}
+details summary{cursor:pointer}
+</style></head>
+<body><h1>Caduceus clinical API</h1>
+<p>Rendered from <a href="openapi.json">openapi.json</a> (OpenAPI 3.1). Errors use
+<code>application/problem+json</code> (RFC 9457). Authenticate with <code>Authorization: Bearer &lt;access_token&gt;</code>.</p>
+<div id="out">Loading…</div>
+<script>
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
+fetch('openapi.json').then(r=>r.json()).then(doc=>{
+  const byTag={};
+  for(const [path,item] of Object.entries(doc.paths||{})){
+    for(const [method,op] of Object.entries(item)){
+      const tag=(op.tags&&op.tags[0])||'other';
+      (byTag[tag]=byTag[tag]||[]).push({path,method,op});
+    }
+  }
+  let h='';
+  for(const t of (doc.tags||[]).map(t=>t.name).concat(Object.keys(byTag)).filter((v,i,a)=>a.indexOf(v)===i)){
+    if(!byTag[t])continue;
+    h+='<h2>'+esc(t)+'</h2>';
+    for(const {path,method,op} of byTag[t]){
+      h+='<div class="op"><span class="m '+esc(method)+'">'+esc(method)+'</span> <code>'+esc(path)+'</code> '+esc(op.summary||op.description||'');
+      const resp=Object.entries(op.responses||{}).map(([c,r])=>c+(r.description?' '+r.description:'')).join('; ');
+      h+='<details><summary>details</summary>';
+      if(op.parameters)h+='<p>Parameters: '+op.parameters.map(p=>'<code>'+esc(p.name)+'</code> ('+esc(p.in)+')').join(', ')+'</p>';
+      if(op.requestBody)h+='<p>Request body:</p><pre>'+esc(JSON.stringify(op.requestBody.content,null,1))+'</pre>';
+      h+='<p>Responses: '+esc(resp)+'</p></details></div>';
+    }
+  }
+  h+='<h2>Schemas</h2><pre>'+esc(JSON.stringify((doc.components||{}).schemas||{},null,1))+'</pre>';
+  document.getElementById('out').innerHTML=h;
+}).catch(e=>{document.getElementById('out').textContent='Cannot load openapi.json: '+e});
+</script></body></html>
+"#;
+
+async fn docs() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+            ),
+        ],
+        DOCS_HTML,
+    )
+        .into_response()
+}

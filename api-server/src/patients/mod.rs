@@ -1,0 +1,558 @@
+//! Patients: `POST/GET /patients`, `GET/PATCH/DELETE /patients/{id}`,
+//! `POST /patients/{id}/care-team`.
+//!
+//! PHI is encrypted per column ([`model::encrypt`]); lookups use blind indexes; every access is
+//! audited before the response is returned (fail closed). Record-level access is decided by
+//! [`crate::rbac::patient_access`].
+
+pub mod model;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::{actions, AuditEvent};
+use crate::auth::AuthUser;
+use crate::error::{ApiJson, Error, FieldError, Validate};
+use crate::pagination::{Page, PageParams};
+use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
+use crate::state::AppState;
+
+use model::{NewPatient, Patient, PatientPatch, PatientRow, ENC_COLUMNS, ROW_COLUMNS};
+
+/// Routes under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/patients", get(list).post(create))
+        .route("/patients/{id}", get(read).patch(update).delete(remove))
+        .route("/patients/{id}/care-team", post(add_care_team))
+}
+
+/// SQL for "the caller (`me`, an SQL expression) is in the care team of patient `p`": registered
+/// the patient, was assigned, or has a non-cancelled appointment with the patient.
+pub fn in_care_team_sql(me: &str) -> String {
+    format!(
+        "(p.created_by = {me} \
+         OR EXISTS (SELECT 1 FROM care_team c WHERE c.patient_id = p.id AND c.user_id = {me}) \
+         OR EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = p.id \
+                    AND a.practitioner_id = {me} AND a.status <> 'cancelled'))"
+    )
+}
+
+impl Validate for NewPatient {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let errs = self.check();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+impl Validate for PatientPatch {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(()) // checked on the merged record
+    }
+}
+
+fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> Relation {
+    Relation {
+        own_record: auth.role == Role::Patient && auth.patient_id == Some(patient_id),
+        in_care_team: auth.role.is_clinician() && in_care_team,
+        break_glass: auth.break_glass_reason.is_some(),
+    }
+}
+
+/// Load a live record with the caller's care-team flag, decide access, and audit denials.
+/// Returns the row and the access level (never `Denied`/`Hidden`).
+async fn load_for(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+    lock: bool,
+) -> Result<(PatientRow, PatientAccess), Error> {
+    // patient accounts learn nothing about other records
+    if auth.role == Role::Patient && auth.patient_id != Some(id) {
+        auth.denied(state, "patient", Some(id.to_string()), None)
+            .await;
+        return Err(Error::NotFound);
+    }
+    let sql = format!(
+        "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p \
+         WHERE p.id = $1 AND p.deleted_at IS NULL{}",
+        in_care_team_sql("$2"),
+        if lock { " FOR UPDATE OF p" } else { "" }
+    );
+    let row: PatientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(auth.user_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let access = rbac::patient_access(auth.role, relation(auth, id, row.in_care_team));
+    match access {
+        PatientAccess::Hidden => {
+            auth.denied(state, "patient", Some(id.to_string()), Some(id))
+                .await;
+            Err(Error::NotFound)
+        }
+        PatientAccess::Denied => {
+            auth.denied(state, "patient", Some(id.to_string()), Some(id))
+                .await;
+            Err(Error::Forbidden(if auth.role == Role::Physician {
+                "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
+            } else {
+                "not in this patient's care team".into()
+            }))
+        }
+        _ => Ok((row, access)),
+    }
+}
+
+/// Audit events for a successful access (plus the break-glass event when used).
+fn access_events(
+    auth: &AuthUser,
+    action: &str,
+    id: Uuid,
+    access: PatientAccess,
+) -> Vec<AuditEvent> {
+    let mut ev = AuditEvent::by(auth, action, "patient")
+        .resource(id)
+        .patient(id);
+    let mut out = Vec::with_capacity(2);
+    if access == PatientAccess::BreakGlass {
+        let reason = auth.break_glass_reason.clone().unwrap_or_default();
+        ev = ev.purpose(&reason);
+        out.push(
+            AuditEvent::by(auth, actions::BREAK_GLASS, "patient")
+                .resource(id)
+                .patient(id)
+                .purpose(&reason),
+        );
+    }
+    out.push(ev);
+    out
+}
+
+async fn audit_access(
+    state: &AppState,
+    events: Vec<AuditEvent>,
+    break_glass: bool,
+) -> Result<(), Error> {
+    state.audit.record_all(events).await?;
+    if break_glass {
+        state.metrics.break_glass_access_total.inc();
+    }
+    Ok(())
+}
+
+/// Register a patient.
+#[utoipa::path(post, path = "/api/v1/patients", tag = "patients", request_body = NewPatient,
+    responses((status = 201, body = Patient), (status = 403, body = crate::error::Problem),
+              (status = 409, description = "MRN already exists", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(body): ApiJson<NewPatient>,
+) -> Result<(StatusCode, Json<Patient>), Error> {
+    auth.require(&state, Permission::PatientCreate).await?;
+    let id = Uuid::now_v7();
+    let enc = model::encrypt(&state.keys, id, &body);
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+        "INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, created_by",
+    );
+    for c in ENC_COLUMNS {
+        qb.push(", ").push(c);
+    }
+    qb.push(") VALUES (")
+        .push_bind(id)
+        .push(", ")
+        .push_bind(enc.mrn_bidx)
+        .push(", ")
+        .push_bind(enc.name_dob_bidx)
+        .push(", ")
+        .push_bind(enc.key_id)
+        .push(", ")
+        .push_bind(auth.user_id);
+    for v in enc.cols {
+        qb.push(", ").push_bind(v);
+    }
+    qb.push(") RETURNING created_at");
+    let created_at: chrono::DateTime<chrono::Utc> =
+        match qb.build_query_scalar().fetch_one(&state.pool).await {
+            Ok(t) => t,
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("patients_mrn_bidx_key") => {
+                return Err(Error::conflict("a patient with this MRN already exists"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let access = rbac::patient_access(
+        auth.role,
+        Relation {
+            own_record: false,
+            in_care_team: auth.role.is_clinician(),
+            break_glass: false,
+        },
+    );
+    state
+        .audit
+        .record(
+            AuditEvent::by(&auth, actions::PATIENT_CREATE, "patient")
+                .resource(id)
+                .patient(id),
+        )
+        .await?;
+    state
+        .metrics
+        .patient_operations_total
+        .with_label_values(&["create"])
+        .inc();
+    let patient = Patient::from_phi(id, body, access.clinical(), created_at, created_at);
+    Ok((StatusCode::CREATED, Json(patient)))
+}
+
+/// Read one patient.
+#[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
+    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    responses((status = 200, body = Patient), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem), (status = 503, description = "audit trail unavailable", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Patient>, Error> {
+    auth.require(&state, Permission::PatientRead).await?;
+    let (row, access) = load_for(&state, &auth, id, false).await?;
+    let phi = model::decrypt(&state.keys, &row)?;
+    audit_access(
+        &state,
+        access_events(&auth, actions::PATIENT_READ, id, access),
+        access == PatientAccess::BreakGlass,
+    )
+    .await?;
+    state
+        .metrics
+        .patient_operations_total
+        .with_label_values(&["read"])
+        .inc();
+    Ok(Json(Patient::from_phi(
+        id,
+        phi,
+        access.clinical(),
+        row.created_at,
+        row.updated_at,
+    )))
+}
+
+/// Filters of `GET /patients`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PatientFilter {
+    /// Exact MRN (blind-index lookup).
+    pub mrn: Option<String>,
+    /// With `birth_date`: exact family name (case-insensitive) and birth date.
+    pub family_name: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+}
+
+/// List / search patients visible to the caller.
+#[utoipa::path(get, path = "/api/v1/patients", tag = "patients", params(PatientFilter, PageParams),
+    responses((status = 200, body = Page<Patient>), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(filter): Query<PatientFilter>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<Patient>>, Error> {
+    auth.require(&state, Permission::PatientList).await?;
+    let limit = page.limit()?;
+    let cursor = page.cursor_uuid()?;
+    let break_glass = auth.role == Role::Physician && auth.break_glass_reason.is_some();
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p CROSS JOIN (SELECT ",
+        in_care_team_sql("caller.me")
+    ));
+    qb.push_bind(auth.user_id)
+        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
+    let searched =
+        filter.mrn.is_some() || filter.family_name.is_some() || filter.birth_date.is_some();
+    match (&filter.mrn, &filter.family_name, filter.birth_date) {
+        (Some(mrn), None, None) => {
+            qb.push(" AND p.mrn_bidx = ")
+                .push_bind(state.keys.mrn_index(mrn));
+        }
+        (None, Some(name), Some(dob)) => {
+            qb.push(" AND p.name_dob_bidx = ")
+                .push_bind(state.keys.name_dob_index(name, dob));
+        }
+        (None, None, None) => {}
+        _ => {
+            return Err(Error::Validation(vec![FieldError::new(
+                "query",
+                "filter by mrn alone, or by family_name together with birth_date",
+            )]))
+        }
+    }
+    match auth.role {
+        Role::Patient => match auth.patient_id {
+            Some(pid) => {
+                qb.push(" AND p.id = ").push_bind(pid);
+            }
+            None => {
+                qb.push(" AND false");
+            }
+        },
+        Role::Physician | Role::Nurse if !break_glass => {
+            qb.push(" AND ").push(in_care_team_sql("caller.me"));
+        }
+        _ => {}
+    }
+    if let Some(c) = cursor {
+        qb.push(" AND p.id > ").push_bind(c);
+    }
+    qb.push(" ORDER BY p.id LIMIT ").push_bind(limit + 1);
+    let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    let action = if searched {
+        actions::PATIENT_SEARCH
+    } else {
+        actions::PATIENT_LIST
+    };
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut events = Vec::new();
+    for row in &page.items {
+        let access = rbac::patient_access(auth.role, relation(&auth, row.id, row.in_care_team));
+        let access = match access {
+            PatientAccess::Denied | PatientAccess::Hidden => continue,
+            a => a,
+        };
+        let phi = model::decrypt(&state.keys, row)?;
+        events.extend(access_events(&auth, action, row.id, access));
+        items.push(Patient::from_phi(
+            row.id,
+            phi,
+            access.clinical(),
+            row.created_at,
+            row.updated_at,
+        ));
+    }
+    if events.is_empty() {
+        events.push(AuditEvent::by(&auth, action, "patient"));
+    }
+    let used_glass = break_glass && items.iter().any(|p| p.access == "full");
+    audit_access(&state, events, used_glass).await?;
+    state
+        .metrics
+        .patient_operations_total
+        .with_label_values(&["list"])
+        .inc();
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Update a patient. Demographics-only callers (admin, receptionist) may not change clinical fields.
+#[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients", params(("id" = Uuid, Path)),
+    request_body = PatientPatch,
+    responses((status = 200, body = Patient), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<Uuid>,
+    ApiJson(patch): ApiJson<PatientPatch>,
+) -> Result<Json<Patient>, Error> {
+    auth.require(&state, Permission::PatientUpdate).await?;
+    let (row, access) = load_for(&state, &auth, id, false).await?;
+    if patch.touches_clinical() && !access.clinical() {
+        auth.denied(&state, "patient.clinical", Some(id.to_string()), Some(id))
+            .await;
+        return Err(Error::Forbidden(
+            "the clinical fields of this record may only be changed by its care team".into(),
+        ));
+    }
+    let mut phi = model::decrypt(&state.keys, &row)?;
+    patch.apply(&mut phi);
+    let errs = phi.check();
+    if !errs.is_empty() {
+        return Err(Error::Validation(errs));
+    }
+    let enc = model::encrypt(&state.keys, id, &phi);
+    let mut qb: QueryBuilder<Postgres> =
+        QueryBuilder::new("UPDATE patients SET updated_at = now(), mrn_bidx = ");
+    qb.push_bind(enc.mrn_bidx)
+        .push(", name_dob_bidx = ")
+        .push_bind(enc.name_dob_bidx)
+        .push(", phi_key_id = ")
+        .push_bind(enc.key_id);
+    for (c, v) in ENC_COLUMNS.iter().zip(enc.cols) {
+        qb.push(", ").push(*c).push(" = ").push_bind(v);
+    }
+    // optimistic concurrency: the row must be unchanged since it was read
+    qb.push(" WHERE deleted_at IS NULL AND id = ")
+        .push_bind(id)
+        .push(" AND updated_at = ")
+        .push_bind(row.updated_at)
+        .push(" RETURNING updated_at");
+    let updated_at: Option<chrono::DateTime<chrono::Utc>> =
+        match qb.build_query_scalar().fetch_optional(&state.pool).await {
+            Ok(t) => t,
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("patients_mrn_bidx_key") => {
+                return Err(Error::conflict("a patient with this MRN already exists"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let updated_at = updated_at.ok_or_else(|| {
+        Error::conflict("the record was changed concurrently; fetch it and retry")
+    })?;
+    audit_access(
+        &state,
+        access_events(&auth, actions::PATIENT_UPDATE, id, access),
+        access == PatientAccess::BreakGlass,
+    )
+    .await?;
+    state
+        .metrics
+        .patient_operations_total
+        .with_label_values(&["update"])
+        .inc();
+    Ok(Json(Patient::from_phi(
+        id,
+        phi,
+        access.clinical(),
+        row.created_at,
+        updated_at,
+    )))
+}
+
+/// Soft-delete a patient (admin). The encrypted row is retained; it no longer appears anywhere.
+#[utoipa::path(delete, path = "/api/v1/patients/{id}", tag = "patients", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn remove(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, Error> {
+    auth.require(&state, Permission::PatientDelete).await?;
+    let done = sqlx::query(
+        "UPDATE patients SET deleted_at = now(), deleted_by = $2 WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(auth.user_id)
+    .execute(&state.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    state
+        .audit
+        .record(
+            AuditEvent::by(&auth, actions::PATIENT_DELETE, "patient")
+                .resource(id)
+                .patient(id),
+        )
+        .await?;
+    state
+        .metrics
+        .patient_operations_total
+        .with_label_values(&["delete"])
+        .inc();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /patients/{id}/care-team` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CareTeamRequest {
+    /// A physician or nurse account.
+    pub user_id: Uuid,
+}
+
+impl Validate for CareTeamRequest {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Ok(())
+    }
+}
+
+/// A care-team membership.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CareTeamMember {
+    pub patient_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// Assign a physician or nurse to a patient's care team.
+#[utoipa::path(post, path = "/api/v1/patients/{id}/care-team", tag = "patients", params(("id" = Uuid, Path)),
+    request_body = CareTeamRequest,
+    responses((status = 201, body = CareTeamMember), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn add_care_team(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<CareTeamRequest>,
+) -> Result<(StatusCode, Json<CareTeamMember>), Error> {
+    auth.require(&state, Permission::CareTeamAssign).await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1 AND deleted_at IS NULL)",
+    )
+    .bind(id)
+    .fetch_one(&state.pool)
+    .await?;
+    if !exists {
+        return Err(Error::NotFound);
+    }
+    let member: Option<(String, bool)> =
+        sqlx::query_as("SELECT role, active FROM users WHERE id = $1")
+            .bind(body.user_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    match member {
+        Some((role, true)) if Role::parse(&role).is_some_and(Role::is_clinician) => {}
+        _ => {
+            return Err(Error::validation(
+                "user_id",
+                "must be an active physician or nurse",
+            ))
+        }
+    }
+    sqlx::query(
+        "INSERT INTO care_team (patient_id, user_id, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(body.user_id)
+    .bind(auth.user_id)
+    .execute(&state.pool)
+    .await?;
+    state
+        .audit
+        .record(
+            AuditEvent::by(&auth, actions::CARE_TEAM_ADD, "care_team")
+                .resource(body.user_id)
+                .patient(id),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CareTeamMember {
+            patient_id: id,
+            user_id: body.user_id,
+        }),
+    ))
+}

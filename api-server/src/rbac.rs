@@ -1,0 +1,205 @@
+//! The permission matrix — the ONE place that decides who may do what.
+//!
+//! Handlers call [`crate::auth::AuthUser::require`] with a [`Permission`] (role-level check) and,
+//! for patient-scoped resources, [`patient_access`] with the facts about the caller's relation to
+//! the record (care team, own record). Nothing else in the crate compares roles.
+//!
+//! | permission | admin | physician | nurse | receptionist | patient |
+//! |---|---|---|---|---|---|
+//! | `UsersManage` (POST/GET/PATCH /users) | ✓ | | | | |
+//! | `AuditRead` (GET /audit-events, /verify) | ✓ | | | | |
+//! | `PatientCreate` | ✓ | ✓ | ✓ | ✓ | |
+//! | `PatientRead` / `PatientList` | demographics | care team (full) | care team (full) | demographics | own record (full) |
+//! | `PatientUpdate` | demographics | care team (all fields) | care team (all fields) | demographics | |
+//! | `PatientDelete` (soft) | ✓ | | | | |
+//! | `CareTeamAssign` | ✓ | ✓ | | ✓ | |
+//! | `BreakGlass` (X-Break-Glass-Reason) | | ✓ | | | |
+//! | `AppointmentBook` / `AppointmentUpdate` | ✓ | ✓ | ✓ | ✓ | |
+//! | `AppointmentRead` | ✓ | ✓ | ✓ | ✓ | own |
+//! | `PrescriptionCreate` / `PrescriptionDiscontinue` | | ✓ | | | |
+//! | `PrescriptionRead` | | ✓ | ✓ | | own |
+//!
+//! Care team: a physician or nurse who registered the patient, was assigned
+//! (`POST /patients/{id}/care-team`) or has an appointment with the patient.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Account roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Physician,
+    Nurse,
+    Receptionist,
+    Patient,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Physician,
+        Role::Nurse,
+        Role::Receptionist,
+        Role::Patient,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Physician => "physician",
+            Role::Nurse => "nurse",
+            Role::Receptionist => "receptionist",
+            Role::Patient => "patient",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Clinicians can be in a care team.
+    pub fn is_clinician(self) -> bool {
+        matches!(self, Role::Physician | Role::Nurse)
+    }
+}
+
+/// Role-level permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    UsersManage,
+    AuditRead,
+    PatientCreate,
+    PatientList,
+    PatientRead,
+    PatientUpdate,
+    PatientDelete,
+    CareTeamAssign,
+    BreakGlass,
+    AppointmentBook,
+    AppointmentRead,
+    AppointmentUpdate,
+    PrescriptionCreate,
+    PrescriptionRead,
+    PrescriptionDiscontinue,
+}
+
+/// The matrix in the module docs.
+pub fn allows(role: Role, perm: Permission) -> bool {
+    use Permission::*;
+    use Role::*;
+    match perm {
+        UsersManage | AuditRead | PatientDelete => role == Admin,
+        PatientCreate | AppointmentBook | AppointmentUpdate => {
+            matches!(role, Admin | Physician | Nurse | Receptionist)
+        }
+        PatientList | PatientRead | AppointmentRead => true,
+        PatientUpdate => matches!(role, Admin | Physician | Nurse | Receptionist),
+        CareTeamAssign => matches!(role, Admin | Physician | Receptionist),
+        BreakGlass | PrescriptionCreate | PrescriptionDiscontinue => role == Physician,
+        PrescriptionRead => matches!(role, Physician | Nurse | Patient),
+    }
+}
+
+/// Facts about the caller and one patient record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relation {
+    /// The caller is a patient account linked to this record.
+    pub own_record: bool,
+    /// The caller is a clinician in the record's care team.
+    pub in_care_team: bool,
+    /// The request carries a non-empty `X-Break-Glass-Reason`.
+    pub break_glass: bool,
+}
+
+/// What the caller may see/do on one patient record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatientAccess {
+    /// All fields, clinical included.
+    Full,
+    /// All fields through break-glass: allowed, audited as `patient.break_glass`.
+    BreakGlass,
+    /// Demographic fields only (no allergies, medications, conditions).
+    Demographics,
+    /// 403: the caller may know the record exists but may not open it.
+    Denied,
+    /// 404: existence must not leak (patient accounts, other records).
+    Hidden,
+}
+
+impl PatientAccess {
+    pub fn clinical(self) -> bool {
+        matches!(self, Self::Full | Self::BreakGlass)
+    }
+}
+
+/// Record-level decision for one role and relation.
+pub fn patient_access(role: Role, rel: Relation) -> PatientAccess {
+    match role {
+        Role::Patient if rel.own_record => PatientAccess::Full,
+        Role::Patient => PatientAccess::Hidden,
+        Role::Physician | Role::Nurse if rel.in_care_team => PatientAccess::Full,
+        Role::Physician if rel.break_glass => PatientAccess::BreakGlass,
+        Role::Physician | Role::Nurse => PatientAccess::Denied,
+        Role::Admin | Role::Receptionist => PatientAccess::Demographics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baseline_rules() {
+        for r in [
+            Role::Admin,
+            Role::Physician,
+            Role::Nurse,
+            Role::Receptionist,
+        ] {
+            assert!(allows(r, Permission::PatientCreate));
+            assert!(allows(r, Permission::AppointmentBook));
+        }
+        assert!(!allows(Role::Patient, Permission::PatientCreate));
+        for r in Role::ALL {
+            assert_eq!(
+                allows(r, Permission::PrescriptionCreate),
+                r == Role::Physician
+            );
+            assert_eq!(allows(r, Permission::UsersManage), r == Role::Admin);
+            assert_eq!(allows(r, Permission::AuditRead), r == Role::Admin);
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+    }
+
+    #[test]
+    fn record_level() {
+        let none = Relation::default();
+        let team = Relation {
+            in_care_team: true,
+            ..none
+        };
+        let glass = Relation {
+            break_glass: true,
+            ..none
+        };
+        let own = Relation {
+            own_record: true,
+            ..none
+        };
+        assert_eq!(patient_access(Role::Physician, team), PatientAccess::Full);
+        assert_eq!(patient_access(Role::Physician, none), PatientAccess::Denied);
+        assert_eq!(
+            patient_access(Role::Physician, glass),
+            PatientAccess::BreakGlass
+        );
+        assert_eq!(patient_access(Role::Nurse, glass), PatientAccess::Denied);
+        assert_eq!(patient_access(Role::Patient, own), PatientAccess::Full);
+        assert_eq!(patient_access(Role::Patient, team), PatientAccess::Hidden);
+        assert_eq!(
+            patient_access(Role::Receptionist, none),
+            PatientAccess::Demographics
+        );
+    }
+}

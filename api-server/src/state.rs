@@ -1,0 +1,80 @@
+//! Shared application state handed to every handler (`State<AppState>`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::audit::AuditWriter;
+use crate::config::Config;
+use crate::crypto::KeyRing;
+use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
+
+/// Everything a request may need. Cheap to clone (all `Arc`s / pools).
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub keys: Arc<KeyRing>,
+    pub metrics: Metrics,
+    pub audit: AuditWriter,
+    pub limiter: Arc<Limiter>,
+}
+
+impl FromRef<AppState> for Metrics {
+    fn from_ref(s: &AppState) -> Self {
+        s.metrics.clone()
+    }
+}
+
+/// Open the Postgres pool used by `serve` and the CLI.
+pub async fn connect_db(url: &str) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(32)
+        .min_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+}
+
+/// A lazily connecting, auto-reconnecting Redis handle (never fails at startup on a down Redis).
+pub fn redis_manager(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url)
+        .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid Redis URL"))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, cfg)
+        .map_err(|_| anyhow::anyhow!("cannot set up the Redis connection manager"))
+}
+
+impl AppState {
+    /// Build the state from a config and an open pool; spawns the audit writer.
+    pub fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        let metrics = Metrics::new()?;
+        let redis = match &config.redis_url {
+            Some(url) => Some(redis_manager(url)?),
+            None => None,
+        };
+        let limiter = Arc::new(Limiter::new(
+            redis,
+            &config.redis_key_prefix,
+            config.rate_limit_per_minute,
+            config.login_rate_limit_per_minute,
+        ));
+        let audit = AuditWriter::spawn(pool.clone(), metrics.clone());
+        Ok(Self {
+            keys: config.phi_keys.clone(),
+            config: Arc::new(config),
+            pool,
+            metrics,
+            audit,
+            limiter,
+        })
+    }
+}
