@@ -31,12 +31,22 @@ pub fn ready_status(group: &str, kind: &str, obj: &Value, now: &str) -> Option<V
             }
             let mut m = Map::new();
             m.insert("observedGeneration".into(), json!(generation));
-            for key in ["replicas", "readyReplicas", "availableReplicas", "updatedReplicas"] {
+            for key in [
+                "replicas",
+                "readyReplicas",
+                "availableReplicas",
+                "updatedReplicas",
+            ] {
                 put_count(&mut m, key, want);
             }
             if kind == "StatefulSet" {
                 put_count(&mut m, "currentReplicas", want);
-                let revision = format!("{}-{generation}", obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default());
+                let revision = format!(
+                    "{}-{generation}",
+                    obj.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                );
                 m.insert("currentRevision".into(), json!(revision));
                 m.insert("updateRevision".into(), json!(revision));
                 m.insert("collisionCount".into(), json!(0));
@@ -58,7 +68,10 @@ pub fn ready_status(group: &str, kind: &str, obj: &Value, now: &str) -> Option<V
             let complete = status
                 .get("conditions")
                 .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Complete" && c["status"] == "True")
+                });
             if complete {
                 return None;
             }
@@ -80,10 +93,15 @@ pub fn ready_status(group: &str, kind: &str, obj: &Value, now: &str) -> Option<V
         }
         ("postgresql.cnpg.io", "Cluster") => {
             let want = int_at(obj, "/spec/instances").unwrap_or(1);
-            if int_at(&status, "/readyInstances") == Some(want) && int_at(&status, "/instances") == Some(want) {
+            if int_at(&status, "/readyInstances") == Some(want)
+                && int_at(&status, "/instances") == Some(want)
+            {
                 return None;
             }
-            let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             Some(json!({
                 "instances": want,
                 "readyInstances": want,
@@ -106,7 +124,10 @@ pub fn statefulset_pvcs(sts: &Value) -> Vec<Value> {
     let Some(name) = sts.pointer("/metadata/name").and_then(Value::as_str) else {
         return Vec::new();
     };
-    let namespace = sts.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    let namespace = sts
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let replicas = int_at(sts, "/spec/replicas").unwrap_or(1).max(0);
     let templates = sts
         .pointer("/spec/volumeClaimTemplates")
@@ -118,7 +139,10 @@ pub fn statefulset_pvcs(sts: &Value) -> Vec<Value> {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let owned = sts.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted").and_then(Value::as_str) == Some("Delete");
+    let owned = sts
+        .pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
+        .and_then(Value::as_str)
+        == Some("Delete");
     let mut out = Vec::new();
     for tpl in &templates {
         let Some(tpl_name) = tpl.pointer("/metadata/name").and_then(Value::as_str) else {
@@ -177,7 +201,10 @@ mod tests {
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "db"}},
                      "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}}]}});
         let pvcs = statefulset_pvcs(&sts);
-        let names: Vec<&str> = pvcs.iter().filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str)).collect();
+        let names: Vec<&str> = pvcs
+            .iter()
+            .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str))
+            .collect();
         assert_eq!(names, vec!["data-db-0", "data-db-1"]);
         assert_eq!(pvcs[0]["metadata"]["labels"]["app"], "db");
         assert!(pvcs[0]["metadata"].get("ownerReferences").is_none());

@@ -55,7 +55,12 @@ pub fn scoped(obj: &Value, scope: Scope) -> Value {
                     }
                 }
             }
-            ("status", Scope::Main { status_subresource: true }) => {}
+            (
+                "status",
+                Scope::Main {
+                    status_subresource: true,
+                },
+            ) => {}
             ("status", Scope::Status) => {
                 out.insert(k.clone(), v.clone());
             }
@@ -149,7 +154,9 @@ pub fn deep_merge(target: &mut Value, src: &Value) {
                     continue;
                 }
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => deep_merge(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        deep_merge(existing, v)
+                    }
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -218,7 +225,9 @@ pub struct ManagerEntry {
 
 impl ManagerEntry {
     pub fn same_identity(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
-        self.manager == manager && self.operation == operation && self.subresource.as_deref() == subresource
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.as_deref() == subresource
     }
 }
 
@@ -232,9 +241,20 @@ pub fn read_managers(obj: &Value) -> Vec<ManagerEntry> {
                     Some(ManagerEntry {
                         manager: e.get("manager")?.as_str()?.to_string(),
                         operation: e.get("operation")?.as_str()?.to_string(),
-                        subresource: e.get("subresource").and_then(Value::as_str).map(str::to_string),
-                        api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
-                        time: e.get("time").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        subresource: e
+                            .get("subresource")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        api_version: e
+                            .get("apiVersion")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        time: e
+                            .get("time")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                         fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
                     })
                 })
@@ -352,7 +372,8 @@ pub fn apply(
             continue;
         }
         for p in &applied_paths {
-            if m.fields.iter().any(|f| overlaps(f, p)) && get_path(live, p) != get_path(applied, p) {
+            if m.fields.iter().any(|f| overlaps(f, p)) && get_path(live, p) != get_path(applied, p)
+            {
                 conflicts.push(Conflict {
                     manager: m.manager.clone(),
                     api_version: m.api_version.clone(),
@@ -427,9 +448,14 @@ mod tests {
 
     #[test]
     fn fields_v1_round_trip() {
-        let paths: BTreeSet<Path> = [p("spec.replicas"), p("metadata.labels.app")].into_iter().collect();
+        let paths: BTreeSet<Path> = [p("spec.replicas"), p("metadata.labels.app")]
+            .into_iter()
+            .collect();
         let v = to_fields_v1(&paths);
-        assert_eq!(v, json!({"f:metadata":{"f:labels":{"f:app":{}}},"f:spec":{"f:replicas":{}}}));
+        assert_eq!(
+            v,
+            json!({"f:metadata":{"f:labels":{"f:app":{}}},"f:spec":{"f:replicas":{}}})
+        );
         assert_eq!(from_fields_v1(&v), paths);
     }
 
@@ -437,8 +463,28 @@ mod tests {
     fn apply_removes_fields_no_longer_applied() {
         let mut live = json!({"spec": {"a": 1, "b": 2}});
         let mut managers = Vec::new();
-        apply(&mut live, &mut managers, &json!({"spec": {"a": 1, "b": 2}}), "m", None, "v1", false, "t").unwrap();
-        apply(&mut live, &mut managers, &json!({"spec": {"a": 3}}), "m", None, "v1", false, "t").unwrap();
+        apply(
+            &mut live,
+            &mut managers,
+            &json!({"spec": {"a": 1, "b": 2}}),
+            "m",
+            None,
+            "v1",
+            false,
+            "t",
+        )
+        .unwrap();
+        apply(
+            &mut live,
+            &mut managers,
+            &json!({"spec": {"a": 3}}),
+            "m",
+            None,
+            "v1",
+            false,
+            "t",
+        )
+        .unwrap();
         assert_eq!(live, json!({"spec": {"a": 3}}));
     }
 
@@ -454,10 +500,33 @@ mod tests {
             fields: [p("spec.replicas")].into_iter().collect(),
         }];
         let applied = json!({"spec": {"replicas": 2}});
-        let err = apply(&mut live, &mut managers, &applied, "op", None, "apps/v1", false, "t").unwrap_err();
-        assert_eq!(err[0].describe(), "conflict with \"kubectl\" using apps/v1: .spec.replicas");
+        let err = apply(
+            &mut live,
+            &mut managers,
+            &applied,
+            "op",
+            None,
+            "apps/v1",
+            false,
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err[0].describe(),
+            "conflict with \"kubectl\" using apps/v1: .spec.replicas"
+        );
         assert_eq!(live, json!({"spec": {"replicas": 5}}));
-        apply(&mut live, &mut managers, &applied, "op", None, "apps/v1", true, "t").unwrap();
+        apply(
+            &mut live,
+            &mut managers,
+            &applied,
+            "op",
+            None,
+            "apps/v1",
+            true,
+            "t",
+        )
+        .unwrap();
         assert_eq!(live, json!({"spec": {"replicas": 2}}));
         assert_eq!(managers.len(), 1);
         assert_eq!(managers[0].manager, "op");
@@ -474,10 +543,30 @@ mod tests {
             time: "t".into(),
             fields: [p("spec.replicas")].into_iter().collect(),
         }];
-        apply(&mut live, &mut managers, &json!({"spec": {"replicas": 2}}), "op", None, "v1", false, "t").unwrap();
+        apply(
+            &mut live,
+            &mut managers,
+            &json!({"spec": {"replicas": 2}}),
+            "op",
+            None,
+            "v1",
+            false,
+            "t",
+        )
+        .unwrap();
         assert_eq!(managers.len(), 2);
         // "op" stops applying the field: "other" still owns it, so it stays.
-        apply(&mut live, &mut managers, &json!({"spec": {"x": 1}}), "op", None, "v1", false, "t").unwrap();
+        apply(
+            &mut live,
+            &mut managers,
+            &json!({"spec": {"x": 1}}),
+            "op",
+            None,
+            "v1",
+            false,
+            "t",
+        )
+        .unwrap();
         assert_eq!(live, json!({"spec": {"replicas": 2, "x": 1}}));
     }
 
@@ -493,9 +582,18 @@ mod tests {
         }];
         let old = json!({"spec": {"replicas": 2, "image": "a"}});
         let new = json!({"spec": {"replicas": 4, "image": "a"}});
-        let changed = changed_paths(&old, &new, Scope::Main { status_subresource: true });
+        let changed = changed_paths(
+            &old,
+            &new,
+            Scope::Main {
+                status_subresource: true,
+            },
+        );
         record_update(&mut managers, &changed, &new, "kubectl", None, "v1", "t");
         assert_eq!(managers[0].fields, [p("spec.image")].into_iter().collect());
-        assert_eq!(managers[1].fields, [p("spec.replicas")].into_iter().collect());
+        assert_eq!(
+            managers[1].fields,
+            [p("spec.replicas")].into_iter().collect()
+        );
     }
 }

@@ -58,16 +58,29 @@ pub enum Error {
 pub struct CallCounts(pub BTreeMap<(String, String), u64>);
 
 impl CallCounts {
-    pub const WRITE_VERBS: &'static [&'static str] =
-        &["create", "update", "patch", "apply", "delete", "deletecollection"];
+    pub const WRITE_VERBS: &'static [&'static str] = &[
+        "create",
+        "update",
+        "patch",
+        "apply",
+        "delete",
+        "deletecollection",
+    ];
 
     pub fn get(&self, verb: &str, kind: &str) -> u64 {
-        self.0.get(&(verb.to_string(), kind.to_string())).copied().unwrap_or(0)
+        self.0
+            .get(&(verb.to_string(), kind.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// All calls with this verb, any kind.
     pub fn verb(&self, verb: &str) -> u64 {
-        self.0.iter().filter(|((v, _), _)| v == verb).map(|(_, n)| n).sum()
+        self.0
+            .iter()
+            .filter(|((v, _), _)| v == verb)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Writes of any kind.
@@ -140,7 +153,10 @@ impl StandIn {
 
     /// A `kube::Config` for this server (namespace `default`, no auth).
     pub fn config(&self) -> Result<kube::Config, Error> {
-        let uri: http::Uri = self.url().parse().map_err(|e: http::uri::InvalidUri| Error::Url(e.to_string()))?;
+        let uri: http::Uri = self
+            .url()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| Error::Url(e.to_string()))?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = "default".into();
         config.read_timeout = Some(Duration::from_secs(295));
@@ -183,13 +199,23 @@ impl StandIn {
     /// All objects of a kind, optionally in one namespace, sorted by namespace and name.
     pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
         match self.resolve(api_version, kind) {
-            Ok(t) => self.shared.store().list_raw(&t.key(), namespace.filter(|_| t.namespaced)),
+            Ok(t) => self
+                .shared
+                .store()
+                .list_raw(&t.key(), namespace.filter(|_| t.namespaced)),
             Err(_) => Vec::new(),
         }
     }
 
     /// Sets an object's status as `kube-controller-manager` would; false if it does not exist.
-    pub fn set_status(&self, api_version: &str, kind: &str, namespace: &str, name: &str, status: Value) -> bool {
+    pub fn set_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> bool {
         let Ok(t) = self.resolve(api_version, kind) else {
             return false;
         };

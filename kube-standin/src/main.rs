@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-standin", version, about = "In-process stand-in for the Kubernetes API server")]
+#[command(
+    name = "kube-standin",
+    version,
+    about = "In-process stand-in for the Kubernetes API server"
+)]
 struct Args {
     /// Loopback port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 0)]

@@ -67,33 +67,177 @@ type Builtin = (
 const BUILTINS: &[Builtin] = &[
     ("", "v1", "Namespace", "namespaces", false, true, &["ns"]),
     ("", "v1", "Node", "nodes", false, true, &["no"]),
-    ("", "v1", "PersistentVolume", "persistentvolumes", false, true, &["pv"]),
+    (
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        false,
+        true,
+        &["pv"],
+    ),
     ("", "v1", "Pod", "pods", true, true, &["po"]),
     ("", "v1", "Service", "services", true, true, &["svc"]),
     ("", "v1", "Endpoints", "endpoints", true, false, &["ep"]),
     ("", "v1", "ConfigMap", "configmaps", true, false, &["cm"]),
     ("", "v1", "Secret", "secrets", true, false, &[]),
-    ("", "v1", "ServiceAccount", "serviceaccounts", true, false, &["sa"]),
-    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, true, &["pvc"]),
+    (
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        true,
+        false,
+        &["sa"],
+    ),
+    (
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+        true,
+        &["pvc"],
+    ),
     ("", "v1", "Event", "events", true, false, &["ev"]),
-    ("apps", "v1", "Deployment", "deployments", true, true, &["deploy"]),
-    ("apps", "v1", "StatefulSet", "statefulsets", true, true, &["sts"]),
+    (
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        true,
+        true,
+        &["deploy"],
+    ),
+    (
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        true,
+        true,
+        &["sts"],
+    ),
     ("apps", "v1", "DaemonSet", "daemonsets", true, true, &["ds"]),
-    ("apps", "v1", "ReplicaSet", "replicasets", true, true, &["rs"]),
+    (
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        true,
+        true,
+        &["rs"],
+    ),
     ("batch", "v1", "Job", "jobs", true, true, &[]),
     ("batch", "v1", "CronJob", "cronjobs", true, true, &["cj"]),
-    ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, true, &["hpa"]),
-    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, true, &["pdb"]),
-    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, false, &["netpol"]),
-    ("networking.k8s.io", "v1", "Ingress", "ingresses", true, true, &["ing"]),
-    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, false, &[]),
-    ("coordination.k8s.io", "v1", "Lease", "leases", true, false, &[]),
-    ("events.k8s.io", "v1", "Event", "events", true, false, &["ev"]),
-    ("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false, &[]),
-    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false, &[]),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false, &[]),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false, &[]),
-    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, false, &["sc"]),
+    (
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+        true,
+        &["hpa"],
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+        true,
+        &["pdb"],
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+        false,
+        &["netpol"],
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        true,
+        true,
+        &["ing"],
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        false,
+        false,
+        &[],
+    ),
+    (
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        false,
+        &[],
+    ),
+    (
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        true,
+        false,
+        &["ev"],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        true,
+        false,
+        &[],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+        false,
+        &[],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+        false,
+        &[],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+        false,
+        &[],
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        false,
+        false,
+        &["sc"],
+    ),
     (
         "apiextensions.k8s.io",
         "v1",
@@ -259,7 +403,8 @@ pub fn parse_crd(crd: &Value) -> Result<ResourceType, String> {
     let name = str_at(crd, &["metadata", "name"]).ok_or("metadata.name is required")?;
     let group = str_at(crd, &["spec", "group"]).ok_or("spec.group is required")?;
     let kind = str_at(crd, &["spec", "names", "kind"]).ok_or("spec.names.kind is required")?;
-    let plural = str_at(crd, &["spec", "names", "plural"]).ok_or("spec.names.plural is required")?;
+    let plural =
+        str_at(crd, &["spec", "names", "plural"]).ok_or("spec.names.plural is required")?;
     if name != format!("{plural}.{group}") {
         return Err(format!(
             "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
@@ -271,7 +416,12 @@ pub fn parse_crd(crd: &Value) -> Result<ResourceType, String> {
     let short_names = crd
         .pointer("/spec/names/shortNames")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let namespaced = match str_at(crd, &["spec", "scope"]) {
         Some("Namespaced") => true,

@@ -57,7 +57,10 @@ pub fn admit(
 }
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Drops fields the schema does not declare, as the API server does for structural schemas.
@@ -140,15 +143,22 @@ fn validate_value(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldErr
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     if let Some(want) = schema.get("type").and_then(Value::as_str) {
         let got = type_name(v);
-        let ok = got == want || (want == "number" && got == "integer") || (int_or_string && (got == "integer" || got == "string"));
+        let ok = got == want
+            || (want == "number" && got == "integer")
+            || (int_or_string && (got == "integer" || got == "string"));
         if !ok {
             errs.push(FieldError::new(
                 field,
                 "FieldValueTypeInvalid",
-                format!("Invalid value: \"{got}\": {field} in body must be of type {want}: \"{got}\""),
+                format!(
+                    "Invalid value: \"{got}\": {field} in body must be of type {want}: \"{got}\""
+                ),
             ));
             return;
         }
@@ -159,15 +169,21 @@ fn validate_value(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldErr
             errs.push(FieldError::new(
                 field,
                 "FieldValueNotSupported",
-                format!("Unsupported value: {}: supported values: {}", show(v), allowed.join(", ")),
+                format!(
+                    "Unsupported value: {}: supported values: {}",
+                    show(v),
+                    allowed.join(", ")
+                ),
             ));
         }
     }
     match v {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or_default();
-            let exclusive_min = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
-            let exclusive_max = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
+            let exclusive_min =
+                schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
+            let exclusive_max =
+                schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
                 if x < min || (exclusive_min && x == min) {
                     errs.push(FieldError::new(
@@ -230,7 +246,9 @@ fn validate_value(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldErr
                     errs.push(FieldError::new(
                         field,
                         "FieldValueInvalid",
-                        format!("Invalid value: {n}: {field} in body should have at least {min} items"),
+                        format!(
+                            "Invalid value: {n}: {field} in body should have at least {min} items"
+                        ),
                     ));
                 }
             }
@@ -254,11 +272,21 @@ fn validate_value(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldErr
     }
 }
 
-fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &mut Vec<FieldError>, root: bool) {
+fn validate_object(
+    schema: &Value,
+    map: &Map<String, Value>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+    root: bool,
+) {
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for r in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(r) {
-                errs.push(FieldError::new(&child(path, r), "FieldValueRequired", "Required value".into()));
+                errs.push(FieldError::new(
+                    &child(path, r),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                ));
             }
         }
     }
@@ -301,17 +329,38 @@ mod tests {
     #[test]
     fn defaults_and_prunes() {
         let v = kube_cel::Validator::new();
-        let out = admit(&v, &schema(), &json!({"metadata": {"name": "x"}, "spec": {"name": "abc", "junk": 1}}), None).unwrap();
-        assert_eq!(out["spec"], json!({"name": "abc", "mode": "A", "min": 1, "max": 3}));
+        let out = admit(
+            &v,
+            &schema(),
+            &json!({"metadata": {"name": "x"}, "spec": {"name": "abc", "junk": 1}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            out["spec"],
+            json!({"name": "abc", "mode": "A", "min": 1, "max": 3})
+        );
     }
 
     #[test]
     fn rejects_structural_and_cel_violations() {
         let v = kube_cel::Validator::new();
-        let errs = admit(&v, &schema(), &json!({"spec": {"name": "ABC", "mode": "C", "min": 0}}), None).unwrap_err();
+        let errs = admit(
+            &v,
+            &schema(),
+            &json!({"spec": {"name": "ABC", "mode": "C", "min": 0}}),
+            None,
+        )
+        .unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["spec.min", "spec.mode", "spec.name"]);
-        let errs = admit(&v, &schema(), &json!({"spec": {"name": "abc", "min": 5, "max": 2}}), None).unwrap_err();
+        let errs = admit(
+            &v,
+            &schema(),
+            &json!({"spec": {"name": "abc", "min": 5, "max": 2}}),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 1);
         assert!(errs[0].message.contains("max must be >= min"), "{errs:?}");
         assert_eq!(errs[0].field, "spec");

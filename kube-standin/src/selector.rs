@@ -34,7 +34,10 @@ fn split_terms(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn parse_set(s: &str) -> Result<Vec<String>, String> {
@@ -149,7 +152,11 @@ mod tests {
             ("!missing", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&obj), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&obj),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("a b").is_err());
     }
@@ -157,8 +164,12 @@ mod tests {
     #[test]
     fn field_selector_name() {
         let obj = json!({"metadata": {"name": "x", "namespace": "ns"}});
-        assert!(FieldSelector::parse("metadata.name=x").unwrap().matches(&obj));
-        assert!(!FieldSelector::parse("metadata.namespace!=ns").unwrap().matches(&obj));
+        assert!(FieldSelector::parse("metadata.name=x")
+            .unwrap()
+            .matches(&obj));
+        assert!(!FieldSelector::parse("metadata.namespace!=ns")
+            .unwrap()
+            .matches(&obj));
         assert!(FieldSelector::parse("spec.nodeName=x").is_err());
     }
 }

@@ -42,19 +42,28 @@ impl Shared {
     /// Locks the store; a poisoned lock (a panic while holding it) is recovered, since the
     /// store is only mutated through complete operations.
     pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let shared = shared.clone();
-        async move { handle(shared, method, uri, headers, body).await }
-    })
+    Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let shared = shared.clone();
+            async move { handle(shared, method, uri, headers, body).await }
+        },
+    )
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 fn error_response(e: &ApiError) -> Response {
@@ -73,8 +82,9 @@ struct Query(HashMap<String, String>);
 
 impl Query {
     fn parse(uri: &Uri) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(uri.query().unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
         Ok(Self(pairs.into_iter().collect()))
     }
 
@@ -95,7 +105,9 @@ fn parse_target(store: &Store, segs: &[&str]) -> Option<Result<Target, ApiError>
         _ => return None,
     };
     let (namespace, rest): (Option<&str>, &[&str]) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !(group.is_empty() && matches!(*plural, "status" | "finalize")) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if !(group.is_empty() && matches!(*plural, "status" | "finalize")) =>
+        {
             let mut r = vec![*plural];
             r.extend_from_slice(tail);
             return Some(finish_target(store, group, version, Some(ns), &r));
@@ -105,24 +117,50 @@ fn parse_target(store: &Store, segs: &[&str]) -> Option<Result<Target, ApiError>
     Some(finish_target(store, group, version, namespace, rest))
 }
 
-fn finish_target(store: &Store, group: &str, version: &str, ns: Option<&str>, rest: &[&str]) -> Result<Target, ApiError> {
+fn finish_target(
+    store: &Store,
+    group: &str,
+    version: &str,
+    ns: Option<&str>,
+    rest: &[&str],
+) -> Result<Target, ApiError> {
     let (plural, name, sub) = match rest {
         [p] => (*p, None, None),
         [p, n] => (*p, Some(*n), None),
         [p, n, s] => (*p, Some(*n), Some(*s)),
-        _ => return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
     };
     let rtype = store
         .registry
         .lookup(group, version, plural)
-        .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        })?;
     if let Some(s) = sub {
         if s != "status" || !rtype.status_subresource {
-            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
         }
     }
     if rtype.namespaced && name.is_some() && ns.is_none() {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     Ok(Target {
         rtype,
@@ -144,10 +182,17 @@ fn default_manager(headers: &HeaderMap) -> String {
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    shared: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let query = match Query::parse(&uri) {
@@ -166,7 +211,11 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
     };
     let target = match target {
         None => {
-            return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))
+            return error_response(&ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
         }
         Some(Err(e)) => return error_response(&e),
         Some(Ok(t)) => t,
@@ -188,7 +237,11 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => {
-            return error_response(&ApiError::new(405, "MethodNotAllowed", format!("{method} is not allowed here")))
+            return error_response(&ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not allowed here"),
+            ))
         }
     };
     let kind_label = match &target.subresource {
@@ -210,22 +263,36 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
         manager: query
             .get("fieldManager")
             .map(str::to_string)
-            .unwrap_or_else(|| if is_apply { String::new() } else { default_manager(&headers) }),
+            .unwrap_or_else(|| {
+                if is_apply {
+                    String::new()
+                } else {
+                    default_manager(&headers)
+                }
+            }),
         dry_run: query.get("dryRun") == Some("All"),
         force: query.flag("force"),
     };
     match verb {
         "watch" => watch(shared, target, labels, fields_sel, &query),
         "list" => {
-            let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+            let limit = query
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0);
             result_response(
-                shared.store().list(&target, &labels, &fields_sel, limit, query.get("continue")),
+                shared
+                    .store()
+                    .list(&target, &labels, &fields_sel, limit, query.get("continue")),
                 StatusCode::OK,
             )
         }
         "get" => result_response(shared.store().get(&target), StatusCode::OK),
         "create" => match parse_json(&body) {
-            Ok(obj) => result_response(shared.store().create(&target, obj, &opts), StatusCode::CREATED),
+            Ok(obj) => result_response(
+                shared.store().create(&target, obj, &opts),
+                StatusCode::CREATED,
+            ),
             Err(e) => error_response(&e),
         },
         "update" => match parse_json(&body) {
@@ -248,7 +315,12 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             let policy = query
                 .get("propagationPolicy")
                 .map(str::to_string)
-                .or_else(|| body_opts.get("propagationPolicy").and_then(Value::as_str).map(str::to_string));
+                .or_else(|| {
+                    body_opts
+                        .get("propagationPolicy")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
             let dry_run = opts.dry_run
                 || body_opts
                     .get("dryRun")
@@ -257,7 +329,10 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             let del = DeleteOpts {
                 dry_run,
                 orphan: policy.as_deref() == Some("Orphan"),
-                precondition_uid: body_opts.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+                precondition_uid: body_opts
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 precondition_rv: body_opts
                     .pointer("/preconditions/resourceVersion")
                     .and_then(Value::as_str)
@@ -267,7 +342,10 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             if verb == "delete" {
                 result_response(store.delete(&target, &del), StatusCode::OK)
             } else {
-                result_response(store.delete_collection(&target, &labels, &fields_sel, &del), StatusCode::OK)
+                result_response(
+                    store.delete_collection(&target, &labels, &fields_sel, &del),
+                    StatusCode::OK,
+                )
             }
         }
         _ => error_response(&ApiError::new(405, "MethodNotAllowed", "unsupported verb")),
@@ -288,10 +366,18 @@ fn discovery(shared: &Shared, method: &Method, segs: &[&str]) -> Option<Response
         ["healthz"] | ["readyz"] | ["livez"] => {
             return Some((StatusCode::OK, "ok").into_response());
         }
-        ["api"] => json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+        ["api"] => {
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+        }
         ["api", v] => match store.registry.resource_list("", v) {
             Some(l) => l,
-            None => return Some(error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))),
+            None => {
+                return Some(error_response(&ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )))
+            }
         },
         ["apis"] => {
             let groups: Vec<Value> = store
@@ -309,16 +395,30 @@ fn discovery(shared: &Shared, method: &Method, segs: &[&str]) -> Option<Response
                 grp["apiVersion"] = json!("v1");
                 grp
             }
-            None => return Some(error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))),
+            None => {
+                return Some(error_response(&ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )))
+            }
         },
         ["apis", g, v] => match store.registry.resource_list(g, v) {
             Some(l) => l,
-            None => return Some(error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))),
+            None => {
+                return Some(error_response(&ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )))
+            }
         },
         _ => return None,
     };
     drop(store);
-    shared.store().record_call("discovery", &format!("/{}", segs.join("/")));
+    shared
+        .store()
+        .record_call("discovery", &format!("/{}", segs.join("/")));
     Some(json_response(StatusCode::OK, &out))
 }
 
@@ -356,8 +456,15 @@ fn control(shared: &Shared, method: &Method, segs: &[&str], query: &Query) -> Re
         }
         (&Method::POST, ["auto-ready"]) => {
             store.auto_ready = query.flag("enabled");
-            let n = if store.auto_ready { store.settle_all() } else { 0 };
-            json_response(StatusCode::OK, &json!({"autoReady": store.auto_ready, "settled": n}))
+            let n = if store.auto_ready {
+                store.settle_all()
+            } else {
+                0
+            };
+            json_response(
+                StatusCode::OK,
+                &json!({"autoReady": store.auto_ready, "settled": n}),
+            )
         }
         (&Method::GET, ["stats"]) => {
             let mut counts = serde_json::Map::new();
@@ -373,7 +480,11 @@ fn control(shared: &Shared, method: &Method, segs: &[&str], query: &Query) -> Re
                 &json!({"resourceVersion": store.resource_version(), "objects": counts}),
             )
         }
-        _ => error_response(&ApiError::new(404, "NotFound", "unknown stand-in control endpoint")),
+        _ => error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "unknown stand-in control endpoint",
+        )),
     }
 }
 
@@ -381,9 +492,14 @@ type Matcher = Box<dyn Fn(&Value) -> bool + Send>;
 
 /// Maps a stored change to what a filtered watch sees (objects entering or leaving the
 /// selection become ADDED/DELETED, as with the real API server).
-fn classify(ty: EventType, obj: &Value, prev: Option<&Value>, matches: &Matcher) -> Option<EventType> {
+fn classify(
+    ty: EventType,
+    obj: &Value,
+    prev: Option<&Value>,
+    matches: &Matcher,
+) -> Option<EventType> {
     let now = matches(obj);
-    let before = prev.map(|p| matches(p));
+    let before = prev.map(matches);
     match ty {
         EventType::Added => now.then_some(EventType::Added),
         EventType::Deleted => before.unwrap_or(now).then_some(EventType::Deleted),
@@ -402,8 +518,16 @@ fn event_line(ty: &str, obj: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn watch(shared: Arc<Shared>, target: Target, labels: LabelSelector, fields_sel: FieldSelector, query: &Query) -> Response {
-    let from_rv = query.get("resourceVersion").and_then(|rv| rv.parse::<u64>().ok());
+fn watch(
+    shared: Arc<Shared>,
+    target: Target,
+    labels: LabelSelector,
+    fields_sel: FieldSelector,
+    query: &Query,
+) -> Response {
+    let from_rv = query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse::<u64>().ok());
     let initial_events = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
     let timeout = Duration::from_secs(
@@ -412,7 +536,10 @@ fn watch(shared: Arc<Shared>, target: Target, labels: LabelSelector, fields_sel:
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(1800),
     );
-    if query.get("resourceVersion").is_some_and(|rv| rv.parse::<u64>().is_err()) {
+    if query
+        .get("resourceVersion")
+        .is_some_and(|rv| rv.parse::<u64>().is_err())
+    {
         return error_response(&ApiError::bad_request("invalid resourceVersion"));
     }
     let (backlog, start_rv, mut sub) = {
@@ -425,9 +552,9 @@ fn watch(shared: Arc<Shared>, target: Target, labels: LabelSelector, fields_sel:
     };
     let ns = target.namespace.clone().filter(|_| target.rtype.namespaced);
     let matcher: Matcher = Box::new(move |o: &Value| {
-        ns.as_deref()
-            .is_none_or(|want| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(want))
-            && labels.matches(o)
+        ns.as_deref().is_none_or(|want| {
+            o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(want)
+        }) && labels.matches(o)
             && fields_sel.matches(o)
     });
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);

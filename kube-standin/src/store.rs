@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::{
     controllers,
     fields::{self, ManagerEntry, Scope},
-    registry::{ResKey, Registry, ResourceType},
+    registry::{Registry, ResKey, ResourceType},
     schema,
     selector::{FieldSelector, LabelSelector},
 };
@@ -76,13 +76,21 @@ impl ApiError {
     }
 
     pub fn not_found(t: &ResourceType, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified_plural(t)))
-            .with_details(json!({"name": name, "group": t.group, "kind": t.plural}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified_plural(t)),
+        )
+        .with_details(json!({"name": name, "group": t.group, "kind": t.plural}))
     }
 
     fn already_exists(t: &ResourceType, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified_plural(t)))
-            .with_details(json!({"name": name, "group": t.group, "kind": t.plural}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified_plural(t)),
+        )
+        .with_details(json!({"name": name, "group": t.group, "kind": t.plural}))
     }
 
     fn conflict(t: &ResourceType, name: &str) -> Self {
@@ -98,11 +106,22 @@ impl ApiError {
     }
 
     fn invalid(t: &ResourceType, name: &str, causes: &[schema::FieldError]) -> Self {
-        let text: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let text: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
         let message = if text.len() == 1 {
-            format!("{} \"{name}\" is invalid: {}", t.qualified_kind_for_errors(), text[0])
+            format!(
+                "{} \"{name}\" is invalid: {}",
+                t.qualified_kind_for_errors(),
+                text[0]
+            )
         } else {
-            format!("{} \"{name}\" is invalid: [{}]", t.qualified_kind_for_errors(), text.join(", "))
+            format!(
+                "{} \"{name}\" is invalid: [{}]",
+                t.qualified_kind_for_errors(),
+                text.join(", ")
+            )
         };
         let causes: Vec<Value> = causes
             .iter()
@@ -240,7 +259,12 @@ fn finalizers(obj: &Value) -> Vec<String> {
     meta(obj)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -320,7 +344,8 @@ impl Store {
                     name: None,
                     subresource: None,
                 };
-                let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                let body =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
                 let opts = WriteOpts {
                     manager: "kube-apiserver".into(),
                     ..WriteOpts::default()
@@ -344,11 +369,15 @@ impl Store {
 
     /// Counts a call; returns an injected failure if one matches.
     pub fn record_call(&mut self, verb: &str, kind: &str) -> Option<ApiError> {
-        *self.calls.entry((verb.to_string(), kind.to_string())).or_default() += 1;
-        let f = self
-            .failures
-            .iter_mut()
-            .find(|f| f.remaining > 0 && (f.verb == verb || f.verb == "*") && (f.kind == kind || f.kind == "*"))?;
+        *self
+            .calls
+            .entry((verb.to_string(), kind.to_string()))
+            .or_default() += 1;
+        let f = self.failures.iter_mut().find(|f| {
+            f.remaining > 0
+                && (f.verb == verb || f.verb == "*")
+                && (f.kind == kind || f.kind == "*")
+        })?;
         f.remaining -= 1;
         let code = f.code;
         self.failures.retain(|f| f.remaining > 0);
@@ -359,7 +388,11 @@ impl Store {
             504 => "Timeout",
             _ => "InternalError",
         };
-        Some(ApiError::new(code, reason, format!("injected failure for {verb} {kind}")))
+        Some(ApiError::new(
+            code,
+            reason,
+            format!("injected failure for {verb} {kind}"),
+        ))
     }
 
     /// The object as served at `version` (custom resources are stored once, like a CRD with
@@ -376,7 +409,9 @@ impl Store {
     }
 
     pub fn lookup(&self, key: &ResKey, ns: &str, name: &str) -> Option<&Value> {
-        self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))
+        self.objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
     }
 
     /// All objects of a type, optionally in one namespace, sorted by namespace and name.
@@ -420,7 +455,9 @@ impl Store {
                 let (rv, rest) = tok
                     .split_once(':')
                     .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-                let rv: u64 = rv.parse().map_err(|_| ApiError::bad_request("invalid continue token"))?;
+                let rv: u64 = rv
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("invalid continue token"))?;
                 let (ns, name) = rest.split_once('/').unwrap_or(("", rest));
                 (rv, Some((ns.to_string(), name.to_string())))
             }
@@ -510,7 +547,13 @@ impl Store {
         }
     }
 
-    fn commit(&mut self, t: &ResourceType, ty: EventType, mut obj: Value, prev: Option<Value>) -> Value {
+    fn commit(
+        &mut self,
+        t: &ResourceType,
+        ty: EventType,
+        mut obj: Value,
+        prev: Option<Value>,
+    ) -> Value {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         let ns = meta_str(&obj, "namespace").unwrap_or_default().to_string();
@@ -543,7 +586,13 @@ impl Store {
     }
 
     /// Admission of a custom resource (defaults, pruning, schema, CEL) and of CRD objects.
-    fn admit(&self, t: &ResourceType, name: &str, obj: Value, old: Option<&Value>) -> Result<Value, ApiError> {
+    fn admit(
+        &self,
+        t: &ResourceType,
+        name: &str,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         if t.group == "apiextensions.k8s.io" && t.kind == "CustomResourceDefinition" {
             crate::registry::parse_crd(&obj).map_err(|msg| {
                 ApiError::invalid(
@@ -561,7 +610,8 @@ impl Store {
         let Some(version_schema) = t.schemas.get(t.preferred_version()) else {
             return Ok(obj);
         };
-        schema::admit(&self.validator, version_schema, &obj, old).map_err(|errs| ApiError::invalid(t, name, &errs))
+        schema::admit(&self.validator, version_schema, &obj, old)
+            .map_err(|errs| ApiError::invalid(t, name, &errs))
     }
 
     fn require_namespace(&self, t: &ResourceType, ns: &str) -> Result<(), ApiError> {
@@ -585,7 +635,13 @@ impl Store {
         self.create_with(t, body, opts, Managed::Update(opts.manager.clone()))
     }
 
-    fn create_with(&mut self, t: &Target, mut obj: Value, opts: &WriteOpts, managed: Managed) -> Result<Value, ApiError> {
+    fn create_with(
+        &mut self,
+        t: &Target,
+        mut obj: Value,
+        opts: &WriteOpts,
+        managed: Managed,
+    ) -> Result<Value, ApiError> {
         let rt = t.rtype.clone();
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
@@ -616,7 +672,12 @@ impl Store {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => match meta_str(&obj, "generateName") {
                 Some(prefix) => {
-                    let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().take(5).collect();
+                    let suffix: String = uuid::Uuid::new_v4()
+                        .simple()
+                        .to_string()
+                        .chars()
+                        .take(5)
+                        .collect();
                     format!("{prefix}{suffix}")
                 }
                 None => {
@@ -639,10 +700,19 @@ impl Store {
         {
             let m = meta_mut(&mut obj);
             m.insert("name".into(), Value::String(name.clone()));
-            for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+            for k in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ] {
                 m.remove(k);
             }
-            m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+            m.insert(
+                "uid".into(),
+                Value::String(uuid::Uuid::new_v4().to_string()),
+            );
             m.insert("creationTimestamp".into(), Value::String(now()));
             m.insert("generation".into(), json!(1));
         }
@@ -658,10 +728,22 @@ impl Store {
             Managed::Applied(m) => m,
             Managed::Update(manager) => {
                 let mut m = Vec::new();
-                let changed = fields::changed_paths(&json!({}), &obj, Scope::Main {
-                    status_subresource: false,
-                });
-                fields::record_update(&mut m, &changed, &obj, &manager, None, &rt.api_version(&t.version), &now());
+                let changed = fields::changed_paths(
+                    &json!({}),
+                    &obj,
+                    Scope::Main {
+                        status_subresource: false,
+                    },
+                );
+                fields::record_update(
+                    &mut m,
+                    &changed,
+                    &obj,
+                    &manager,
+                    None,
+                    &rt.api_version(&t.version),
+                    &now(),
+                );
                 m
             }
         };
@@ -680,14 +762,21 @@ impl Store {
         Ok(Self::present(&rt, &t.version, &stored))
     }
 
-    pub fn replace(&mut self, t: &Target, body: Value, opts: &WriteOpts) -> Result<Value, ApiError> {
+    pub fn replace(
+        &mut self,
+        t: &Target,
+        body: Value,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
         let name = t.name()?.to_string();
         let old = self
             .lookup(&t.rtype.key(), &Self::ns_of(t), &name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&t.rtype, &name))?;
         if meta_str(&body, "name").is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
         }
         if let Some(rv) = meta_str(&body, "resourceVersion").filter(|rv| !rv.is_empty()) {
             if Some(rv) != meta_str(&old, "resourceVersion") {
@@ -697,7 +786,13 @@ impl Store {
         self.write_existing(t, old, body, opts, Managed::Update(opts.manager.clone()))
     }
 
-    pub fn patch(&mut self, t: &Target, body: &[u8], content_type: &str, opts: &WriteOpts) -> Result<Value, ApiError> {
+    pub fn patch(
+        &mut self,
+        t: &Target,
+        body: &[u8],
+        content_type: &str,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
         let name = t.name()?.to_string();
         let rt = t.rtype.clone();
         let existing = self.lookup(&rt.key(), &Self::ns_of(t), &name).cloned();
@@ -712,8 +807,13 @@ impl Store {
                 let ops: Vec<json_patch::PatchOperation> = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                 json_patch::patch(&mut doc, &ops).map_err(|e| {
-                    let code = if matches!(e.kind, json_patch::PatchErrorKind::TestFailed) { 422 } else { 422 };
-                    ApiError::new(code, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
                 })?;
             }
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
@@ -721,11 +821,11 @@ impl Store {
                     return Err(ApiError::new(
                         415,
                         "UnsupportedMediaType",
-                        format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                     ));
                 }
-                let patch: Value =
-                    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+                let patch: Value = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
                 json_patch::merge(&mut doc, &patch);
             }
             other => {
@@ -761,7 +861,8 @@ impl Store {
             Err(_) => serde_norway::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
         };
-        if body.get("apiVersion").and_then(Value::as_str) != Some(rt.api_version(&t.version).as_str())
+        if body.get("apiVersion").and_then(Value::as_str)
+            != Some(rt.api_version(&t.version).as_str())
             || body.get("kind").and_then(Value::as_str) != Some(rt.kind.as_str())
         {
             return Err(ApiError::bad_request(format!(
@@ -771,7 +872,9 @@ impl Store {
             )));
         }
         if meta_str(&body, "name") != Some(name) {
-            return Err(ApiError::bad_request("metadata.name in the apply configuration must match the URL"));
+            return Err(ApiError::bad_request(
+                "metadata.name in the apply configuration must match the URL",
+            ));
         }
         if rt.namespaced {
             if let Some(ns) = meta_str(&body, "namespace") {
@@ -792,8 +895,19 @@ impl Store {
                 }
                 let mut managers = Vec::new();
                 let mut live = json!({});
-                fields::apply(&mut live, &mut managers, &applied, &opts.manager, None, &api_version, true, &now())
-                    .map_err(|_| ApiError::new(500, "InternalError", "apply on an empty object conflicted"))?;
+                fields::apply(
+                    &mut live,
+                    &mut managers,
+                    &applied,
+                    &opts.manager,
+                    None,
+                    &api_version,
+                    true,
+                    &now(),
+                )
+                .map_err(|_| {
+                    ApiError::new(500, "InternalError", "apply on an empty object conflicted")
+                })?;
                 let mut obj = live;
                 obj["apiVersion"] = Value::String(api_version.clone());
                 obj["kind"] = Value::String(rt.kind.clone());
@@ -908,7 +1022,10 @@ impl Store {
         }
         let mut new = self.admit(&rt, &name, new, Some(&old))?;
         if generation_part(&new) != generation_part(&old) {
-            let g = meta(&old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(1);
+            let g = meta(&old)
+                .and_then(|m| m.get("generation"))
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         let managers = match managed {
@@ -916,7 +1033,15 @@ impl Store {
             Managed::Update(manager) => {
                 let mut m = fields::read_managers(&old);
                 let changed = fields::changed_paths(&old, &new, t.scope());
-                fields::record_update(&mut m, &changed, &new, &manager, t.subresource.as_deref(), &rt.api_version(&t.version), &now());
+                fields::record_update(
+                    &mut m,
+                    &changed,
+                    &new,
+                    &manager,
+                    t.subresource.as_deref(),
+                    &rt.api_version(&t.version),
+                    &now(),
+                );
                 m
             }
         };
@@ -928,7 +1053,9 @@ impl Store {
             return Ok(Self::present(&rt, &t.version, &new));
         }
         let stored = self.commit(&rt, EventType::Modified, new, Some(old));
-        if meta(&stored).is_some_and(|m| m.contains_key("deletionTimestamp")) && finalizers(&stored).is_empty() {
+        if meta(&stored).is_some_and(|m| m.contains_key("deletionTimestamp"))
+            && finalizers(&stored).is_empty()
+        {
             let removed = self.remove_object(&rt, stored);
             return Ok(Self::present(&rt, &t.version, &removed));
         }
@@ -948,7 +1075,10 @@ impl Store {
                 return Err(ApiError::new(
                     409,
                     "Conflict",
-                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&obj, "uid").unwrap_or_default()),
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&obj, "uid").unwrap_or_default()
+                    ),
                 ));
             }
         }
@@ -980,7 +1110,11 @@ impl Store {
             .collect();
         let mut items = Vec::new();
         for v in victims {
-            let out = if opts.dry_run { v } else { self.delete_object(&rt, v, opts.orphan) };
+            let out = if opts.dry_run {
+                v
+            } else {
+                self.delete_object(&rt, v, opts.orphan)
+            };
             items.push(Self::present(&rt, &t.version, &out));
         }
         Ok(json!({
@@ -1029,7 +1163,12 @@ impl Store {
         }
         if rt.group.is_empty() && rt.kind == "Namespace" {
             if let Some(ns) = meta_str(&removed, "name").map(str::to_string) {
-                let types: Vec<Arc<ResourceType>> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
+                let types: Vec<Arc<ResourceType>> = self
+                    .registry
+                    .all()
+                    .filter(|t| t.namespaced)
+                    .cloned()
+                    .collect();
                 for t in types {
                     for v in self.list_raw(&t.key(), Some(&ns)) {
                         self.delete_object(&t, v, false);
@@ -1046,12 +1185,17 @@ impl Store {
     fn dependents_of(&self, uid: &str) -> Vec<(Arc<ResourceType>, Value)> {
         let mut out = Vec::new();
         for (key, objs) in &self.objects {
-            let Some(t) = self.registry.get(key) else { continue };
+            let Some(t) = self.registry.get(key) else {
+                continue;
+            };
             for obj in objs.values() {
                 let owned = meta(obj)
                     .and_then(|m| m.get("ownerReferences"))
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)));
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    });
                 if owned {
                     out.push((t.clone(), obj.clone()));
                 }
@@ -1122,7 +1266,10 @@ impl Store {
     }
 
     fn ensure_statefulset_pvcs(&mut self, sts: &Value) {
-        let Some(pvc_type) = self.registry.get(&(String::new(), "persistentvolumeclaims".into())) else {
+        let Some(pvc_type) = self
+            .registry
+            .get(&(String::new(), "persistentvolumeclaims".into()))
+        else {
             return;
         };
         for pvc in controllers::statefulset_pvcs(sts) {
@@ -1164,7 +1311,13 @@ impl Store {
     }
 
     /// Replaces an object's status as `manager` through the status subresource rules.
-    pub fn write_status(&mut self, rt: &ResourceType, obj: &Value, status: Value, manager: &str) -> Option<Value> {
+    pub fn write_status(
+        &mut self,
+        rt: &ResourceType,
+        obj: &Value,
+        status: Value,
+        manager: &str,
+    ) -> Option<Value> {
         let ns = meta_str(obj, "namespace").unwrap_or_default();
         let name = meta_str(obj, "name").unwrap_or_default();
         let old = self.lookup(&rt.key(), ns, name)?.clone();
@@ -1174,10 +1327,24 @@ impl Store {
             return Some(old);
         }
         let mut managers = fields::read_managers(&old);
-        let scope = if rt.status_subresource { Scope::Status } else { Scope::Main { status_subresource: false } };
+        let scope = if rt.status_subresource {
+            Scope::Status
+        } else {
+            Scope::Main {
+                status_subresource: false,
+            }
+        };
         let sub = rt.status_subresource.then_some("status");
         let changed = fields::changed_paths(&old, &new, scope);
-        fields::record_update(&mut managers, &changed, &new, manager, sub, &rt.api_version(rt.preferred_version()), &now());
+        fields::record_update(
+            &mut managers,
+            &changed,
+            &new,
+            manager,
+            sub,
+            &rt.api_version(rt.preferred_version()),
+            &now(),
+        );
         fields::write_managers(&mut new, &managers);
         Some(self.commit(rt, EventType::Modified, new, Some(old)))
     }
@@ -1191,7 +1358,9 @@ impl Store {
             .filter(|t| {
                 matches!(
                     (t.group.as_str(), t.kind.as_str()),
-                    ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") | ("batch", "Job") | ("postgresql.cnpg.io", "Cluster")
+                    ("apps", "Deployment" | "StatefulSet" | "ReplicaSet")
+                        | ("batch", "Job")
+                        | ("postgresql.cnpg.io", "Cluster")
                 )
             })
             .cloned()
@@ -1213,7 +1382,10 @@ impl Store {
 /// The status the apiextensions controller gives an accepted CRD.
 fn crd_status(crd: &Value) -> Value {
     let now = now();
-    let names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    let names = crd
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let versions: Vec<Value> = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)
