@@ -1,0 +1,332 @@
+//! Auth: login, refresh rotation, reuse detection, idle timeout, logout, lockout, users admin.
+
+mod common;
+
+use caduceus_api::rbac::Role;
+use caduceus_api::testing::{test_config, TestApp, TEST_PASSWORD};
+use common::{assert_problem, audit_count};
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test]
+async fn login_refresh_logout(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let nurse = app.user(Role::Nurse).await;
+    let r = app.login(&nurse.email.to_uppercase(), TEST_PASSWORD).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.json["expires_in"], 900);
+    let access = r.json["access_token"].as_str().unwrap().to_string();
+    let refresh = r.json["refresh_token"].as_str().unwrap().to_string();
+    let me = app.get("/api/v1/me", &access).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.json["role"], "nurse");
+    assert!(me.json.get("password_hash").is_none());
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens WHERE token_hash = convert_to($1, 'UTF8')",
+    )
+    .bind(&refresh)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "refresh tokens are stored hashed only");
+
+    // refresh rotates
+    let r2 = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(r2.status, 200, "{}", r2.text);
+    let refresh2 = r2.json["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh, refresh2);
+    let access2 = r2.json["access_token"].as_str().unwrap().to_string();
+
+    // logout revokes at once, access token included
+    let out = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/logout",
+            Some(&access2),
+            None,
+        )
+        .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    assert_problem(&app.get("/api/v1/me", &access2).await, 401);
+    assert_problem(&app.get("/api/v1/me", &access).await, 401);
+    let r3 = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh2})),
+        )
+        .await;
+    assert_problem(&r3, 401);
+    assert_eq!(audit_count(&app, "auth.login", None).await, 1);
+    assert_eq!(audit_count(&app, "auth.refresh", None).await, 1);
+    assert_eq!(audit_count(&app, "auth.logout", None).await, 1);
+
+    // bad credentials, unknown user, missing/garbage token
+    assert_problem(&app.login(&nurse.email, "wrong password!!").await, 401);
+    assert_problem(&app.login("nobody@test.example", TEST_PASSWORD).await, 401);
+    assert_problem(
+        &app.call(axum::http::Method::GET, "/api/v1/me", None, None)
+            .await,
+        401,
+    );
+    assert_problem(&app.get("/api/v1/me", "not.a.jwt").await, 401);
+}
+
+#[sqlx::test]
+async fn refresh_reuse_revokes_the_family(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let r = app.login(&doc.email, TEST_PASSWORD).await;
+    let first = r.json["refresh_token"].as_str().unwrap().to_string();
+    let r = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": first})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let second = r.json["refresh_token"].as_str().unwrap().to_string();
+    let access = r.json["access_token"].as_str().unwrap().to_string();
+    // replaying the rotated token (stolen) revokes the whole session
+    let replay = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": first})),
+        )
+        .await;
+    assert_problem(&replay, 401);
+    assert!(replay.json["detail"].as_str().unwrap().contains("reuse"));
+    let legit = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": second})),
+        )
+        .await;
+    assert_problem(&legit, 401);
+    assert_problem(&app.get("/api/v1/me", &access).await, 401);
+    assert_eq!(audit_count(&app, "auth.refresh_reuse", None).await, 1);
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(doc.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason.as_deref(), Some("refresh_reuse"));
+}
+
+#[sqlx::test]
+async fn idle_session_cannot_refresh(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let r = app.login(&doc.email, TEST_PASSWORD).await;
+    let refresh = r.json["refresh_token"].as_str().unwrap().to_string();
+    let access = r.json["access_token"].as_str().unwrap().to_string();
+    // the session has been idle longer than the 15 minute timeout
+    sqlx::query(
+        "UPDATE sessions SET last_seen_at = now() - interval '16 minutes' WHERE user_id = $1",
+    )
+    .bind(doc.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_problem(&r, 401);
+    assert!(r.json["detail"].as_str().unwrap().contains("inactivity"));
+    assert_problem(&app.get("/api/v1/me", &access).await, 401);
+
+    // activity within the timeout keeps the session alive
+    let r = app.login(&doc.email, TEST_PASSWORD).await;
+    let refresh = r.json["refresh_token"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE sessions SET last_seen_at = now() - interval '14 minutes' WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(doc.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[sqlx::test]
+async fn lockout_after_five_failures(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    for i in 0..4 {
+        let r = app.login(&rec.email, "definitely wrong").await;
+        assert_problem(&r, 401);
+        assert!(i < 4);
+    }
+    let r = app.login(&rec.email, "definitely wrong").await;
+    assert_problem(&r, 423);
+    // even the right password is refused while locked
+    let r = app.login(&rec.email, TEST_PASSWORD).await;
+    assert_problem(&r, 423);
+    assert!(r.json["detail"].as_str().unwrap().contains("locked"));
+    assert!(audit_count(&app, "auth.lockout", None).await >= 2);
+    assert_eq!(audit_count(&app, "auth.login_failed", None).await, 5);
+    // failures older than 15 minutes no longer count
+    sqlx::query("UPDATE login_failures SET at = now() - interval '16 minutes'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.login(&rec.email, TEST_PASSWORD).await.status, 200);
+}
+
+#[sqlx::test]
+async fn users_admin_and_deactivation(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let r = app
+        .post("/api/v1/users", &admin.token, json!({"email": "new.doc@test.example", "password": "a long enough password", "role": "physician", "display_name": "Dr New"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    assert!(r.json.get("password").is_none() && r.json.get("password_hash").is_none());
+    let r = app
+        .post("/api/v1/users", &admin.token, json!({"email": "NEW.doc@test.example", "password": "a long enough password", "role": "nurse", "display_name": "x"}))
+        .await;
+    assert_problem(&r, 409);
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "bad", "password": "short", "role": "nurse", "display_name": ""}),
+        )
+        .await;
+    assert_problem(&r, 422);
+    assert_eq!(r.json["errors"].as_array().unwrap().len(), 3, "{}", r.text);
+    let r = app
+        .post("/api/v1/users", &admin.token, json!({"email": "x@test.example", "password": "a long enough password", "role": "wizard", "display_name": "x"}))
+        .await;
+    assert_problem(&r, 422);
+
+    assert_eq!(
+        app.get(&format!("/api/v1/users/{id}"), &admin.token)
+            .await
+            .json["email"],
+        "new.doc@test.example"
+    );
+    let list = app.get("/api/v1/users?limit=1", &admin.token).await;
+    assert_eq!(list.json["items"].as_array().unwrap().len(), 1);
+    assert!(list.json["next_cursor"].is_string());
+
+    // deactivation ends sessions and blocks login
+    let login = app
+        .login("new.doc@test.example", "a long enough password")
+        .await;
+    let token = login.json["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.get("/api/v1/me", &token).await.status, 200);
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{id}"),
+            &admin.token,
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["active"], false);
+    assert_problem(&app.get("/api/v1/me", &token).await, 401);
+    assert_problem(
+        &app.login("new.doc@test.example", "a long enough password")
+            .await,
+        401,
+    );
+    assert_problem(
+        &app.patch(
+            &format!("/api/v1/users/{}", uuid::Uuid::now_v7()),
+            &admin.token,
+            json!({"active": false}),
+        )
+        .await,
+        404,
+    );
+    assert_problem(
+        &app.patch(
+            &format!("/api/v1/users/{}", admin.id),
+            &admin.token,
+            json!({"active": false}),
+        )
+        .await,
+        409,
+    );
+    assert!(
+        audit_count(&app, "user.create", None).await == 1
+            && audit_count(&app, "user.update", None).await == 1
+    );
+}
+
+#[sqlx::test]
+async fn self_registration_only_when_enabled(pool: PgPool) {
+    let off = TestApp::new(pool.clone()).await;
+    let body = json!({"email": "pat@test.example", "password": "patient password 1", "display_name": "Pat"});
+    assert_problem(
+        &off.call(
+            axum::http::Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(body.clone()),
+        )
+        .await,
+        404,
+    );
+    let mut cfg = test_config();
+    cfg.self_registration = true;
+    let on = TestApp::with_config(pool, cfg).await;
+    let r = on
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["role"], "patient");
+    let short = json!({"email": "pat2@test.example", "password": "short", "display_name": "Pat"});
+    assert_problem(
+        &on.call(
+            axum::http::Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(short),
+        )
+        .await,
+        422,
+    );
+    // the new account sees no patient records until linked
+    let login = on.login("pat@test.example", "patient password 1").await;
+    let token = login.json["access_token"].as_str().unwrap();
+    assert_eq!(
+        on.get("/api/v1/patients", token).await.json["items"],
+        json!([])
+    );
+}

@@ -1,0 +1,321 @@
+//! Patient endpoints: CRUD, search, care team, self-scope, break-glass, encryption at rest.
+
+mod common;
+
+use caduceus_api::rbac::Role;
+use caduceus_api::testing::TestApp;
+use common::{assert_problem, audit_count, create_patient, patient_body};
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test]
+async fn create_read_update_delete(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let admin = app.user(Role::Admin).await;
+    let id = create_patient(&app, &doc, "crud1").await;
+
+    let r = app.get(&format!("/api/v1/patients/{id}"), &doc.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json["given_name"],
+        "Givenamecrud1".replace("Givename", "Givenname")
+    );
+    assert_eq!(r.json["allergies"], json!(["Allergencrud1"]));
+    assert_eq!(r.json["access"], "full");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    let r = app
+        .patch(
+            &format!("/api/v1/patients/{id}"),
+            &doc.token,
+            json!({"phone": "+1 555 0111", "conditions": ["Asthma"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["phone"], "+1 555 0111");
+    assert_eq!(r.json["conditions"], json!(["Asthma"]));
+    assert_eq!(r.json["mrn"], "MRN-crud1");
+
+    // physicians cannot delete; admins can (soft delete)
+    assert_problem(
+        &app.delete(&format!("/api/v1/patients/{id}"), &doc.token)
+            .await,
+        403,
+    );
+    let r = app
+        .delete(&format!("/api/v1/patients/{id}"), &admin.token)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_problem(
+        &app.get(&format!("/api/v1/patients/{id}"), &doc.token).await,
+        404,
+    );
+    assert_problem(
+        &app.delete(&format!("/api/v1/patients/{id}"), &admin.token)
+            .await,
+        404,
+    );
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM patients WHERE id = $1::uuid AND deleted_at IS NOT NULL",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 1, "soft delete keeps the row for retention");
+
+    // unknown id
+    assert_problem(
+        &app.get(
+            &format!("/api/v1/patients/{}", uuid::Uuid::now_v7()),
+            &doc.token,
+        )
+        .await,
+        404,
+    );
+}
+
+#[sqlx::test]
+async fn duplicate_mrn_conflicts_and_validation(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    create_patient(&app, &rec, "dup").await;
+    let mut body = patient_body("dup2");
+    body["mrn"] = json!("mrn dup"); // normalises to the same MRN
+    assert_problem(&app.post("/api/v1/patients", &rec.token, body).await, 409);
+
+    let mut bad = patient_body("bad");
+    bad["given_name"] = json!("");
+    bad["birth_date"] = json!("2999-01-01");
+    let r = app.post("/api/v1/patients", &rec.token, bad).await;
+    assert_problem(&r, 422);
+    let fields: Vec<&str> = r.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"given_name") && fields.contains(&"birth_date"),
+        "{fields:?}"
+    );
+    let mut bad = patient_body("bad2");
+    bad["sex"] = json!("Givenname-secret");
+    let r = app.post("/api/v1/patients", &rec.token, bad).await;
+    assert_problem(&r, 422);
+    assert!(
+        !r.text.contains("Givenname-secret"),
+        "problem must not echo input: {}",
+        r.text
+    );
+}
+
+#[sqlx::test]
+async fn search_by_blind_index_and_pagination(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create_patient(&app, &rec, &format!("pg{i}")).await);
+    }
+    let r = app.get("/api/v1/patients?mrn=mrn-pg3", &rec.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let items = r.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], ids[3].as_str());
+    // receptionists see demographics only
+    assert_eq!(items[0]["access"], "demographics");
+    assert!(items[0].get("allergies").is_none());
+
+    let r = app
+        .get(
+            "/api/v1/patients?family_name=FAMILYNAMEPG2&birth_date=1970-03-04",
+            &rec.token,
+        )
+        .await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(r.json["items"][0]["id"], ids[2].as_str());
+    assert_problem(
+        &app.get("/api/v1/patients?family_name=x", &rec.token).await,
+        422,
+    );
+    assert_problem(
+        &app.get("/api/v1/patients?limit=101", &rec.token).await,
+        422,
+    );
+    assert_problem(
+        &app.get("/api/v1/patients?cursor=@@@", &rec.token).await,
+        422,
+    );
+
+    let mut seen = Vec::new();
+    let mut url = "/api/v1/patients?limit=2".to_string();
+    loop {
+        let r = app.get(&url, &rec.token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for p in r.json["items"].as_array().unwrap() {
+            seen.push(p["id"].as_str().unwrap().to_string());
+        }
+        match r.json["next_cursor"].as_str() {
+            Some(c) => url = format!("/api/v1/patients?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(audit_count(&app, "patient.search", Some(&ids[3])).await >= 1);
+    assert!(audit_count(&app, "patient.list", Some(&ids[0])).await >= 1);
+}
+
+#[sqlx::test]
+async fn care_team_rules_and_break_glass(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    let doc = app.user(Role::Physician).await;
+    let nurse = app.user(Role::Nurse).await;
+    let id = create_patient(&app, &rec, "ct").await;
+    let url = format!("/api/v1/patients/{id}");
+
+    // outside the care team
+    let r = app.get(&url, &doc.token).await;
+    assert_problem(&r, 403);
+    assert!(r.json["detail"]
+        .as_str()
+        .unwrap()
+        .contains("X-Break-Glass-Reason"));
+    assert_problem(&app.get(&url, &nurse.token).await, 403);
+    let listed = app.get("/api/v1/patients", &doc.token).await;
+    assert_eq!(listed.json["items"].as_array().unwrap().len(), 0);
+
+    // break-glass: physicians only, audited as its own action and counted
+    let req = axum::http::Request::builder()
+        .uri(&url)
+        .header("authorization", format!("Bearer {}", doc.token))
+        .header("x-break-glass-reason", "unconscious patient in ER")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let r = app.send(req).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["access"], "full");
+    assert_eq!(audit_count(&app, "patient.break_glass", Some(&id)).await, 1);
+    let purpose: Option<String> =
+        sqlx::query_scalar("SELECT purpose FROM audit_events WHERE action = 'patient.break_glass'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(purpose.as_deref(), Some("unconscious patient in ER"));
+    assert_eq!(app.state.metrics.break_glass_access_total.get(), 1);
+    let req = axum::http::Request::builder()
+        .uri(&url)
+        .header("authorization", format!("Bearer {}", nurse.token))
+        .header("x-break-glass-reason", "curious")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_problem(&app.send(req).await, 403);
+
+    // assignment puts the nurse in the care team
+    let r = app
+        .post(
+            &format!("{url}/care-team"),
+            &rec.token,
+            json!({"user_id": nurse.id}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = app.get(&url, &nurse.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["access"], "full");
+    // only clinicians can be assigned; nurses cannot assign
+    let r = app
+        .post(
+            &format!("{url}/care-team"),
+            &rec.token,
+            json!({"user_id": rec.id}),
+        )
+        .await;
+    assert_problem(&r, 422);
+    assert_problem(
+        &app.post(
+            &format!("{url}/care-team"),
+            &nurse.token,
+            json!({"user_id": doc.id}),
+        )
+        .await,
+        403,
+    );
+
+    // an appointment with the patient puts the physician in the care team
+    sqlx::query(
+        "INSERT INTO appointments (id, patient_id, practitioner_id, start_at, end_at, phi_key_id, created_by) \
+         VALUES ($1, $2::uuid, $3, now() + interval '1 day', now() + interval '1 day 30 minutes', 'k', $4)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&id)
+    .bind(doc.id)
+    .bind(rec.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = app.get(&url, &doc.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let listed = app.get("/api/v1/patients", &doc.token).await;
+    assert_eq!(listed.json["items"].as_array().unwrap().len(), 1);
+
+    // receptionists may not change clinical fields
+    let r = app
+        .patch(&url, &rec.token, json!({"allergies": ["none"]}))
+        .await;
+    assert_problem(&r, 403);
+    let r = app
+        .patch(&url, &rec.token, json!({"phone": "+1 555 0123"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(app.state.metrics.phi_access_denied_total.get() >= 4);
+}
+
+#[sqlx::test]
+async fn patient_self_scope(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    let mine = create_patient(&app, &rec, "self1").await;
+    let other = create_patient(&app, &rec, "self2").await;
+    let me = app.patient_user(mine.parse().unwrap()).await;
+
+    let r = app
+        .get(&format!("/api/v1/patients/{mine}"), &me.token)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["access"], "full");
+    // other records: 404, exactly like a record that does not exist
+    let r = app
+        .get(&format!("/api/v1/patients/{other}"), &me.token)
+        .await;
+    assert_problem(&r, 404);
+    let missing = app
+        .get(
+            &format!("/api/v1/patients/{}", uuid::Uuid::now_v7()),
+            &me.token,
+        )
+        .await;
+    assert_eq!(r.json["detail"], missing.json["detail"]);
+    let r = app.get("/api/v1/patients", &me.token).await;
+    let items = r.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], mine.as_str());
+    let r = app.get("/api/v1/patients?mrn=MRN-self2", &me.token).await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 0);
+    assert_problem(
+        &app.patch(
+            &format!("/api/v1/patients/{mine}"),
+            &me.token,
+            json!({"phone": "1"}),
+        )
+        .await,
+        403,
+    );
+    assert_problem(
+        &app.post("/api/v1/patients", &me.token, patient_body("self3"))
+            .await,
+        403,
+    );
+}
