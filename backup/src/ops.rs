@@ -1,0 +1,635 @@
+//! The agent's operations: backup, list, verify, prune, restore.
+
+use std::process::Stdio;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::crypto::{CryptoError, StreamDecryptor, StreamEncryptor, DEFAULT_CHUNK_SIZE};
+use crate::key::BackupKey;
+use crate::manifest::{backup_name, rfc3339, select_for_pruning, Manifest, MANIFEST_VERSION};
+use crate::pg::{self, quote_ident, PgError, PgTarget};
+use crate::store::{Store, StoreError, MAX_PARTS_IN_FLIGHT};
+
+/// Every failure of the agent; `Display` is the one-line message printed on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Key(#[from] crate::key::KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error("cannot run {tool}: {source} (is it installed and on PATH?)")]
+    Spawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{tool} failed ({status}): {message}")]
+    Tool {
+        tool: &'static str,
+        status: String,
+        message: String,
+    },
+    #[error("I/O error while {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("archive size mismatch: manifest says {expected} bytes, store has {actual} (truncated or replaced)")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("archive checksum mismatch: SHA-256 differs from the manifest")]
+    ChecksumMismatch,
+    #[error("restored database failed verification: {0}")]
+    RestoreVerification(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Collects a child's stderr (bounded) to explain failures.
+fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let Some(mut stderr) = stderr else {
+            return String::new();
+        };
+        let mut kept: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > 8192 {
+                        let cut = kept.len() - 4096;
+                        kept.drain(..cut);
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    })
+}
+
+/// The most useful single line of a tool's stderr.
+fn summarize(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.contains("error:"))
+        .or(lines.last())
+        .map(|l| l.chars().take(300).collect())
+        .unwrap_or_else(|| "no error output".to_string())
+}
+
+async fn finish_tool(
+    tool: &'static str,
+    mut child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+) -> Result<(), Error> {
+    let status = child
+        .wait()
+        .await
+        .map_err(io("waiting for a child process"))?;
+    let stderr = stderr.await.unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Tool {
+            tool,
+            status: status.to_string(),
+            message: summarize(&stderr),
+        })
+    }
+}
+
+/// Read until `buf` holds `n` bytes or the input ends.
+async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, n: usize) -> std::io::Result<()> {
+    buf.clear();
+    buf.resize(n, 0);
+    let mut filled = 0;
+    while filled < n {
+        let k = r.read(&mut buf[filled..]).await?;
+        if k == 0 {
+            break;
+        }
+        filled += k;
+    }
+    buf.truncate(filled);
+    Ok(())
+}
+
+/// `backup`: pg_dump -Fc → encrypt → multipart upload → manifest. Returns the manifest.
+pub async fn backup(
+    store: &Store,
+    target: &PgTarget,
+    key: &BackupKey,
+    now: DateTime<Utc>,
+) -> Result<Manifest, Error> {
+    let mut conn = target.connect().await?;
+    let postgres_version = pg::server_version(&mut conn).await?;
+    let schema_version = pg::schema_version(&mut conn).await?;
+    pg::close(conn).await;
+
+    let name = backup_name(now);
+    let mut cmd = Command::new("pg_dump");
+    cmd.arg("--format=custom")
+        .arg("--no-password")
+        .arg("--dbname")
+        .arg(target.libpq_url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    target.apply_env(&mut cmd);
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        tool: "pg_dump",
+        source,
+    })?;
+    let stderr = collect_stderr(&mut child);
+    let Some(mut stdout) = child.stdout.take() else {
+        return Err(Error::Invalid("pg_dump stdout not captured".into()));
+    };
+
+    let mut writer = store.upload_archive(&name).await?;
+    let streamed = async {
+        let mut enc = StreamEncryptor::new(key, DEFAULT_CHUNK_SIZE);
+        let chunk = enc.chunk_size();
+        let mut hasher = Sha256::new();
+        let mut size = enc.header().len() as u64;
+        hasher.update(enc.header());
+        writer.write(enc.header());
+        let mut cur = Vec::with_capacity(chunk + crate::crypto::TAG_LEN);
+        let mut next = Vec::with_capacity(chunk + crate::crypto::TAG_LEN);
+        fill(&mut stdout, &mut cur, chunk)
+            .await
+            .map_err(io("reading pg_dump output"))?;
+        loop {
+            let last = if cur.len() < chunk {
+                true
+            } else {
+                fill(&mut stdout, &mut next, chunk)
+                    .await
+                    .map_err(io("reading pg_dump output"))?;
+                next.is_empty()
+            };
+            if last {
+                break;
+            }
+            enc.encrypt_chunk(&mut cur)?;
+            hasher.update(&cur);
+            size += cur.len() as u64;
+            writer
+                .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
+                .await
+                .map_err(StoreError::from)?;
+            writer.write(&cur);
+            std::mem::swap(&mut cur, &mut next);
+        }
+        enc.encrypt_last(&mut cur)?;
+        hasher.update(&cur);
+        size += cur.len() as u64;
+        writer.write(&cur);
+        Ok::<_, Error>((size, hex::encode(hasher.finalize())))
+    }
+    .await;
+    let (size, sha256) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    };
+    // The archive becomes visible only if pg_dump succeeded.
+    if let Err(e) = finish_tool("pg_dump", child, stderr).await {
+        let _ = writer.abort().await;
+        return Err(e);
+    }
+    writer.finish().await.map_err(StoreError::from)?;
+
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        archive: Store::archive_object(&name),
+        name,
+        time: rfc3339(now),
+        size,
+        sha256,
+        key_id: key.key_id().to_string(),
+        postgres_version,
+        schema_version,
+        database: target.database().to_string(),
+    };
+    store.put_manifest(&manifest).await?;
+    Ok(manifest)
+}
+
+/// Where decrypted plaintext goes: a child's stdin. `tolerate_close` lets the child stop reading
+/// early (`pg_restore --list` reads only the table of contents); decryption still runs to the end.
+struct Sink<'a> {
+    stdin: &'a mut tokio::process::ChildStdin,
+    tolerate_close: bool,
+}
+
+/// Download, authenticate and decrypt an archive, checking size and SHA-256 against its manifest.
+async fn decrypt_archive(
+    store: &Store,
+    manifest: &Manifest,
+    key: &BackupKey,
+    mut sink: Sink<'_>,
+) -> Result<(), Error> {
+    if manifest.key_id != key.key_id() {
+        return Err(CryptoError::KeyMismatch {
+            archive: manifest.key_id.clone(),
+            key: key.key_id().to_string(),
+        }
+        .into());
+    }
+    let (actual, mut stream) = store.download(manifest).await?;
+    if actual != manifest.size {
+        return Err(Error::SizeMismatch {
+            expected: manifest.size,
+            actual,
+        });
+    }
+    let mut dec = StreamDecryptor::new(key);
+    let mut hasher = Sha256::new();
+    let mut plain = Vec::new();
+    let mut sink_open = true;
+    while let Some(piece) = stream.next().await {
+        let piece = piece?;
+        hasher.update(&piece);
+        plain.clear();
+        dec.push(&piece, &mut plain)?;
+        write_sink(&mut sink, &mut sink_open, &plain).await?;
+    }
+    plain.clear();
+    dec.finish(&mut plain)?;
+    write_sink(&mut sink, &mut sink_open, &plain).await?;
+    if hex::encode(hasher.finalize()) != manifest.sha256 {
+        return Err(Error::ChecksumMismatch);
+    }
+    Ok(())
+}
+
+async fn write_sink(sink: &mut Sink<'_>, open: &mut bool, data: &[u8]) -> Result<(), Error> {
+    if data.is_empty() || !*open {
+        return Ok(());
+    }
+    match sink.stdin.write_all(data).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            *open = false;
+            if sink.tolerate_close {
+                Ok(())
+            } else {
+                // The child's exit status explains why; reported by the caller.
+                Err(Error::Io {
+                    what: "feeding pg_restore (it stopped reading)",
+                    source: e,
+                })
+            }
+        }
+        Err(e) => Err(io("feeding pg_restore")(e)),
+    }
+}
+
+/// Result of `verify`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verified {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub key_id: String,
+    /// Entries in the dump's table of contents (`pg_restore --list`).
+    pub toc_entries: usize,
+}
+
+/// `verify NAME|latest`: full download, authentication of every chunk, SHA-256 against the
+/// manifest, and `pg_restore --list` on the decrypted dump.
+pub async fn verify(store: &Store, key: &BackupKey, name: &str) -> Result<Verified, Error> {
+    let manifest = store.manifest(name).await?;
+    let mut cmd = Command::new("pg_restore");
+    cmd.arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        tool: "pg_restore",
+        source,
+    })?;
+    let stderr = collect_stderr(&mut child);
+    let stdout = child.stdout.take();
+    let toc = tokio::spawn(async move {
+        let mut out = String::new();
+        if let Some(mut s) = stdout {
+            let _ = s.read_to_string(&mut out).await;
+        }
+        out
+    });
+    let Some(mut stdin) = child.stdin.take() else {
+        return Err(Error::Invalid("pg_restore stdin not captured".into()));
+    };
+    let decrypted = decrypt_archive(
+        store,
+        &manifest,
+        key,
+        Sink {
+            stdin: &mut stdin,
+            tolerate_close: true,
+        },
+    )
+    .await;
+    drop(stdin);
+    if let Err(e) = decrypted {
+        let _ = child.start_kill();
+        return Err(e);
+    }
+    finish_tool("pg_restore", child, stderr).await?;
+    let toc = toc.await.unwrap_or_default();
+    let toc_entries = toc
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .count();
+    if toc_entries == 0 {
+        return Err(Error::Tool {
+            tool: "pg_restore",
+            status: "exit status: 0".into(),
+            message: "the dump's table of contents is empty".into(),
+        });
+    }
+    Ok(Verified {
+        name: manifest.name,
+        size: manifest.size,
+        sha256: manifest.sha256,
+        key_id: manifest.key_id,
+        toc_entries,
+    })
+}
+
+/// Result of `prune`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pruned {
+    pub deleted: Vec<String>,
+    pub kept: usize,
+}
+
+/// `prune`: delete backups older than `retention_days`, always keeping the newest `min_count`.
+pub async fn prune(
+    store: &Store,
+    retention_days: u32,
+    min_count: usize,
+    now: DateTime<Utc>,
+) -> Result<Pruned, Error> {
+    let manifests = store.list().await?;
+    let doomed = select_for_pruning(&manifests, retention_days, min_count, now);
+    for m in manifests.iter().filter(|m| doomed.contains(&m.name)) {
+        store.delete(m).await?;
+    }
+    Ok(Pruned {
+        kept: manifests.len() - doomed.len(),
+        deleted: doomed,
+    })
+}
+
+/// Result of `restore`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub name: String,
+    pub database: String,
+    /// The database that held `database` before the swap, kept for inspection
+    /// (`null` when `database` did not exist).
+    pub previous_database: Option<String>,
+    pub schema_version: Option<i64>,
+}
+
+/// `restore NAME|latest`: restore into a fresh database `<db>_restore_<ts>`, verify it, then swap
+/// it in by renaming (`<db>` → `<db>_pre_restore_<ts>`, fresh → `<db>`) in one transaction. On any
+/// failure the fresh database is dropped and `<db>` is untouched.
+pub async fn restore(
+    store: &Store,
+    key: &BackupKey,
+    name: &str,
+    target: &PgTarget,
+    maintenance_db: &str,
+    now: DateTime<Utc>,
+) -> Result<Restored, Error> {
+    let manifest = store.manifest(name).await?;
+    if manifest.key_id != key.key_id() {
+        return Err(CryptoError::KeyMismatch {
+            archive: manifest.key_id.clone(),
+            key: key.key_id().to_string(),
+        }
+        .into());
+    }
+    let ts = now.format("%Y%m%d%H%M%S").to_string();
+    let db = target.database().to_string();
+    let fresh = pg::derived_name(&db, &format!("_restore_{ts}"));
+    let previous = pg::derived_name(&db, &format!("_pre_restore_{ts}"));
+    if db == maintenance_db {
+        return Err(Error::Invalid(format!(
+            "cannot restore over the maintenance database {maintenance_db}"
+        )));
+    }
+
+    let admin = target.with_database(maintenance_db);
+    let mut conn = admin.connect().await?;
+    if pg::database_exists(&mut conn, &fresh).await? {
+        pg::close(conn).await;
+        return Err(Error::Invalid(format!("database {fresh} already exists")));
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(&fresh)
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(PgError::from)?;
+
+    let restored = async {
+        restore_into(store, key, &manifest, &target.with_database(&fresh)).await?;
+        let mut check = target.with_database(&fresh).connect().await?;
+        let restored_schema = pg::schema_version(&mut check).await;
+        pg::close(check).await;
+        let restored_schema = restored_schema?;
+        if restored_schema != manifest.schema_version {
+            return Err(Error::RestoreVerification(format!(
+                "schema version {restored_schema:?} differs from the manifest's {:?}",
+                manifest.schema_version
+            )));
+        }
+        swap(&mut conn, &db, &fresh, &previous).await
+    }
+    .await;
+    match restored {
+        Ok(previous_database) => {
+            pg::close(conn).await;
+            Ok(Restored {
+                name: manifest.name,
+                database: db,
+                previous_database,
+                schema_version: manifest.schema_version,
+            })
+        }
+        Err(e) => {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&fresh)
+            )))
+            .execute(&mut conn)
+            .await;
+            pg::close(conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// Stream the decrypted dump into `pg_restore --exit-on-error` against `fresh`.
+async fn restore_into(
+    store: &Store,
+    key: &BackupKey,
+    manifest: &Manifest,
+    fresh: &PgTarget,
+) -> Result<(), Error> {
+    let mut cmd = Command::new("pg_restore");
+    cmd.arg("--exit-on-error")
+        .arg("--no-owner")
+        .arg("--no-privileges")
+        .arg("--no-password")
+        .arg("--dbname")
+        .arg(fresh.libpq_url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    fresh.apply_env(&mut cmd);
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        tool: "pg_restore",
+        source,
+    })?;
+    let stderr = collect_stderr(&mut child);
+    let Some(mut stdin) = child.stdin.take() else {
+        return Err(Error::Invalid("pg_restore stdin not captured".into()));
+    };
+    let decrypted = decrypt_archive(
+        store,
+        manifest,
+        key,
+        Sink {
+            stdin: &mut stdin,
+            tolerate_close: false,
+        },
+    )
+    .await;
+    drop(stdin);
+    match decrypted {
+        Ok(()) => finish_tool("pg_restore", child, stderr).await,
+        Err(Error::Io { what, source }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            // pg_restore stopped early: its own error is the useful one.
+            finish_tool("pg_restore", child, stderr).await?;
+            Err(Error::Io { what, source })
+        }
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Err(e)
+        }
+    }
+}
+
+/// Atomically put `fresh` in place of `db`; returns the name the old database was moved to.
+async fn swap(
+    conn: &mut sqlx::PgConnection,
+    db: &str,
+    fresh: &str,
+    previous: &str,
+) -> Result<Option<String>, Error> {
+    let exists = pg::database_exists(conn, db).await?;
+    let mut last_err = None;
+    // New sessions can race the rename; block them, end existing ones, retry a few times.
+    for _ in 0..5 {
+        if exists {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                quote_ident(db)
+            )))
+            .execute(&mut *conn)
+            .await
+            .map_err(PgError::from)?;
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(db)
+            .execute(&mut *conn)
+            .await
+            .map_err(PgError::from)?;
+        }
+        let attempt = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            if exists {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    quote_ident(db),
+                    quote_ident(previous)
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(fresh),
+                quote_ident(db)
+            )))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        match attempt {
+            Ok(()) => {
+                if exists {
+                    // Keep the previous database reachable for inspection under its new name.
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                        quote_ident(previous)
+                    )))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(PgError::from)?;
+                }
+                return Ok(exists.then(|| previous.to_string()));
+            }
+            Err(e) => {
+                last_err = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    if exists {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            quote_ident(db)
+        )))
+        .execute(&mut *conn)
+        .await;
+    }
+    Err(match last_err {
+        Some(e) => PgError::from(e).into(),
+        None => Error::Invalid("swap failed".into()),
+    })
+}

@@ -1,0 +1,527 @@
+//! End-to-end tests of the `caduceus-backup` binary against real Postgres, real
+//! pg_dump/pg_restore, a file destination and S3 (moto_server).
+
+mod common;
+
+use common::*;
+use sqlx::Connection;
+
+fn file_dest(dir: &std::path::Path) -> String {
+    format!("file://{}", dir.join("backups").display())
+}
+
+fn archive_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    dir.join("backups").join(format!("{name}.cbk"))
+}
+
+#[tokio::test]
+async fn keygen_prints_the_contract_key_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, key) = keygen(dir.path(), "k.json");
+    assert_eq!(key["version"], 1);
+    let id = key["key_id"].as_str().expect("key_id");
+    assert!(id.starts_with("bk-") && id.len() == 15, "{id}");
+    let raw = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        key["key"].as_str().expect("key"),
+    )
+    .expect("base64");
+    assert_eq!(raw.len(), 32);
+}
+
+#[tokio::test]
+async fn round_trip_through_a_file_destination_restores_identical_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, key) = keygen(dir.path(), "k.json");
+    let key_file = key_file.to_str().expect("path");
+    let dest = file_dest(dir.path());
+    let db = TestDb::create("bk_rt_file").await;
+    let mut conn = db.conn().await;
+    seed(&mut conn).await;
+    let before = fingerprint(&mut conn).await;
+    conn.close().await.ok();
+    assert!(before.iter().any(|(t, n, _)| t == "patients" && *n == 3000));
+
+    let tlog = dir.path().join("termination-log");
+    let result = run_ok(&[
+        "backup",
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+        "--termination-log",
+        tlog.to_str().expect("path"),
+    ]);
+    let name = result["name"].as_str().expect("name").to_string();
+    assert_eq!(result["key_id"], key["key_id"]);
+    let mut fields: Vec<_> = result
+        .as_object()
+        .expect("object")
+        .keys()
+        .cloned()
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["key_id", "name", "sha256", "size", "time"]);
+    // The termination log holds the same line for the operator.
+    let logged: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&tlog)
+            .expect("termination log")
+            .trim(),
+    )
+    .expect("json");
+    assert_eq!(logged, result);
+    // The archive on disk is exactly what the result line describes, and not a plain dump.
+    let archive = std::fs::read(archive_path(dir.path(), &name)).expect("archive");
+    assert_eq!(archive.len() as u64, result["size"].as_u64().expect("size"));
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive)),
+        result["sha256"].as_str().expect("sha")
+    );
+    assert!(archive.starts_with(b"CADUBKUP"));
+    assert!(
+        !archive.windows(5).any(|w| w == b"PGDMP"),
+        "dump magic visible: not encrypted"
+    );
+    assert!(
+        !archive.windows(8).any(|w| w == b"MRN-1234"),
+        "plaintext visible"
+    );
+
+    // Manifest: Postgres version and API schema version (highest successful migration = 7).
+    let listed = run(&["list", "--destination", &dest]);
+    assert!(listed.status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&listed.stdout).trim()).expect("one manifest");
+    assert_eq!(manifest["name"], name.as_str());
+    assert_eq!(manifest["schema_version"], 7);
+    assert!(manifest["postgres_version"]
+        .as_str()
+        .expect("pg version")
+        .starts_with(char::is_numeric));
+    assert_eq!(manifest["database"], db.name.as_str());
+
+    let verified = run_ok(&[
+        "verify",
+        &name,
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(
+        verified["toc_entries"].as_u64().expect("toc") >= 5,
+        "{verified}"
+    );
+
+    // Damage the live database, then restore the backup over it.
+    let mut conn = db.conn().await;
+    sqlx::raw_sql("DELETE FROM appointments WHERE note = ''; UPDATE patients SET mrn = mrn || 'x' WHERE id < 10")
+        .execute(&mut conn)
+        .await
+        .expect("damage");
+    let damaged = fingerprint(&mut conn).await;
+    assert_ne!(damaged, before);
+    conn.close().await.ok();
+
+    let restored = run_ok(&[
+        "restore",
+        "latest",
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert_eq!(restored["name"], name.as_str());
+    assert_eq!(restored["schema_version"], 7);
+    let mut conn = db.conn().await;
+    assert_eq!(
+        fingerprint(&mut conn).await,
+        before,
+        "restored data differs"
+    );
+    conn.close().await.ok();
+    // The old database was kept, renamed, with its (damaged) contents.
+    let previous = restored["previous_database"]
+        .as_str()
+        .expect("previous db")
+        .to_string();
+    assert!(
+        previous.starts_with(&format!("{}_pre_restore_", db.name)),
+        "{previous}"
+    );
+    let mut old = connect(&previous).await;
+    assert_eq!(fingerprint(&mut old).await, damaged);
+    old.close().await.ok();
+    // No half-restored leftovers.
+    assert!(databases_like(&format!("{}_restore_", db.name))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn round_trip_through_s3_into_a_new_database() {
+    let moto = Moto::start("backups");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, _) = keygen(dir.path(), "k.json");
+    let key_file = key_file.to_str().expect("path");
+    let dest = "s3://backups/platform-a/db";
+    let src = TestDb::create("bk_rt_s3").await;
+    let mut conn = src.conn().await;
+    seed(&mut conn).await;
+    let before = fingerprint(&mut conn).await;
+    conn.close().await.ok();
+
+    let s3 = [
+        "--destination",
+        dest,
+        "--key-file",
+        key_file,
+        "--s3-endpoint",
+        &moto.endpoint,
+    ];
+    let src_url = src.url();
+    let mut args = vec!["backup", "--database-url", &src_url[..]];
+    args.extend_from_slice(&s3);
+    let result = run_ok(&args);
+    let name = result["name"].as_str().expect("name").to_string();
+
+    let mut args = vec!["verify", &name[..]];
+    args.extend_from_slice(&s3);
+    run_ok(&args);
+
+    // Restore into a database that does not exist yet (a new platform's bootstrap).
+    let target = TestDb::absent("bk_rt_s3_new");
+    let target_url = target.url();
+    let mut args = vec!["restore", "latest", "--database-url", &target_url[..]];
+    args.extend_from_slice(&s3);
+    let restored = run_ok(&args);
+    assert_eq!(restored["name"], name.as_str());
+    assert!(restored["previous_database"].is_null());
+    let mut conn = target.conn().await;
+    assert_eq!(fingerprint(&mut conn).await, before);
+    conn.close().await.ok();
+}
+
+#[tokio::test]
+async fn tampered_archive_is_detected_and_the_target_is_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, _) = keygen(dir.path(), "k.json");
+    let key_file = key_file.to_str().expect("path");
+    let dest = file_dest(dir.path());
+    let db = TestDb::create("bk_tamper").await;
+    let mut conn = db.conn().await;
+    seed(&mut conn).await;
+    let before = fingerprint(&mut conn).await;
+    conn.close().await.ok();
+    let result = run_ok(&[
+        "backup",
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    let name = result["name"].as_str().expect("name").to_string();
+
+    let path = archive_path(dir.path(), &name);
+    let mut bytes = std::fs::read(&path).expect("archive");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("tamper");
+
+    let err = run_err(&[
+        "verify",
+        &name,
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(err.contains("failed authentication"), "{err}");
+
+    let err = run_err(&[
+        "restore",
+        &name,
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(err.contains("failed authentication"), "{err}");
+    let mut conn = db.conn().await;
+    assert_eq!(
+        fingerprint(&mut conn).await,
+        before,
+        "target changed by a failed restore"
+    );
+    conn.close().await.ok();
+    assert!(
+        databases_like(&format!("{}_restore_", db.name))
+            .await
+            .is_empty(),
+        "half-restored database left behind"
+    );
+    assert!(databases_like(&format!("{}_pre_restore_", db.name))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn truncated_archive_is_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, _) = keygen(dir.path(), "k.json");
+    let key_file = key_file.to_str().expect("path");
+    let dest = file_dest(dir.path());
+    let db = TestDb::create("bk_trunc").await;
+    let mut conn = db.conn().await;
+    seed(&mut conn).await;
+    // About 1 MB of incompressible data so the archive spans several 256 KiB chunks.
+    sqlx::raw_sql(
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto;
+         CREATE TABLE blobs AS SELECT g AS id, gen_random_bytes(1024) AS payload FROM generate_series(1, 1000) g;",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("seed blobs");
+    conn.close().await.ok();
+    let result = run_ok(&[
+        "backup",
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    let name = result["name"].as_str().expect("name").to_string();
+    let path = archive_path(dir.path(), &name);
+    let bytes = std::fs::read(&path).expect("archive");
+
+    // Plain truncation: the size no longer matches the manifest.
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).expect("truncate");
+    let err = run_err(&[
+        "verify",
+        &name,
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(err.contains("truncated"), "{err}");
+
+    // Truncation with a forged manifest (size and checksum adjusted): the STREAM construction
+    // still refuses it, because the remaining final chunk was not sealed as the last one.
+    let header_len = 37;
+    let chunk = 256 * 1024 + 16;
+    let cut = header_len + chunk; // exactly one full chunk
+    assert!(
+        bytes.len() > cut + chunk / 2,
+        "seeded dump too small for this test"
+    );
+    std::fs::write(&path, &bytes[..cut]).expect("truncate at chunk boundary");
+    let manifest_path = dir.path().join("backups").join(format!("{name}.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("manifest"))
+            .expect("json");
+    manifest["size"] = serde_json::json!(cut);
+    manifest["sha256"] = serde_json::json!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        &bytes[..cut]
+    )));
+    std::fs::write(&manifest_path, manifest.to_string()).expect("forge manifest");
+    let err = run_err(&[
+        "verify",
+        &name,
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(err.contains("failed authentication at chunk 0"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_key_is_refused_without_leaking_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, _) = keygen(dir.path(), "k.json");
+    let (other_file, other) = keygen(dir.path(), "other.json");
+    let key_file = key_file.to_str().expect("path");
+    let dest = file_dest(dir.path());
+    let db = TestDb::create("bk_wrongkey").await;
+    let mut conn = db.conn().await;
+    seed(&mut conn).await;
+    conn.close().await.ok();
+    let result = run_ok(&[
+        "backup",
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    let name = result["name"].as_str().expect("name").to_string();
+
+    let err = run_err(&[
+        "verify",
+        &name,
+        "--destination",
+        &dest,
+        "--key-file",
+        other_file.to_str().expect("path"),
+    ]);
+    assert!(err.contains("wrong key"), "{err}");
+    assert!(!err.contains(other["key"].as_str().expect("key")));
+
+    // Same key id, different key material: authentication fails on the first chunk.
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(key_file).expect("key")).expect("json");
+    let forged =
+        serde_json::json!({"version": 1, "key_id": original["key_id"], "key": other["key"]});
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).expect("write");
+    let err = run_err(&[
+        "verify",
+        &name,
+        "--destination",
+        &dest,
+        "--key-file",
+        forged_file.to_str().expect("path"),
+    ]);
+    assert!(err.contains("failed authentication at chunk 0"), "{err}");
+    let err = run_err(&[
+        "restore",
+        &name,
+        "--database-url",
+        &db.url(),
+        "--destination",
+        &dest,
+        "--key-file",
+        forged_file.to_str().expect("path"),
+    ]);
+    assert!(err.contains("failed authentication"), "{err}");
+    assert!(databases_like(&format!("{}_restore_", db.name))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn pruning_keeps_min_count_on_s3() {
+    let moto = Moto::start("prune");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, _) = keygen(dir.path(), "k.json");
+    let key_file = key_file.to_str().expect("path");
+    let db = TestDb::create("bk_prune").await;
+    let url = db.url();
+    let common = [
+        "--destination",
+        "s3://prune/p",
+        "--s3-endpoint",
+        &moto.endpoint[..],
+    ];
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let mut args = vec!["backup", "--database-url", &url[..], "--key-file", key_file];
+        args.extend_from_slice(&common);
+        names.push(run_ok(&args)["name"].as_str().expect("name").to_string());
+    }
+    let list = |_: ()| -> Vec<String> {
+        let mut args = vec!["list"];
+        args.extend_from_slice(&common);
+        let out = run(&args);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["name"]
+                    .as_str()
+                    .expect("name")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        list(()),
+        vec![names[2].clone(), names[1].clone(), names[0].clone()]
+    );
+
+    // Within retention: nothing goes, whatever minCount says.
+    let mut args = vec!["prune", "--retention-days", "30", "--min-count", "0"];
+    args.extend_from_slice(&common);
+    let pruned = run_ok(&args);
+    assert_eq!(pruned["deleted"], serde_json::json!([]));
+    assert_eq!(list(()).len(), 3);
+
+    // Everything is past a 0-day retention, but minCount = 2 keeps the two newest.
+    let mut args = vec!["prune", "--retention-days", "0", "--min-count", "2"];
+    args.extend_from_slice(&common);
+    let pruned = run_ok(&args);
+    assert_eq!(pruned["deleted"], serde_json::json!([names[0]]));
+    assert_eq!(pruned["kept"], 2);
+    assert_eq!(list(()), vec![names[2].clone(), names[1].clone()]);
+    let mut args = vec!["verify", &names[0][..], "--key-file", key_file];
+    args.extend_from_slice(&common);
+    let err = run_err(&args);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[tokio::test]
+async fn failed_dump_leaves_no_backup_and_no_secret_in_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, _) = keygen(dir.path(), "k.json");
+    let key_file = key_file.to_str().expect("path");
+    let dest = file_dest(dir.path());
+    let mut url = url::Url::parse(&db_url(&unique("bk_missing"))).expect("url");
+    url.set_password(Some("hunter2-secret")).expect("password");
+    let err = run_err(&[
+        "backup",
+        "--database-url",
+        url.as_str(),
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(!err.contains("hunter2-secret"), "{err}");
+    let out = run(&["list", "--destination", &dest]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "a failed backup was listed");
+
+    let err = run_err(&[
+        "verify",
+        "latest",
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(err.contains("no backups"), "{err}");
+    let err = run_err(&[
+        "verify",
+        "../etc/passwd",
+        "--destination",
+        &dest,
+        "--key-file",
+        key_file,
+    ]);
+    assert!(err.contains("invalid backup name"), "{err}");
+    let err = run_err(&["list", "--destination", "ftp://x/y"]);
+    assert!(err.contains("invalid destination"), "{err}");
+    let bad_key = dir.path().join("bad.json");
+    std::fs::write(&bad_key, "{}").expect("write");
+    let err = run_err(&[
+        "verify",
+        "latest",
+        "--destination",
+        &dest,
+        "--key-file",
+        bad_key.to_str().expect("path"),
+    ]);
+    assert!(err.contains("key file"), "{err}");
+}
