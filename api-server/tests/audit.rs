@@ -1,0 +1,341 @@
+//! Audit trail: a record for every PHI access, hash chain verification, append-only trigger,
+//! fail-closed behaviour, group commit, no PHI in the database dump.
+
+mod common;
+
+use caduceus_api::rbac::Role;
+use caduceus_api::testing::TestApp;
+use common::{assert_problem, audit_count, create_patient, patient_body};
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test]
+async fn every_phi_access_is_audited_without_phi(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let admin = app.user(Role::Admin).await;
+    let id = create_patient(&app, &doc, "aud1").await;
+    let url = format!("/api/v1/patients/{id}");
+    assert_eq!(app.get(&url, &doc.token).await.status, 200);
+    assert_eq!(app.get("/api/v1/patients", &doc.token).await.status, 200);
+    assert_eq!(
+        app.get("/api/v1/patients?mrn=MRN-aud1", &doc.token)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.patch(&url, &doc.token, json!({"phone": "+1 555 0142"}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.delete(&url, &admin.token).await.status, 204);
+    for action in [
+        "patient.create",
+        "patient.read",
+        "patient.list",
+        "patient.search",
+        "patient.update",
+        "patient.delete",
+    ] {
+        assert_eq!(audit_count(&app, action, Some(&id)).await, 1, "{action}");
+    }
+    let row: (Option<uuid::Uuid>, Option<String>, String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT actor_id, actor_role, outcome, client_ip, request_id FROM audit_events WHERE action = 'patient.read'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.0, Some(doc.id));
+    assert_eq!(row.1.as_deref(), Some("physician"));
+    assert_eq!(row.2, "success");
+    assert_eq!(row.3.as_deref(), Some("127.0.0.1"));
+    assert!(row.4.is_some());
+    // denials are audited too
+    let nurse = app.user(Role::Nurse).await;
+    let other = create_patient(&app, &admin, "aud2").await;
+    assert_problem(
+        &app.get(&format!("/api/v1/patients/{other}"), &nurse.token)
+            .await,
+        403,
+    );
+    let denied: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = 'access.denied' AND outcome = 'denied' AND actor_id = $1")
+        .bind(nurse.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(denied, 1);
+    // no PHI anywhere in the audit table
+    let all: Vec<String> = sqlx::query_scalar("SELECT row_to_json(a)::text FROM audit_events a")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    for r in all {
+        for phi in ["aud1", "Givenname", "Familyname", "Secret Street", "555"] {
+            assert!(!r.contains(phi), "audit row contains PHI {phi:?}: {r}");
+        }
+    }
+
+    // admin API: filters and pagination
+    let r = app
+        .get(
+            &format!("/api/v1/audit-events?patient_id={id}&limit=2"),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 2);
+    let cursor = r.json["next_cursor"].as_str().unwrap().to_string();
+    let r2 = app
+        .get(
+            &format!("/api/v1/audit-events?patient_id={id}&limit=100&cursor={cursor}"),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r2.json["items"].as_array().unwrap().len(), 4, "{}", r2.text);
+    let r = app
+        .get("/api/v1/audit-events?action=patient.read", &admin.token)
+        .await;
+    assert!(r.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["action"] == "patient.read"));
+    let r = app
+        .get(
+            &format!("/api/v1/audit-events?actor={}", nurse.id),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1);
+    let r = app
+        .get(
+            "/api/v1/audit-events?from=2999-01-01T00:00:00Z",
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r.json["items"], json!([]));
+    assert_problem(&app.get("/api/v1/audit-events", &doc.token).await, 403);
+    assert_problem(
+        &app.get("/api/v1/audit-events/verify", &doc.token).await,
+        403,
+    );
+}
+
+#[sqlx::test]
+async fn chain_verification_detects_edits(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    for i in 0..3 {
+        create_patient(&app, &admin, &format!("chain{i}")).await;
+    }
+    let r = app.get("/api/v1/audit-events/verify", &admin.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["valid"], true);
+    assert_eq!(r.json["checked"], 3);
+    assert!(r.json.get("first_invalid_id").is_none());
+
+    // the API's role cannot change history
+    for sql in [
+        "UPDATE audit_events SET outcome = 'denied' WHERE id = 2",
+        "DELETE FROM audit_events WHERE id = 2",
+        "TRUNCATE audit_events",
+    ] {
+        let err = sqlx::query(sql).execute(&app.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+
+    // a superuser edits a row behind the API's back
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET actor_role = 'physician' WHERE id = 2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let r = app.get("/api/v1/audit-events/verify", &admin.token).await;
+    assert_eq!(r.json["valid"], false, "{}", r.text);
+    assert_eq!(r.json["first_invalid_id"], 2);
+    assert_eq!(r.json["checked"], 2);
+
+    // deleting a row (after restoring) is detected as well
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET actor_role = 'admin' WHERE id = 2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE id = 3")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    assert!(!v.valid);
+    assert_eq!(v.first_invalid_id, Some(4));
+}
+
+#[sqlx::test]
+async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let id = create_patient(&app, &doc, "closed").await;
+    sqlx::query("ALTER TABLE audit_events ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app.get(&format!("/api/v1/patients/{id}"), &doc.token).await;
+    assert_problem(&r, 503);
+    assert!(
+        !r.text.contains("closed"),
+        "no PHI in the refusal: {}",
+        r.text
+    );
+    let r = app.get("/api/v1/patients", &doc.token).await;
+    assert_problem(&r, 503);
+    assert!(app.state.metrics.audit_write_failures_total.get() >= 2);
+    let metrics = app.admin_get("/metrics").await;
+    assert!(
+        metrics.text.contains("audit_write_failures_total 2"),
+        "{}",
+        metrics.text
+    );
+    // recovers once the audit trail is writable again
+    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/patients/{id}"), &doc.token)
+            .await
+            .status,
+        200
+    );
+}
+
+#[sqlx::test]
+async fn concurrent_reads_share_audit_commits(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let id = create_patient(&app, &doc, "group").await;
+    let url = format!("/api/v1/patients/{id}");
+    let reads = (0..40).map(|_| app.get(&url, &doc.token));
+    let results = futures::future::join_all(reads).await;
+    assert!(results.iter().all(|r| r.status == 200));
+    let (events, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT occurred_at) FROM audit_events WHERE action = 'patient.read'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 40);
+    assert!(
+        commits < events,
+        "expected batched commits, got {commits} for {events} events"
+    );
+    assert!(
+        caduceus_api::audit::verify_chain(&app.pool)
+            .await
+            .unwrap()
+            .valid
+    );
+}
+
+#[sqlx::test]
+async fn pg_dump_contains_no_phi(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    let doc = app.user(Role::Physician).await;
+    let mut phi = Vec::new();
+    for tag in ["dumpAlpha", "dumpBravo"] {
+        let body = patient_body(tag);
+        let r = app.post("/api/v1/patients", &rec.token, body.clone()).await;
+        assert_eq!(r.status, 201);
+        let id = r.json["id"].as_str().unwrap().to_string();
+        let p = app
+            .patch(
+                &format!("/api/v1/patients/{id}"),
+                &rec.token,
+                json!({"address": format!("{tag} Updated Avenue")}),
+            )
+            .await;
+        assert_eq!(p.status, 200);
+        app.post(
+            &format!("/api/v1/patients/{id}/care-team"),
+            &rec.token,
+            json!({"user_id": doc.id}),
+        )
+        .await;
+        assert_eq!(
+            app.get(&format!("/api/v1/patients/{id}"), &doc.token)
+                .await
+                .status,
+            200
+        );
+        for key in ["mrn", "given_name", "family_name", "email", "address"] {
+            phi.push(body[key].as_str().unwrap().to_string());
+        }
+        phi.push(format!("Allergen{tag}"));
+        phi.push(format!("Medication{tag}"));
+        phi.push(format!("Condition{tag}"));
+        phi.push(format!("Contact{tag}"));
+        phi.push(format!("{tag} Updated Avenue"));
+    }
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let out = std::process::Command::new("pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "--no-password",
+            "-d",
+            &db,
+        ])
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        out.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        dump.contains("CREATE TABLE public.patients"),
+        "dump has the schema"
+    );
+    assert!(dump.contains("COPY public.patients"), "dump has the data");
+    let dump_lower = dump.to_lowercase();
+    for s in &phi {
+        assert!(
+            !dump_lower.contains(&s.to_lowercase()),
+            "PHI {s:?} found in pg_dump output"
+        );
+        // bytea is dumped as hex: make sure the plaintext is not stored as raw bytes either
+        let hex = hex::encode(s.as_bytes());
+        assert!(
+            !dump_lower.contains(&hex),
+            "PHI {s:?} found hex-encoded in pg_dump output"
+        );
+    }
+}
