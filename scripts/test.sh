@@ -5,7 +5,7 @@
 #   ./scripts/test.sh                 everything
 #   ./scripts/test.sh chart examples  only the named steps (tools and services always run first)
 #
-# Steps: fmt clippy test operator-build crd-sync chart examples argocd-health dockerfiles
+# Steps: fmt clippy test operator-build crd-sync chart rbac examples argocd-health dockerfiles
 #        prometheus-rules e2e
 set -uo pipefail
 
@@ -102,6 +102,7 @@ step test cargo test --workspace --exclude caduceus-e2e
 step operator-build cargo build -p caduceus-operator
 step crd-sync crd_sync
 step chart cargo test -p caduceus-e2e --test chart
+step rbac cargo test -p caduceus-e2e --test rbac
 step examples cargo test -p caduceus-e2e --test examples
 step argocd-health cargo test -p caduceus-e2e --test argocd_health
 step dockerfiles cargo test -p caduceus-e2e --test dockerfiles
