@@ -206,7 +206,7 @@ fn operator_usage() -> (Grants, Grants) {
     }
     let mut required = Grants::new();
     let mut allowed = Grants::new();
-    let mut need = |g: &mut Grants, key: &(String, String), verbs: &[&str]| {
+    let need = |g: &mut Grants, key: &(String, String), verbs: &[&str]| {
         g.entry(key.clone())
             .or_default()
             .extend(verbs.iter().map(|v| v.to_string()));
@@ -277,7 +277,7 @@ fn operator_usage() -> (Grants, Grants) {
         need(
             &mut allowed,
             &cnpg,
-            &["get", "list", "watch", "patch", "create", "delete"],
+            &["get", "list", "watch", "patch", "create"],
         );
     }
     if all.contains("monitoring.coreos.com") {
