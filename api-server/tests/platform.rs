@@ -1,0 +1,485 @@
+//! Cross-cutting behaviour: problem+json for malformed input, security headers, request ids,
+//! CORS, health, metrics, compliance, OpenAPI, rate limiting (shared through Redis and local
+//! fallback), key rotation.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use caduceus_api::crypto::KeyRing;
+use caduceus_api::rbac::Role;
+use caduceus_api::testing::{test_config, TestApp};
+use common::{assert_problem, create_patient};
+use serde_json::json;
+use sqlx::PgPool;
+
+#[sqlx::test]
+async fn malformed_input_is_problem_json(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    let auth = format!("Bearer {}", rec.token);
+    let raw = |method: Method, uri: &str, ct: Option<&str>, body: &str| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", auth.clone());
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        b.body(Body::from(body.to_string())).unwrap()
+    };
+    // 400 malformed JSON
+    assert_problem(
+        &app.send(raw(
+            Method::POST,
+            "/api/v1/patients",
+            Some("application/json"),
+            "{\"mrn\": ",
+        ))
+        .await,
+        400,
+    );
+    // 415 wrong / missing content type
+    assert_problem(
+        &app.send(raw(
+            Method::POST,
+            "/api/v1/patients",
+            Some("text/plain"),
+            "{}",
+        ))
+        .await,
+        415,
+    );
+    assert_problem(
+        &app.send(raw(Method::POST, "/api/v1/patients", None, "{}"))
+            .await,
+        415,
+    );
+    // 422 wrong shape: missing field, wrong type, unknown field
+    let r = app
+        .send(raw(
+            Method::POST,
+            "/api/v1/patients",
+            Some("application/json"),
+            "{}",
+        ))
+        .await;
+    assert_problem(&r, 422);
+    assert_eq!(r.json["errors"][0]["field"], "mrn");
+    let r = app
+        .send(raw(
+            Method::POST,
+            "/api/v1/auth/login",
+            Some("application/json"),
+            "{\"email\": 5, \"password\": \"x\"}",
+        ))
+        .await;
+    assert_problem(&r, 422);
+    assert_eq!(r.json["errors"][0]["field"], "email");
+    let r = app
+        .send(raw(
+            Method::POST,
+            "/api/v1/patients/00000000-0000-0000-0000-000000000000/care-team",
+            Some("application/json"),
+            "{\"user_id\": \"x\", \"nope\": 1}",
+        ))
+        .await;
+    assert_problem(&r, 422);
+    // 413 body too large
+    let big = format!("{{\"mrn\": \"{}\"}}", "x".repeat(300 * 1024));
+    assert_problem(
+        &app.send(raw(
+            Method::POST,
+            "/api/v1/patients",
+            Some("application/json"),
+            &big,
+        ))
+        .await,
+        413,
+    );
+    // 400 bad path parameter, 404 unknown route, 405 wrong method
+    assert_problem(
+        &app.send(raw(Method::GET, "/api/v1/patients/not-a-uuid", None, ""))
+            .await,
+        400,
+    );
+    assert_problem(
+        &app.send(raw(Method::GET, "/api/v1/nothing-here", None, ""))
+            .await,
+        404,
+    );
+    assert_problem(
+        &app.send(raw(Method::PUT, "/api/v1/patients", None, ""))
+            .await,
+        405,
+    );
+    // 400 bad query parameter
+    assert_problem(
+        &app.send(raw(
+            Method::GET,
+            "/api/v1/patients?birth_date=yesterday&family_name=x",
+            None,
+            "",
+        ))
+        .await,
+        400,
+    );
+    // 401 without a token
+    let r = app.call(Method::GET, "/api/v1/patients", None, None).await;
+    assert_problem(&r, 401);
+    // no internals leak
+    for r in [r] {
+        assert!(!r.text.to_lowercase().contains("sql"));
+    }
+}
+
+#[sqlx::test]
+async fn request_id_and_security_headers(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let req = Request::builder()
+        .uri("/health/live")
+        .header("x-request-id", "abc-123")
+        .body(Body::empty())
+        .unwrap();
+    let r = app.send(req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    // invalid incoming ids are replaced
+    let req = Request::builder()
+        .uri("/health/live")
+        .header("x-request-id", "bad id with spaces")
+        .body(Body::empty())
+        .unwrap();
+    let r = app.send(req).await;
+    let id = r.header("x-request-id").unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    for (h, v) in [
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(r.header(h), Some(v), "{h}");
+    }
+    assert!(r
+        .header("strict-transport-security")
+        .unwrap()
+        .contains("max-age="));
+}
+
+#[sqlx::test]
+async fn cors_allow_list(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.cors_allowed_origins = vec!["https://ehr.example".parse().unwrap()];
+    let app = TestApp::with_config(pool, cfg).await;
+    let pre = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/api/v1/patients")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let ok = app.send(pre("https://ehr.example")).await;
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://ehr.example")
+    );
+    let no = app.send(pre("https://evil.example")).await;
+    assert_eq!(no.header("access-control-allow-origin"), None);
+}
+
+#[sqlx::test]
+async fn health_metrics_compliance(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let id = create_patient(&app, &doc, "metrics").await;
+    assert_eq!(
+        app.get(&format!("/api/v1/patients/{id}"), &doc.token)
+            .await
+            .status,
+        200
+    );
+
+    let r = app.call(Method::GET, "/health/live", None, None).await;
+    assert_eq!(r.json["status"], "ok");
+    for path in ["/health/ready", "/health"] {
+        let r = app.call(Method::GET, path, None, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["status"], "ready", "{}", r.text);
+        assert_eq!(r.json["postgres"], "ok");
+        assert_eq!(r.json["redis"], "ok");
+        assert_eq!(r.json["migrations"], "ok");
+    }
+    // admin endpoints are not on the public router
+    assert_problem(&app.call(Method::GET, "/metrics", None, None).await, 404);
+    assert_problem(
+        &app.call(Method::GET, "/internal/compliance", None, None)
+            .await,
+        404,
+    );
+
+    let m = app.admin_get("/metrics").await;
+    assert_eq!(m.status, 200);
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "patient_operations_total",
+        "appointment_bookings_total",
+        "prescriptions_created_total",
+        "active_sessions",
+        "db_pool_connections",
+        "audit_events_total",
+        "audit_write_failures_total",
+        "phi_access_denied_total",
+        "rate_limited_total",
+        "break_glass_access_total",
+    ] {
+        assert!(
+            m.text.contains(&format!("# TYPE {name} ")),
+            "metric {name} missing"
+        );
+    }
+    assert!(
+        m.text.contains("route=\"/api/v1/patients/{id}\""),
+        "route label is the template"
+    );
+    assert!(!m.text.contains(&id), "raw ids never appear in labels");
+    assert!(m.text.contains("patient_operations_total{op=\"read\"} 1"));
+    assert!(m.text.contains("active_sessions 1"));
+
+    let c = app.admin_get("/internal/compliance").await;
+    assert_eq!(c.status, 200);
+    let j = &c.json;
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+    assert!(j["schema_version"].as_i64().unwrap() >= 4);
+    assert_eq!(j["encryption"]["active"], true);
+    assert_eq!(
+        j["encryption"]["active_key_id"],
+        app.state.keys.active_key_id()
+    );
+    assert_eq!(j["encryption"]["key_ids"], json!(app.state.keys.key_ids()));
+    assert_eq!(j["audit"]["chain_head_id"], 2);
+    assert_eq!(j["audit"]["chain_head_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(j["audit"]["write_failures"], 0);
+    assert_eq!(j["audit"]["retention_days"], 2190);
+    assert_eq!(
+        j["sessions"],
+        json!({"idle_timeout_minutes": 15, "access_token_ttl_minutes": 15})
+    );
+    assert_eq!(
+        j["rate_limit"],
+        json!({"enabled": true, "backend": "redis", "requests_per_minute": 100000, "login_attempts_per_minute": 10000})
+    );
+    assert_eq!(j["database_tls"], false);
+
+    let d = app.admin_get("/health/detailed").await;
+    assert_eq!(d.json["components"]["postgres"]["status"], "ok");
+    assert_eq!(
+        d.json["encryption"]["active_key_id"],
+        app.state.keys.active_key_id()
+    );
+    assert_eq!(d.json["audit"]["chain_head_id"], 2);
+    assert!(!d.text.contains("base64"), "no key material");
+}
+
+#[sqlx::test]
+async fn openapi_document_and_docs_page(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let r = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.json["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/api/v1/auth/login",
+        "/api/v1/patients/{id}",
+        "/api/v1/patients/{id}/care-team",
+        "/api/v1/audit-events/verify",
+        "/api/v1/users/{id}",
+        "/api/v1/me",
+    ] {
+        assert!(
+            r.json["paths"].get(path).is_some(),
+            "{path} missing from OpenAPI"
+        );
+    }
+    assert!(r.json["components"]["securitySchemes"]["bearer"].is_object());
+    let d = app.call(Method::GET, "/api/v1/docs", None, None).await;
+    assert_eq!(d.status, 200);
+    assert!(d.header("content-type").unwrap().starts_with("text/html"));
+    assert!(d.text.contains("openapi.json") && !d.text.contains("https://cdn"));
+}
+
+#[sqlx::test]
+async fn rate_limit_shared_by_two_instances(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.rate_limit_per_minute = 4;
+    let prefix = cfg.redis_key_prefix.clone();
+    let a = TestApp::with_config(pool.clone(), cfg).await;
+    let mut cfg = test_config();
+    cfg.rate_limit_per_minute = 4;
+    cfg.redis_key_prefix = prefix;
+    let b = TestApp::with_config(pool, cfg).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let r = app
+            .call(Method::GET, "/api/v1/openapi.json", None, None)
+            .await;
+        statuses.push(r.status);
+        if i < 4 {
+            assert_eq!(r.header("ratelimit-limit"), Some("4"));
+            assert_eq!(
+                r.header("ratelimit-remaining"),
+                Some((3 - i).to_string().as_str()),
+                "request {i}"
+            );
+        } else {
+            assert_problem(&r, 429);
+            let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=16).contains(&retry), "{retry}");
+            assert!(r.header("ratelimit-reset").is_some());
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 429]);
+    assert_eq!(b.state.metrics.rate_limited_total.get(), 0);
+    assert_eq!(a.state.metrics.rate_limited_total.get(), 1);
+    // another client IP has its own bucket
+    let mut other = b.clone();
+    other.client_ip = [10, 0, 0, 9].into();
+    assert_eq!(
+        other
+            .call(Method::GET, "/api/v1/openapi.json", None, None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[sqlx::test]
+async fn login_is_limited_more_strictly(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.login_rate_limit_per_minute = 2;
+    let app = TestApp::with_config(pool, cfg).await;
+    let body = json!({"email": "nobody@test.example", "password": "whatever password"});
+    for _ in 0..2 {
+        assert_eq!(
+            app.call(Method::POST, "/api/v1/auth/login", None, Some(body.clone()))
+                .await
+                .status,
+            401
+        );
+    }
+    let r = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(body))
+        .await;
+    assert_problem(&r, 429);
+    assert!(r.header("retry-after").is_some());
+    // other routes still work for this client
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/openapi.json", None, None)
+            .await
+            .status,
+        200
+    );
+}
+
+#[sqlx::test]
+async fn local_fallback_when_redis_is_down(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.redis_url = Some("redis://127.0.0.1:1".into());
+    cfg.rate_limit_per_minute = 3;
+    let app = TestApp::with_config(pool, cfg).await;
+    let r = app.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["status"], "degraded");
+    assert_eq!(r.json["redis"], "down");
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(
+                app.call(Method::GET, "/api/v1/openapi.json", None, None)
+                    .await
+                    .status,
+            );
+        }
+        v
+    };
+    // neither open nor closed: the local limiter enforces the same limit
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
+}
+
+#[sqlx::test]
+async fn key_rotation_reencrypts_everything(pool: PgPool) {
+    use base64::Engine as _;
+    let b64 = |k: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    let ring = |active: &str, keys: serde_json::Value| {
+        KeyRing::from_json(&json!({"version": 1, "active_key_id": active, "keys": keys, "blind_index_key": b64([5; 32])}).to_string()).unwrap()
+    };
+    let old = ring("k-old", json!({"k-old": b64([1; 32])}));
+    let both = ring(
+        "k-new",
+        json!({"k-old": b64([1; 32]), "k-new": b64([2; 32])}),
+    );
+    let new_only = ring("k-new", json!({"k-new": b64([2; 32])}));
+
+    let mut cfg = test_config();
+    cfg.phi_keys = std::sync::Arc::new(old);
+    let app = TestApp::with_config(pool.clone(), cfg).await;
+    let doc = app.user(Role::Physician).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(create_patient(&app, &doc, &format!("rot{i}")).await);
+    }
+    let before: Vec<u8> = sqlx::query_scalar("SELECT given_name FROM patients WHERE id = $1::uuid")
+        .bind(&ids[0])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(KeyRing::key_id_of(&before).unwrap(), "k-old");
+
+    // batches of 3: progress is reported per batch; a second run has nothing left to do
+    let mut batches = 0;
+    let report = caduceus_api::rotate::rotate_keys(&pool, &both, 3, |_, _| batches += 1)
+        .await
+        .unwrap();
+    assert_eq!(report.total(), 7);
+    assert_eq!(batches, 3);
+    assert_eq!(
+        caduceus_api::rotate::rotate_keys(&pool, &both, 3, |_, _| {})
+            .await
+            .unwrap()
+            .total(),
+        0
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM patients WHERE phi_key_id <> 'k-new'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let after: Vec<u8> = sqlx::query_scalar("SELECT given_name FROM patients WHERE id = $1::uuid")
+        .bind(&ids[0])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(KeyRing::key_id_of(&after).unwrap(), "k-new");
+
+    // the old key can now be retired: an app holding only the new key reads and searches everything
+    let mut cfg = test_config();
+    cfg.phi_keys = std::sync::Arc::new(new_only);
+    let app2 = TestApp::with_config(pool, cfg).await;
+    let (_, token) = app2.session_for(doc.id, Role::Physician).await;
+    let r = app2
+        .get(&format!("/api/v1/patients/{}", ids[0]), &token)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["given_name"], "Givennamerot0");
+    let r = app2.get("/api/v1/patients?mrn=MRN-rot6", &token).await;
+    assert_eq!(r.json["items"][0]["id"], ids[6].as_str());
+}
