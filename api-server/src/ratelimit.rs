@@ -126,8 +126,8 @@ impl Limiter {
                     allowed: allowed == 1,
                     limit,
                     remaining: remaining.max(0) as u32,
-                    retry_after_secs: ((retry_ms.max(0) as u64) + 999) / 1000,
-                    reset_secs: ((reset_ms.max(0) as u64) + 999) / 1000,
+                    retry_after_secs: (retry_ms.max(0) as u64).div_ceil(1000),
+                    reset_secs: (reset_ms.max(0) as u64).div_ceil(1000),
                 })
             }
             _ => {
