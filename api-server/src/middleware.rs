@@ -158,12 +158,3 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
 pub async fn not_found() -> Response {
     Problem::from_status(StatusCode::NOT_FOUND).into_response_with(StatusCode::NOT_FOUND)
 }
-
-/// Convert a tower error (timeout) into a response.
-pub async fn handle_layer_error(err: tower::BoxError) -> Response {
-    if err.is::<tower::timeout::error::Elapsed>() {
-        return Problem::from_status(StatusCode::REQUEST_TIMEOUT)
-            .into_response_with(StatusCode::REQUEST_TIMEOUT);
-    }
-    StatusCode::INTERNAL_SERVER_ERROR.into_response()
-}

@@ -1,0 +1,313 @@
+//! The `caduceus-api` binary: version, keys generate, config refusal, migrate, create-admin,
+//! rotate-keys, and `serve` over real TCP with graceful shutdown on SIGTERM.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use caduceus_api::crypto::{self, KeyRing};
+use caduceus_api::testing::TestApp;
+use sqlx::PgPool;
+
+const BIN: &str = env!("CARGO_BIN_EXE_caduceus-api");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("binary runs")
+}
+
+async fn db_url(pool: &PgPool) -> String {
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let (server, _) = base.rsplit_once('/').expect("url with database");
+    format!("{server}/{db}")
+}
+
+#[test]
+fn version_and_key_generation() {
+    let out = run(&["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("caduceus-api {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = run(&["keys", "generate", "--out", keys.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["jwt.key", "phi-keys.json"] {
+        let mode = std::fs::metadata(keys.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    // exactly the formats serve reads
+    let ring = KeyRing::load(&keys.join("phi-keys.json")).unwrap();
+    assert!(ring.active_key_id().starts_with("k-"));
+    assert_eq!(
+        crypto::load_jwt_key(&keys.join("jwt.key")).unwrap().len(),
+        64
+    );
+    // never overwrites
+    let again = run(&["keys", "generate", "--out", keys.to_str().unwrap()], &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("jwt.key"));
+}
+
+#[test]
+fn serve_refuses_bad_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    crypto::write_key_files(dir.path()).unwrap();
+    let jwt = dir.path().join("jwt.key").display().to_string();
+    let phi = dir.path().join("phi-keys.json").display().to_string();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "c2hvcnQ=\n").unwrap();
+    let bad_ring = dir.path().join("bad.json");
+    std::fs::write(
+        &bad_ring,
+        "{\"version\":1,\"active_key_id\":\"k-x\",\"keys\":{},\"blind_index_key\":\"AAAA\"}",
+    )
+    .unwrap();
+    let db = "postgres://postgres@127.0.0.1:5432/postgres";
+    for (env, needle) in [
+        (
+            vec![
+                ("REDIS_URL", ""),
+                ("CADUCEUS_JWT_KEY_FILE", jwt.as_str()),
+                ("CADUCEUS_PHI_KEYS_FILE", phi.as_str()),
+            ],
+            "DATABASE_URL",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", db),
+                ("REDIS_URL", ""),
+                ("CADUCEUS_PHI_KEYS_FILE", phi.as_str()),
+            ],
+            "CADUCEUS_JWT_KEY_FILE",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", db),
+                ("REDIS_URL", ""),
+                ("CADUCEUS_JWT_KEY_FILE", short.to_str().unwrap()),
+                ("CADUCEUS_PHI_KEYS_FILE", phi.as_str()),
+            ],
+            "at least 32",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", db),
+                ("REDIS_URL", ""),
+                ("CADUCEUS_JWT_KEY_FILE", jwt.as_str()),
+                ("CADUCEUS_PHI_KEYS_FILE", bad_ring.to_str().unwrap()),
+            ],
+            "CADUCEUS_PHI_KEYS_FILE",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", db),
+                ("CADUCEUS_JWT_KEY_FILE", jwt.as_str()),
+                ("CADUCEUS_PHI_KEYS_FILE", phi.as_str()),
+            ],
+            "REDIS_URL",
+        ),
+    ] {
+        let out = run(&["serve"], &env);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn migrate_create_admin_rotate(pool: PgPool) {
+    let url = db_url(&pool).await;
+    let out = run(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version"));
+    // idempotent
+    assert!(run(&["migrate"], &[("DATABASE_URL", &url)])
+        .status
+        .success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "admin password long enough\n").unwrap();
+    let args = [
+        "create-admin",
+        "--email",
+        "root@test.example",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    let out = run(&args, &[("DATABASE_URL", &url)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = run(&args, &[("DATABASE_URL", &url)]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    std::fs::write(&pw, "short\n").unwrap();
+    let weak = run(
+        &[
+            "create-admin",
+            "--email",
+            "x@test.example",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("12"));
+
+    let app = TestApp::new(pool.clone()).await;
+    let login = app
+        .login("root@test.example", "admin password long enough")
+        .await;
+    assert_eq!(login.status, 200, "{}", login.text);
+    assert_eq!(
+        app.get("/api/v1/me", login.json["access_token"].as_str().unwrap())
+            .await
+            .json["role"],
+        "admin"
+    );
+
+    // rotate-keys over the CLI: nothing to do on an empty database, then a clear message on a bad ring
+    crypto::write_key_files(&dir.path().join("k")).unwrap();
+    let ring = dir.path().join("k/phi-keys.json");
+    let out = run(
+        &["rotate-keys"],
+        &[
+            ("DATABASE_URL", &url),
+            ("CADUCEUS_PHI_KEYS_FILE", ring.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rotation complete: 0 rows"));
+    let out = run(&["rotate-keys"], &[("DATABASE_URL", &url)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CADUCEUS_PHI_KEYS_FILE"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[sqlx::test]
+async fn serve_over_tcp_and_shut_down_gracefully(pool: PgPool) {
+    let url = db_url(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    crypto::write_key_files(dir.path()).unwrap();
+    let (api, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("CADUCEUS_JWT_KEY_FILE", dir.path().join("jwt.key"))
+        .env("CADUCEUS_PHI_KEYS_FILE", dir.path().join("phi-keys.json"))
+        .env("CADUCEUS_HTTP_ADDR", format!("127.0.0.1:{api}"))
+        .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let ready = loop {
+        if let Some(r) = http_get(api, "/health/ready") {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.to_lowercase().contains("x-request-id"));
+    let metrics = http_get(admin, "/metrics").unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    assert!(
+        http_get(api, "/metrics")
+            .unwrap()
+            .starts_with("HTTP/1.1 404"),
+        "metrics only on the admin port"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(exit.success(), "exit {exit:?}; logs: {logs}");
+    // JSON logs, route templates only
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"request\""))
+        .expect("access log line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    assert_eq!(v["fields"]["route"], "/health/ready");
+    assert!(logs.contains("draining"));
+}
