@@ -12,7 +12,7 @@
 //! | `PatientRead` / `PatientList` | demographics | care team (full) | care team (full) | demographics | own record (full) |
 //! | `PatientUpdate` | demographics | care team (all fields) | care team (all fields) | demographics | |
 //! | `PatientDelete` (soft) | ✓ | | | | |
-//! | `CareTeamAssign` | ✓ | ✓ | | ✓ | |
+//! | `CareTeamAssign` | ✓ | own care team | | ✓ | |
 //! | `BreakGlass` (X-Break-Glass-Reason) | | ✓ | | | |
 //! | `AppointmentBook` / `AppointmentUpdate` | ✓ | ✓ | ✓ | ✓ | |
 //! | `AppointmentRead` | ✓ | ✓ | ✓ | ✓ | own |
@@ -126,6 +126,13 @@ pub enum PatientAccess {
     Denied,
     /// 404: existence must not leak (patient accounts, other records).
     Hidden,
+}
+
+/// May the caller assign clinicians to this patient's care team? Admins and receptionists may;
+/// a physician only for a patient already in their care team (never via break-glass, so
+/// self-assignment cannot bypass it).
+pub fn may_assign_care_team(role: Role, rel: Relation) -> bool {
+    allows(role, Permission::CareTeamAssign) && (!role.is_clinician() || rel.in_care_team)
 }
 
 impl PatientAccess {

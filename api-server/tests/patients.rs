@@ -186,6 +186,16 @@ async fn care_team_rules_and_break_glass(pool: PgPool) {
     assert_problem(&app.get(&url, &nurse.token).await, 403);
     let listed = app.get("/api/v1/patients", &doc.token).await;
     assert_eq!(listed.json["items"].as_array().unwrap().len(), 0);
+    // a physician cannot bypass break-glass by assigning themselves
+    let r = app
+        .post(
+            &format!("{url}/care-team"),
+            &doc.token,
+            json!({"user_id": doc.id}),
+        )
+        .await;
+    assert_problem(&r, 403);
+    assert_problem(&app.get(&url, &doc.token).await, 403);
 
     // break-glass: physicians only, audited as its own action and counted
     let req = axum::http::Request::builder()

@@ -135,6 +135,12 @@ async fn every_role_on_every_route(pool: PgPool) {
             Method::POST,
             format!("/api/v1/patients/{}/care-team", f.outside),
             Some(json!({"user_id": clinician})),
+            [201, 403, 403, 201, 403],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/patients/{}/care-team", f.team),
+            Some(json!({"user_id": clinician})),
             [201, 201, 403, 201, 403],
         ),
     ];

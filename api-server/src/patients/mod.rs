@@ -509,14 +509,23 @@ pub async fn add_care_team(
     ApiJson(body): ApiJson<CareTeamRequest>,
 ) -> Result<(StatusCode, Json<CareTeamMember>), Error> {
     auth.require(&state, Permission::CareTeamAssign).await?;
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1 AND deleted_at IS NULL)",
-    )
+    let in_care_team: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
+        in_care_team_sql("$2")
+    )))
     .bind(id)
-    .fetch_one(&state.pool)
+    .bind(auth.user_id)
+    .fetch_optional(&state.pool)
     .await?;
-    if !exists {
+    let Some(in_care_team) = in_care_team else {
         return Err(Error::NotFound);
+    };
+    if !rbac::may_assign_care_team(auth.role, relation(&auth, id, in_care_team)) {
+        auth.denied(&state, "care_team", Some(id.to_string()), Some(id))
+            .await;
+        return Err(Error::Forbidden(
+            "physicians may only assign clinicians to patients in their own care team".into(),
+        ));
     }
     let member: Option<(String, bool)> =
         sqlx::query_as("SELECT role, active FROM users WHERE id = $1")
