@@ -171,6 +171,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin_addr}: {e}"))?;
     tracing::info!(%http_addr, %admin_addr, "caduceus-api listening");
 
+    // audit retention: purge the expired prefix of the chain at startup and then daily
+    let purge_pool = pool.clone();
+    let retention = state.config.audit_retention_days;
+    let purge = tokio::spawn(async move {
+        loop {
+            match audit::purge_expired(&purge_pool, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged audit events past retention"),
+                Err(e) => tracing::warn!(error = %error_kind(&e), "audit retention purge failed"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+        }
+    });
+
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -188,6 +202,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal(rx));
     let (a, b) = tokio::join!(async { api.await }, async { admin.await });
+    purge.abort();
     a?;
     b?;
     drop(state);

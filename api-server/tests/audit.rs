@@ -339,3 +339,79 @@ async fn pg_dump_contains_no_phi(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test]
+async fn retention_purges_only_expired_prefix(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    for i in 0..4 {
+        create_patient(&app, &admin, &format!("ret{i}")).await;
+    }
+    // nothing is old enough yet
+    assert_eq!(
+        caduceus_api::audit::purge_expired(&app.pool, 2190)
+            .await
+            .unwrap(),
+        0
+    );
+    let err = sqlx::query("DELETE FROM audit_events WHERE id = 1")
+        .execute(&app.pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+
+    // age the first two rows past six years (superuser, behind the API's back)
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET occurred_at = now() - interval '7 years' WHERE id <= 2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // a configured retention below six years is raised to the floor; rows 1-2 go
+    assert_eq!(
+        caduceus_api::audit::purge_expired(&app.pool, 30)
+            .await
+            .unwrap(),
+        2
+    );
+    let left: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_events ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![3, 4]);
+    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.checked, 2);
+    // the purge log is append-only too
+    assert!(sqlx::query("DELETE FROM audit_purges")
+        .execute(&app.pool)
+        .await
+        .is_err());
+
+    // deleting the oldest remaining row is still detected
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE id = 3")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    assert!(!v.valid);
+    assert_eq!(v.first_invalid_id, Some(4));
+}

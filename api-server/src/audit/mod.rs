@@ -259,10 +259,69 @@ struct ChainRow {
     hash: Vec<u8>,
 }
 
-/// Recompute the whole chain from the first record.
+/// Minimum audit retention enforced by the database trigger (six years).
+pub const MIN_RETENTION_DAYS: u32 = 2190;
+
+/// Delete the prefix of the chain older than `max(retention_days, 2190)` days and record the
+/// anchor in `audit_purges`. Returns the number of rows deleted.
+pub async fn purge_expired(pool: &sqlx::PgPool, retention_days: u32) -> Result<u64, sqlx::Error> {
+    let days = retention_days.max(MIN_RETENTION_DAYS) as i32;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // the purged prefix ends just before the first row that is still within retention
+    let through: Option<i64> = sqlx::query_scalar(
+        "SELECT COALESCE( \
+           (SELECT min(id) - 1 FROM audit_events WHERE occurred_at >= now() - make_interval(days => $1)), \
+           (SELECT max(id) FROM audit_events))",
+    )
+    .bind(days)
+    .fetch_one(&mut *tx)
+    .await?;
+    let first: Option<i64> = sqlx::query_scalar("SELECT min(id) FROM audit_events")
+        .fetch_one(&mut *tx)
+        .await?;
+    let (Some(through), Some(first)) = (through, first) else {
+        return Ok(0);
+    };
+    if through < first {
+        return Ok(0);
+    }
+    let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM audit_events WHERE id = $1")
+        .bind(through)
+        .fetch_one(&mut *tx)
+        .await?;
+    let deleted = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
+        .bind(through)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query(
+        "INSERT INTO audit_purges (through_id, through_hash, rows_deleted, retention_days) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(through)
+    .bind(hash)
+    .bind(deleted as i64)
+    .bind(days)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Recompute the whole chain from the first record (or the last retention purge's anchor).
 pub async fn verify_chain(pool: &sqlx::PgPool) -> Result<VerifyResult, sqlx::Error> {
-    let mut expected_prev = vec![0u8; 32];
-    let mut expected_id = 1i64;
+    let anchor: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT through_id, through_hash FROM audit_purges ORDER BY through_id DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let (mut expected_id, mut expected_prev) = match anchor {
+        Some((id, hash)) => (id + 1, hash),
+        None => (1i64, vec![0u8; 32]),
+    };
     let mut checked = 0i64;
     loop {
         let rows: Vec<ChainRow> = sqlx::query_as(
