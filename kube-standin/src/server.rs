@@ -67,6 +67,7 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
+    tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request refused");
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(code, &e.to_status())
 }

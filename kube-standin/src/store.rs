@@ -806,15 +806,24 @@ impl Store {
             "application/json-patch+json" => {
                 let ops: Vec<json_patch::PatchOperation> = serde_json::from_slice(body)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut doc, &ops).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
-                })?;
+                for op in &ops {
+                    // Like the API server (evanphx/json-patch), `test` of a missing path
+                    // against `null` succeeds; kube-runtime's finalizer helper relies on it.
+                    if let json_patch::PatchOperation::Test(t) = op {
+                        if t.value.is_null() && doc.pointer(t.path.as_str()).is_none() {
+                            continue;
+                        }
+                    }
+                    json_patch::patch(&mut doc, std::slice::from_ref(op)).map_err(|e| {
+                        ApiError::new(
+                            422,
+                            "Invalid",
+                            format!(
+                                "the server rejected our request due to an error in our request: {e}"
+                            ),
+                        )
+                    })?;
+                }
             }
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 if ct == "application/strategic-merge-patch+json" && rt.crd_name.is_some() {
@@ -871,10 +880,10 @@ impl Store {
                 rt.kind
             )));
         }
-        if meta_str(&body, "name") != Some(name) {
-            return Err(ApiError::bad_request(
-                "metadata.name in the apply configuration must match the URL",
-            ));
+        if let Some(body_name) = meta_str(&body, "name").filter(|n| *n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         if rt.namespaced {
             if let Some(ns) = meta_str(&body, "namespace") {
