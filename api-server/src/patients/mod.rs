@@ -116,24 +116,68 @@ async fn load_for(
     }
 }
 
-/// Audit events for a successful access (plus the break-glass event when used).
-fn access_events(
+/// Record-level access of the caller to patient `id`, for other resources scoped to a patient
+/// (appointments, prescriptions). Reads no PHI. Missing or soft-deleted patients and records a
+/// patient account may not see answer `404`; clinicians outside the care team without
+/// break-glass get `403`. Denials are counted and audited here; the caller audits the access
+/// itself (use [`access_events`]-style events: add `.purpose(reason)` and a `patient.break_glass`
+/// event when the result is [`PatientAccess::BreakGlass`]).
+pub async fn check_access(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+) -> Result<PatientAccess, Error> {
+    if auth.role == Role::Patient && auth.patient_id != Some(id) {
+        auth.denied(state, "patient", Some(id.to_string()), None)
+            .await;
+        return Err(Error::NotFound);
+    }
+    let in_care_team: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
+        in_care_team_sql("$2")
+    )))
+    .bind(id)
+    .bind(auth.user_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let in_care_team = in_care_team.ok_or(Error::NotFound)?;
+    match rbac::patient_access(auth.role, relation(auth, id, in_care_team)) {
+        PatientAccess::Hidden => {
+            auth.denied(state, "patient", Some(id.to_string()), Some(id))
+                .await;
+            Err(Error::NotFound)
+        }
+        PatientAccess::Denied => {
+            auth.denied(state, "patient", Some(id.to_string()), Some(id))
+                .await;
+            Err(Error::Forbidden("not in this patient's care team".into()))
+        }
+        access => Ok(access),
+    }
+}
+
+/// Audit events for a successful patient-scoped access (plus the `patient.break_glass` event,
+/// carrying the stated reason, when access came through break-glass).
+pub fn access_events(
     auth: &AuthUser,
     action: &str,
-    id: Uuid,
+    resource_type: &str,
+    resource_id: impl ToString,
+    patient: Uuid,
     access: PatientAccess,
 ) -> Vec<AuditEvent> {
-    let mut ev = AuditEvent::by(auth, action, "patient")
-        .resource(id)
-        .patient(id);
+    let resource_id = resource_id.to_string();
+    let mut ev = AuditEvent::by(auth, action, resource_type)
+        .resource(&resource_id)
+        .patient(patient);
     let mut out = Vec::with_capacity(2);
     if access == PatientAccess::BreakGlass {
         let reason = auth.break_glass_reason.clone().unwrap_or_default();
         ev = ev.purpose(&reason);
         out.push(
-            AuditEvent::by(auth, actions::BREAK_GLASS, "patient")
-                .resource(id)
-                .patient(id)
+            AuditEvent::by(auth, actions::BREAK_GLASS, resource_type)
+                .resource(&resource_id)
+                .patient(patient)
                 .purpose(&reason),
         );
     }
@@ -141,7 +185,8 @@ fn access_events(
     out
 }
 
-async fn audit_access(
+/// Write access events (fail closed) and count break-glass use.
+pub async fn audit_access(
     state: &AppState,
     events: Vec<AuditEvent>,
     break_glass: bool,
@@ -236,7 +281,7 @@ pub async fn read(
     let phi = model::decrypt(&state.keys, &row)?;
     audit_access(
         &state,
-        access_events(&auth, actions::PATIENT_READ, id, access),
+        access_events(&auth, actions::PATIENT_READ, "patient", id, id, access),
         access == PatientAccess::BreakGlass,
     )
     .await?;
@@ -338,7 +383,9 @@ pub async fn list(
             a => a,
         };
         let phi = model::decrypt(&state.keys, row)?;
-        events.extend(access_events(&auth, action, row.id, access));
+        events.extend(access_events(
+            &auth, action, "patient", row.id, row.id, access,
+        ));
         items.push(Patient::from_phi(
             row.id,
             phi,
@@ -421,7 +468,7 @@ pub async fn update(
     })?;
     audit_access(
         &state,
-        access_events(&auth, actions::PATIENT_UPDATE, id, access),
+        access_events(&auth, actions::PATIENT_UPDATE, "patient", id, id, access),
         access == PatientAccess::BreakGlass,
     )
     .await?;
