@@ -435,21 +435,26 @@ fn desired_hash<T: Serialize>(obj: &T) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Names of the Secrets the operator generates for this platform.
+pub fn generated_secret_names(p: &ValidatedPlatform) -> Vec<String> {
+    let mut names = vec![p.names.api_secrets()];
+    if p.spec.database.provider == DatabaseProvider::Embedded {
+        names.push(p.names.postgres_credentials());
+    }
+    if p.spec.cache.provider == CacheProvider::Embedded {
+        names.push(p.names.redis_credentials());
+    }
+    names
+}
+
 /// Data of the generated Secrets that already exist (so they are never regenerated).
 pub async fn read_existing_secrets(
     client: &Client,
     p: &ValidatedPlatform,
 ) -> Result<ExistingSecrets, ApplyError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &p.namespace);
-    let mut wanted = vec![p.names.api_secrets()];
-    if p.spec.database.provider == DatabaseProvider::Embedded {
-        wanted.push(p.names.postgres_credentials());
-    }
-    if p.spec.cache.provider == CacheProvider::Embedded {
-        wanted.push(p.names.redis_credentials());
-    }
     let mut existing = ExistingSecrets::default();
-    for name in wanted {
+    for name in generated_secret_names(p) {
         let secret = api
             .get_opt(&name)
             .await

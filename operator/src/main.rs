@@ -1,14 +1,305 @@
+//! `caduceus-operator`: `run` (controller + HTTP server + leader election), `crd`, `render`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use caduceus_operator::server::{self, ServerState};
+use caduceus_operator::{crd, render, run_controller, ControllerConfig, Metrics};
+use clap::{ArgAction, Parser, Subcommand};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "caduceus-operator",
+    version,
+    about = "Kubernetes operator for Caduceus healthcare platforms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller, the /metrics /healthz /readyz server and leader election.
+    Run(RunArgs),
+    /// Print the HealthcarePlatform CRD as YAML.
+    Crd,
+    /// Print every child object of the platform(s) in a file as multi-document YAML (no cluster
+    /// needed; generated secret values are placeholders).
+    Render {
+        /// File with one or more HealthcarePlatform documents (`-` for stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Namespace for platforms without metadata.namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "CADUCEUS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a coordination.k8s.io Lease (required with more than one replica).
+    #[arg(long, env = "CADUCEUS_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "CADUCEUS_LEASE_NAME",
+        default_value = "caduceus-operator-leader"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the Lease and reportingInstance of Events (defaults to the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Lease duration in seconds (a new leader takes over at most this long after a crash).
+    #[arg(long, env = "CADUCEUS_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "CADUCEUS_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Periodic re-check of every platform, in seconds.
+    #[arg(long, env = "CADUCEUS_REQUEUE_SECONDS", default_value_t = 300)]
+    requeue_seconds: u64,
+    /// Platforms reconciled concurrently.
+    #[arg(long, env = "CADUCEUS_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// tracing filter, e.g. `info` or `info,caduceus_operator=debug`.
+    #[arg(long, env = "CADUCEUS_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
 
 fn main() -> ExitCode {
-    match caduceus_operator::crd::crd_yaml() {
-        Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot serialise the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Render { file, namespace } => {
+            let input = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            let input = match input {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match render::render(&input, &namespace) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Err(e) => {
-            eprintln!("error: cannot serialise the CRD: {e}");
-            ExitCode::FAILURE
+        Command::Run(args) => {
+            init_tracing(&args.log_level);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    // One shutdown signal for everything.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        info!("termination signal received, shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let state = ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        state,
+        stopped(stop_rx.clone()),
+    ));
+    info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
+
+    let config = ControllerConfig {
+        requeue_interval: Duration::from_secs(args.requeue_seconds.max(1)),
+        namespace: args.watch_namespace.clone(),
+        concurrency: args.concurrency.max(1),
+        instance: args.identity.clone(),
+        metrics,
+        ..Default::default()
+    };
+
+    let result = if args.leader_election {
+        run_with_lease(client, config, &args, ready, stop_rx.clone()).await
+    } else {
+        ready.store(true, Ordering::Relaxed);
+        run_controller(client, config, stopped(stop_rx.clone()))
+            .await
+            .map_err(|e| anyhow!(e))
+    };
+
+    // Stop the HTTP server too (also when the controller ended on its own).
+    let mut rx = stop_rx;
+    if !*rx.borrow_and_update() {
+        warn!("controller ended without a termination signal");
+    }
+    server.abort();
+    result
+}
+
+async fn run_with_lease(
+    client: kube::Client,
+    config: ControllerConfig,
+    args: &RunArgs,
+    ready: Arc<AtomicBool>,
+    stop_rx: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("caduceus-operator-{}", std::process::id()));
+    let duration = args.lease_duration_seconds.max(5);
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(2))
+        .build()
+        .await
+        .context("cannot set up leader election")?;
+    let (mut leader, lease_task) = manager.watch().await;
+    ready.store(true, Ordering::Relaxed);
+    info!(lease = %args.lease_name, identity = %identity, "waiting for leadership");
+
+    let mut stop = stop_rx.clone();
+    let became_leader = tokio::select! {
+        r = leader.wait_for(|is_leader| *is_leader) => r.is_ok(),
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !became_leader {
+        drop(leader);
+        let _ = lease_task.await;
+        return Ok(());
+    }
+    info!("leadership acquired, starting the controller");
+
+    // Stop reconciling on termination or when the Lease is lost.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
+    let mut leader_watch = leader.clone();
+    let mut stop_watch = stop_rx.clone();
+    tokio::spawn(async move {
+        let lost = tokio::select! {
+            _ = leader_watch.wait_for(|is_leader| !*is_leader) => true,
+            _ = stop_watch.wait_for(|s| *s) => false,
+        };
+        let _ = lost_tx.send(lost);
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let lost_flag = Arc::new(AtomicBool::new(false));
+    let flag = lost_flag.clone();
+    tokio::spawn(async move {
+        if let Ok(lost) = lost_rx.await {
+            flag.store(lost, Ordering::Relaxed);
+        }
+        let _ = shutdown_tx.send(());
+    });
+    let result = run_controller(client, config, async move {
+        let _ = shutdown_rx.await;
+    })
+    .await;
+
+    // Dropping the receivers releases the Lease.
+    drop(leader);
+    match lease_task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
+        Err(e) => warn!(error = %e, "lease task failed"),
+    }
+    result.map_err(|e| anyhow!(e))?;
+    if lost_flag.load(Ordering::Relaxed) {
+        // Exit so the pod restarts as a standby; never keep reconciling without the Lease.
+        return Err(anyhow!("leadership lost"));
+    }
+    Ok(())
 }

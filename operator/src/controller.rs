@@ -1,0 +1,587 @@
+//! The controller: kube-runtime `Controller` over `HealthcarePlatform` and every owned kind, the
+//! staged reconcile (validate → build → apply → status), the finalizer that applies
+//! `deletionPolicy`, and error backoff with jitter.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use rand::Rng;
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::apply::{self, describe, Applier, ApplyError, DriftTracker};
+use crate::build::{build_children, cnpg, SecretGenerator};
+use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
+use crate::metrics::Metrics;
+use crate::names::{Names, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::status::{self, Outcome};
+use crate::validate::validate;
+
+/// Annotation that allows the operator to generate new Secrets for a platform that already
+/// had them (they were deleted and cannot be restored).
+pub const ANNOTATION_ALLOW_NEW_SECRETS: &str = "caduceus.io/allow-new-secrets";
+
+/// Settings of the controller. `Default` gives the production values.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Periodic re-check of every platform without events (default 5 min).
+    pub requeue_interval: Duration,
+    /// Re-check interval while a platform is not Ready yet (default 15 s).
+    pub progress_interval: Duration,
+    /// First error backoff; doubles per consecutive failure (default 1 s).
+    pub error_backoff_base: Duration,
+    /// Longest error backoff (default 5 min).
+    pub error_backoff_max: Duration,
+    /// Watch only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Platforms reconciled at once (default 8).
+    pub concurrency: u16,
+    /// `reportingInstance` of Events (usually the pod name).
+    pub instance: Option<String>,
+    /// Metrics registry the controller records into.
+    pub metrics: Metrics,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            requeue_interval: Duration::from_secs(300),
+            progress_interval: Duration::from_secs(15),
+            error_backoff_base: Duration::from_secs(1),
+            error_backoff_max: Duration::from_secs(300),
+            namespace: None,
+            concurrency: 8,
+            instance: None,
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+/// Reconciler context: client, event recorder, metrics, config. (The HTTP server has its own
+/// state; it only shares `Metrics`.)
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub config: ControllerConfig,
+    pub drift: DriftTracker,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: ControllerConfig) -> Self {
+        let reporter = Reporter {
+            controller: MANAGED_BY.into(),
+            instance: config.instance.clone(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            metrics: config.metrics.clone(),
+            client,
+            config,
+            drift: DriftTracker::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        match self.failures.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Errors of the reconcile (one enum per stage below it).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("patching the status failed: {0}")]
+    Status(String),
+    #[error("finalizer cleanup failed: {0}")]
+    Cleanup(String),
+    #[error("the platform has no namespace")]
+    NoNamespace,
+}
+
+impl ReconcileError {
+    /// Status reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Apply(e) => e.reason(),
+            ReconcileError::Status(_) => "StatusPatchFailed",
+            ReconcileError::Cleanup(_) => "CleanupFailed",
+            ReconcileError::NoNamespace => "NoNamespace",
+        }
+    }
+}
+
+/// Error type of one reconcile (the finalizer helper wraps ours).
+pub type Error = FinalizerError<ReconcileError>;
+
+/// Metric label / reason of a reconcile error.
+pub fn error_reason(e: &Error) -> &'static str {
+    match e {
+        FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => inner.reason(),
+        FinalizerError::AddFinalizer(_) => "AddFinalizerFailed",
+        FinalizerError::RemoveFinalizer(_) => "RemoveFinalizerFailed",
+        FinalizerError::UnnamedObject => "UnnamedObject",
+        _ => "FinalizerFailed",
+    }
+}
+
+/// Errors that stop the controller from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(
+        "the HealthcarePlatform CRD is not installed (install crds/caduceus.io_healthcareplatforms.yaml): {0}"
+    )]
+    CrdNotInstalled(String),
+    #[error("cannot list HealthcarePlatforms: {0}")]
+    Api(String),
+}
+
+fn key(hp: &HealthcarePlatform) -> String {
+    format!("{}/{}", hp.namespace().unwrap_or_default(), hp.name_any())
+}
+
+async fn publish(
+    ctx: &Context,
+    hp: &HealthcarePlatform,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &hp.object_ref(&())).await {
+        debug!(platform = %key(hp), error = %describe(&e), "publishing event failed");
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn write_status(
+    ctx: &Context,
+    hp: &HealthcarePlatform,
+    outcome: Outcome<'_>,
+) -> Result<crate::crd::Phase, ReconcileError> {
+    let new = status::compute(hp, outcome, now());
+    status::patch_if_changed(&ctx.client, hp, &new)
+        .await
+        .map_err(|e| ReconcileError::Status(describe(&e)))?;
+    ctx.metrics.set_phase(&key(hp), Some(new.phase));
+    Ok(new.phase)
+}
+
+/// Validate → build → apply → status for one platform.
+async fn apply_platform(
+    hp: Arc<HealthcarePlatform>,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let ns = hp.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let cfg = &ctx.config;
+
+    let p = match validate(&hp, &ns) {
+        Ok(p) => p,
+        Err(err) => {
+            ctx.metrics.errors.with_label_values(&["InvalidSpec"]).inc();
+            let changed =
+                hp.status.as_ref().map(|s| s.observed_generation) != Some(hp.metadata.generation);
+            write_status(ctx, &hp, Outcome::Invalid(&err)).await?;
+            if changed {
+                publish(ctx, &hp, EventType::Warning, "InvalidSpec", err.to_string()).await;
+            }
+            // Nothing to retry: a spec change triggers the next reconcile.
+            return Ok(Action::requeue(cfg.requeue_interval));
+        }
+    };
+
+    if hp.spec.paused {
+        let observed = apply::observe(&ctx.client, &p).await?;
+        write_status(ctx, &hp, Outcome::Observed(&p, &observed)).await?;
+        return Ok(Action::requeue(cfg.requeue_interval));
+    }
+
+    let cnpg_installed = if p.spec.database.provider == DatabaseProvider::CloudNativePG {
+        apply::cnpg_installed(&ctx.client).await?
+    } else {
+        true
+    };
+
+    let existing = apply::read_existing_secrets(&ctx.client, &p).await?;
+    let provisioned_before = hp.status.as_ref().is_some_and(|s| s.api_server.is_some());
+    let allow_new = hp
+        .annotations()
+        .get(ANNOTATION_ALLOW_NEW_SECRETS)
+        .is_some_and(|v| v == "true");
+    if provisioned_before && !allow_new {
+        let missing: Vec<String> = apply::generated_secret_names(&p)
+            .into_iter()
+            .filter(|n| !existing.by_name.contains_key(n))
+            .collect();
+        if !missing.is_empty() {
+            ctx.metrics
+                .errors
+                .with_label_values(&["SecretsMissing"])
+                .inc();
+            write_status(ctx, &hp, Outcome::SecretsMissing(&missing)).await?;
+            publish(
+                ctx,
+                &hp,
+                EventType::Warning,
+                "SecretsMissing",
+                format!("generated Secret(s) {} are missing; not regenerating keys of an existing platform", missing.join(", ")),
+            )
+            .await;
+            return Ok(Action::requeue(cfg.progress_interval));
+        }
+    }
+
+    let children = build_children(&p, &existing, &mut SecretGenerator::random());
+    let applier = Applier {
+        client: ctx.client.clone(),
+        namespace: &ns,
+        tracker: &ctx.drift,
+    };
+    let observed = match applier.apply_all(&p, children, cnpg_installed).await {
+        Ok(o) => o,
+        Err(err) => {
+            if let Err(status_err) = write_status(ctx, &hp, Outcome::ApplyFailed(&err)).await {
+                warn!(platform = %key(&hp), error = %status_err, "status update after apply failure failed");
+            }
+            return Err(err.into());
+        }
+    };
+    for (kind, name) in &observed.drift_corrected {
+        ctx.metrics
+            .drift_corrections
+            .with_label_values(&[kind])
+            .inc();
+        info!(platform = %key(&hp), kind, name = %name, "drift corrected");
+        publish(
+            ctx,
+            &hp,
+            EventType::Normal,
+            "DriftCorrected",
+            format!(
+                "{kind} {name} was changed or deleted outside the operator and has been restored"
+            ),
+        )
+        .await;
+    }
+    let phase = write_status(ctx, &hp, Outcome::Observed(&p, &observed)).await?;
+    if !observed.cnpg_installed {
+        return Ok(Action::requeue(
+            cfg.progress_interval.max(Duration::from_secs(60)),
+        ));
+    }
+    Ok(match phase {
+        crate::crd::Phase::Ready | crate::crd::Phase::Stopped => {
+            Action::requeue(cfg.requeue_interval)
+        }
+        _ => Action::requeue(cfg.progress_interval.min(cfg.requeue_interval)),
+    })
+}
+
+/// Merge-patches `ownerReferences` of one object so it no longer points at the platform.
+async fn detach<K>(api: &Api<K>, obj: &K, owner_uid: &str) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let refs = obj.meta().owner_references.clone().unwrap_or_default();
+    if !refs.iter().any(|r| r.uid == owner_uid) {
+        return Ok(false);
+    }
+    let remaining: Vec<_> = refs.into_iter().filter(|r| r.uid != owner_uid).collect();
+    let patch = if remaining.is_empty() {
+        json!({"metadata": {"ownerReferences": null}})
+    } else {
+        json!({"metadata": {"ownerReferences": remaining}})
+    };
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Finalizer: applies `deletionPolicy` before the platform goes away.
+async fn cleanup(hp: Arc<HealthcarePlatform>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = hp.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = hp.name_any();
+    let uid = hp.uid().unwrap_or_default();
+    let names = Names::new(name.clone());
+    let err = |e: kube::Error| ReconcileError::Cleanup(describe(&e));
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let claims = pvcs
+        .list(&ListParams::default().labels(&names.platform_selector_string()))
+        .await
+        .map_err(err)?;
+    let claim_names: Vec<String> = claims.items.iter().map(|c| c.name_any()).collect();
+
+    match hp.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            for claim in &claims.items {
+                detach(&pvcs, claim, &uid).await.map_err(err)?;
+            }
+            // Credentials and key rings must survive with the data they unlock.
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let mut kept_secrets = Vec::new();
+            for secret_name in [
+                names.api_secrets(),
+                names.postgres_credentials(),
+                names.redis_credentials(),
+                names.backup_key(),
+            ] {
+                if let Some(s) = secrets.get_opt(&secret_name).await.map_err(err)? {
+                    detach(&secrets, &s, &uid).await.map_err(err)?;
+                    kept_secrets.push(secret_name);
+                }
+            }
+            let mut kept_cluster = String::new();
+            if hp.spec.database.provider == DatabaseProvider::CloudNativePG
+                && apply::cnpg_installed(&ctx.client).await?
+            {
+                let clusters: Api<DynamicObject> =
+                    Api::namespaced_with(ctx.client.clone(), &ns, &cnpg::api_resource());
+                if let Some(c) = clusters.get_opt(&names.cnpg_cluster()).await.map_err(err)? {
+                    detach(&clusters, &c, &uid).await.map_err(err)?;
+                    kept_cluster = format!(" and CloudNativePG Cluster {}", names.cnpg_cluster());
+                }
+            }
+            publish(
+                ctx,
+                &hp,
+                EventType::Normal,
+                "DataRetained",
+                format!(
+                    "deletionPolicy Retain: kept PVC(s) [{}], Secret(s) [{}]{kept_cluster}; delete them by hand when the data is no longer needed",
+                    claim_names.join(", "),
+                    kept_secrets.join(", ")
+                ),
+            )
+            .await;
+            info!(platform = %key(&hp), pvcs = claim_names.len(), "platform deleted, data retained");
+        }
+        DeletionPolicy::Delete => {
+            for claim in &claim_names {
+                match pvcs.delete(claim, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            publish(
+                ctx,
+                &hp,
+                EventType::Normal,
+                "DataDeleted",
+                format!(
+                    "deletionPolicy Delete: deleted PVC(s) [{}]; other children are removed by garbage collection",
+                    claim_names.join(", ")
+                ),
+            )
+            .await;
+            info!(platform = %key(&hp), pvcs = claim_names.len(), "platform deleted with its data");
+        }
+    }
+    ctx.drift.forget(&ns, &name);
+    ctx.metrics.set_phase(&key(&hp), None);
+    Ok(Action::await_change())
+}
+
+/// One reconcile, wrapped in the finalizer helper and measured.
+pub async fn reconcile(hp: Arc<HealthcarePlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let platform_key = key(&hp);
+    let ns = hp.namespace().unwrap_or_default();
+    let api: Api<HealthcarePlatform> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, hp, |event| async {
+        match event {
+            FinalizerEvent::Apply(hp) => apply_platform(hp, &ctx).await,
+            FinalizerEvent::Cleanup(hp) => cleanup(hp, &ctx).await,
+        }
+    })
+    .await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(start.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => {
+            ctx.metrics.reconciles.with_label_values(&["success"]).inc();
+            ctx.failures().remove(&platform_key);
+        }
+        Err(e) => {
+            ctx.metrics.reconciles.with_label_values(&["error"]).inc();
+            ctx.metrics
+                .errors
+                .with_label_values(&[error_reason(e)])
+                .inc();
+        }
+    }
+    result
+}
+
+/// Exponential backoff with jitter: base·2^(n-1), capped, plus up to one base of jitter.
+pub fn backoff(config: &ControllerConfig, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let base = config.error_backoff_base;
+    let delay = base
+        .saturating_mul(1u32 << exp)
+        .min(config.error_backoff_max);
+    let jitter_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
+    delay + Duration::from_millis(rand::rng().random_range(0..jitter_ms))
+}
+
+/// Requeue after an error with backoff and jitter.
+pub fn error_policy(hp: Arc<HealthcarePlatform>, err: &Error, ctx: Arc<Context>) -> Action {
+    let failures = {
+        let mut map = ctx.failures();
+        let n = map.entry(key(&hp)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(&ctx.config, failures);
+    warn!(platform = %key(&hp), reason = error_reason(err), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller until `shutdown` completes.
+///
+/// Watches `HealthcarePlatform`s (all namespaces, or `config.namespace`) and every owned kind
+/// (labelled `app.kubernetes.io/managed-by=caduceus-operator`), so an edited or deleted child
+/// triggers a reconcile within seconds. Leader election is the caller's business (see `main`).
+pub async fn run_controller(
+    client: Client,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let platforms: Api<HealthcarePlatform> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = platforms.list(&ListParams::default().limit(1)).await {
+        return Err(match &e {
+            kube::Error::Api(s) if s.code == 404 => ControllerError::CrdNotInstalled(describe(&e)),
+            _ => ControllerError::Api(describe(&e)),
+        });
+    }
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = config.namespace.clone();
+    let concurrency = config.concurrency;
+    let ctx = Arc::new(Context::new(client.clone(), config));
+
+    // graceful_shutdown_on needs a Sync future; bridge through a oneshot.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+
+    info!("controller starting");
+    Controller::new(platforms, watcher::Config::default())
+        .owns(api::<Deployment>(&client, &ns), owned.clone())
+        .owns(api::<StatefulSet>(&client, &ns), owned.clone())
+        .owns(api::<Service>(&client, &ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, &ns), owned.clone())
+        .owns(api::<Secret>(&client, &ns), owned.clone())
+        .owns(api::<ServiceAccount>(&client, &ns), owned.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, &ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, &ns), owned.clone())
+        .owns(api::<Ingress>(&client, &ns), owned.clone())
+        .owns(api::<NetworkPolicy>(&client, &ns), owned)
+        .with_config(RuntimeConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(async move {
+            let _ = rx.await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(platform = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %redact(&e.to_string()), "controller event"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+fn redact(s: &str) -> String {
+    apply::redact_quoted(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let cfg = ControllerConfig {
+            error_backoff_base: Duration::from_millis(100),
+            error_backoff_max: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let first = backoff(&cfg, 1);
+        assert!(first >= Duration::from_millis(100) && first < Duration::from_millis(200));
+        let third = backoff(&cfg, 3);
+        assert!(third >= Duration::from_millis(400) && third < Duration::from_millis(500));
+        let many = backoff(&cfg, 50);
+        assert!(many >= Duration::from_secs(1) && many < Duration::from_millis(1100));
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(&cfg, 2)).collect();
+        assert!(samples.len() > 1, "jitter varies the delay");
+    }
+
+    #[test]
+    fn default_config_matches_documentation() {
+        let c = ControllerConfig::default();
+        assert_eq!(c.requeue_interval, Duration::from_secs(300));
+        assert!(c.namespace.is_none());
+    }
+
+    #[test]
+    fn error_reasons_are_stable_labels() {
+        let e: Error = FinalizerError::ApplyFailed(ReconcileError::Apply(ApplyError::Discovery {
+            detail: "x".into(),
+        }));
+        assert_eq!(error_reason(&e), "DiscoveryFailed");
+        let e: Error = FinalizerError::CleanupFailed(ReconcileError::Cleanup("x".into()));
+        assert_eq!(error_reason(&e), "CleanupFailed");
+    }
+}

@@ -1,0 +1,232 @@
+//! `caduceus-operator render`: every child of the platforms in a YAML file, as multi-document
+//! YAML, from the same builders the controller uses. No cluster: generated Secret values are
+//! placeholders (annotated `caduceus.io/placeholder-values: "true"`), and ownerReferences are
+//! left out (the platform has no UID yet; a fake one would get the children garbage-collected).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::build::{build_children, Children, ExistingSecrets, SecretGenerator};
+use crate::crd::HealthcarePlatform;
+use crate::validate::{validate, ValidationError};
+
+/// Why a file could not be rendered. Messages name the document and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("document {doc}: not YAML: {message}")]
+    Yaml { doc: usize, message: String },
+    #[error("document {doc}: expected apiVersion caduceus.io/v1alpha1 and kind HealthcarePlatform, got {api_version} {kind}")]
+    WrongKind {
+        doc: usize,
+        api_version: String,
+        kind: String,
+    },
+    #[error("document {doc}: {field}: {message}")]
+    Field {
+        doc: usize,
+        field: String,
+        message: String,
+    },
+    #[error("document {doc} ({name}): invalid: {source}")]
+    Invalid {
+        doc: usize,
+        name: String,
+        #[source]
+        source: ValidationError,
+    },
+    #[error("no HealthcarePlatform found in the input")]
+    Empty,
+    #[error("cannot serialise the output: {0}")]
+    Output(String),
+}
+
+/// Parses every `HealthcarePlatform` document of a YAML stream (field errors name the path).
+pub fn parse_platforms(yaml: &str) -> Result<Vec<HealthcarePlatform>, RenderError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(yaml).enumerate() {
+        let n = i + 1;
+        let value = Value::deserialize(doc).map_err(|e| RenderError::Yaml {
+            doc: n,
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_string();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>")
+            .to_string();
+        if api_version != "caduceus.io/v1alpha1" || kind != "HealthcarePlatform" {
+            return Err(RenderError::WrongKind {
+                doc: n,
+                api_version,
+                kind,
+            });
+        }
+        let hp: HealthcarePlatform =
+            serde_path_to_error::deserialize(value).map_err(|e| RenderError::Field {
+                doc: n,
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        out.push(hp);
+    }
+    if out.is_empty() {
+        return Err(RenderError::Empty);
+    }
+    Ok(out)
+}
+
+/// Every child as JSON values, in apply order.
+pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json::Error> {
+    let Children {
+        postgres_credentials,
+        redis_credentials,
+        api_secrets,
+        postgres,
+        cnpg_cluster,
+        redis,
+        api_service_account,
+        api_config,
+        api_deployment,
+        api_service,
+        api_hpa,
+        api_pdb,
+        api_ingress,
+        network_policies,
+    } = children;
+    let mut out = Vec::new();
+    for np in network_policies {
+        out.push(serde_json::to_value(np)?);
+    }
+    for s in postgres_credentials.iter().chain(redis_credentials.iter()) {
+        out.push(serde_json::to_value(s)?);
+    }
+    out.push(serde_json::to_value(api_secrets)?);
+    out.push(serde_json::to_value(api_service_account)?);
+    out.push(serde_json::to_value(api_config)?);
+    if let Some(pg) = postgres {
+        out.push(serde_json::to_value(&pg.headless_service)?);
+        out.push(serde_json::to_value(&pg.service)?);
+        out.push(serde_json::to_value(&pg.stateful_set)?);
+    }
+    if let Some(c) = cnpg_cluster {
+        out.push(serde_json::to_value(c)?);
+    }
+    if let Some(r) = redis {
+        out.push(serde_json::to_value(&r.service)?);
+        out.push(serde_json::to_value(&r.stateful_set)?);
+    }
+    out.push(serde_json::to_value(api_deployment)?);
+    out.push(serde_json::to_value(api_service)?);
+    if let Some(h) = api_hpa {
+        out.push(serde_json::to_value(h)?);
+    }
+    if let Some(p) = api_pdb {
+        out.push(serde_json::to_value(p)?);
+    }
+    if let Some(i) = api_ingress {
+        out.push(serde_json::to_value(i)?);
+    }
+    Ok(out)
+}
+
+/// Renders every platform of a YAML stream to multi-document YAML.
+pub fn render(yaml: &str, default_namespace: &str) -> Result<String, RenderError> {
+    let platforms = parse_platforms(yaml)?;
+    let mut docs = Vec::new();
+    for (i, hp) in platforms.iter().enumerate() {
+        let p = validate(hp, default_namespace).map_err(|source| RenderError::Invalid {
+            doc: i + 1,
+            name: hp.metadata.name.clone().unwrap_or_default(),
+            source,
+        })?;
+        let children = build_children(
+            &p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        let values =
+            children_to_values(&children).map_err(|e| RenderError::Output(e.to_string()))?;
+        for v in values {
+            let text =
+                serde_norway::to_string(&v).map_err(|e| RenderError::Output(e.to_string()))?;
+            docs.push(text);
+        }
+    }
+    let mut out = String::new();
+    for d in docs {
+        out.push_str("---\n");
+        out.push_str(&d);
+        if !d.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "apiVersion: caduceus.io/v1alpha1\nkind: HealthcarePlatform\nmetadata:\n  name: demo\nspec: {}\n";
+
+    #[test]
+    fn renders_every_child_with_placeholders() {
+        let out = render(MINIMAL, "default").unwrap();
+        let docs: Vec<Value> = serde_norway::Deserializer::from_str(&out)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        for k in [
+            "NetworkPolicy",
+            "Secret",
+            "ServiceAccount",
+            "ConfigMap",
+            "StatefulSet",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+        ] {
+            assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+        }
+        assert!(out.contains("caduceus.io/placeholder-values"));
+        assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "default"));
+        assert!(docs
+            .iter()
+            .all(|d| d["metadata"].get("ownerReferences").is_none()));
+        // Deterministic.
+        assert_eq!(out, render(MINIMAL, "default").unwrap());
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let bad = MINIMAL.replace("spec: {}", "spec:\n  apiServer:\n    replicas: lots\n");
+        let err = render(&bad, "default").unwrap_err().to_string();
+        assert!(err.contains("spec.apiServer.replicas"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let bad = MINIMAL.replace("spec: {}", "spec:\n  database:\n    provider: External\n");
+        let err = render(&bad, "default").unwrap_err().to_string();
+        assert!(err.contains("spec.database.secretRef"), "{err}");
+    }
+
+    #[test]
+    fn other_kinds_and_empty_input_are_refused() {
+        let err = render("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n", "d").unwrap_err();
+        assert!(matches!(err, RenderError::WrongKind { .. }));
+        assert!(matches!(render("", "d").unwrap_err(), RenderError::Empty));
+        assert!(matches!(
+            render("a: [", "d").unwrap_err(),
+            RenderError::Yaml { .. }
+        ));
+    }
+}

@@ -1,0 +1,791 @@
+//! Status stage: computes the platform status from what the cluster reports (pure), and patches
+//! it through the status subresource only when it changed.
+//!
+//! Ready means pods are ready (Deployment/StatefulSet/CloudNativePG status), not that objects
+//! were submitted. `lastTransitionTime` of a condition changes only when its status changes.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::apply::{describe, ApplyError, Observed};
+use crate::build::ingress;
+use crate::crd::{
+    ApiServerStatus, CacheProvider, DatabaseProvider, EndpointStatus, HealthcarePlatform,
+    HealthcarePlatformStatus, Phase,
+};
+use crate::names::{Names, API_HTTP_PORT, FIELD_MANAGER};
+use crate::validate::{ValidatedPlatform, ValidationError};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const DATABASE_READY: &str = "DatabaseReady";
+pub const CACHE_READY: &str = "CacheReady";
+pub const API_SERVER_READY: &str = "ApiServerReady";
+pub const NETWORK_POLICY_READY: &str = "NetworkPolicyReady";
+pub const RECONCILIATION_PAUSED: &str = "ReconciliationPaused";
+pub const STOPPED: &str = "Stopped";
+
+/// Reason used when the CloudNativePG CRD is not served.
+pub const REASON_CNPG_NOT_INSTALLED: &str = "CloudNativePGNotInstalled";
+
+/// What the reconcile achieved.
+pub enum Outcome<'a> {
+    /// The spec failed validation; nothing was applied.
+    Invalid(&'a ValidationError),
+    /// Generated Secrets of an existing platform are gone; nothing was applied.
+    SecretsMissing(&'a [String]),
+    /// Applying failed part-way.
+    ApplyFailed(&'a ApplyError),
+    /// Children applied (or, when paused, observed).
+    Observed(&'a ValidatedPlatform, &'a Observed),
+}
+
+/// A condition as computed by this reconcile.
+struct Cond {
+    type_: &'static str,
+    status: bool,
+    reason: String,
+    message: String,
+}
+
+fn cond(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Cond {
+    Cond {
+        type_,
+        status,
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Merges computed conditions into the previous ones, keeping `lastTransitionTime` when the
+/// status did not change. Conditions not computed this time are kept as they were.
+fn merge_conditions(
+    previous: &[Condition],
+    computed: Vec<Cond>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = previous.to_vec();
+    for c in computed {
+        let status = if c.status { "True" } else { "False" }.to_string();
+        let transition = previous
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == status)
+            .map(|p| p.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        let new = Condition {
+            type_: c.type_.to_string(),
+            status,
+            reason: c.reason,
+            message: c.message,
+            observed_generation: generation,
+            last_transition_time: transition,
+        };
+        match out.iter_mut().find(|p| p.type_ == new.type_) {
+            Some(slot) => *slot = new,
+            None => out.push(new),
+        }
+    }
+    out
+}
+
+struct Readiness {
+    ready: bool,
+    progressing: bool,
+    reason: String,
+    message: String,
+}
+
+fn stateful_set_readiness(what: &str, sts: Option<&StatefulSet>, stopped: bool) -> Readiness {
+    let Some(sts) = sts else {
+        return Readiness {
+            ready: false,
+            progressing: true,
+            reason: "NotCreated".into(),
+            message: format!("{what} has not been created yet"),
+        };
+    };
+    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = sts.status.clone().unwrap_or_default();
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let observed = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    if stopped {
+        return Readiness {
+            ready: false,
+            progressing: status.replicas > 0,
+            reason: "Stopped".into(),
+            message: format!("{what} is scaled to zero (platform stopped); data is kept"),
+        };
+    }
+    if observed && ready >= desired && updated >= desired {
+        Readiness {
+            ready: true,
+            progressing: false,
+            reason: "PodsReady".into(),
+            message: format!("{what}: {ready}/{desired} pods ready"),
+        }
+    } else {
+        Readiness {
+            ready: false,
+            progressing: true,
+            reason: "PodsNotReady".into(),
+            message: format!("{what}: {ready}/{desired} pods ready"),
+        }
+    }
+}
+
+fn deployment_readiness(d: Option<&Deployment>, stopped: bool) -> (Readiness, i32, i32) {
+    let Some(d) = d else {
+        return (
+            Readiness {
+                ready: false,
+                progressing: true,
+                reason: "NotCreated".into(),
+                message: "the API Deployment has not been created yet".into(),
+            },
+            0,
+            0,
+        );
+    };
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let deadline = status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    if stopped {
+        return (
+            Readiness {
+                ready: false,
+                progressing: total > 0,
+                reason: "Stopped".into(),
+                message: "the API is scaled to zero (platform stopped)".into(),
+            },
+            ready,
+            desired,
+        );
+    }
+    let r = if deadline {
+        Readiness {
+            ready: false,
+            progressing: false,
+            reason: "ProgressDeadlineExceeded".into(),
+            message: format!(
+                "the API rollout is stuck ({ready}/{desired} pods ready); check the pods' events and logs"
+            ),
+        }
+    } else if observed && desired > 0 && ready >= desired && updated >= desired && total <= desired
+    {
+        Readiness {
+            ready: true,
+            progressing: false,
+            reason: "PodsReady".into(),
+            message: format!("{ready}/{desired} API pods ready"),
+        }
+    } else {
+        Readiness {
+            ready: false,
+            progressing: true,
+            reason: "RollingOut".into(),
+            message: format!("{ready}/{desired} API pods ready, {updated} updated"),
+        }
+    };
+    (r, ready, desired)
+}
+
+/// Running API version: the image tag, once every desired pod runs the current template.
+fn running_version(
+    d: Option<&Deployment>,
+    api_ready: bool,
+    previous: Option<&str>,
+) -> Option<String> {
+    if !api_ready {
+        return previous.map(str::to_string);
+    }
+    let image = d?
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "api")?
+        .image
+        .clone()?;
+    image.rsplit_once(':').map(|(_, tag)| tag.to_string())
+}
+
+/// Computes the new status. Pure; `now` is the transition time for changed conditions.
+pub fn compute(
+    hp: &HealthcarePlatform,
+    outcome: Outcome<'_>,
+    now: Time,
+) -> HealthcarePlatformStatus {
+    let previous = hp.status.clone().unwrap_or_default();
+    let generation = hp.metadata.generation;
+    let mut status = HealthcarePlatformStatus {
+        observed_generation: generation,
+        compliance: previous.compliance.clone(),
+        backup: previous.backup.clone(),
+        endpoint: previous.endpoint.clone(),
+        api_server: previous.api_server.clone(),
+        ..Default::default()
+    };
+    let paused = cond(
+        RECONCILIATION_PAUSED,
+        hp.spec.paused,
+        if hp.spec.paused {
+            "Paused"
+        } else {
+            "Reconciling"
+        },
+        if hp.spec.paused {
+            "spec.paused is true: spec changes are not applied; status is still updated"
+        } else {
+            "spec changes are applied"
+        },
+    );
+    let stopped = cond(
+        STOPPED,
+        hp.spec.stopped,
+        if hp.spec.stopped {
+            "Stopped"
+        } else {
+            "Running"
+        },
+        if hp.spec.stopped {
+            "spec.stopped is true: workloads are scaled to zero; data is kept"
+        } else {
+            "workloads run"
+        },
+    );
+
+    let (phase, message, conditions) = match outcome {
+        Outcome::Invalid(err) => {
+            let msg = format!("invalid spec: {err}");
+            (
+                Phase::Failed,
+                msg.clone(),
+                vec![
+                    cond(READY, false, "InvalidSpec", msg.clone()),
+                    cond(DEGRADED, true, "InvalidSpec", msg.clone()),
+                    cond(
+                        PROGRESSING,
+                        false,
+                        "InvalidSpec",
+                        "nothing is applied until the spec is fixed",
+                    ),
+                    paused,
+                    stopped,
+                ],
+            )
+        }
+        Outcome::SecretsMissing(names) => {
+            let msg = format!(
+                "generated Secret(s) {} of this existing platform are missing; restore them from backup \
+                 (new keys would make encrypted data and the database unreachable), or annotate the \
+                 platform with caduceus.io/allow-new-secrets=true to generate new ones",
+                names.join(", ")
+            );
+            (
+                Phase::Degraded,
+                msg.clone(),
+                vec![
+                    cond(READY, false, "SecretsMissing", msg.clone()),
+                    cond(DEGRADED, true, "SecretsMissing", msg),
+                    paused,
+                    stopped,
+                ],
+            )
+        }
+        Outcome::ApplyFailed(err) => {
+            let msg = err.to_string();
+            (
+                Phase::Degraded,
+                msg.clone(),
+                vec![
+                    cond(READY, false, err.reason(), msg.clone()),
+                    cond(DEGRADED, true, err.reason(), msg),
+                    paused,
+                    stopped,
+                ],
+            )
+        }
+        Outcome::Observed(p, obs) => {
+            observed_conditions(p, obs, &previous, &mut status, paused, stopped)
+        }
+    };
+    status.phase = phase;
+    status.message = Some(message);
+    status.conditions = merge_conditions(&previous.conditions, conditions, generation, &now);
+    status
+}
+
+fn observed_conditions(
+    p: &ValidatedPlatform,
+    obs: &Observed,
+    previous: &HealthcarePlatformStatus,
+    status: &mut HealthcarePlatformStatus,
+    paused: Cond,
+    stopped_cond: Cond,
+) -> (Phase, String, Vec<Cond>) {
+    let stopped = p.spec.stopped;
+    let names: &Names = &p.names;
+    status.endpoint = Some(EndpointStatus {
+        internal: format!(
+            "http://{}:{API_HTTP_PORT}",
+            names.service_host(&names.api(), &p.namespace)
+        ),
+        external: ingress::external_url(p),
+    });
+
+    let (api, ready_pods, desired_pods) = deployment_readiness(obs.deployment.as_ref(), stopped);
+    let previous_version = previous
+        .api_server
+        .as_ref()
+        .and_then(|a| a.version.as_deref());
+    status.api_server = Some(ApiServerStatus {
+        version: running_version(obs.deployment.as_ref(), api.ready, previous_version),
+        ready_replicas: ready_pods,
+        desired_replicas: desired_pods,
+        ready: format!("{ready_pods}/{desired_pods}"),
+    });
+
+    let mut degraded: Vec<(String, String)> = Vec::new();
+    let db = match p.spec.database.provider {
+        DatabaseProvider::Embedded => {
+            stateful_set_readiness("the embedded database", obs.postgres.as_ref(), stopped)
+        }
+        DatabaseProvider::CloudNativePG if !obs.cnpg_installed => {
+            let msg = "database.provider is CloudNativePG but the CRD clusters.postgresql.cnpg.io is not served; \
+                       install the CloudNativePG operator (https://cloudnative-pg.io) or choose another provider"
+                .to_string();
+            degraded.push((REASON_CNPG_NOT_INSTALLED.into(), msg.clone()));
+            Readiness {
+                ready: false,
+                progressing: false,
+                reason: REASON_CNPG_NOT_INSTALLED.into(),
+                message: msg,
+            }
+        }
+        DatabaseProvider::CloudNativePG => cnpg_readiness(obs, p, stopped),
+        DatabaseProvider::External => Readiness {
+            ready: api.ready,
+            progressing: false,
+            reason: if api.ready {
+                "ExternalReachable"
+            } else {
+                "ExternalNotVerified"
+            }
+            .into(),
+            message: if api.ready {
+                "external database; the API's readiness check reaches it".into()
+            } else {
+                "external database; not verified until an API pod is ready".into()
+            },
+        },
+    };
+    let cache = match p.spec.cache.provider {
+        CacheProvider::Embedded => {
+            stateful_set_readiness("the embedded cache", obs.redis.as_ref(), stopped)
+        }
+        CacheProvider::External => Readiness {
+            ready: api.ready,
+            progressing: false,
+            reason: if api.ready {
+                "ExternalReachable"
+            } else {
+                "ExternalNotVerified"
+            }
+            .into(),
+            message: "external Redis; verified through the API's readiness check".into(),
+        },
+        CacheProvider::Disabled => Readiness {
+            ready: true,
+            progressing: false,
+            reason: "Disabled".into(),
+            message: "cache disabled: the API rate-limits per pod".into(),
+        },
+    };
+    let netpol = if p.spec.network_policy.enabled {
+        if obs.network_policies > 0 {
+            cond(
+                NETWORK_POLICY_READY,
+                true,
+                "Applied",
+                format!(
+                    "default-deny and {} allow policies in place",
+                    obs.network_policies.saturating_sub(1)
+                ),
+            )
+        } else {
+            cond(
+                NETWORK_POLICY_READY,
+                false,
+                "Missing",
+                "the default-deny NetworkPolicy is missing",
+            )
+        }
+    } else {
+        cond(
+            NETWORK_POLICY_READY,
+            false,
+            "Disabled",
+            "networkPolicy.enabled is false: platform pods accept and send traffic without restriction",
+        )
+    };
+    if api.reason == "ProgressDeadlineExceeded" {
+        degraded.push((api.reason.clone(), api.message.clone()));
+    }
+
+    let all_ready = api.ready && db.ready && cache.ready;
+    let progressing = !stopped && (api.progressing || db.progressing || cache.progressing);
+    let was_up = matches!(previous.phase, Phase::Ready | Phase::Degraded)
+        && previous.observed_generation == p.generation;
+    let (phase, message) = if p.spec.paused {
+        (
+            Phase::Paused,
+            "reconciliation paused (spec.paused); status still updated".to_string(),
+        )
+    } else if stopped {
+        (
+            Phase::Stopped,
+            "stopped (spec.stopped): workloads scaled to zero, data kept".to_string(),
+        )
+    } else if let Some((_, msg)) = degraded.first() {
+        (Phase::Degraded, msg.clone())
+    } else if all_ready {
+        (Phase::Ready, "all components ready".to_string())
+    } else if was_up {
+        (Phase::Degraded, not_ready_message(&api, &db, &cache))
+    } else {
+        (Phase::Provisioning, not_ready_message(&api, &db, &cache))
+    };
+
+    let ready_cond = if all_ready && !stopped {
+        cond(
+            READY,
+            true,
+            "AllComponentsReady",
+            "API, database and cache are ready",
+        )
+    } else if stopped {
+        cond(READY, false, "Stopped", "the platform is stopped")
+    } else {
+        cond(
+            READY,
+            false,
+            "ComponentsNotReady",
+            not_ready_message(&api, &db, &cache),
+        )
+    };
+    let degraded_cond = match degraded.first() {
+        Some((reason, msg)) => cond(DEGRADED, true, reason, msg.clone()),
+        None if phase == Phase::Degraded => {
+            cond(DEGRADED, true, "ComponentsNotReady", message.clone())
+        }
+        None => cond(DEGRADED, false, "AsExpected", "no problems detected"),
+    };
+    let progressing_cond = if progressing {
+        cond(
+            PROGRESSING,
+            true,
+            "Provisioning",
+            "waiting for pods to become ready",
+        )
+    } else {
+        cond(PROGRESSING, false, "Settled", "nothing is rolling out")
+    };
+    let conditions = vec![
+        ready_cond,
+        progressing_cond,
+        degraded_cond,
+        cond(DATABASE_READY, db.ready, &db.reason, db.message),
+        cond(CACHE_READY, cache.ready, &cache.reason, cache.message),
+        cond(API_SERVER_READY, api.ready, &api.reason, api.message),
+        netpol,
+        paused,
+        stopped_cond,
+    ];
+    (phase, message, conditions)
+}
+
+fn not_ready_message(api: &Readiness, db: &Readiness, cache: &Readiness) -> String {
+    let mut parts = Vec::new();
+    for r in [db, cache, api] {
+        if !r.ready {
+            parts.push(r.message.clone());
+        }
+    }
+    if parts.is_empty() {
+        "all components ready".into()
+    } else {
+        format!("waiting: {}", parts.join("; "))
+    }
+}
+
+fn cnpg_readiness(obs: &Observed, p: &ValidatedPlatform, stopped: bool) -> Readiness {
+    let Some(cluster) = obs.cnpg_cluster.as_ref() else {
+        return Readiness {
+            ready: false,
+            progressing: true,
+            reason: "NotCreated".into(),
+            message: "the CloudNativePG Cluster has not been created yet".into(),
+        };
+    };
+    if stopped {
+        return Readiness {
+            ready: false,
+            progressing: false,
+            reason: "Hibernating".into(),
+            message: "the CloudNativePG Cluster is hibernated (platform stopped)".into(),
+        };
+    }
+    let st = cluster.data.get("status");
+    let ready_instances = st
+        .and_then(|s| s.get("readyInstances"))
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    let want = i64::from(p.spec.database.instances);
+    let phase = st
+        .and_then(|s| s.get("phase"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
+    if ready_instances >= want {
+        Readiness {
+            ready: true,
+            progressing: false,
+            reason: "PodsReady".into(),
+            message: format!("CloudNativePG: {ready_instances}/{want} instances ready"),
+        }
+    } else {
+        Readiness {
+            ready: false,
+            progressing: true,
+            reason: "PodsNotReady".into(),
+            message: format!("CloudNativePG: {ready_instances}/{want} instances ready ({phase})"),
+        }
+    }
+}
+
+/// Patches the status through the status subresource (server-side apply) when it changed.
+/// Returns whether a patch was sent.
+pub async fn patch_if_changed(
+    client: &Client,
+    hp: &HealthcarePlatform,
+    status: &HealthcarePlatformStatus,
+) -> Result<bool, kube::Error> {
+    if hp.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let ns = hp.namespace().unwrap_or_default();
+    let api: Api<HealthcarePlatform> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": "caduceus.io/v1alpha1",
+        "kind": "HealthcarePlatform",
+        "status": status,
+    });
+    api.patch_status(
+        &hp.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// A kube error as a status-safe message.
+pub fn status_error(e: &kube::Error) -> String {
+    describe(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{build_children, ExistingSecrets, SecretGenerator};
+    use crate::crd::HealthcarePlatformSpec;
+    use crate::validate::validate;
+    use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn t(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn hp(f: impl FnOnce(&mut HealthcarePlatformSpec)) -> HealthcarePlatform {
+        let mut spec = HealthcarePlatformSpec::default();
+        f(&mut spec);
+        let mut hp = HealthcarePlatform::new("demo", spec);
+        hp.metadata.namespace = Some("clinic".into());
+        hp.metadata.generation = Some(3);
+        hp.metadata.uid = Some("u".into());
+        hp
+    }
+
+    /// Observed state with every workload at `ready` ready pods.
+    fn observed(p: &ValidatedPlatform, ready: i32) -> Observed {
+        let children = build_children(
+            p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        let mut d = children.api_deployment.clone();
+        d.metadata.generation = Some(1);
+        let want = d.spec.as_ref().unwrap().replicas.unwrap_or(2);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(want),
+            ready_replicas: Some(ready.min(want)),
+            updated_replicas: Some(want),
+            ..Default::default()
+        });
+        let sts = |s: &StatefulSet| {
+            let mut s = s.clone();
+            s.metadata.generation = Some(1);
+            s.status = Some(StatefulSetStatus {
+                observed_generation: Some(1),
+                replicas: 1,
+                ready_replicas: Some(ready.min(1)),
+                updated_replicas: Some(1),
+                ..Default::default()
+            });
+            s
+        };
+        Observed {
+            deployment: Some(d),
+            postgres: children.postgres.as_ref().map(|p| sts(&p.stateful_set)),
+            redis: children.redis.as_ref().map(|r| sts(&r.stateful_set)),
+            cnpg_cluster: None,
+            network_policies: children.network_policies.len(),
+            cnpg_installed: true,
+            drift_corrected: vec![],
+        }
+    }
+
+    fn condition<'a>(s: &'a HealthcarePlatformStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn ready_only_when_pods_are_ready() {
+        let obj = hp(|_| {});
+        let p = validate(&obj, "d").unwrap();
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 0)), t(100));
+        assert_eq!(s.phase, Phase::Provisioning);
+        assert_eq!(condition(&s, READY).status, "False");
+        assert_eq!(condition(&s, PROGRESSING).status, "True");
+        assert_eq!(s.observed_generation, Some(3));
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), t(100));
+        assert_eq!(s.phase, Phase::Ready);
+        for c in [
+            READY,
+            DATABASE_READY,
+            CACHE_READY,
+            API_SERVER_READY,
+            NETWORK_POLICY_READY,
+        ] {
+            assert_eq!(condition(&s, c).status, "True", "{c}");
+        }
+        assert_eq!(condition(&s, DEGRADED).status, "False");
+        let api = s.api_server.clone().unwrap();
+        assert_eq!(api.ready, "2/2");
+        assert_eq!(api.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            s.endpoint.unwrap().internal,
+            "http://demo-api.clinic.svc:8080"
+        );
+    }
+
+    #[test]
+    fn transition_time_changes_only_with_status() {
+        let mut obj = hp(|_| {});
+        let p = validate(&obj, "d").unwrap();
+        let first = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), t(100));
+        obj.status = Some(first.clone());
+        let second = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), t(200));
+        assert_eq!(
+            first, second,
+            "an unchanged platform yields an identical status"
+        );
+        obj.status = Some(second);
+        let third = compute(&obj, Outcome::Observed(&p, &observed(&p, 0)), t(300));
+        assert_eq!(condition(&third, READY).last_transition_time, t(300));
+        assert_eq!(
+            condition(&third, NETWORK_POLICY_READY).last_transition_time,
+            t(100)
+        );
+        // Was ready for this generation, now pods are down: Degraded, not Provisioning.
+        assert_eq!(third.phase, Phase::Degraded);
+    }
+
+    #[test]
+    fn invalid_spec_is_degraded_with_reason() {
+        let obj = hp(|s| {
+            s.api_server.autoscaling.min_replicas = 5;
+            s.api_server.autoscaling.max_replicas = 2;
+        });
+        let err = validate(&obj, "d").unwrap_err();
+        let s = compute(&obj, Outcome::Invalid(&err), t(1));
+        assert_eq!(s.phase, Phase::Failed);
+        let d = condition(&s, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+        assert!(d.message.contains("spec.apiServer.autoscaling.maxReplicas"));
+    }
+
+    #[test]
+    fn cnpg_missing_is_reported_not_crashed() {
+        let obj = hp(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        let p = validate(&obj, "d").unwrap();
+        let mut obs = observed(&p, 2);
+        obs.cnpg_installed = false;
+        let s = compute(&obj, Outcome::Observed(&p, &obs), t(1));
+        let c = condition(&s, DATABASE_READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", REASON_CNPG_NOT_INSTALLED)
+        );
+        assert!(c.message.contains("clusters.postgresql.cnpg.io"));
+        assert_eq!(s.phase, Phase::Degraded);
+    }
+
+    #[test]
+    fn paused_and_stopped_phases() {
+        let obj = hp(|s| s.paused = true);
+        let p = validate(&obj, "d").unwrap();
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), t(1));
+        assert_eq!(s.phase, Phase::Paused);
+        assert_eq!(condition(&s, RECONCILIATION_PAUSED).status, "True");
+        let obj = hp(|s| s.stopped = true);
+        let p = validate(&obj, "d").unwrap();
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 0)), t(1));
+        assert_eq!(s.phase, Phase::Stopped);
+        assert_eq!(condition(&s, STOPPED).status, "True");
+        assert_eq!(condition(&s, READY).reason, "Stopped");
+    }
+
+    #[test]
+    fn disabled_network_policy_is_visible() {
+        let obj = hp(|s| s.network_policy.enabled = false);
+        let p = validate(&obj, "d").unwrap();
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), t(1));
+        let c = condition(&s, NETWORK_POLICY_READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Disabled")
+        );
+    }
+}
