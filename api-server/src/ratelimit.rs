@@ -27,24 +27,35 @@ use redis::aio::ConnectionManager;
 use crate::error::Error;
 use crate::state::AppState;
 
-/// GCRA in one round trip. KEYS[1] = bucket; ARGV[1] = limit per minute.
-/// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms}.
+/// GCRA over several buckets in one round trip. KEYS = buckets, ARGV[i] = limit per minute of
+/// KEYS[i]. A request is admitted only if every bucket admits it (then all are charged).
+/// Returns {allowed (0/1), limit, remaining, retry_after_ms, reset_ms} of the tightest bucket.
 pub const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[1])
 local period = 60000
-local interval = period / limit
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - period
-if now < allow_at then
-  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+local best = nil
+local new_tats = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i])
+  local interval = period / limit
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - period
+  if now < allow_at then
+    return {0, limit, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+  end
+  new_tats[i] = new_tat
+  local remaining = math.floor((period - (new_tat - now)) / interval)
+  if best == nil or remaining < best[3] then
+    best = {1, limit, remaining, 0, math.ceil(new_tat - now)}
+  end
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-local remaining = math.floor((period - (new_tat - now)) / interval)
-return {1, remaining, 0, math.ceil(new_tat - now)}
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, tostring(new_tats[i]), 'PX', math.ceil(new_tats[i] - now) + 1000)
+end
+return best
 "#;
 
 type LocalLimiter =
@@ -112,19 +123,25 @@ impl Limiter {
     async fn check_redis(
         &self,
         conn: &ConnectionManager,
-        key: &str,
-        limit: u32,
+        buckets: &[(String, bool)],
     ) -> Option<Decision> {
         let mut conn = conn.clone();
         let mut inv = self.script.prepare_invoke();
-        inv.key(format!("{}rl:{key}", self.prefix)).arg(limit);
-        let fut = inv.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
+        for (key, login) in buckets {
+            inv.key(format!("{}rl:{key}", self.prefix));
+            inv.arg(if *login {
+                self.login_limit
+            } else {
+                self.general_limit
+            });
+        }
+        let fut = inv.invoke_async::<(i64, i64, i64, i64, i64)>(&mut conn);
         match tokio::time::timeout(Duration::from_millis(250), fut).await {
-            Ok(Ok((allowed, remaining, retry_ms, reset_ms))) => {
+            Ok(Ok((allowed, limit, remaining, retry_ms, reset_ms))) => {
                 self.redis_healthy.store(true, Ordering::Relaxed);
                 Some(Decision {
                     allowed: allowed == 1,
-                    limit,
+                    limit: limit.max(0) as u32,
                     remaining: remaining.max(0) as u32,
                     retry_after_secs: (retry_ms.max(0) as u64).div_ceil(1000),
                     reset_secs: (reset_ms.max(0) as u64).div_ceil(1000),
@@ -172,19 +189,37 @@ impl Limiter {
         }
     }
 
-    /// Check one bucket (`login` selects the login limit).
-    pub async fn check(&self, key: &str, login: bool) -> Decision {
-        let limit = if login {
-            self.login_limit
-        } else {
-            self.general_limit
-        };
+    /// Check several buckets (`true` = login limit) at once; the tightest decision wins.
+    pub async fn check(&self, buckets: &[(String, bool)]) -> Decision {
         if let Some(conn) = &self.redis {
-            if let Some(d) = self.check_redis(conn, key, limit).await {
+            if let Some(d) = self.check_redis(conn, buckets).await {
                 return d;
             }
         }
-        self.check_local(key, login)
+        let mut tightest: Option<Decision> = None;
+        for (key, login) in buckets {
+            let d = self.check_local(key, *login);
+            let replace = match &tightest {
+                None => true,
+                Some(t) => {
+                    (!d.allowed && t.allowed)
+                        || (d.allowed == t.allowed && d.remaining < t.remaining)
+                }
+            };
+            if replace {
+                tightest = Some(d);
+            }
+            if !d.allowed {
+                break;
+            }
+        }
+        tightest.unwrap_or(Decision {
+            allowed: true,
+            limit: self.general_limit,
+            remaining: self.general_limit,
+            retry_after_secs: 0,
+            reset_secs: 0,
+        })
     }
 
     /// Ping Redis (for readiness).
@@ -225,25 +260,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(user) = crate::auth::bearer_subject(&state, req.headers()) {
         buckets.push((format!("user:{user}"), false));
     }
-    let mut tightest: Option<Decision> = None;
-    for (key, login) in &buckets {
-        let d = limiter.check(key, *login).await;
-        let replace = match &tightest {
-            None => true,
-            Some(t) => {
-                (!d.allowed && t.allowed) || (d.allowed == t.allowed && d.remaining < t.remaining)
-            }
-        };
-        if replace {
-            tightest = Some(d);
-        }
-        if !d.allowed {
-            break;
-        }
-    }
-    let Some(decision) = tightest else {
-        return next.run(req).await;
-    };
+    let decision = limiter.check(&buckets).await;
     if !decision.allowed {
         state.metrics.rate_limited_total.inc();
         let mut resp = Error::RateLimited {

@@ -504,3 +504,20 @@ async fn key_rotation_reencrypts_everything(pool: PgPool) {
     let r = app2.get("/api/v1/patients?mrn=MRN-rot6", &token).await;
     assert_eq!(r.json["items"][0]["id"], ids[6].as_str());
 }
+
+#[sqlx::test]
+async fn per_user_limit_spans_client_ips(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.rate_limit_per_minute = 3;
+    let app = TestApp::with_config(pool, cfg).await;
+    let user = app.user(Role::Nurse).await;
+    let mut from_b = app.clone();
+    from_b.client_ip = [10, 1, 2, 3].into();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let a = if i % 2 == 0 { &app } else { &from_b };
+        statuses.push(a.get("/api/v1/me", &user.token).await.status);
+    }
+    // each IP made only two requests; the user's own bucket (3/min) refuses the fourth
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
+}
