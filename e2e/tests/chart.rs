@@ -218,3 +218,44 @@ fn values_schema_and_template_guards_reject_bad_values() {
     ])
     .expect("single replica without leader election");
 }
+
+/// The value of `pub const NAME: TYPE = VALUE;` in operator/src/names.rs (quotes removed).
+fn names_const(name: &str) -> String {
+    let text = fs::read_to_string(repo_root().join("operator/src/names.rs")).expect("names.rs");
+    let prefix = format!("pub const {name}: ");
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split_once(" = "))
+                .map(|(_, v)| v.trim_end_matches(';').trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("{name} not found in operator/src/names.rs"))
+}
+
+#[test]
+fn operator_pods_can_reach_the_platforms_compliance_endpoint() {
+    // Each platform's NetworkPolicy admits pods labelled app.kubernetes.io/name=OPERATOR_APP_NAME
+    // on the API's admin port; the chart's pods must carry that label and be allowed out to it.
+    let operator_name = names_const("OPERATOR_APP_NAME");
+    let port: i64 = names_const("API_METRICS_PORT")
+        .parse()
+        .expect("numeric port");
+    for objects in [helm_template(&[]).expect("default"), template_full()] {
+        let deployment = of_kind(&objects, "apps", "Deployment")[0];
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+            operator_name.as_str()
+        );
+        let policy = of_kind(&objects, "networking.k8s.io", "NetworkPolicy")[0];
+        let egress = policy["spec"]["egress"].as_array().expect("egress");
+        assert!(
+            egress.iter().any(|rule| {
+                rule["ports"][0]["port"] == port
+                    && rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                        == "caduceus-api"
+            }),
+            "the operator's NetworkPolicy must allow egress to the API admin port {port}"
+        );
+    }
+}

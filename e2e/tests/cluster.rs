@@ -252,6 +252,9 @@ async fn lifecycle(cluster: &Cluster) -> Result<()> {
     if let Some(meta) = platform["metadata"].as_object_mut() {
         meta.remove("namespace");
     }
+    // The platform's NetworkPolicies admit the operator (compliance self-report) from this
+    // namespace only.
+    platform["spec"]["networkPolicy"]["operatorNamespace"] = json!(OPERATOR_NAMESPACE);
     if let Ok(image) = std::env::var("CADUCEUS_E2E_API_IMAGE") {
         let (repo, tag) = split_image(&image)?;
         platform["spec"]["apiServer"]["image"] = json!({"repository": repo, "tag": tag});

@@ -5,8 +5,9 @@
 //! `#[cfg(test)]`, excluded):
 //! - kinds: `k8s_openapi::api::<group>::<version>::Kind` imports and paths; dynamic kinds by their
 //!   group strings (`postgresql.cnpg.io`, `monitoring.coreos.com`);
-//! - applied (server-side apply = `patch`, which may create): kinds that are fields of the
-//!   structs in `operator/src/build/` (what the build stage returns and apply applies);
+//! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
+//!   fields of the structs in `operator/src/build/` (what the build stage returns and apply
+//!   applies);
 //! - deleted: `delete::<Kind>` calls, and `Api<Kind>` in a file that calls `.delete(` or
 //!   `.delete_collection(` (`deletecollection`);
 //! - read: `Api<Kind>` in a file that calls `.get(`/`.get_opt(` (`get`), `.list(` (`list`);
@@ -225,9 +226,9 @@ fn operator_usage() -> (Grants, Grants) {
     for (ty, key) in &kinds {
         let as_field = build.lines().any(|l| {
             let l = l.trim();
-            l.starts_with("pub ")
-                && l.contains(':')
-                && contains_word(l.split_once(':').map(|x| x.1).unwrap_or(""), ty)
+            let field_type = l.split_once(':').map(|x| x.1).unwrap_or("");
+            // Owned fields only: borrowed ones (`&'a [Pod]`) are observations handed in.
+            l.starts_with("pub ") && !field_type.contains('&') && contains_word(field_type, ty)
         });
         if as_field {
             need(&mut required, key, &["patch"]);
@@ -291,7 +292,7 @@ fn operator_usage() -> (Grants, Grants) {
                 need(
                     &mut allowed,
                     &key,
-                    &["get", "list", "watch", "patch", "create", "delete"],
+                    &["get", "list", "watch", "patch", "create"],
                 );
             }
         }

@@ -1,6 +1,8 @@
-{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{/* app.kubernetes.io/name of the operator's pods. Fixed: every platform's NetworkPolicy lets
+pods with this name (in spec.networkPolicy.operatorNamespace, default caduceus-system) read the
+API's compliance self-report on port 9090. */}}
 {{- define "caduceus-operator.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Chart.Name }}
 {{- end }}
 
 {{/* Fully qualified release name. */}}
@@ -8,7 +10,7 @@
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- $name := .Chart.Name }}
 {{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
