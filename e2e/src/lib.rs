@@ -181,7 +181,9 @@ fn kubernetes_validate(label: &str, objects: &[Value]) -> Result<()> {
             obj["kind"].as_str().unwrap_or("object").to_lowercase(),
             obj["metadata"]["name"].as_str().unwrap_or("unnamed")
         ));
-        fs::write(&path, serde_norway::to_string(obj)?)?;
+        // JSON (a subset of YAML) keeps every string quoted: re-emitted YAML would leave `no` or
+        // `on` bare, which YAML 1.1 readers (PyYAML, kubectl) take for booleans.
+        fs::write(&path, serde_json::to_string_pretty(obj)?)?;
         files.push(path);
     }
     for version in KUBERNETES_VERSIONS {

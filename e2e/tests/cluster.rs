@@ -261,8 +261,8 @@ async fn lifecycle(cluster: &Cluster) -> Result<()> {
     }
     cluster.kubectl(&["create", "namespace", &namespace])?;
     let dir = tempfile::tempdir()?;
-    let manifest = dir.path().join("platform.yaml");
-    std::fs::write(&manifest, serde_norway::to_string(&platform)?)?;
+    let manifest = dir.path().join("platform.json");
+    std::fs::write(&manifest, serde_json::to_string_pretty(&platform)?)?;
     cluster.kubectl(&[
         "apply",
         "-n",

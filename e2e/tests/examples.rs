@@ -79,6 +79,87 @@ fn every_example_validates_and_renders_valid_objects() {
             report.skipped.len()
         );
         check_rendered(&name, hcp, &rendered);
+        check_example(&name, hcp, &rendered);
+    }
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// What each example is for, as rendered.
+fn check_example(file: &str, hcp: &Value, rendered: &[Value]) {
+    let name = hcp["metadata"]["name"].as_str().expect("name");
+    let spec = &hcp["spec"];
+    let postgres = named(rendered, "StatefulSet", &format!("{name}-postgres"));
+    let redis = named(rendered, "StatefulSet", &format!("{name}-redis"));
+    let cnpg = of_kind(rendered, "postgresql.cnpg.io", "Cluster");
+    let api = named(rendered, "Deployment", &format!("{name}-api"))
+        .unwrap_or_else(|| panic!("{file}: no Deployment {name}-api"));
+    match spec["database"]["provider"].as_str().unwrap_or("Embedded") {
+        "Embedded" => assert!(
+            postgres.is_some() && cnpg.is_empty(),
+            "{file}: embedded PostgreSQL"
+        ),
+        "External" => assert!(
+            postgres.is_none() && cnpg.is_empty(),
+            "{file}: no database workload"
+        ),
+        "CloudNativePG" => {
+            assert!(
+                postgres.is_none(),
+                "{file}: no PostgreSQL StatefulSet with CloudNativePG"
+            );
+            assert_eq!(cnpg.len(), 1, "{file}: one CloudNativePG Cluster");
+            assert_eq!(cnpg[0]["spec"]["instances"], spec["database"]["instances"]);
+        }
+        other => panic!("{file}: unknown database provider {other}"),
+    }
+    match spec["cache"]["provider"].as_str().unwrap_or("Embedded") {
+        "Embedded" => assert!(redis.is_some(), "{file}: embedded Redis"),
+        _ => assert!(redis.is_none(), "{file}: no Redis workload"),
+    }
+    // docs/contracts.md: DATABASE_URL and REDIS_URL come from Secret key refs, never literals.
+    let containers = api["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers");
+    for var in ["DATABASE_URL", "REDIS_URL"] {
+        for c in containers {
+            for env in c["env"].as_array().into_iter().flatten() {
+                if env["name"] == var {
+                    assert!(env["value"].is_null(), "{file}: {var} as a literal value");
+                    assert!(
+                        env["valueFrom"]["secretKeyRef"]["key"].is_string(),
+                        "{file}: {var} must come from a Secret key ref"
+                    );
+                }
+            }
+        }
+    }
+    let autoscaling = &spec["apiServer"]["autoscaling"];
+    let hpa = named(rendered, "HorizontalPodAutoscaler", &format!("{name}-api"));
+    if autoscaling["enabled"] == true {
+        let hpa = hpa.unwrap_or_else(|| panic!("{file}: autoscaling without an HPA"));
+        assert_eq!(hpa["spec"]["minReplicas"], autoscaling["minReplicas"]);
+        assert_eq!(hpa["spec"]["maxReplicas"], autoscaling["maxReplicas"]);
+    } else {
+        assert!(hpa.is_none(), "{file}: an HPA without autoscaling");
+    }
+    let ingress = named(rendered, "Ingress", &format!("{name}-api"));
+    if spec["apiServer"]["ingress"]["enabled"] == true {
+        let ingress = ingress.unwrap_or_else(|| panic!("{file}: ingress enabled but not rendered"));
+        let host = &spec["apiServer"]["ingress"]["host"];
+        assert_eq!(
+            ingress["spec"]["tls"][0]["hosts"][0], *host,
+            "{file}: TLS for the host"
+        );
+    } else {
+        assert!(
+            ingress.is_none(),
+            "{file}: an Ingress that was not asked for"
+        );
     }
 }
 

@@ -43,7 +43,8 @@ fn rules_pass_promtool() {
             ));
             fs::write(
                 &path,
-                serde_norway::to_string(&rule["spec"]).expect("rules as YAML"),
+                // JSON is YAML that keeps every string quoted.
+                serde_json::to_string_pretty(&rule["spec"]).expect("rules as JSON"),
             )
             .expect("write rules");
             files.push(path);
