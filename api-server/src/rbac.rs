@@ -113,6 +113,53 @@ pub struct Relation {
     pub break_glass: bool,
 }
 
+impl Relation {
+    /// Facts for a caller (`role`, linked record `own_patient`) and patient `patient`.
+    pub fn of(
+        role: Role,
+        own_patient: Option<uuid::Uuid>,
+        patient: uuid::Uuid,
+        in_care_team: bool,
+        break_glass: bool,
+    ) -> Self {
+        Self {
+            own_record: role == Role::Patient && own_patient == Some(patient),
+            in_care_team: role.is_clinician() && in_care_team,
+            break_glass,
+        }
+    }
+}
+
+/// Decided without a database lookup: a patient account asking for another record gets `404`.
+pub fn hidden_without_lookup(
+    role: Role,
+    own_patient: Option<uuid::Uuid>,
+    patient: uuid::Uuid,
+) -> bool {
+    role == Role::Patient && own_patient != Some(patient)
+}
+
+/// Which patient records a list/search may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListScope {
+    /// Every live record (admin, receptionist: demographics; physician with break-glass: full).
+    All,
+    /// Records whose care team includes the caller.
+    CareTeam,
+    /// Only the caller's linked record.
+    OwnRecord,
+}
+
+/// List scope for a role (`break_glass`: the request carries `X-Break-Glass-Reason`).
+pub fn patient_list_scope(role: Role, break_glass: bool) -> ListScope {
+    match role {
+        Role::Patient => ListScope::OwnRecord,
+        Role::Physician if break_glass && allows(role, Permission::BreakGlass) => ListScope::All,
+        Role::Physician | Role::Nurse => ListScope::CareTeam,
+        Role::Admin | Role::Receptionist => ListScope::All,
+    }
+}
+
 /// What the caller may see/do on one patient record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatientAccess {

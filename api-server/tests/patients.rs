@@ -329,3 +329,33 @@ async fn patient_self_scope(pool: PgPool) {
         403,
     );
 }
+
+#[sqlx::test]
+async fn break_glass_search_is_audited_per_record(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let rec = app.user(Role::Receptionist).await;
+    let doc = app.user(Role::Physician).await;
+    let nurse = app.user(Role::Nurse).await;
+    let id = create_patient(&app, &rec, "glass-list").await;
+    let search = |token: &str, reason: Option<&str>| {
+        let mut b = axum::http::Request::builder()
+            .uri("/api/v1/patients?mrn=MRN-glass-list")
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(r) = reason {
+            b = b.header("x-break-glass-reason", r);
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    };
+    // without the header a physician outside the care team finds nothing
+    let r = app.send(search(&doc.token, None)).await;
+    assert_eq!(r.json["items"], json!([]));
+    // nurses cannot break the glass
+    let r = app.send(search(&nurse.token, Some("emergency"))).await;
+    assert_eq!(r.json["items"], json!([]));
+    let r = app.send(search(&doc.token, Some("trauma bay 2"))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["items"][0]["id"], id.as_str());
+    assert_eq!(r.json["items"][0]["access"], "full");
+    assert_eq!(audit_count(&app, "patient.break_glass", Some(&id)).await, 1);
+    assert_eq!(app.state.metrics.break_glass_access_total.get(), 1);
+}

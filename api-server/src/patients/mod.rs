@@ -21,7 +21,7 @@ use crate::audit::{actions, AuditEvent};
 use crate::auth::AuthUser;
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
+use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation, Role};
 use crate::state::AppState;
 
 use model::{NewPatient, Patient, PatientPatch, PatientRow, ENC_COLUMNS, ROW_COLUMNS};
@@ -63,11 +63,13 @@ impl Validate for PatientPatch {
 }
 
 fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> Relation {
-    Relation {
-        own_record: auth.role == Role::Patient && auth.patient_id == Some(patient_id),
-        in_care_team: auth.role.is_clinician() && in_care_team,
-        break_glass: auth.break_glass_reason.is_some(),
-    }
+    Relation::of(
+        auth.role,
+        auth.patient_id,
+        patient_id,
+        in_care_team,
+        auth.break_glass_reason.is_some(),
+    )
 }
 
 /// Load a live record with the caller's care-team flag, decide access, and audit denials.
@@ -79,7 +81,7 @@ async fn load_for(
     lock: bool,
 ) -> Result<(PatientRow, PatientAccess), Error> {
     // patient accounts learn nothing about other records
-    if auth.role == Role::Patient && auth.patient_id != Some(id) {
+    if rbac::hidden_without_lookup(auth.role, auth.patient_id, id) {
         auth.denied(state, "patient", Some(id.to_string()), None)
             .await;
         return Err(Error::NotFound);
@@ -106,11 +108,13 @@ async fn load_for(
         PatientAccess::Denied => {
             auth.denied(state, "patient", Some(id.to_string()), Some(id))
                 .await;
-            Err(Error::Forbidden(if auth.role == Role::Physician {
-                "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
-            } else {
-                "not in this patient's care team".into()
-            }))
+            Err(Error::Forbidden(
+                if rbac::allows(auth.role, Permission::BreakGlass) {
+                    "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
+                } else {
+                    "not in this patient's care team".into()
+                },
+            ))
         }
         _ => Ok((row, access)),
     }
@@ -127,7 +131,7 @@ pub async fn check_access(
     auth: &AuthUser,
     id: Uuid,
 ) -> Result<PatientAccess, Error> {
-    if auth.role == Role::Patient && auth.patient_id != Some(id) {
+    if rbac::hidden_without_lookup(auth.role, auth.patient_id, id) {
         auth.denied(state, "patient", Some(id.to_string()), None)
             .await;
         return Err(Error::NotFound);
@@ -323,7 +327,7 @@ pub async fn list(
     auth.require(&state, Permission::PatientList).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
-    let break_glass = auth.role == Role::Physician && auth.break_glass_reason.is_some();
+    let scope = rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some());
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p CROSS JOIN (SELECT ",
         in_care_team_sql("caller.me")
@@ -349,8 +353,8 @@ pub async fn list(
             )]))
         }
     }
-    match auth.role {
-        Role::Patient => match auth.patient_id {
+    match scope {
+        ListScope::OwnRecord => match auth.patient_id {
             Some(pid) => {
                 qb.push(" AND p.id = ").push_bind(pid);
             }
@@ -358,10 +362,10 @@ pub async fn list(
                 qb.push(" AND false");
             }
         },
-        Role::Physician | Role::Nurse if !break_glass => {
+        ListScope::CareTeam => {
             qb.push(" AND ").push(in_care_team_sql("caller.me"));
         }
-        _ => {}
+        ListScope::All => {}
     }
     if let Some(c) = cursor {
         qb.push(" AND p.id > ").push_bind(c);
@@ -376,12 +380,14 @@ pub async fn list(
     };
     let mut items = Vec::with_capacity(page.items.len());
     let mut events = Vec::new();
+    let mut used_glass = false;
     for row in &page.items {
         let access = rbac::patient_access(auth.role, relation(&auth, row.id, row.in_care_team));
         let access = match access {
             PatientAccess::Denied | PatientAccess::Hidden => continue,
             a => a,
         };
+        used_glass |= access == PatientAccess::BreakGlass;
         let phi = model::decrypt(&state.keys, row)?;
         events.extend(access_events(
             &auth, action, "patient", row.id, row.id, access,
@@ -397,7 +403,6 @@ pub async fn list(
     if events.is_empty() {
         events.push(AuditEvent::by(&auth, action, "patient"));
     }
-    let used_glass = break_glass && items.iter().any(|p| p.access == "full");
     audit_access(&state, events, used_glass).await?;
     state
         .metrics
