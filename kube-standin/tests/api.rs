@@ -432,6 +432,44 @@ async fn finalizers_and_deletion() {
 }
 
 #[tokio::test]
+async fn json_patch_test_ops_as_kube_runtime_finalizer_uses_them() {
+    let (_standin, client) = setup().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    api.create(&PostParams::default(), &cm("j", json!({})))
+        .await
+        .unwrap();
+    let add_first = |name: &str| {
+        serde_json::from_value::<json_patch::Patch>(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [name]}
+        ]))
+        .unwrap()
+    };
+    let p = api
+        .patch(
+            "j",
+            &PatchParams::default(),
+            &Patch::<()>::Json(add_first("a/b")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.finalizers, Some(vec!["a/b".to_string()]));
+    // The same "finalizers are absent" test now fails: someone else changed them.
+    let err = api
+        .patch(
+            "j",
+            &PatchParams::default(),
+            &Patch::<()>::Json(add_first("c/d")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn garbage_collection_cascades_and_statefulset_pvcs() {
     let (standin, client) = setup().await;
     let owners: Api<ConfigMap> = Api::default_namespaced(client.clone());
