@@ -330,3 +330,105 @@ async fn self_registration_only_when_enabled(pool: PgPool) {
         json!([])
     );
 }
+
+#[sqlx::test]
+async fn auth_failure_paths(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.self_registration = true;
+    let app = TestApp::with_config(pool, cfg).await;
+    let admin = app.user(Role::Admin).await;
+    let post = |uri: &'static str, body: serde_json::Value| {
+        app.call(axum::http::Method::POST, uri, None, Some(body))
+    };
+    // refresh with an unknown token, an empty token, a missing field
+    assert_problem(
+        &post("/api/v1/auth/refresh", json!({"refresh_token": "nope"})).await,
+        401,
+    );
+    assert_problem(
+        &post("/api/v1/auth/refresh", json!({"refresh_token": ""})).await,
+        422,
+    );
+    assert_problem(&post("/api/v1/auth/refresh", json!({})).await, 422);
+    // login with missing fields
+    assert_problem(
+        &post("/api/v1/auth/login", json!({"email": "", "password": ""})).await,
+        422,
+    );
+    // logout needs a live session
+    assert_problem(
+        &app.call(axum::http::Method::POST, "/api/v1/auth/logout", None, None)
+            .await,
+        401,
+    );
+    // register: duplicate email, bad email
+    let body =
+        json!({"email": admin.email, "password": "long enough password", "display_name": "X"});
+    assert_problem(&post("/api/v1/auth/register", body).await, 409);
+    let body =
+        json!({"email": "not-an-email", "password": "long enough password", "display_name": "X"});
+    let r = post("/api/v1/auth/register", body).await;
+    assert_problem(&r, 422);
+    assert_eq!(r.json["errors"][0]["field"], "email");
+    // users: unknown id, patient_id on a non-patient account, linking a missing record
+    assert_problem(
+        &app.get(
+            &format!("/api/v1/users/{}", uuid::Uuid::now_v7()),
+            &admin.token,
+        )
+        .await,
+        404,
+    );
+    let body = json!({"email": "n@test.example", "password": "long enough password", "role": "nurse", "display_name": "N", "patient_id": uuid::Uuid::now_v7()});
+    assert_problem(&app.post("/api/v1/users", &admin.token, body).await, 422);
+    let body = json!({"email": "p@test.example", "password": "long enough password", "role": "patient", "display_name": "P", "patient_id": uuid::Uuid::now_v7()});
+    assert_problem(&app.post("/api/v1/users", &admin.token, body).await, 422);
+    // a token signed with another key is refused
+    let other = caduceus_api::auth::tokens::issue_access(
+        &[1u8; 64],
+        admin.id,
+        admin.session_id,
+        "admin",
+        600,
+    )
+    .unwrap();
+    assert_problem(&app.get("/api/v1/me", &other).await, 401);
+}
+
+#[sqlx::test]
+async fn admin_links_patient_account(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let rec = app.user(Role::Receptionist).await;
+    let pid = common::create_patient(&app, &rec, "link").await;
+    let body = json!({"email": "linked@test.example", "password": "long enough password", "role": "patient", "display_name": "P"});
+    let r = app.post("/api/v1/users", &admin.token, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let uid = r.json["id"].as_str().unwrap().to_string();
+    let login = app
+        .login("linked@test.example", "long enough password")
+        .await;
+    let token = login.json["access_token"].as_str().unwrap().to_string();
+    assert_problem(
+        &app.get(&format!("/api/v1/patients/{pid}"), &token).await,
+        404,
+    );
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{uid}"),
+            &admin.token,
+            json!({"patient_id": pid}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["patient_id"], pid.as_str());
+    assert_eq!(
+        app.get(&format!("/api/v1/patients/{pid}"), &token)
+            .await
+            .status,
+        200
+    );
+    // a record links to one account only
+    let body = json!({"email": "second@test.example", "password": "long enough password", "role": "patient", "display_name": "P", "patient_id": pid});
+    assert_problem(&app.post("/api/v1/users", &admin.token, body).await, 409);
+}
