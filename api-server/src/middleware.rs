@@ -107,7 +107,15 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     let mut resp = next.run(req).await;
     let status = resp.status();
 
-    if status.is_client_error() || status.is_server_error() {
+    // Our own problems get `instance` and `request_id`; any other error response (axum
+    // rejections, fallback, 405, 408, 413) becomes a problem too, except deliberate JSON
+    // bodies such as the readiness report.
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let own_problem = resp.extensions().get::<Problem>().is_some();
+    if (status.is_client_error() || status.is_server_error()) && (own_problem || !is_json) {
         let problem = resp.extensions_mut().remove::<Problem>();
         let mut problem = problem.unwrap_or_else(|| Problem::from_status(status));
         problem.instance = Some(path);

@@ -521,3 +521,32 @@ async fn per_user_limit_spans_client_ips(pool: PgPool) {
     // each IP made only two requests; the user's own bucket (3/min) refuses the fourth
     assert_eq!(statuses, vec![200, 200, 200, 429]);
 }
+
+#[tokio::test]
+async fn not_ready_when_postgres_is_down() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .unwrap();
+    let app = TestApp::with_config(pool, test_config()).await;
+    let r = app.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json["status"], "unavailable");
+    assert_eq!(r.json["postgres"], "down");
+    assert_eq!(
+        app.call(Method::GET, "/health/live", None, None)
+            .await
+            .status,
+        200
+    );
+    // authenticated requests cannot be checked against the session table: 503, not a guess
+    let token = caduceus_api::auth::tokens::issue_access(
+        &app.state.config.jwt_key,
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        "admin",
+        60,
+    )
+    .unwrap();
+    assert_problem(&app.get("/api/v1/me", &token).await, 503);
+}
