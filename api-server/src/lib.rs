@@ -13,6 +13,8 @@
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
 //! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
 //! | [`patients`] | patient records and care teams |
+//! | [`appointments`] | scheduling, status transitions, no double booking (exclusion constraint) |
+//! | [`prescriptions`] | prescribing, interaction check (reference data in migration 0101) |
 //! | [`users`] | accounts (admin) |
 //! | [`health`] | probes, admin router (`/metrics`, `/health/detailed`, `/internal/compliance`), [`health::MIGRATOR`] |
 //! | [`ratelimit`] | Redis GCRA limiter + local `governor` fallback |
@@ -54,6 +56,7 @@
 //! }
 //! ```
 
+pub mod appointments;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -65,6 +68,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod pagination;
 pub mod patients;
+pub mod prescriptions;
 pub mod ratelimit;
 pub mod rbac;
 pub mod rotate;
@@ -112,6 +116,8 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::router(state.config.self_registration))
         .merge(users::router())
         .merge(patients::router())
+        .merge(appointments::router())
+        .merge(prescriptions::router())
         .merge(audit::router())
         .merge(openapi::router())
         .layer(axum::middleware::from_fn_with_state(

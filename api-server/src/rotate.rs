@@ -26,6 +26,10 @@ pub const ENCRYPTED_TABLES: &[EncryptedTable] = &[
         table: "appointments",
         columns: &["reason"],
     },
+    EncryptedTable {
+        table: crate::prescriptions::TABLE,
+        columns: &crate::prescriptions::ENC_COLUMNS,
+    },
 ];
 
 /// Rows re-encrypted per table.

@@ -419,13 +419,13 @@ fn write_error(e: sqlx::Error) -> Error {
             (Some("23P01"), _) => {
                 return Error::conflict(
                     "the practitioner already has a booking that overlaps this time",
-                )
+                );
             }
             (Some("23503"), Some(c)) if c.contains("patient") => {
-                return Error::validation("patient_id", "no such patient")
+                return Error::validation("patient_id", "no such patient");
             }
             (Some("23503"), _) => {
-                return Error::validation("practitioner_id", "no such practitioner")
+                return Error::validation("practitioner_id", "no such practitioner");
             }
             _ => {}
         }
@@ -675,7 +675,7 @@ pub async fn update(
     let current = row.status()?;
     let status = match patch.status {
         Some(next) if next != current && !current.can_become(next) => {
-            return Err(transition_conflict(current, next))
+            return Err(transition_conflict(current, next));
         }
         Some(next) => next,
         None => current,
@@ -827,13 +827,25 @@ mod tests {
         );
         assert_eq!(errs.len(), 1);
         let mut errs = Vec::new();
-        check_times(&mut errs, now + Duration::hours(1), now + Duration::hours(14));
+        check_times(
+            &mut errs,
+            now + Duration::hours(1),
+            now + Duration::hours(14),
+        );
         assert_eq!(errs[0].field, "end");
         let mut errs = Vec::new();
-        check_times(&mut errs, now - Duration::hours(3), now - Duration::hours(2));
+        check_times(
+            &mut errs,
+            now - Duration::hours(3),
+            now - Duration::hours(2),
+        );
         assert_eq!(errs.len(), 1);
         let mut errs = Vec::new();
-        check_times(&mut errs, now + Duration::hours(1), now + Duration::hours(2));
+        check_times(
+            &mut errs,
+            now + Duration::hours(1),
+            now + Duration::hours(2),
+        );
         assert!(errs.is_empty());
     }
 }

@@ -215,10 +215,9 @@ impl Formulary {
             }
             for r in &self.rules {
                 let hit = match (r.kind.as_str(), item.source) {
-                    ("allergy", Source::Allergy) => {
-                        (new.contains(&r.b) && item.terms.contains(&r.a))
-                            .then(|| [r.b.clone(), r.a.clone()])
-                    }
+                    ("allergy", Source::Allergy) => (new.contains(&r.b)
+                        && item.terms.contains(&r.a))
+                    .then(|| [r.b.clone(), r.a.clone()]),
                     ("drug", Source::Prescription | Source::MedicationList) => {
                         if new.contains(&r.a) && item.terms.contains(&r.b) {
                             Some([r.a.clone(), r.b.clone()])
@@ -265,10 +264,7 @@ mod tests {
             ("co trimoxazole", "trimethoprim"),
             ("co trimoxazole", "sulfamethoxazole"),
         ] {
-            f.aliases
-                .entry(alias.into())
-                .or_default()
-                .push(term.into());
+            f.aliases.entry(alias.into()).or_default().push(term.into());
         }
         f.codes.insert("11289".into(), "warfarin".into());
         f.classes
@@ -309,13 +305,18 @@ mod tests {
 
     #[test]
     fn normalises_and_finds_words() {
-        assert_eq!(normalise("  Co-Trimoxazole   480MG "), "co trimoxazole 480mg");
+        assert_eq!(
+            normalise("  Co-Trimoxazole   480MG "),
+            "co trimoxazole 480mg"
+        );
         let f = formulary();
         assert!(f
             .terms("Warfarin sodium 5 mg tablet", None)
             .contains("warfarin"));
         assert!(f.terms("COUMADIN", None).contains("warfarin"));
-        assert!(f.terms("unknown brand", Some(" 11289 ")).contains("warfarin"));
+        assert!(f
+            .terms("unknown brand", Some(" 11289 "))
+            .contains("warfarin"));
         let t = f.terms("Co-trimoxazole", None);
         assert!(t.contains("trimethoprim") && t.contains("sulfamethoxazole"));
         assert!(f.terms("Ibuprofen", None).contains("class:nsaid"));
@@ -327,17 +328,26 @@ mod tests {
         let f = formulary();
         let warfarin = f.terms("warfarin", None);
         let aspirin = f.terms("aspirin", None);
-        let found = f.check(&aspirin, &[existing(Source::Prescription, warfarin.clone())]);
+        let found = f.check(
+            &aspirin,
+            &[existing(Source::Prescription, warfarin.clone())],
+        );
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].interaction_id, Some(1));
         assert_eq!(found[0].terms, ["aspirin".to_string(), "warfarin".into()]);
         let found = f.check(
             &warfarin,
-            &[existing(Source::MedicationList, f.terms("Advil ibuprofen", None))],
+            &[existing(
+                Source::MedicationList,
+                f.terms("Advil ibuprofen", None),
+            )],
         );
         assert_eq!(found[0].interaction_id, Some(2));
         assert!(f
-            .check(&f.terms("paracetamol", None), &[existing(Source::Prescription, warfarin)])
+            .check(
+                &f.terms("paracetamol", None),
+                &[existing(Source::Prescription, warfarin)]
+            )
             .is_empty());
     }
 

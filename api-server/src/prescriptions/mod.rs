@@ -1,0 +1,761 @@
+//! Prescriptions: `POST/GET /prescriptions`, `GET /prescriptions/{id}`,
+//! `POST /prescriptions/{id}/discontinue`.
+//!
+//! * Only physicians prescribe and discontinue; physicians and nurses read within the patient's
+//!   care team (a physician may break the glass); a patient reads their own (others: `404`).
+//! * Every clinical field is encrypted per column (AAD `prescriptions`, row id, column).
+//! * On create, inside one transaction that locks the patient row (so two concurrent
+//!   prescriptions for one patient cannot miss each other), the new medication is checked against
+//!   the patient's active prescriptions, the record's `medications` and `allergies`
+//!   ([`interactions`]). A `major` finding answers `409` with the list in `interactions`, unless
+//!   `override_reason` is given: then it is created, the findings are stored with it, and the
+//!   override is audited as `prescription.interaction_override` with the reason as `purpose`.
+//!   Moderate and minor findings never block; they are returned in `interactions`.
+
+pub mod interactions;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map};
+use sqlx::{FromRow, Postgres, QueryBuilder};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::{actions as audit_actions, AuditEvent, Outcome};
+use crate::auth::AuthUser;
+use crate::crypto::{Aad, KeyRing};
+use crate::error::{ApiJson, Error, FieldError, Validate};
+use crate::pagination::{Page, PageParams};
+use crate::patients::{in_care_team_sql, model as patient_model};
+use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
+use crate::state::AppState;
+
+use interactions::{Existing, Formulary, Interaction, Severity, Source};
+
+/// Audit action names of this module (stable; clients filter on them).
+pub mod actions {
+    pub const CREATE: &str = "prescription.create";
+    pub const READ: &str = "prescription.read";
+    pub const LIST: &str = "prescription.list";
+    pub const DISCONTINUE: &str = "prescription.discontinue";
+    /// A major interaction was overridden (`purpose` = the override reason).
+    pub const INTERACTION_OVERRIDE: &str = "prescription.interaction_override";
+    /// A prescription was refused because of a major interaction (outcome `denied`).
+    pub const INTERACTION_REFUSED: &str = "prescription.interaction_refused";
+}
+
+pub const TABLE: &str = "prescriptions";
+
+/// Encrypted columns (for `rotate-keys`).
+pub const ENC_COLUMNS: [&str; 8] = [
+    "medication_name",
+    "medication_code",
+    "dose",
+    "route",
+    "frequency",
+    "notes",
+    "override_reason",
+    "interactions",
+];
+
+/// Routes under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/prescriptions", get(list).post(create))
+        .route("/prescriptions/{id}", get(read))
+        .route("/prescriptions/{id}/discontinue", post(discontinue))
+}
+
+/// Route of administration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteOfAdministration {
+    Oral,
+    Sublingual,
+    Buccal,
+    Intravenous,
+    Intramuscular,
+    Subcutaneous,
+    Topical,
+    Transdermal,
+    Inhaled,
+    Nasal,
+    Ophthalmic,
+    Otic,
+    Rectal,
+    Vaginal,
+}
+
+impl RouteOfAdministration {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Oral => "oral",
+            Self::Sublingual => "sublingual",
+            Self::Buccal => "buccal",
+            Self::Intravenous => "intravenous",
+            Self::Intramuscular => "intramuscular",
+            Self::Subcutaneous => "subcutaneous",
+            Self::Topical => "topical",
+            Self::Transdermal => "transdermal",
+            Self::Inhaled => "inhaled",
+            Self::Nasal => "nasal",
+            Self::Ophthalmic => "ophthalmic",
+            Self::Otic => "otic",
+            Self::Rectal => "rectal",
+            Self::Vaginal => "vaginal",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(json!(s)).ok()
+    }
+}
+
+/// The prescribed medication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Medication {
+    /// Generic or brand name, e.g. `Warfarin 5 mg tablet` (1 to 200 characters).
+    pub name: String,
+    /// RxNorm code (ingredient RXCUIs are matched by the interaction check).
+    pub code: Option<String>,
+}
+
+/// `POST /prescriptions` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPrescription {
+    pub patient_id: Uuid,
+    pub medication: Medication,
+    /// e.g. `5 mg` (1 to 100 characters).
+    pub dose: String,
+    pub route: RouteOfAdministration,
+    /// e.g. `once daily` (1 to 100 characters).
+    pub frequency: String,
+    /// 1 to 365.
+    pub duration_days: i32,
+    /// Up to 2000 characters.
+    pub notes: Option<String>,
+    /// Required to prescribe despite a major interaction; audited as the purpose (1 to 500 characters).
+    pub override_reason: Option<String>,
+}
+
+fn text(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
+    let n = v.trim().chars().count();
+    if n == 0 || n > max {
+        errs.push(FieldError::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
+    }
+}
+
+impl Validate for NewPrescription {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errs = Vec::new();
+        text(&mut errs, "medication.name", &self.medication.name, 200);
+        if let Some(c) = &self.medication.code {
+            let c = c.trim();
+            if c.is_empty() || c.len() > 32 || !c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                errs.push(FieldError::new(
+                    "medication.code",
+                    "must be 1 to 32 letters or digits",
+                ));
+            }
+        }
+        text(&mut errs, "dose", &self.dose, 100);
+        text(&mut errs, "frequency", &self.frequency, 100);
+        if !(1..=365).contains(&self.duration_days) {
+            errs.push(FieldError::new("duration_days", "must be 1 to 365"));
+        }
+        if let Some(n) = &self.notes {
+            if n.chars().count() > 2000 {
+                errs.push(FieldError::new("notes", "must be at most 2000 characters"));
+            }
+        }
+        if let Some(r) = &self.override_reason {
+            text(&mut errs, "override_reason", r, 500);
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// Effective status: `active` (running), `completed` (duration elapsed), `discontinued`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PrescriptionStatus {
+    Active,
+    Completed,
+    Discontinued,
+}
+
+/// A prescription as returned by the API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Prescription {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    pub prescriber_id: Uuid,
+    pub medication: Medication,
+    pub dose: String,
+    pub route: RouteOfAdministration,
+    pub frequency: String,
+    pub duration_days: i32,
+    pub notes: Option<String>,
+    pub status: PrescriptionStatus,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// Interactions found when it was prescribed (overridden majors, moderate/minor warnings).
+    pub interactions: Vec<Interaction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discontinued_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discontinued_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, FromRow)]
+struct PrescriptionRow {
+    id: Uuid,
+    patient_id: Uuid,
+    prescriber_id: Uuid,
+    medication_name: Vec<u8>,
+    medication_code: Option<Vec<u8>>,
+    dose: Vec<u8>,
+    route: Vec<u8>,
+    frequency: Vec<u8>,
+    notes: Option<Vec<u8>>,
+    override_reason: Option<Vec<u8>>,
+    interactions: Option<Vec<u8>>,
+    duration_days: i32,
+    status: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    discontinued_at: Option<DateTime<Utc>>,
+    discontinued_by: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    in_care_team: bool,
+}
+
+const COLUMNS: &str = "r.id, r.patient_id, r.prescriber_id, r.medication_name, r.medication_code, \
+    r.dose, r.route, r.frequency, r.notes, r.override_reason, r.interactions, r.duration_days, \
+    r.status, r.starts_at, r.ends_at, r.discontinued_at, r.discontinued_by, r.created_at, r.updated_at";
+
+fn aad(id: Uuid, column: &str) -> Aad<'_> {
+    Aad {
+        table: TABLE,
+        row: id,
+        column,
+    }
+}
+
+impl PrescriptionRow {
+    fn decrypt(&self, keys: &KeyRing) -> Result<Prescription, Error> {
+        let d = |col: &str, v: &[u8]| keys.decrypt_str(aad(self.id, col), v);
+        let d_opt = |col: &str, v: &Option<Vec<u8>>| v.as_ref().map(|b| d(col, b)).transpose();
+        let malformed = || Error::internal(anyhow::anyhow!("malformed prescription row"));
+        let interactions: Vec<Interaction> = match d_opt("interactions", &self.interactions)? {
+            Some(s) => serde_json::from_str(&s).map_err(|_| malformed())?,
+            None => Vec::new(),
+        };
+        let status = match self.status.as_str() {
+            "discontinued" => PrescriptionStatus::Discontinued,
+            "active" if self.ends_at <= Utc::now() => PrescriptionStatus::Completed,
+            "active" => PrescriptionStatus::Active,
+            _ => return Err(malformed()),
+        };
+        Ok(Prescription {
+            id: self.id,
+            patient_id: self.patient_id,
+            prescriber_id: self.prescriber_id,
+            medication: Medication {
+                name: d("medication_name", &self.medication_name)?,
+                code: d_opt("medication_code", &self.medication_code)?,
+            },
+            dose: d("dose", &self.dose)?,
+            route: RouteOfAdministration::parse(&d("route", &self.route)?).ok_or_else(malformed)?,
+            frequency: d("frequency", &self.frequency)?,
+            duration_days: self.duration_days,
+            notes: d_opt("notes", &self.notes)?,
+            status,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            interactions,
+            override_reason: d_opt("override_reason", &self.override_reason)?,
+            discontinued_at: self.discontinued_at,
+            discontinued_by: self.discontinued_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> Relation {
+    Relation {
+        own_record: auth.role == Role::Patient && auth.patient_id == Some(patient_id),
+        in_care_team: auth.role.is_clinician() && in_care_team,
+        break_glass: auth.break_glass_reason.is_some(),
+    }
+}
+
+/// Prescriptions are clinical: only full (or break-glass) access opens them.
+fn access_for(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> PatientAccess {
+    match rbac::patient_access(auth.role, relation(auth, patient_id, in_care_team)) {
+        PatientAccess::Demographics => PatientAccess::Denied,
+        a => a,
+    }
+}
+
+/// Turn a non-opening access into the right error, auditing the denial.
+async fn refuse(
+    state: &AppState,
+    auth: &AuthUser,
+    access: PatientAccess,
+    resource: Option<Uuid>,
+    patient: Uuid,
+) -> Error {
+    match access {
+        PatientAccess::Hidden => {
+            auth.denied(state, "prescription", resource.map(|r| r.to_string()), None)
+                .await;
+            Error::NotFound
+        }
+        _ => {
+            auth.denied(
+                state,
+                "prescription",
+                resource.map(|r| r.to_string()),
+                Some(patient),
+            )
+            .await;
+            Error::Forbidden(if auth.role == Role::Physician {
+                "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
+            } else {
+                "not in this patient's care team".into()
+            })
+        }
+    }
+}
+
+fn access_events(
+    auth: &AuthUser,
+    action: &str,
+    id: Uuid,
+    patient: Uuid,
+    access: PatientAccess,
+) -> Vec<AuditEvent> {
+    let mut ev = AuditEvent::by(auth, action, "prescription")
+        .resource(id)
+        .patient(patient);
+    let mut out = Vec::with_capacity(2);
+    if access == PatientAccess::BreakGlass {
+        let reason = auth.break_glass_reason.clone().unwrap_or_default();
+        ev = ev.purpose(&reason);
+        out.push(
+            AuditEvent::by(auth, audit_actions::BREAK_GLASS, "prescription")
+                .resource(id)
+                .patient(patient)
+                .purpose(&reason),
+        );
+    }
+    out.push(ev);
+    out
+}
+
+async fn audit_access(state: &AppState, events: Vec<AuditEvent>) -> Result<(), Error> {
+    let glass = events
+        .iter()
+        .filter(|e| e.action == audit_actions::BREAK_GLASS)
+        .count();
+    state.audit.record_all(events).await?;
+    state.metrics.break_glass_access_total.inc_by(glass as u64);
+    Ok(())
+}
+
+/// Load a prescription of a live patient with the caller's access (denials audited).
+async fn load_for(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+) -> Result<(PrescriptionRow, PatientAccess), Error> {
+    let sql = format!(
+        "SELECT {COLUMNS}, {} AS in_care_team FROM prescriptions r \
+         JOIN patients p ON p.id = r.patient_id WHERE r.id = $1 AND p.deleted_at IS NULL",
+        in_care_team_sql("$2")
+    );
+    let row: PrescriptionRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(auth.user_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(Error::NotFound)?;
+    match access_for(auth, row.patient_id, row.in_care_team) {
+        a @ (PatientAccess::Full | PatientAccess::BreakGlass) => Ok((row, a)),
+        a => Err(refuse(state, auth, a, Some(id), row.patient_id).await),
+    }
+}
+
+fn interaction_conflict(found: &[Interaction]) -> Error {
+    let mut ext = Map::new();
+    ext.insert("interactions".into(), json!(found));
+    Error::Conflict {
+        detail: "major interaction with the patient's medications or allergies; review the interactions, or prescribe with override_reason".into(),
+        extensions: ext,
+    }
+}
+
+/// Prescribe (physicians). Checked against active prescriptions, the record's medications and allergies.
+#[utoipa::path(post, path = "/api/v1/prescriptions", tag = "prescriptions", request_body = NewPrescription,
+    params(("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    responses((status = 201, body = Prescription), (status = 403, body = crate::error::Problem),
+              (status = 409, description = "major interaction (listed in `interactions`); resend with `override_reason` to prescribe anyway", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    ApiJson(body): ApiJson<NewPrescription>,
+) -> Result<(StatusCode, Json<Prescription>), Error> {
+    auth.require(&state, Permission::PrescriptionCreate).await?;
+    let formulary = Formulary::load(&state.pool).await?;
+    let mut tx = state.pool.begin().await?;
+    // lock the patient: concurrent prescriptions for one patient are checked one after the other
+    let sql = format!(
+        "SELECT {}, {} AS in_care_team FROM patients p \
+         WHERE p.id = $1 AND p.deleted_at IS NULL FOR UPDATE OF p",
+        patient_model::ROW_COLUMNS,
+        in_care_team_sql("$2")
+    );
+    let patient: patient_model::PatientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(body.patient_id)
+        .bind(auth.user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
+    let access = access_for(&auth, body.patient_id, patient.in_care_team);
+    if !matches!(access, PatientAccess::Full | PatientAccess::BreakGlass) {
+        drop(tx);
+        return Err(refuse(&state, &auth, access, None, body.patient_id).await);
+    }
+    let phi = patient_model::decrypt(&state.keys, &patient)?;
+    let active: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT id, medication_name, medication_code FROM prescriptions \
+         WHERE patient_id = $1 AND status = 'active' AND ends_at > now() ORDER BY id",
+    )
+    .bind(body.patient_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut existing = Vec::with_capacity(active.len() + phi.medications.len());
+    for (id, name, code) in &active {
+        let name = state.keys.decrypt_str(aad(*id, "medication_name"), name)?;
+        let code = code
+            .as_ref()
+            .map(|c| state.keys.decrypt_str(aad(*id, "medication_code"), c))
+            .transpose()?;
+        existing.push(Existing {
+            source: Source::Prescription,
+            prescription_id: Some(*id),
+            terms: formulary.terms(&name, code.as_deref()),
+        });
+    }
+    for m in &phi.medications {
+        existing.push(Existing {
+            source: Source::MedicationList,
+            prescription_id: None,
+            terms: formulary.terms(m, None),
+        });
+    }
+    for a in &phi.allergies {
+        existing.push(Existing {
+            source: Source::Allergy,
+            prescription_id: None,
+            terms: formulary.terms(a, None),
+        });
+    }
+    let new_terms = formulary.terms(&body.medication.name, body.medication.code.as_deref());
+    let found = formulary.check(&new_terms, &existing);
+    let major = found.iter().any(|i| i.severity == Severity::Major);
+    let override_reason = body
+        .override_reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|_| major);
+    if major && override_reason.is_none() {
+        drop(tx);
+        // the refusal discloses facts about the record: audit it (fail closed) before answering
+        state
+            .audit
+            .record(
+                AuditEvent::by(&auth, actions::INTERACTION_REFUSED, "prescription")
+                    .patient(body.patient_id)
+                    .outcome(Outcome::Denied),
+            )
+            .await?;
+        return Err(interaction_conflict(&found));
+    }
+
+    let id = Uuid::now_v7();
+    let keys = &state.keys;
+    let enc = |col: &str, v: &str| keys.encrypt_str(aad(id, col), v);
+    let name = body.medication.name.trim().to_string();
+    let code = body
+        .medication
+        .code
+        .as_deref()
+        .map(|c| c.trim().to_string());
+    let dose = body.dose.trim().to_string();
+    let frequency = body.frequency.trim().to_string();
+    let notes = body
+        .notes
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    let stored_interactions = (!found.is_empty())
+        .then(|| serde_json::to_string(&found))
+        .transpose()
+        .map_err(Error::internal)?;
+    let starts_at = Utc::now();
+    let ends_at = starts_at + Duration::days(i64::from(body.duration_days));
+    let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
+        "INSERT INTO prescriptions (id, patient_id, prescriber_id, phi_key_id, medication_name, \
+         medication_code, dose, route, frequency, notes, override_reason, interactions, \
+         duration_days, starts_at, ends_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING created_at",
+    )
+    .bind(id)
+    .bind(body.patient_id)
+    .bind(auth.user_id)
+    .bind(keys.active_key_id())
+    .bind(enc("medication_name", &name))
+    .bind(code.as_deref().map(|c| enc("medication_code", c)))
+    .bind(enc("dose", &dose))
+    .bind(enc("route", body.route.as_str()))
+    .bind(enc("frequency", &frequency))
+    .bind(notes.as_deref().map(|n| enc("notes", n)))
+    .bind(override_reason.map(|r| enc("override_reason", r)))
+    .bind(stored_interactions.as_deref().map(|s| enc("interactions", s)))
+    .bind(body.duration_days)
+    .bind(starts_at)
+    .bind(ends_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let mut events = access_events(&auth, actions::CREATE, id, body.patient_id, access);
+    if let Some(reason) = override_reason {
+        if let Some(ev) = events.last_mut() {
+            ev.purpose = Some(reason.chars().take(500).collect());
+        }
+        events.push(
+            AuditEvent::by(&auth, actions::INTERACTION_OVERRIDE, "prescription")
+                .resource(id)
+                .patient(body.patient_id)
+                .purpose(reason),
+        );
+    }
+    audit_access(&state, events).await?;
+    state.metrics.prescriptions_created_total.inc();
+    Ok((
+        StatusCode::CREATED,
+        Json(Prescription {
+            id,
+            patient_id: body.patient_id,
+            prescriber_id: auth.user_id,
+            medication: Medication { name, code },
+            dose,
+            route: body.route,
+            frequency,
+            duration_days: body.duration_days,
+            notes,
+            status: PrescriptionStatus::Active,
+            starts_at,
+            ends_at,
+            interactions: found,
+            override_reason: override_reason.map(str::to_string),
+            discontinued_at: None,
+            discontinued_by: None,
+            created_at,
+            updated_at: created_at,
+        }),
+    ))
+}
+
+/// Read one prescription.
+#[utoipa::path(get, path = "/api/v1/prescriptions/{id}", tag = "prescriptions",
+    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    responses((status = 200, body = Prescription), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Prescription>, Error> {
+    auth.require(&state, Permission::PrescriptionRead).await?;
+    let (row, access) = load_for(&state, &auth, id).await?;
+    let p = row.decrypt(&state.keys)?;
+    audit_access(
+        &state,
+        access_events(&auth, actions::READ, id, row.patient_id, access),
+    )
+    .await?;
+    Ok(Json(p))
+}
+
+/// Filters of `GET /prescriptions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PrescriptionFilter {
+    pub patient_id: Option<Uuid>,
+    pub prescriber_id: Option<Uuid>,
+    /// `active`, `completed` or `discontinued`.
+    pub status: Option<PrescriptionStatus>,
+}
+
+/// List prescriptions visible to the caller (oldest first).
+#[utoipa::path(get, path = "/api/v1/prescriptions", tag = "prescriptions", params(PrescriptionFilter, PageParams),
+    responses((status = 200, body = Page<Prescription>), (status = 403, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(filter): Query<PrescriptionFilter>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<Prescription>>, Error> {
+    auth.require(&state, Permission::PrescriptionRead).await?;
+    let limit = page.limit()?;
+    let cursor = page.cursor_uuid()?;
+    let break_glass = auth.role == Role::Physician && auth.break_glass_reason.is_some();
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {COLUMNS}, {} AS in_care_team FROM prescriptions r \
+         JOIN patients p ON p.id = r.patient_id CROSS JOIN (SELECT ",
+        in_care_team_sql("caller.me")
+    ));
+    qb.push_bind(auth.user_id)
+        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
+    match auth.role {
+        Role::Patient => match auth.patient_id {
+            Some(pid) => {
+                qb.push(" AND r.patient_id = ").push_bind(pid);
+            }
+            None => {
+                qb.push(" AND false");
+            }
+        },
+        Role::Physician | Role::Nurse if !break_glass => {
+            qb.push(" AND ").push(in_care_team_sql("caller.me"));
+        }
+        Role::Physician | Role::Nurse => {}
+        // not reachable (PrescriptionRead), but never list without a scope
+        Role::Admin | Role::Receptionist => {
+            qb.push(" AND false");
+        }
+    }
+    if let Some(p) = filter.patient_id {
+        qb.push(" AND r.patient_id = ").push_bind(p);
+    }
+    if let Some(p) = filter.prescriber_id {
+        qb.push(" AND r.prescriber_id = ").push_bind(p);
+    }
+    match filter.status {
+        Some(PrescriptionStatus::Active) => {
+            qb.push(" AND r.status = 'active' AND r.ends_at > now()");
+        }
+        Some(PrescriptionStatus::Completed) => {
+            qb.push(" AND r.status = 'active' AND r.ends_at <= now()");
+        }
+        Some(PrescriptionStatus::Discontinued) => {
+            qb.push(" AND r.status = 'discontinued'");
+        }
+        None => {}
+    }
+    if let Some(c) = cursor {
+        qb.push(" AND r.id > ").push_bind(c);
+    }
+    qb.push(" ORDER BY r.id LIMIT ").push_bind(limit + 1);
+    let rows: Vec<PrescriptionRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut events = Vec::new();
+    for row in &page.items {
+        let access = match access_for(&auth, row.patient_id, row.in_care_team) {
+            a @ (PatientAccess::Full | PatientAccess::BreakGlass) => a,
+            _ => continue,
+        };
+        items.push(row.decrypt(&state.keys)?);
+        events.extend(access_events(
+            &auth,
+            actions::LIST,
+            row.id,
+            row.patient_id,
+            access,
+        ));
+    }
+    if events.is_empty() {
+        events.push(AuditEvent::by(&auth, actions::LIST, "prescription"));
+    }
+    audit_access(&state, events).await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Stop an active prescription (physicians in the care team).
+#[utoipa::path(post, path = "/api/v1/prescriptions/{id}/discontinue", tag = "prescriptions", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Prescription), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem),
+              (status = 409, description = "already discontinued or completed", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn discontinue(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Prescription>, Error> {
+    auth.require(&state, Permission::PrescriptionDiscontinue)
+        .await?;
+    let (mut row, access) = load_for(&state, &auth, id).await?;
+    let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
+        "UPDATE prescriptions SET status = 'discontinued', discontinued_at = now(), \
+         discontinued_by = $2, updated_at = now() \
+         WHERE id = $1 AND status = 'active' AND ends_at > now() RETURNING discontinued_at",
+    )
+    .bind(id)
+    .bind(auth.user_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some((at,)) = updated else {
+        let current = if row.status == "discontinued" {
+            "discontinued"
+        } else {
+            "completed"
+        };
+        return Err(Error::conflict(format!(
+            "the prescription is already {current}"
+        )));
+    };
+    row.status = "discontinued".into();
+    row.discontinued_at = Some(at);
+    row.discontinued_by = Some(auth.user_id);
+    row.updated_at = at;
+    let p = row.decrypt(&state.keys)?;
+    audit_access(
+        &state,
+        access_events(&auth, actions::DISCONTINUE, id, row.patient_id, access),
+    )
+    .await?;
+    Ok(Json(p))
+}
