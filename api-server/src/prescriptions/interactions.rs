@@ -242,7 +242,7 @@ impl Formulary {
                 }
             }
         }
-        out.sort_by(|a, b| b.severity.cmp(&a.severity));
+        out.sort_by_key(|i| std::cmp::Reverse(i.severity));
         out
     }
 }

@@ -27,8 +27,6 @@ pub mod config_map;
 pub mod deployment;
 pub mod hpa;
 pub mod ingress;
-pub mod monitoring;
-pub mod monitoring_dashboard;
 pub mod network_policy;
 pub mod pdb;
 pub mod postgres;
