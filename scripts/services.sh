@@ -65,10 +65,17 @@ _svc_start_postgres() {
     if [ "$(id -u)" = 0 ]; then
         user=postgres
         id "$user" >/dev/null 2>&1 || user=nobody
-        chown "$user" "$dir"
-        chmod 0700 "$dir"
         # The unprivileged user must be able to reach the directory.
         chmod o+x "$_CADUCEUS_SVC_ROOT/.tmp" "$_CADUCEUS_SVC_STATE" 2>/dev/null || true
+        chown "$user" "$dir"
+        chmod 0700 "$dir"
+        if ! runuser -u "$user" -- test -w "$dir"; then
+            # A checkout under a private home directory: use /tmp instead.
+            rm -rf "$dir"
+            dir="$(mktemp -d /tmp/caduceus-pg.XXXXXX)"
+            chown "$user" "$dir"
+            chmod 0700 "$dir"
+        fi
     fi
     _svc_log "starting throw-away PostgreSQL ($("$bindir/pg_ctl" --version | awk '{print $3}')) on 127.0.0.1:$port in $dir"
     if ! _svc_as_pg_user "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then

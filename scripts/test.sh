@@ -17,6 +17,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CADUCEUS_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/caduceus-operator"
 
 ONLY=" $* "
+STEPS="fmt clippy test operator-build crd-sync chart rbac examples argocd-health dockerfiles prometheus-rules e2e"
+for arg in "$@"; do
+    if [[ " $STEPS " != *" $arg "* ]]; then
+        echo "unknown step '$arg'; steps: $STEPS" >&2
+        exit 2
+    fi
+done
 RESULTS=()
 FAILED=0
 PASSED=0

@@ -124,10 +124,19 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             ratelimit::limit,
         ));
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
-        .fallback(middleware::not_found)
+        .fallback(middleware::not_found);
+    with_common_layers(router, &state).with_state(state)
+}
+
+/// The public router's cross-cutting layers (innermost first): panic → 500 problem, body
+/// limit, timeout, CORS, then [`middleware::observe`] (request id, security headers,
+/// problem+json normalisation, metrics, access log).
+pub fn with_common_layers(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router
+        .layer(axum::middleware::from_fn(middleware::catch_panic))
         .layer(RequestBodyLimitLayer::new(state.config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -138,7 +147,6 @@ pub fn app(state: AppState) -> Router {
             state.metrics.clone(),
             middleware::observe,
         ))
-        .with_state(state)
 }
 
 /// The admin router (port 9090): metrics, detailed health, compliance.

@@ -166,3 +166,20 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
 pub async fn not_found() -> Response {
     Problem::from_status(StatusCode::NOT_FOUND).into_response_with(StatusCode::NOT_FOUND)
 }
+
+/// Innermost middleware: a panicking handler becomes a bare 500 problem instead of a dropped
+/// connection. The panic payload is neither returned nor logged (it could contain data).
+pub async fn catch_panic(req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!("request handler panicked");
+            Problem::from_status(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}

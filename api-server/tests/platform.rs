@@ -550,3 +550,32 @@ async fn not_ready_when_postgres_is_down() {
     .unwrap();
     assert_problem(&app.get("/api/v1/me", &token).await, 503);
 }
+
+#[sqlx::test]
+async fn panics_become_problem_500(pool: PgPool) {
+    use tower::ServiceExt;
+    let app = TestApp::new(pool).await;
+    let boom = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            panic!("Givenname-in-a-panic");
+            #[allow(unreachable_code)]
+            ""
+        }),
+    );
+    let router = caduceus_api::with_common_layers(boom, &app.state).with_state(app.state.clone());
+    let resp = router
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("Givenname"), "{text}");
+    assert!(text.contains("\"status\":500"), "{text}");
+}

@@ -39,6 +39,7 @@ pub const DEFAULT_REDIS_VERSION: &str = "7.4.2";
     category = "caduceus",
     status = "HealthcarePlatformStatus",
     derive = "PartialEq",
+    validation = ::kube::core::Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters (child names derive from it)"),
     doc = "A HIPAA-grade Caduceus healthcare platform managed by caduceus-operator.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Compliant","type":"boolean","jsonPath":".status.compliance.compliant"}"#,
@@ -551,6 +552,14 @@ pub struct NetworkPolicySpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub monitoring_namespace: String,
+    /// Namespace of caduceus-operator, whose pods may read the API's compliance self-report on
+    /// port 9090 (and whose metrics the per-platform operator ServiceMonitor scrapes).
+    #[serde(default = "default_operator_namespace")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub operator_namespace: String,
 }
 
 impl Default for NetworkPolicySpec {
@@ -559,8 +568,13 @@ impl Default for NetworkPolicySpec {
             enabled: true,
             ingress_from: default_ingress_from(),
             monitoring_namespace: default_monitoring_namespace(),
+            operator_namespace: default_operator_namespace(),
         }
     }
+}
+
+fn default_operator_namespace() -> String {
+    "caduceus-system".into()
 }
 
 fn default_true() -> bool {
@@ -660,14 +674,36 @@ fn default_login_rpm() -> i32 {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitoringSpec {
+    /// Create ServiceMonitors, a PrometheusRule and a Grafana dashboard ConfigMap when the
+    /// Prometheus Operator CRDs are installed (condition `MonitoringReady` says when they are not).
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Extra labels on the ServiceMonitors and the PrometheusRule, e.g. the `release` label
+    /// your Prometheus selects them by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Base URL of the runbooks the alerts link to (`<base>/<alert>.md`).
+    #[serde(default = "default_runbook_base_url")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^https?://"))]
+    pub runbook_base_url: String,
 }
 
 impl Default for MonitoringSpec {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            labels: BTreeMap::new(),
+            runbook_base_url: default_runbook_base_url(),
+        }
     }
+}
+
+/// The runbooks in `docs/runbooks/` of this repository.
+pub const DEFAULT_RUNBOOK_BASE_URL: &str =
+    "https://github.com/caduceus-health/caduceus/blob/main/docs/runbooks";
+
+fn default_runbook_base_url() -> String {
+    DEFAULT_RUNBOOK_BASE_URL.into()
 }
 
 /// Encrypted backups of the database.
@@ -996,6 +1032,57 @@ pub struct ComplianceStatus {
     pub violations: Vec<ComplianceViolation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluated: Option<Time>,
+    /// Rules whose evidence is not available yet (never counted as passed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_evaluated: Vec<ComplianceRuleNote>,
+    /// Values the operator overrode in `Enforce` mode, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enforced: Vec<ComplianceOverride>,
+    /// State of each exception of the spec (active, expired or naming an unknown rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<ComplianceExceptionStatus>,
+    /// Head of the API's audit hash chain at the last evaluation (tamper detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_chain_head: Option<AuditChainHead>,
+}
+
+/// A rule and why it was not evaluated.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceRuleNote {
+    pub rule: String,
+    pub message: String,
+}
+
+/// One value overridden by `Enforce` mode.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceOverride {
+    pub rule: String,
+    /// Spec path, e.g. `spec.security.sessionIdleTimeoutMinutes`.
+    pub field: String,
+    pub from: String,
+    pub to: String,
+    pub message: String,
+}
+
+/// State of one compliance exception.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceExceptionStatus {
+    pub rule: String,
+    pub expires: Time,
+    /// `Active`, `Expired` or `UnknownRule`.
+    pub state: String,
+    pub message: String,
+}
+
+/// Head of the API's audit hash chain.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditChainHead {
+    pub id: i64,
+    pub hash: String,
 }
 
 /// One failing compliance rule.

@@ -29,6 +29,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod compliance;
 pub mod controller;
 pub mod crd;
 pub mod metrics;

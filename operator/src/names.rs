@@ -23,6 +23,12 @@ pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
 
 /// Pod-template annotation carrying a hash of the API ConfigMap, so a settings change rolls pods.
 pub const ANNOTATION_CONFIG_HASH: &str = "caduceus.io/config-hash";
+/// Label the Grafana dashboard sidecar looks for.
+pub const LABEL_GRAFANA_DASHBOARD: &str = "grafana_dashboard";
+/// `app.kubernetes.io/name` of the operator's own pods and Service (Helm chart).
+pub const OPERATOR_APP_NAME: &str = "caduceus-operator";
+/// Port name of the operator's metrics Service (Helm chart).
+pub const OPERATOR_METRICS_PORT_NAME: &str = "http-metrics";
 /// Marks Secrets printed by `render` whose values are placeholders.
 pub const ANNOTATION_PLACEHOLDER: &str = "caduceus.io/placeholder-values";
 /// CloudNativePG hibernation annotation (used when the platform is stopped).
@@ -159,6 +165,20 @@ impl Names {
     }
     pub fn backup_key(&self) -> String {
         self.suffixed("backup-key")
+    }
+    /// ServiceMonitor of the API (same name as its Service).
+    pub fn api_service_monitor(&self) -> String {
+        self.api()
+    }
+    /// ServiceMonitor scraping this platform's compliance series from the operator.
+    pub fn operator_service_monitor(&self) -> String {
+        self.suffixed("operator")
+    }
+    pub fn prometheus_rule(&self) -> String {
+        self.suffixed("alerts")
+    }
+    pub fn dashboard(&self) -> String {
+        self.suffixed("dashboard")
     }
 
     pub fn netpol_default_deny(&self) -> String {

@@ -27,6 +27,8 @@ pub mod config_map;
 pub mod deployment;
 pub mod hpa;
 pub mod ingress;
+pub mod monitoring;
+pub mod monitoring_dashboard;
 pub mod network_policy;
 pub mod pdb;
 pub mod postgres;

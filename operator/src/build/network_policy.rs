@@ -1,6 +1,7 @@
 //! NetworkPolicies: default-deny ingress and egress for every platform pod, then only
 //! - allowed sources (`networkPolicy.ingressFrom`) → API 8080,
 //! - the monitoring namespace → API 9090,
+//! - caduceus-operator pods (`networkPolicy.operatorNamespace`) → API 9090 (compliance self-report),
 //! - API → database 5432 and cache 6379 (embedded pods, CloudNativePG pods, or the external port),
 //! - every platform pod → DNS (port 53 in `kube-system`).
 //!
@@ -19,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::child_meta;
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::{
-    Component, API_HTTP_PORT, API_METRICS_PORT, LABEL_CNPG_CLUSTER, POSTGRES_PORT, REDIS_PORT,
+    Component, API_HTTP_PORT, API_METRICS_PORT, LABEL_CNPG_CLUSTER, LABEL_NAME, OPERATOR_APP_NAME,
+    POSTGRES_PORT, REDIS_PORT,
 };
 use crate::validate::ValidatedPlatform;
 
@@ -118,6 +120,18 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
                 },
                 NetworkPolicyIngressRule {
                     from: Some(vec![namespace(&np.monitoring_namespace)]),
+                    ports: Some(vec![port(API_METRICS_PORT, "TCP")]),
+                },
+                // The operator reads the compliance self-report on the admin port.
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: namespace(&np.operator_namespace).namespace_selector,
+                        pod_selector: Some(selector(BTreeMap::from([(
+                            LABEL_NAME.to_string(),
+                            OPERATOR_APP_NAME.to_string(),
+                        )]))),
+                        ..Default::default()
+                    }]),
                     ports: Some(vec![port(API_METRICS_PORT, "TCP")]),
                 },
             ]),
@@ -266,6 +280,17 @@ mod tests {
         assert_eq!(
             ns.match_labels.unwrap()["kubernetes.io/metadata.name"],
             "monitoring"
+        );
+        // The operator's pods (and only them) may read the compliance self-report.
+        assert_eq!(ports(&api_in[2].ports), [9090]);
+        let op = api_in[2].from.clone().unwrap()[0].clone();
+        assert_eq!(
+            op.namespace_selector.unwrap().match_labels.unwrap()["kubernetes.io/metadata.name"],
+            "caduceus-system"
+        );
+        assert_eq!(
+            op.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"],
+            "caduceus-operator"
         );
         let api_out = by_name(&list, "demo-allow-api-egress").egress.unwrap();
         assert_eq!(api_out.len(), 2);

@@ -1,0 +1,189 @@
+//! The API server's compliance self-report (`GET /internal/compliance` on the admin port 9090,
+//! docs/contracts.md) and the client the operator reads it with.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{Names, API_METRICS_PORT};
+
+/// Path of the self-report on the API's admin port.
+pub const SELF_REPORT_PATH: &str = "/internal/compliance";
+
+/// What the API reports about itself. Unknown fields are ignored (newer API versions).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfReport {
+    pub version: String,
+    pub schema_version: i64,
+    pub encryption: EncryptionReport,
+    pub audit: AuditReport,
+    pub sessions: SessionsReport,
+    pub rate_limit: RateLimitReport,
+    pub database_tls: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncryptionReport {
+    pub active: bool,
+    pub active_key_id: String,
+    pub key_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub chain_head_id: i64,
+    pub chain_head_hash: String,
+    pub write_failures: u64,
+    pub retention_days: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionsReport {
+    pub idle_timeout_minutes: i64,
+    pub access_token_ttl_minutes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitReport {
+    pub enabled: bool,
+    pub backend: String,
+    pub requests_per_minute: i64,
+    pub login_attempts_per_minute: i64,
+}
+
+/// Why the self-report could not be read. Messages carry no response bodies.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfReportError {
+    #[error("building the HTTP client failed: {0}")]
+    Client(String),
+    #[error("the API self-report at {url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the API self-report at {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("the API self-report at {url} is not in the documented shape: {detail}")]
+    Malformed { url: String, detail: String },
+}
+
+/// In-cluster URL of a platform's self-report: `http://<platform>-api.<ns>.svc:9090/internal/compliance`.
+pub fn url_for(names: &Names, namespace: &str) -> String {
+    format!(
+        "http://{}:{API_METRICS_PORT}{SELF_REPORT_PATH}",
+        names.service_host(&names.api(), namespace)
+    )
+}
+
+/// Reads self-reports over HTTP with a short timeout (a slow API must not stall reconciles).
+#[derive(Clone, Debug)]
+pub struct SelfReportClient {
+    http: reqwest::Client,
+}
+
+impl SelfReportClient {
+    pub fn new(timeout: Duration) -> Result<Self, SelfReportError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| SelfReportError::Client(e.to_string()))?;
+        Ok(Self { http })
+    }
+
+    /// `GET url` and parse the self-report.
+    pub async fn fetch(&self, url: &str) -> Result<SelfReport, SelfReportError> {
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| SelfReportError::Unreachable {
+                url: url.to_string(),
+                detail: e.without_url().to_string(),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SelfReportError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| SelfReportError::Unreachable {
+                url: url.to_string(),
+                detail: e.without_url().to_string(),
+            })?;
+        parse(&body).map_err(|detail| SelfReportError::Malformed {
+            url: url.to_string(),
+            detail,
+        })
+    }
+}
+
+/// Parses a self-report body; the error names the offending field, never echoes values.
+pub fn parse(body: &[u8]) -> Result<SelfReport, String> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let kind = match e.inner().classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "missing field or wrong type",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        format!("{kind} at `{path}`")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const CONTRACT_EXAMPLE: &str = r#"{"version":"0.1.0","schema_version":7,
+       "encryption":{"active":true,"active_key_id":"k-1","key_ids":["k-1"]},
+       "audit":{"chain_head_id":123,"chain_head_hash":"ab","write_failures":0,"retention_days":2190},
+       "sessions":{"idle_timeout_minutes":15,"access_token_ttl_minutes":15},
+       "rate_limit":{"enabled":true,"backend":"redis","requests_per_minute":600,"login_attempts_per_minute":5},
+       "database_tls":true, "future_field": 1}"#;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let r = parse(CONTRACT_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(r.schema_version, 7);
+        assert!(r.encryption.active);
+        assert_eq!(r.audit.chain_head_id, 123);
+        assert_eq!(r.rate_limit.backend, "redis");
+        assert!(r.database_tls);
+    }
+
+    #[test]
+    fn malformed_report_names_the_field_without_values() {
+        let body =
+            CONTRACT_EXAMPLE.replace(r#""write_failures":0"#, r#""write_failures":"secret-ish""#);
+        let err = parse(body.as_bytes()).unwrap_err();
+        assert!(err.contains("audit.write_failures"), "{err}");
+        assert!(!err.contains("secret-ish"), "{err}");
+        assert!(parse(b"{").unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn url_points_at_the_admin_port_of_the_api_service() {
+        assert_eq!(
+            url_for(&Names::new("demo"), "clinic"),
+            "http://demo-api.clinic.svc:9090/internal/compliance"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_api_is_an_error_not_a_pass() {
+        let client = SelfReportClient::new(Duration::from_millis(500)).unwrap();
+        // Port 9 (discard) on localhost: nothing listens there in the test environment.
+        let err = client
+            .fetch("http://127.0.0.1:9/internal/compliance")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SelfReportError::Unreachable { .. }), "{err}");
+    }
+}
