@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Events kept for watch resumption; older resourceVersions get `410 Gone`.
-const MAX_LOG: usize = 200_000;
+const MAX_LOG: usize = 50_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
