@@ -14,7 +14,8 @@
 //! | `PatientDelete` (soft) | ✓ | | | | |
 //! | `CareTeamAssign` | ✓ | own care team | | ✓ | |
 //! | `BreakGlass` (X-Break-Glass-Reason) | | ✓ | | | |
-//! | `AppointmentBook` / `AppointmentUpdate` | ✓ | ✓ | ✓ | ✓ | |
+//! | `AppointmentBook` ([`may_book_appointment`]) | ✓ | own care team | own care team | ✓ | |
+//! | `AppointmentUpdate` | ✓ | care team | care team | ✓ | |
 //! | `AppointmentRead` | ✓ | ✓ | ✓ | ✓ | own |
 //! | `PrescriptionCreate` / `PrescriptionDiscontinue` | | ✓ | | | |
 //! | `PrescriptionRead` | | ✓ | ✓ | | own |
@@ -180,6 +181,14 @@ pub enum PatientAccess {
 /// self-assignment cannot bypass it).
 pub fn may_assign_care_team(role: Role, rel: Relation) -> bool {
     allows(role, Permission::CareTeamAssign) && (!role.is_clinician() || rel.in_care_team)
+}
+
+/// May the caller book an appointment for this patient (or move one to another practitioner)?
+/// Admins and receptionists schedule anyone; a physician or nurse only inside their own care
+/// team: booking yourself would otherwise put you in the care team, bypassing it like
+/// self-assignment would (pass the relation without break-glass).
+pub fn may_book_appointment(role: Role, rel: Relation) -> bool {
+    allows(role, Permission::AppointmentBook) && (!role.is_clinician() || rel.in_care_team)
 }
 
 impl PatientAccess {

@@ -578,8 +578,9 @@ async fn every_role_on_every_appointment_route(pool: PgPool) {
         h += 1;
         booking(&own, who, h, "rbac")
     };
-    // create (the booked practitioner is another physician, so nobody joins the care team)
-    let create_expect = [201, 201, 201, 201, 403];
+    // create (the booked practitioner is another physician, so nobody joins the care team);
+    // physicians and nurses outside the care team may not book for the patient at all
+    let create_expect = [201, 403, 403, 201, 403];
     let mut created = Vec::new();
     for (u, want) in users.iter().zip(create_expect) {
         let r = app
@@ -590,7 +591,15 @@ async fn every_role_on_every_appointment_route(pool: PgPool) {
             created.push(r.json["id"].as_str().unwrap().to_string());
         }
     }
-    // the physician/nurse booked another practitioner: still outside the care team
+    // booking themselves would have put them in the care team: refused as well
+    let r = app
+        .post(
+            "/api/v1/appointments",
+            &doc.token,
+            booking(&own, &doc, 20, "self"),
+        )
+        .await;
+    assert_problem(&r, 403);
     let id = created[0].clone();
     for (u, want) in users.iter().zip(read_expect) {
         let r = app
@@ -639,7 +648,7 @@ async fn every_role_on_every_appointment_route(pool: PgPool) {
         )
         .await;
     assert_eq!(r.status, 201);
-    let id = created[3].clone();
+    let id = created[1].clone();
     let r = app
         .get(&format!("/api/v1/appointments/{id}"), &nurse.token)
         .await;

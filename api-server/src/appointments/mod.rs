@@ -37,7 +37,7 @@ use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::patients::in_care_team_sql;
-use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
+use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation, Role};
 use crate::state::AppState;
 
 /// Audit action names of this module (stable; clients filter on them).
@@ -305,16 +305,27 @@ impl AppointmentRow {
     }
 }
 
+fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool, glass: bool) -> Relation {
+    Relation::of(
+        auth.role,
+        auth.patient_id,
+        patient_id,
+        in_care_team,
+        glass && auth.break_glass_reason.is_some(),
+    )
+}
+
 /// Record-level access of the caller to an appointment of `patient_id`.
 fn access_for(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> PatientAccess {
-    rbac::patient_access(
-        auth.role,
-        Relation {
-            own_record: auth.role == Role::Patient && auth.patient_id == Some(patient_id),
-            in_care_team: auth.role.is_clinician() && in_care_team,
-            break_glass: auth.break_glass_reason.is_some(),
-        },
-    )
+    rbac::patient_access(auth.role, relation(auth, patient_id, in_care_team, true))
+}
+
+fn outside_care_team(auth: &AuthUser) -> Error {
+    Error::Forbidden(if rbac::allows(auth.role, Permission::BreakGlass) {
+        "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
+    } else {
+        "not in this patient's care team".into()
+    })
 }
 
 /// Audit events for a successful access (plus the break-glass event when used).
@@ -386,11 +397,7 @@ async fn load_for(
                 Some(row.patient_id),
             )
             .await;
-            Err(Error::Forbidden(if auth.role == Role::Physician {
-                "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
-            } else {
-                "not in this patient's care team".into()
-            }))
+            Err(outside_care_team(auth))
         }
         _ => Ok((row, access)),
     }
@@ -456,6 +463,16 @@ pub async fn create(
         .fetch_optional(&state.pool)
         .await?
         .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
+    if !rbac::may_book_appointment(
+        auth.role,
+        relation(&auth, body.patient_id, in_care_team, false),
+    ) {
+        auth.denied(&state, "appointment", None, Some(body.patient_id))
+            .await;
+        return Err(Error::Forbidden(
+            "physicians and nurses book appointments only for patients in their care team".into(),
+        ));
+    }
     let id = Uuid::now_v7();
     let reason = encrypt_reason(&state.keys, id, body.reason.as_deref());
     let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
@@ -477,11 +494,7 @@ pub async fn create(
     let in_care_team = in_care_team || body.practitioner_id == auth.user_id;
     let access = rbac::patient_access(
         auth.role,
-        Relation {
-            own_record: false,
-            in_care_team: auth.role.is_clinician() && in_care_team,
-            break_glass: false,
-        },
+        relation(&auth, body.patient_id, in_care_team, false),
     );
     state
         .audit
@@ -567,7 +580,7 @@ pub async fn list(
             return Err(Error::validation("to", "must be after from"));
         }
     }
-    let break_glass = auth.role == Role::Physician && auth.break_glass_reason.is_some();
+    let scope = rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some());
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {COLUMNS}, {} AS in_care_team FROM appointments a \
          JOIN patients p ON p.id = a.patient_id CROSS JOIN (SELECT ",
@@ -575,8 +588,8 @@ pub async fn list(
     ));
     qb.push_bind(auth.user_id)
         .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
-    match auth.role {
-        Role::Patient => match auth.patient_id {
+    match scope {
+        ListScope::OwnRecord => match auth.patient_id {
             Some(pid) => {
                 qb.push(" AND a.patient_id = ").push_bind(pid);
             }
@@ -584,10 +597,10 @@ pub async fn list(
                 qb.push(" AND false");
             }
         },
-        Role::Physician | Role::Nurse if !break_glass => {
+        ListScope::CareTeam => {
             qb.push(" AND ").push(in_care_team_sql("caller.me"));
         }
-        _ => {}
+        ListScope::All => {}
     }
     if let Some(p) = filter.patient_id {
         qb.push(" AND a.patient_id = ").push_bind(p);
@@ -696,6 +709,22 @@ pub async fn update(
         }
         let practitioner = patch.practitioner_id.unwrap_or(row.practitioner_id);
         if practitioner != row.practitioner_id {
+            if !rbac::may_book_appointment(
+                auth.role,
+                relation(&auth, row.patient_id, row.in_care_team, false),
+            ) {
+                auth.denied(
+                    &state,
+                    "appointment",
+                    Some(id.to_string()),
+                    Some(row.patient_id),
+                )
+                .await;
+                return Err(Error::Forbidden(
+                    "physicians and nurses move appointments only for patients in their care team"
+                        .into(),
+                ));
+            }
             check_practitioner(&state, practitioner).await?;
         }
         (start, end, practitioner)

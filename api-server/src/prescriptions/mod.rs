@@ -31,7 +31,7 @@ use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::patients::{in_care_team_sql, model as patient_model};
-use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
+use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation};
 use crate::state::AppState;
 
 use interactions::{Existing, Formulary, Interaction, Severity, Source};
@@ -302,11 +302,13 @@ impl PrescriptionRow {
 }
 
 fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> Relation {
-    Relation {
-        own_record: auth.role == Role::Patient && auth.patient_id == Some(patient_id),
-        in_care_team: auth.role.is_clinician() && in_care_team,
-        break_glass: auth.break_glass_reason.is_some(),
-    }
+    Relation::of(
+        auth.role,
+        auth.patient_id,
+        patient_id,
+        in_care_team,
+        auth.break_glass_reason.is_some(),
+    )
 }
 
 /// Prescriptions are clinical: only full (or break-glass) access opens them.
@@ -339,7 +341,7 @@ async fn refuse(
                 Some(patient),
             )
             .await;
-            Error::Forbidden(if auth.role == Role::Physician {
+            Error::Forbidden(if rbac::allows(auth.role, Permission::BreakGlass) {
                 "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
             } else {
                 "not in this patient's care team".into()
@@ -638,7 +640,7 @@ pub async fn list(
     auth.require(&state, Permission::PrescriptionRead).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
-    let break_glass = auth.role == Role::Physician && auth.break_glass_reason.is_some();
+    let scope = rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some());
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {COLUMNS}, {} AS in_care_team FROM prescriptions r \
          JOIN patients p ON p.id = r.patient_id CROSS JOIN (SELECT ",
@@ -646,8 +648,8 @@ pub async fn list(
     ));
     qb.push_bind(auth.user_id)
         .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
-    match auth.role {
-        Role::Patient => match auth.patient_id {
+    match scope {
+        ListScope::OwnRecord => match auth.patient_id {
             Some(pid) => {
                 qb.push(" AND r.patient_id = ").push_bind(pid);
             }
@@ -655,14 +657,11 @@ pub async fn list(
                 qb.push(" AND false");
             }
         },
-        Role::Physician | Role::Nurse if !break_glass => {
+        ListScope::CareTeam => {
             qb.push(" AND ").push(in_care_team_sql("caller.me"));
         }
-        Role::Physician | Role::Nurse => {}
-        // not reachable (PrescriptionRead), but never list without a scope
-        Role::Admin | Role::Receptionist => {
-            qb.push(" AND false");
-        }
+        // rows without full access are dropped below (admins/receptionists never get here)
+        ListScope::All => {}
     }
     if let Some(p) = filter.patient_id {
         qb.push(" AND r.patient_id = ").push_bind(p);
