@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use caduceus_api::config::{self, Config, ProcessEnv};
-use caduceus_api::{crypto, health, rbac::Role, rotate, state, users};
+use caduceus_api::{audit, crypto, health, rbac::Role, rotate, state, users};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -119,6 +119,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     caduceus_api::error::Error::Conflict { detail, .. } => anyhow::anyhow!(detail),
                     other => anyhow::anyhow!("cannot create the admin: {other}"),
                 })?;
+            audit::write_now(
+                &pool,
+                &audit::AuditEvent::cli(audit::actions::USER_CREATE, "user").resource(user.id),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "admin created but the audit event failed: {}",
+                    caduceus_api::error_kind(&e)
+                )
+            })?;
             println!("created admin {} ({})", user.email, user.id);
             Ok(())
         }
@@ -138,6 +149,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             })
             .await?;
+            audit::write_now(
+                &pool,
+                &audit::AuditEvent::cli(audit::actions::KEYS_ROTATE, "phi_key")
+                    .resource(keys.active_key_id()),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "rotation done but the audit event failed: {}",
+                    caduceus_api::error_kind(&e)
+                )
+            })?;
             println!(
                 "rotation complete: {} rows re-encrypted; every ciphertext now uses {}",
                 report.total(),

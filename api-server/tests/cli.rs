@@ -214,6 +214,23 @@ async fn migrate_create_admin_rotate(pool: PgPool) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("rotation complete: 0 rows"));
+    let audited: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT action, resource_id FROM audit_events WHERE actor_id IS NULL ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let actions: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
+    assert!(
+        actions.contains(&"user.create") && actions.contains(&"keys.rotate"),
+        "{audited:?}"
+    );
+    assert!(
+        caduceus_api::audit::verify_chain(&pool)
+            .await
+            .unwrap()
+            .valid
+    );
     let out = run(&["rotate-keys"], &[("DATABASE_URL", &url)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CADUCEUS_PHI_KEYS_FILE"));

@@ -7,7 +7,7 @@
 
 mod writer;
 
-pub use writer::AuditWriter;
+pub use writer::{write_now, AuditWriter};
 
 use axum::extract::{Query, State};
 use axum::routing::get;
@@ -71,6 +71,7 @@ pub mod actions {
     pub const CARE_TEAM_ADD: &str = "patient.care_team_add";
     pub const AUDIT_READ: &str = "audit.read";
     pub const AUDIT_VERIFY: &str = "audit.verify";
+    pub const KEYS_ROTATE: &str = "keys.rotate";
 }
 
 /// One audit record before it is chained.
@@ -103,6 +104,23 @@ impl AuditEvent {
             client_ip: Some(meta.client_ip.clone()),
             user_agent: meta.user_agent.clone(),
             request_id: Some(meta.request_id.clone()),
+            purpose: None,
+        }
+    }
+
+    /// Event performed by an operator through the command line (no HTTP request, no actor).
+    pub fn cli(action: &str, resource_type: &str) -> Self {
+        Self {
+            actor_id: None,
+            actor_role: None,
+            action: action.to_string(),
+            resource_type: resource_type.to_string(),
+            resource_id: None,
+            patient_id: None,
+            outcome: Outcome::Success,
+            client_ip: None,
+            user_agent: Some(format!("caduceus-api/{} cli", env!("CARGO_PKG_VERSION"))),
+            request_id: None,
             purpose: None,
         }
     }

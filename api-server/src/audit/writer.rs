@@ -122,6 +122,11 @@ pub(crate) fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// Write one event synchronously, without a writer task (CLI subcommands).
+pub async fn write_now(pool: &PgPool, event: &AuditEvent) -> Result<(), sqlx::Error> {
+    write_batch(pool, &[event]).await
+}
+
 async fn write_batch(pool: &PgPool, events: &[&AuditEvent]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
