@@ -7,6 +7,9 @@
 #
 # Steps: fmt clippy test operator-build crd-sync chart rbac examples argocd-health dockerfiles
 #        prometheus-rules e2e
+# The whole script is one block: bash reads it completely before running it, so editing this file
+# while it runs cannot derail the run.
+{
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -118,3 +121,5 @@ step e2e e2e_target cluster e2e
 
 summary
 [ "$FAILED" = 0 ]
+exit $?
+}
