@@ -154,8 +154,16 @@ impl PortForward {
             .spawn()
             .context("kubectl port-forward")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        reader.read_line(&mut line)?;
+        // Keep draining: kubectl prints a line per connection and dies of SIGPIPE if nobody reads.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
         // "Forwarding from 127.0.0.1:41234 -> 8080"
         let port = line
             .split_whitespace()
