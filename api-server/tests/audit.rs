@@ -415,3 +415,30 @@ async fn retention_purges_only_expired_prefix(pool: PgPool) {
     assert!(!v.valid);
     assert_eq!(v.first_invalid_id, Some(4));
 }
+
+#[sqlx::test]
+async fn two_replicas_keep_one_valid_chain(pool: PgPool) {
+    // replicas share keys (same Secret) and database
+    let cfg = caduceus_api::testing::test_config();
+    let a = TestApp::with_config(pool.clone(), cfg.clone()).await;
+    let b = TestApp::with_config(pool, cfg).await;
+    let doc = a.user(Role::Physician).await;
+    let id = create_patient(&a, &doc, "replicas").await;
+    let url = format!("/api/v1/patients/{id}");
+    let reads = (0..30).map(|i| {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (url, token) = (url.clone(), doc.token.clone());
+        async move { app.get(&url, &token).await.status }
+    });
+    let statuses = futures::future::join_all(reads).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let (n, max): (i64, i64) = sqlx::query_as("SELECT count(*), max(id) FROM audit_events")
+        .fetch_one(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, max, "ids are contiguous");
+    assert_eq!(audit_count(&a, "patient.read", Some(&id)).await, 30);
+    let v = caduceus_api::audit::verify_chain(&a.pool).await.unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.checked, n);
+}
