@@ -8,8 +8,8 @@
 //! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
 //!   fields of the structs in `operator/src/build/` (what the build stage returns and apply
 //!   applies);
-//! - deleted: `delete::<Kind>` calls, `delete_dynamic(.., "Kind", ..)` calls, and `Api<Kind>` in
-//!   a file that calls `.delete(` or `.delete_collection(` (`deletecollection`);
+//! - deleted: `delete::<Kind>` calls, and `Api<Kind>` in a file that calls `.delete(` or
+//!   `.delete_collection(` (`deletecollection`);
 //! - read: `Api<Kind>` in a file that calls `.get(`/`.get_opt(` (`get`), `.list(` (`list`);
 //!   `.patch(` (`patch`); watched: `::<Kind>` on `.owns(`/`.watches(`/`watcher(` lines (`list`,
 //!   `watch`);
@@ -294,28 +294,6 @@ fn operator_usage() -> (Grants, Grants) {
                     &key,
                     &["get", "list", "watch", "patch", "create"],
                 );
-            }
-        }
-    }
-    // Dynamic deletes: `delete_dynamic(&resource, "Kind", ...)`.
-    for line in all.lines().filter(|l| l.contains("delete_dynamic(")) {
-        for (kind, group, resource) in [
-            (
-                "\"ServiceMonitor\"",
-                "monitoring.coreos.com",
-                "servicemonitors",
-            ),
-            (
-                "\"PrometheusRule\"",
-                "monitoring.coreos.com",
-                "prometheusrules",
-            ),
-            ("\"Cluster\"", "postgresql.cnpg.io", "clusters"),
-        ] {
-            if line.contains(kind) {
-                let key = (group.to_string(), resource.to_string());
-                need(&mut required, &key, &["delete"]);
-                need(&mut allowed, &key, &["delete"]);
             }
         }
     }

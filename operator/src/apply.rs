@@ -8,17 +8,18 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::build::monitoring::{self, MonitoringObjects};
 use crate::build::{cnpg, Children, ExistingSecrets, PostgresObjects, RedisObjects};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::FIELD_MANAGER;
@@ -174,6 +175,20 @@ pub struct Observed {
     pub cnpg_installed: bool,
     /// Kinds whose drift was corrected in this reconcile.
     pub drift_corrected: Vec<(&'static str, String)>,
+    /// What happened to the monitoring objects.
+    pub monitoring: MonitoringState,
+}
+
+/// Outcome of the monitoring objects in one reconcile (condition `MonitoringReady`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MonitoringState {
+    /// `monitoring.enabled` is false (or not reconciled yet).
+    #[default]
+    Disabled,
+    /// ServiceMonitors, PrometheusRule and dashboard applied.
+    Applied,
+    /// `monitoring.coreos.com` is not served: nothing applied.
+    PrometheusOperatorNotInstalled,
 }
 
 /// Applies children of one platform.
@@ -228,20 +243,30 @@ impl Applier<'_> {
         obj: &DynamicObject,
         drift: &mut Vec<(&'static str, String)>,
     ) -> Result<DynamicObject, ApplyError> {
+        self.apply_dynamic_as(obj, &cnpg::api_resource(), "Cluster", drift)
+            .await
+    }
+
+    /// Server-side apply of a custom resource of kind `kind` (`ar`).
+    async fn apply_dynamic_as(
+        &self,
+        obj: &DynamicObject,
+        ar: &ApiResource,
+        kind: &'static str,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<DynamicObject, ApplyError> {
         let name = obj.name_any();
-        let ar = cnpg::api_resource();
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.namespace, &ar);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace, ar);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = api
             .patch(&name, &params, &Patch::Apply(obj))
             .await
             .map_err(|e| ApplyError::Apply {
-                kind: "Cluster",
+                kind,
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let key = format!("Cluster/{}/{name}", self.namespace);
+        let key = format!("{kind}/{}/{name}", self.namespace);
         let fp = Fingerprint {
             desired: desired_hash(obj),
             uid: live.metadata.uid.clone().unwrap_or_default(),
@@ -252,9 +277,74 @@ impl Applier<'_> {
                 .unwrap_or_default(),
         };
         if self.tracker.record(key, fp) {
-            drift.push(("Cluster", name));
+            drift.push((kind, name));
         }
         Ok(live)
+    }
+
+    /// Deletes a custom resource that must not exist; 404 is success.
+    async fn delete_dynamic(
+        &self,
+        ar: &ApiResource,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<(), ApplyError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace, ar);
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(ApplyError::Delete {
+                kind,
+                name: name.to_string(),
+                detail: describe(&e),
+            }),
+        }
+    }
+
+    /// Applies the monitoring objects when the Prometheus Operator CRDs are served; removes
+    /// them when monitoring is disabled.
+    async fn apply_monitoring(
+        &self,
+        p: &ValidatedPlatform,
+        objects: Option<MonitoringObjects>,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<MonitoringState, ApplyError> {
+        let installed = prometheus_operator_installed(&self.client).await?;
+        let names = &p.names;
+        match (objects, installed) {
+            (Some(m), true) => {
+                let sm = monitoring::service_monitor_resource();
+                self.apply_dynamic_as(&m.api_service_monitor, &sm, "ServiceMonitor", drift)
+                    .await?;
+                self.apply_dynamic_as(&m.operator_service_monitor, &sm, "ServiceMonitor", drift)
+                    .await?;
+                let pr = monitoring::prometheus_rule_resource();
+                self.apply_dynamic_as(&m.prometheus_rule, &pr, "PrometheusRule", drift)
+                    .await?;
+                self.apply(&m.dashboard, drift).await?;
+                Ok(MonitoringState::Applied)
+            }
+            (Some(_), false) => {
+                self.delete::<ConfigMap>(&names.dashboard()).await?;
+                Ok(MonitoringState::PrometheusOperatorNotInstalled)
+            }
+            (None, _) => {
+                if installed {
+                    let sm = monitoring::service_monitor_resource();
+                    for name in [
+                        names.api_service_monitor(),
+                        names.operator_service_monitor(),
+                    ] {
+                        self.delete_dynamic(&sm, "ServiceMonitor", &name).await?;
+                    }
+                    let pr = monitoring::prometheus_rule_resource();
+                    self.delete_dynamic(&pr, "PrometheusRule", &names.prometheus_rule())
+                        .await?;
+                }
+                self.delete::<ConfigMap>(&names.dashboard()).await?;
+                Ok(MonitoringState::Disabled)
+            }
+        }
     }
 
     /// Deletes an object that must not exist; 404 is success. Skips objects already known absent.
@@ -317,6 +407,7 @@ impl Applier<'_> {
             api_pdb,
             api_ingress,
             network_policies,
+            monitoring,
         } = children;
         let names = &p.names;
         let mut drift = Vec::new();
@@ -400,6 +491,7 @@ impl Applier<'_> {
             }
             None => self.delete::<Ingress>(&names.api()).await?,
         }
+        observed.monitoring = self.apply_monitoring(p, monitoring, &mut drift).await?;
         observed.drift_corrected = drift;
         Ok(observed)
     }
@@ -483,6 +575,22 @@ pub async fn cnpg_installed(client: &Client) -> Result<bool, ApplyError> {
     }
 }
 
+/// Whether the Prometheus Operator's `servicemonitors` and `prometheusrules` are served.
+pub async fn prometheus_operator_installed(client: &Client) -> Result<bool, ApplyError> {
+    match client
+        .list_api_group_resources(&format!("{}/{}", monitoring::GROUP, monitoring::VERSION))
+        .await
+    {
+        Ok(list) => Ok(["servicemonitors", "prometheusrules"]
+            .iter()
+            .all(|plural| list.resources.iter().any(|r| r.name == *plural))),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(ApplyError::Discovery {
+            detail: describe(&e),
+        }),
+    }
+}
+
 /// Reads the live workloads without changing anything (paused platforms).
 pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed, ApplyError> {
     let ns = &p.namespace;
@@ -559,6 +667,7 @@ pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
         api_pdb,
         api_ingress,
         network_policies,
+        monitoring,
     } = children;
     let mut out = Vec::new();
     out.extend(postgres_credentials.iter().map(|s| s.metadata.clone()));
@@ -582,6 +691,12 @@ pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
     out.extend(api_pdb.iter().map(|h| h.metadata.clone()));
     out.extend(api_ingress.iter().map(|h| h.metadata.clone()));
     out.extend(network_policies.iter().map(|n| n.metadata.clone()));
+    if let Some(m) = monitoring {
+        out.push(m.api_service_monitor.metadata.clone());
+        out.push(m.operator_service_monitor.metadata.clone());
+        out.push(m.prometheus_rule.metadata.clone());
+        out.push(m.dashboard.metadata.clone());
+    }
     out
 }
 

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::{self, describe, Applier, ApplyError, DriftTracker};
 use crate::build::{build_children, cnpg, SecretGenerator};
+use crate::compliance::{self, self_report::SelfReportClient, stage::ComplianceUpdate};
 use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
 use crate::metrics::Metrics;
 use crate::names::{Names, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY};
@@ -57,6 +58,8 @@ pub struct ControllerConfig {
     pub instance: Option<String>,
     /// Metrics registry the controller records into.
     pub metrics: Metrics,
+    /// Timeout of one read of an API's compliance self-report (default 3 s).
+    pub self_report_timeout: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -70,6 +73,7 @@ impl Default for ControllerConfig {
             concurrency: 8,
             instance: None,
             metrics: Metrics::new(),
+            self_report_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub config: ControllerConfig,
     pub drift: DriftTracker,
+    /// Reads the APIs' compliance self-reports (an error when no HTTP client could be built).
+    pub self_reports: Result<SelfReportClient, String>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -91,12 +97,15 @@ impl Context {
             controller: MANAGED_BY.into(),
             instance: config.instance.clone(),
         };
+        let self_reports =
+            SelfReportClient::new(config.self_report_timeout).map_err(|e| e.to_string());
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             metrics: config.metrics.clone(),
             client,
             config,
             drift: DriftTracker::default(),
+            self_reports,
             failures: Mutex::default(),
         }
     }
@@ -191,7 +200,30 @@ async fn write_status(
     hp: &HealthcarePlatform,
     outcome: Outcome<'_>,
 ) -> Result<crate::crd::Phase, ReconcileError> {
-    let new = status::compute(hp, outcome, now());
+    write_status_with(ctx, hp, outcome, None).await
+}
+
+/// `write_status` plus the compliance stage's status, conditions and metrics.
+async fn write_status_with(
+    ctx: &Context,
+    hp: &HealthcarePlatform,
+    outcome: Outcome<'_>,
+    compliance: Option<&ComplianceUpdate>,
+) -> Result<crate::crd::Phase, ReconcileError> {
+    let now = now();
+    let mut new = status::compute(hp, outcome, now.clone());
+    if let Some(update) = compliance {
+        update.apply_to(&mut new, hp.metadata.generation, &now);
+        match &update.assessment {
+            Some(a) => ctx.metrics.compliance.record(&key(hp), a),
+            None => ctx.metrics.compliance.forget(&key(hp)),
+        }
+        let backup = new
+            .backup
+            .as_ref()
+            .and_then(|b| b.last_successful_time.as_ref());
+        ctx.metrics.compliance.record_backup(&key(hp), backup);
+    }
     status::patch_if_changed(&ctx.client, hp, &new)
         .await
         .map_err(|e| ReconcileError::Status(describe(&e)))?;
@@ -263,7 +295,11 @@ async fn apply_platform(
         }
     }
 
+    // Enforce stage: in `Enforce` mode non-compliant values are overridden before building.
+    let evaluated_at = k8s_openapi::jiff::Timestamp::now();
+    let (p, overrides) = compliance::prepare(&p, evaluated_at);
     let children = build_children(&p, &existing, &mut SecretGenerator::random());
+    let desired = children.clone();
     let applier = Applier {
         client: ctx.client.clone(),
         namespace: &ns,
@@ -295,7 +331,27 @@ async fn apply_platform(
         )
         .await;
     }
-    let phase = write_status(ctx, &hp, Outcome::Observed(&p, &observed)).await?;
+    let update = compliance::stage::run(
+        &ctx.client,
+        &ctx.self_reports,
+        &hp,
+        &p,
+        &desired,
+        &observed,
+        overrides,
+        evaluated_at,
+    )
+    .await;
+    let phase =
+        write_status_with(ctx, &hp, Outcome::Observed(&p, &observed), Some(&update)).await?;
+    for e in &update.events {
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, &hp, type_, e.reason, e.note.clone()).await;
+    }
     if !observed.cnpg_installed {
         return Ok(Action::requeue(
             cfg.progress_interval.max(Duration::from_secs(60)),
@@ -415,6 +471,7 @@ async fn cleanup(hp: Arc<HealthcarePlatform>, ctx: &Context) -> Result<Action, R
     }
     ctx.drift.forget(&ns, &name);
     ctx.metrics.set_phase(&key(&hp), None);
+    ctx.metrics.compliance.forget_platform(&key(&hp));
     Ok(Action::await_change())
 }
 

@@ -1,4 +1,5 @@
-//! `caduceus-operator`: `run` (controller + HTTP server + leader election), `crd`, `render`.
+//! `caduceus-operator`: `run` (controller + HTTP server + leader election), `crd`, `render`,
+//! `compliance-report`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use caduceus_operator::server::{self, ServerState};
-use caduceus_operator::{crd, render, run_controller, ControllerConfig, Metrics};
+use caduceus_operator::{compliance, crd, render, run_controller, ControllerConfig, Metrics};
 use clap::{ArgAction, Parser, Subcommand};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
@@ -38,6 +39,19 @@ enum Command {
         /// File with one or more HealthcarePlatform documents (`-` for stdin).
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Namespace for platforms without metadata.namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Evaluate the static compliance rules of the platform(s) in a file without a cluster (a
+    /// GitOps pre-merge check). Exit code 0: no violation, 1: violations, 2: invalid input.
+    ComplianceReport {
+        /// File with one or more HealthcarePlatform documents (`-` for stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: compliance::cli::Format,
         /// Namespace for platforms without metadata.namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
@@ -116,6 +130,39 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {}: {e}", file.display());
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::ComplianceReport {
+            file,
+            output,
+            namespace,
+        } => {
+            let input = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            let input = match input {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let now = k8s_openapi::jiff::Timestamp::now();
+            match compliance::cli::compliance_report(&input, &namespace, output, now) {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    if report.violations {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    ExitCode::from(2)
                 }
             }
         }

@@ -8,8 +8,12 @@
 //! | `caduceus_operator_reconcile_errors_total` | counter | `reason` (status reason) |
 //! | `caduceus_operator_platforms` | gauge | `phase` |
 //! | `caduceus_operator_drift_corrections_total` | counter | `kind` |
+//! | `caduceus_compliance_rule_status` | gauge | `platform`, `rule` (see [`crate::compliance::metrics`]) |
+//! | `caduceus_compliance_violations` | gauge | `platform`, `severity` |
+//! | `caduceus_backup_last_success_timestamp_seconds` | gauge | `platform` |
 //!
-//! Labels never carry platform data beyond the fixed vocabularies above.
+//! Labels never carry platform data beyond the fixed vocabularies above and the platform's
+//! `<namespace>/<name>`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +22,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::compliance::metrics::ComplianceMetrics;
 use crate::crd::Phase;
 
 /// The operator's metrics. Cheap to clone (shared inside).
@@ -29,6 +34,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub platforms: IntGaugeVec,
     pub drift_corrections: IntCounterVec,
+    /// `caduceus_compliance_*` and `caduceus_backup_last_success_timestamp_seconds`.
+    pub compliance: ComplianceMetrics,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
 }
 
@@ -101,6 +108,7 @@ impl Metrics {
                 .register(c)
                 .expect("metric names are unique within a fresh registry");
         }
+        let compliance = ComplianceMetrics::register(&registry).expect("static metric definition");
         for phase in Phase::ALL {
             platforms.with_label_values(&[phase.as_str()]).set(0);
         }
@@ -114,6 +122,7 @@ impl Metrics {
             errors,
             platforms,
             drift_corrections,
+            compliance,
             phases: Arc::default(),
         }
     }

@@ -100,6 +100,9 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
         api_pdb,
         api_ingress,
         network_policies,
+        // Monitoring objects exist only where the Prometheus Operator CRDs are served, which an
+        // offline render cannot know; `caduceus-operator run` creates them after discovery.
+        monitoring: _,
     } = children;
     let mut out = Vec::new();
     for np in network_policies {

@@ -670,6 +670,7 @@ mod tests {
             network_policies: children.network_policies.len(),
             cnpg_installed: true,
             drift_corrected: vec![],
+            monitoring: crate::apply::MonitoringState::Disabled,
         }
     }
 

@@ -435,9 +435,9 @@ fn dashboard_parses_and_queries_only_metrics_the_code_registers() {
 
 #[test]
 fn promtool_check_metrics_accepts_the_operator_metrics() {
-    use caduceus_operator::compliance::{self, metrics::ComplianceMetrics};
+    use caduceus_operator::compliance;
     let metrics = caduceus_operator::Metrics::new();
-    let compliance_metrics = ComplianceMetrics::register(&metrics.registry).unwrap();
+    let compliance_metrics = &metrics.compliance;
     let p = reference();
     let now: k8s_openapi::jiff::Timestamp = "2026-11-22T06:00:00Z".parse().unwrap();
     compliance_metrics.record("clinic/demo", &compliance::assess_static(&p, now));

@@ -22,9 +22,6 @@ use crate::crd::HealthcarePlatform;
 use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
-pub mod backup;
-pub mod backup_cnpg;
-pub mod backup_status;
 pub mod cnpg;
 pub mod config_map;
 pub mod deployment;
@@ -80,6 +77,9 @@ pub struct Children {
     pub api_ingress: Option<Ingress>,
     /// Empty when `networkPolicy.enabled` is false.
     pub network_policies: Vec<NetworkPolicy>,
+    /// ServiceMonitors, PrometheusRule and dashboard (`monitoring.enabled`; applied only when the
+    /// Prometheus Operator CRDs are served).
+    pub monitoring: Option<monitoring::MonitoringObjects>,
 }
 
 /// Builds every child of a platform.
@@ -104,6 +104,7 @@ pub fn build_children(
         api_pdb: pdb::build(p),
         api_ingress: ingress::build(p),
         network_policies: network_policy::build(p),
+        monitoring: monitoring::build(p),
     }
 }
 
@@ -134,7 +135,7 @@ pub fn child_meta(p: &ValidatedPlatform, name: String, component: Component) -> 
 /// The `app.kubernetes.io/version` of a component.
 pub fn component_version(p: &ValidatedPlatform, component: Component) -> String {
     match component {
-        Component::ApiServer | Component::Platform | Component::Backup => p.api_version.clone(),
+        Component::ApiServer | Component::Platform => p.api_version.clone(),
         Component::Database => p.spec.database.version.clone(),
         Component::Cache => p.spec.cache.version.clone(),
     }

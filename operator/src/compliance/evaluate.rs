@@ -496,8 +496,7 @@ fn api_setting(children: &Children, name: &str) -> Option<String> {
         c.env
             .iter()
             .flatten()
-            .filter(|e| e.name == name)
-            .next_back()
+            .rfind(|e| e.name == name)
             .map(|e: &EnvVar| e.value.clone().unwrap_or_default())
     });
     from_env.or_else(|| {
@@ -595,11 +594,10 @@ fn audit_chain_intact(i: &Inputs<'_>) -> Check {
                 head.id
             ))
         }
-        Some(prev) => pass(format!(
-            "audit chain advanced from id {} to {} without rewrites",
-            prev.id, head.id
+        Some(_) | None => pass(format!(
+            "audit chain intact up to head {} (no removal or rewrite seen)",
+            head.id
         )),
-        None => pass(format!("audit chain head {} recorded", head.id)),
     }
 }
 
@@ -810,13 +808,13 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
     let age_minutes = i.now.duration_since(last.0).as_secs() / 60;
     if age_minutes > i64::from(b.rpo_minutes) {
         fail(format!(
-            "the last successful backup is {age_minutes} min old (RPO {} min)",
-            b.rpo_minutes
+            "the last successful backup ({}) is older than the RPO of {} min",
+            last.0, b.rpo_minutes
         ))
     } else {
         pass(format!(
-            "last successful encrypted backup {age_minutes} min ago (RPO {} min)",
-            b.rpo_minutes
+            "last successful encrypted backup at {} (RPO {} min)",
+            last.0, b.rpo_minutes
         ))
     }
 }

@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod report;
 pub mod self_report;
+pub mod stage;
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;

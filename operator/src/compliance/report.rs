@@ -18,7 +18,34 @@ pub const COMPLIANT: &str = "Compliant";
 
 /// `status.compliance` for an assessment. `since` of a violation that was already failing is
 /// kept from `previous`.
+///
+/// `lastEvaluated` is refreshed only when something else changed or the previous evaluation is
+/// older than [`LAST_EVALUATED_REFRESH_SECONDS`]: the status patch of a reconcile triggers the
+/// next reconcile, which must find nothing to write.
 pub fn status(a: &Assessment, previous: Option<&ComplianceStatus>, now: &Time) -> ComplianceStatus {
+    let mut new = fresh_status(a, previous, now);
+    if let Some(prev) = previous {
+        let mut same = prev.clone();
+        same.last_evaluated = new.last_evaluated.clone();
+        let recent = prev
+            .last_evaluated
+            .as_ref()
+            .is_some_and(|t| now.0.duration_since(t.0).as_secs() < LAST_EVALUATED_REFRESH_SECONDS);
+        if same == new && recent {
+            new.last_evaluated = prev.last_evaluated.clone();
+        }
+    }
+    new
+}
+
+/// Least age of `lastEvaluated` before an unchanged result refreshes it.
+pub const LAST_EVALUATED_REFRESH_SECONDS: i64 = 60;
+
+fn fresh_status(
+    a: &Assessment,
+    previous: Option<&ComplianceStatus>,
+    now: &Time,
+) -> ComplianceStatus {
     let violations = a
         .failures()
         .map(|r| ComplianceViolation {

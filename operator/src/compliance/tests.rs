@@ -550,7 +550,7 @@ fn backup_rpo_never_passes_without_evidence() {
         })
     });
     let m = assert_verdict(&a, RuleId::BackupRpo, Verdict::Fail);
-    assert!(m.contains("90 min old"), "{m}");
+    assert!(m.contains("older than the RPO of 60 min"), "{m}");
     let off = audit(|s| s.backup.enabled = false);
     assert_verdict(&run(&off, no_change), RuleId::BackupRpo, Verdict::Fail);
     assert_verdict(
@@ -707,6 +707,21 @@ fn status_condition_and_events() {
     assert_eq!(ev[0].reason, "ComplianceViolationCleared");
     assert!(!ev[0].warning);
     assert!(report::events(Some(&s1), &s1).is_empty());
+
+    // Re-evaluating an unchanged result right away writes nothing new (no reconcile loop);
+    // a minute later lastEvaluated is refreshed.
+    let again = report::status(
+        &second,
+        Some(&s1),
+        &Time(now() + SignedDuration::from_secs(330)),
+    );
+    assert_eq!(again, s1);
+    let refreshed = report::status(
+        &second,
+        Some(&s1),
+        &Time(now() + SignedDuration::from_mins(7)),
+    );
+    assert_ne!(refreshed.last_evaluated, s1.last_evaluated);
 
     // Not everything evaluable and nothing failing: Unknown, never True.
     let mut only_static = audit(|_| {});
