@@ -53,6 +53,12 @@ enum Cmd {
         /// Also write the result (or the error) line here, e.g. /dev/termination-log.
         #[arg(long)]
         termination_log: Option<PathBuf>,
+        /// After a successful backup, prune backups older than this many days.
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// With --retention-days: never prune below this many backups.
+        #[arg(long, default_value_t = 1, requires = "retention_days")]
+        min_count: usize,
     },
     /// Print a new backup key file.
     Keygen,
@@ -98,6 +104,10 @@ enum Cmd {
         /// Database to connect to for CREATE/ALTER DATABASE.
         #[arg(long, default_value = "postgres")]
         maintenance_db: String,
+        /// Do nothing when the database already has tables (bootstrap of a new platform; safe to
+        /// run from every pod: concurrent runs are serialised with an advisory lock).
+        #[arg(long)]
+        if_empty: bool,
         #[command(flatten)]
         location: Location,
         #[command(flatten)]
@@ -126,12 +136,24 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             database_url,
             location,
             key,
+            retention_days,
+            min_count,
             ..
         } => {
             let key = BackupKey::load(&key.key_file)?;
             let target = PgTarget::parse(&database_url)?;
             let store = open(&location)?;
             let manifest = ops::backup(&store, &target, &key, now).await?;
+            if let Some(days) = retention_days {
+                // The backup is safely stored; a pruning problem is reported, not fatal.
+                match ops::prune(&store, days, min_count.max(1), now).await {
+                    Ok(pruned) if !pruned.deleted.is_empty() => {
+                        eprintln!("pruned {} expired backup(s)", pruned.deleted.len())
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("warning: pruning failed: {e}"),
+                }
+            }
             Ok(manifest.result_line())
         }
         Cmd::List { location, .. } => {
@@ -163,6 +185,7 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             name,
             database_url,
             maintenance_db,
+            if_empty,
             location,
             key,
             ..
@@ -170,7 +193,7 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             let key = BackupKey::load(&key.key_file)?;
             let target = PgTarget::parse(&database_url)?;
             let store = open(&location)?;
-            json(&ops::restore(&store, &key, &name, &target, &maintenance_db, now).await?)
+            json(&ops::restore(&store, &key, &name, &target, &maintenance_db, if_empty, now).await?)
         }
     }
 }

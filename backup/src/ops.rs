@@ -409,33 +409,30 @@ pub async fn prune(
 /// Result of `restore`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Restored {
-    pub name: String,
+    /// The restored backup (`null` when skipped).
+    pub name: Option<String>,
     pub database: String,
     /// The database that held `database` before the swap, kept for inspection
     /// (`null` when `database` did not exist).
     pub previous_database: Option<String>,
     pub schema_version: Option<i64>,
+    /// `--if-empty` and the database already had tables: nothing was done.
+    pub skipped: bool,
 }
 
 /// `restore NAME|latest`: restore into a fresh database `<db>_restore_<ts>`, verify it, then swap
 /// it in by renaming (`<db>` → `<db>_pre_restore_<ts>`, fresh → `<db>`) in one transaction. On any
-/// failure the fresh database is dropped and `<db>` is untouched.
+/// failure the fresh database is dropped and `<db>` is untouched. With `if_empty` (bootstrap of a
+/// new platform) nothing happens when `<db>` already has tables.
 pub async fn restore(
     store: &Store,
     key: &BackupKey,
     name: &str,
     target: &PgTarget,
     maintenance_db: &str,
+    if_empty: bool,
     now: DateTime<Utc>,
 ) -> Result<Restored, Error> {
-    let manifest = store.manifest(name).await?;
-    if manifest.key_id != key.key_id() {
-        return Err(CryptoError::KeyMismatch {
-            archive: manifest.key_id.clone(),
-            key: key.key_id().to_string(),
-        }
-        .into());
-    }
     let ts = now.format("%Y%m%d%H%M%S").to_string();
     let db = target.database().to_string();
     let fresh = pg::derived_name(&db, &format!("_restore_{ts}"));
@@ -448,6 +445,45 @@ pub async fn restore(
 
     let admin = target.with_database(maintenance_db);
     let mut conn = admin.connect().await?;
+    if if_empty {
+        // Serialises concurrent bootstrap restores of the same database (held until `conn`
+        // closes); the second one then finds the database populated and skips.
+        sqlx::query("SELECT pg_advisory_lock(hashtext($1))::text")
+            .bind(format!("caduceus-backup restore {db}"))
+            .execute(&mut conn)
+            .await
+            .map_err(PgError::from)?;
+        if pg::database_exists(&mut conn, &db).await? {
+            let mut existing = target.connect().await?;
+            let tables = pg::user_table_count(&mut existing).await;
+            pg::close(existing).await;
+            if tables? > 0 {
+                pg::close(conn).await;
+                return Ok(Restored {
+                    name: None,
+                    database: db,
+                    previous_database: None,
+                    schema_version: None,
+                    skipped: true,
+                });
+            }
+        }
+    }
+    let manifest = match store.manifest(name).await {
+        Ok(m) => m,
+        Err(e) => {
+            pg::close(conn).await;
+            return Err(e.into());
+        }
+    };
+    if manifest.key_id != key.key_id() {
+        pg::close(conn).await;
+        return Err(CryptoError::KeyMismatch {
+            archive: manifest.key_id.clone(),
+            key: key.key_id().to_string(),
+        }
+        .into());
+    }
     if pg::database_exists(&mut conn, &fresh).await? {
         pg::close(conn).await;
         return Err(Error::Invalid(format!("database {fresh} already exists")));
@@ -479,10 +515,11 @@ pub async fn restore(
         Ok(previous_database) => {
             pg::close(conn).await;
             Ok(Restored {
-                name: manifest.name,
+                name: Some(manifest.name),
                 database: db,
                 previous_database,
                 schema_version: manifest.schema_version,
+                skipped: false,
             })
         }
         Err(e) => {

@@ -151,6 +151,17 @@ pub async fn database_exists(conn: &mut PgConnection, name: &str) -> Result<bool
     Ok(found.is_some())
 }
 
+/// Number of tables outside the system schemas.
+pub async fn user_table_count(conn: &mut PgConnection) -> Result<i64, PgError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%'",
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Build `<base><suffix>` within Postgres' 63-byte identifier limit (truncating `base`).
 pub fn derived_name(base: &str, suffix: &str) -> String {
     let room = 63usize.saturating_sub(suffix.len());

@@ -89,7 +89,8 @@ pub const MAX_PARTS_IN_FLIGHT: usize = 2;
 impl Store {
     /// Open a destination. S3 settings come from the usual `AWS_*` environment variables
     /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION/AWS_DEFAULT_REGION,
-    /// AWS_ENDPOINT); `s3_endpoint` overrides the endpoint and selects path-style requests.
+    /// AWS_ENDPOINT, AWS_VIRTUAL_HOSTED_STYLE_REQUEST); `s3_endpoint` overrides the endpoint and
+    /// selects path-style requests unless AWS_VIRTUAL_HOSTED_STYLE_REQUEST is set.
     pub fn open(destination: &str, s3_endpoint: Option<&str>) -> Result<Self, StoreError> {
         match Destination::parse(destination)? {
             Destination::S3 { bucket, prefix } => {
@@ -102,8 +103,11 @@ impl Store {
                 if let Some(endpoint) = s3_endpoint {
                     builder = builder
                         .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"))
-                        .with_virtual_hosted_style_request(false);
+                        .with_allow_http(endpoint.starts_with("http://"));
+                    // Path-style for custom endpoints unless AWS_VIRTUAL_HOSTED_STYLE_REQUEST says otherwise.
+                    if std::env::var_os("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_none() {
+                        builder = builder.with_virtual_hosted_style_request(false);
+                    }
                 }
                 let store = builder.build()?;
                 Ok(Self {

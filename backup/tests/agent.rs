@@ -204,6 +204,42 @@ async fn round_trip_through_s3_into_a_new_database() {
     let mut conn = target.conn().await;
     assert_eq!(fingerprint(&mut conn).await, before);
     conn.close().await.ok();
+
+    // Bootstrap mode: a populated database is left alone (every API pod may run this).
+    let mut args = vec![
+        "restore",
+        "latest",
+        "--if-empty",
+        "--database-url",
+        &target_url[..],
+    ];
+    args.extend_from_slice(&s3);
+    let skipped = run_ok(&args);
+    assert_eq!(skipped["skipped"], true);
+    assert!(skipped["name"].is_null());
+    assert!(
+        databases_like(&format!("{}_", target.name))
+            .await
+            .is_empty(),
+        "nothing renamed or created"
+    );
+    // ... and an empty (just created) database is restored.
+    let empty = TestDb::create("bk_rt_s3_empty").await;
+    let empty_url = empty.url();
+    let mut args = vec![
+        "restore",
+        "latest",
+        "--if-empty",
+        "--database-url",
+        &empty_url[..],
+    ];
+    args.extend_from_slice(&s3);
+    let restored = run_ok(&args);
+    assert_eq!(restored["skipped"], false);
+    assert_eq!(restored["name"], name.as_str());
+    let mut conn = empty.conn().await;
+    assert_eq!(fingerprint(&mut conn).await, before);
+    conn.close().await.ok();
 }
 
 #[tokio::test]
@@ -469,6 +505,22 @@ async fn pruning_keeps_min_count_on_s3() {
     args.extend_from_slice(&common);
     let err = run_err(&args);
     assert!(err.contains("not found"), "{err}");
+
+    // `backup --retention-days/--min-count` (what the CronJob runs) prunes after backing up.
+    let mut args = vec![
+        "backup",
+        "--database-url",
+        &url[..],
+        "--key-file",
+        key_file,
+        "--retention-days",
+        "0",
+        "--min-count",
+        "2",
+    ];
+    args.extend_from_slice(&common);
+    let newest = run_ok(&args)["name"].as_str().expect("name").to_string();
+    assert_eq!(list(()), vec![newest, names[2].clone()]);
 }
 
 #[tokio::test]
