@@ -76,6 +76,8 @@ pub enum Component {
     Cache,
     /// Objects shared by the whole platform (network policies).
     Platform,
+    /// The backup agent (CronJob, Jobs, their NetworkPolicies, key Secret, PVC).
+    Backup,
 }
 
 impl Component {
@@ -86,6 +88,7 @@ impl Component {
             Component::Database => "database",
             Component::Cache => "cache",
             Component::Platform => "platform",
+            Component::Backup => "backup",
         }
     }
 
@@ -96,6 +99,7 @@ impl Component {
             Component::Database => "postgres",
             Component::Cache => "redis",
             Component::Platform => "caduceus",
+            Component::Backup => "caduceus-backup",
         }
     }
 }
@@ -209,6 +213,29 @@ impl Names {
             self.netpol_postgres_ingress(),
             self.netpol_redis_ingress(),
         ]
+    }
+
+    /// Backup CronJob (and the prefix of its Jobs).
+    pub fn backup_cron_job(&self) -> String {
+        self.suffixed("backup")
+    }
+    /// Job of an on-demand backup (`caduceus.io/backup-now`); `token_hash` is a short hex digest.
+    pub fn backup_now_job(&self, token_hash: &str) -> String {
+        self.suffixed(&format!("backup-now-{token_hash}"))
+    }
+    /// PVC of a `pvc` backup destination.
+    pub fn backup_pvc(&self) -> String {
+        self.suffixed("backups")
+    }
+    pub fn netpol_backup_egress(&self) -> String {
+        self.suffixed("allow-backup-egress")
+    }
+    pub fn netpol_backup_to_postgres(&self) -> String {
+        self.suffixed("allow-backup-to-postgres")
+    }
+    /// CloudNativePG `ScheduledBackup` (CloudNativePG provider).
+    pub fn cnpg_scheduled_backup(&self) -> String {
+        self.suffixed("db-backup")
     }
 
     /// In-cluster DNS name of a Service.

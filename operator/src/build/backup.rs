@@ -1,0 +1,1106 @@
+//! Backups (Embedded and External databases): a CronJob running the `caduceus-backup` agent
+//! (docs/contracts.md), its NetworkPolicies, the backup-key Secret (generated once, never
+//! overwritten), the PVC of a `pvc` destination, and the Job of an on-demand backup
+//! (`caduceus.io/backup-now: <token>`).
+//!
+//! - The pod is PSS "restricted": non-root uid 65532, read-only root, no capabilities, seccomp
+//!   RuntimeDefault, no service-account token. `DATABASE_URL` and the S3 credentials come from
+//!   `secretKeyRef`s; the key file is a read-only Secret volume.
+//! - The agent writes its result line to `/dev/termination-log`; [`super::backup_status`] reads it
+//!   from the pods' `state.terminated.message`.
+//! - After each successful backup the agent prunes with `retention.days` / `retention.minCount`.
+//! - CloudNativePG platforms get no CronJob: backups are delegated to CloudNativePG
+//!   ([`super::backup_cnpg`]).
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use rand::RngCore;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::deployment::database_url_env;
+use super::security::{container_security_context, pod_security_context, scratch_volume};
+use super::{child_meta, ExistingSecrets, SecretGenerator};
+use crate::crd::{DatabaseProvider, S3Destination};
+use crate::names::{Component, ANNOTATION_PLACEHOLDER, LABEL_CNPG_CLUSTER, POSTGRES_PORT};
+use crate::validate::ValidatedPlatform;
+
+/// Repository of the backup agent image; the tag is `<api version>-pg<database major>` so the
+/// image carries `pg_dump`/`pg_restore` of the database's major version.
+pub const BACKUP_IMAGE: &str = "ghcr.io/caduceus-health/caduceus-backup";
+/// Path of the agent in its image (docs/contracts.md).
+pub const BACKUP_BINARY: &str = "/usr/local/bin/caduceus-backup";
+/// uid/gid the agent runs as.
+pub const BACKUP_UID: i64 = 65532;
+/// Key of the key file in the backup-key Secret (docs/contracts.md).
+pub const BACKUP_KEY_FILE: &str = "backup-key.json";
+/// Where the key Secret is mounted.
+pub const BACKUP_KEY_MOUNT: &str = "/etc/caduceus/backup";
+/// Where a `pvc` destination is mounted.
+pub const BACKUP_PVC_MOUNT: &str = "/var/lib/caduceus-backup";
+/// Kubernetes termination message path; the agent writes its result line there.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Name of the agent's container (status reads its termination message).
+pub const CONTAINER: &str = "backup";
+/// Platform annotation requesting an on-demand backup; each new value runs one Job.
+pub const ANNOTATION_BACKUP_NOW: &str = "caduceus.io/backup-now";
+/// Label on Jobs created for `caduceus.io/backup-now` (value: hash of the token).
+pub const LABEL_BACKUP_TRIGGER: &str = "caduceus.io/backup-trigger";
+/// Keys of the S3 credentials Secret.
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// Whether this platform's backups run as our CronJob (not delegated, not disabled).
+pub fn agent_backups(p: &ValidatedPlatform) -> bool {
+    p.spec.backup.enabled && p.spec.database.provider != DatabaseProvider::CloudNativePG
+}
+
+/// The Secret holding the backup key: the user's `encryptionKeySecretRef` or `<platform>-backup-key`.
+pub fn key_secret_name(p: &ValidatedPlatform) -> String {
+    p.spec
+        .backup
+        .encryption_key_secret_ref
+        .clone()
+        .unwrap_or_else(|| p.names.backup_key())
+}
+
+/// The agent image for this platform.
+pub fn image(p: &ValidatedPlatform) -> String {
+    let major = p
+        .spec
+        .database
+        .version
+        .split('.')
+        .next()
+        .unwrap_or_default();
+    format!("{BACKUP_IMAGE}:{}-pg{major}", p.api_version)
+}
+
+/// `s3://bucket/prefix` or the mounted PVC as `file://`.
+pub fn destination_url(p: &ValidatedPlatform) -> String {
+    match &p.spec.backup.destination.s3 {
+        Some(s3) => {
+            let prefix = s3.prefix.trim_matches('/');
+            if prefix.is_empty() {
+                format!("s3://{}", s3.bucket)
+            } else {
+                format!("s3://{}/{prefix}", s3.bucket)
+            }
+        }
+        None => format!("file://{BACKUP_PVC_MOUNT}"),
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// S3 settings as environment: endpoint, region, addressing style, credentials from the Secret.
+fn s3_env(s3: &S3Destination) -> Vec<EnvVar> {
+    let mut out = vec![
+        env("AWS_REGION", s3.region.clone()),
+        env(
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+            (!s3.force_path_style).to_string(),
+        ),
+        secret_env(
+            AWS_ACCESS_KEY_ID,
+            &s3.credentials_secret_ref,
+            AWS_ACCESS_KEY_ID,
+        ),
+        secret_env(
+            AWS_SECRET_ACCESS_KEY,
+            &s3.credentials_secret_ref,
+            AWS_SECRET_ACCESS_KEY,
+        ),
+    ];
+    if let Some(endpoint) = &s3.endpoint {
+        out.push(env("CADUCEUS_BACKUP_S3_ENDPOINT", endpoint.clone()));
+    }
+    out
+}
+
+/// The agent container running `args` (`backup`, `restore`, ...).
+pub fn agent_container(p: &ValidatedPlatform, name: &str, args: Vec<String>) -> Container {
+    let mut env_vars = vec![
+        database_url_env(p),
+        env("CADUCEUS_BACKUP_DESTINATION", destination_url(p)),
+        env(
+            "CADUCEUS_BACKUP_KEY_FILE",
+            format!("{BACKUP_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
+        ),
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "backup-key".into(),
+            mount_path: BACKUP_KEY_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    match &p.spec.backup.destination.s3 {
+        Some(s3) => env_vars.extend(s3_env(s3)),
+        None => mounts.push(VolumeMount {
+            name: "backups".into(),
+            mount_path: BACKUP_PVC_MOUNT.into(),
+            ..Default::default()
+        }),
+    }
+    Container {
+        name: name.into(),
+        image: Some(image(p)),
+        image_pull_policy: Some(p.spec.api_server.image.pull_policy.as_str().to_string()),
+        command: Some(vec![BACKUP_BINARY.into()]),
+        args: Some(args),
+        env: Some(env_vars),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security_context(BACKUP_UID)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("128Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("1".into())),
+                ("memory".to_string(), Quantity("512Mi".into())),
+            ])),
+            ..Default::default()
+        }),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    }
+}
+
+/// Volumes of the agent pod: key Secret (0400), /tmp, and the PVC of a `pvc` destination.
+pub fn agent_volumes(p: &ValidatedPlatform) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: "backup-key".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(key_secret_name(p)),
+                items: Some(vec![KeyToPath {
+                    key: BACKUP_KEY_FILE.into(),
+                    path: BACKUP_KEY_FILE.into(),
+                    mode: Some(0o400),
+                }]),
+                default_mode: Some(0o400),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        },
+        scratch_volume("tmp", "64Mi", false),
+    ];
+    if p.spec.backup.destination.s3.is_none() {
+        volumes.push(Volume {
+            name: "backups".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: p.names.backup_pvc(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
+}
+
+fn pod_template(p: &ValidatedPlatform, container: Container) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(p.names.labels(Component::Backup, &p.api_version)),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(agent_volumes(p)),
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            security_context: Some(pod_security_context(BACKUP_UID)),
+            image_pull_secrets: (!p.spec.api_server.image.pull_secrets.is_empty()).then(|| {
+                p.spec
+                    .api_server
+                    .image
+                    .pull_secrets
+                    .iter()
+                    .map(|n| k8s_openapi::api::core::v1::LocalObjectReference { name: n.clone() })
+                    .collect()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn backup_args(p: &ValidatedPlatform) -> Vec<String> {
+    let r = &p.spec.backup.retention;
+    vec![
+        "backup".into(),
+        "--termination-log".into(),
+        TERMINATION_LOG.into(),
+        "--retention-days".into(),
+        r.days.to_string(),
+        "--min-count".into(),
+        r.min_count.to_string(),
+    ]
+}
+
+fn job_spec(p: &ValidatedPlatform) -> JobSpec {
+    JobSpec {
+        backoff_limit: Some(2),
+        // A stuck dump must not block the next schedule forever (concurrencyPolicy Forbid).
+        active_deadline_seconds: Some(6 * 3600),
+        template: pod_template(p, agent_container(p, CONTAINER, backup_args(p))),
+        ..Default::default()
+    }
+}
+
+/// The backup CronJob, or `None` when backups are disabled or delegated to CloudNativePG.
+pub fn cron_job(p: &ValidatedPlatform) -> Option<CronJob> {
+    if !agent_backups(p) {
+        return None;
+    }
+    let b = &p.spec.backup;
+    Some(CronJob {
+        metadata: child_meta(p, p.names.backup_cron_job(), Component::Backup),
+        spec: Some(CronJobSpec {
+            schedule: b.schedule.clone(),
+            time_zone: Some("Etc/UTC".into()),
+            concurrency_policy: Some("Forbid".into()),
+            starting_deadline_seconds: Some(600),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            // A stopped platform has no database to dump.
+            suspend: Some(p.spec.stopped),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(p.names.labels(Component::Backup, &p.api_version)),
+                    ..Default::default()
+                }),
+                spec: Some(job_spec(p)),
+            },
+        }),
+        status: None,
+    })
+}
+
+/// Short, label-safe digest of an on-demand token.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The Job of an on-demand backup for the platform's `caduceus.io/backup-now` token: the CronJob's
+/// job template under a name derived from the token, so each token runs exactly once (applying
+/// the same token again is a no-op). `None` without a token or without agent backups.
+pub fn on_demand_job(p: &ValidatedPlatform, token: Option<&str>) -> Option<Job> {
+    let token = token.map(str::trim).filter(|t| !t.is_empty())?;
+    if !agent_backups(p) || p.spec.stopped {
+        return None;
+    }
+    let hash = token_hash(token);
+    let mut metadata = child_meta(p, p.names.backup_now_job(&hash), Component::Backup);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(LABEL_BACKUP_TRIGGER.into(), hash);
+    }
+    Some(Job {
+        metadata,
+        spec: Some(job_spec(p)),
+        status: None,
+    })
+}
+
+/// PVC of a `pvc` destination (kept on platform deletion unless `deletionPolicy: Delete`).
+pub fn pvc(p: &ValidatedPlatform) -> Option<PersistentVolumeClaim> {
+    if !agent_backups(p) {
+        return None;
+    }
+    let dest = p.spec.backup.destination.pvc.as_ref()?;
+    if p.spec.backup.destination.s3.is_some() {
+        return None;
+    }
+    Some(PersistentVolumeClaim {
+        metadata: child_meta(p, p.names.backup_pvc(), Component::Backup),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: dest.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), dest.size.clone())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// `backup-key.json` in the contracts format from fresh random bytes.
+fn new_key_file(generator: &SecretGenerator) -> String {
+    match generator {
+        SecretGenerator::Random { .. } => {
+            let mut key = [0u8; 32];
+            let mut id = [0u8; 6];
+            rand::rng().fill_bytes(&mut key);
+            rand::rng().fill_bytes(&mut id);
+            let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                r#"{{"version":1,"key_id":"bk-{id}","key":"{}"}}"#,
+                STANDARD.encode(key)
+            )
+        }
+        SecretGenerator::Placeholder => format!(
+            r#"{{"version":1,"key_id":"bk-000000000000","key":"{}"}}"#,
+            super::secrets::PLACEHOLDER
+        ),
+    }
+}
+
+/// `<platform>-backup-key`, generated when absent and never overwritten (its data is read from
+/// the cluster first). `None` when backups are off or the user supplies `encryptionKeySecretRef`.
+pub fn key_secret(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &SecretGenerator,
+) -> Option<Secret> {
+    if !agent_backups(p) || p.spec.backup.encryption_key_secret_ref.is_some() {
+        return None;
+    }
+    let name = p.names.backup_key();
+    let mut data: BTreeMap<String, ByteString> =
+        existing.by_name.get(&name).cloned().unwrap_or_default();
+    data.entry(BACKUP_KEY_FILE.to_string())
+        .or_insert_with(|| ByteString(new_key_file(generator).into_bytes()));
+    let mut metadata = child_meta(p, name, Component::Backup);
+    if matches!(generator, SecretGenerator::Placeholder) {
+        metadata.annotations = Some(BTreeMap::from([(
+            ANNOTATION_PLACEHOLDER.to_string(),
+            "true".to_string(),
+        )]));
+    }
+    Some(Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+/// `spec.database.bootstrap`: how a new platform's database starts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseBootstrap {
+    /// Restore this backup before the API starts (the database must be empty; a populated
+    /// database is left alone, so the restore runs once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore a new platform from (usually another platform's backups).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// Backup name (`backup-YYYYMMDDTHHMMSS.mmmZ`) or `latest`.
+    #[serde(default = "latest")]
+    #[schemars(regex(pattern = r"^(latest|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"))]
+    pub name: String,
+    /// Where the backups are.
+    pub source: BackupSource,
+    /// Secret (in the platform's namespace) holding the `backup-key.json` that decrypts them.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_ref: String,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+/// Exactly one of `s3` or `claimName`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSource {
+    /// An S3-compatible destination (same fields as `backup.destination.s3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// An existing PVC holding a `pvc` destination (e.g. `<old platform>-backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: Option<String>,
+}
+
+/// Where a restore source is mounted (PVC sources).
+pub const RESTORE_SOURCE_MOUNT: &str = "/var/lib/caduceus-restore";
+/// Where the restore key Secret is mounted.
+pub const RESTORE_KEY_MOUNT: &str = "/etc/caduceus/restore";
+
+/// The init container (and its volumes) that restores `bootstrap.fromBackup` into the API's
+/// database before migrations run: `caduceus-backup restore <name> --if-empty`. It runs in every
+/// new API pod; once the database has tables it does nothing, and concurrent pods are serialised
+/// by the agent's advisory lock. `None` without `fromBackup` or with an invalid source.
+pub fn restore_init(
+    p: &ValidatedPlatform,
+    from: Option<&FromBackup>,
+) -> Option<(Container, Vec<Volume>)> {
+    let from = from?;
+    let mut env_vars = vec![
+        database_url_env(p),
+        env(
+            "CADUCEUS_BACKUP_KEY_FILE",
+            format!("{RESTORE_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
+        ),
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "restore-key".into(),
+            mount_path: RESTORE_KEY_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![Volume {
+        name: "restore-key".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(from.secret_ref.clone()),
+            items: Some(vec![KeyToPath {
+                key: BACKUP_KEY_FILE.into(),
+                path: BACKUP_KEY_FILE.into(),
+                mode: Some(0o400),
+            }]),
+            default_mode: Some(0o400),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }];
+    match (&from.source.s3, &from.source.claim_name) {
+        (Some(s3), None) => {
+            let prefix = s3.prefix.trim_matches('/');
+            let url = if prefix.is_empty() {
+                format!("s3://{}", s3.bucket)
+            } else {
+                format!("s3://{}/{prefix}", s3.bucket)
+            };
+            env_vars.push(env("CADUCEUS_BACKUP_DESTINATION", url));
+            env_vars.extend(s3_env(s3));
+        }
+        (None, Some(claim)) => {
+            env_vars.push(env(
+                "CADUCEUS_BACKUP_DESTINATION",
+                format!("file://{RESTORE_SOURCE_MOUNT}"),
+            ));
+            mounts.push(VolumeMount {
+                name: "restore-source".into(),
+                mount_path: RESTORE_SOURCE_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            volumes.push(Volume {
+                name: "restore-source".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(true),
+                }),
+                ..Default::default()
+            });
+        }
+        _ => return None,
+    }
+    let container = Container {
+        name: "restore".into(),
+        image: Some(image(p)),
+        image_pull_policy: Some(p.spec.api_server.image.pull_policy.as_str().to_string()),
+        command: Some(vec![BACKUP_BINARY.into()]),
+        args: Some(vec![
+            "restore".into(),
+            from.name.clone(),
+            "--if-empty".into(),
+            "--termination-log".into(),
+            TERMINATION_LOG.into(),
+        ]),
+        env: Some(env_vars),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security_context(BACKUP_UID)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("128Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("1".into())),
+                ("memory".to_string(), Quantity("512Mi".into())),
+            ])),
+            ..Default::default()
+        }),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    };
+    Some((container, volumes))
+}
+
+fn port(number: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    }
+}
+
+fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(labels),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// TCP port of the object store: the endpoint's explicit port, else 80 for `http://`, else 443.
+pub fn object_store_port(s3: &S3Destination) -> i32 {
+    let Some(endpoint) = &s3.endpoint else {
+        return 443;
+    };
+    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    // `[v6]:port` or `host:port`
+    let port = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host_port.starts_with('[') => {
+            port.parse::<i32>().ok()
+        }
+        _ => None,
+    };
+    port.filter(|p| (1..=65535).contains(p))
+        .unwrap_or(if scheme == "http" { 80 } else { 443 })
+}
+
+/// NetworkPolicies of the backup pods: egress to the database and the object store (DNS is
+/// already open for every platform pod), and — for the embedded database — ingress to Postgres
+/// from the backup pods. Empty when NetworkPolicies or agent backups are off.
+pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
+    if !p.spec.network_policy.enabled || !agent_backups(p) {
+        return Vec::new();
+    }
+    let names = &p.names;
+    let backup = names.selector(Component::Backup);
+    let db = &p.spec.database;
+    let mut egress = vec![match db.provider {
+        DatabaseProvider::External => NetworkPolicyEgressRule {
+            to: (!db.external_cidrs.is_empty()).then(|| {
+                db.external_cidrs
+                    .iter()
+                    .map(|cidr| NetworkPolicyPeer {
+                        ip_block: Some(IPBlock {
+                            cidr: cidr.clone(),
+                            except: None,
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ports: Some(vec![port(db.external_port)]),
+        },
+        DatabaseProvider::CloudNativePG => NetworkPolicyEgressRule {
+            to: Some(vec![pods(BTreeMap::from([(
+                LABEL_CNPG_CLUSTER.to_string(),
+                names.cnpg_cluster(),
+            )]))]),
+            ports: Some(vec![port(POSTGRES_PORT)]),
+        },
+        DatabaseProvider::Embedded => NetworkPolicyEgressRule {
+            to: Some(vec![pods(names.selector(Component::Database))]),
+            ports: Some(vec![port(POSTGRES_PORT)]),
+        },
+    }];
+    if let Some(s3) = &p.spec.backup.destination.s3 {
+        // Object stores have no stable addresses: any destination, only the store's port.
+        egress.push(NetworkPolicyEgressRule {
+            to: None,
+            ports: Some(vec![port(object_store_port(s3))]),
+        });
+    }
+    let mut out = vec![NetworkPolicy {
+        metadata: child_meta(p, names.netpol_backup_egress(), Component::Backup),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(backup.clone()),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Egress".into()]),
+            egress: Some(egress),
+            ingress: None,
+        }),
+    }];
+    if db.provider == DatabaseProvider::Embedded {
+        out.push(NetworkPolicy {
+            metadata: child_meta(p, names.netpol_backup_to_postgres(), Component::Backup),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(names.selector(Component::Database)),
+                    ..Default::default()
+                }),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pods(backup)]),
+                    ports: Some(vec![port(POSTGRES_PORT)]),
+                }]),
+                egress: None,
+            }),
+        });
+    }
+    out
+}
+
+/// Every NetworkPolicy name this module may create (so disabled ones can be deleted).
+pub fn all_network_policy_names(p: &ValidatedPlatform) -> Vec<String> {
+    vec![
+        p.names.netpol_backup_egress(),
+        p.names.netpol_backup_to_postgres(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::security::container_violations;
+    use crate::build::test_support::platform;
+    use crate::crd::{PvcDestination, S3Destination};
+
+    fn s3(endpoint: Option<&str>) -> S3Destination {
+        S3Destination {
+            endpoint: endpoint.map(str::to_string),
+            bucket: "phi-backups".into(),
+            prefix: "/clinic/demo/".into(),
+            region: "eu-central-1".into(),
+            credentials_secret_ref: "s3-creds".into(),
+            force_path_style: true,
+        }
+    }
+
+    fn pod(c: &CronJob) -> PodSpec {
+        c.spec
+            .clone()
+            .expect("spec")
+            .job_template
+            .spec
+            .expect("job spec")
+            .template
+            .spec
+            .expect("pod spec")
+    }
+
+    fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        c.env.as_ref()?.iter().find(|e| e.name == name)
+    }
+
+    #[test]
+    fn cron_job_runs_the_agent_on_schedule_with_termination_log() {
+        let p = platform(|s| {
+            s.backup.schedule = "15 */2 * * *".into();
+            s.backup.retention.days = 14;
+            s.backup.retention.min_count = 5;
+        });
+        let cj = cron_job(&p).expect("cron job");
+        let spec = cj.spec.clone().expect("spec");
+        assert_eq!(cj.metadata.name.as_deref(), Some("demo-backup"));
+        assert_eq!(spec.schedule, "15 */2 * * *");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(spec.time_zone.as_deref(), Some("Etc/UTC"));
+        assert_eq!(spec.suspend, Some(false));
+        let pod = pod(&cj);
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(c.name, CONTAINER);
+        assert_eq!(c.command.clone().unwrap(), [BACKUP_BINARY]);
+        assert_eq!(
+            c.args.clone().unwrap(),
+            [
+                "backup",
+                "--termination-log",
+                TERMINATION_LOG,
+                "--retention-days",
+                "14",
+                "--min-count",
+                "5"
+            ]
+        );
+        assert_eq!(c.termination_message_path.as_deref(), Some(TERMINATION_LOG));
+        assert_eq!(
+            c.image.as_deref(),
+            Some(format!("{BACKUP_IMAGE}:{}-pg16", p.api_version).as_str())
+        );
+        // PVC destination by default: mounted and used as file://.
+        assert_eq!(
+            env_of(c, "CADUCEUS_BACKUP_DESTINATION").and_then(|e| e.value.as_deref()),
+            Some("file:///var/lib/caduceus-backup")
+        );
+        assert!(pod.volumes.clone().unwrap().iter().any(|v| v
+            .persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.claim_name == "demo-backups")));
+        let claim = pvc(&p).expect("pvc");
+        assert_eq!(claim.metadata.name.as_deref(), Some("demo-backups"));
+    }
+
+    #[test]
+    fn pod_is_pss_restricted_and_secrets_come_from_refs() {
+        let p = platform(|s| {
+            s.backup.destination.s3 = Some(s3(Some("https://minio.storage:9000")));
+            s.backup.destination.pvc = None;
+        });
+        let cj = cron_job(&p).expect("cron job");
+        let pod = pod(&cj);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.clone().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.expect("seccomp").type_,
+            "RuntimeDefault"
+        );
+        for c in &pod.containers {
+            assert!(
+                container_violations(c).is_empty(),
+                "{:?}",
+                container_violations(c)
+            );
+            for e in c.env.iter().flatten() {
+                if let Some(v) = &e.value {
+                    assert!(!v.contains("PLACEHOLDER"), "{}", e.name);
+                }
+            }
+        }
+        let c = &pod.containers[0];
+        for (var, secret, key) in [
+            ("DATABASE_URL", "demo-postgres-credentials", "database-url"),
+            ("AWS_ACCESS_KEY_ID", "s3-creds", "AWS_ACCESS_KEY_ID"),
+            ("AWS_SECRET_ACCESS_KEY", "s3-creds", "AWS_SECRET_ACCESS_KEY"),
+        ] {
+            let r = env_of(c, var)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .unwrap_or_else(|| panic!("{var} must come from a secretKeyRef"));
+            assert_eq!((r.name.as_str(), r.key.as_str()), (secret, key));
+            assert!(env_of(c, var).unwrap().value.is_none());
+        }
+        assert_eq!(
+            env_of(c, "CADUCEUS_BACKUP_DESTINATION").and_then(|e| e.value.as_deref()),
+            Some("s3://phi-backups/clinic/demo")
+        );
+        assert_eq!(
+            env_of(c, "CADUCEUS_BACKUP_S3_ENDPOINT").and_then(|e| e.value.as_deref()),
+            Some("https://minio.storage:9000")
+        );
+        assert_eq!(
+            env_of(c, "AWS_VIRTUAL_HOSTED_STYLE_REQUEST").and_then(|e| e.value.as_deref()),
+            Some("false")
+        );
+        // Key file: read-only Secret volume with mode 0400.
+        let key_volume = pod
+            .volumes
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "backup-key")
+            .expect("key volume");
+        let secret = key_volume.secret.expect("secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("demo-backup-key"));
+        assert_eq!(secret.default_mode, Some(0o400));
+        assert!(pvc(&p).is_none(), "no PVC for an S3 destination");
+    }
+
+    #[test]
+    fn disabled_delegated_and_stopped() {
+        assert!(cron_job(&platform(|s| s.backup.enabled = false)).is_none());
+        let cnpg = platform(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        assert!(
+            cron_job(&cnpg).is_none(),
+            "CloudNativePG backups are delegated"
+        );
+        assert!(key_secret(
+            &cnpg,
+            &ExistingSecrets::default(),
+            &SecretGenerator::Placeholder
+        )
+        .is_none());
+        assert!(network_policies(&cnpg).is_empty());
+        let stopped = platform(|s| s.stopped = true);
+        assert_eq!(
+            cron_job(&stopped).unwrap().spec.unwrap().suspend,
+            Some(true)
+        );
+        assert!(on_demand_job(&stopped, Some("t1")).is_none());
+    }
+
+    #[test]
+    fn key_secret_is_generated_once_and_never_overwritten() {
+        let p = platform(|_| {});
+        let gen = SecretGenerator::random();
+        let first = key_secret(&p, &ExistingSecrets::default(), &gen).expect("secret");
+        assert_eq!(first.metadata.name.as_deref(), Some("demo-backup-key"));
+        let data = first.data.clone().expect("data");
+        let json: serde_json::Value =
+            serde_json::from_slice(&data[BACKUP_KEY_FILE].0).expect("key file JSON");
+        assert_eq!(json["version"], 1);
+        let id = json["key_id"].as_str().expect("key id");
+        assert!(
+            id.starts_with("bk-")
+                && id.len() == 15
+                && id[3..].chars().all(|c| c.is_ascii_hexdigit())
+        );
+        assert_eq!(
+            STANDARD
+                .decode(json["key"].as_str().expect("key"))
+                .expect("b64")
+                .len(),
+            32
+        );
+
+        // A second reconcile with the Secret present keeps the exact bytes.
+        let mut existing = ExistingSecrets::default();
+        existing.insert("demo-backup-key", data.clone());
+        let again = key_secret(&p, &existing, &gen).expect("secret");
+        assert_eq!(again.data.expect("data"), data);
+        // A fresh generation differs (random).
+        let other = key_secret(&p, &ExistingSecrets::default(), &gen).expect("secret");
+        assert_ne!(other.data.expect("data"), data);
+        // A user-supplied key Secret is used as is and never generated.
+        let own = platform(|s| s.backup.encryption_key_secret_ref = Some("my-key".into()));
+        assert!(key_secret(&own, &ExistingSecrets::default(), &gen).is_none());
+        let pod = pod(&cron_job(&own).expect("cron job"));
+        assert!(pod.volumes.unwrap().iter().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some("my-key"))));
+    }
+
+    #[test]
+    fn on_demand_job_is_once_per_token() {
+        let p = platform(|_| {});
+        assert!(on_demand_job(&p, None).is_none());
+        assert!(on_demand_job(&p, Some("  ")).is_none());
+        let a = on_demand_job(&p, Some("2026-11-22T05:00")).expect("job");
+        let a2 = on_demand_job(&p, Some("2026-11-22T05:00")).expect("job");
+        let b = on_demand_job(&p, Some("another")).expect("job");
+        assert_eq!(a, a2, "same token, same Job: applying again is a no-op");
+        assert_ne!(a.metadata.name, b.metadata.name);
+        let name = a.metadata.name.clone().unwrap();
+        assert!(
+            name.starts_with("demo-backup-now-") && name.len() <= 63,
+            "{name}"
+        );
+        assert_eq!(
+            a.metadata.labels.as_ref().unwrap()[LABEL_BACKUP_TRIGGER],
+            token_hash("2026-11-22T05:00")
+        );
+        // Same pod as the scheduled backups.
+        let cj = cron_job(&p).unwrap();
+        assert_eq!(a.spec, cj.spec.unwrap().job_template.spec);
+    }
+
+    #[test]
+    fn network_policies_allow_database_object_store_only() {
+        let p = platform(|s| {
+            s.backup.destination.s3 = Some(s3(Some("http://minio.storage:9000")));
+            s.backup.destination.pvc = None;
+        });
+        let nps = network_policies(&p);
+        assert_eq!(nps.len(), 2);
+        let egress = nps[0].spec.clone().unwrap();
+        assert_eq!(egress.policy_types.clone().unwrap(), ["Egress"]);
+        assert_eq!(
+            egress.pod_selector.unwrap().match_labels.unwrap(),
+            p.names.selector(Component::Backup)
+        );
+        let rules = egress.egress.unwrap();
+        assert_eq!(rules.len(), 2);
+        let db_peer = rules[0].to.clone().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap();
+        assert_eq!(
+            db_peer.match_labels.unwrap(),
+            p.names.selector(Component::Database)
+        );
+        assert_eq!(
+            rules[0].ports.clone().unwrap()[0].port,
+            Some(IntOrString::Int(5432))
+        );
+        assert!(rules[1].to.is_none());
+        assert_eq!(
+            rules[1].ports.clone().unwrap()[0].port,
+            Some(IntOrString::Int(9000))
+        );
+        // Postgres accepts the backup pods.
+        let ingress = nps[1].spec.clone().unwrap();
+        assert_eq!(
+            ingress.pod_selector.unwrap().match_labels.unwrap(),
+            p.names.selector(Component::Database)
+        );
+        let from = ingress.ingress.unwrap()[0].from.clone().unwrap();
+        assert_eq!(
+            from[0].pod_selector.clone().unwrap().match_labels.unwrap(),
+            p.names.selector(Component::Backup)
+        );
+        // The backup pods carry the platform labels, so default-deny and DNS egress apply.
+        let labels = p.names.labels(Component::Backup, "x");
+        assert!(p
+            .names
+            .platform_selector()
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v)));
+        // PVC destination: no object-store egress at all.
+        let pvc_only = network_policies(&platform(|_| {}));
+        assert_eq!(pvc_only[0].spec.clone().unwrap().egress.unwrap().len(), 1);
+        assert!(network_policies(&platform(|s| s.network_policy.enabled = false)).is_empty());
+        for name in nps.iter().filter_map(|n| n.metadata.name.clone()) {
+            assert!(all_network_policy_names(&p).contains(&name));
+        }
+    }
+
+    #[test]
+    fn object_store_ports() {
+        assert_eq!(object_store_port(&s3(None)), 443);
+        assert_eq!(object_store_port(&s3(Some("https://s3.example"))), 443);
+        assert_eq!(object_store_port(&s3(Some("http://minio"))), 80);
+        assert_eq!(object_store_port(&s3(Some("http://minio:9000/"))), 9000);
+        assert_eq!(object_store_port(&s3(Some("https://[fd00::1]:8443"))), 8443);
+        assert_eq!(object_store_port(&s3(Some("https://[fd00::1]"))), 443);
+    }
+
+    #[test]
+    fn restore_init_container_restores_once_before_migrations() {
+        let p = platform(|_| {});
+        assert!(restore_init(&p, None).is_none());
+        let from = FromBackup {
+            name: "latest".into(),
+            source: BackupSource {
+                s3: Some(s3(Some("https://minio.storage:9000"))),
+                claim_name: None,
+            },
+            secret_ref: "old-platform-backup-key".into(),
+        };
+        let (c, volumes) = restore_init(&p, Some(&from)).expect("init container");
+        assert_eq!(
+            c.args.clone().unwrap(),
+            [
+                "restore",
+                "latest",
+                "--if-empty",
+                "--termination-log",
+                TERMINATION_LOG
+            ]
+        );
+        assert!(
+            container_violations(&c).is_empty(),
+            "{:?}",
+            container_violations(&c)
+        );
+        assert_eq!(
+            env_of(&c, "CADUCEUS_BACKUP_DESTINATION").and_then(|e| e.value.as_deref()),
+            Some("s3://phi-backups/clinic/demo")
+        );
+        let db = env_of(&c, "DATABASE_URL")
+            .and_then(|e| e.value_from.as_ref())
+            .expect("secret ref");
+        assert!(db.secret_key_ref.is_some());
+        assert_eq!(
+            volumes[0]
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("old-platform-backup-key")
+        );
+        // A PVC source is mounted read-only.
+        let from_pvc = FromBackup {
+            source: BackupSource {
+                s3: None,
+                claim_name: Some("old-backups".into()),
+            },
+            ..from.clone()
+        };
+        let (c, volumes) = restore_init(&p, Some(&from_pvc)).expect("init container");
+        assert_eq!(
+            env_of(&c, "CADUCEUS_BACKUP_DESTINATION").and_then(|e| e.value.as_deref()),
+            Some("file:///var/lib/caduceus-restore")
+        );
+        let claim = volumes[1].persistent_volume_claim.clone().expect("pvc");
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("old-backups", Some(true))
+        );
+        // Both or neither source: refused.
+        let both = FromBackup {
+            source: BackupSource {
+                s3: Some(s3(None)),
+                claim_name: Some("x".into()),
+            },
+            ..from
+        };
+        assert!(restore_init(&p, Some(&both)).is_none());
+        let parsed: FromBackup =
+            serde_json::from_str(r#"{"source":{"claimName":"b"},"secretRef":"k"}"#).expect("parse");
+        assert_eq!(parsed.name, "latest");
+    }
+
+    #[test]
+    fn pvc_destination_settings() {
+        let p = platform(|s| {
+            s.backup.destination.pvc = Some(PvcDestination {
+                size: Quantity("50Gi".into()),
+                storage_class_name: Some("encrypted-ssd".into()),
+            })
+        });
+        let claim = pvc(&p).expect("pvc").spec.expect("spec");
+        assert_eq!(claim.storage_class_name.as_deref(), Some("encrypted-ssd"));
+        assert_eq!(
+            claim.resources.unwrap().requests.unwrap()["storage"],
+            Quantity("50Gi".into())
+        );
+    }
+}
