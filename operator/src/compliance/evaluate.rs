@@ -805,8 +805,7 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
             "no backup status has been reported yet (needs the backup controller)",
         );
     };
-    let age_minutes = i.now.duration_since(last.0).as_secs() / 60;
-    if age_minutes > i64::from(b.rpo_minutes) {
+    if !crate::build::backup_status::rpo_satisfied(live.backup.as_ref(), b.rpo_minutes, i.now) {
         fail(format!(
             "the last successful backup ({}) is older than the RPO of {} min",
             last.0, b.rpo_minutes
