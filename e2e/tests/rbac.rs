@@ -8,11 +8,11 @@
 //! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
 //!   fields of the structs in `operator/src/build/` (what the build stage returns and apply
 //!   applies);
-//! - deleted: `delete::<Kind>` calls, and `Api<Kind>` in a file that calls `.delete(` or
-//!   `.delete_collection(` (`deletecollection`);
-//! - read: `Api<Kind>` in a file that calls `.get(`/`.get_opt(` (`get`), `.list(` (`list`);
-//!   `.patch(` (`patch`); watched: `::<Kind>` on `.owns(`/`.watches(`/`watcher(` lines (`list`,
-//!   `watch`);
+//! - deleted: `delete::<Kind>` and `delete_dynamic(.., "Kind", ..)` calls;
+//! - called on a `let NAME: Api<Kind>`: `NAME.get(`/`.get_opt(`/`.list(`/`.patch(`/`.delete(`/
+//!   `.delete_collection(`/`.create(` need that verb; the same call anywhere else in the file
+//!   allows it (helpers such as `detach(&api, ..)` work on a generic `Api`);
+//! - watched: the `::<Kind>` on `.owns(`/`.watches(`/`watcher(` lines (`list`, `watch`);
 //! - the custom resource: status writes (`patch_status`/`replace_status`), the finalizer
 //!   (`FINALIZER`), owner references with `block_owner_deletion` (`finalizers` `update`);
 //! - Events through `kube::runtime::events::Recorder` (`create`, `patch` on events.k8s.io);
@@ -163,6 +163,39 @@ fn api_types(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Api methods and the RBAC verb each needs.
+const METHODS: [(&str, &str); 7] = [
+    (".get(", "get"),
+    (".get_opt(", "get"),
+    (".list(", "list"),
+    (".patch(", "patch"),
+    (".delete(", "delete"),
+    (".delete_collection(", "deletecollection"),
+    (".create(", "create"),
+];
+
+/// `(NAME, K)` of every `letNAME:Api<K>` in whitespace-free text (`let mut` included).
+fn api_bindings(compact: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (i, _) in compact.match_indices(":Api<") {
+        let before = &compact[..i];
+        let start = before
+            .rfind(|c: char| !is_ident(c))
+            .map(|j| j + 1)
+            .unwrap_or(0);
+        let var = before[start..]
+            .strip_prefix("let")
+            .map(|v| v.strip_prefix("mut").unwrap_or(v));
+        let Some(var) = var.filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let rest = &compact[i + ":Api<".len()..];
+        let end = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
+        out.insert((var.to_string(), rest[..end].to_string()));
+    }
+    out
+}
+
 fn turbofish(text: &str, method: &str) -> BTreeSet<String> {
     let pat = format!("{method}::<");
     text.match_indices(&pat)
@@ -243,26 +276,29 @@ fn operator_usage() -> (Grants, Grants) {
         }
     }
     for file in &files {
+        // Allowed: every call of the file may concern any explicit Api<K> of the file (helpers
+        // such as `detach(&api, ..)` call methods on a generic Api).
         for ty in api_types(&file.text) {
             let Some(key) = kinds.get(&ty) else { continue };
-            let calls = |m: &str| file.text.contains(m);
-            if calls(".delete(") {
-                need(&mut required, key, &["delete"]);
-                need(&mut allowed, key, &["delete"]);
+            for (call, verb) in METHODS {
+                if file.text.contains(call) {
+                    need(&mut allowed, key, &[verb]);
+                }
             }
-            if calls(".delete_collection(") {
-                need(&mut required, key, &["deletecollection"]);
-                need(&mut allowed, key, &["deletecollection"]);
+        }
+        // Required: methods called on a variable declared `let NAME: Api<K>`.
+        // A name bound to several types in one file (`api`) is ambiguous and only allows.
+        let compact: String = file.text.chars().filter(|c| !c.is_whitespace()).collect();
+        let bindings = api_bindings(&compact);
+        for (var, ty) in &bindings {
+            if bindings.iter().filter(|(v, _)| v == var).count() > 1 {
+                continue;
             }
-            if calls(".get(") || calls(".get_opt(") {
-                need(&mut required, key, &["get"]);
-            }
-            if calls(".list(") {
-                need(&mut required, key, &["list"]);
-            }
-            if calls(".patch(") {
-                need(&mut required, key, &["patch"]);
-                need(&mut allowed, key, &["patch"]);
+            let Some(key) = kinds.get(ty) else { continue };
+            for (call, verb) in METHODS {
+                if compact.contains(&format!("{var}{call}")) {
+                    need(&mut required, key, &[verb]);
+                }
             }
         }
     }
@@ -294,6 +330,28 @@ fn operator_usage() -> (Grants, Grants) {
                     &key,
                     &["get", "list", "watch", "patch", "create"],
                 );
+            }
+        }
+    }
+    // Dynamic deletes: `delete_dynamic(&resource, "Kind", ...)`.
+    for line in all.lines().filter(|l| l.contains("delete_dynamic(")) {
+        for (kind, group, resource) in [
+            (
+                "\"ServiceMonitor\"",
+                "monitoring.coreos.com",
+                "servicemonitors",
+            ),
+            (
+                "\"PrometheusRule\"",
+                "monitoring.coreos.com",
+                "prometheusrules",
+            ),
+            ("\"Cluster\"", "postgresql.cnpg.io", "clusters"),
+        ] {
+            if line.contains(kind) {
+                let key = (group.to_string(), resource.to_string());
+                need(&mut required, &key, &["delete"]);
+                need(&mut allowed, &key, &["delete"]);
             }
         }
     }
@@ -458,6 +516,17 @@ fn scanner_finds_imports_api_types_and_turbofish() {
     assert_eq!(
         watched(".owns(api::<Deployment>(&client, &ns), cfg)\n.owns(Api::<Secret>::all(c), cfg)"),
         BTreeSet::from(["Deployment".to_string(), "Secret".to_string()])
+    );
+    let compact: String = "let pvcs: Api<PersistentVolumeClaim> = x; let mut s: Api<Secret> = y;"
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    assert_eq!(
+        api_bindings(&compact),
+        BTreeSet::from([
+            ("pvcs".to_string(), "PersistentVolumeClaim".to_string()),
+            ("s".to_string(), "Secret".to_string())
+        ])
     );
     assert!(contains_word("Option<Secret>", "Secret"));
     assert!(!contains_word("Option<SecretKeyRef>", "Secret"));
