@@ -1,5 +1,6 @@
 //! Prometheus rules: every PrometheusRule the operator renders for an example, and every
-//! `*.rules.yaml` file in the repository, passes `promtool check rules`.
+//! `*.rules.yaml` file in the repository, passes `promtool check rules`; every `*.test.yaml` rule
+//! unit test in the repository passes `promtool test rules`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,10 @@ use std::process::Command;
 use caduceus_e2e::{of_kind, render_example, repo_root, run, tool, yaml_files};
 
 fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    files_ending(dir, &[".rules.yaml", ".rules.yml"], out);
+}
+
+fn files_ending(dir: &Path, suffixes: &[&str], out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -16,9 +21,9 @@ fn rule_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
             if !name.starts_with('.') && name != "target" {
-                rule_files(&path, out);
+                files_ending(&path, suffixes, out);
             }
-        } else if name.ends_with(".rules.yaml") || name.ends_with(".rules.yml") {
+        } else if suffixes.iter().any(|s| name.ends_with(s)) {
             out.push(path);
         }
     }
@@ -57,6 +62,29 @@ fn rules_pass_promtool() {
     for file in &files {
         let out = run(Command::new(&promtool).arg("check").arg("rules").arg(file))
             .unwrap_or_else(|e| panic!("promtool check rules {}: {e:#}", file.display()));
+        println!("{}", out.trim_end());
+        assert!(out.contains("SUCCESS"), "{out}");
+    }
+}
+
+#[test]
+fn rule_unit_tests_pass_promtool() {
+    let promtool = tool("promtool").expect("promtool (scripts/tools.sh)");
+    let mut tests = Vec::new();
+    files_ending(&repo_root(), &[".test.yaml", ".test.yml"], &mut tests);
+    // Only promtool rule tests (they name their rule files).
+    tests.retain(|p| fs::read_to_string(p).is_ok_and(|t| t.contains("rule_files:")));
+    if tests.is_empty() {
+        println!("prometheus-rules: SKIPPED: no promtool rule unit tests in the repository");
+        return;
+    }
+    for test in &tests {
+        let dir = test.parent().expect("parent");
+        let out = run(Command::new(&promtool)
+            .current_dir(dir)
+            .args(["test", "rules"])
+            .arg(test.file_name().expect("name")))
+        .unwrap_or_else(|e| panic!("promtool test rules {}: {e:#}", test.display()));
         println!("{}", out.trim_end());
         assert!(out.contains("SUCCESS"), "{out}");
     }
