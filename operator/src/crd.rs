@@ -91,7 +91,7 @@ pub struct HealthcarePlatformSpec {
 /// The Caduceus API server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.env.all(e, !(e.name in ['DATABASE_URL', 'REDIS_URL', 'CADUCEUS_JWT_KEY_FILE', 'CADUCEUS_PHI_KEYS_FILE']))").message("apiServer.env must not override DATABASE_URL, REDIS_URL or the key file paths; the operator sets them from Secrets").field_path(".env"))]
+#[x_kube(validation = Rule::new("!has(self.env) || self.env.all(e, !(e.name in ['DATABASE_URL', 'REDIS_URL', 'CADUCEUS_JWT_KEY_FILE', 'CADUCEUS_PHI_KEYS_FILE']))").message("apiServer.env must not override DATABASE_URL, REDIS_URL or the key file paths; the operator sets them from Secrets").field_path(".env"))]
 pub struct ApiServerSpec {
     /// Container image of the API server.
     #[serde(default)]

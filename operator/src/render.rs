@@ -166,12 +166,62 @@ pub fn render(yaml: &str, default_namespace: &str) -> Result<String, RenderError
     let mut out = String::new();
     for d in docs {
         out.push_str("---\n");
-        out.push_str(&d);
+        out.push_str(&quote_yaml11_booleans(&d));
         if !d.ends_with('\n') {
             out.push('\n');
         }
     }
     Ok(out)
+}
+
+/// Strings that YAML 1.1 parsers (kubectl, PyYAML) read as booleans but the YAML 1.2 emitter
+/// leaves unquoted.
+const YAML11_BOOLEANS: [&str; 16] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Quotes plain scalars such as `yes` or `on` so YAML 1.1 tools keep them strings. Lines inside
+/// block scalars (`|`, `>`) are left alone.
+pub fn quote_yaml11_booleans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut block_indent: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(bi) = block_indent {
+            if indent > bi || line.trim().is_empty() {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            block_indent = None;
+        }
+        let trimmed = line.trim_end();
+        let split = match trimmed.rfind(": ") {
+            Some(pos) => Some(pos + 2),
+            None => {
+                let start = trimmed.len() - trimmed.trim_start().len();
+                trimmed[start..].starts_with("- ").then_some(start + 2)
+            }
+        };
+        match split {
+            Some(at) if YAML11_BOOLEANS.contains(&&trimmed[at..]) => {
+                out.push_str(&trimmed[..at]);
+                out.push('\'');
+                out.push_str(&trimmed[at..]);
+                out.push('\'');
+            }
+            Some(at) => {
+                if trimmed[at..].starts_with('|') || trimmed[at..].starts_with('>') {
+                    block_indent = Some(indent);
+                }
+                out.push_str(line);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -206,6 +256,19 @@ mod tests {
             .all(|d| d["metadata"].get("ownerReferences").is_none()));
         // Deterministic.
         assert_eq!(out, render(MINIMAL, "default").unwrap());
+    }
+
+    #[test]
+    fn yaml11_booleans_stay_strings() {
+        let text = "a: no\nb:\n- yes\n- 'x'\nc: |-\n  on\n  off\nd: On\n";
+        assert_eq!(
+            quote_yaml11_booleans(text),
+            "a: 'no'\nb:\n- 'yes'\n- 'x'\nc: |-\n  on\n  off\nd: 'On'\n"
+        );
+        // The quoted output still parses to the same strings.
+        let v: Value = serde_norway::from_str(&quote_yaml11_booleans(text)).unwrap();
+        assert_eq!(v["a"], "no");
+        assert_eq!(v["c"], "on\noff");
     }
 
     #[test]

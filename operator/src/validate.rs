@@ -672,8 +672,10 @@ mod tests {
 
     #[test]
     fn stopped_scales_to_zero_and_disables_autoscaling() {
-        let mut spec = HealthcarePlatformSpec::default();
-        spec.stopped = true;
+        let mut spec = HealthcarePlatformSpec {
+            stopped: true,
+            ..Default::default()
+        };
         spec.api_server.autoscaling.enabled = true;
         let v = validate(&platform(spec), "default").unwrap();
         assert_eq!(v.api_replicas(), 0);

@@ -278,9 +278,15 @@ mod tests {
 
     #[test]
     fn only_embedded_provider_builds_redis() {
-        for provider in [CacheProvider::Disabled] {
-            let p = platform(|s| s.cache.provider = provider);
-            assert!(build(&p).is_none());
-        }
+        let p = platform(|s| s.cache.provider = CacheProvider::Disabled);
+        assert!(build(&p).is_none());
+        let p = platform(|s| {
+            s.cache.provider = CacheProvider::External;
+            s.cache.secret_ref = Some(crate::crd::SecretKeyRef {
+                name: "r".into(),
+                key: "url".into(),
+            });
+        });
+        assert!(build(&p).is_none());
     }
 }
