@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use caduceus_operator::leader::{run_with_leader_election, LeaderElection, LeaderOutcome};
 use caduceus_operator::server::{self, ServerState};
 use caduceus_operator::{compliance, crd, render, run_controller, ControllerConfig, Metrics};
 use clap::{ArgAction, Parser, Subcommand};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -258,7 +258,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let result = if args.leader_election {
-        run_with_lease(client, config, &args, ready, stop_rx.clone()).await
+        let election = LeaderElection {
+            lease_name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: args
+                .identity
+                .clone()
+                .unwrap_or_else(|| format!("caduceus-operator-{}", std::process::id())),
+            duration_seconds: args.lease_duration_seconds,
+        };
+        // A standby replica waiting for the Lease is ready.
+        ready.store(true, Ordering::Relaxed);
+        match run_with_leader_election(client, election, config, stopped(stop_rx.clone())).await {
+            Ok(LeaderOutcome::LostLeadership) => {
+                // Exit so the pod restarts as a standby; never reconcile without the Lease.
+                Err(anyhow!("leadership lost"))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(anyhow!(e)),
+        }
     } else {
         ready.store(true, Ordering::Relaxed);
         run_controller(client, config, stopped(stop_rx.clone()))
@@ -273,80 +291,4 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     server.abort();
     result
-}
-
-async fn run_with_lease(
-    client: kube::Client,
-    config: ControllerConfig,
-    args: &RunArgs,
-    ready: Arc<AtomicBool>,
-    stop_rx: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("caduceus-operator-{}", std::process::id()));
-    let duration = args.lease_duration_seconds.max(5);
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(2))
-        .build()
-        .await
-        .context("cannot set up leader election")?;
-    let (mut leader, lease_task) = manager.watch().await;
-    ready.store(true, Ordering::Relaxed);
-    info!(lease = %args.lease_name, identity = %identity, "waiting for leadership");
-
-    let mut stop = stop_rx.clone();
-    let became_leader = tokio::select! {
-        r = leader.wait_for(|is_leader| *is_leader) => r.is_ok(),
-        _ = stop.wait_for(|s| *s) => false,
-    };
-    if !became_leader {
-        drop(leader);
-        let _ = lease_task.await;
-        return Ok(());
-    }
-    info!("leadership acquired, starting the controller");
-
-    // Stop reconciling on termination or when the Lease is lost.
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<bool>();
-    let mut leader_watch = leader.clone();
-    let mut stop_watch = stop_rx.clone();
-    tokio::spawn(async move {
-        let lost = tokio::select! {
-            _ = leader_watch.wait_for(|is_leader| !*is_leader) => true,
-            _ = stop_watch.wait_for(|s| *s) => false,
-        };
-        let _ = lost_tx.send(lost);
-    });
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let lost_flag = Arc::new(AtomicBool::new(false));
-    let flag = lost_flag.clone();
-    tokio::spawn(async move {
-        if let Ok(lost) = lost_rx.await {
-            flag.store(lost, Ordering::Relaxed);
-        }
-        let _ = shutdown_tx.send(());
-    });
-    let result = run_controller(client, config, async move {
-        let _ = shutdown_rx.await;
-    })
-    .await;
-
-    // Dropping the receivers releases the Lease.
-    drop(leader);
-    match lease_task.await {
-        Ok(Ok(_)) => info!("lease released"),
-        Ok(Err(e)) => warn!(error = %e, "releasing the lease failed"),
-        Err(e) => warn!(error = %e, "lease task failed"),
-    }
-    result.map_err(|e| anyhow!(e))?;
-    if lost_flag.load(Ordering::Relaxed) {
-        // Exit so the pod restarts as a standby; never keep reconciling without the Lease.
-        return Err(anyhow!("leadership lost"));
-    }
-    Ok(())
 }
