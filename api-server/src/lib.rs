@@ -41,8 +41,10 @@
 //! ```
 //! then add `.merge(appointments::router())` in [`app`], handlers to `openapi.rs`, the table to
 //! [`rotate::ENCRYPTED_TABLES`] if it has ciphertexts, and migrations `0100_...sql` and up.
-//! Record-level checks for a patient: reuse [`patients::in_care_team_sql`] and
-//! [`rbac::patient_access`]. Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
+//! Record-level checks for a patient: [`patients::check_access`] (404/403 + denial audit in one
+//! call), [`patients::in_care_team_sql`] for list filters, [`rbac::patient_access`] /
+//! [`rbac::patient_list_scope`] for decisions and [`patients::access_events`] for the audit
+//! events (break-glass included). Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
 //!
 //! ## Tests
 //!
@@ -55,6 +57,13 @@
 //!     assert_eq!(res.status, 201);
 //! }
 //! ```
+//!
+//! [`testing::TestApp`] also offers `with_config` (e.g. two replicas sharing a
+//! [`testing::test_config`] and its Redis prefix), `patient_user(patient_id)` (a linked patient
+//! account), `session_for(user, role)`, `login`, `send` (raw requests, e.g. with
+//! `X-Break-Glass-Reason`), `admin_get` (admin router) and `client_ip` (the peer address the
+//! requests come from). Every app gets a unique Redis key prefix; `REDIS_URL` overrides the
+//! default `redis://127.0.0.1:6379`.
 
 pub mod appointments;
 pub mod audit;

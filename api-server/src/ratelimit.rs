@@ -10,7 +10,7 @@
 //! on the next request. Requests are never let through unlimited and never refused wholesale.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +58,16 @@ end
 return best
 "#;
 
+/// After a Redis failure, use the local limiter for this long before trying Redis again.
+const REDIS_RETRY_AFTER_MS: u64 = 5_000;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 type LocalLimiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
@@ -77,6 +87,9 @@ pub struct Limiter {
     prefix: String,
     script: redis::Script,
     redis_healthy: AtomicBool,
+    /// Unix ms until which Redis is not tried again after a failure (circuit breaker), so an
+    /// outage costs one timeout per few seconds, not one per request.
+    redis_retry_at_ms: AtomicU64,
     general: LocalLimiter,
     login: LocalLimiter,
     general_limit: u32,
@@ -96,6 +109,7 @@ impl Limiter {
     ) -> Self {
         Self {
             redis_healthy: AtomicBool::new(redis.is_some()),
+            redis_retry_at_ms: AtomicU64::new(0),
             redis,
             prefix: prefix.to_string(),
             script: redis::Script::new(GCRA_SCRIPT),
@@ -139,6 +153,7 @@ impl Limiter {
         match tokio::time::timeout(Duration::from_millis(250), fut).await {
             Ok(Ok((allowed, limit, remaining, retry_ms, reset_ms))) => {
                 self.redis_healthy.store(true, Ordering::Relaxed);
+                self.redis_retry_at_ms.store(0, Ordering::Relaxed);
                 Some(Decision {
                     allowed: allowed == 1,
                     limit: limit.max(0) as u32,
@@ -148,6 +163,8 @@ impl Limiter {
                 })
             }
             _ => {
+                self.redis_retry_at_ms
+                    .store(unix_ms() + REDIS_RETRY_AFTER_MS, Ordering::Relaxed);
                 if self.redis_healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         "redis unavailable; rate limiting falls back to the local limiter"
@@ -192,8 +209,10 @@ impl Limiter {
     /// Check several buckets (`true` = login limit) at once; the tightest decision wins.
     pub async fn check(&self, buckets: &[(String, bool)]) -> Decision {
         if let Some(conn) = &self.redis {
-            if let Some(d) = self.check_redis(conn, buckets).await {
-                return d;
+            if unix_ms() >= self.redis_retry_at_ms.load(Ordering::Relaxed) {
+                if let Some(d) = self.check_redis(conn, buckets).await {
+                    return d;
+                }
             }
         }
         let mut tightest: Option<Decision> = None;
@@ -233,6 +252,9 @@ impl Limiter {
             Ok(Ok(_))
         );
         self.redis_healthy.store(ok, Ordering::Relaxed);
+        if ok {
+            self.redis_retry_at_ms.store(0, Ordering::Relaxed);
+        }
         Some(ok)
     }
 }

@@ -579,3 +579,28 @@ async fn panics_become_problem_500(pool: PgPool) {
     assert!(!text.contains("Givenname"), "{text}");
     assert!(text.contains("\"status\":500"), "{text}");
 }
+
+#[sqlx::test]
+async fn hung_redis_costs_one_timeout_not_one_per_request(pool: PgPool) {
+    // a "Redis" that accepts connections and never answers
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = test_config();
+    cfg.redis_url = Some(format!("redis://{}", silent.local_addr().unwrap()));
+    let app = TestApp::with_config(pool, cfg).await;
+    let t = std::time::Instant::now();
+    for _ in 0..8 {
+        let r = app
+            .call(Method::GET, "/api/v1/openapi.json", None, None)
+            .await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("ratelimit-remaining").is_some());
+    }
+    // one 250 ms Redis timeout, then the circuit breaker uses the local limiter directly
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(app.state.limiter.degraded());
+    drop(silent);
+}

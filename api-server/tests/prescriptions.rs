@@ -633,3 +633,78 @@ async fn phi_is_encrypted_and_every_access_audited(pool: PgPool) {
     .unwrap();
     assert_eq!(leaked, 0);
 }
+
+#[sqlx::test]
+async fn key_rotation_covers_prescriptions_and_appointments(pool: PgPool) {
+    use base64::Engine as _;
+    use caduceus_api::crypto::KeyRing;
+    use caduceus_api::testing::test_config;
+    let b64 = |k: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    let ring = |active: &str, keys: Value| {
+        KeyRing::from_json(
+            &json!({"version": 1, "active_key_id": active, "keys": keys, "blind_index_key": b64([5; 32])})
+                .to_string(),
+        )
+        .unwrap()
+    };
+    let mut cfg = test_config();
+    cfg.phi_keys = std::sync::Arc::new(ring("k-old", json!({"k-old": b64([1; 32])})));
+    let app = TestApp::with_config(pool.clone(), cfg).await;
+    let doc = app.user(Role::Physician).await;
+    let patient = patient_with(&app, &doc, "rx8", &[], &[]).await;
+    let mut body = rx(&patient, "Warfarin 5 mg");
+    body["medication"]["code"] = json!("11289");
+    let rx_id = prescribe(&app, &doc, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start = chrono::Utc::now() + chrono::Duration::days(2);
+    let r = app
+        .post(
+            "/api/v1/appointments",
+            &doc.token,
+            json!({"patient_id": patient, "practitioner_id": doc.id, "start": start,
+                   "end": start + chrono::Duration::minutes(20), "reason": "INR check"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let appt_id = r.json["id"].as_str().unwrap().to_string();
+
+    let both = ring(
+        "k-new",
+        json!({"k-old": b64([1; 32]), "k-new": b64([2; 32])}),
+    );
+    let report = caduceus_api::rotate::rotate_keys(&pool, &both, 10, |_, _| {})
+        .await
+        .unwrap();
+    assert!(report.rows.contains(&("prescriptions", 1)), "{report:?}");
+    assert!(report.rows.contains(&("appointments", 1)), "{report:?}");
+    let (name, code): (Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT medication_name, medication_code FROM prescriptions WHERE id = $1::uuid",
+    )
+    .bind(&rx_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(KeyRing::key_id_of(&name).unwrap(), "k-new");
+    assert_eq!(KeyRing::key_id_of(&code).unwrap(), "k-new");
+
+    // only the new key left: everything still reads, and the interaction check still sees warfarin
+    let mut cfg = test_config();
+    cfg.phi_keys = std::sync::Arc::new(ring("k-new", json!({"k-new": b64([2; 32])})));
+    let app2 = TestApp::with_config(pool, cfg).await;
+    let (_, token) = app2.session_for(doc.id, Role::Physician).await;
+    let r = app2
+        .get(&format!("/api/v1/prescriptions/{rx_id}"), &token)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["medication"]["name"], "Warfarin 5 mg");
+    let r = app2
+        .get(&format!("/api/v1/appointments/{appt_id}"), &token)
+        .await;
+    assert_eq!(r.json["reason"], "INR check");
+    let r = app2
+        .post("/api/v1/prescriptions", &token, rx(&patient, "Aspirin"))
+        .await;
+    assert_problem(&r, 409);
+}
