@@ -22,6 +22,9 @@ use crate::crd::HealthcarePlatform;
 use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
+pub mod backup;
+pub mod backup_cnpg;
+pub mod backup_status;
 pub mod cnpg;
 pub mod config_map;
 pub mod deployment;
@@ -135,7 +138,7 @@ pub fn child_meta(p: &ValidatedPlatform, name: String, component: Component) -> 
 /// The `app.kubernetes.io/version` of a component.
 pub fn component_version(p: &ValidatedPlatform, component: Component) -> String {
     match component {
-        Component::ApiServer | Component::Platform => p.api_version.clone(),
+        Component::ApiServer | Component::Platform | Component::Backup => p.api_version.clone(),
         Component::Database => p.spec.database.version.clone(),
         Component::Cache => p.spec.cache.version.clone(),
     }
