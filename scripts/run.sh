@@ -25,8 +25,12 @@ fi
 if [ "$cluster" = 1 ]; then
     echo "run: cluster $(kubectl config current-context 2>/dev/null || echo '?') answers: installing the CRD and starting the operator"
     kubectl apply --server-side --field-manager=caduceus-run -f "$ROOT/crds/"
-    echo "run: operator starting (Ctrl-C stops it); apply a platform with: kubectl apply -f examples/minimal.yaml && kubectl get hcp -w"
-    exec cargo run -p caduceus-operator -- run
+    if kubectl get deployments --all-namespaces -l app.kubernetes.io/name=caduceus-operator --no-headers 2>/dev/null | grep -q .; then
+        echo "run: WARNING: an operator Deployment already runs in this cluster; two operators would fight over every platform (helm uninstall it, or scale it to 0)" >&2
+    fi
+    echo "run: operator starting (Ctrl-C stops it); apply a platform with: kubectl create namespace caduceus-demo && kubectl apply -f examples/minimal.yaml && kubectl -n caduceus-demo get hcp -w"
+    # One local process: no leader election (and no Lease left in the default namespace).
+    exec cargo run -p caduceus-operator -- run --leader-election false
 fi
 
 if [ ! -f "$ROOT/scripts/api-local.sh" ]; then
