@@ -3,11 +3,15 @@
 //! placeholders (annotated `caduceus.io/placeholder-values: "true"`), and ownerReferences are
 //! left out (the platform has no UID yet; a fake one would get the children garbage-collected).
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::build::{build_children, Children, ExistingSecrets, SecretGenerator};
 use crate::crd::HealthcarePlatform;
+use crate::names::ANNOTATION_PLACEHOLDER;
 use crate::validate::{validate, ValidationError};
 
 /// Why a file could not be rendered. Messages name the document and the field.
@@ -83,6 +87,26 @@ pub fn parse_platforms(yaml: &str) -> Result<Vec<HealthcarePlatform>, RenderErro
     Ok(out)
 }
 
+/// A Secret as JSON; placeholder Secrets (offline render) show their values as readable
+/// `stringData` so the placeholders are obvious.
+fn secret_value(secret: &Secret) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(secret)?;
+    let placeholder = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_PLACEHOLDER));
+    if let (true, Some(data), Some(obj)) = (placeholder, &secret.data, value.as_object_mut()) {
+        let strings: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+            .collect();
+        obj.remove("data");
+        obj.insert("stringData".into(), serde_json::to_value(strings)?);
+    }
+    Ok(value)
+}
+
 /// Every child as JSON values, in apply order.
 pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json::Error> {
     let Children {
@@ -109,9 +133,9 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
         out.push(serde_json::to_value(np)?);
     }
     for s in postgres_credentials.iter().chain(redis_credentials.iter()) {
-        out.push(serde_json::to_value(s)?);
+        out.push(secret_value(s)?);
     }
-    out.push(serde_json::to_value(api_secrets)?);
+    out.push(secret_value(api_secrets)?);
     out.push(serde_json::to_value(api_service_account)?);
     out.push(serde_json::to_value(api_config)?);
     if let Some(pg) = postgres {
