@@ -394,6 +394,7 @@ impl Applier<'_> {
     ) -> Result<Observed, ApplyError> {
         let Children {
             postgres_credentials,
+            postgres_tls,
             redis_credentials,
             api_secrets,
             postgres,
@@ -432,7 +433,7 @@ impl Applier<'_> {
         observed.network_policies = network_policies.len();
 
         // Secrets are applied with the data read from the cluster: never overwritten.
-        for secret in [postgres_credentials, redis_credentials]
+        for secret in [postgres_credentials, postgres_tls, redis_credentials]
             .into_iter()
             .flatten()
         {
@@ -546,7 +547,11 @@ pub async fn read_existing_secrets(
 ) -> Result<ExistingSecrets, ApplyError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &p.namespace);
     let mut existing = ExistingSecrets::default();
-    for name in generated_secret_names(p) {
+    // The TLS Secret is read (so its CA is kept) but is not in `generated_secret_names`: a lost
+    // CA is simply reissued, it unlocks no stored data.
+    let tls =
+        (p.spec.database.provider == DatabaseProvider::Embedded).then(|| p.names.postgres_tls());
+    for name in generated_secret_names(p).into_iter().chain(tls) {
         let secret = api
             .get_opt(&name)
             .await
@@ -654,6 +659,7 @@ pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed,
 pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
     let Children {
         postgres_credentials,
+        postgres_tls,
         redis_credentials,
         api_secrets,
         postgres,
@@ -671,6 +677,7 @@ pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
     } = children;
     let mut out = Vec::new();
     out.extend(postgres_credentials.iter().map(|s| s.metadata.clone()));
+    out.extend(postgres_tls.iter().map(|s| s.metadata.clone()));
     out.extend(redis_credentials.iter().map(|s| s.metadata.clone()));
     out.push(api_secrets.metadata.clone());
     if let Some(pg) = postgres {

@@ -148,6 +148,10 @@ impl Names {
     pub fn postgres_credentials(&self) -> String {
         self.suffixed("postgres-credentials")
     }
+    /// CA, server certificate and key of the embedded Postgres (operator-issued).
+    pub fn postgres_tls(&self) -> String {
+        self.suffixed("postgres-tls")
+    }
     /// Name of the volume claim template; PVCs are `data-<statefulset>-<ordinal>`.
     pub fn data_volume(&self) -> &'static str {
         "data"

@@ -111,6 +111,7 @@ fn secret_value(secret: &Secret) -> Result<Value, serde_json::Error> {
 pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json::Error> {
     let Children {
         postgres_credentials,
+        postgres_tls,
         redis_credentials,
         api_secrets,
         postgres,
@@ -132,7 +133,11 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
     for np in network_policies {
         out.push(serde_json::to_value(np)?);
     }
-    for s in postgres_credentials.iter().chain(redis_credentials.iter()) {
+    for s in postgres_credentials
+        .iter()
+        .chain(postgres_tls.iter())
+        .chain(redis_credentials.iter())
+    {
         out.push(secret_value(s)?);
     }
     out.push(secret_value(api_secrets)?);

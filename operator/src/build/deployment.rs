@@ -14,12 +14,13 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, LocalObjectReference, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, LocalObjectReference, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::postgres_tls::{API_DB_CA_DIR, CA_CERT_KEY};
 use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, API_UID,
 };
@@ -122,6 +123,28 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
     let image = p.api_image();
     let pull_policy = api.image.pull_policy.as_str().to_string();
 
+    // The CA of the embedded Postgres, for `sslmode=verify-full` (only `ca.crt` is mounted).
+    let embedded_db = p.spec.database.provider == DatabaseProvider::Embedded;
+    let db_ca_mount = embedded_db.then(|| VolumeMount {
+        name: "db-ca".into(),
+        mount_path: API_DB_CA_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    let db_ca_volume = embedded_db.then(|| Volume {
+        name: "db-ca".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(names.postgres_tls()),
+            default_mode: Some(0o444),
+            optional: Some(false),
+            items: Some(vec![KeyToPath {
+                key: CA_CERT_KEY.into(),
+                path: CA_CERT_KEY.into(),
+                mode: None,
+            }]),
+        }),
+        ..Default::default()
+    });
     let tmp_mount = VolumeMount {
         name: "tmp".into(),
         mount_path: "/tmp".into(),
@@ -143,7 +166,12 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         ]),
         resources: Some(resources(&api.resources)),
         security_context: Some(container_security_context(API_UID)),
-        volume_mounts: Some(vec![tmp_mount.clone()]),
+        volume_mounts: Some(
+            [tmp_mount.clone()]
+                .into_iter()
+                .chain(db_ca_mount.clone())
+                .collect(),
+        ),
         ..Default::default()
     };
 
@@ -196,15 +224,20 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         startup_probe: Some(http_probe("/health/live", 2, 30)),
         liveness_probe: Some(http_probe("/health/live", 10, 3)),
         readiness_probe: Some(http_probe("/health/ready", 5, 3)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "secrets".into(),
-                mount_path: API_SECRETS_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            tmp_mount,
-        ]),
+        volume_mounts: Some(
+            vec![
+                VolumeMount {
+                    name: "secrets".into(),
+                    mount_path: API_SECRETS_MOUNT.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                tmp_mount,
+            ]
+            .into_iter()
+            .chain(db_ca_mount)
+            .collect(),
+        ),
         ..Default::default()
     };
 
@@ -251,19 +284,24 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                     }),
                     init_containers: Some(vec![migrate]),
                     containers: vec![server],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "secrets".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names.api_secrets()),
-                                default_mode: Some(0o440),
-                                optional: Some(false),
-                                items: None,
-                            }),
-                            ..Default::default()
-                        },
-                        scratch_volume("tmp", "64Mi", false),
-                    ]),
+                    volumes: Some(
+                        vec![
+                            Volume {
+                                name: "secrets".into(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(names.api_secrets()),
+                                    default_mode: Some(0o440),
+                                    optional: Some(false),
+                                    items: None,
+                                }),
+                                ..Default::default()
+                            },
+                            scratch_volume("tmp", "64Mi", false),
+                        ]
+                        .into_iter()
+                        .chain(db_ca_volume)
+                        .collect(),
+                    ),
                     topology_spread_constraints: Some(vec![
                         spread("topology.kubernetes.io/zone", &selector),
                         spread("kubernetes.io/hostname", &selector),

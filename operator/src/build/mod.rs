@@ -35,6 +35,7 @@ pub mod monitoring_dashboard;
 pub mod network_policy;
 pub mod pdb;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod redis;
 pub mod secrets;
 pub mod security;
@@ -63,6 +64,8 @@ pub struct RedisObjects {
 pub struct Children {
     /// Generated database credentials (Embedded database only).
     pub postgres_credentials: Option<Secret>,
+    /// Operator-issued CA, server certificate and key of the embedded database.
+    pub postgres_tls: Option<Secret>,
     /// Generated Redis password and URL (Embedded cache only).
     pub redis_credentials: Option<Secret>,
     /// JWT key and PHI key ring of the API.
@@ -94,6 +97,7 @@ pub fn build_children(
     let config = config_map::build(p);
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
+        postgres_tls: secrets::postgres_tls(p, existing, generator),
         redis_credentials: secrets::redis_credentials(p, existing, generator),
         api_secrets: secrets::api_secrets(p, existing, generator),
         postgres: postgres::build(p),

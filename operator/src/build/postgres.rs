@@ -9,12 +9,14 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::postgres_tls::{KEY_FILE_MODE, SERVER_CERT_KEY, SERVER_KEY_KEY, SERVER_TLS_DIR};
 use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, DATA_UID,
 };
@@ -82,6 +84,21 @@ pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
         name: "postgres".into(),
         image: Some(image(p)),
         image_pull_policy: Some("IfNotPresent".into()),
+        // TLS with the operator-issued certificate (`<platform>-postgres-tls`).
+        args: Some(
+            [
+                "postgres".to_string(),
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={SERVER_TLS_DIR}/{SERVER_CERT_KEY}"),
+                "-c".into(),
+                format!("ssl_key_file={SERVER_TLS_DIR}/{SERVER_KEY_KEY}"),
+                "-c".into(),
+                "ssl_min_protocol_version=TLSv1.2".into(),
+            ]
+            .to_vec(),
+        ),
         env: Some(vec![
             secret_env("POSTGRES_USER", &credentials, PG_USERNAME_KEY),
             secret_env("POSTGRES_PASSWORD", &credentials, PG_PASSWORD_KEY),
@@ -127,6 +144,12 @@ pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
             VolumeMount {
                 name: "shm".into(),
                 mount_path: "/dev/shm".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tls".into(),
+                mount_path: SERVER_TLS_DIR.into(),
+                read_only: Some(true),
                 ..Default::default()
             },
         ]),
@@ -195,6 +218,17 @@ pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
                         scratch_volume("run", "16Mi", false),
                         scratch_volume("tmp", "256Mi", false),
                         scratch_volume("shm", "256Mi", true),
+                        Volume {
+                            name: "tls".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.postgres_tls()),
+                                // Root-owned, group fsGroup: Postgres accepts 0640 keys.
+                                default_mode: Some(KEY_FILE_MODE),
+                                optional: Some(false),
+                                items: None,
+                            }),
+                            ..Default::default()
+                        },
                     ]),
                     ..Default::default()
                 }),

@@ -13,7 +13,7 @@ use k8s_openapi::ByteString;
 use rand::RngCore;
 use serde::Serialize;
 
-use super::{bytes, child_meta};
+use super::{bytes, child_meta, postgres_tls};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::{
     Component, ANNOTATION_PLACEHOLDER, DATABASE_NAME, DATABASE_USER, JWT_KEY, PG_DATABASE_KEY,
@@ -167,20 +167,61 @@ pub fn postgres_credentials(
     let password = existing
         .get_str(&name, PG_PASSWORD_KEY)
         .unwrap_or_else(|| generator.password());
-    let url = existing.get_str(&name, PG_URL_KEY).unwrap_or_else(|| {
-        format!(
-            "postgres://{}:{}@{}:{POSTGRES_PORT}/{}?sslmode=prefer",
-            url_encode(&username),
-            url_encode(&password),
-            p.names.service_host(&p.names.postgres(), &p.namespace),
-            url_encode(&database),
-        )
-    });
+    // Derived from the kept parts (not kept itself), so every platform moves to verified TLS.
+    let url = format!(
+        "postgres://{}:{}@{}:{POSTGRES_PORT}/{}?{}",
+        url_encode(&username),
+        url_encode(&password),
+        p.names.service_host(&p.names.postgres(), &p.namespace),
+        url_encode(&database),
+        postgres_tls::url_query(),
+    );
     let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
     data.insert(PG_USERNAME_KEY.into(), bytes(&username));
     data.insert(PG_DATABASE_KEY.into(), bytes(&database));
     data.insert(PG_PASSWORD_KEY.into(), bytes(&password));
     data.insert(PG_URL_KEY.into(), bytes(&url));
+    Some(secret(p, name, Component::Database, data, generator))
+}
+
+/// `<platform>-postgres-tls` for the embedded database: operator-issued CA (`ca.crt`), server
+/// certificate (`tls.crt`) and key (`tls.key`). Kept once it exists; issued only when any of the
+/// three is missing. If issuing fails the Secret stays without them: Postgres cannot start and
+/// the `database-tls` compliance rule reports it (never a silent plaintext fallback).
+pub fn postgres_tls(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &mut SecretGenerator,
+) -> Option<Secret> {
+    if p.spec.database.provider != DatabaseProvider::Embedded {
+        return None;
+    }
+    let name = p.names.postgres_tls();
+    let keys = [
+        postgres_tls::CA_CERT_KEY,
+        postgres_tls::SERVER_CERT_KEY,
+        postgres_tls::SERVER_KEY_KEY,
+    ];
+    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
+    if !keys.iter().all(|k| data.contains_key(*k)) {
+        let issued = match generator {
+            SecretGenerator::Random { date } => {
+                postgres_tls::issue(&p.name, &postgres_tls::dns_names(p), date)
+                    .ok()
+                    .map(|m| [m.ca_cert, m.server_cert, m.server_key])
+            }
+            SecretGenerator::Placeholder => Some([
+                PLACEHOLDER.to_string(),
+                PLACEHOLDER.to_string(),
+                PLACEHOLDER.to_string(),
+            ]),
+        };
+        if let Some(values) = issued {
+            for (k, v) in keys.iter().zip(values) {
+                data.insert((*k).to_string(), bytes(&v));
+            }
+        }
+    }
     Some(secret(p, name, Component::Database, data, generator))
 }
 
@@ -319,8 +360,36 @@ mod tests {
         assert_eq!(value(&s, "password"), "p@ss word");
         assert_eq!(
             value(&s, "database-url"),
-            "postgres://caduceus:p%40ss%20word@demo-postgres.clinic.svc:5432/caduceus?sslmode=prefer"
+            "postgres://caduceus:p%40ss%20word@demo-postgres.clinic.svc:5432/caduceus?sslmode=verify-full&sslrootcert=/etc/caduceus/db-ca/ca.crt"
         );
+    }
+
+    #[test]
+    fn postgres_tls_is_issued_once_and_kept() {
+        let p = platform(|_| {});
+        let first = postgres_tls(&p, &ExistingSecrets::default(), &mut random()).unwrap();
+        assert_eq!(first.metadata.name.as_deref(), Some("demo-postgres-tls"));
+        assert!(value(&first, "ca.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(value(&first, "tls.key").contains("PRIVATE KEY"));
+        let mut existing = ExistingSecrets::default();
+        existing.insert("demo-postgres-tls", first.data.clone().unwrap());
+        let second = postgres_tls(&p, &existing, &mut random()).unwrap();
+        assert_eq!(first.data, second.data, "an existing CA is never replaced");
+        let placeholder = postgres_tls(
+            &p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        )
+        .unwrap();
+        assert_eq!(value(&placeholder, "tls.key"), PLACEHOLDER);
+        let external = platform(|s| {
+            s.database.provider = DatabaseProvider::External;
+            s.database.secret_ref = Some(crate::crd::SecretKeyRef {
+                name: "db".into(),
+                key: "url".into(),
+            });
+        });
+        assert!(postgres_tls(&external, &ExistingSecrets::default(), &mut random()).is_none());
     }
 
     #[test]

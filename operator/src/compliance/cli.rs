@@ -83,9 +83,10 @@ metadata: {name: demo, namespace: clinic}
 spec:
   compliance:
     exceptions:
-      - rule: database-tls
-        justification: TLS rollout in change CHG-1
+      - rule: session-idle-timeout
+        justification: kiosk pilot in change CHG-1
         expires: "2030-01-01T00:00:00Z"
+  security: {sessionIdleTimeoutMinutes: 30}
 "#;
 
     fn now() -> Timestamp {
@@ -134,9 +135,10 @@ spec:
                 .unwrap()["result"]
                 .clone()
         };
-        assert_eq!(result("database-tls"), "Excepted");
+        assert_eq!(result("session-idle-timeout"), "Excepted");
+        assert_eq!(result("database-tls"), "Pass");
         assert_eq!(result("field-encryption-active"), "NotEvaluated");
-        assert_eq!(result("session-idle-timeout"), "Pass");
+        assert_eq!(result("access-token-ttl"), "Pass");
     }
 
     #[test]

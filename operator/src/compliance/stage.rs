@@ -120,7 +120,14 @@ pub async fn run(
             assessment: None,
         };
     }
+    let ready_api_pods = observed
+        .deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
     let self_report = match self_reports {
+        Ok(_) if ready_api_pods == 0 => Err("no API pod is ready to answer".to_string()),
         Ok(c) => c
             .fetch(&url_for(&effective.names, &effective.namespace))
             .await

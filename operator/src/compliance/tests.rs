@@ -107,12 +107,12 @@ fn assert_verdict(a: &Assessment, rule: RuleId, want: Verdict) -> String {
 fn no_change(_: &mut Children, _: &mut LiveEvidence) {}
 
 #[test]
-fn default_platform_with_healthy_evidence_fails_only_database_tls() {
+fn default_platform_with_healthy_evidence_passes_every_rule() {
     let a = run(&audit(|_| {}), no_change);
     let failing: Vec<&str> = a.failures().map(|r| r.rule.id).collect();
-    assert_eq!(failing, ["database-tls"], "{:#?}", a.results);
-    assert_eq!(a.compliant(), Some(false));
-    assert_eq!(a.passed(), RULES.len() - 1);
+    assert!(failing.is_empty(), "{:#?}", a.results);
+    assert_eq!(a.compliant(), Some(true));
+    assert_eq!(a.passed(), RULES.len());
 }
 
 #[test]
@@ -188,14 +188,14 @@ fn ingress_tls() {
 
 #[test]
 fn database_tls_embedded_external_and_reported() {
-    // The embedded database does not use verify-full TLS yet: the rule says so.
+    // The embedded database: operator-issued certificate, ssl=on, API with verify-full.
     let m = assert_verdict(
         &run(&audit(|_| {}), no_change),
         RuleId::DatabaseTls,
-        Verdict::Fail,
+        Verdict::Pass,
     );
     assert!(m.contains("verify-full"), "{m}");
-    // With verify-full in the URL and ssl=on on the server it passes.
+    // A URL without verification fails ...
     let a = run(&audit(|_| {}), |c, _| {
         if let Some(data) = c
             .postgres_credentials
@@ -204,9 +204,14 @@ fn database_tls_embedded_external_and_reported() {
         {
             data.insert(
                 crate::names::PG_URL_KEY.into(),
-                ByteString(b"postgres://u:p@h:5432/db?sslmode=verify-full&sslrootcert=/etc/caduceus/db-ca/ca.crt".to_vec()),
+                ByteString(b"postgres://u:p@h:5432/db?sslmode=prefer".to_vec()),
             );
         }
+    });
+    let m = assert_verdict(&a, RuleId::DatabaseTls, Verdict::Fail);
+    assert!(m.contains("verify-full"), "{m}");
+    // ... and so does a server without ssl=on.
+    let a = run(&audit(|_| {}), |c, _| {
         if let Some(pg) = c.postgres.as_mut() {
             let spec = pg
                 .stateful_set
@@ -217,13 +222,11 @@ fn database_tls_embedded_external_and_reported() {
                 .spec
                 .as_mut()
                 .unwrap();
-            spec.containers[0]
-                .args
-                .get_or_insert_with(Vec::new)
-                .extend(["-c".to_string(), "ssl=on".to_string()]);
+            spec.containers[0].args = None;
         }
     });
-    assert_verdict(&a, RuleId::DatabaseTls, Verdict::Pass);
+    let m = assert_verdict(&a, RuleId::DatabaseTls, Verdict::Fail);
+    assert!(m.contains("ssl=on"), "{m}");
 
     let external = audit(|s| {
         s.database.provider = DatabaseProvider::External;
@@ -677,7 +680,13 @@ fn active_exception_accepts_and_stops_enforcement_expired_one_does_not() {
 
 #[test]
 fn status_condition_and_events() {
-    let first = run(&audit(|s| s.api_server.replicas = 1), no_change);
+    let first = run(
+        &audit(|s| {
+            s.api_server.replicas = 1;
+            s.security.session_idle_timeout_minutes = 60;
+        }),
+        no_change,
+    );
     let t0 = Time(now());
     let s0 = report::status(&first, None, &t0);
     assert_eq!(s0.compliant, Some(false));
@@ -690,18 +699,18 @@ fn status_condition_and_events() {
         && e.note.contains("api-availability")));
     let (status, reason, msg) = report::condition(&first);
     assert_eq!((status, reason), ("False", "ViolationsFound"));
-    assert!(msg.contains("database-tls"));
+    assert!(msg.contains("session-idle-timeout"));
 
     // A later evaluation keeps `since` of a persisting violation and announces the cleared one.
     let later = Time(now() + SignedDuration::from_mins(5));
-    let second = run(&audit(|_| {}), no_change);
+    let second = run(&audit(|s| s.api_server.replicas = 1), no_change);
     let s1 = report::status(&second, Some(&s0), &later);
-    let db = s1
+    let still = s1
         .violations
         .iter()
-        .find(|v| v.rule == "database-tls")
+        .find(|v| v.rule == "api-availability")
         .unwrap();
-    assert_eq!(db.since, Some(t0.clone()));
+    assert_eq!(still.since, Some(t0.clone()));
     let ev = report::events(Some(&s0), &s1);
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0].reason, "ComplianceViolationCleared");
@@ -724,12 +733,7 @@ fn status_condition_and_events() {
     assert_ne!(refreshed.last_evaluated, s1.last_evaluated);
 
     // Not everything evaluable and nothing failing: Unknown, never True.
-    let mut only_static = audit(|_| {});
-    only_static.spec.compliance.exceptions = vec![ComplianceException {
-        rule: "database-tls".into(),
-        justification: "TLS rollout scheduled".into(),
-        expires: Time(now() + SignedDuration::from_hours(1)),
-    }];
+    let only_static = audit(|_| {});
     let a = assess_static(&only_static, now());
     assert_eq!(a.compliant(), None);
     assert_eq!(report::condition(&a).0, "Unknown");
@@ -743,7 +747,13 @@ fn status_condition_and_events() {
 fn metrics_record_rule_status_and_violations() {
     let registry = prometheus::Registry::new();
     let m = metrics::ComplianceMetrics::register(&registry).unwrap();
-    let a = run(&audit(|s| s.api_server.replicas = 1), no_change);
+    let a = run(
+        &audit(|s| {
+            s.api_server.replicas = 1;
+            s.security.access_token_ttl_minutes = 30;
+        }),
+        no_change,
+    );
     m.record("clinic/demo", &a);
     m.record_backup("clinic/demo", Some(&Time(now())));
     let text = {
