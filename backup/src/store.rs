@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -11,7 +12,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    ClientOptions, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+};
 
 use crate::manifest::{sort_newest_first, valid_name, Manifest};
 
@@ -94,7 +97,15 @@ impl Store {
     pub fn open(destination: &str, s3_endpoint: Option<&str>) -> Result<Self, StoreError> {
         match Destination::parse(destination)? {
             Destination::S3 { bucket, prefix } => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // object_store's default 30 s limit covers a whole request, body included: a
+                // multi-GB archive download would be cut off. Bound only connecting; the backup
+                // Job's activeDeadlineSeconds bounds the whole run.
+                let client = ClientOptions::new()
+                    .with_timeout_disabled()
+                    .with_connect_timeout(Duration::from_secs(10));
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_client_options(client);
                 if std::env::var_os("AWS_REGION").is_none()
                     && std::env::var_os("AWS_DEFAULT_REGION").is_none()
                 {
