@@ -36,8 +36,8 @@ use crate::auth::AuthUser;
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::patients::in_care_team_sql;
-use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation, Role};
+use crate::patients::{in_care_team_sql, push_list_scope};
+use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
 use crate::state::AppState;
 
 /// Audit action names of this module (stable; clients filter on them).
@@ -588,20 +588,7 @@ pub async fn list(
     ));
     qb.push_bind(auth.user_id)
         .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
-    match scope {
-        ListScope::OwnRecord => match auth.patient_id {
-            Some(pid) => {
-                qb.push(" AND a.patient_id = ").push_bind(pid);
-            }
-            None => {
-                qb.push(" AND false");
-            }
-        },
-        ListScope::CareTeam => {
-            qb.push(" AND ").push(in_care_team_sql("caller.me"));
-        }
-        ListScope::All => {}
-    }
+    push_list_scope(&mut qb, scope, auth.patient_id, "a.patient_id");
     if let Some(p) = filter.patient_id {
         qb.push(" AND a.patient_id = ").push_bind(p);
     }

@@ -45,6 +45,31 @@ pub fn in_care_team_sql(me: &str) -> String {
     )
 }
 
+/// Narrows a list query (`qb`, which joins `patients p` and a `caller` row with `caller.me`) to the
+/// records `scope` allows: the caller's own record (`own_patient`, compared with `patient_col`),
+/// their care team, or everything. The one place list endpoints apply the list scope.
+pub fn push_list_scope(
+    qb: &mut QueryBuilder<Postgres>,
+    scope: ListScope,
+    own_patient: Option<Uuid>,
+    patient_col: &str,
+) {
+    match scope {
+        ListScope::OwnRecord => match own_patient {
+            Some(pid) => {
+                qb.push(format!(" AND {patient_col} = ")).push_bind(pid);
+            }
+            None => {
+                qb.push(" AND false");
+            }
+        },
+        ListScope::CareTeam => {
+            qb.push(" AND ").push(in_care_team_sql("caller.me"));
+        }
+        ListScope::All => {}
+    }
+}
+
 impl Validate for NewPatient {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let errs = self.check();
@@ -353,20 +378,7 @@ pub async fn list(
             )]))
         }
     }
-    match scope {
-        ListScope::OwnRecord => match auth.patient_id {
-            Some(pid) => {
-                qb.push(" AND p.id = ").push_bind(pid);
-            }
-            None => {
-                qb.push(" AND false");
-            }
-        },
-        ListScope::CareTeam => {
-            qb.push(" AND ").push(in_care_team_sql("caller.me"));
-        }
-        ListScope::All => {}
-    }
+    push_list_scope(&mut qb, scope, auth.patient_id, "p.id");
     if let Some(c) = cursor {
         qb.push(" AND p.id > ").push_bind(c);
     }

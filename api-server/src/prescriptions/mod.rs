@@ -30,8 +30,8 @@ use crate::auth::AuthUser;
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::patients::{in_care_team_sql, model as patient_model};
-use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation};
+use crate::patients::{in_care_team_sql, model as patient_model, push_list_scope};
+use crate::rbac::{self, PatientAccess, Permission, Relation};
 use crate::state::AppState;
 
 use interactions::{Existing, Formulary, Interaction, Severity, Source};
@@ -648,21 +648,8 @@ pub async fn list(
     ));
     qb.push_bind(auth.user_id)
         .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
-    match scope {
-        ListScope::OwnRecord => match auth.patient_id {
-            Some(pid) => {
-                qb.push(" AND r.patient_id = ").push_bind(pid);
-            }
-            None => {
-                qb.push(" AND false");
-            }
-        },
-        ListScope::CareTeam => {
-            qb.push(" AND ").push(in_care_team_sql("caller.me"));
-        }
-        // rows without full access are dropped below (admins/receptionists never get here)
-        ListScope::All => {}
-    }
+    // rows without full access are dropped below (admins/receptionists never get here)
+    push_list_scope(&mut qb, scope, auth.patient_id, "r.patient_id");
     if let Some(p) = filter.patient_id {
         qb.push(" AND r.patient_id = ").push_bind(p);
     }
