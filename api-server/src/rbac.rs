@@ -103,6 +103,50 @@ pub fn allows(role: Role, perm: Permission) -> bool {
     }
 }
 
+/// Type-level permissions for the [`crate::auth::Authorized`] extractor: a handler declares
+/// `auth: Authorized<perm::PatientCreate>` and the role check runs while the request head is
+/// extracted, i.e. before the body is read, parsed or validated (axum runs the body extractor
+/// last). So an unauthenticated caller gets 401, an unauthorised role 403 (audited), and only
+/// then can a body be refused with 400/415/422.
+pub mod perm {
+    use super::Permission;
+
+    /// A marker type standing for one [`Permission`].
+    pub trait Required: Send + Sync + 'static {
+        const PERMISSION: Permission;
+    }
+
+    macro_rules! markers {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[doc = concat!("[`Permission::", stringify!($name), "`]")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $name;
+                impl Required for $name {
+                    const PERMISSION: Permission = Permission::$name;
+                }
+            )*
+        };
+    }
+
+    markers!(
+        UsersManage,
+        AuditRead,
+        PatientCreate,
+        PatientList,
+        PatientRead,
+        PatientUpdate,
+        PatientDelete,
+        CareTeamAssign,
+        AppointmentBook,
+        AppointmentRead,
+        AppointmentUpdate,
+        PrescriptionCreate,
+        PrescriptionRead,
+        PrescriptionDiscontinue,
+    );
+}
+
 /// Facts about the caller and one patient record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Relation {

@@ -225,3 +225,153 @@ async fn every_role_on_every_route(pool: PgPool) {
         assert_eq!(r.status, 204, "{}", u.role.as_str());
     }
 }
+
+/// 401 before 403 before 400/415/422 on every write route that takes a body: the permission is
+/// checked while the request head is extracted, before the body is read (`auth::Authorized`).
+#[sqlx::test]
+async fn permission_is_checked_before_the_body(pool: PgPool) {
+    use caduceus_api::rbac::{allows, Permission};
+    let app = TestApp::new(pool).await;
+    let f = fixture(&app).await;
+    let user = f.users[2].id;
+    let patient = &f.team;
+    // an appointment to PATCH
+    let start = chrono::Utc::now() + chrono::Duration::days(3);
+    let r = app
+        .post(
+            "/api/v1/appointments",
+            &f.users[0].token,
+            json!({"patient_id": patient, "practitioner_id": f.users[1].id,
+                   "start": start.to_rfc3339(), "end": (start + chrono::Duration::minutes(30)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let appointment = r.json["id"].as_str().unwrap().to_string();
+    // route, permission, a body that is invalid for it
+    let routes: Vec<(Method, String, Permission, Value)> = vec![
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            Permission::UsersManage,
+            json!({"email": "x"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{user}"),
+            Permission::UsersManage,
+            json!({"role": "wizard"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/patients".into(),
+            Permission::PatientCreate,
+            json!({"mrn": 5}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/patients/{patient}"),
+            Permission::PatientUpdate,
+            json!({"sex": "robot"}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/patients/{patient}/care-team"),
+            Permission::CareTeamAssign,
+            json!({"user_id": "nope"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/appointments".into(),
+            Permission::AppointmentBook,
+            json!({"patient_id": 1}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/appointments/{appointment}"),
+            Permission::AppointmentUpdate,
+            json!({"status": "teleported"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/prescriptions".into(),
+            Permission::PrescriptionCreate,
+            json!({"duration_days": 0}),
+        ),
+    ];
+    for (method, uri, perm, body) in routes {
+        let r = app
+            .call(method.clone(), &uri, None, Some(body.clone()))
+            .await;
+        common::assert_problem(&r, 401);
+        let mut saw_denied = false;
+        let mut saw_allowed = false;
+        for u in &f.users {
+            let before = denials(&app, u.id).await;
+            let r = app
+                .call(method.clone(), &uri, Some(&u.token), Some(body.clone()))
+                .await;
+            if allows(u.role, perm) {
+                saw_allowed = true;
+                common::assert_problem(&r, 422);
+                assert!(
+                    !r.json["errors"].as_array().unwrap().is_empty(),
+                    "{}",
+                    r.text
+                );
+                assert_eq!(
+                    denials(&app, u.id).await,
+                    before,
+                    "{method} {uri} {:?}",
+                    u.role
+                );
+            } else {
+                saw_denied = true;
+                common::assert_problem(&r, 403);
+                assert_eq!(
+                    denials(&app, u.id).await,
+                    before + 1,
+                    "{method} {uri} {:?}",
+                    u.role
+                );
+                // malformed JSON and a missing content type are refused with 403 too
+                let r = app
+                    .send(
+                        axum::http::Request::builder()
+                            .method(method.clone())
+                            .uri(&uri)
+                            .header("authorization", format!("Bearer {}", u.token))
+                            .header("content-type", "application/json")
+                            .body(axum::body::Body::from("{not json"))
+                            .unwrap(),
+                    )
+                    .await;
+                common::assert_problem(&r, 403);
+                let r = app
+                    .send(
+                        axum::http::Request::builder()
+                            .method(method.clone())
+                            .uri(&uri)
+                            .header("authorization", format!("Bearer {}", u.token))
+                            .body(axum::body::Body::from("{}"))
+                            .unwrap(),
+                    )
+                    .await;
+                common::assert_problem(&r, 403);
+            }
+        }
+        assert!(
+            saw_denied && saw_allowed,
+            "{method} {uri}: both kinds of role exercised"
+        );
+    }
+}
+
+async fn denials(app: &TestApp, actor: uuid::Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'access.denied' AND outcome = 'denied' AND actor_id = $1",
+    )
+    .bind(actor)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}

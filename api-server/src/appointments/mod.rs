@@ -32,12 +32,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{actions as audit_actions, AuditEvent};
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Authorized};
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::patients::{in_care_team_sql, push_list_scope};
-use crate::rbac::{self, PatientAccess, Permission, Relation, Role};
+use crate::rbac::{self, perm, PatientAccess, Permission, Relation, Role};
 use crate::state::AppState;
 
 /// Audit action names of this module (stable; clients filter on them).
@@ -448,10 +448,9 @@ fn write_error(e: sqlx::Error) -> Error {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AppointmentBook>,
     ApiJson(body): ApiJson<NewAppointment>,
 ) -> Result<(StatusCode, Json<Appointment>), Error> {
-    auth.require(&state, Permission::AppointmentBook).await?;
     check_practitioner(&state, body.practitioner_id).await?;
     let sql = format!(
         "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
@@ -536,10 +535,9 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AppointmentRead>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Appointment>, Error> {
-    auth.require(&state, Permission::AppointmentRead).await?;
     let (row, access) = load_for(&state, &auth, id).await?;
     let appointment = row.to_api(&state.keys, access)?;
     audit_access(
@@ -568,11 +566,10 @@ pub struct AppointmentFilter {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AppointmentRead>,
     Query(filter): Query<AppointmentFilter>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<Appointment>>, Error> {
-    auth.require(&state, Permission::AppointmentRead).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
     if let (Some(from), Some(to)) = (filter.from, filter.to) {
@@ -654,11 +651,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AppointmentUpdate>,
     Path(id): Path<Uuid>,
     ApiJson(patch): ApiJson<AppointmentPatch>,
 ) -> Result<Json<Appointment>, Error> {
-    auth.require(&state, Permission::AppointmentUpdate).await?;
     let (row, access) = load_for(&state, &auth, id).await?;
     if patch.reason.is_some() && !access.clinical() {
         auth.denied(
@@ -772,10 +768,9 @@ pub async fn update(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AppointmentUpdate>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Appointment>, Error> {
-    auth.require(&state, Permission::AppointmentUpdate).await?;
     let (mut row, access) = load_for(&state, &auth, id).await?;
     let current = row.status()?;
     if !current.can_become(Status::Cancelled) {

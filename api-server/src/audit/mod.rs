@@ -18,11 +18,11 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Authorized};
 use crate::error::Error;
 use crate::middleware::RequestMeta;
 use crate::pagination::{Page, PageParams};
-use crate::rbac::Permission;
+use crate::rbac::perm;
 use crate::state::AppState;
 
 /// Advisory lock key serialising writers of the hash chain (any replica).
@@ -210,11 +210,10 @@ pub struct AuditFilter {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AuditRead>,
     Query(filter): Query<AuditFilter>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<AuditRecord>>, Error> {
-    auth.require(&state, Permission::AuditRead).await?;
     let limit = page.limit()?;
     let cursor: Option<i64> = page.cursor_i64()?;
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -400,9 +399,8 @@ pub async fn verify_chain(pool: &sqlx::PgPool) -> Result<VerifyResult, sqlx::Err
     security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::AuditRead>,
 ) -> Result<Json<VerifyResult>, Error> {
-    auth.require(&state, Permission::AuditRead).await?;
     let result = verify_chain(&state.pool).await?;
     state
         .audit

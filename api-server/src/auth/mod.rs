@@ -3,10 +3,14 @@
 //! Any handler that takes an [`AuthUser`] argument is authenticated: the extractor checks the
 //! bearer JWT (HS256, `exp`, `iss`) AND the session row it names (not revoked, not idle, user
 //! active), so logout and revocation take effect immediately. Authorisation is one call:
-//! `auth.require(&state, Permission::X).await?` (matrix in [`crate::rbac`]).
+//! `auth.require(&state, Permission::X).await?` (matrix in [`crate::rbac`]); handlers declare it
+//! instead as `auth: Authorized<perm::X>` ([`Authorized`]) so it runs before the body is parsed.
 
+mod authorized;
 pub mod password;
 pub mod tokens;
+
+pub use authorized::Authorized;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;

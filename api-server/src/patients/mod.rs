@@ -18,10 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{actions, AuditEvent};
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Authorized};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation, Role};
+use crate::rbac::{self, perm, ListScope, PatientAccess, Permission, Relation, Role};
 use crate::state::AppState;
 
 use model::{NewPatient, Patient, PatientPatch, PatientRow, ENC_COLUMNS, ROW_COLUMNS};
@@ -235,10 +235,9 @@ pub async fn audit_access(
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PatientCreate>,
     ApiJson(body): ApiJson<NewPatient>,
 ) -> Result<(StatusCode, Json<Patient>), Error> {
-    auth.require(&state, Permission::PatientCreate).await?;
     let id = Uuid::now_v7();
     let enc = model::encrypt(&state.keys, id, &body);
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -436,11 +435,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PatientUpdate>,
     Path(id): Path<Uuid>,
     ApiJson(patch): ApiJson<PatientPatch>,
 ) -> Result<Json<Patient>, Error> {
-    auth.require(&state, Permission::PatientUpdate).await?;
     let (row, access) = load_for(&state, &auth, id, false).await?;
     if patch.touches_clinical() && !access.clinical() {
         auth.denied(&state, "patient.clinical", Some(id.to_string()), Some(id))
@@ -509,10 +507,9 @@ pub async fn update(
     security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PatientDelete>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
-    auth.require(&state, Permission::PatientDelete).await?;
     let done = sqlx::query(
         "UPDATE patients SET deleted_at = now(), deleted_by = $2 WHERE id = $1 AND deleted_at IS NULL",
     )
@@ -568,11 +565,10 @@ pub struct CareTeamMember {
     security(("bearer" = [])))]
 pub async fn add_care_team(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::CareTeamAssign>,
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<CareTeamRequest>,
 ) -> Result<(StatusCode, Json<CareTeamMember>), Error> {
-    auth.require(&state, Permission::CareTeamAssign).await?;
     let in_care_team: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
         in_care_team_sql("$2")

@@ -26,12 +26,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::{actions as audit_actions, AuditEvent, Outcome};
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Authorized};
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::patients::{in_care_team_sql, model as patient_model, push_list_scope};
-use crate::rbac::{self, PatientAccess, Permission, Relation};
+use crate::rbac::{self, perm, PatientAccess, Permission, Relation};
 use crate::state::AppState;
 
 use interactions::{Existing, Formulary, Interaction, Severity, Source};
@@ -426,10 +426,9 @@ fn interaction_conflict(found: &[Interaction]) -> Error {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PrescriptionCreate>,
     ApiJson(body): ApiJson<NewPrescription>,
 ) -> Result<(StatusCode, Json<Prescription>), Error> {
-    auth.require(&state, Permission::PrescriptionCreate).await?;
     let formulary = Formulary::load(&state.pool).await?;
     let mut tx = state.pool.begin().await?;
     // lock the patient: concurrent prescriptions for one patient are checked one after the other
@@ -602,10 +601,9 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PrescriptionRead>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Prescription>, Error> {
-    auth.require(&state, Permission::PrescriptionRead).await?;
     let (row, access) = load_for(&state, &auth, id).await?;
     let p = row.decrypt(&state.keys)?;
     audit_access(
@@ -633,11 +631,10 @@ pub struct PrescriptionFilter {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PrescriptionRead>,
     Query(filter): Query<PrescriptionFilter>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<Prescription>>, Error> {
-    auth.require(&state, Permission::PrescriptionRead).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
     let scope = rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some());
@@ -708,11 +705,9 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn discontinue(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::PrescriptionDiscontinue>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Prescription>, Error> {
-    auth.require(&state, Permission::PrescriptionDiscontinue)
-        .await?;
     let (mut row, access) = load_for(&state, &auth, id).await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE prescriptions SET status = 'discontinued', discontinued_at = now(), \

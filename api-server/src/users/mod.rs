@@ -11,10 +11,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{actions, AuditEvent};
-use crate::auth::{password, AuthUser};
+use crate::auth::{password, Authorized};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::rbac::{Permission, Role};
+use crate::rbac::{perm, Role};
 use crate::state::AppState;
 
 /// Routes under `/api/v1`.
@@ -171,10 +171,9 @@ impl Validate for CreateUser {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::UsersManage>,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), Error> {
-    auth.require(&state, Permission::UsersManage).await?;
     let user = insert(
         &state.pool,
         &body.email,
@@ -197,10 +196,9 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::UsersManage>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<User>>, Error> {
-    auth.require(&state, Permission::UsersManage).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
     let sql = format!(
@@ -224,10 +222,9 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::UsersManage>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<User>, Error> {
-    auth.require(&state, Permission::UsersManage).await?;
     let user = fetch(&state.pool, id).await?;
     state
         .audit
@@ -277,11 +274,10 @@ impl Validate for UpdateUser {
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Authorized(auth, _): Authorized<perm::UsersManage>,
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Json<User>, Error> {
-    auth.require(&state, Permission::UsersManage).await?;
     let current = fetch(&state.pool, id).await?;
     let role = body.role.unwrap_or(current.role.0);
     let patient_id = body.patient_id.or(current.patient_id);
