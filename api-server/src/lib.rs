@@ -179,7 +179,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {}", error_kind(&e)))?;
     match health::schema_state(&pool).await {
-        Ok((_, true)) => {}
+        Ok((_, true)) => {
+            // account e-mails written before migration 0102 are encrypted before serving
+            let n = users::encrypt_legacy_emails(&pool, &config.phi_keys, 500)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot encrypt the plaintext account e-mails: {}",
+                        error_kind(&e)
+                    )
+                })?;
+            if n > 0 {
+                tracing::info!(rows = n, "encrypted plaintext account e-mails");
+            }
+        }
         _ => {
             tracing::warn!("database migrations are not fully applied; run `caduceus-api migrate`")
         }

@@ -50,6 +50,19 @@ enum KeysCommand {
     },
 }
 
+enum AdminOutcome {
+    Created(users::User),
+    Existing(users::User),
+}
+
+/// PHI-free description of an internal error (database errors by SQLSTATE only).
+fn internal_kind(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<sqlx::Error>() {
+        Some(db) => caduceus_api::error_kind(db),
+        None => "internal error".into(),
+    }
+}
+
 fn init_logs(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -106,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             users::check_email(&email).map_err(|e| anyhow::anyhow!("--email {}", e.message))?;
             caduceus_api::auth::password::check_policy("password", &password)
                 .map_err(|e| anyhow::anyhow!("password file: password {}", e.message))?;
+            let keys = config::phi_keys(&env)?;
             let url = config::database_url(&env)?;
             let pool = state::connect_db(&url).await.map_err(|e| {
                 anyhow::anyhow!(
@@ -113,25 +127,76 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     caduceus_api::error_kind(&e)
                 )
             })?;
-            let user = users::insert(&pool, &email, password, Role::Admin, &display_name, None)
+            let db_err = |e: caduceus_api::error::Error| match e {
+                caduceus_api::error::Error::Internal(e) => {
+                    anyhow::anyhow!("cannot create the admin: {}", internal_kind(&e))
+                }
+                other => anyhow::anyhow!("cannot create the admin: {other}"),
+            };
+            // idempotent: an existing admin with this e-mail is left exactly as it is
+            let existing = users::find_by_email(&pool, &keys, &email)
                 .await
-                .map_err(|e| match e {
-                    caduceus_api::error::Error::Conflict { detail, .. } => anyhow::anyhow!(detail),
-                    other => anyhow::anyhow!("cannot create the admin: {other}"),
-                })?;
-            audit::write_now(
-                &pool,
-                &audit::AuditEvent::cli(audit::actions::USER_CREATE, "user").resource(user.id),
-            )
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "admin created but the audit event failed: {}",
-                    caduceus_api::error_kind(&e)
+                .map_err(db_err)?;
+            let outcome = match existing {
+                Some(u) => AdminOutcome::Existing(u),
+                None => match users::insert(
+                    &pool,
+                    &keys,
+                    &email,
+                    password,
+                    Role::Admin,
+                    &display_name,
+                    None,
                 )
-            })?;
-            println!("created admin {} ({})", user.email, user.id);
-            Ok(())
+                .await
+                {
+                    Ok(u) => AdminOutcome::Created(u),
+                    // lost a race with a concurrent create-admin (or another writer): re-check
+                    Err(caduceus_api::error::Error::Conflict { .. }) => {
+                        match users::find_by_email(&pool, &keys, &email)
+                            .await
+                            .map_err(db_err)?
+                        {
+                            Some(u) => AdminOutcome::Existing(u),
+                            None => anyhow::bail!(
+                                "cannot create the admin: a conflicting account exists"
+                            ),
+                        }
+                    }
+                    Err(e) => return Err(db_err(e)),
+                },
+            };
+            match outcome {
+                AdminOutcome::Existing(u) if u.role.0 == Role::Admin => {
+                    println!(
+                        "admin {} ({}) already exists; nothing changed",
+                        u.email, u.id
+                    );
+                    Ok(())
+                }
+                AdminOutcome::Existing(u) => anyhow::bail!(
+                    "--email: an account with this e-mail already exists with role {} (not admin); \
+                     nothing changed (use another e-mail, or change the role with PATCH /api/v1/users/{})",
+                    u.role.0.as_str(),
+                    u.id
+                ),
+                AdminOutcome::Created(user) => {
+                    audit::write_now(
+                        &pool,
+                        &audit::AuditEvent::cli(audit::actions::USER_CREATE, "user")
+                            .resource(user.id),
+                    )
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "admin created but the audit event failed: {}",
+                            caduceus_api::error_kind(&e)
+                        )
+                    })?;
+                    println!("created admin {} ({})", user.email, user.id);
+                    Ok(())
+                }
+            }
         }
         Command::RotateKeys { batch_size } => {
             let keys = config::phi_keys(&env)?;

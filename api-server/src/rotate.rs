@@ -30,6 +30,12 @@ pub const ENCRYPTED_TABLES: &[EncryptedTable] = &[
         table: crate::prescriptions::TABLE,
         columns: &crate::prescriptions::ENC_COLUMNS,
     },
+    // account e-mails (rows not yet converted from plaintext have no phi_key_id: `rotate_keys`
+    // converts them first)
+    EncryptedTable {
+        table: crate::users::TABLE,
+        columns: &crate::users::ENC_COLUMNS,
+    },
 ];
 
 /// Rows re-encrypted per table.
@@ -103,6 +109,12 @@ pub async fn rotate_keys(
     mut progress: impl FnMut(&str, u64),
 ) -> anyhow::Result<RotationReport> {
     let mut report = RotationReport::default();
+    // plaintext e-mails from before migration 0102 are encrypted (under the active key) first
+    let converted = crate::users::encrypt_legacy_emails(pool, keys, batch).await?;
+    if converted > 0 {
+        progress("users (plaintext e-mails encrypted)", converted);
+        report.rows.push(("users (plaintext e-mails)", converted));
+    }
     for t in ENCRYPTED_TABLES {
         let mut done = 0u64;
         loop {

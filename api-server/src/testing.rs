@@ -207,6 +207,7 @@ impl TestApp {
         let email = format!("{}-{}@test.example", role.as_str(), Uuid::new_v4().simple());
         let user = crate::users::insert(
             &self.pool,
+            &self.state.keys,
             &email,
             TEST_PASSWORD.into(),
             role,

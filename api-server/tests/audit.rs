@@ -296,6 +296,22 @@ async fn pg_dump_contains_no_phi(pool: PgPool) {
         phi.push(format!("Contact{tag}"));
         phi.push(format!("{tag} Updated Avenue"));
     }
+    // account e-mails are PHI too (a patient's login e-mail identifies the patient)
+    let admin = app.user(Role::Admin).await;
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "Dump.Patient.Account@Mail.Example", "password": "patient password long enough",
+                   "role": "patient", "display_name": "P"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["email"], "Dump.Patient.Account@Mail.Example");
+    for u in [&rec, &doc, &admin] {
+        phi.push(u.email.clone());
+    }
+    phi.push("Dump.Patient.Account@Mail.Example".into());
     let db: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&app.pool)
         .await
@@ -325,6 +341,7 @@ async fn pg_dump_contains_no_phi(pool: PgPool) {
         "dump has the schema"
     );
     assert!(dump.contains("COPY public.patients"), "dump has the data");
+    assert!(dump.contains("COPY public.users"), "dump has the accounts");
     let dump_lower = dump.to_lowercase();
     for s in &phi {
         assert!(

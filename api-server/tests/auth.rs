@@ -432,3 +432,143 @@ async fn admin_links_patient_account(pool: PgPool) {
     let body = json!({"email": "second@test.example", "password": "long enough password", "role": "patient", "display_name": "P", "patient_id": pid});
     assert_problem(&app.post("/api/v1/users", &admin.token, body).await, 409);
 }
+
+/// Account e-mails are stored encrypted with a unique, case-insensitive blind index; login and
+/// the duplicate check go through the index.
+#[sqlx::test]
+async fn account_emails_are_encrypted_and_looked_up_by_blind_index(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "Nurse.Joy@Clinic.Example", "password": "nurse password long enough",
+                   "role": "nurse", "display_name": "Joy"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id: uuid::Uuid = r.json["id"].as_str().unwrap().parse().unwrap();
+    let (plain, enc, bidx, key): (Option<String>, Vec<u8>, Vec<u8>, String) =
+        sqlx::query_as("SELECT email, email_enc, email_bidx, phi_key_id FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(plain, None, "no plaintext e-mail");
+    assert!(!String::from_utf8_lossy(&enc).to_lowercase().contains("joy"));
+    assert_eq!(key, app.state.keys.active_key_id());
+    assert_eq!(
+        bidx,
+        caduceus_api::users::email_index(&app.state.keys, " nurse.joy@clinic.example ")
+    );
+    // the ciphertext is bound to its row: copied to another account it does not decrypt
+    let other = app.user(Role::Nurse).await;
+    sqlx::query("UPDATE users SET email_enc = $1 WHERE id = $2")
+        .bind(&enc)
+        .bind(other.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app
+        .get(&format!("/api/v1/users/{}", other.id), &admin.token)
+        .await;
+    assert_problem(&r, 500);
+    // case-insensitive login and duplicate check
+    let r = app
+        .login("nurse.joy@clinic.example", "nurse password long enough")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .get("/api/v1/me", r.json["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.json["email"], "Nurse.Joy@Clinic.Example");
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "NURSE.JOY@clinic.example", "password": "nurse password long enough",
+                   "role": "nurse", "display_name": "Joy 2"}),
+        )
+        .await;
+    assert_problem(&r, 409);
+    assert!(!r.text.to_lowercase().contains("joy"), "{}", r.text);
+}
+
+/// Rows from before migration 0102 (plaintext e-mail) keep working and are converted in
+/// resumable batches; the plaintext is gone afterwards.
+#[sqlx::test]
+async fn legacy_plaintext_emails_are_converted(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let hash = caduceus_api::auth::password::hash(TEST_PASSWORD.into())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, role, display_name) VALUES ($1, $2, $3, 'nurse', 'Old')",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(format!("Legacy{i}@Old.Example"))
+        .bind(&hash)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    // before conversion: login finds the plaintext row, and a new account cannot take its e-mail
+    assert_eq!(
+        app.login("legacy0@old.example", TEST_PASSWORD).await.status,
+        200
+    );
+    let err = caduceus_api::users::insert(
+        &app.pool,
+        &app.state.keys,
+        "LEGACY1@old.example",
+        TEST_PASSWORD.into(),
+        Role::Nurse,
+        "Dup",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.status(), 409);
+    // a half-converted row is refused by the database
+    let half = sqlx::query("UPDATE users SET email = NULL WHERE email = 'Legacy2@Old.Example'")
+        .execute(&app.pool)
+        .await;
+    assert!(half.is_err());
+
+    let n = caduceus_api::users::encrypt_legacy_emails(&app.pool, &app.state.keys, 2)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        caduceus_api::users::encrypt_legacy_emails(&app.pool, &app.state.keys, 2)
+            .await
+            .unwrap(),
+        0,
+        "nothing left: re-running is a no-op"
+    );
+    let plain: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(plain, 0);
+    let r = app.login("LEGACY2@old.example", TEST_PASSWORD).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let me = app
+        .get("/api/v1/me", r.json["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.json["email"], "Legacy2@Old.Example");
+    let err = caduceus_api::users::insert(
+        &app.pool,
+        &app.state.keys,
+        "legacy1@OLD.example",
+        TEST_PASSWORD.into(),
+        Role::Nurse,
+        "Dup",
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.status(), 409);
+}

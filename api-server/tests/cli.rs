@@ -154,6 +154,14 @@ async fn migrate_create_admin_rotate(pool: PgPool) {
         .success());
 
     let dir = tempfile::tempdir().unwrap();
+    crypto::write_key_files(&dir.path().join("k")).unwrap();
+    let ring_path = dir.path().join("k/phi-keys.json");
+    let ring = ring_path.to_str().unwrap();
+    let keys = KeyRing::load(&ring_path).unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("CADUCEUS_PHI_KEYS_FILE", ring),
+    ];
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "admin password long enough\n").unwrap();
     let args = [
@@ -163,15 +171,98 @@ async fn migrate_create_admin_rotate(pool: PgPool) {
         "--password-file",
         pw.to_str().unwrap(),
     ];
+    // the e-mail is encrypted: the PHI key ring is required
     let out = run(&args, &[("DATABASE_URL", &url)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CADUCEUS_PHI_KEYS_FILE"));
+    let out = run(&args, &env);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = run(&args, &[("DATABASE_URL", &url)]);
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created admin"));
+    let row = || async {
+        sqlx::query_as::<
+            _,
+            (
+                uuid::Uuid,
+                Vec<u8>,
+                String,
+                String,
+                chrono::DateTime<chrono::Utc>,
+            ),
+        >("SELECT id, email_enc, password_hash, role, updated_at FROM users")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let before = row().await;
+    assert_eq!(before.len(), 1);
+    // idempotent: again (other case, other password) → exit 0, "already exists", nothing changed
+    std::fs::write(&pw, "another password long enough\n").unwrap();
+    let again = run(
+        &[
+            "create-admin",
+            "--email",
+            " Root@Test.Example",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("already exists"), "{stdout}");
+    assert!(stdout.contains("nothing changed"), "{stdout}");
+    assert_eq!(row().await, before);
+    // an existing NON-admin account with that e-mail: clear error, non-zero, nothing changed
+    caduceus_api::users::insert(
+        &pool,
+        &keys,
+        "doc@test.example",
+        "doctor password long enough".into(),
+        caduceus_api::rbac::Role::Physician,
+        "Doc",
+        None,
+    )
+    .await
+    .unwrap();
+    let users_before = sqlx::query_scalar::<_, String>(
+        "SELECT string_agg(id::text || role || password_hash, ',' ORDER BY id) FROM users",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let clash = run(
+        &[
+            "create-admin",
+            "--email",
+            "DOC@test.example",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!clash.status.success());
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.starts_with("caduceus-api: error:") && stderr.contains("role physician (not admin)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        sqlx::query_scalar::<_, String>(
+            "SELECT string_agg(id::text || role || password_hash, ',' ORDER BY id) FROM users"
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap(),
+        users_before
+    );
     std::fs::write(&pw, "short\n").unwrap();
     let weak = run(
         &[
@@ -181,39 +272,57 @@ async fn migrate_create_admin_rotate(pool: PgPool) {
             "--password-file",
             pw.to_str().unwrap(),
         ],
-        &[("DATABASE_URL", &url)],
+        &env,
     );
     assert!(!weak.status.success());
     assert!(String::from_utf8_lossy(&weak.stderr).contains("12"));
 
-    let app = TestApp::new(pool.clone()).await;
+    let mut cfg = caduceus_api::testing::test_config();
+    cfg.phi_keys = std::sync::Arc::new(keys.clone());
+    let app = TestApp::with_config(pool.clone(), cfg).await;
+    // the first password still works: the re-run changed nothing
     let login = app
         .login("root@test.example", "admin password long enough")
         .await;
     assert_eq!(login.status, 200, "{}", login.text);
-    assert_eq!(
-        app.get("/api/v1/me", login.json["access_token"].as_str().unwrap())
-            .await
-            .json["role"],
-        "admin"
-    );
+    let me = app
+        .get("/api/v1/me", login.json["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.json["role"], "admin");
+    assert_eq!(me.json["email"], "root@test.example");
 
-    // rotate-keys over the CLI: nothing to do on an empty database, then a clear message on a bad ring
-    crypto::write_key_files(&dir.path().join("k")).unwrap();
-    let ring = dir.path().join("k/phi-keys.json");
-    let out = run(
-        &["rotate-keys"],
-        &[
-            ("DATABASE_URL", &url),
-            ("CADUCEUS_PHI_KEYS_FILE", ring.to_str().unwrap()),
-        ],
-    );
+    // rotate-keys over the CLI: nothing to do when everything is under the active key
+    let out = run(&["rotate-keys"], &env);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("rotation complete: 0 rows"));
+    // ... and it encrypts an account e-mail still in plaintext (written before migration 0102)
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, role, display_name) \
+         VALUES (gen_random_uuid(), 'legacy@test.example', 'x', 'nurse', 'Legacy')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = run(&["rotate-keys"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rotation complete: 1 rows"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let plain: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(plain, 0);
     let audited: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT action, resource_id FROM audit_events WHERE actor_id IS NULL ORDER BY id",
     )
@@ -221,10 +330,12 @@ async fn migrate_create_admin_rotate(pool: PgPool) {
     .await
     .unwrap();
     let actions: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
-    assert!(
-        actions.contains(&"user.create") && actions.contains(&"keys.rotate"),
-        "{audited:?}"
+    assert_eq!(
+        actions.iter().filter(|a| **a == "user.create").count(),
+        1,
+        "only the real creation is audited: {audited:?}"
     );
+    assert!(actions.contains(&"keys.rotate"), "{audited:?}");
     assert!(
         caduceus_api::audit::verify_chain(&pool)
             .await

@@ -470,8 +470,10 @@ async fn key_rotation_reencrypts_everything(pool: PgPool) {
     let report = caduceus_api::rotate::rotate_keys(&pool, &both, 3, |_, _| batches += 1)
         .await
         .unwrap();
-    assert_eq!(report.total(), 7);
-    assert_eq!(batches, 3);
+    // 7 patients (3 batches) + the physician's account e-mail (1 batch)
+    assert_eq!(report.total(), 8);
+    assert_eq!(batches, 4);
+    assert!(report.rows.contains(&("users", 1)), "{report:?}");
     assert_eq!(
         caduceus_api::rotate::rotate_keys(&pool, &both, 3, |_, _| {})
             .await
@@ -503,6 +505,23 @@ async fn key_rotation_reencrypts_everything(pool: PgPool) {
     assert_eq!(r.json["given_name"], "Givennamerot0");
     let r = app2.get("/api/v1/patients?mrn=MRN-rot6", &token).await;
     assert_eq!(r.json["items"][0]["id"], ids[6].as_str());
+    // the account e-mail too: decrypts under the new key, and login (blind index) still works
+    let user_key: String = sqlx::query_scalar("SELECT phi_key_id FROM users WHERE id = $1")
+        .bind(doc.id)
+        .fetch_one(&app2.pool)
+        .await
+        .unwrap();
+    assert_eq!(user_key, "k-new");
+    assert_eq!(
+        app2.get("/api/v1/me", &token).await.json["email"],
+        doc.email
+    );
+    assert_eq!(
+        app2.login(&doc.email, caduceus_api::testing::TEST_PASSWORD)
+            .await
+            .status,
+        200
+    );
 }
 
 #[sqlx::test]

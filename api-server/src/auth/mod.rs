@@ -284,9 +284,12 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Error> {
     let invalid = || Error::Unauthorized("invalid email or password".into());
+    // e-mails are encrypted: look up by blind index (or a not yet converted plaintext row)
     let user: Option<LoginRow> = sqlx::query_as(
-        "SELECT id, password_hash, role, active FROM users WHERE lower(email) = lower($1)",
+        "SELECT id, password_hash, role, active FROM users \
+         WHERE email_bidx = $1 OR (email IS NOT NULL AND lower(email) = lower($2))",
     )
+    .bind(crate::users::email_index(&state.keys, &body.email))
     .bind(body.email.trim())
     .fetch_optional(&state.pool)
     .await?;
@@ -487,7 +490,7 @@ pub async fn me(
     State(state): State<AppState>,
     auth: AuthUser,
 ) -> Result<Json<crate::users::User>, Error> {
-    let user = crate::users::fetch(&state.pool, auth.user_id).await?;
+    let user = crate::users::fetch(&state.pool, &state.keys, auth.user_id).await?;
     Ok(Json(user))
 }
 
@@ -531,6 +534,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<crate::users::User>), Error> {
     let user = crate::users::insert(
         &state.pool,
+        &state.keys,
         &body.email,
         body.password,
         Role::Patient,

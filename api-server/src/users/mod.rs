@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::audit::{actions, AuditEvent};
 use crate::auth::{password, Authorized};
+use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Role};
@@ -25,17 +26,74 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user account (never includes the password hash).
-#[derive(Debug, Clone, Serialize, Deserialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
-    #[sqlx(try_from = "String")]
     pub role: RoleName,
     pub display_name: String,
     pub active: bool,
     pub patient_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A `users` row as stored: the e-mail is a ciphertext (`email_enc`), or plaintext `email` on a
+/// row written before migration 0102 and not yet converted ([`encrypt_legacy_emails`]).
+#[derive(FromRow)]
+pub struct UserRow {
+    id: Uuid,
+    email: Option<String>,
+    email_enc: Option<Vec<u8>>,
+    #[sqlx(try_from = "String")]
+    role: RoleName,
+    display_name: String,
+    active: bool,
+    patient_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Table and ciphertext column of the account e-mail (AAD and [`crate::rotate::ENCRYPTED_TABLES`]).
+pub const TABLE: &str = "users";
+pub const ENC_COLUMNS: [&str; 1] = ["email_enc"];
+
+fn email_aad(id: Uuid) -> Aad<'static> {
+    Aad {
+        table: TABLE,
+        row: id,
+        column: ENC_COLUMNS[0],
+    }
+}
+
+/// Blind index of an account e-mail: trimmed and lower-cased (login is case-insensitive).
+pub fn email_index(keys: &KeyRing, email: &str) -> Vec<u8> {
+    keys.blind_index("user-email", &email.trim().to_lowercase())
+}
+
+impl UserRow {
+    /// Decrypt the e-mail.
+    pub fn into_user(self, keys: &KeyRing) -> Result<User, Error> {
+        let email = match (self.email_enc, self.email) {
+            (Some(ct), _) => keys.decrypt_str(email_aad(self.id), &ct)?,
+            (None, Some(plain)) => plain,
+            (None, None) => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "users row without an e-mail"
+                )))
+            }
+        };
+        Ok(User {
+            id: self.id,
+            email,
+            role: self.role,
+            display_name: self.display_name,
+            active: self.active,
+            patient_id: self.patient_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
 }
 
 /// Role as stored (validated on read).
@@ -53,7 +111,7 @@ impl TryFrom<String> for RoleName {
 }
 
 const USER_COLUMNS: &str =
-    "id, email, role, display_name, active, patient_id, created_at, updated_at";
+    "id, email, email_enc, role, display_name, active, patient_id, created_at, updated_at";
 
 pub fn check_email(email: &str) -> Result<(), FieldError> {
     let e = email.trim();
@@ -79,18 +137,39 @@ pub fn check_display_name(name: &str) -> Result<(), FieldError> {
 }
 
 /// Fetch one user.
-pub async fn fetch(pool: &PgPool, id: Uuid) -> Result<User, Error> {
+pub async fn fetch(pool: &PgPool, keys: &KeyRing, id: Uuid) -> Result<User, Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(pool)
         .await?
-        .ok_or(Error::NotFound)
+        .ok_or(Error::NotFound)?
+        .into_user(keys)
 }
 
-/// Create a user (hashes the password). Duplicate email → 409.
+/// Find an account by e-mail (blind index; a not yet converted plaintext row by lower(email)).
+pub async fn find_by_email(
+    pool: &PgPool,
+    keys: &KeyRing,
+    email: &str,
+) -> Result<Option<User>, Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email_bidx = $1 \
+         OR (email IS NOT NULL AND lower(email) = lower($2))"
+    );
+    let row = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+        .bind(email_index(keys, email))
+        .bind(email.trim())
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| r.into_user(keys)).transpose()
+}
+
+/// Create a user (hashes the password, encrypts the e-mail). Duplicate e-mail → 409 (also
+/// against a not yet converted plaintext row).
 pub async fn insert(
     pool: &PgPool,
+    keys: &KeyRing,
     email: &str,
     password: String,
     role: Role,
@@ -98,23 +177,37 @@ pub async fn insert(
     patient_id: Option<Uuid>,
 ) -> Result<User, Error> {
     let hash = password::hash(password).await?;
+    let id = Uuid::now_v7();
+    let email = email.trim();
     let sql = format!(
-        "INSERT INTO users (id, email, password_hash, role, display_name, patient_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
+        "INSERT INTO users (id, email_enc, email_bidx, phi_key_id, password_hash, role, display_name, patient_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+         WHERE NOT EXISTS (SELECT 1 FROM users WHERE email IS NOT NULL AND lower(email) = lower($9)) \
+         RETURNING {USER_COLUMNS}"
     );
-    let res = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
-        .bind(Uuid::now_v7())
-        .bind(email.trim())
+    let res = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(keys.encrypt_str(email_aad(id), email))
+        .bind(email_index(keys, email))
+        .bind(keys.active_key_id())
         .bind(hash)
         .bind(role.as_str())
         .bind(display_name.trim())
         .bind(patient_id)
-        .fetch_one(pool)
+        .bind(email)
+        .fetch_optional(pool)
         .await;
+    let duplicate = || Error::conflict("a user with this email already exists");
     match res {
-        Ok(u) => Ok(u),
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("users_email_key") => {
-            Err(Error::conflict("a user with this email already exists"))
+        Ok(Some(u)) => u.into_user(keys),
+        Ok(None) => Err(duplicate()),
+        Err(sqlx::Error::Database(db))
+            if matches!(
+                db.constraint(),
+                Some("users_email_key" | "users_email_bidx_key")
+            ) =>
+        {
+            Err(duplicate())
         }
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("users_patient_id_key") => Err(
             Error::conflict("this patient record is already linked to an account"),
@@ -123,6 +216,44 @@ pub async fn insert(
             Err(Error::validation("patient_id", "no such patient"))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Encrypt the e-mails of rows written before migration 0102, `batch` rows per committed
+/// transaction (`FOR UPDATE SKIP LOCKED`: replicas may run it at once; interrupt and re-run
+/// freely). The plaintext is set to NULL in the same UPDATE. Returns the rows converted.
+pub async fn encrypt_legacy_emails(
+    pool: &PgPool,
+    keys: &KeyRing,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut total = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, email FROM users WHERE email IS NOT NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(batch.max(1))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(total);
+        }
+        for (id, email) in &rows {
+            let email = zeroize::Zeroizing::new(email.trim().to_string());
+            sqlx::query(
+                "UPDATE users SET email = NULL, email_enc = $2, email_bidx = $3, phi_key_id = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(keys.encrypt_str(email_aad(*id), &email))
+            .bind(email_index(keys, &email))
+            .bind(keys.active_key_id())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        total += rows.len() as u64;
     }
 }
 
@@ -176,6 +307,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<User>), Error> {
     let user = insert(
         &state.pool,
+        &state.keys,
         &body.email,
         body.password,
         body.role,
@@ -204,11 +336,14 @@ pub async fn list(
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
     );
-    let rows = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
         .bind(cursor)
         .bind(limit + 1)
         .fetch_all(&state.pool)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|r| r.into_user(&state.keys))
+        .collect::<Result<Vec<_>, _>>()?;
     state
         .audit
         .record(AuditEvent::by(&auth, actions::USER_LIST, "user"))
@@ -225,7 +360,7 @@ pub async fn read(
     Authorized(auth, _): Authorized<perm::UsersManage>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<User>, Error> {
-    let user = fetch(&state.pool, id).await?;
+    let user = fetch(&state.pool, &state.keys, id).await?;
     state
         .audit
         .record(AuditEvent::by(&auth, actions::USER_READ, "user").resource(id))
@@ -278,7 +413,7 @@ pub async fn update(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Json<User>, Error> {
-    let current = fetch(&state.pool, id).await?;
+    let current = fetch(&state.pool, &state.keys, id).await?;
     let role = body.role.unwrap_or(current.role.0);
     let patient_id = body.patient_id.or(current.patient_id);
     if patient_id.is_some() && role != Role::Patient {
@@ -304,7 +439,7 @@ pub async fn update(
          role = $4, patient_id = $5, password_hash = COALESCE($6, password_hash), updated_at = now() \
          WHERE id = $1 RETURNING {USER_COLUMNS}"
     );
-    let res = sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+    let res = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(body.display_name.as_deref().map(str::trim))
         .bind(body.active)
@@ -314,7 +449,7 @@ pub async fn update(
         .fetch_one(&mut *tx)
         .await;
     let user = match res {
-        Ok(u) => u,
+        Ok(u) => u.into_user(&state.keys)?,
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("users_patient_id_key") => {
             return Err(Error::conflict(
                 "this patient record is already linked to an account",
