@@ -28,6 +28,8 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     pub login_rate_limit_per_minute: u32,
     pub audit_retention_days: u32,
+    /// Soft-deleted patients are purged after this many days (≥ [`crate::retention::MIN_PATIENT_RETENTION_DAYS`]).
+    pub patient_retention_days: u32,
     pub cors_allowed_origins: Vec<HeaderValue>,
     pub self_registration: bool,
     pub log_level: String,
@@ -159,6 +161,17 @@ impl Config {
         let rpm = positive(env, "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE", 600)?;
         let login_rpm = positive(env, "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE", 5)?;
         let retention = positive(env, "CADUCEUS_AUDIT_RETENTION_DAYS", 2190)?;
+        let patient_retention = positive(
+            env,
+            "CADUCEUS_PATIENT_RETENTION_DAYS",
+            crate::retention::DEFAULT_PATIENT_RETENTION_DAYS,
+        )?;
+        if patient_retention < crate::retention::MIN_PATIENT_RETENTION_DAYS {
+            return Err(ConfigError(format!(
+                "CADUCEUS_PATIENT_RETENTION_DAYS={patient_retention} is below the minimum of {} days (6 years)",
+                crate::retention::MIN_PATIENT_RETENTION_DAYS
+            )));
+        }
         let mut cors_allowed_origins = Vec::new();
         if let Some(list) = env.get("CADUCEUS_CORS_ALLOWED_ORIGINS") {
             for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
@@ -211,6 +224,7 @@ impl Config {
             rate_limit_per_minute: rpm,
             login_rate_limit_per_minute: login_rpm,
             audit_retention_days: retention,
+            patient_retention_days: patient_retention,
             cors_allowed_origins,
             self_registration,
             log_level,
@@ -261,6 +275,7 @@ mod tests {
         assert_eq!(c.rate_limit_per_minute, 600);
         assert_eq!(c.login_rate_limit_per_minute, 5);
         assert_eq!(c.audit_retention_days, 2190);
+        assert_eq!(c.patient_retention_days, 3650);
         assert!(!c.self_registration);
         env.insert("REDIS_URL".into(), "".into());
         env.insert(
@@ -297,6 +312,16 @@ mod tests {
                 "greater than 0",
             ),
             ("CADUCEUS_SELF_REGISTRATION", "yes", "true or false"),
+            (
+                "CADUCEUS_PATIENT_RETENTION_DAYS",
+                "30",
+                "CADUCEUS_PATIENT_RETENTION_DAYS=30 is below the minimum of 2190 days",
+            ),
+            (
+                "CADUCEUS_PATIENT_RETENTION_DAYS",
+                "ten years",
+                "CADUCEUS_PATIENT_RETENTION_DAYS",
+            ),
             (
                 "CADUCEUS_CORS_ALLOWED_ORIGINS",
                 "*",

@@ -19,6 +19,7 @@
 //! | [`health`] | probes, admin router (`/metrics`, `/health/detailed`, `/internal/compliance`), [`health::MIGRATOR`] |
 //! | [`ratelimit`] | Redis GCRA limiter + local `governor` fallback |
 //! | [`middleware`] | request id, security headers, problem normalisation, HTTP metrics, logs |
+//! | [`retention`] | daily purge of soft-deleted patients past `CADUCEUS_PATIENT_RETENTION_DAYS` |
 //! | [`rotate`] | `rotate-keys` (add new encrypted tables to [`rotate::ENCRYPTED_TABLES`]) |
 //! | [`openapi`] | OpenAPI 3.1 document + docs page (add handlers to its `paths(...)`) |
 //! | [`testing`] | test helpers (fresh app on a `#[sqlx::test]` pool + Redis, users of every role) |
@@ -80,6 +81,7 @@ pub mod patients;
 pub mod prescriptions;
 pub mod ratelimit;
 pub mod rbac;
+pub mod retention;
 pub mod rotate;
 pub mod state;
 pub mod testing;
@@ -207,15 +209,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin_addr}: {e}"))?;
     tracing::info!(%http_addr, %admin_addr, "caduceus-api listening");
 
-    // audit retention: purge the expired prefix of the chain at startup and then daily
+    // retention and conversions, at startup and then daily: the expired prefix of the audit
+    // chain, patients soft-deleted longer than their retention, and account e-mails still in
+    // plaintext (written by an older release during a rolling upgrade)
     let purge_pool = pool.clone();
     let retention = state.config.audit_retention_days;
+    let patient_retention = state.config.patient_retention_days;
+    let purge_keys = state.keys.clone();
     let purge = tokio::spawn(async move {
         loop {
             match audit::purge_expired(&purge_pool, retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged audit events past retention"),
                 Err(e) => tracing::warn!(error = %error_kind(&e), "audit retention purge failed"),
+            }
+            match retention::purge_deleted_patients(&purge_pool, patient_retention).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(patients = n, "purged soft-deleted patients past retention")
+                }
+                Err(e) => tracing::warn!(error = %error_kind(&e), "patient retention purge failed"),
+            }
+            match users::encrypt_legacy_emails(&purge_pool, &purge_keys, 500).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "encrypted plaintext account e-mails"),
+                Err(e) => {
+                    tracing::warn!(error = %error_kind(&e), "account e-mail encryption failed")
+                }
             }
             tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
         }

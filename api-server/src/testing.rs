@@ -45,6 +45,7 @@ pub fn test_config() -> Config {
         rate_limit_per_minute: 100_000,
         login_rate_limit_per_minute: 10_000,
         audit_retention_days: 2190,
+        patient_retention_days: 3650,
         cors_allowed_origins: Vec::new(),
         self_registration: false,
         log_level: "info".into(),

@@ -359,3 +359,143 @@ async fn break_glass_search_is_audited_per_record(pool: PgPool) {
     assert_eq!(audit_count(&app, "patient.break_glass", Some(&id)).await, 1);
     assert_eq!(app.state.metrics.break_glass_access_total.get(), 1);
 }
+
+/// Retention: soft-deleted patients older than `CADUCEUS_PATIENT_RETENTION_DAYS` (never fewer than
+/// 2190) are hard-deleted with their appointments, prescriptions and care team; recent deletions
+/// and live records stay; each purge is audited without PHI.
+#[sqlx::test]
+async fn retention_purges_old_soft_deleted_patients(pool: PgPool) {
+    use caduceus_api::retention::purge_deleted_patients;
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let doc = app.user(Role::Physician).await;
+    let nurse = app.user(Role::Nurse).await;
+    // with an appointment, a prescription, a care team and a linked patient account each
+    let mut ids = Vec::new();
+    for (i, tag) in ["purgeOld", "purgeMid", "purgeRecent", "purgeLive"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = create_patient(&app, &doc, tag).await;
+        let start = chrono::Utc::now() + chrono::Duration::days(2 + i as i64);
+        let r = app
+            .post(
+                "/api/v1/appointments",
+                &admin.token,
+                json!({"patient_id": id, "practitioner_id": doc.id, "start": start.to_rfc3339(),
+                       "end": (start + chrono::Duration::minutes(20)).to_rfc3339(),
+                       "reason": format!("Reason{tag}")}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let r = app
+            .post(
+                "/api/v1/prescriptions",
+                &doc.token,
+                json!({"patient_id": id, "medication": {"name": "Paracetamol"}, "dose": "500 mg",
+                       "route": "oral", "frequency": "twice daily", "duration_days": 5}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let r = app
+            .post(
+                &format!("/api/v1/patients/{id}/care-team"),
+                &admin.token,
+                json!({"user_id": nurse.id}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        app.patient_user(id.parse().unwrap()).await;
+        ids.push(id);
+    }
+    // soft-delete three of them, backdated: 4000, 3000 and 10 days ago
+    for (id, days) in ids.iter().zip([4000, 3000, 10]) {
+        assert_eq!(
+            app.delete(&format!("/api/v1/patients/{id}"), &admin.token)
+                .await
+                .status,
+            204
+        );
+        sqlx::query("UPDATE patients SET deleted_at = now() - make_interval(days => $2) WHERE id = $1::uuid")
+            .bind(id)
+            .bind(days)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    let exists = |id: String| {
+        let pool = app.pool.clone();
+        async move {
+            let mut counts = Vec::new();
+            for table in [
+                "patients",
+                "appointments",
+                "prescriptions",
+                "care_team",
+                "users",
+            ] {
+                let col = if table == "patients" {
+                    "id"
+                } else {
+                    "patient_id"
+                };
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {table} WHERE {col} = $1::uuid"
+                )))
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                counts.push(n);
+            }
+            counts
+        }
+    };
+    for id in &ids {
+        assert!(
+            exists(id.clone()).await.iter().all(|n| *n > 0),
+            "{id} complete before"
+        );
+    }
+
+    // default retention (10 years): only the 4000-day-old deletion goes
+    assert_eq!(purge_deleted_patients(&app.pool, 3650).await.unwrap(), 1);
+    assert_eq!(exists(ids[0].clone()).await, vec![0, 0, 0, 0, 0]);
+    for id in &ids[1..] {
+        assert!(exists(id.clone()).await.iter().all(|n| *n > 0), "{id} kept");
+    }
+    // the linked account is unlinked and deactivated, not deleted
+    let (active, left): (bool, i64) = sqlx::query_as(
+        "SELECT bool_or(active), count(*) FROM users WHERE role = 'patient' AND patient_id IS NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((active, left), (false, 1));
+    assert_eq!(audit_count(&app, "patient.purge", Some(&ids[0])).await, 1);
+    let (actor, outcome, purpose): (Option<uuid::Uuid>, String, String) = sqlx::query_as(
+        "SELECT actor_id, outcome, purpose FROM audit_events WHERE action = 'patient.purge'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((actor, outcome.as_str()), (None, "success"));
+    assert_eq!(purpose, "retention: soft-deleted more than 3650 days ago");
+    // nothing left to do: a re-run purges nothing
+    assert_eq!(purge_deleted_patients(&app.pool, 3650).await.unwrap(), 0);
+
+    // a retention below six years is raised to 2190 days: the 3000-day-old deletion goes, the
+    // 10-day-old one and the live record stay
+    assert_eq!(purge_deleted_patients(&app.pool, 30).await.unwrap(), 1);
+    assert_eq!(exists(ids[1].clone()).await, vec![0, 0, 0, 0, 0]);
+    for id in &ids[2..] {
+        assert!(exists(id.clone()).await.iter().all(|n| *n > 0), "{id} kept");
+    }
+    assert_eq!(audit_count(&app, "patient.purge", None).await, 2);
+    assert!(
+        caduceus_api::audit::verify_chain(&app.pool)
+            .await
+            .unwrap()
+            .valid
+    );
+}

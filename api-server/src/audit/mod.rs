@@ -72,6 +72,8 @@ pub mod actions {
     pub const AUDIT_READ: &str = "audit.read";
     pub const AUDIT_VERIFY: &str = "audit.verify";
     pub const KEYS_ROTATE: &str = "keys.rotate";
+    /// A soft-deleted patient hard-deleted after `CADUCEUS_PATIENT_RETENTION_DAYS` (`serve`).
+    pub const PATIENT_PURGE: &str = "patient.purge";
 }
 
 /// One audit record before it is chained.
@@ -122,6 +124,17 @@ impl AuditEvent {
             user_agent: Some(format!("caduceus-api/{} cli", env!("CARGO_PKG_VERSION"))),
             request_id: None,
             purpose: None,
+        }
+    }
+
+    /// Event performed by the server itself (scheduled maintenance; no request, no actor).
+    pub fn system(action: &str, resource_type: &str) -> Self {
+        Self {
+            user_agent: Some(format!(
+                "caduceus-api/{} scheduler",
+                env!("CARGO_PKG_VERSION")
+            )),
+            ..Self::cli(action, resource_type)
         }
     }
 
