@@ -31,6 +31,8 @@ pub struct Config {
     /// Soft-deleted patients are purged after this many days (≥ [`crate::retention::MIN_PATIENT_RETENTION_DAYS`]).
     pub patient_retention_days: u32,
     pub cors_allowed_origins: Vec<HeaderValue>,
+    /// Proxies whose `X-Forwarded-For` is believed (`CADUCEUS_TRUSTED_PROXIES`; empty = none).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub self_registration: bool,
     pub log_level: String,
     /// Prefix of every Redis key (tests use a unique one each). Not an env contract.
@@ -190,6 +192,7 @@ impl Config {
                 cors_allowed_origins.push(v);
             }
         }
+        let trusted_proxies = trusted_proxies(env)?;
         let self_registration = match env
             .get("CADUCEUS_SELF_REGISTRATION")
             .as_deref()
@@ -226,6 +229,7 @@ impl Config {
             audit_retention_days: retention,
             patient_retention_days: patient_retention,
             cors_allowed_origins,
+            trusted_proxies,
             self_registration,
             log_level,
             redis_key_prefix: "caduceus:".into(),
@@ -241,6 +245,29 @@ impl Config {
             || u.contains("sslmode=verify-ca")
             || u.contains("sslmode=require")
     }
+}
+
+/// `CADUCEUS_TRUSTED_PROXIES`: comma-separated CIDRs (a bare address means that one host);
+/// unset or empty = trust no proxy.
+pub fn trusted_proxies(env: &dyn Env) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let Some(list) = env.get("CADUCEUS_TRUSTED_PROXIES") else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "CADUCEUS_TRUSTED_PROXIES: {entry:?} is not a CIDR (e.g. 10.0.0.0/8) or IP address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -276,6 +303,7 @@ mod tests {
         assert_eq!(c.login_rate_limit_per_minute, 5);
         assert_eq!(c.audit_retention_days, 2190);
         assert_eq!(c.patient_retention_days, 3650);
+        assert!(c.trusted_proxies.is_empty());
         assert!(!c.self_registration);
         env.insert("REDIS_URL".into(), "".into());
         env.insert(
@@ -283,7 +311,19 @@ mod tests {
             "https://a.example, https://b.example".into(),
         );
         env.insert("CADUCEUS_SELF_REGISTRATION".into(), "true".into());
+        env.insert(
+            "CADUCEUS_TRUSTED_PROXIES".into(),
+            " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,".into(),
+        );
         let c = Config::from_env(&env).unwrap();
+        assert_eq!(
+            c.trusted_proxies,
+            vec![
+                "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "192.168.1.7/32".parse().unwrap(),
+                "fd00::/8".parse().unwrap()
+            ]
+        );
         assert!(c.redis_url.is_none());
         assert_eq!(c.cors_allowed_origins.len(), 2);
         assert!(c.self_registration);
@@ -312,6 +352,16 @@ mod tests {
                 "greater than 0",
             ),
             ("CADUCEUS_SELF_REGISTRATION", "yes", "true or false"),
+            (
+                "CADUCEUS_TRUSTED_PROXIES",
+                "10.0.0.0/8, proxy.internal",
+                "CADUCEUS_TRUSTED_PROXIES: \"proxy.internal\" is not a CIDR",
+            ),
+            (
+                "CADUCEUS_TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "CADUCEUS_TRUSTED_PROXIES: \"10.0.0.0/33\"",
+            ),
             (
                 "CADUCEUS_PATIENT_RETENTION_DAYS",
                 "30",

@@ -143,7 +143,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The public router's cross-cutting layers (innermost first): panic → 500 problem, body
-/// limit, timeout, CORS, then [`middleware::observe`] (request id, security headers,
+/// limit, timeout, CORS, client IP ([`middleware::resolve_client_ip`]), then [`middleware::observe`] (request id, security headers,
 /// problem+json normalisation, metrics, access log).
 pub fn with_common_layers(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router
@@ -154,6 +154,10 @@ pub fn with_common_layers(router: Router<AppState>, state: &AppState) -> Router<
             state.config.request_timeout,
         ))
         .layer(cors(&state.config))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::resolve_client_ip,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             middleware::observe,

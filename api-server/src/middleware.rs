@@ -1,7 +1,7 @@
 //! Cross-cutting HTTP middleware: request id, security headers, problem+json normalisation,
 //! HTTP metrics and PHI-free access logs ([`observe`]), plus the [`RequestMeta`] extractor.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
@@ -47,11 +47,79 @@ impl RequestMeta {
     }
 }
 
-/// Peer IP from `ConnectInfo` (set by `serve`; tests insert it), or `unknown`.
+/// The client address resolved by [`resolve_client_ip`] (request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// Client IP: the one [`resolve_client_ip`] found (peer, or `X-Forwarded-For` behind a trusted
+/// proxy), else the peer from `ConnectInfo` (set by `serve`; tests insert it), else `unknown`.
 pub fn client_ip(ext: &http::Extensions) -> String {
+    if let Some(ClientIp(ip)) = ext.get::<ClientIp>() {
+        return ip.to_string();
+    }
     ext.get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip().to_canonical().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The client address of a request that came from `peer` with these `X-Forwarded-For` values
+/// (in header order), trusting only proxies in `trusted`.
+///
+/// The peer is the client unless it is a trusted proxy. Then `X-Forwarded-For` is walked from
+/// the right (each proxy appends the address it saw): the first address that is not itself a
+/// trusted proxy is the client. Everything left of it was written by the client and is ignored.
+/// If an entry is malformed the walk stops at the nearest trusted hop to its right (nothing
+/// further left can be trusted); if every entry is trusted, the leftmost one is the client.
+pub fn resolve_forwarded(peer: IpAddr, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer.to_canonical();
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries = forwarded_for
+        .iter()
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for entry in entries.into_iter().rev() {
+        let Some(ip) = parse_forwarded_entry(entry.trim()) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// `1.2.3.4`, `2001:db8::1`, and the `1.2.3.4:5678` / `[2001:db8::1]:5678` forms some proxies write.
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
+}
+
+/// Resolve the client address once per request (`CADUCEUS_TRUSTED_PROXIES`) and store it as
+/// [`ClientIp`]: rate limiting and the audit trail's `client_ip` read it via [`client_ip`].
+pub async fn resolve_client_ip(
+    State(state): State<crate::state::AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        let values: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = resolve_forwarded(peer.ip(), &values, &state.config.trusted_proxies);
+        req.extensions_mut().insert(ClientIp(ip));
+    }
+    next.run(req).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
@@ -181,5 +249,87 @@ pub async fn catch_panic(req: Request, next: Next) -> Response {
             Problem::from_status(StatusCode::INTERNAL_SERVER_ERROR)
                 .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::resolve_forwarded;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_the_header_says() {
+        assert_eq!(
+            resolve_forwarded(ip("203.0.113.5"), &["198.51.100.1"], &[]),
+            ip("203.0.113.5")
+        );
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            resolve_forwarded(ip("203.0.113.5"), &["198.51.100.1"], &t),
+            ip("203.0.113.5")
+        );
+        // empty list = trust nobody, even a private peer
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["198.51.100.1"], &[]),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn trusted_peer_rightmost_untrusted_entry_wins() {
+        let t = nets(&["10.0.0.0/8", "fd00::/8"]);
+        // client 198.51.100.1 → proxy 10.1.1.1 → proxy 10.0.0.2 (peer)
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["198.51.100.1, 10.1.1.1"], &t),
+            ip("198.51.100.1")
+        );
+        // a spoofed entry left of the real client is ignored
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["1.1.1.1, 198.51.100.1"], &t),
+            ip("198.51.100.1")
+        );
+        // several header lines are one list, in order
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["1.1.1.1", "198.51.100.1,10.9.9.9"], &t),
+            ip("198.51.100.1")
+        );
+        // ports and IPv6 forms; IPv4-mapped IPv6 matches IPv4 ranges
+        assert_eq!(
+            resolve_forwarded(ip("::ffff:10.0.0.2"), &["[2001:db8::7]:4711"], &t),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            resolve_forwarded(ip("fd00::1"), &["198.51.100.1:80"], &t),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn trusted_peer_without_usable_header() {
+        let t = nets(&["10.0.0.0/8"]);
+        // no header: the peer
+        assert_eq!(resolve_forwarded(ip("10.0.0.2"), &[], &t), ip("10.0.0.2"));
+        // malformed rightmost entry: stop at the nearest trusted hop
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["198.51.100.1, garbage"], &t),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["garbage, 10.3.3.3"], &t),
+            ip("10.3.3.3")
+        );
+        // every entry trusted: the leftmost (the client is inside the trusted range)
+        assert_eq!(
+            resolve_forwarded(ip("10.0.0.2"), &["10.5.5.5, 10.3.3.3"], &t),
+            ip("10.5.5.5")
+        );
     }
 }

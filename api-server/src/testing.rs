@@ -47,6 +47,7 @@ pub fn test_config() -> Config {
         audit_retention_days: 2190,
         patient_retention_days: 3650,
         cors_allowed_origins: Vec::new(),
+        trusted_proxies: Vec::new(),
         self_registration: false,
         log_level: "info".into(),
         redis_key_prefix: format!("caduceus-test:{}:", Uuid::new_v4()),

@@ -623,3 +623,70 @@ async fn hung_redis_costs_one_timeout_not_one_per_request(pool: PgPool) {
     assert!(app.state.limiter.degraded());
     drop(silent);
 }
+
+/// `CADUCEUS_TRUSTED_PROXIES`: `X-Forwarded-For` decides the client IP (audit `client_ip`, rate
+/// limit bucket) only when the direct peer is a trusted proxy.
+#[sqlx::test]
+async fn forwarded_for_is_trusted_only_from_trusted_proxies(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    cfg.rate_limit_per_minute = 2;
+    let mut via_proxy = TestApp::with_config(pool, cfg).await;
+    via_proxy.client_ip = [10, 0, 0, 2].into();
+    let mut direct = via_proxy.clone();
+    direct.client_ip = [198, 51, 100, 7].into();
+    let req = |xff: &str| {
+        axum::http::Request::builder()
+            .uri("/api/v1/auth/login")
+            .method("POST")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", xff)
+            .body(axum::body::Body::from(
+                json!({"email": "nobody@test.example", "password": "wrong password"}).to_string(),
+            ))
+            .unwrap()
+    };
+    let failures_from = |ip: &'static str| {
+        let pool = via_proxy.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM audit_events WHERE action = 'auth.login_failed' AND client_ip = $1",
+            )
+            .bind(ip)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // trusted peer: the rightmost untrusted address is the client (the spoofed one left of it is not)
+    let r = via_proxy.send(req("6.6.6.6, 203.0.113.9, 10.1.1.1")).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(failures_from("203.0.113.9").await, 1);
+    // untrusted peer: the header is ignored
+    let r = direct.send(req("203.0.113.50")).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(failures_from("198.51.100.7").await, 1);
+    assert_eq!(failures_from("203.0.113.50").await, 0);
+    assert_eq!(failures_from("6.6.6.6").await, 0);
+
+    // rate limit (2 per minute per client IP): behind the proxy every client has its own bucket
+    let get = |xff: &str| {
+        axum::http::Request::builder()
+            .uri("/api/v1/openapi.json")
+            .header("x-forwarded-for", xff)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let mut statuses = Vec::new();
+    for xff in ["192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2"] {
+        statuses.push(via_proxy.send(get(xff)).await.status);
+    }
+    assert_eq!(statuses, vec![200, 200, 429, 200]);
+    // a direct client cannot escape its bucket by inventing X-Forwarded-For values (its first
+    // request above already used one of its two)
+    let mut statuses = Vec::new();
+    for xff in ["192.0.2.3", "192.0.2.4"] {
+        statuses.push(direct.send(get(xff)).await.status);
+    }
+    assert_eq!(statuses, vec![200, 429]);
+}
