@@ -7,7 +7,7 @@
 //! | [`config`] | env configuration (`docs/contracts.md`), refuses bad keys |
 //! | [`state`] | [`state::AppState`]: pool, config, key ring, metrics, audit writer, limiter |
 //! | [`error`] | the one [`error::Error`] → RFC 9457 problem+json; [`error::ApiJson`] body extractor + [`error::Validate`] |
-//! | [`auth`] | login/refresh/logout/me/register, the [`auth::AuthUser`] extractor (JWT + live session check) |
+//! | [`auth`] | login/refresh/logout/me/register, the [`auth::AuthUser`] extractor (JWT + live session check) and [`auth::Authorized`] (+ role check, before the body) |
 //! | [`rbac`] | THE permission matrix ([`rbac::allows`]) and record-level access ([`rbac::patient_access`]) |
 //! | [`audit`] | [`audit::AuditEvent`], the group-commit [`audit::AuditWriter`], `/audit-events` |
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
@@ -30,9 +30,9 @@
 //! pub fn router() -> Router<AppState> {
 //!     Router::new().route("/appointments", get(list).post(create))
 //! }
-//! async fn create(State(state): State<AppState>, auth: AuthUser,
+//! async fn create(State(state): State<AppState>,
+//!                 Authorized(auth, _): Authorized<perm::AppointmentBook>,  // 401/403 before the body
 //!                 ApiJson(body): ApiJson<NewAppointment>) -> Result<(StatusCode, Json<Appointment>), Error> {
-//!     auth.require(&state, Permission::AppointmentBook).await?;           // role check (rbac.rs)
 //!     let reason = state.keys.encrypt_str(Aad { table: "appointments", row: id, column: "reason" }, &body.reason);
 //!     // ... runtime sqlx::query_as + FromRow; 23P01 (exclusion) maps to 409 via From<sqlx::Error>
 //!     state.audit.record(AuditEvent::by(&auth, "appointment.create", "appointment")
