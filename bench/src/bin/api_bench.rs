@@ -260,7 +260,8 @@ async fn start_api(bin: &Path, db_url: &str, redis_url: &str, dir: &Path) -> Res
                 "--password-file",
             ])
             .arg(&pw)
-            .env("DATABASE_URL", db_url),
+            .env("DATABASE_URL", db_url)
+            .env("CADUCEUS_PHI_KEYS_FILE", keys.join("phi-keys.json")),
         "caduceus-api create-admin",
     )?;
     let (port, admin_port) = (free_port()?, free_port()?);
