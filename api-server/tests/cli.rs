@@ -373,6 +373,14 @@ async fn serve_over_tcp_and_shut_down_gracefully(pool: PgPool) {
     let url = db_url(&pool).await;
     let dir = tempfile::tempdir().unwrap();
     crypto::write_key_files(dir.path()).unwrap();
+    // an account from before migration 0102 (plaintext e-mail): serve encrypts it before serving
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, role, display_name) \
+         VALUES (gen_random_uuid(), 'Before.0102@test.example', 'x', 'nurse', 'Legacy')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let (api, admin) = (free_port(), free_port());
     let mut child = Command::new(BIN)
         .arg("serve")
@@ -399,6 +407,18 @@ async fn serve_over_tcp_and_shut_down_gracefully(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let (plain, enc, bidx): (Option<String>, Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT email, email_enc, email_bidx FROM users")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(plain, None);
+    let keys = KeyRing::load(&dir.path().join("phi-keys.json")).unwrap();
+    assert_eq!(
+        bidx,
+        caduceus_api::users::email_index(&keys, "before.0102@test.example")
+    );
+    assert!(!String::from_utf8_lossy(&enc).contains("Before"));
     assert!(ready.to_lowercase().contains("x-request-id"));
     let metrics = http_get(admin, "/metrics").unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
