@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -59,6 +62,23 @@ pub struct RedisObjects {
     pub service: Service,
 }
 
+/// Backup objects ([`backup`], [`backup_cnpg`]). Their NetworkPolicies are part of
+/// [`Children::network_policies`].
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct BackupObjects {
+    /// The scheduled backup (agent backups only; deleted when `None`).
+    pub cron_job: Option<CronJob>,
+    /// `<platform>-backup-key`, generated once (never deleted: it decrypts existing backups).
+    pub key_secret: Option<Secret>,
+    /// PVC of a `pvc` destination (never deleted by apply: it holds the backups; the
+    /// finalizer applies `deletionPolicy` to it).
+    pub pvc: Option<PersistentVolumeClaim>,
+    /// Job of a `caduceus.io/backup-now` token not handled yet (created once, never deleted).
+    pub on_demand_job: Option<Job>,
+    /// CloudNativePG ScheduledBackup (delegated backups; deleted when `None`).
+    pub scheduled_backup: Option<DynamicObject>,
+}
+
 /// Every child of a platform. `None` / empty means "must not exist" (apply deletes it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
@@ -81,8 +101,9 @@ pub struct Children {
     pub api_hpa: Option<HorizontalPodAutoscaler>,
     pub api_pdb: Option<PodDisruptionBudget>,
     pub api_ingress: Option<Ingress>,
-    /// Empty when `networkPolicy.enabled` is false.
+    /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies.
     pub network_policies: Vec<NetworkPolicy>,
+    pub backup: BackupObjects,
     /// ServiceMonitors, PrometheusRule and dashboard (`monitoring.enabled`; applied only when the
     /// Prometheus Operator CRDs are served).
     pub monitoring: Option<monitoring::MonitoringObjects>,
@@ -95,13 +116,15 @@ pub fn build_children(
     generator: &mut SecretGenerator,
 ) -> Children {
     let config = config_map::build(p);
+    let mut network_policies = network_policy::build(p);
+    network_policies.extend(backup::network_policies(p));
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
         postgres_tls: secrets::postgres_tls(p, existing, generator),
         redis_credentials: secrets::redis_credentials(p, existing, generator),
         api_secrets: secrets::api_secrets(p, existing, generator),
         postgres: postgres::build(p),
-        cnpg_cluster: cnpg::build(p),
+        cnpg_cluster: cnpg::build(p).map(|c| backup_cnpg::with_backup(p, c)),
         redis: redis::build(p),
         api_service_account: service_account::build(p),
         api_deployment: deployment::build(p, &config),
@@ -110,7 +133,14 @@ pub fn build_children(
         api_hpa: hpa::build(p),
         api_pdb: pdb::build(p),
         api_ingress: ingress::build(p),
-        network_policies: network_policy::build(p),
+        network_policies,
+        backup: BackupObjects {
+            cron_job: backup::cron_job(p),
+            key_secret: backup::key_secret(p, existing, generator),
+            pvc: backup::pvc(p),
+            on_demand_job: backup::on_demand_job(p, p.backup_now.as_deref()),
+            scheduled_backup: backup_cnpg::scheduled_backup(p),
+        },
         monitoring: monitoring::build(p),
     }
 }
