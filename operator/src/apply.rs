@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
 use crate::build::monitoring::{self, MonitoringObjects};
 use crate::build::{
     backup, backup_cnpg, cnpg, BackupObjects, Children, ExistingSecrets, PostgresObjects,
@@ -507,8 +508,8 @@ impl Applier<'_> {
             }
             None => self.delete::<Ingress>(&names.api()).await?,
         }
-        self.apply_backup(p, backup, cnpg_installed, &mut observed, &mut drift)
-            .await?;
+        // Boxed: keeps the reconcile future small enough for a worker thread's stack.
+        Box::pin(self.apply_backup(p, backup, cnpg_installed, &mut observed, &mut drift)).await?;
         observed.monitoring = self.apply_monitoring(p, monitoring, &mut drift).await?;
         observed.drift_corrected = drift;
         Ok(observed)
@@ -549,16 +550,13 @@ impl Applier<'_> {
             let sb = backup_cnpg::scheduled_backup_resource();
             match scheduled_backup {
                 Some(obj) => {
-                    self.apply_dynamic_as(&obj, &sb, backup_cnpg::SCHEDULED_BACKUP_KIND, drift)
+                    self.apply_dynamic_as(&obj, &sb, SCHEDULED_BACKUP_KIND, drift)
                         .await?;
                 }
                 None => {
-                    self.delete_dynamic(
-                        &sb,
-                        backup_cnpg::SCHEDULED_BACKUP_KIND,
-                        &names.cnpg_scheduled_backup(),
-                    )
-                    .await?
+                    let name = names.cnpg_scheduled_backup();
+                    self.delete_dynamic(&sb, SCHEDULED_BACKUP_KIND, &name)
+                        .await?
                 }
             }
         }

@@ -316,7 +316,8 @@ async fn apply_platform(
         namespace: &ns,
         tracker: &ctx.drift,
     };
-    let observed = match applier.apply_all(&p, children, cnpg_installed).await {
+    // Boxed: the apply future is large; keep it off the worker thread's stack.
+    let observed = match Box::pin(applier.apply_all(&p, children, cnpg_installed)).await {
         Ok(o) => o,
         Err(err) => {
             if let Err(status_err) = write_status(ctx, &hp, Outcome::ApplyFailed(&err)).await {
