@@ -883,4 +883,15 @@ mod tests {
         t.forget("ns", "demo");
         assert_eq!(t.len(), 1);
     }
+
+    #[test]
+    fn the_generated_backup_key_is_a_generated_secret() {
+        use crate::build::test_support::platform;
+        let p = platform(|_| {});
+        assert!(generated_secret_names(&p).contains(&p.names.backup_key()));
+        let own = platform(|s| s.backup.encryption_key_secret_ref = Some("mine".into()));
+        assert!(!generated_secret_names(&own).contains(&own.names.backup_key()));
+        let off = platform(|s| s.backup.enabled = false);
+        assert!(!generated_secret_names(&off).contains(&off.names.backup_key()));
+    }
 }

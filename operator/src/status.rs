@@ -851,4 +851,78 @@ mod tests {
             ("False", "Disabled")
         );
     }
+
+    #[test]
+    fn backup_healthy_follows_status_backup() {
+        use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+        let obj = hp(|_| {});
+        let p = validate(&obj, "d").unwrap();
+        let now = t(1_800_000_000);
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), now.clone());
+        let c = condition(&s, BACKUP_HEALTHY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NoBackupYet")
+        );
+        assert_eq!(
+            s.phase,
+            Phase::Ready,
+            "backup health does not change the phase"
+        );
+        assert!(s.backup.unwrap().next_scheduled_time.is_some());
+
+        // A Job completed 10 minutes ago, recorded together with the on-demand Job.
+        let mut obs = observed(&p, 2);
+        obs.backup_jobs = vec![k8s_openapi::api::batch::v1::Job {
+            metadata: kube::api::ObjectMeta {
+                name: Some("demo-backup-1".into()),
+                ..Default::default()
+            },
+            status: Some(JobStatus {
+                succeeded: Some(1),
+                conditions: Some(vec![JobCondition {
+                    type_: "Complete".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(t(1_800_000_000 - 600)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            spec: None,
+        }];
+        obs.on_demand_job = Some("demo-backup-now-abc".into());
+        let s = compute(&obj, Outcome::Observed(&p, &obs), now.clone());
+        let b = s.backup.clone().unwrap();
+        assert_eq!(b.last_successful_time, Some(t(1_800_000_000 - 600)));
+        assert_eq!(b.last_on_demand_job.as_deref(), Some("demo-backup-now-abc"));
+        assert_eq!(condition(&s, BACKUP_HEALTHY).reason, "BackupWithinRpo");
+        // Two hours later with nothing new: RpoExceeded.
+        let mut later = obj.clone();
+        later.status = Some(s);
+        let s = compute(
+            &later,
+            Outcome::Observed(&p, &observed(&p, 2)),
+            t(1_800_000_000 + 7200),
+        );
+        let c = condition(&s, BACKUP_HEALTHY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RpoExceeded")
+        );
+        assert_eq!(
+            s.backup.unwrap().last_on_demand_job.as_deref(),
+            Some("demo-backup-now-abc"),
+            "kept"
+        );
+
+        // CloudNativePG with a pvc destination cannot delegate.
+        let cnpg = hp(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        let p = validate(&cnpg, "d").unwrap();
+        let s = compute(&cnpg, Outcome::Observed(&p, &observed(&p, 2)), now);
+        let c = condition(&s, BACKUP_HEALTHY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "DestinationUnsupported")
+        );
+    }
 }

@@ -746,4 +746,97 @@ mod tests {
         assert!(!v.autoscaling());
         assert_eq!(v.api_min_replicas(), 0);
     }
+
+    #[test]
+    fn backup_now_token_is_pending_until_status_records_its_job() {
+        use crate::crd::{BackupStatus, HealthcarePlatformStatus};
+        let mut hp = platform(HealthcarePlatformSpec::default());
+        assert_eq!(validate(&hp, "d").unwrap().backup_now, None);
+        hp.metadata.annotations = Some(
+            [(ANNOTATION_BACKUP_NOW.to_string(), "  ".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(validate(&hp, "d").unwrap().backup_now, None, "blank token");
+        hp.metadata.annotations = Some(
+            [(ANNOTATION_BACKUP_NOW.to_string(), " tok1 ".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            validate(&hp, "d").unwrap().backup_now.as_deref(),
+            Some("tok1")
+        );
+        // Handled: its Job is recorded in status.backup.
+        let job = Names::new("demo").backup_now_job(&token_hash("tok1"));
+        hp.status = Some(HealthcarePlatformStatus {
+            backup: Some(BackupStatus {
+                last_on_demand_job: Some(job),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(validate(&hp, "d").unwrap().backup_now, None);
+        // Another token is pending again.
+        hp.metadata.annotations = Some(
+            [(ANNOTATION_BACKUP_NOW.to_string(), "tok2".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            validate(&hp, "d").unwrap().backup_now.as_deref(),
+            Some("tok2")
+        );
+    }
+
+    #[test]
+    fn from_backup_is_checked() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup, S3Destination};
+        let from = |name: &str, source: BackupSource, secret: &str| {
+            let mut spec = HealthcarePlatformSpec::default();
+            spec.database.bootstrap = Some(DatabaseBootstrap {
+                from_backup: Some(FromBackup {
+                    name: name.into(),
+                    source,
+                    secret_ref: secret.into(),
+                }),
+            });
+            spec
+        };
+        let claim = BackupSource {
+            s3: None,
+            claim_name: Some("old-backups".into()),
+        };
+        assert!(validate(&platform(from("latest", claim.clone(), "k")), "d").is_ok());
+        assert!(validate(
+            &platform(from("backup-20261122T030000.000Z", claim.clone(), "k")),
+            "d"
+        )
+        .is_ok());
+        let s3 = S3Destination {
+            endpoint: None,
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            credentials_secret_ref: "c".into(),
+            force_path_style: false,
+        };
+        let both = BackupSource {
+            s3: Some(s3),
+            claim_name: Some("x".into()),
+        };
+        let err = validate(&platform(from("../etc", both, "")), "d").unwrap_err();
+        assert_eq!(
+            fields(err),
+            [
+                "spec.database.bootstrap.fromBackup.name",
+                "spec.database.bootstrap.fromBackup.secretRef",
+                "spec.database.bootstrap.fromBackup.source"
+            ]
+        );
+        let mut cnpg = from("latest", claim, "k");
+        cnpg.database.provider = DatabaseProvider::CloudNativePG;
+        let err = validate(&platform(cnpg), "d").unwrap_err();
+        assert_eq!(fields(err), ["spec.database.bootstrap.fromBackup"]);
+    }
 }

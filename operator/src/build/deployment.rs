@@ -532,4 +532,52 @@ mod tests {
         assert_eq!(env(&pod.containers[0], "FOO").value.as_deref(), Some("bar"));
         assert_eq!(pod.node_selector.unwrap()["pool"], "api");
     }
+
+    #[test]
+    fn from_backup_restores_before_migrations() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup};
+        assert_eq!(
+            pod(&build_default(|_| {}))
+                .init_containers
+                .unwrap()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["migrate"]
+        );
+        let d = build_default(|s| {
+            s.database.bootstrap = Some(DatabaseBootstrap {
+                from_backup: Some(FromBackup {
+                    name: "latest".into(),
+                    source: BackupSource {
+                        s3: None,
+                        claim_name: Some("old-backups".into()),
+                    },
+                    secret_ref: "old-key".into(),
+                }),
+            })
+        });
+        let pod = pod(&d);
+        let init = pod.init_containers.clone().unwrap();
+        let order: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["restore", "migrate"]);
+        assert!(container_violations(&init[0]).is_empty());
+        // Same database and CA as the API; every mounted volume exists exactly once.
+        assert_eq!(env(&init[0], "DATABASE_URL"), env(&init[1], "DATABASE_URL"));
+        let volumes: Vec<String> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        for m in init[0].volume_mounts.clone().unwrap() {
+            assert_eq!(
+                volumes.iter().filter(|v| **v == m.name).count(),
+                1,
+                "{} in {volumes:?}",
+                m.name
+            );
+        }
+        assert!(init[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "db-ca"));
+    }
 }

@@ -256,4 +256,79 @@ mod tests {
             assert!(m.owner_references.is_none());
         }
     }
+
+    #[test]
+    fn backup_children_follow_the_spec() {
+        use crate::crd::{DatabaseProvider, S3Destination};
+        let p = platform(|_| {});
+        let c = build_children(
+            &p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert!(c.backup.cron_job.is_some());
+        assert!(c.backup.key_secret.is_some());
+        assert!(c.backup.pvc.is_some(), "default pvc destination");
+        assert!(c.backup.on_demand_job.is_none(), "no token");
+        assert!(c.backup.scheduled_backup.is_none());
+        let names: Vec<String> = c
+            .network_policies
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        for want in backup::all_network_policy_names(&p) {
+            assert!(names.contains(&want), "{want} among {names:?}");
+        }
+
+        let mut pending = p.clone();
+        pending.backup_now = Some("tok1".into());
+        let c = build_children(
+            &pending,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert_eq!(
+            c.backup.on_demand_job.and_then(|j| j.metadata.name),
+            Some(p.names.backup_now_job(&backup::token_hash("tok1")))
+        );
+
+        let off = platform(|s| s.backup.enabled = false);
+        let c = build_children(
+            &off,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert_eq!(c.backup, BackupObjects::default());
+        assert!(c
+            .network_policies
+            .iter()
+            .all(|n| !backup::all_network_policy_names(&off)
+                .contains(n.metadata.name.as_ref().unwrap())));
+
+        // CloudNativePG with S3: delegated (ScheduledBackup + barmanObjectStore, no CronJob).
+        let cnpg = platform(|s| {
+            s.database.provider = DatabaseProvider::CloudNativePG;
+            s.backup.destination.pvc = None;
+            s.backup.destination.s3 = Some(S3Destination {
+                endpoint: None,
+                bucket: "phi".into(),
+                prefix: "demo".into(),
+                region: "eu-central-1".into(),
+                credentials_secret_ref: "s3".into(),
+                force_path_style: false,
+            });
+        });
+        let c = build_children(
+            &cnpg,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert!(c.backup.cron_job.is_none() && c.backup.key_secret.is_none());
+        assert!(c.backup.scheduled_backup.is_some());
+        let cluster = c.cnpg_cluster.expect("cluster");
+        assert_eq!(
+            cluster.data["spec"]["backup"]["barmanObjectStore"]["destinationPath"],
+            "s3://phi/demo/"
+        );
+    }
 }
