@@ -838,3 +838,118 @@ async fn from_backup_restores_before_migrations_and_the_crd_refuses_two_sources(
     );
     env.stop().await;
 }
+
+/// A CRD serving any object of a CloudNativePG kind.
+fn cnpg_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.postgresql.cnpg.io")},
+        "spec": {
+            "group": "postgresql.cnpg.io",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                      "listKind": format!("{kind}List")},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    }))
+    .expect("CRD")
+}
+
+#[tokio::test]
+async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
+    let env = Env::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    for (kind, plural) in [
+        ("Cluster", "clusters"),
+        ("ScheduledBackup", "scheduledbackups"),
+    ] {
+        crds.create(&PostParams::default(), &cnpg_crd(kind, plural))
+            .await
+            .expect("CRD");
+    }
+    let mut s = spec();
+    s["database"] = json!({"provider": "CloudNativePG", "instances": 1});
+    env.create_platform("demo", s).await;
+    let names = Names::new("demo");
+    env.wait_for("the Cluster and the ScheduledBackup", |e| {
+        e.stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+            .is_some()
+            && e.stored(
+                "postgresql.cnpg.io/v1",
+                "ScheduledBackup",
+                &names.cnpg_scheduled_backup(),
+            )
+            .is_some()
+    })
+    .await;
+    let cluster = env
+        .stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+        .expect("cluster");
+    assert_eq!(
+        cluster["spec"]["backup"]["barmanObjectStore"]["destinationPath"],
+        "s3://phi-backups/clinic/demo/"
+    );
+    let sb = env
+        .stored(
+            "postgresql.cnpg.io/v1",
+            "ScheduledBackup",
+            &names.cnpg_scheduled_backup(),
+        )
+        .expect("scheduled backup");
+    assert_eq!(sb["spec"]["schedule"], "0 15 * * * *");
+    assert_eq!(sb["spec"]["cluster"]["name"], names.cnpg_cluster());
+    // No agent CronJob, key Secret or backup NetworkPolicies with delegated backups.
+    assert!(env
+        .stored("batch/v1", "CronJob", &names.backup_cron_job())
+        .is_none());
+    assert!(env.stored("v1", "Secret", &names.backup_key()).is_none());
+    assert!(env
+        .stored(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            &names.netpol_backup_egress()
+        )
+        .is_none());
+
+    // CloudNativePG reports a backup: reflected in status.backup and BackupHealthy.
+    let done = (Timestamp::now() - SignedDuration::from_mins(5)).to_string();
+    env.settle_until_ready().await;
+    let mut status = env
+        .stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+        .expect("cluster")["status"]
+        .clone();
+    status["lastSuccessfulBackup"] = json!(done);
+    assert!(env.standin.set_status(
+        "postgresql.cnpg.io/v1",
+        "Cluster",
+        NS,
+        &names.cnpg_cluster(),
+        status
+    ));
+    // The Cluster is not watched: the periodic re-check or any event picks it up.
+    env.reconcile_again("cnpg-backup").await;
+    env.wait_for("lastSuccessfulTime from CloudNativePG", |e| {
+        e.status()["backup"]["lastSuccessfulTime"].is_string()
+            && e.condition_is("BackupHealthy", "True", "BackupWithinRpo")
+    })
+    .await;
+
+    // Disabling backups removes the ScheduledBackup.
+    env.patch_platform(json!({"spec": {"backup": {"enabled": false}}}))
+        .await;
+    env.wait_for("the ScheduledBackup deleted", |e| {
+        e.stored(
+            "postgresql.cnpg.io/v1",
+            "ScheduledBackup",
+            &names.cnpg_scheduled_backup(),
+        )
+        .is_none()
+    })
+    .await;
+    env.stop().await;
+}
