@@ -278,6 +278,7 @@ impl Applier<'_> {
                 detail: describe(&e),
             })?;
         let key = format!("{kind}/{}/{name}", self.namespace);
+        self.tracker.absent().remove(&key);
         let fp = Fingerprint {
             desired: desired_hash(obj),
             uid: live.metadata.uid.clone().unwrap_or_default(),
@@ -293,23 +294,36 @@ impl Applier<'_> {
         Ok(live)
     }
 
-    /// Deletes a custom resource that must not exist; 404 is success.
+    /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
+    /// known absent.
     async fn delete_dynamic(
         &self,
         ar: &ApiResource,
         kind: &'static str,
         name: &str,
     ) -> Result<(), ApplyError> {
+        let key = format!("{kind}/{}/{name}", self.namespace);
+        if self.tracker.absent().contains(&key) {
+            return Ok(());
+        }
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace, ar);
         match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(ApplyError::Delete {
-                kind,
-                name: name.to_string(),
-                detail: describe(&e),
-            }),
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(ApplyError::Delete {
+                    kind,
+                    name: name.to_string(),
+                    detail: describe(&e),
+                })
+            }
         }
+        match self.tracker.applied.lock() {
+            Ok(mut m) => m.remove(&key),
+            Err(poisoned) => poisoned.into_inner().remove(&key),
+        };
+        self.tracker.absent().insert(key);
+        Ok(())
     }
 
     /// Applies the monitoring objects when the Prometheus Operator CRDs are served; removes
