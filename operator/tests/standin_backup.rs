@@ -525,8 +525,17 @@ async fn finished_backup_jobs_fill_status_backup_and_backup_healthy() {
         e.condition_is("BackupHealthy", "True", "BackupWithinRpo")
     })
     .await;
-    // The platform stays Ready; compliance sees the backup.
+    // The platform stays Ready; the metric and compliance see the backup.
     assert_eq!(env.status()["phase"], "Ready");
+    env.wait_for("caduceus_backup_last_success_timestamp_seconds", |e| {
+        e.metrics
+            .compliance
+            .backup_last_success
+            .with_label_values(&[&format!("{NS}/demo")])
+            .get()
+            == ok_at.as_second()
+    })
+    .await;
     env.wait_for("backup-rpo not among the violations", |e| {
         e.status()["compliance"]["violations"]
             .as_array()
