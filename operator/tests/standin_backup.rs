@@ -962,3 +962,58 @@ async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_lost_backup_key_is_secrets_missing_once_backups_were_taken() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    env.settle_until_ready().await;
+    let names = Names::new("demo");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+
+    // No backup taken yet: a deleted key is simply generated again.
+    let first = env
+        .stored("v1", "Secret", &names.backup_key())
+        .expect("key")["data"]
+        .clone();
+    secrets
+        .delete(&names.backup_key(), &DeleteParams::default())
+        .await
+        .expect("delete key");
+    env.wait_for("a new key Secret", |e| {
+        e.stored("v1", "Secret", &names.backup_key())
+            .is_some_and(|s| s["data"] != first)
+    })
+    .await;
+
+    // After a backup was taken with it, losing it is SecretsMissing: never silently replaced.
+    env.finished_backup_job(
+        "demo-backup-29000010",
+        Outcome::Success {
+            name: "backup-with-key",
+            size: 1,
+        },
+        Timestamp::now() - SignedDuration::from_mins(1),
+    )
+    .await;
+    env.wait_for("lastSuccessfulTime", |e| {
+        e.status()["backup"]["lastSuccessfulTime"].is_string()
+    })
+    .await;
+    secrets
+        .delete(&names.backup_key(), &DeleteParams::default())
+        .await
+        .expect("delete key");
+    env.wait_for("Degraded/SecretsMissing naming the backup key", |e| {
+        e.condition("Degraded").is_some_and(|c| {
+            c["status"] == "True"
+                && c["reason"] == "SecretsMissing"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&names.backup_key()))
+        })
+    })
+    .await;
+    assert!(env.stored("v1", "Secret", &names.backup_key()).is_none());
+    env.stop().await;
+}
