@@ -18,10 +18,11 @@ pub const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
 
 /// Kinds `kubernetes-validate` has no schema for and whose CRD schemas this repository does not
 /// ship: they are skipped by name (and each skip is printed), never silently.
-pub const NO_SCHEMA_KINDS: [(&str, &str); 4] = [
+pub const NO_SCHEMA_KINDS: [(&str, &str); 5] = [
     ("monitoring.coreos.com", "ServiceMonitor"),
     ("monitoring.coreos.com", "PrometheusRule"),
     ("postgresql.cnpg.io", "Cluster"),
+    ("postgresql.cnpg.io", "ScheduledBackup"),
     ("argoproj.io", "Application"),
 ];
 

@@ -8,7 +8,8 @@
 //! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
 //!   fields of the structs in `operator/src/build/` (what the build stage returns and apply
 //!   applies);
-//! - deleted: `delete::<Kind>` and `delete_dynamic(.., "Kind", ..)` calls;
+//! - deleted: `delete::<Kind>` and `delete_dynamic(.., "Kind", ..)` calls (CloudNativePG
+//!   ScheduledBackups: `delete_dynamic(.., SCHEDULED_BACKUP_KIND, ..)`);
 //! - called on a `let NAME: Api<Kind>`: `NAME.get(`/`.get_opt(`/`.list(`/`.patch(`/`.delete(`/
 //!   `.delete_collection(`/`.create(` need that verb; the same call anywhere else in the file
 //!   allows it (helpers such as `detach(&api, ..)` work on a generic `Api`);
@@ -317,6 +318,19 @@ fn operator_usage() -> (Grants, Grants) {
             &["get", "list", "watch", "patch", "create"],
         );
     }
+    // CloudNativePG ScheduledBackups (delegated backups): applied and deleted by plural.
+    if all.contains("postgresql.cnpg.io") && all.contains("\"scheduledbackups\"") {
+        let key = (
+            "postgresql.cnpg.io".to_string(),
+            "scheduledbackups".to_string(),
+        );
+        need(&mut required, &key, &["patch"]);
+        need(
+            &mut allowed,
+            &key,
+            &["get", "list", "watch", "patch", "create"],
+        );
+    }
     if all.contains("monitoring.coreos.com") {
         for (kind, resource) in [
             ("ServiceMonitor", "servicemonitors"),
@@ -347,6 +361,11 @@ fn operator_usage() -> (Grants, Grants) {
                 "prometheusrules",
             ),
             ("\"Cluster\"", "postgresql.cnpg.io", "clusters"),
+            (
+                "SCHEDULED_BACKUP_KIND",
+                "postgresql.cnpg.io",
+                "scheduledbackups",
+            ),
         ] {
             if line.contains(kind) {
                 let key = (group.to_string(), resource.to_string());

@@ -46,6 +46,7 @@ fn resource_of(kind: &str) -> Option<(&'static str, String)> {
         "Lease" => ("coordination.k8s.io", "leases"),
         "HealthcarePlatform" => ("caduceus.io", "healthcareplatforms"),
         "Cluster" => ("postgresql.cnpg.io", "clusters"),
+        "ScheduledBackup" => ("postgresql.cnpg.io", "scheduledbackups"),
         "ServiceMonitor" => ("monitoring.coreos.com", "servicemonitors"),
         "PrometheusRule" => ("monitoring.coreos.com", "prometheusrules"),
         "CustomResourceDefinition" => ("apiextensions.k8s.io", "customresourcedefinitions"),
@@ -159,6 +160,7 @@ async fn every_call_the_controller_makes_is_granted_by_the_chart() {
     for crd in [
         ours,
         open_crd("postgresql.cnpg.io", "Cluster", "clusters"),
+        open_crd("postgresql.cnpg.io", "ScheduledBackup", "scheduledbackups"),
         open_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
         open_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
     ] {

@@ -8,19 +8,24 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
 use crate::build::monitoring::{self, MonitoringObjects};
-use crate::build::{cnpg, Children, ExistingSecrets, PostgresObjects, RedisObjects};
+use crate::build::{
+    backup, backup_cnpg, cnpg, BackupObjects, Children, ExistingSecrets, PostgresObjects,
+    RedisObjects,
+};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::FIELD_MANAGER;
 use crate::validate::ValidatedPlatform;
@@ -177,6 +182,12 @@ pub struct Observed {
     pub drift_corrected: Vec<(&'static str, String)>,
     /// What happened to the monitoring objects.
     pub monitoring: MonitoringState,
+    /// The platform's backup Jobs (scheduled and on-demand) and their pods, for `status.backup`.
+    pub backup_jobs: Vec<Job>,
+    pub backup_pods: Vec<Pod>,
+    /// The on-demand backup Job created (or found) for the current `caduceus.io/backup-now`
+    /// token in this reconcile.
+    pub on_demand_job: Option<String>,
 }
 
 /// Outcome of the monitoring objects in one reconcile (condition `MonitoringReady`).
@@ -267,6 +278,7 @@ impl Applier<'_> {
                 detail: describe(&e),
             })?;
         let key = format!("{kind}/{}/{name}", self.namespace);
+        self.tracker.absent().remove(&key);
         let fp = Fingerprint {
             desired: desired_hash(obj),
             uid: live.metadata.uid.clone().unwrap_or_default(),
@@ -282,23 +294,36 @@ impl Applier<'_> {
         Ok(live)
     }
 
-    /// Deletes a custom resource that must not exist; 404 is success.
+    /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
+    /// known absent.
     async fn delete_dynamic(
         &self,
         ar: &ApiResource,
         kind: &'static str,
         name: &str,
     ) -> Result<(), ApplyError> {
+        let key = format!("{kind}/{}/{name}", self.namespace);
+        if self.tracker.absent().contains(&key) {
+            return Ok(());
+        }
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace, ar);
         match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(ApplyError::Delete {
-                kind,
-                name: name.to_string(),
-                detail: describe(&e),
-            }),
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(ApplyError::Delete {
+                    kind,
+                    name: name.to_string(),
+                    detail: describe(&e),
+                })
+            }
         }
+        match self.tracker.applied.lock() {
+            Ok(mut m) => m.remove(&key),
+            Err(poisoned) => poisoned.into_inner().remove(&key),
+        };
+        self.tracker.absent().insert(key);
+        Ok(())
     }
 
     /// Applies the monitoring objects when the Prometheus Operator CRDs are served; removes
@@ -408,6 +433,7 @@ impl Applier<'_> {
             api_pdb,
             api_ingress,
             network_policies,
+            backup,
             monitoring,
         } = children;
         let names = &p.names;
@@ -425,7 +451,11 @@ impl Applier<'_> {
             .iter()
             .filter_map(|n| n.metadata.name.clone())
             .collect();
-        for name in names.all_network_policies() {
+        for name in names
+            .all_network_policies()
+            .into_iter()
+            .chain(backup::all_network_policy_names(p))
+        {
             if !wanted.contains(&name) {
                 self.delete::<NetworkPolicy>(&name).await?;
             }
@@ -492,10 +522,107 @@ impl Applier<'_> {
             }
             None => self.delete::<Ingress>(&names.api()).await?,
         }
+        // Boxed: keeps the reconcile future small enough for a worker thread's stack.
+        Box::pin(self.apply_backup(p, backup, cnpg_installed, &mut observed, &mut drift)).await?;
         observed.monitoring = self.apply_monitoring(p, monitoring, &mut drift).await?;
         observed.drift_corrected = drift;
         Ok(observed)
     }
+
+    /// Applies the backup objects, deletes the CronJob / ScheduledBackup when no longer wanted,
+    /// creates the on-demand Job once and lists the backup Jobs and pods for the status.
+    async fn apply_backup(
+        &self,
+        p: &ValidatedPlatform,
+        objects: BackupObjects,
+        cnpg_installed: bool,
+        observed: &mut Observed,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), ApplyError> {
+        let BackupObjects {
+            cron_job,
+            key_secret,
+            pvc,
+            on_demand_job,
+            scheduled_backup,
+        } = objects;
+        let names = &p.names;
+        // Kept when no longer wanted: the key decrypts existing backups, the PVC holds them.
+        if let Some(secret) = key_secret {
+            self.apply(&secret, drift).await?;
+        }
+        if let Some(claim) = pvc {
+            self.apply(&claim, drift).await?;
+        }
+        match cron_job {
+            Some(cj) => {
+                self.apply(&cj, drift).await?;
+            }
+            None => self.delete::<CronJob>(&names.backup_cron_job()).await?,
+        }
+        if p.spec.database.provider == DatabaseProvider::CloudNativePG && cnpg_installed {
+            let sb = backup_cnpg::scheduled_backup_resource();
+            match scheduled_backup {
+                Some(obj) => {
+                    self.apply_dynamic_as(&obj, &sb, SCHEDULED_BACKUP_KIND, drift)
+                        .await?;
+                }
+                None => {
+                    let name = names.cnpg_scheduled_backup();
+                    self.delete_dynamic(&sb, SCHEDULED_BACKUP_KIND, &name)
+                        .await?
+                }
+            }
+        }
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), self.namespace);
+        if let Some(job) = on_demand_job {
+            let name = job.metadata.name.clone().unwrap_or_default();
+            // Created once: a Job's pod template is immutable, and a finished Job must not run
+            // again because the platform changed.
+            let exists = jobs
+                .get_opt(&name)
+                .await
+                .map_err(|e| ApplyError::Read {
+                    kind: "Job",
+                    name: name.clone(),
+                    detail: describe(&e),
+                })?
+                .is_some();
+            if !exists {
+                self.apply(&job, drift).await?;
+            }
+            observed.on_demand_job = Some(name);
+        }
+        if backup::agent_backups(p) {
+            let (backup_jobs, backup_pods) = list_backup_jobs(&self.client, p).await?;
+            observed.backup_jobs = backup_jobs;
+            observed.backup_pods = backup_pods;
+        }
+        Ok(())
+    }
+}
+
+/// The platform's backup Jobs and their pods (label selector of the backup component), whose
+/// termination messages carry the agent's result line.
+pub async fn list_backup_jobs(
+    client: &Client,
+    p: &ValidatedPlatform,
+) -> Result<(Vec<Job>, Vec<Pod>), ApplyError> {
+    let selector = p.names.backup_selector_string();
+    let params = ListParams::default().labels(&selector);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &p.namespace);
+    let listed = jobs.list(&params).await.map_err(|e| ApplyError::Read {
+        kind: "Job",
+        name: selector.clone(),
+        detail: describe(&e),
+    })?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+    let pod_list = pods.list(&params).await.map_err(|e| ApplyError::Read {
+        kind: "Pod",
+        name: selector.clone(),
+        detail: describe(&e),
+    })?;
+    Ok((listed.items, pod_list.items))
 }
 
 /// Which field shows that someone else changed an object: `generation` where the kind has one,
@@ -528,9 +655,13 @@ fn desired_hash<T: Serialize>(obj: &T) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Names of the Secrets the operator generates for this platform.
+/// Names of the Secrets the operator generates for this platform (the backup key only when the
+/// operator generates it: agent backups without `encryptionKeySecretRef`).
 pub fn generated_secret_names(p: &ValidatedPlatform) -> Vec<String> {
     let mut names = vec![p.names.api_secrets()];
+    if backup::agent_backups(p) && p.spec.backup.encryption_key_secret_ref.is_none() {
+        names.push(p.names.backup_key());
+    }
     if p.spec.database.provider == DatabaseProvider::Embedded {
         names.push(p.names.postgres_credentials());
     }
@@ -640,6 +771,11 @@ pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed,
             .await
             .map_err(read("StatefulSet", p.names.redis()))?;
     }
+    if backup::agent_backups(p) {
+        let (jobs, pods) = list_backup_jobs(client, p).await?;
+        observed.backup_jobs = jobs;
+        observed.backup_pods = pods;
+    }
     if p.spec.network_policy.enabled {
         for name in [p.names.netpol_default_deny()] {
             if policies
@@ -673,8 +809,16 @@ pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
         api_pdb,
         api_ingress,
         network_policies,
+        backup,
         monitoring,
     } = children;
+    let BackupObjects {
+        cron_job,
+        key_secret,
+        pvc,
+        on_demand_job,
+        scheduled_backup,
+    } = backup;
     let mut out = Vec::new();
     out.extend(postgres_credentials.iter().map(|s| s.metadata.clone()));
     out.extend(postgres_tls.iter().map(|s| s.metadata.clone()));
@@ -698,6 +842,11 @@ pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
     out.extend(api_pdb.iter().map(|h| h.metadata.clone()));
     out.extend(api_ingress.iter().map(|h| h.metadata.clone()));
     out.extend(network_policies.iter().map(|n| n.metadata.clone()));
+    out.extend(cron_job.iter().map(|c| c.metadata.clone()));
+    out.extend(key_secret.iter().map(|s| s.metadata.clone()));
+    out.extend(pvc.iter().map(|c| c.metadata.clone()));
+    out.extend(on_demand_job.iter().map(|j| j.metadata.clone()));
+    out.extend(scheduled_backup.iter().map(|b| b.metadata.clone()));
     if let Some(m) = monitoring {
         out.push(m.api_service_monitor.metadata.clone());
         out.push(m.operator_service_monitor.metadata.clone());
@@ -747,5 +896,16 @@ mod tests {
         );
         t.forget("ns", "demo");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn the_generated_backup_key_is_a_generated_secret() {
+        use crate::build::test_support::platform;
+        let p = platform(|_| {});
+        assert!(generated_secret_names(&p).contains(&p.names.backup_key()));
+        let own = platform(|s| s.backup.encryption_key_secret_ref = Some("mine".into()));
+        assert!(!generated_secret_names(&own).contains(&own.names.backup_key()));
+        let off = platform(|s| s.backup.enabled = false);
+        assert!(!generated_secret_names(&off).contains(&off.names.backup_key()));
     }
 }

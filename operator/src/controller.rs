@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -20,6 +21,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
@@ -31,7 +33,7 @@ use crate::build::{build_children, cnpg, SecretGenerator};
 use crate::compliance::{self, self_report::SelfReportClient, stage::ComplianceUpdate};
 use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
 use crate::metrics::Metrics;
-use crate::names::{Names, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::names::{Names, FINALIZER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::status::{self, Outcome};
 use crate::validate::validate;
 
@@ -272,9 +274,18 @@ async fn apply_platform(
         .annotations()
         .get(ANNOTATION_ALLOW_NEW_SECRETS)
         .is_some_and(|v| v == "true");
+    // The backup key only counts once a backup was taken with it (enabling backups later, or
+    // upgrading from an operator without backups, generates it).
+    let backups_taken = hp
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .is_some_and(|b| b.last_successful_time.is_some());
     if provisioned_before && !allow_new {
+        let backup_key = p.names.backup_key();
         let missing: Vec<String> = apply::generated_secret_names(&p)
             .into_iter()
+            .filter(|n| backups_taken || *n != backup_key)
             .filter(|n| !existing.by_name.contains_key(n))
             .collect();
         if !missing.is_empty() {
@@ -305,7 +316,8 @@ async fn apply_platform(
         namespace: &ns,
         tracker: &ctx.drift,
     };
-    let observed = match applier.apply_all(&p, children, cnpg_installed).await {
+    // Boxed: the apply future is large; keep it off the worker thread's stack.
+    let observed = match Box::pin(applier.apply_all(&p, children, cnpg_installed)).await {
         Ok(o) => o,
         Err(err) => {
             if let Err(status_err) = write_status(ctx, &hp, Outcome::ApplyFailed(&err)).await {
@@ -583,7 +595,11 @@ pub async fn run_controller(
         .owns(api::<HorizontalPodAutoscaler>(&client, &ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, &ns), owned.clone())
         .owns(api::<Ingress>(&client, &ns), owned.clone())
-        .owns(api::<NetworkPolicy>(&client, &ns), owned)
+        .owns(api::<NetworkPolicy>(&client, &ns), owned.clone())
+        .owns(api::<CronJob>(&client, &ns), owned.clone())
+        // Jobs of the CronJob are owned by it, not by the platform: mapped by their instance
+        // label, so a finished backup updates `status.backup` at once.
+        .watches(api::<Job>(&client, &ns), owned, job_platform)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(async move {
             let _ = rx.await;
@@ -598,6 +614,13 @@ pub async fn run_controller(
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// The platform a backup Job belongs to (`app.kubernetes.io/instance` in its namespace).
+fn job_platform(job: Job) -> Option<ObjectRef<HealthcarePlatform>> {
+    let ns = job.metadata.namespace.as_deref()?;
+    let name = job.metadata.labels.as_ref()?.get(LABEL_INSTANCE)?;
+    Some(ObjectRef::new(name).within(ns))
 }
 
 fn redact(s: &str) -> String {

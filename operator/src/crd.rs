@@ -331,7 +331,8 @@ pub struct IngressSpec {
 #[x_kube(
     validation = Rule::new("self.provider != 'External' || has(self.secretRef)").message("database.secretRef is required when database.provider is External").field_path(".secretRef"),
     validation = Rule::new("self.provider == 'External' || !has(self.secretRef)").message("database.secretRef is only allowed when database.provider is External").field_path(".secretRef"),
-    validation = Rule::new("self.provider == oldSelf.provider").message("database.provider is immutable; restore a backup into a new platform instead").field_path(".provider")
+    validation = Rule::new("self.provider == oldSelf.provider").message("database.provider is immutable; restore a backup into a new platform instead").field_path(".provider"),
+    validation = Rule::new("self.provider != 'CloudNativePG' || !has(self.bootstrap) || !has(self.bootstrap.fromBackup)").message("database.bootstrap.fromBackup is not supported with the CloudNativePG provider (use CloudNativePG's own recovery)").field_path(".bootstrap.fromBackup")
 )]
 pub struct DatabaseSpec {
     /// `Embedded` (a hardened StatefulSet), `CloudNativePG` (a `postgresql.cnpg.io/v1` Cluster;
@@ -363,6 +364,53 @@ pub struct DatabaseSpec {
     /// CIDRs the API may reach an External database in; empty means any address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_cidrs: Vec<String>,
+    /// How a new platform's database starts (Embedded and External): `fromBackup` restores a
+    /// backup before the API starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<DatabaseBootstrap>,
+}
+
+/// `spec.database.bootstrap`: how a new platform's database starts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseBootstrap {
+    /// Restore this backup before the API starts (the database must be empty; a populated
+    /// database is left alone, so the restore runs once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore a new platform from (usually another platform's backups).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// Backup name (`backup-YYYYMMDDTHHMMSS.mmmZ`) or `latest` (the default).
+    #[serde(default = "latest_backup")]
+    #[schemars(regex(pattern = r"^(latest|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"))]
+    pub name: String,
+    /// Where the backups are: exactly one of `s3` or `claimName`.
+    pub source: BackupSource,
+    /// Secret (in the platform's namespace) holding the `backup-key.json` that decrypts them.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_ref: String,
+}
+
+fn latest_backup() -> String {
+    "latest".into()
+}
+
+/// Exactly one of `s3` or `claimName`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.s3) != has(self.claimName)").message("bootstrap.fromBackup.source needs exactly one of s3 or claimName"))]
+pub struct BackupSource {
+    /// An S3-compatible destination (same fields as `backup.destination.s3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// An existing PVC holding a `pvc` destination (e.g. `<old platform>-backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: Option<String>,
 }
 
 impl Default for DatabaseSpec {
@@ -376,6 +424,7 @@ impl Default for DatabaseSpec {
             secret_ref: None,
             external_port: default_postgres_port(),
             external_cidrs: Vec::new(),
+            bootstrap: None,
         }
     }
 }
@@ -1096,7 +1145,8 @@ pub struct ComplianceViolation {
     pub since: Option<Time>,
 }
 
-/// Backup state (filled by the backup controller).
+/// Backup state: from the backup Jobs and their pods' termination messages, or from
+/// CloudNativePG's Cluster status when backups are delegated.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
@@ -1110,6 +1160,9 @@ pub struct BackupStatus {
     pub size: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_scheduled_time: Option<Time>,
+    /// The Job of the last `caduceus.io/backup-now` token handled (each token runs once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_on_demand_job: Option<String>,
 }
 
 impl HealthcarePlatform {

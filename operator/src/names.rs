@@ -274,6 +274,11 @@ impl Names {
         ])
     }
 
+    /// Selects the backup Jobs (scheduled and on-demand) and their pods.
+    pub fn backup_selector_string(&self) -> String {
+        selector_string(&self.selector(Component::Backup))
+    }
+
     /// `platform_selector` as a label-selector string for list calls.
     pub fn platform_selector_string(&self) -> String {
         selector_string(&self.platform_selector())

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::build::{build_children, Children, ExistingSecrets, SecretGenerator};
+use crate::build::{build_children, BackupObjects, Children, ExistingSecrets, SecretGenerator};
 use crate::crd::HealthcarePlatform;
 use crate::names::ANNOTATION_PLACEHOLDER;
 use crate::validate::{validate, ValidationError};
@@ -125,10 +125,18 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
         api_pdb,
         api_ingress,
         network_policies,
+        backup,
         // Monitoring objects exist only where the Prometheus Operator CRDs are served, which an
         // offline render cannot know; `caduceus-operator run` creates them after discovery.
         monitoring: _,
     } = children;
+    let BackupObjects {
+        cron_job,
+        key_secret,
+        pvc,
+        on_demand_job,
+        scheduled_backup,
+    } = backup;
     let mut out = Vec::new();
     for np in network_policies {
         out.push(serde_json::to_value(np)?);
@@ -137,6 +145,7 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
         .iter()
         .chain(postgres_tls.iter())
         .chain(redis_credentials.iter())
+        .chain(key_secret.iter())
     {
         out.push(secret_value(s)?);
     }
@@ -165,6 +174,18 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
     }
     if let Some(i) = api_ingress {
         out.push(serde_json::to_value(i)?);
+    }
+    if let Some(c) = pvc {
+        out.push(serde_json::to_value(c)?);
+    }
+    if let Some(c) = cron_job {
+        out.push(serde_json::to_value(c)?);
+    }
+    if let Some(j) = on_demand_job {
+        out.push(serde_json::to_value(j)?);
+    }
+    if let Some(b) = scheduled_backup {
+        out.push(serde_json::to_value(b)?);
     }
     Ok(out)
 }

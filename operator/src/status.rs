@@ -6,15 +6,17 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::apply::{describe, ApplyError, Observed};
-use crate::build::ingress;
+use crate::build::backup_status::{self, BACKUP_HEALTHY};
+use crate::build::{backup, backup_cnpg, ingress};
 use crate::crd::{
-    ApiServerStatus, CacheProvider, DatabaseProvider, EndpointStatus, HealthcarePlatform,
-    HealthcarePlatformStatus, Phase,
+    ApiServerStatus, BackupStatus, CacheProvider, DatabaseProvider, EndpointStatus,
+    HealthcarePlatform, HealthcarePlatformStatus, Phase,
 };
 use crate::names::{Names, API_HTTP_PORT, FIELD_MANAGER};
 use crate::validate::{ValidatedPlatform, ValidationError};
@@ -47,7 +49,8 @@ pub enum Outcome<'a> {
 /// A condition as computed by this reconcile.
 struct Cond {
     type_: &'static str,
-    status: bool,
+    /// `None`: `Unknown`.
+    status: Option<bool>,
     reason: String,
     message: String,
 }
@@ -55,9 +58,56 @@ struct Cond {
 fn cond(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Cond {
     Cond {
         type_,
-        status,
+        status: Some(status),
         reason: reason.to_string(),
         message: message.into(),
+    }
+}
+
+/// New `status.backup`: from the backup Jobs and their pods' termination messages, or from
+/// CloudNativePG's Cluster status when delegated; merged with `previous` (times never move
+/// backwards) and with the on-demand Job handled in this reconcile.
+pub fn backup_status(
+    p: &ValidatedPlatform,
+    previous: Option<&BackupStatus>,
+    obs: &Observed,
+    now: Timestamp,
+) -> Option<BackupStatus> {
+    let mut status = if backup_cnpg::delegated(p) {
+        backup_cnpg::status_from_cluster(previous, obs.cnpg_cluster.as_ref(), p, now)
+    } else {
+        let schedule = (backup::agent_backups(p) && !p.spec.stopped)
+            .then_some(p.spec.backup.schedule.as_str());
+        backup_status::compute(
+            previous,
+            &backup_status::Observation {
+                jobs: &obs.backup_jobs,
+                pods: &obs.backup_pods,
+                schedule,
+                now,
+            },
+        )
+    };
+    if let Some(job) = &obs.on_demand_job {
+        status
+            .get_or_insert_with(BackupStatus::default)
+            .last_on_demand_job = Some(job.clone());
+    }
+    status
+}
+
+/// `BackupHealthy` for the computed `status.backup`.
+fn backup_condition(p: &ValidatedPlatform, status: Option<&BackupStatus>, now: Timestamp) -> Cond {
+    let b = &p.spec.backup;
+    if let Some(problem) = backup_cnpg::delegation_problem(p) {
+        return cond(BACKUP_HEALTHY, false, "DestinationUnsupported", problem);
+    }
+    let (ok, reason, message) = backup_status::healthy(b.enabled, status, b.rpo_minutes, now);
+    Cond {
+        type_: BACKUP_HEALTHY,
+        status: ok,
+        reason: reason.to_string(),
+        message,
     }
 }
 
@@ -71,7 +121,12 @@ fn merge_conditions(
 ) -> Vec<Condition> {
     let mut out: Vec<Condition> = previous.to_vec();
     for c in computed {
-        let status = if c.status { "True" } else { "False" }.to_string();
+        let status = match c.status {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        }
+        .to_string();
         let transition = previous
             .iter()
             .find(|p| p.type_ == c.type_ && p.status == status)
@@ -323,7 +378,11 @@ pub fn compute(
             )
         }
         Outcome::Observed(p, obs) => {
-            observed_conditions(p, obs, &previous, &mut status, paused, stopped)
+            let (phase, message, mut conditions) =
+                observed_conditions(p, obs, &previous, &mut status, paused, stopped);
+            status.backup = backup_status(p, previous.backup.as_ref(), obs, now.0);
+            conditions.push(backup_condition(p, status.backup.as_ref(), now.0));
+            (phase, message, conditions)
         }
     };
     status.phase = phase;
@@ -671,6 +730,9 @@ mod tests {
             cnpg_installed: true,
             drift_corrected: vec![],
             monitoring: crate::apply::MonitoringState::Disabled,
+            backup_jobs: vec![],
+            backup_pods: vec![],
+            on_demand_job: None,
         }
     }
 
@@ -787,6 +849,80 @@ mod tests {
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("False", "Disabled")
+        );
+    }
+
+    #[test]
+    fn backup_healthy_follows_status_backup() {
+        use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+        let obj = hp(|_| {});
+        let p = validate(&obj, "d").unwrap();
+        let now = t(1_800_000_000);
+        let s = compute(&obj, Outcome::Observed(&p, &observed(&p, 2)), now.clone());
+        let c = condition(&s, BACKUP_HEALTHY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NoBackupYet")
+        );
+        assert_eq!(
+            s.phase,
+            Phase::Ready,
+            "backup health does not change the phase"
+        );
+        assert!(s.backup.unwrap().next_scheduled_time.is_some());
+
+        // A Job completed 10 minutes ago, recorded together with the on-demand Job.
+        let mut obs = observed(&p, 2);
+        obs.backup_jobs = vec![k8s_openapi::api::batch::v1::Job {
+            metadata: kube::api::ObjectMeta {
+                name: Some("demo-backup-1".into()),
+                ..Default::default()
+            },
+            status: Some(JobStatus {
+                succeeded: Some(1),
+                conditions: Some(vec![JobCondition {
+                    type_: "Complete".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(t(1_800_000_000 - 600)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            spec: None,
+        }];
+        obs.on_demand_job = Some("demo-backup-now-abc".into());
+        let s = compute(&obj, Outcome::Observed(&p, &obs), now.clone());
+        let b = s.backup.clone().unwrap();
+        assert_eq!(b.last_successful_time, Some(t(1_800_000_000 - 600)));
+        assert_eq!(b.last_on_demand_job.as_deref(), Some("demo-backup-now-abc"));
+        assert_eq!(condition(&s, BACKUP_HEALTHY).reason, "BackupWithinRpo");
+        // Two hours later with nothing new: RpoExceeded.
+        let mut later = obj.clone();
+        later.status = Some(s);
+        let s = compute(
+            &later,
+            Outcome::Observed(&p, &observed(&p, 2)),
+            t(1_800_000_000 + 7200),
+        );
+        let c = condition(&s, BACKUP_HEALTHY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "RpoExceeded")
+        );
+        assert_eq!(
+            s.backup.unwrap().last_on_demand_job.as_deref(),
+            Some("demo-backup-now-abc"),
+            "kept"
+        );
+
+        // CloudNativePG with a pvc destination cannot delegate.
+        let cnpg = hp(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+        let p = validate(&cnpg, "d").unwrap();
+        let s = compute(&cnpg, Outcome::Observed(&p, &observed(&p, 2)), now);
+        let c = condition(&s, BACKUP_HEALTHY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "DestinationUnsupported")
         );
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::build::backup::{token_hash, ANNOTATION_BACKUP_NOW};
 use crate::crd::{
     CacheProvider, DatabaseProvider, HealthcarePlatform, HealthcarePlatformSpec, ResourcesSpec,
 };
@@ -34,6 +35,9 @@ pub struct ValidatedPlatform {
     /// Image tag of the API (spec tag or the operator's version).
     pub api_version: String,
     pub names: Names,
+    /// The `caduceus.io/backup-now` token whose on-demand backup Job has not been created yet
+    /// (`status.backup.lastOnDemandJob` records the handled one), `None` otherwise.
+    pub backup_now: Option<String>,
 }
 
 impl ValidatedPlatform {
@@ -154,8 +158,23 @@ pub fn validate(
     if !c.errors.is_empty() {
         return Err(ValidationError { errors: c.errors });
     }
+    let names = Names::new(name.clone());
+    let handled = platform
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.last_on_demand_job.as_deref());
+    let backup_now = platform
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_BACKUP_NOW))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .filter(|t| handled != Some(names.backup_now_job(&token_hash(t)).as_str()));
     Ok(ValidatedPlatform {
-        names: Names::new(name.clone()),
+        backup_now,
+        names,
         name,
         namespace,
         uid: platform.metadata.uid.clone(),
@@ -406,6 +425,51 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         );
     }
     c.range("spec.backup.rpoMinutes", backup.rpo_minutes, 5, 10080);
+
+    if let Some(from) = db.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref()) {
+        let path = "spec.database.bootstrap.fromBackup";
+        if db.provider == DatabaseProvider::CloudNativePG {
+            c.fail(
+                path,
+                "is not supported with the CloudNativePG provider (use CloudNativePG's own recovery)",
+            );
+        }
+        let name_ok = from.name == "latest"
+            || (!from.name.is_empty()
+                && from.name.len() <= 128
+                && from.name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && from
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)));
+        if !name_ok {
+            c.fail(
+                format!("{path}.name"),
+                "must be `latest` or a backup name such as `backup-20261122T030000.000Z`",
+            );
+        }
+        if from.secret_ref.is_empty() {
+            c.fail(
+                format!("{path}.secretRef"),
+                "must name the Secret holding backup-key.json",
+            );
+        }
+        match (&from.source.s3, &from.source.claim_name) {
+            (Some(s3), None) => {
+                if s3.bucket.is_empty() || s3.credentials_secret_ref.is_empty() {
+                    c.fail(
+                        format!("{path}.source.s3"),
+                        "needs a bucket and a credentialsSecretRef",
+                    );
+                }
+            }
+            (None, Some(claim)) if !claim.is_empty() => {}
+            _ => c.fail(
+                format!("{path}.source"),
+                "needs exactly one of s3 or claimName",
+            ),
+        }
+    }
 }
 
 fn check_resources(c: &mut Checker, path: &str, r: &ResourcesSpec) {
@@ -681,5 +745,98 @@ mod tests {
         assert_eq!(v.api_replicas(), 0);
         assert!(!v.autoscaling());
         assert_eq!(v.api_min_replicas(), 0);
+    }
+
+    #[test]
+    fn backup_now_token_is_pending_until_status_records_its_job() {
+        use crate::crd::{BackupStatus, HealthcarePlatformStatus};
+        let mut hp = platform(HealthcarePlatformSpec::default());
+        assert_eq!(validate(&hp, "d").unwrap().backup_now, None);
+        hp.metadata.annotations = Some(
+            [(ANNOTATION_BACKUP_NOW.to_string(), "  ".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(validate(&hp, "d").unwrap().backup_now, None, "blank token");
+        hp.metadata.annotations = Some(
+            [(ANNOTATION_BACKUP_NOW.to_string(), " tok1 ".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            validate(&hp, "d").unwrap().backup_now.as_deref(),
+            Some("tok1")
+        );
+        // Handled: its Job is recorded in status.backup.
+        let job = Names::new("demo").backup_now_job(&token_hash("tok1"));
+        hp.status = Some(HealthcarePlatformStatus {
+            backup: Some(BackupStatus {
+                last_on_demand_job: Some(job),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(validate(&hp, "d").unwrap().backup_now, None);
+        // Another token is pending again.
+        hp.metadata.annotations = Some(
+            [(ANNOTATION_BACKUP_NOW.to_string(), "tok2".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            validate(&hp, "d").unwrap().backup_now.as_deref(),
+            Some("tok2")
+        );
+    }
+
+    #[test]
+    fn from_backup_is_checked() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup, S3Destination};
+        let from = |name: &str, source: BackupSource, secret: &str| {
+            let mut spec = HealthcarePlatformSpec::default();
+            spec.database.bootstrap = Some(DatabaseBootstrap {
+                from_backup: Some(FromBackup {
+                    name: name.into(),
+                    source,
+                    secret_ref: secret.into(),
+                }),
+            });
+            spec
+        };
+        let claim = BackupSource {
+            s3: None,
+            claim_name: Some("old-backups".into()),
+        };
+        assert!(validate(&platform(from("latest", claim.clone(), "k")), "d").is_ok());
+        assert!(validate(
+            &platform(from("backup-20261122T030000.000Z", claim.clone(), "k")),
+            "d"
+        )
+        .is_ok());
+        let s3 = S3Destination {
+            endpoint: None,
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            credentials_secret_ref: "c".into(),
+            force_path_style: false,
+        };
+        let both = BackupSource {
+            s3: Some(s3),
+            claim_name: Some("x".into()),
+        };
+        let err = validate(&platform(from("../etc", both, "")), "d").unwrap_err();
+        assert_eq!(
+            fields(err),
+            [
+                "spec.database.bootstrap.fromBackup.name",
+                "spec.database.bootstrap.fromBackup.secretRef",
+                "spec.database.bootstrap.fromBackup.source"
+            ]
+        );
+        let mut cnpg = from("latest", claim, "k");
+        cnpg.database.provider = DatabaseProvider::CloudNativePG;
+        let err = validate(&platform(cnpg), "d").unwrap_err();
+        assert_eq!(fields(err), ["spec.database.bootstrap.fromBackup"]);
     }
 }

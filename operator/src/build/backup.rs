@@ -31,14 +31,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use rand::RngCore;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::deployment::database_url_env;
+use super::postgres_tls::{API_DB_CA_DIR, CA_CERT_KEY};
 use super::security::{container_security_context, pod_security_context, scratch_volume};
 use super::{child_meta, ExistingSecrets, SecretGenerator};
-use crate::crd::{DatabaseProvider, S3Destination};
+use crate::crd::{DatabaseProvider, FromBackup, S3Destination};
 use crate::names::{Component, ANNOTATION_PLACEHOLDER, LABEL_CNPG_CLUSTER, POSTGRES_PORT};
 use crate::validate::ValidatedPlatform;
 
@@ -156,6 +155,38 @@ fn s3_env(s3: &S3Destination) -> Vec<EnvVar> {
     out
 }
 
+/// Name of the volume with the embedded database's CA (same as in the API Deployment).
+pub const DB_CA_VOLUME: &str = "db-ca";
+
+/// Mount of the embedded database's CA at the path the API uses, so `DATABASE_URL`'s
+/// `sslmode=verify-full&sslrootcert=...` verifies the server. `None` for other providers.
+pub fn db_ca_mount(p: &ValidatedPlatform) -> Option<VolumeMount> {
+    (p.spec.database.provider == DatabaseProvider::Embedded).then(|| VolumeMount {
+        name: DB_CA_VOLUME.into(),
+        mount_path: API_DB_CA_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    })
+}
+
+/// The volume with only `ca.crt` of `<platform>-postgres-tls` (Embedded database only).
+pub fn db_ca_volume(p: &ValidatedPlatform) -> Option<Volume> {
+    (p.spec.database.provider == DatabaseProvider::Embedded).then(|| Volume {
+        name: DB_CA_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(p.names.postgres_tls()),
+            default_mode: Some(0o444),
+            optional: Some(false),
+            items: Some(vec![KeyToPath {
+                key: CA_CERT_KEY.into(),
+                path: CA_CERT_KEY.into(),
+                mode: None,
+            }]),
+        }),
+        ..Default::default()
+    })
+}
+
 /// The agent container running `args` (`backup`, `restore`, ...).
 pub fn agent_container(p: &ValidatedPlatform, name: &str, args: Vec<String>) -> Container {
     let mut env_vars = vec![
@@ -179,6 +210,7 @@ pub fn agent_container(p: &ValidatedPlatform, name: &str, args: Vec<String>) -> 
             ..Default::default()
         },
     ];
+    mounts.extend(db_ca_mount(p));
     match &p.spec.backup.destination.s3 {
         Some(s3) => env_vars.extend(s3_env(s3)),
         None => mounts.push(VolumeMount {
@@ -232,6 +264,7 @@ pub fn agent_volumes(p: &ValidatedPlatform) -> Vec<Volume> {
         },
         scratch_volume("tmp", "64Mi", false),
     ];
+    volumes.extend(db_ca_volume(p));
     if p.spec.backup.destination.s3.is_none() {
         volumes.push(Volume {
             name: "backups".into(),
@@ -427,48 +460,6 @@ pub fn key_secret(
     })
 }
 
-/// `spec.database.bootstrap`: how a new platform's database starts.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseBootstrap {
-    /// Restore this backup before the API starts (the database must be empty; a populated
-    /// database is left alone, so the restore runs once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_backup: Option<FromBackup>,
-}
-
-/// A backup to restore a new platform from (usually another platform's backups).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FromBackup {
-    /// Backup name (`backup-YYYYMMDDTHHMMSS.mmmZ`) or `latest`.
-    #[serde(default = "latest")]
-    #[schemars(regex(pattern = r"^(latest|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$"))]
-    pub name: String,
-    /// Where the backups are.
-    pub source: BackupSource,
-    /// Secret (in the platform's namespace) holding the `backup-key.json` that decrypts them.
-    #[schemars(length(min = 1, max = 253))]
-    pub secret_ref: String,
-}
-
-fn latest() -> String {
-    "latest".into()
-}
-
-/// Exactly one of `s3` or `claimName`.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupSource {
-    /// An S3-compatible destination (same fields as `backup.destination.s3`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<S3Destination>,
-    /// An existing PVC holding a `pvc` destination (e.g. `<old platform>-backups`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub claim_name: Option<String>,
-}
-
 /// Where a restore source is mounted (PVC sources).
 pub const RESTORE_SOURCE_MOUNT: &str = "/var/lib/caduceus-restore";
 /// Where the restore key Secret is mounted.
@@ -478,6 +469,8 @@ pub const RESTORE_KEY_MOUNT: &str = "/etc/caduceus/restore";
 /// database before migrations run: `caduceus-backup restore <name> --if-empty`. It runs in every
 /// new API pod; once the database has tables it does nothing, and concurrent pods are serialised
 /// by the agent's advisory lock. `None` without `fromBackup` or with an invalid source.
+/// The returned volumes are the ones the API pod does not already have (it has `tmp` and, for
+/// the embedded database, `db-ca`, which the container mounts too).
 pub fn restore_init(
     p: &ValidatedPlatform,
     from: Option<&FromBackup>,
@@ -503,6 +496,7 @@ pub fn restore_init(
             ..Default::default()
         },
     ];
+    mounts.extend(db_ca_mount(p));
     let mut volumes = vec![Volume {
         name: "restore-key".into(),
         secret: Some(SecretVolumeSource {
@@ -710,7 +704,7 @@ mod tests {
     use super::*;
     use crate::build::security::container_violations;
     use crate::build::test_support::platform;
-    use crate::crd::{PvcDestination, S3Destination};
+    use crate::crd::{BackupSource, PvcDestination, S3Destination};
 
     fn s3(endpoint: Option<&str>) -> S3Destination {
         S3Destination {

@@ -330,6 +330,7 @@ mod tests {
             last_backup_name: Some("backup-b".into()),
             size: Some(42),
             next_scheduled_time: None,
+            last_on_demand_job: None,
         };
         // Only an older job is still around.
         let jobs = [job("demo-backup-1", "Complete", "2026-11-22T01:00:00Z")];

@@ -14,17 +14,16 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, LocalObjectReference, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
+    HTTPGetAction, LocalObjectReference, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::postgres_tls::{API_DB_CA_DIR, CA_CERT_KEY};
 use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, API_UID,
 };
-use super::{child_meta, component_version, config_map};
+use super::{backup, child_meta, component_version, config_map};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::{
     Component, ANNOTATION_CONFIG_HASH, API_HTTP_PORT, API_METRICS_PORT, API_SECRETS_MOUNT,
@@ -124,27 +123,17 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
     let pull_policy = api.image.pull_policy.as_str().to_string();
 
     // The CA of the embedded Postgres, for `sslmode=verify-full` (only `ca.crt` is mounted).
-    let embedded_db = p.spec.database.provider == DatabaseProvider::Embedded;
-    let db_ca_mount = embedded_db.then(|| VolumeMount {
-        name: "db-ca".into(),
-        mount_path: API_DB_CA_DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    });
-    let db_ca_volume = embedded_db.then(|| Volume {
-        name: "db-ca".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(names.postgres_tls()),
-            default_mode: Some(0o444),
-            optional: Some(false),
-            items: Some(vec![KeyToPath {
-                key: CA_CERT_KEY.into(),
-                path: CA_CERT_KEY.into(),
-                mode: None,
-            }]),
-        }),
-        ..Default::default()
-    });
+    let db_ca_mount = backup::db_ca_mount(p);
+    let db_ca_volume = backup::db_ca_volume(p);
+    // `spec.database.bootstrap.fromBackup`: restore before the migrations run.
+    let restore = backup::restore_init(
+        p,
+        p.spec
+            .database
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.from_backup.as_ref()),
+    );
     let tmp_mount = VolumeMount {
         name: "tmp".into(),
         mount_path: "/tmp".into(),
@@ -282,7 +271,14 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                             .map(|n| LocalObjectReference { name: n.clone() })
                             .collect()
                     }),
-                    init_containers: Some(vec![migrate]),
+                    init_containers: Some(
+                        restore
+                            .as_ref()
+                            .map(|(c, _)| c.clone())
+                            .into_iter()
+                            .chain([migrate])
+                            .collect(),
+                    ),
                     containers: vec![server],
                     volumes: Some(
                         vec![
@@ -300,6 +296,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                         ]
                         .into_iter()
                         .chain(db_ca_volume)
+                        .chain(restore.into_iter().flat_map(|(_, volumes)| volumes))
                         .collect(),
                     ),
                     topology_spread_constraints: Some(vec![
@@ -534,5 +531,53 @@ mod tests {
         let pod = pod(&d);
         assert_eq!(env(&pod.containers[0], "FOO").value.as_deref(), Some("bar"));
         assert_eq!(pod.node_selector.unwrap()["pool"], "api");
+    }
+
+    #[test]
+    fn from_backup_restores_before_migrations() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup};
+        assert_eq!(
+            pod(&build_default(|_| {}))
+                .init_containers
+                .unwrap()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["migrate"]
+        );
+        let d = build_default(|s| {
+            s.database.bootstrap = Some(DatabaseBootstrap {
+                from_backup: Some(FromBackup {
+                    name: "latest".into(),
+                    source: BackupSource {
+                        s3: None,
+                        claim_name: Some("old-backups".into()),
+                    },
+                    secret_ref: "old-key".into(),
+                }),
+            })
+        });
+        let pod = pod(&d);
+        let init = pod.init_containers.clone().unwrap();
+        let order: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["restore", "migrate"]);
+        assert!(container_violations(&init[0]).is_empty());
+        // Same database and CA as the API; every mounted volume exists exactly once.
+        assert_eq!(env(&init[0], "DATABASE_URL"), env(&init[1], "DATABASE_URL"));
+        let volumes: Vec<String> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        for m in init[0].volume_mounts.clone().unwrap() {
+            assert_eq!(
+                volumes.iter().filter(|v| **v == m.name).count(),
+                1,
+                "{} in {volumes:?}",
+                m.name
+            );
+        }
+        assert!(init[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "db-ca"));
     }
 }

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -59,6 +62,23 @@ pub struct RedisObjects {
     pub service: Service,
 }
 
+/// Backup objects ([`backup`], [`backup_cnpg`]). Their NetworkPolicies are part of
+/// [`Children::network_policies`].
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct BackupObjects {
+    /// The scheduled backup (agent backups only; deleted when `None`).
+    pub cron_job: Option<CronJob>,
+    /// `<platform>-backup-key`, generated once (never deleted: it decrypts existing backups).
+    pub key_secret: Option<Secret>,
+    /// PVC of a `pvc` destination (never deleted by apply: it holds the backups; the
+    /// finalizer applies `deletionPolicy` to it).
+    pub pvc: Option<PersistentVolumeClaim>,
+    /// Job of a `caduceus.io/backup-now` token not handled yet (created once, never deleted).
+    pub on_demand_job: Option<Job>,
+    /// CloudNativePG ScheduledBackup (delegated backups; deleted when `None`).
+    pub scheduled_backup: Option<DynamicObject>,
+}
+
 /// Every child of a platform. `None` / empty means "must not exist" (apply deletes it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
@@ -81,8 +101,9 @@ pub struct Children {
     pub api_hpa: Option<HorizontalPodAutoscaler>,
     pub api_pdb: Option<PodDisruptionBudget>,
     pub api_ingress: Option<Ingress>,
-    /// Empty when `networkPolicy.enabled` is false.
+    /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies.
     pub network_policies: Vec<NetworkPolicy>,
+    pub backup: BackupObjects,
     /// ServiceMonitors, PrometheusRule and dashboard (`monitoring.enabled`; applied only when the
     /// Prometheus Operator CRDs are served).
     pub monitoring: Option<monitoring::MonitoringObjects>,
@@ -95,13 +116,15 @@ pub fn build_children(
     generator: &mut SecretGenerator,
 ) -> Children {
     let config = config_map::build(p);
+    let mut network_policies = network_policy::build(p);
+    network_policies.extend(backup::network_policies(p));
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
         postgres_tls: secrets::postgres_tls(p, existing, generator),
         redis_credentials: secrets::redis_credentials(p, existing, generator),
         api_secrets: secrets::api_secrets(p, existing, generator),
         postgres: postgres::build(p),
-        cnpg_cluster: cnpg::build(p),
+        cnpg_cluster: cnpg::build(p).map(|c| backup_cnpg::with_backup(p, c)),
         redis: redis::build(p),
         api_service_account: service_account::build(p),
         api_deployment: deployment::build(p, &config),
@@ -110,7 +133,14 @@ pub fn build_children(
         api_hpa: hpa::build(p),
         api_pdb: pdb::build(p),
         api_ingress: ingress::build(p),
-        network_policies: network_policy::build(p),
+        network_policies,
+        backup: BackupObjects {
+            cron_job: backup::cron_job(p),
+            key_secret: backup::key_secret(p, existing, generator),
+            pvc: backup::pvc(p),
+            on_demand_job: backup::on_demand_job(p, p.backup_now.as_deref()),
+            scheduled_backup: backup_cnpg::scheduled_backup(p),
+        },
         monitoring: monitoring::build(p),
     }
 }
@@ -225,5 +255,80 @@ mod tests {
         for m in crate::apply::all_metas(&children) {
             assert!(m.owner_references.is_none());
         }
+    }
+
+    #[test]
+    fn backup_children_follow_the_spec() {
+        use crate::crd::{DatabaseProvider, S3Destination};
+        let p = platform(|_| {});
+        let c = build_children(
+            &p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert!(c.backup.cron_job.is_some());
+        assert!(c.backup.key_secret.is_some());
+        assert!(c.backup.pvc.is_some(), "default pvc destination");
+        assert!(c.backup.on_demand_job.is_none(), "no token");
+        assert!(c.backup.scheduled_backup.is_none());
+        let names: Vec<String> = c
+            .network_policies
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        for want in backup::all_network_policy_names(&p) {
+            assert!(names.contains(&want), "{want} among {names:?}");
+        }
+
+        let mut pending = p.clone();
+        pending.backup_now = Some("tok1".into());
+        let c = build_children(
+            &pending,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert_eq!(
+            c.backup.on_demand_job.and_then(|j| j.metadata.name),
+            Some(p.names.backup_now_job(&backup::token_hash("tok1")))
+        );
+
+        let off = platform(|s| s.backup.enabled = false);
+        let c = build_children(
+            &off,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert_eq!(c.backup, BackupObjects::default());
+        assert!(c
+            .network_policies
+            .iter()
+            .all(|n| !backup::all_network_policy_names(&off)
+                .contains(n.metadata.name.as_ref().unwrap())));
+
+        // CloudNativePG with S3: delegated (ScheduledBackup + barmanObjectStore, no CronJob).
+        let cnpg = platform(|s| {
+            s.database.provider = DatabaseProvider::CloudNativePG;
+            s.backup.destination.pvc = None;
+            s.backup.destination.s3 = Some(S3Destination {
+                endpoint: None,
+                bucket: "phi".into(),
+                prefix: "demo".into(),
+                region: "eu-central-1".into(),
+                credentials_secret_ref: "s3".into(),
+                force_path_style: false,
+            });
+        });
+        let c = build_children(
+            &cnpg,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::Placeholder,
+        );
+        assert!(c.backup.cron_job.is_none() && c.backup.key_secret.is_none());
+        assert!(c.backup.scheduled_backup.is_some());
+        let cluster = c.cnpg_cluster.expect("cluster");
+        assert_eq!(
+            cluster.data["spec"]["backup"]["barmanObjectStore"]["destinationPath"],
+            "s3://phi/demo/"
+        );
     }
 }

@@ -144,7 +144,13 @@ pub async fn run(
     };
     let live = LiveEvidence {
         network_policies,
-        backup: hp.status.as_ref().and_then(|s| s.backup.clone()),
+        // The `status.backup` this reconcile writes (from the backup Jobs or CloudNativePG).
+        backup: crate::status::backup_status(
+            effective,
+            hp.status.as_ref().and_then(|s| s.backup.as_ref()),
+            observed,
+            now,
+        ),
         self_report,
         previous_chain_head: previous.and_then(|c| c.audit_chain_head.clone()),
     };

@@ -1,0 +1,1019 @@
+//! Backups wired into the real controller (`run_controller`) against `kube-standin` over HTTP:
+//! the CronJob, key Secret, PVC and NetworkPolicies of a platform; `status.backup` and the
+//! `BackupHealthy` condition from backup Jobs and their pods' termination messages (the agent's
+//! result line, docs/contracts.md); the `caduceus.io/backup-now` annotation; disabling backups;
+//! the RPO rule in `status.compliance`; and the `bootstrap.fromBackup` restore init container.
+//!
+//! The stand-in runs no CronJob controller and no pods: the tests create the Jobs and Pods the
+//! CronJob and Job controllers would (same labels, names and status shapes). No fixed sleeps.
+
+use std::time::Duration;
+
+use caduceus_operator::{
+    build::backup::{token_hash, ANNOTATION_BACKUP_NOW, CONTAINER},
+    crd::Phase,
+    names::Names,
+    run_controller, ControllerConfig, HealthcarePlatform, Metrics,
+};
+use k8s_openapi::{
+    api::{
+        batch::v1::Job,
+        core::v1::{Namespace, Pod},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    api::{Api, DeleteParams, Patch, PatchParams, PostParams},
+    core::{DynamicObject, GroupVersionKind},
+    discovery::ApiResource,
+    Client,
+};
+use kube_standin::StandIn;
+use serde_json::{json, Value};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+const WAIT: Duration = Duration::from_secs(20);
+const NS: &str = "clinic";
+
+struct Env {
+    standin: StandIn,
+    client: Client,
+    metrics: Metrics,
+    stop: Option<oneshot::Sender<()>>,
+    controller: Option<JoinHandle<()>>,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let standin = StandIn::start().await.expect("stand-in starts");
+        let client = standin.client().expect("client");
+        let crd: CustomResourceDefinition =
+            serde_norway::from_str(&repo_file("crds/caduceus.io_healthcareplatforms.yaml"))
+                .expect("CRD YAML");
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD installed");
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace"),
+            )
+            .await
+            .expect("namespace");
+        let config = ControllerConfig {
+            progress_interval: Duration::from_millis(300),
+            error_backoff_base: Duration::from_millis(50),
+            error_backoff_max: Duration::from_secs(1),
+            namespace: Some(NS.into()),
+            self_report_timeout: Duration::from_millis(200),
+            ..ControllerConfig::default()
+        };
+        let metrics = config.metrics.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let c = client.clone();
+        let controller = tokio::spawn(async move {
+            run_controller(c, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("controller runs");
+        });
+        Self {
+            standin,
+            client,
+            metrics,
+            stop: Some(stop),
+            controller: Some(controller),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(c) = self.controller.take() {
+            tokio::time::timeout(WAIT, c)
+                .await
+                .expect("controller stops")
+                .expect("controller task");
+        }
+    }
+
+    fn platforms(&self) -> Api<HealthcarePlatform> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn create_platform(&self, name: &str, spec: Value) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), NS, &hcp_resource());
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "caduceus.io/v1alpha1",
+            "kind": "HealthcarePlatform",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": spec,
+        }))
+        .expect("platform");
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("platform admitted by the CRD schema");
+    }
+
+    async fn patch_platform(&self, patch: Value) {
+        self.platforms()
+            .patch("demo", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("patch platform");
+    }
+
+    fn stored(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        self.standin.get(api_version, kind, NS, name)
+    }
+
+    fn status(&self) -> Value {
+        self.stored("caduceus.io/v1alpha1", "HealthcarePlatform", "demo")
+            .and_then(|p| p.get("status").cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    fn condition(&self, type_: &str) -> Option<Value> {
+        self.status()["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+    }
+
+    fn condition_is(&self, type_: &str, status: &str, reason: &str) -> bool {
+        self.condition(type_)
+            .is_some_and(|c| c["status"] == status && c["reason"] == reason)
+    }
+
+    async fn settle_until_ready(&self) {
+        let ok = self
+            .standin
+            .wait_until(WAIT, |s| {
+                s.mark_workloads_ready();
+                self.status()["phase"] == format!("{:?}", Phase::Ready)
+            })
+            .await;
+        assert!(ok, "never Ready; status: {}", self.status());
+        // In-flight reconciles triggered by the readiness updates.
+        self.wait_quiet().await;
+    }
+
+    async fn wait_for(&self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let ok = self.standin.wait_until(WAIT, |_| cond(self)).await;
+        assert!(
+            ok,
+            "timed out waiting for: {what}; status: {}",
+            self.status()
+        );
+    }
+
+    /// Waits until nothing has been written for half a second.
+    async fn wait_quiet(&self) {
+        let mut last = self.standin.resource_version();
+        let mut since = std::time::Instant::now();
+        let ok = self
+            .standin
+            .wait_until(WAIT, |s| {
+                let rv = s.resource_version();
+                if rv != last {
+                    last = rv;
+                    since = std::time::Instant::now();
+                }
+                since.elapsed() >= Duration::from_millis(500)
+            })
+            .await;
+        assert!(ok, "the operator kept writing");
+    }
+
+    fn reconciles(&self) -> u64 {
+        self.metrics
+            .reconciles
+            .with_label_values(&["success"])
+            .get()
+    }
+
+    /// Touches the platform and waits until the controller reconciled it again.
+    async fn reconcile_again(&self, marker: &str) {
+        let before = self.reconciles();
+        self.patch_platform(json!({"metadata": {"annotations": {"test/touch": marker}}}))
+            .await;
+        self.wait_for("another reconcile", |e| e.reconciles() > before)
+            .await;
+        self.wait_quiet().await;
+    }
+
+    /// A Job as the CronJob controller creates it (job template labels), then its pod with the
+    /// agent's termination message, then the Job's final status (Complete or Failed at `at`).
+    async fn finished_backup_job(&self, job: &str, outcome: Outcome<'_>, at: Timestamp) {
+        let names = Names::new("demo");
+        let labels = names.labels(caduceus_operator::names::Component::Backup, "test");
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), NS);
+        let spec = json!({
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": CONTAINER, "image": "backup:test"}]}
+            }
+        });
+        jobs.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": job, "namespace": NS, "labels": labels},
+                "spec": spec,
+            }))
+            .expect("job"),
+        )
+        .await
+        .expect("job created");
+        let (exit, message) = match outcome {
+            Outcome::Success { name, size } => (
+                0,
+                format!(
+                    r#"{{"name":"{name}","size":{size},"sha256":"ab","key_id":"bk-000000000000","time":"{at}"}}"#
+                ),
+            ),
+            Outcome::Failure => (
+                1,
+                "error: pg_dump failed (exit status: 1): connection refused".to_string(),
+            ),
+        };
+        let mut pod_labels = labels.clone();
+        pod_labels.insert("batch.kubernetes.io/job-name".into(), job.into());
+        pod_labels.insert("job-name".into(), job.into());
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let pod_name = format!("{job}-x7k2p");
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": pod_name, "namespace": NS, "labels": pod_labels},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": CONTAINER, "image": "backup:test"}]},
+            }))
+            .expect("pod"),
+        )
+        .await
+        .expect("pod created");
+        assert!(self.standin.set_status(
+            "v1",
+            "Pod",
+            NS,
+            &pod_name,
+            json!({"phase": if exit == 0 { "Succeeded" } else { "Failed" },
+                   "containerStatuses": [{"name": CONTAINER, "image": "backup:test", "imageID": "",
+                       "ready": false, "restartCount": 0,
+                       "state": {"terminated": {"exitCode": exit, "reason": if exit == 0 { "Completed" } else { "Error" },
+                                                "message": message, "finishedAt": at.to_string()}}}]}),
+        ));
+        let t = at.to_string();
+        let status = match outcome {
+            Outcome::Success { .. } => json!({
+                "startTime": t, "completionTime": t, "succeeded": 1,
+                "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": t, "lastTransitionTime": t}]
+            }),
+            Outcome::Failure => json!({
+                "startTime": t, "failed": 3,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                "lastProbeTime": t, "lastTransitionTime": t}]
+            }),
+        };
+        assert!(self.standin.set_status("batch/v1", "Job", NS, job, status));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Outcome<'a> {
+    Success { name: &'a str, size: i64 },
+    Failure,
+}
+
+fn hcp_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
+        "healthcareplatforms",
+    )
+}
+
+fn repo_file(rel: &str) -> String {
+    let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// One API replica, backups to S3 (the credentials Secret need not exist for the operator).
+fn spec() -> Value {
+    json!({
+        "apiServer": {"replicas": 1, "env": []},
+        "backup": {
+            "schedule": "15 * * * *",
+            "rpoMinutes": 60,
+            "destination": {"s3": {
+                "endpoint": "https://minio.storage:9000",
+                "bucket": "phi-backups",
+                "prefix": "clinic/demo",
+                "credentialsSecretRef": "s3-creds",
+                "forcePathStyle": true
+            }}
+        }
+    })
+}
+
+fn pod_spec(cron_job: &Value) -> &Value {
+    &cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+}
+
+#[tokio::test]
+async fn a_platform_with_backups_gets_a_hardened_cron_job_key_secret_and_network_policies() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    let names = Names::new("demo");
+    env.wait_for("CronJob, key Secret and backup NetworkPolicies", |e| {
+        e.stored("batch/v1", "CronJob", &names.backup_cron_job())
+            .is_some()
+            && e.stored("v1", "Secret", &names.backup_key()).is_some()
+            && e.stored(
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                &names.netpol_backup_egress(),
+            )
+            .is_some()
+            && e.stored(
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                &names.netpol_backup_to_postgres(),
+            )
+            .is_some()
+    })
+    .await;
+    let cj = env
+        .stored("batch/v1", "CronJob", &names.backup_cron_job())
+        .expect("CronJob");
+    assert_eq!(cj["spec"]["schedule"], "15 * * * *");
+    assert_eq!(cj["spec"]["concurrencyPolicy"], "Forbid");
+    assert!(cj["metadata"]["managedFields"]
+        .as_array()
+        .expect("managed fields")
+        .iter()
+        .any(|m| m["manager"] == "caduceus-operator" && m["operation"] == "Apply"));
+    let pod = pod_spec(&cj);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+    // DATABASE_URL (verify-full) from the credentials Secret, with the Postgres CA mounted where
+    // the URL's sslrootcert points.
+    let env_vars = c["env"].as_array().expect("env");
+    let db = env_vars
+        .iter()
+        .find(|e| e["name"] == "DATABASE_URL")
+        .expect("DATABASE_URL");
+    assert!(db["value"].is_null());
+    assert_eq!(
+        db["valueFrom"]["secretKeyRef"]["name"],
+        names.postgres_credentials()
+    );
+    assert!(c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .any(|m| m["name"] == "db-ca" && m["mountPath"] == "/etc/caduceus/db-ca"));
+    let ca = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "db-ca")
+        .expect("db-ca volume");
+    assert_eq!(ca["secret"]["secretName"], names.postgres_tls());
+    assert_eq!(
+        ca["secret"]["items"],
+        json!([{"key": "ca.crt", "path": "ca.crt"}])
+    );
+    let credentials = env
+        .stored("v1", "Secret", &names.postgres_credentials())
+        .expect("credentials");
+    let url = String::from_utf8(base64_decode(
+        credentials["data"]["database-url"].as_str().expect("url"),
+    ))
+    .expect("utf8");
+    assert!(
+        url.contains("sslmode=verify-full&sslrootcert=/etc/caduceus/db-ca/ca.crt"),
+        "the backup pods use the TLS URL"
+    );
+
+    // The generated key Secret holds a key file in the contracts format.
+    let key = env
+        .stored("v1", "Secret", &names.backup_key())
+        .expect("key Secret");
+    let file: Value = serde_json::from_slice(&base64_decode(
+        key["data"]["backup-key.json"].as_str().expect("key file"),
+    ))
+    .expect("key JSON");
+    assert_eq!(file["version"], 1);
+    assert!(file["key_id"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("bk-")));
+
+    // Egress to Postgres and the object store's port only.
+    let egress = env
+        .stored(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            &names.netpol_backup_egress(),
+        )
+        .expect("policy");
+    let ports: Vec<i64> = egress["spec"]["egress"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, vec![5432, 9000]);
+
+    // An S3 destination has no PVC; nothing has run yet: Unknown, NoBackupYet.
+    assert!(env
+        .stored("v1", "PersistentVolumeClaim", &names.backup_pvc())
+        .is_none());
+    env.wait_for("BackupHealthy Unknown/NoBackupYet", |e| {
+        e.condition_is("BackupHealthy", "Unknown", "NoBackupYet")
+    })
+    .await;
+    env.wait_for("nextScheduledTime at minute 15", |e| {
+        e.status()["backup"]["nextScheduledTime"]
+            .as_str()
+            .is_some_and(|t| t.contains(":15:00"))
+    })
+    .await;
+    env.stop().await;
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64")
+}
+
+#[tokio::test]
+async fn a_pvc_destination_gets_its_claim() {
+    let env = Env::start().await;
+    env.create_platform(
+        "demo",
+        json!({"apiServer": {"replicas": 1, "env": []},
+               "backup": {"destination": {"pvc": {"size": "5Gi"}}}}),
+    )
+    .await;
+    let names = Names::new("demo");
+    env.wait_for("the backup PVC and CronJob", |e| {
+        e.stored("v1", "PersistentVolumeClaim", &names.backup_pvc())
+            .is_some()
+            && e.stored("batch/v1", "CronJob", &names.backup_cron_job())
+                .is_some()
+    })
+    .await;
+    let pvc = env
+        .stored("v1", "PersistentVolumeClaim", &names.backup_pvc())
+        .expect("pvc");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5Gi");
+    let cj = env
+        .stored("batch/v1", "CronJob", &names.backup_cron_job())
+        .expect("CronJob");
+    assert!(pod_spec(&cj)["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["persistentVolumeClaim"]["claimName"] == names.backup_pvc()));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn finished_backup_jobs_fill_status_backup_and_backup_healthy() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    env.settle_until_ready().await;
+
+    // A successful scheduled run: time, name and size from the pod's termination message.
+    let ok_at = Timestamp::now() - SignedDuration::from_mins(10);
+    env.finished_backup_job(
+        "demo-backup-29000001",
+        Outcome::Success {
+            name: "backup-20261129T070000.000Z",
+            size: 123_456,
+        },
+        ok_at,
+    )
+    .await;
+    env.wait_for("lastSuccessfulTime, name and size", |e| {
+        let b = &e.status()["backup"];
+        b["lastBackupName"] == "backup-20261129T070000.000Z" && b["size"] == 123_456
+    })
+    .await;
+    let b = env.status()["backup"].clone();
+    let t: Timestamp = b["lastSuccessfulTime"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("timestamp");
+    assert_eq!(t.as_second(), ok_at.as_second());
+    env.wait_for("BackupHealthy True/BackupWithinRpo", |e| {
+        e.condition_is("BackupHealthy", "True", "BackupWithinRpo")
+    })
+    .await;
+    // The platform stays Ready; the metric and compliance see the backup.
+    assert_eq!(env.status()["phase"], "Ready");
+    env.wait_for("caduceus_backup_last_success_timestamp_seconds", |e| {
+        e.metrics
+            .compliance
+            .backup_last_success
+            .with_label_values(&[&format!("{NS}/demo")])
+            .get()
+            == ok_at.as_second()
+    })
+    .await;
+    env.wait_for("backup-rpo not among the violations", |e| {
+        e.status()["compliance"]["violations"]
+            .as_array()
+            .is_none_or(|v| !v.iter().any(|x| x["rule"] == "backup-rpo"))
+    })
+    .await;
+
+    // A later failed run: lastFailureTime, condition False/BackupFailed; the success is kept.
+    let failed_at = Timestamp::now() - SignedDuration::from_mins(2);
+    env.finished_backup_job("demo-backup-29000002", Outcome::Failure, failed_at)
+        .await;
+    env.wait_for(
+        "lastFailureTime and BackupHealthy False/BackupFailed",
+        |e| {
+            e.status()["backup"]["lastFailureTime"].is_string()
+                && e.condition_is("BackupHealthy", "False", "BackupFailed")
+        },
+    )
+    .await;
+    let b = env.status()["backup"].clone();
+    assert_eq!(b["lastBackupName"], "backup-20261129T070000.000Z");
+    let failure: Timestamp = b["lastFailureTime"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("timestamp");
+    assert_eq!(failure.as_second(), failed_at.as_second());
+    let message = env.condition("BackupHealthy").expect("condition")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !message.contains("connection refused"),
+        "the agent's error text stays out of the status: {message}"
+    );
+
+    // Jobs garbage-collected (history limit): status.backup does not move backwards.
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), NS);
+    for job in ["demo-backup-29000001", "demo-backup-29000002"] {
+        jobs.delete(job, &DeleteParams::default())
+            .await
+            .expect("delete job");
+    }
+    env.reconcile_again("gc").await;
+    assert_eq!(
+        env.status()["backup"]["lastBackupName"],
+        "backup-20261129T070000.000Z"
+    );
+    assert!(env.condition_is("BackupHealthy", "False", "BackupFailed"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_last_success_older_than_the_rpo_is_rpo_exceeded_and_a_compliance_violation() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    env.settle_until_ready().await;
+    let at = Timestamp::now() - SignedDuration::from_mins(61);
+    env.finished_backup_job(
+        "demo-backup-28999999",
+        Outcome::Success {
+            name: "backup-old",
+            size: 10,
+        },
+        at,
+    )
+    .await;
+    env.wait_for("BackupHealthy False/RpoExceeded", |e| {
+        e.condition_is("BackupHealthy", "False", "RpoExceeded")
+    })
+    .await;
+    env.wait_for("the backup-rpo violation in status.compliance", |e| {
+        e.status()["compliance"]["violations"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x["rule"] == "backup-rpo"))
+    })
+    .await;
+    // A fresh success within the RPO clears both.
+    env.finished_backup_job(
+        "demo-backup-29000003",
+        Outcome::Success {
+            name: "backup-new",
+            size: 11,
+        },
+        Timestamp::now() - SignedDuration::from_mins(1),
+    )
+    .await;
+    env.wait_for("BackupHealthy True and no backup-rpo violation", |e| {
+        e.condition_is("BackupHealthy", "True", "BackupWithinRpo")
+            && e.status()["compliance"]["violations"]
+                .as_array()
+                .is_none_or(|v| !v.iter().any(|x| x["rule"] == "backup-rpo"))
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn backup_now_runs_exactly_one_job_per_token() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    env.settle_until_ready().await;
+    let names = Names::new("demo");
+    let job1 = names.backup_now_job(&token_hash("tok1"));
+    env.patch_platform(json!({"metadata": {"annotations": {ANNOTATION_BACKUP_NOW: "tok1"}}}))
+        .await;
+    env.wait_for("the on-demand Job and status.backup.lastOnDemandJob", |e| {
+        e.stored("batch/v1", "Job", &job1).is_some()
+            && e.status()["backup"]["lastOnDemandJob"] == job1.as_str()
+    })
+    .await;
+    let job = env.stored("batch/v1", "Job", &job1).expect("job");
+    assert_eq!(
+        job["metadata"]["labels"]["caduceus.io/backup-trigger"],
+        token_hash("tok1")
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"][0],
+        "backup"
+    );
+    let uid = job["metadata"]["uid"].clone();
+    env.wait_quiet().await;
+    let on_demand = |e: &Env| {
+        e.standin
+            .list("batch/v1", "Job", Some(NS))
+            .into_iter()
+            .filter(|j| {
+                j["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("demo-backup-now-"))
+            })
+            .count()
+    };
+    assert_eq!(on_demand(&env), 1);
+
+    // Reconciles (and a spec change that changes the pod template) do not touch it again.
+    env.patch_platform(json!({"spec": {"backup": {"retention": {"days": 14}}}}))
+        .await;
+    env.wait_for("the CronJob follows the spec change", |e| {
+        e.stored("batch/v1", "CronJob", &names.backup_cron_job())
+            .is_some_and(|cj| {
+                pod_spec(&cj)["containers"][0]["args"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "14"))
+            })
+    })
+    .await;
+    env.wait_quiet().await;
+    assert_eq!(
+        env.stored("batch/v1", "Job", &job1).expect("job")["metadata"]["uid"],
+        uid
+    );
+    assert!(env
+        .condition("Degraded")
+        .is_some_and(|c| c["status"] == "False"));
+
+    // Finished and garbage-collected: never re-created for the same token.
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), NS);
+    jobs.delete(&job1, &DeleteParams::default())
+        .await
+        .expect("delete job");
+    env.reconcile_again("after-gc").await;
+    assert!(
+        env.stored("batch/v1", "Job", &job1).is_none(),
+        "the Job of a handled token was re-created"
+    );
+    assert_eq!(on_demand(&env), 0);
+
+    // A new token runs one new Job.
+    let job2 = names.backup_now_job(&token_hash("tok2"));
+    env.patch_platform(json!({"metadata": {"annotations": {ANNOTATION_BACKUP_NOW: "tok2"}}}))
+        .await;
+    env.wait_for("the second on-demand Job", |e| {
+        e.stored("batch/v1", "Job", &job2).is_some()
+            && e.status()["backup"]["lastOnDemandJob"] == job2.as_str()
+    })
+    .await;
+    env.wait_quiet().await;
+    assert_eq!(on_demand(&env), 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn disabling_backups_deletes_the_cron_job_and_policies_but_keeps_the_key() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    let names = Names::new("demo");
+    env.wait_for("the CronJob", |e| {
+        e.stored("batch/v1", "CronJob", &names.backup_cron_job())
+            .is_some()
+    })
+    .await;
+    env.patch_platform(json!({"spec": {"backup": {"enabled": false}}}))
+        .await;
+    env.wait_for("CronJob and backup NetworkPolicies deleted", |e| {
+        e.stored("batch/v1", "CronJob", &names.backup_cron_job())
+            .is_none()
+            && e.stored(
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                &names.netpol_backup_egress(),
+            )
+            .is_none()
+            && e.stored(
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                &names.netpol_backup_to_postgres(),
+            )
+            .is_none()
+    })
+    .await;
+    env.wait_for("BackupHealthy False/BackupsDisabled", |e| {
+        e.condition_is("BackupHealthy", "False", "BackupsDisabled")
+    })
+    .await;
+    assert!(
+        env.stored("v1", "Secret", &names.backup_key()).is_some(),
+        "the key of existing backups is kept"
+    );
+    // Enabling again brings the CronJob back with the same key.
+    let key_before = env
+        .stored("v1", "Secret", &names.backup_key())
+        .expect("key")["data"]
+        .clone();
+    env.patch_platform(json!({"spec": {"backup": {"enabled": true}}}))
+        .await;
+    env.wait_for("the CronJob again", |e| {
+        e.stored("batch/v1", "CronJob", &names.backup_cron_job())
+            .is_some()
+    })
+    .await;
+    assert_eq!(
+        env.stored("v1", "Secret", &names.backup_key())
+            .expect("key")["data"],
+        key_before
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn from_backup_restores_before_migrations_and_the_crd_refuses_two_sources() {
+    let env = Env::start().await;
+    let from = json!({"name": "latest", "secretRef": "old-backup-key",
+                      "source": {"claimName": "old-backups"}});
+    let mut s = spec();
+    s["database"] = json!({"bootstrap": {"fromBackup": from}});
+    env.create_platform("demo", s).await;
+    let names = Names::new("demo");
+    env.wait_for("the API Deployment", |e| {
+        e.stored("apps/v1", "Deployment", &names.api()).is_some()
+    })
+    .await;
+    let d = env
+        .stored("apps/v1", "Deployment", &names.api())
+        .expect("deployment");
+    let pod = &d["spec"]["template"]["spec"];
+    let init: Vec<&str> = pod["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(init, ["restore", "migrate"]);
+    let restore = &pod["initContainers"][0];
+    assert_eq!(
+        restore["args"],
+        json!([
+            "restore",
+            "latest",
+            "--if-empty",
+            "--termination-log",
+            "/dev/termination-log"
+        ])
+    );
+    assert!(restore["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .any(|m| m["name"] == "db-ca"));
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    assert!(volumes
+        .iter()
+        .any(|v| v["persistentVolumeClaim"]["claimName"] == "old-backups"
+            && v["persistentVolumeClaim"]["readOnly"] == true));
+    assert!(volumes
+        .iter()
+        .any(|v| v["secret"]["secretName"] == "old-backup-key"));
+
+    // Both sources: refused at admission by the CRD's CEL rule.
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), NS, &hcp_resource());
+    let mut bad = spec();
+    bad["database"] = json!({"bootstrap": {"fromBackup": {
+        "secretRef": "k",
+        "source": {"claimName": "x", "s3": {"bucket": "bucket", "credentialsSecretRef": "c"}}}}});
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "caduceus.io/v1alpha1",
+        "kind": "HealthcarePlatform",
+        "metadata": {"name": "bad", "namespace": NS},
+        "spec": bad,
+    }))
+    .expect("platform");
+    let err = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect_err("two restore sources are refused");
+    assert!(
+        err.to_string().contains("exactly one of s3 or claimName"),
+        "{err}"
+    );
+    env.stop().await;
+}
+
+/// A CRD serving any object of a CloudNativePG kind.
+fn cnpg_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.postgresql.cnpg.io")},
+        "spec": {
+            "group": "postgresql.cnpg.io",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                      "listKind": format!("{kind}List")},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    }))
+    .expect("CRD")
+}
+
+#[tokio::test]
+async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
+    let env = Env::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    for (kind, plural) in [
+        ("Cluster", "clusters"),
+        ("ScheduledBackup", "scheduledbackups"),
+    ] {
+        crds.create(&PostParams::default(), &cnpg_crd(kind, plural))
+            .await
+            .expect("CRD");
+    }
+    let mut s = spec();
+    s["database"] = json!({"provider": "CloudNativePG", "instances": 1});
+    env.create_platform("demo", s).await;
+    let names = Names::new("demo");
+    env.wait_for("the Cluster and the ScheduledBackup", |e| {
+        e.stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+            .is_some()
+            && e.stored(
+                "postgresql.cnpg.io/v1",
+                "ScheduledBackup",
+                &names.cnpg_scheduled_backup(),
+            )
+            .is_some()
+    })
+    .await;
+    let cluster = env
+        .stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+        .expect("cluster");
+    assert_eq!(
+        cluster["spec"]["backup"]["barmanObjectStore"]["destinationPath"],
+        "s3://phi-backups/clinic/demo/"
+    );
+    let sb = env
+        .stored(
+            "postgresql.cnpg.io/v1",
+            "ScheduledBackup",
+            &names.cnpg_scheduled_backup(),
+        )
+        .expect("scheduled backup");
+    assert_eq!(sb["spec"]["schedule"], "0 15 * * * *");
+    assert_eq!(sb["spec"]["cluster"]["name"], names.cnpg_cluster());
+    // No agent CronJob, key Secret or backup NetworkPolicies with delegated backups.
+    assert!(env
+        .stored("batch/v1", "CronJob", &names.backup_cron_job())
+        .is_none());
+    assert!(env.stored("v1", "Secret", &names.backup_key()).is_none());
+    assert!(env
+        .stored(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            &names.netpol_backup_egress()
+        )
+        .is_none());
+
+    // CloudNativePG reports a backup: reflected in status.backup and BackupHealthy.
+    let done = (Timestamp::now() - SignedDuration::from_mins(5)).to_string();
+    env.settle_until_ready().await;
+    let mut status = env
+        .stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+        .expect("cluster")["status"]
+        .clone();
+    status["lastSuccessfulBackup"] = json!(done);
+    assert!(env.standin.set_status(
+        "postgresql.cnpg.io/v1",
+        "Cluster",
+        NS,
+        &names.cnpg_cluster(),
+        status
+    ));
+    // The Cluster is not watched: the periodic re-check or any event picks it up.
+    env.reconcile_again("cnpg-backup").await;
+    env.wait_for("lastSuccessfulTime from CloudNativePG", |e| {
+        e.status()["backup"]["lastSuccessfulTime"].is_string()
+            && e.condition_is("BackupHealthy", "True", "BackupWithinRpo")
+    })
+    .await;
+
+    // Disabling backups removes the ScheduledBackup.
+    env.patch_platform(json!({"spec": {"backup": {"enabled": false}}}))
+        .await;
+    env.wait_for("the ScheduledBackup deleted", |e| {
+        e.stored(
+            "postgresql.cnpg.io/v1",
+            "ScheduledBackup",
+            &names.cnpg_scheduled_backup(),
+        )
+        .is_none()
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_backup_key_is_secrets_missing_once_backups_were_taken() {
+    let env = Env::start().await;
+    env.create_platform("demo", spec()).await;
+    env.settle_until_ready().await;
+    let names = Names::new("demo");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+
+    // No backup taken yet: a deleted key is simply generated again.
+    let first = env
+        .stored("v1", "Secret", &names.backup_key())
+        .expect("key")["data"]
+        .clone();
+    secrets
+        .delete(&names.backup_key(), &DeleteParams::default())
+        .await
+        .expect("delete key");
+    env.wait_for("a new key Secret", |e| {
+        e.stored("v1", "Secret", &names.backup_key())
+            .is_some_and(|s| s["data"] != first)
+    })
+    .await;
+
+    // After a backup was taken with it, losing it is SecretsMissing: never silently replaced.
+    env.finished_backup_job(
+        "demo-backup-29000010",
+        Outcome::Success {
+            name: "backup-with-key",
+            size: 1,
+        },
+        Timestamp::now() - SignedDuration::from_mins(1),
+    )
+    .await;
+    env.wait_for("lastSuccessfulTime", |e| {
+        e.status()["backup"]["lastSuccessfulTime"].is_string()
+    })
+    .await;
+    secrets
+        .delete(&names.backup_key(), &DeleteParams::default())
+        .await
+        .expect("delete key");
+    env.wait_for("Degraded/SecretsMissing naming the backup key", |e| {
+        e.condition("Degraded").is_some_and(|c| {
+            c["status"] == "True"
+                && c["reason"] == "SecretsMissing"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&names.backup_key()))
+        })
+    })
+    .await;
+    assert!(env.stored("v1", "Secret", &names.backup_key()).is_none());
+    env.stop().await;
+}
