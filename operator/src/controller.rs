@@ -60,6 +60,9 @@ pub struct ControllerConfig {
     pub metrics: Metrics,
     /// Timeout of one read of an API's compliance self-report (default 3 s).
     pub self_report_timeout: Duration,
+    /// How often the operator checks whether optional CRDs (Prometheus Operator,
+    /// CloudNativePG) appeared or went away; a change reconciles every platform (default 60 s).
+    pub crd_recheck_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -74,6 +77,7 @@ impl Default for ControllerConfig {
             instance: None,
             metrics: Metrics::new(),
             self_report_timeout: Duration::from_secs(3),
+            crd_recheck_interval: Duration::from_secs(60),
         }
     }
 }
@@ -531,6 +535,49 @@ pub fn error_policy(hp: Arc<HealthcarePlatform>, err: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
+/// Which optional CRDs are served: (Prometheus Operator, CloudNativePG). `None` when discovery
+/// failed (no change is assumed then).
+async fn optional_crds(client: &Client) -> Option<(bool, bool)> {
+    let monitoring = apply::prometheus_operator_installed(client).await.ok()?;
+    let cnpg = apply::cnpg_installed(client).await.ok()?;
+    Some((monitoring, cnpg))
+}
+
+/// Yields once each time the set of served optional CRDs changes (checked every `interval`),
+/// so platforms waiting for the Prometheus Operator or CloudNativePG are reconciled as soon as
+/// it is installed instead of at the next periodic requeue.
+fn optional_crd_changes(
+    client: Client,
+    interval: Duration,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(None, move |last: Option<(bool, bool)>| {
+        let client = client.clone();
+        async move {
+            let mut last = last;
+            loop {
+                // The first check (the baseline) runs at once; later ones every `interval`.
+                if last.is_some() {
+                    tokio::time::sleep(interval).await;
+                }
+                let Some(now) = optional_crds(&client).await else {
+                    tokio::time::sleep(interval).await;
+                    continue;
+                };
+                let changed = last.is_some_and(|l| l != now);
+                last = Some(now);
+                if changed {
+                    info!(
+                        prometheus_operator = now.0,
+                        cloudnativepg = now.1,
+                        "optional CRDs changed; reconciling every platform"
+                    );
+                    return Some(((), last));
+                }
+            }
+        }
+    })
+}
+
 /// Runs the controller until `shutdown` completes.
 ///
 /// Watches `HealthcarePlatform`s (all namespaces, or `config.namespace`) and every owned kind
@@ -563,6 +610,7 @@ pub async fn run_controller(
     }
     let ns = config.namespace.clone();
     let concurrency = config.concurrency;
+    let crd_changes = optional_crd_changes(client.clone(), config.crd_recheck_interval);
     let ctx = Arc::new(Context::new(client.clone(), config));
 
     // graceful_shutdown_on needs a Sync future; bridge through a oneshot.
@@ -584,6 +632,7 @@ pub async fn run_controller(
         .owns(api::<PodDisruptionBudget>(&client, &ns), owned.clone())
         .owns(api::<Ingress>(&client, &ns), owned.clone())
         .owns(api::<NetworkPolicy>(&client, &ns), owned)
+        .reconcile_all_on(crd_changes)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(async move {
             let _ = rx.await;

@@ -652,7 +652,14 @@ fn network_policy_default_deny(i: &Inputs<'_>) -> Check {
             .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
         {
             None => problems.push(format!("{name} is missing")),
-            Some(got) if got.spec != want.spec => problems.push(format!("{name} was modified")),
+            Some(got)
+                if !crate::apply::same_network_policy_spec(
+                    got.spec.as_ref(),
+                    want.spec.as_ref(),
+                ) =>
+            {
+                problems.push(format!("{name} was modified"))
+            }
             Some(_) => {}
         }
     }
