@@ -177,6 +177,8 @@ pub struct Observed {
     pub drift_corrected: Vec<(&'static str, String)>,
     /// What happened to the monitoring objects.
     pub monitoring: MonitoringState,
+    /// Expiry of the applied database certificates (embedded database).
+    pub database: Option<crate::crd::DatabaseStatus>,
 }
 
 /// Outcome of the monitoring objects in one reconcile (condition `MonitoringReady`).
@@ -489,6 +491,9 @@ impl Applier<'_> {
         }
         observed.network_policies = network_policies.len();
 
+        observed.database = postgres_tls
+            .as_ref()
+            .and_then(crate::build::secrets::database_status);
         // Secrets are applied with the data read from the cluster: never overwritten.
         for secret in [postgres_credentials, postgres_tls, redis_credentials]
             .into_iter()

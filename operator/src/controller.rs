@@ -27,7 +27,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, describe, Applier, ApplyError, DriftTracker};
-use crate::build::{build_children, cnpg, SecretGenerator};
+use crate::build::{build_children, cnpg, secrets, SecretGenerator};
 use crate::compliance::{self, self_report::SelfReportClient, stage::ComplianceUpdate};
 use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
 use crate::metrics::Metrics;
@@ -302,7 +302,9 @@ async fn apply_platform(
     // Enforce stage: in `Enforce` mode non-compliant values are overridden before building.
     let evaluated_at = k8s_openapi::jiff::Timestamp::now();
     let (p, overrides) = compliance::prepare(&p, evaluated_at);
-    let children = build_children(&p, &existing, &mut SecretGenerator::random());
+    let tls_plan = secrets::postgres_tls_plan(&p, &existing, evaluated_at);
+    let children = build_children(&p, &existing, &mut SecretGenerator::random_at(evaluated_at));
+    let tls_renewed = tls_renewal_note(&p, &existing, &children, tls_plan.as_ref());
     let desired = children.clone();
     let applier = Applier {
         client: ctx.client.clone(),
@@ -334,6 +336,10 @@ async fn apply_platform(
             ),
         )
         .await;
+    }
+    if let Some(note) = tls_renewed {
+        info!(platform = %key(&hp), "database certificates renewed");
+        publish(ctx, &hp, EventType::Normal, "CertificateRenewed", note).await;
     }
     let update = compliance::stage::run(
         &ctx.client,
@@ -367,6 +373,22 @@ async fn apply_platform(
         }
         _ => Action::requeue(cfg.progress_interval.min(cfg.requeue_interval)),
     })
+}
+
+/// The `CertificateRenewed` note when the built TLS Secret renews certificates of an existing
+/// one (not on the first issue, and not when issuing failed and the old values were kept).
+fn tls_renewal_note(
+    p: &crate::validate::ValidatedPlatform,
+    existing: &crate::build::ExistingSecrets,
+    children: &crate::build::Children,
+    plan: Option<&crate::build::postgres_tls::Plan>,
+) -> Option<String> {
+    let built = children.postgres_tls.as_ref()?.data.as_ref()?;
+    let before = existing.by_name.get(&p.names.postgres_tls())?;
+    if built == before {
+        return None;
+    }
+    plan?.describe()
 }
 
 /// Merge-patches `ownerReferences` of one object so it no longer points at the platform.

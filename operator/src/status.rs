@@ -240,6 +240,7 @@ pub fn compute(
         backup: previous.backup.clone(),
         endpoint: previous.endpoint.clone(),
         api_server: previous.api_server.clone(),
+        database: previous.database.clone(),
         ..Default::default()
     };
     let paused = cond(
@@ -323,6 +324,9 @@ pub fn compute(
             )
         }
         Outcome::Observed(p, obs) => {
+            if obs.database.is_some() {
+                status.database = obs.database.clone();
+            }
             observed_conditions(p, obs, &previous, &mut status, paused, stopped)
         }
     };
@@ -671,6 +675,10 @@ mod tests {
             cnpg_installed: true,
             drift_corrected: vec![],
             monitoring: crate::apply::MonitoringState::Disabled,
+            database: children
+                .postgres_tls
+                .as_ref()
+                .and_then(crate::build::secrets::database_status),
         }
     }
 

@@ -95,12 +95,14 @@ pub fn build_children(
     generator: &mut SecretGenerator,
 ) -> Children {
     let config = config_map::build(p);
+    let postgres_tls = secrets::postgres_tls(p, existing, generator);
+    let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
-        postgres_tls: secrets::postgres_tls(p, existing, generator),
+        postgres_tls,
         redis_credentials: secrets::redis_credentials(p, existing, generator),
         api_secrets: secrets::api_secrets(p, existing, generator),
-        postgres: postgres::build(p),
+        postgres: postgres::build(p, tls_checksum.as_deref()),
         cnpg_cluster: cnpg::build(p),
         redis: redis::build(p),
         api_service_account: service_account::build(p),

@@ -62,9 +62,7 @@ fn children_of(p: &ValidatedPlatform) -> Children {
     build_children(
         p,
         &ExistingSecrets::default(),
-        &mut SecretGenerator::Random {
-            date: "20261122".into(),
-        },
+        &mut SecretGenerator::Random { now: now() },
     )
 }
 
