@@ -850,3 +850,107 @@ async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creat
     assert_eq!(env.status()["phase"], "Ready");
     env.stop().await;
 }
+
+/// A platform whose database certificate is about to expire: the next reconcile re-issues it
+/// from the same CA, restarts Postgres through the pod-template checksum, says so in an Event
+/// and shows the new expiry in `status.database`.
+#[tokio::test]
+async fn a_database_certificate_about_to_expire_is_renewed_by_the_reconcile() {
+    use caduceus_operator::build::postgres_tls;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+    let env = Env::start().await;
+    let names = Names::new("demo");
+    let now = Timestamp::now();
+    let issued = now
+        .checked_sub(SignedDuration::from_hours(
+            24 * (postgres_tls::SERVER_VALIDITY_DAYS - 10),
+        ))
+        .unwrap();
+    let hosts: Vec<String> = [names.postgres(), names.postgres_headless()]
+        .iter()
+        .flat_map(|svc| {
+            [
+                svc.clone(),
+                format!("{svc}.{NS}"),
+                format!("{svc}.{NS}.svc"),
+                format!("{svc}.{NS}.svc.cluster.local"),
+            ]
+        })
+        .chain([format!(
+            "*.{}.{NS}.svc.cluster.local",
+            names.postgres_headless()
+        )])
+        .collect();
+    let old = postgres_tls::issue("demo", &hosts, issued).unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    secrets
+        .create(
+            &PostParams::default(),
+            // `data`, not `stringData`: the stand-in does not convert the latter.
+            &k8s_openapi::api::core::v1::Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(names.postgres_tls()),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                data: Some(
+                    [
+                        ("ca.crt", old.ca_cert.clone()),
+                        ("ca.key", old.ca_key.clone().unwrap()),
+                        ("tls.crt", old.server_cert.clone()),
+                        ("tls.key", old.server_key.clone()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.into_bytes())))
+                    .collect(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    env.create_platform(spec(json!({}))).await;
+    env.wait_evaluated(1).await;
+    let stored = secrets.get(&names.postgres_tls()).await.unwrap();
+    let value = |k: &str| String::from_utf8(stored.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    assert_eq!(value("ca.crt"), old.ca_cert, "the CA is kept");
+    assert_eq!(value("ca.key"), old.ca_key.clone().unwrap());
+    assert_ne!(
+        value("tls.crt"),
+        old.server_cert,
+        "the server certificate is new"
+    );
+    let (not_after, _) = postgres_tls::expiry(&value("ca.crt"), &value("tls.crt")).unwrap();
+    assert!(
+        not_after
+            > now
+                .checked_add(SignedDuration::from_hours(24 * 300))
+                .unwrap()
+    );
+    let status = env.status();
+    assert_eq!(
+        status["database"]["tlsNotAfter"]
+            .as_str()
+            .and_then(|s| s.parse::<Timestamp>().ok()),
+        Some(not_after),
+        "{status:#}"
+    );
+    assert!(status["database"]["caNotAfter"].is_string());
+    let sts = env
+        .stored("apps/v1", "StatefulSet", &names.postgres())
+        .unwrap();
+    assert_eq!(
+        sts["spec"]["template"]["metadata"]["annotations"]["caduceus.io/tls-checksum"],
+        postgres_tls::checksum(value("tls.crt").as_bytes(), value("tls.key").as_bytes()),
+        "Postgres restarts with the new certificate"
+    );
+    env.wait_for("CertificateRenewed Event", |e| {
+        e.has_event("CertificateRenewed", "about to expire")
+    })
+    .await;
+    // The database-tls rule passes with the renewed certificate.
+    assert_eq!(env.rule_metric("database-tls"), 1);
+    env.stop().await;
+}
