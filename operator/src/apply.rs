@@ -188,6 +188,8 @@ pub struct Observed {
     /// The on-demand backup Job created (or found) for the current `caduceus.io/backup-now`
     /// token in this reconcile.
     pub on_demand_job: Option<String>,
+    /// Expiry of the applied database certificates (embedded database).
+    pub database: Option<crate::crd::DatabaseStatus>,
 }
 
 /// Outcome of the monitoring objects in one reconcile (condition `MonitoringReady`).
@@ -292,6 +294,63 @@ impl Applier<'_> {
             drift.push((kind, name));
         }
         Ok(live)
+    }
+
+    /// Applies a NetworkPolicy and makes its live spec exactly the desired one.
+    ///
+    /// Server-side apply never removes fields owned by another field manager: a key added by
+    /// hand to `podSelector.matchLabels` (narrowing what the default-deny policy covers) would
+    /// survive the apply. When the live spec still differs after the apply, it is replaced as a
+    /// whole with a JSON patch (guarded by the resourceVersion), which drops such fields.
+    async fn apply_network_policy(
+        &self,
+        np: &NetworkPolicy,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), ApplyError> {
+        let live = self.apply(np, drift).await?;
+        if same_network_policy_spec(live.spec.as_ref(), np.spec.as_ref()) {
+            return Ok(());
+        }
+        let name = np.metadata.name.clone().unwrap_or_default();
+        let err = |e: serde_json::Error| ApplyError::Apply {
+            kind: "NetworkPolicy",
+            name: name.clone(),
+            detail: format!("building the spec replacement: {e}"),
+        };
+        let ops = serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": live.metadata.resource_version},
+            {"op": "replace", "path": "/spec", "value": np.spec},
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(err)?;
+        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), self.namespace);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let replaced = api
+            .patch(&name, &params, &Patch::Json::<()>(patch))
+            .await
+            .map_err(|e| ApplyError::Apply {
+                kind: "NetworkPolicy",
+                name: name.clone(),
+                detail: describe(&e),
+            })?;
+        let key = format!("NetworkPolicy/{}/{name}", self.namespace);
+        self.tracker.record(
+            key,
+            Fingerprint {
+                desired: desired_hash(np),
+                uid: replaced.metadata.uid.clone().unwrap_or_default(),
+                marker: change_marker("NetworkPolicy", &replaced.metadata, np),
+            },
+        );
+        if !drift
+            .iter()
+            .any(|(k, n)| *k == "NetworkPolicy" && *n == name)
+        {
+            drift.push(("NetworkPolicy", name));
+        }
+        Ok(())
     }
 
     /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
@@ -445,7 +504,7 @@ impl Applier<'_> {
 
         // Network policies first: no platform pod ever runs unprotected.
         for np in &network_policies {
-            self.apply(np, &mut drift).await?;
+            self.apply_network_policy(np, &mut drift).await?;
         }
         let wanted: HashSet<String> = network_policies
             .iter()
@@ -462,6 +521,9 @@ impl Applier<'_> {
         }
         observed.network_policies = network_policies.len();
 
+        observed.database = postgres_tls
+            .as_ref()
+            .and_then(crate::build::secrets::database_status);
         // Secrets are applied with the data read from the cluster: never overwritten.
         for secret in [postgres_credentials, postgres_tls, redis_credentials]
             .into_iter()
@@ -623,6 +685,36 @@ pub async fn list_backup_jobs(
         detail: describe(&e),
     })?;
     Ok((listed.items, pod_list.items))
+}
+
+/// Whether two NetworkPolicy specs mean the same (an empty list or map equals an absent one,
+/// as the API server may drop empty fields).
+pub fn same_network_policy_spec(
+    a: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
+    b: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
+) -> bool {
+    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match v {
+            Value::Null => None,
+            Value::Array(items) => {
+                let items: Vec<Value> = items.into_iter().filter_map(prune).collect();
+                (!items.is_empty()).then_some(Value::Array(items))
+            }
+            Value::Object(map) => {
+                let map: serde_json::Map<String, Value> = map
+                    .into_iter()
+                    .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                    .collect();
+                (!map.is_empty()).then_some(Value::Object(map))
+            }
+            other => Some(other),
+        }
+    }
+    let norm = |s: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>| {
+        s.and_then(|s| serde_json::to_value(s).ok()).and_then(prune)
+    };
+    norm(a) == norm(b)
 }
 
 /// Which field shows that someone else changed an object: `generation` where the kind has one,
@@ -867,6 +959,37 @@ mod tests {
             r#"env[0].value: Invalid value: "…": bad"#
         );
         assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
+
+    #[test]
+    fn network_policy_specs_compare_by_meaning() {
+        use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        use std::collections::BTreeMap;
+        let spec = |labels: &[(&str, &str)], ingress: Option<Vec<_>>| NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress,
+            egress: None,
+        };
+        let want = spec(&[("app", "demo")], None);
+        assert!(same_network_policy_spec(
+            Some(&want),
+            Some(&spec(&[("app", "demo")], Some(vec![])))
+        ));
+        assert!(!same_network_policy_spec(
+            Some(&want),
+            Some(&spec(&[("app", "demo"), ("nothing", "here")], None))
+        ));
+        assert!(!same_network_policy_spec(Some(&want), None));
     }
 
     #[test]

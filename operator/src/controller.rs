@@ -29,7 +29,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, describe, Applier, ApplyError, DriftTracker};
-use crate::build::{build_children, cnpg, SecretGenerator};
+use crate::build::{build_children, cnpg, secrets, SecretGenerator};
 use crate::compliance::{self, self_report::SelfReportClient, stage::ComplianceUpdate};
 use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
 use crate::metrics::Metrics;
@@ -62,6 +62,9 @@ pub struct ControllerConfig {
     pub metrics: Metrics,
     /// Timeout of one read of an API's compliance self-report (default 3 s).
     pub self_report_timeout: Duration,
+    /// How often the operator checks whether optional CRDs (Prometheus Operator,
+    /// CloudNativePG) appeared or went away; a change reconciles every platform (default 60 s).
+    pub crd_recheck_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -76,6 +79,7 @@ impl Default for ControllerConfig {
             instance: None,
             metrics: Metrics::new(),
             self_report_timeout: Duration::from_secs(3),
+            crd_recheck_interval: Duration::from_secs(60),
         }
     }
 }
@@ -131,6 +135,8 @@ pub enum ReconcileError {
     Cleanup(String),
     #[error("the platform has no namespace")]
     NoNamespace,
+    #[error("reading the platform failed: {0}")]
+    Read(String),
 }
 
 impl ReconcileError {
@@ -141,6 +147,7 @@ impl ReconcileError {
             ReconcileError::Status(_) => "StatusPatchFailed",
             ReconcileError::Cleanup(_) => "CleanupFailed",
             ReconcileError::NoNamespace => "NoNamespace",
+            ReconcileError::Read(_) => "ReadFailed",
         }
     }
 }
@@ -233,12 +240,33 @@ async fn write_status_with(
     Ok(new.phase)
 }
 
+/// The platform as the API server has it now. The controller's cache can lag behind the
+/// operator's own last status write (a Job event may trigger a reconcile before the watch
+/// delivered that write); a status computed from the stale copy would move `status.backup`,
+/// violation `since` times or the audit chain head backwards. `None`: the platform is gone.
+async fn fresh(
+    ctx: &Context,
+    hp: Arc<HealthcarePlatform>,
+    ns: &str,
+) -> Result<Option<Arc<HealthcarePlatform>>, ReconcileError> {
+    let api: Api<HealthcarePlatform> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(&hp.name_any()).await {
+        Ok(Some(live)) if live.resource_version() == hp.resource_version() => Ok(Some(hp)),
+        Ok(Some(live)) => Ok(Some(Arc::new(live))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ReconcileError::Read(describe(&e))),
+    }
+}
+
 /// Validate → build → apply → status for one platform.
 async fn apply_platform(
     hp: Arc<HealthcarePlatform>,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     let ns = hp.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let Some(hp) = fresh(ctx, hp, &ns).await? else {
+        return Ok(Action::await_change());
+    };
     let cfg = &ctx.config;
 
     let p = match validate(&hp, &ns) {
@@ -309,7 +337,9 @@ async fn apply_platform(
     // Enforce stage: in `Enforce` mode non-compliant values are overridden before building.
     let evaluated_at = k8s_openapi::jiff::Timestamp::now();
     let (p, overrides) = compliance::prepare(&p, evaluated_at);
-    let children = build_children(&p, &existing, &mut SecretGenerator::random());
+    let tls_plan = secrets::postgres_tls_plan(&p, &existing, evaluated_at);
+    let children = build_children(&p, &existing, &mut SecretGenerator::random_at(evaluated_at));
+    let tls_renewed = tls_renewal_note(&p, &existing, &children, tls_plan.as_ref());
     let desired = children.clone();
     let applier = Applier {
         client: ctx.client.clone(),
@@ -343,6 +373,10 @@ async fn apply_platform(
         )
         .await;
     }
+    if let Some(note) = tls_renewed {
+        info!(platform = %key(&hp), "database certificates renewed");
+        publish(ctx, &hp, EventType::Normal, "CertificateRenewed", note).await;
+    }
     let update = compliance::stage::run(
         &ctx.client,
         &ctx.self_reports,
@@ -375,6 +409,22 @@ async fn apply_platform(
         }
         _ => Action::requeue(cfg.progress_interval.min(cfg.requeue_interval)),
     })
+}
+
+/// The `CertificateRenewed` note when the built TLS Secret renews certificates of an existing
+/// one (not on the first issue, and not when issuing failed and the old values were kept).
+fn tls_renewal_note(
+    p: &crate::validate::ValidatedPlatform,
+    existing: &crate::build::ExistingSecrets,
+    children: &crate::build::Children,
+    plan: Option<&crate::build::postgres_tls::Plan>,
+) -> Option<String> {
+    let built = children.postgres_tls.as_ref()?.data.as_ref()?;
+    let before = existing.by_name.get(&p.names.postgres_tls())?;
+    if built == before {
+        return None;
+    }
+    plan?.describe()
 }
 
 /// Merge-patches `ownerReferences` of one object so it no longer points at the platform.
@@ -543,6 +593,49 @@ pub fn error_policy(hp: Arc<HealthcarePlatform>, err: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
+/// Which optional CRDs are served: (Prometheus Operator, CloudNativePG). `None` when discovery
+/// failed (no change is assumed then).
+async fn optional_crds(client: &Client) -> Option<(bool, bool)> {
+    let monitoring = apply::prometheus_operator_installed(client).await.ok()?;
+    let cnpg = apply::cnpg_installed(client).await.ok()?;
+    Some((monitoring, cnpg))
+}
+
+/// Yields once each time the set of served optional CRDs changes (checked every `interval`),
+/// so platforms waiting for the Prometheus Operator or CloudNativePG are reconciled as soon as
+/// it is installed instead of at the next periodic requeue.
+fn optional_crd_changes(
+    client: Client,
+    interval: Duration,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(None, move |last: Option<(bool, bool)>| {
+        let client = client.clone();
+        async move {
+            let mut last = last;
+            loop {
+                // The first check (the baseline) runs at once; later ones every `interval`.
+                if last.is_some() {
+                    tokio::time::sleep(interval).await;
+                }
+                let Some(now) = optional_crds(&client).await else {
+                    tokio::time::sleep(interval).await;
+                    continue;
+                };
+                let changed = last.is_some_and(|l| l != now);
+                last = Some(now);
+                if changed {
+                    info!(
+                        prometheus_operator = now.0,
+                        cloudnativepg = now.1,
+                        "optional CRDs changed; reconciling every platform"
+                    );
+                    return Some(((), last));
+                }
+            }
+        }
+    })
+}
+
 /// Runs the controller until `shutdown` completes.
 ///
 /// Watches `HealthcarePlatform`s (all namespaces, or `config.namespace`) and every owned kind
@@ -575,6 +668,7 @@ pub async fn run_controller(
     }
     let ns = config.namespace.clone();
     let concurrency = config.concurrency;
+    let crd_changes = optional_crd_changes(client.clone(), config.crd_recheck_interval);
     let ctx = Arc::new(Context::new(client.clone(), config));
 
     // graceful_shutdown_on needs a Sync future; bridge through a oneshot.
@@ -600,6 +694,7 @@ pub async fn run_controller(
         // Jobs of the CronJob are owned by it, not by the platform: mapped by their instance
         // label, so a finished backup updates `status.backup` at once.
         .watches(api::<Job>(&client, &ns), owned, job_platform)
+        .reconcile_all_on(crd_changes)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(async move {
             let _ = rx.await;

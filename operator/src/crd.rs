@@ -994,6 +994,9 @@ pub struct HealthcarePlatformStatus {
     /// The running API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server: Option<ApiServerStatus>,
+    /// The embedded database's TLS certificates (absent for other providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseStatus>,
     /// Compliance evaluation result (absent until evaluated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compliance: Option<ComplianceStatus>,
@@ -1061,6 +1064,18 @@ pub struct ApiServerStatus {
     pub desired_replicas: i32,
     /// `ready/desired`, for `kubectl get`.
     pub ready: String,
+}
+
+/// Operator-issued TLS of the embedded database (renewed automatically).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// When the Postgres server certificate expires (re-issued 30 days before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_not_after: Option<Time>,
+    /// When the newest CA in `ca.crt` expires (a new CA is issued a year before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_not_after: Option<Time>,
 }
 
 /// Compliance evaluation summary (filled by the compliance engine).

@@ -23,6 +23,9 @@ pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
 
 /// Pod-template annotation carrying a hash of the API ConfigMap, so a settings change rolls pods.
 pub const ANNOTATION_CONFIG_HASH: &str = "caduceus.io/config-hash";
+/// Postgres pod-template annotation carrying a hash of the server certificate and key, so a
+/// renewed certificate restarts Postgres.
+pub const ANNOTATION_TLS_CHECKSUM: &str = "caduceus.io/tls-checksum";
 /// Label the Grafana dashboard sidecar looks for.
 pub const LABEL_GRAFANA_DASHBOARD: &str = "grafana_dashboard";
 /// `app.kubernetes.io/name` of the operator's own pods and Service (Helm chart).

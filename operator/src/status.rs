@@ -295,6 +295,7 @@ pub fn compute(
         backup: previous.backup.clone(),
         endpoint: previous.endpoint.clone(),
         api_server: previous.api_server.clone(),
+        database: previous.database.clone(),
         ..Default::default()
     };
     let paused = cond(
@@ -378,6 +379,9 @@ pub fn compute(
             )
         }
         Outcome::Observed(p, obs) => {
+            if obs.database.is_some() {
+                status.database = obs.database.clone();
+            }
             let (phase, message, mut conditions) =
                 observed_conditions(p, obs, &previous, &mut status, paused, stopped);
             status.backup = backup_status(p, previous.backup.as_ref(), obs, now.0);
@@ -733,6 +737,10 @@ mod tests {
             backup_jobs: vec![],
             backup_pods: vec![],
             on_demand_job: None,
+            database: children
+                .postgres_tls
+                .as_ref()
+                .and_then(crate::build::secrets::database_status),
         }
     }
 

@@ -118,12 +118,14 @@ pub fn build_children(
     let config = config_map::build(p);
     let mut network_policies = network_policy::build(p);
     network_policies.extend(backup::network_policies(p));
+    let postgres_tls = secrets::postgres_tls(p, existing, generator);
+    let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
-        postgres_tls: secrets::postgres_tls(p, existing, generator),
+        postgres_tls,
         redis_credentials: secrets::redis_credentials(p, existing, generator),
         api_secrets: secrets::api_secrets(p, existing, generator),
-        postgres: postgres::build(p),
+        postgres: postgres::build(p, tls_checksum.as_deref()),
         cnpg_cluster: cnpg::build(p).map(|c| backup_cnpg::with_backup(p, c)),
         redis: redis::build(p),
         api_service_account: service_account::build(p),

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PersistentVolumeClaim,
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, KeyToPath, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
     SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
@@ -22,7 +22,10 @@ use super::security::{
 };
 use super::{child_meta, PostgresObjects};
 use crate::crd::DatabaseProvider;
-use crate::names::{Component, PG_DATABASE_KEY, PG_PASSWORD_KEY, PG_USERNAME_KEY, POSTGRES_PORT};
+use crate::names::{
+    Component, ANNOTATION_TLS_CHECKSUM, PG_DATABASE_KEY, PG_PASSWORD_KEY, PG_USERNAME_KEY,
+    POSTGRES_PORT,
+};
 use crate::validate::ValidatedPlatform;
 
 /// Image of the embedded database.
@@ -66,8 +69,10 @@ fn pg_isready_probe(initial_delay: i32, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// The StatefulSet and Services, or `None` unless the provider is `Embedded`.
-pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
+/// The StatefulSet and Services, or `None` unless the provider is `Embedded`. `tls_checksum`
+/// (of the server certificate and key) goes on the pod template, so a renewed certificate
+/// restarts Postgres (it reads the certificate at start).
+pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<PostgresObjects> {
     if p.spec.database.provider != DatabaseProvider::Embedded {
         return None;
     }
@@ -206,6 +211,9 @@ pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: tls_checksum.map(|c| {
+                        BTreeMap::from([(ANNOTATION_TLS_CHECKSUM.to_string(), c.to_string())])
+                    }),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -225,7 +233,17 @@ pub fn build(p: &ValidatedPlatform) -> Option<PostgresObjects> {
                                 // Root-owned, group fsGroup: Postgres accepts 0640 keys.
                                 default_mode: Some(KEY_FILE_MODE),
                                 optional: Some(false),
-                                items: None,
+                                // Never the CA's key.
+                                items: Some(
+                                    [SERVER_CERT_KEY, SERVER_KEY_KEY]
+                                        .into_iter()
+                                        .map(|k| KeyToPath {
+                                            key: k.into(),
+                                            path: k.into(),
+                                            mode: None,
+                                        })
+                                        .collect(),
+                                ),
                             }),
                             ..Default::default()
                         },
@@ -283,7 +301,7 @@ mod tests {
     #[test]
     fn embedded_postgres_is_hardened_and_probed() {
         let p = platform(|s| s.database.version = "16.6".into());
-        let objs = build(&p).unwrap();
+        let objs = build(&p, None).unwrap();
         let sts = objs.stateful_set.spec.unwrap();
         assert_eq!(sts.replicas, Some(1));
         assert_eq!(sts.service_name.as_deref(), Some("demo-postgres-headless"));
@@ -337,7 +355,7 @@ mod tests {
     #[test]
     fn selector_matches_pod_labels() {
         let p = platform(|_| {});
-        let sts = build(&p).unwrap().stateful_set.spec.unwrap();
+        let sts = build(&p, None).unwrap().stateful_set.spec.unwrap();
         let sel = sts.selector.match_labels.unwrap();
         let labels = sts.template.metadata.unwrap().labels.unwrap();
         assert!(sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
@@ -347,10 +365,10 @@ mod tests {
     fn stopped_scales_to_zero_other_providers_have_none() {
         let p = platform(|s| s.stopped = true);
         assert_eq!(
-            build(&p).unwrap().stateful_set.spec.unwrap().replicas,
+            build(&p, None).unwrap().stateful_set.spec.unwrap().replicas,
             Some(0)
         );
         let p = platform(|s| s.database.provider = DatabaseProvider::CloudNativePG);
-        assert!(build(&p).is_none());
+        assert!(build(&p, None).is_none());
     }
 }

@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::ByteString;
 use rand::RngCore;
 use serde::Serialize;
 
 use super::{bytes, child_meta, postgres_tls};
-use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::crd::{CacheProvider, DatabaseProvider, DatabaseStatus};
 use crate::names::{
     Component, ANNOTATION_PLACEHOLDER, DATABASE_NAME, DATABASE_USER, JWT_KEY, PG_DATABASE_KEY,
     PG_PASSWORD_KEY, PG_URL_KEY, PG_USERNAME_KEY, PHI_KEYS, POSTGRES_PORT, REDIS_AUTH_CONF_KEY,
@@ -49,20 +51,22 @@ impl ExistingSecrets {
 /// Source of new secret values.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SecretGenerator {
-    /// CSPRNG values (`rand`'s thread-local ChaCha generator, seeded from the OS). `date` is the
-    /// `YYYYMMDD` used in new PHI key ids.
-    Random { date: String },
+    /// CSPRNG values (`rand`'s thread-local ChaCha generator, seeded from the OS). `now` dates
+    /// new PHI key ids (`YYYYMMDD`) and is the time certificates are issued and renewed at.
+    Random { now: Timestamp },
     /// Clearly marked placeholder values, for `render` (deterministic output).
     Placeholder,
 }
 
 impl SecretGenerator {
-    /// A random generator stamped with today's UTC date.
+    /// A random generator for the current time.
     pub fn random() -> Self {
-        let now = k8s_openapi::jiff::Timestamp::now();
-        SecretGenerator::Random {
-            date: now.strftime("%Y%m%d").to_string(),
-        }
+        Self::random_at(Timestamp::now())
+    }
+
+    /// A random generator for time `now`.
+    pub fn random_at(now: Timestamp) -> Self {
+        SecretGenerator::Random { now }
     }
 
     fn is_placeholder(&self) -> bool {
@@ -94,9 +98,9 @@ impl SecretGenerator {
     /// A PHI key id `k-YYYYMMDD-xxxx` (matches `^[a-z0-9][a-z0-9-]{0,31}$`).
     fn key_id(&mut self) -> String {
         match self {
-            SecretGenerator::Random { date } => {
+            SecretGenerator::Random { now } => {
                 let r = Self::random_bytes(2);
-                format!("k-{date}-{:02x}{:02x}", r[0], r[1])
+                format!("k-{}-{:02x}{:02x}", now.strftime("%Y%m%d"), r[0], r[1])
             }
             SecretGenerator::Placeholder => "k-placeholder".to_string(),
         }
@@ -184,10 +188,39 @@ pub fn postgres_credentials(
     Some(secret(p, name, Component::Database, data, generator))
 }
 
-/// `<platform>-postgres-tls` for the embedded database: operator-issued CA (`ca.crt`), server
-/// certificate (`tls.crt`) and key (`tls.key`). Kept once it exists; issued only when any of the
-/// three is missing. If issuing fails the Secret stays without them: Postgres cannot start and
-/// the `database-tls` compliance rule reports it (never a silent plaintext fallback).
+/// The TLS Secret's values as they exist (non-UTF-8 values count as missing).
+fn stored_tls(existing: &ExistingSecrets, name: &str) -> postgres_tls::Stored {
+    let get = |key: &str| existing.get_str(name, key);
+    postgres_tls::Stored::parse(
+        get(postgres_tls::CA_CERT_KEY).as_deref(),
+        get(postgres_tls::CA_KEY_KEY).as_deref(),
+        get(postgres_tls::SERVER_CERT_KEY).as_deref(),
+        get(postgres_tls::SERVER_KEY_KEY).as_deref(),
+    )
+}
+
+/// What [`postgres_tls`] does to the certificates at `now` (`None` unless the database is
+/// embedded). The controller reports it as a `CertificateRenewed` Event.
+pub fn postgres_tls_plan(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    now: Timestamp,
+) -> Option<postgres_tls::Plan> {
+    (p.spec.database.provider == DatabaseProvider::Embedded).then(|| {
+        postgres_tls::plan(
+            &stored_tls(existing, &p.names.postgres_tls()),
+            &postgres_tls::dns_names(p),
+            now,
+        )
+    })
+}
+
+/// `<platform>-postgres-tls` for the embedded database: operator-issued CA bundle (`ca.crt`),
+/// the newest CA's key (`ca.key`), server certificate (`tls.crt`) and key (`tls.key`).
+/// Issued when missing and renewed as [`postgres_tls::plan`] decides at the generator's `now`;
+/// otherwise kept byte for byte. If issuing fails the Secret keeps what it had (or stays without
+/// certificates): Postgres cannot start and the `database-tls` compliance rule reports it (never
+/// a silent plaintext fallback).
 pub fn postgres_tls(
     p: &ValidatedPlatform,
     existing: &ExistingSecrets,
@@ -197,32 +230,69 @@ pub fn postgres_tls(
         return None;
     }
     let name = p.names.postgres_tls();
-    let keys = [
-        postgres_tls::CA_CERT_KEY,
-        postgres_tls::SERVER_CERT_KEY,
-        postgres_tls::SERVER_KEY_KEY,
-    ];
     let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
-    if !keys.iter().all(|k| data.contains_key(*k)) {
-        let issued = match generator {
-            SecretGenerator::Random { date } => {
-                postgres_tls::issue(&p.name, &postgres_tls::dns_names(p), date)
-                    .ok()
-                    .map(|m| [m.ca_cert, m.server_cert, m.server_key])
+    match generator {
+        SecretGenerator::Random { now } => {
+            let stored = stored_tls(existing, &name);
+            let hosts = postgres_tls::dns_names(p);
+            if let Ok((m, plan)) = postgres_tls::renew(&p.name, &stored, &hosts, *now) {
+                if plan.changes() {
+                    data.insert(postgres_tls::CA_CERT_KEY.into(), bytes(&m.ca_cert));
+                    data.insert(postgres_tls::SERVER_CERT_KEY.into(), bytes(&m.server_cert));
+                    data.insert(postgres_tls::SERVER_KEY_KEY.into(), bytes(&m.server_key));
+                    if let Some(key) = &m.ca_key {
+                        data.insert(postgres_tls::CA_KEY_KEY.into(), bytes(key));
+                    }
+                }
             }
-            SecretGenerator::Placeholder => Some([
-                PLACEHOLDER.to_string(),
-                PLACEHOLDER.to_string(),
-                PLACEHOLDER.to_string(),
-            ]),
-        };
-        if let Some(values) = issued {
-            for (k, v) in keys.iter().zip(values) {
-                data.insert((*k).to_string(), bytes(&v));
+        }
+        SecretGenerator::Placeholder => {
+            for key in [
+                postgres_tls::CA_CERT_KEY,
+                postgres_tls::CA_KEY_KEY,
+                postgres_tls::SERVER_CERT_KEY,
+                postgres_tls::SERVER_KEY_KEY,
+            ] {
+                data.entry(key.to_string())
+                    .or_insert_with(|| bytes(PLACEHOLDER));
             }
         }
     }
     Some(secret(p, name, Component::Database, data, generator))
+}
+
+/// Checksum of the server certificate and key in a built TLS Secret (pod-template annotation
+/// that restarts Postgres when they change); `None` for `render`'s placeholder values.
+pub fn tls_checksum(secret: &Secret) -> Option<String> {
+    let placeholder = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_PLACEHOLDER));
+    if placeholder {
+        return None;
+    }
+    let data = secret.data.as_ref()?;
+    let cert = data.get(postgres_tls::SERVER_CERT_KEY)?;
+    let key = data.get(postgres_tls::SERVER_KEY_KEY)?;
+    Some(postgres_tls::checksum(&cert.0, &key.0))
+}
+
+/// `status.database` from a built TLS Secret (`None` when it holds no parseable certificates).
+pub fn database_status(secret: &Secret) -> Option<DatabaseStatus> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    let (server, ca) = postgres_tls::expiry(
+        &text(postgres_tls::CA_CERT_KEY)?,
+        &text(postgres_tls::SERVER_CERT_KEY)?,
+    )?;
+    Some(DatabaseStatus {
+        tls_not_after: Some(Time(server)),
+        ca_not_after: Some(Time(ca)),
+    })
 }
 
 /// `<platform>-redis-credentials` for the embedded cache: password, `redis-url` (the API's
@@ -295,7 +365,7 @@ mod tests {
 
     fn random() -> SecretGenerator {
         SecretGenerator::Random {
-            date: "20261122".into(),
+            now: "2026-11-22T10:00:00Z".parse().unwrap(),
         }
     }
 
@@ -390,6 +460,83 @@ mod tests {
             });
         });
         assert!(postgres_tls(&external, &ExistingSecrets::default(), &mut random()).is_none());
+    }
+
+    /// Near expiry the next build re-issues the server certificate from the kept CA, the
+    /// Postgres pod template's checksum changes (so Postgres restarts with it) and
+    /// `status.database` moves; before that nothing changes.
+    #[test]
+    fn postgres_tls_is_renewed_near_expiry_and_restarts_postgres() {
+        use crate::build::{build_children, postgres_tls::SERVER_VALIDITY_DAYS};
+        let p = platform(|_| {});
+        let t0: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let at = |days: i64| {
+            SecretGenerator::random_at(
+                t0.checked_add(k8s_openapi::jiff::SignedDuration::from_hours(days * 24))
+                    .unwrap(),
+            )
+        };
+        let checksum = |c: &crate::build::Children| {
+            c.postgres
+                .as_ref()
+                .unwrap()
+                .stateful_set
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[crate::names::ANNOTATION_TLS_CHECKSUM]
+                .clone()
+        };
+        let first = build_children(&p, &ExistingSecrets::default(), &mut at(0));
+        let tls = first.postgres_tls.clone().unwrap();
+        for key in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+            assert!(!value(&tls, key).is_empty(), "{key}");
+        }
+        let status = database_status(&tls).unwrap();
+        assert_eq!(
+            status.tls_not_after.clone().unwrap().0,
+            t0.checked_add(k8s_openapi::jiff::SignedDuration::from_hours(
+                SERVER_VALIDITY_DAYS * 24
+            ))
+            .unwrap()
+        );
+        let mut existing = ExistingSecrets::default();
+        existing.insert("demo-postgres-tls", tls.data.clone().unwrap());
+
+        let month_later = build_children(&p, &existing, &mut at(30));
+        assert_eq!(month_later.postgres_tls, first.postgres_tls);
+        assert_eq!(checksum(&month_later), checksum(&first));
+        assert!(!postgres_tls_plan(&p, &existing, t0).unwrap().changes());
+
+        let near_expiry = build_children(&p, &existing, &mut at(SERVER_VALIDITY_DAYS - 10));
+        let renewed = near_expiry.postgres_tls.clone().unwrap();
+        assert_eq!(value(&renewed, "ca.crt"), value(&tls, "ca.crt"));
+        assert_eq!(value(&renewed, "ca.key"), value(&tls, "ca.key"));
+        assert_ne!(value(&renewed, "tls.crt"), value(&tls, "tls.crt"));
+        assert_ne!(checksum(&near_expiry), checksum(&first));
+        assert!(
+            database_status(&renewed).unwrap().tls_not_after > status.tls_not_after,
+            "status.database.tlsNotAfter moves"
+        );
+        let plan = postgres_tls_plan(
+            &p,
+            &existing,
+            t0.checked_add(k8s_openapi::jiff::SignedDuration::from_hours(
+                (SERVER_VALIDITY_DAYS - 10) * 24,
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(plan.server, Some(postgres_tls::Reason::Expiring));
+        // No value of the Secret reaches the Event text.
+        let note = plan.describe().unwrap();
+        assert!(!note.contains("BEGIN"), "{note}");
     }
 
     #[test]

@@ -404,9 +404,12 @@ fn database_tls(i: &Inputs<'_>) -> Check {
                     .unwrap_or(false)
             });
             match (verify_full && root, server_ssl) {
-                (true, true) => pass(
-                    "the API connects with sslmode=verify-full to Postgres running with ssl=on",
-                ),
+                (true, true) => match certificate_problem(i) {
+                    Some(problem) => fail(problem),
+                    None => pass(
+                        "the API connects with sslmode=verify-full to Postgres running with ssl=on",
+                    ),
+                },
                 (false, _) => {
                     fail("the API's DATABASE_URL does not use sslmode=verify-full with sslrootcert")
                 }
@@ -419,6 +422,33 @@ fn database_tls(i: &Inputs<'_>) -> Check {
                 "external and CloudNativePG databases are judged by the API self-report: {e}"
             )),
         },
+    }
+}
+
+/// What is wrong with the embedded database's certificate Secret, if anything (nothing to say
+/// offline, where the values are placeholders).
+fn certificate_problem(i: &Inputs<'_>) -> Option<String> {
+    use crate::build::postgres_tls::{expiry, CA_CERT_KEY, SERVER_CERT_KEY};
+    let Some(secret) = &i.children.postgres_tls else {
+        return Some("the embedded database has no TLS Secret".into());
+    };
+    if is_placeholder(secret) {
+        return None;
+    }
+    let text = |key: &str| {
+        secret_value(secret, key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    match expiry(&text(CA_CERT_KEY), &text(SERVER_CERT_KEY)) {
+        None => Some(
+            "the database TLS Secret holds no valid CA and server certificate (issuing failed)"
+                .into(),
+        ),
+        Some((not_after, _)) if not_after <= i.now => Some(format!(
+            "the database server certificate expired at {not_after}"
+        )),
+        Some(_) => None,
     }
 }
 
@@ -652,7 +682,14 @@ fn network_policy_default_deny(i: &Inputs<'_>) -> Check {
             .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
         {
             None => problems.push(format!("{name} is missing")),
-            Some(got) if got.spec != want.spec => problems.push(format!("{name} was modified")),
+            Some(got)
+                if !crate::apply::same_network_policy_spec(
+                    got.spec.as_ref(),
+                    want.spec.as_ref(),
+                ) =>
+            {
+                problems.push(format!("{name} was modified"))
+            }
             Some(_) => {}
         }
     }

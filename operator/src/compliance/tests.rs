@@ -62,9 +62,7 @@ fn children_of(p: &ValidatedPlatform) -> Children {
     build_children(
         p,
         &ExistingSecrets::default(),
-        &mut SecretGenerator::Random {
-            date: "20261122".into(),
-        },
+        &mut SecretGenerator::Random { now: now() },
     )
 }
 
@@ -227,6 +225,28 @@ fn database_tls_embedded_external_and_reported() {
     });
     let m = assert_verdict(&a, RuleId::DatabaseTls, Verdict::Fail);
     assert!(m.contains("ssl=on"), "{m}");
+    // ... and so does an expired server certificate (renewal impossible) or none at all.
+    let a = run(&audit(|_| {}), |c, _| {
+        let old = crate::build::postgres_tls::issue(
+            "demo",
+            &["demo-postgres.clinic.svc".to_string()],
+            now() - SignedDuration::from_hours(24 * 400),
+        )
+        .unwrap();
+        if let Some(data) = c.postgres_tls.as_mut().and_then(|s| s.data.as_mut()) {
+            data.insert("ca.crt".into(), ByteString(old.ca_cert.into_bytes()));
+            data.insert("tls.crt".into(), ByteString(old.server_cert.into_bytes()));
+        }
+    });
+    let m = assert_verdict(&a, RuleId::DatabaseTls, Verdict::Fail);
+    assert!(m.contains("expired at"), "{m}");
+    let a = run(&audit(|_| {}), |c, _| {
+        if let Some(data) = c.postgres_tls.as_mut().and_then(|s| s.data.as_mut()) {
+            data.remove("tls.crt");
+        }
+    });
+    let m = assert_verdict(&a, RuleId::DatabaseTls, Verdict::Fail);
+    assert!(m.contains("no valid CA and server certificate"), "{m}");
 
     let external = audit(|s| {
         s.database.provider = DatabaseProvider::External;

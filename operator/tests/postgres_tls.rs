@@ -1,0 +1,374 @@
+//! The operator's database certificates on a REAL PostgreSQL with `ssl=on`, and the REAL
+//! `caduceus-api` connecting with `sslmode=verify-full`.
+//!
+//! The CA and server certificate come from `caduceus_operator::build::postgres_tls` (the code
+//! that fills `<platform>-postgres-tls`), with the SAN `localhost`. A throw-away PostgreSQL is
+//! started with `initdb` / `pg_ctl` (as `scripts/services.sh` does; binaries from `.tools/bin`
+//! or `/usr/lib/postgresql/*/bin`, or `PG_BINDIR`) on a free port, with `ssl=on`, the issued
+//! certificate and key (0600) and a `pg_hba.conf` that admits TCP clients only over TLS. Then:
+//! `caduceus-api migrate` and `serve` connect with `verify-full` (and `/internal/compliance`
+//! reports `database_tls: true`); a CA bundle with an extra CA (as during a CA renewal) is
+//! accepted; another CA, or a host name the certificate does not cover, is refused with a clear
+//! error. The API binary is found as in `compliance_self_report.rs` (`cargo build -p
+//! caduceus-api` first, or `CADUCEUS_API_BIN`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use caduceus_operator::build::postgres_tls::{self, TlsMaterial};
+use caduceus_operator::compliance::self_report::SelfReportClient;
+
+fn api_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CADUCEUS_API_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<this test> → target/<profile>/caduceus-api
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("caduceus-api"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p caduceus-api` with the same CARGO_TARGET_DIR first (or set CADUCEUS_API_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+fn pg_bindir() -> PathBuf {
+    if let Ok(d) = std::env::var("PG_BINDIR") {
+        return PathBuf::from(d);
+    }
+    let repo_tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin");
+    let mut candidates = vec![repo_tools];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        candidates.extend(versions.into_iter().rev());
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        .expect("initdb and pg_ctl (run scripts/tools.sh, or set PG_BINDIR)")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// initdb and postgres refuse to run as root: run them as `postgres` (or `nobody`) then.
+fn pg_user() -> Option<&'static str> {
+    if !is_root() {
+        return None;
+    }
+    let exists = |u: &str| {
+        Command::new("id")
+            .arg(u)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    Some(if exists("postgres") {
+        "postgres"
+    } else {
+        "nobody"
+    })
+}
+
+fn pg_command(bin: &Path) -> Command {
+    match pg_user() {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+fn chown_to_pg_user(path: &Path) {
+    if let Some(user) = pg_user() {
+        let ok = Command::new("chown")
+            .arg(user)
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown {user} {}", path.display());
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// A throw-away PostgreSQL serving TLS with the given certificate; stopped on drop.
+struct Postgres {
+    bindir: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postgres {
+    fn start(tls: &TlsMaterial) -> Self {
+        let bindir = pg_bindir();
+        let dir = tempfile::tempdir().unwrap();
+        chown_to_pg_user(dir.path());
+        let cert = dir.path().join("server.crt");
+        let key = dir.path().join("server.key");
+        std::fs::write(&cert, &tls.server_cert).unwrap();
+        std::fs::write(&key, &tls.server_key).unwrap();
+        // Postgres refuses a key readable by others.
+        set_mode(&key, 0o600);
+        chown_to_pg_user(&cert);
+        chown_to_pg_user(&key);
+
+        let data = dir.path().join("data");
+        let out = pg_command(&bindir.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", text(&out));
+        // TCP clients only over TLS; the Unix socket (for this test's own checks) is trusted.
+        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=localhost -c fsync=off -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c ssl_min_protocol_version=TLSv1.2",
+            dir.path().display(),
+            cert.display(),
+            key.display()
+        );
+        let out = pg_command(&bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default();
+        assert!(out.status.success(), "pg_ctl start: {}\n{log}", text(&out));
+        Self { bindir, dir, port }
+    }
+
+    fn url(&self, host: &str, ca_file: &Path) -> String {
+        format!(
+            "postgres://postgres@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            self.port,
+            ca_file.display()
+        )
+    }
+
+    /// Runs SQL over the Unix socket (not through TLS).
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-XtAq", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "psql {sql}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn migrate(database_url: &str) -> Output {
+    Command::new(api_binary())
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certificate() {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let tls = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
+    let pg = Postgres::start(&tls);
+    let files = tempfile::tempdir().unwrap();
+    let ca = write(files.path(), "ca.crt", &tls.ca_cert);
+
+    // The server really runs TLS with the issued certificate.
+    assert_eq!(pg.sql("SHOW ssl"), "on");
+
+    // migrate over verify-full.
+    let url = pg.url("localhost", &ca);
+    let out = migrate(&url);
+    assert!(out.status.success(), "migrate: {}", text(&out));
+    assert!(
+        pg.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .parse::<u32>()
+            .unwrap()
+            > 0,
+        "migrate created the schema"
+    );
+
+    // A bundle with a second CA (ca.crt during a CA renewal) is accepted too.
+    let other = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
+    let bundle = write(
+        files.path(),
+        "bundle.crt",
+        &format!("{}{}", other.ca_cert, tls.ca_cert),
+    );
+    let out = migrate(&pg.url("localhost", &bundle));
+    assert!(
+        out.status.success(),
+        "migrate with a two-CA bundle: {}",
+        text(&out)
+    );
+
+    // serve: the self-report says the database connection is verified TLS, and every TCP
+    // connection of the API is encrypted (pg_hba admits nothing else).
+    let keys = tempfile::tempdir().unwrap();
+    let out = Command::new(api_binary())
+        .args(["keys", "generate", "--out"])
+        .arg(keys.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keys generate: {}", text(&out));
+    let (http_port, admin_port) = (free_port(), free_port());
+    let mut serve = Command::new(api_binary())
+        .arg("serve")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env(
+            "REDIS_URL",
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+        .env("CADUCEUS_JWT_KEY_FILE", keys.path().join("jwt.key"))
+        .env("CADUCEUS_PHI_KEYS_FILE", keys.path().join("phi-keys.json"))
+        .env("CADUCEUS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = SelfReportClient::new(Duration::from_secs(2)).unwrap();
+    let report_url = format!("http://127.0.0.1:{admin_port}/internal/compliance");
+    let start = Instant::now();
+    let report = loop {
+        match client.fetch(&report_url).await {
+            Ok(r) => break r,
+            Err(e) => {
+                if let Ok(Some(status)) = serve.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut s) = serve.stderr.take() {
+                        use std::io::Read as _;
+                        let _ = s.read_to_string(&mut err);
+                    }
+                    panic!("the API exited ({status}): {err}");
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = serve.kill();
+                    panic!("the API did not serve its self-report: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let encrypted = pg.sql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
+         JOIN pg_stat_activity a USING (pid) WHERE a.client_addr IS NOT NULL",
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(report.database_tls, "{report:?}");
+    let (tls_conns, all_conns) = encrypted.split_once('|').unwrap();
+    assert!(
+        all_conns.parse::<u32>().unwrap() > 0,
+        "the API holds connections"
+    );
+    assert_eq!(tls_conns, all_conns, "every API connection is TLS");
+}
+
+#[test]
+fn another_ca_or_a_name_outside_the_certificate_is_refused() {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let tls = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
+    let pg = Postgres::start(&tls);
+    let files = tempfile::tempdir().unwrap();
+    let ca = write(files.path(), "ca.crt", &tls.ca_cert);
+    // Sanity: the right CA and name work.
+    let out = migrate(&pg.url("localhost", &ca));
+    assert!(out.status.success(), "migrate: {}", text(&out));
+
+    let refused = |out: &Output, what: &str| {
+        assert!(
+            !out.status.success(),
+            "{what} must be refused: {}",
+            text(out)
+        );
+        eprintln!("{what}: {}", text(out).trim());
+        let msg = text(out).to_ascii_lowercase();
+        assert!(
+            msg.contains("certificate") || msg.contains("tls") || msg.contains("ssl"),
+            "{what}: the error names the TLS problem: {msg}"
+        );
+        assert!(!msg.contains("private key"), "{msg}");
+        assert!(!msg.contains("begin certificate"), "{msg}");
+    };
+
+    // A CA that did not sign the server certificate.
+    let other = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
+    let other_ca = write(files.path(), "other.crt", &other.ca_cert);
+    refused(&migrate(&pg.url("localhost", &other_ca)), "another CA");
+
+    // The right CA, but a host the certificate does not name (127.0.0.1 is not in its SANs).
+    refused(
+        &migrate(&pg.url("127.0.0.1", &ca)),
+        "a host outside the SANs",
+    );
+
+    // Without TLS the server admits nobody over TCP.
+    let out = migrate(&format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=disable",
+        pg.port
+    ));
+    assert!(
+        !out.status.success(),
+        "plaintext must be refused: {}",
+        text(&out)
+    );
+}

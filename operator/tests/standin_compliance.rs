@@ -1,0 +1,956 @@
+//! Continuous compliance and monitoring end to end through the real controller
+//! (`run_controller` with all its watches) against `kube-standin`: `status.compliance`, the
+//! `Compliant` and `MonitoringReady` conditions, the Events, the compliance metrics in the
+//! controller's registry, Enforce/Audit modes, exceptions, drift correction of NetworkPolicies,
+//! and the Prometheus Operator objects with and without the `monitoring.coreos.com` CRDs.
+//!
+//! The stand-in runs no pods, so the API's self-report cannot be read: the rules that need it
+//! must be reported `NotEvaluated` (never `Pass`). No fixed sleeps: every wait polls.
+
+use std::time::Duration;
+
+use caduceus_operator::{
+    crd::Phase, names::Names, run_controller, ControllerConfig, HealthcarePlatform, Metrics,
+};
+use k8s_openapi::{
+    api::{core::v1::Namespace, networking::v1::NetworkPolicy},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    api::{Api, Patch, PatchParams, PostParams},
+    core::{DynamicObject, GroupVersionKind},
+    discovery::ApiResource,
+    Client,
+};
+use kube_standin::StandIn;
+use serde_json::{json, Value};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+const WAIT: Duration = Duration::from_secs(30);
+const NS: &str = "clinic";
+const PLATFORM: &str = "clinic/demo";
+
+/// Rules that need the API's self-report (or backup status) and so cannot pass in the stand-in.
+const NEED_A_RUNNING_API: &[&str] = &[
+    "field-encryption-active",
+    "audit-chain-intact",
+    "audit-write-failures",
+    "backup-rpo",
+];
+
+struct Env {
+    standin: StandIn,
+    client: Client,
+    metrics: Metrics,
+    stop: Option<oneshot::Sender<()>>,
+    controller: Option<JoinHandle<()>>,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let standin = StandIn::start().await.expect("stand-in starts");
+        let client = standin.client().expect("client");
+        install_crd(&client, crd_from_repo()).await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+            )
+            .await
+            .expect("namespace");
+        let config = ControllerConfig {
+            progress_interval: Duration::from_millis(300),
+            error_backoff_base: Duration::from_millis(50),
+            error_backoff_max: Duration::from_secs(1),
+            namespace: Some(NS.into()),
+            // The API host names do not resolve here; fail fast.
+            self_report_timeout: Duration::from_millis(500),
+            crd_recheck_interval: Duration::from_millis(200),
+            ..ControllerConfig::default()
+        };
+        let metrics = config.metrics.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let c = client.clone();
+        let controller = tokio::spawn(async move {
+            run_controller(c, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("controller runs");
+        });
+        Self {
+            standin,
+            client,
+            metrics,
+            stop: Some(stop),
+            controller: Some(controller),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(c) = self.controller.take() {
+            tokio::time::timeout(WAIT, c)
+                .await
+                .expect("controller stops")
+                .expect("controller task");
+        }
+    }
+
+    fn platforms(&self) -> Api<HealthcarePlatform> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Creates the platform from the raw manifest (as kubectl would send it).
+    async fn create_platform(&self, spec: Value) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), NS, &hcp_resource());
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "caduceus.io/v1alpha1",
+            "kind": "HealthcarePlatform",
+            "metadata": {"name": "demo", "namespace": NS},
+            "spec": spec,
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("platform admitted by the CRD schema");
+    }
+
+    async fn patch_spec(&self, patch: Value) -> i64 {
+        let p = self
+            .platforms()
+            .patch(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": patch })),
+            )
+            .await
+            .expect("spec patched");
+        p.metadata.generation.unwrap_or_default()
+    }
+
+    fn stored(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
+        self.standin.get(api_version, kind, NS, name)
+    }
+
+    fn status(&self) -> Value {
+        self.stored("caduceus.io/v1alpha1", "HealthcarePlatform", "demo")
+            .and_then(|p| p.get("status").cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    fn compliance(&self) -> Value {
+        self.status()["compliance"].clone()
+    }
+
+    fn condition(&self, type_: &str) -> Option<Value> {
+        self.status()["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+    }
+
+    fn api_config(&self, key: &str) -> Option<String> {
+        self.stored("v1", "ConfigMap", &Names::new("demo").api_config())
+            .and_then(|c| c["data"][key].as_str().map(str::to_string))
+    }
+
+    /// Events about the platform (both Event APIs), as (reason, note/message).
+    fn events(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (av, text) in [("events.k8s.io/v1", "note"), ("v1", "message")] {
+            for ev in self.standin.list(av, "Event", Some(NS)) {
+                out.push((
+                    ev["reason"].as_str().unwrap_or_default().to_string(),
+                    ev[text].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+        out
+    }
+
+    fn has_event(&self, reason: &str, note_contains: &str) -> bool {
+        self.events()
+            .iter()
+            .any(|(r, n)| r == reason && n.contains(note_contains))
+    }
+
+    fn rule_metric(&self, rule: &str) -> i64 {
+        self.metrics
+            .compliance
+            .rule_status
+            .with_label_values(&[PLATFORM, rule])
+            .get()
+    }
+
+    fn violations_metric(&self, severity: &str) -> i64 {
+        self.metrics
+            .compliance
+            .violations
+            .with_label_values(&[PLATFORM, severity])
+            .get()
+    }
+
+    async fn wait_for(&self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let ok = self
+            .standin
+            .wait_until(WAIT, |s| {
+                s.mark_workloads_ready();
+                cond(self)
+            })
+            .await;
+        assert!(
+            ok,
+            "timed out waiting for: {what}; status: {:#}; events: {:?}",
+            self.status(),
+            self.events()
+        );
+    }
+
+    /// Waits until nothing has been written for a second (no reconcile in flight).
+    async fn wait_quiet(&self) {
+        let mut last_rv = self.standin.resource_version();
+        let mut since = std::time::Instant::now();
+        let ok = self
+            .standin
+            .wait_until(WAIT, |s| {
+                let rv = s.resource_version();
+                if rv != last_rv {
+                    last_rv = rv;
+                    since = std::time::Instant::now();
+                }
+                since.elapsed() >= Duration::from_secs(1)
+            })
+            .await;
+        assert!(ok, "the operator kept writing");
+    }
+
+    /// Waits until the status describes generation `generation` and is evaluated.
+    async fn wait_evaluated(&self, generation: i64) {
+        self.wait_for("an evaluated status of the current generation", |e| {
+            let s = e.status();
+            s["observedGeneration"].as_i64() == Some(generation)
+                && s["compliance"]["lastEvaluated"].is_string()
+                && e.condition("Compliant")
+                    .is_some_and(|c| c["observedGeneration"].as_i64() == Some(generation))
+        })
+        .await;
+    }
+}
+
+fn hcp_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
+        "healthcareplatforms",
+    )
+}
+
+fn crd_from_repo() -> CustomResourceDefinition {
+    let path = format!(
+        "{}/../crds/caduceus.io_healthcareplatforms.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_norway::from_str(&text).expect("CRD YAML")
+}
+
+async fn install_crd(client: &Client, crd: CustomResourceDefinition) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD installed");
+}
+
+/// A `monitoring.coreos.com/v1` CRD as the Prometheus Operator installs it (schema reduced to
+/// "any object": the stand-in admits what the real one would for our objects).
+fn prometheus_operator_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {
+                "kind": kind, "plural": plural, "singular": kind.to_ascii_lowercase(),
+                "listKind": format!("{kind}List")
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+async fn install_prometheus_operator_crds(client: &Client) {
+    install_crd(
+        client,
+        prometheus_operator_crd("ServiceMonitor", "servicemonitors"),
+    )
+    .await;
+    install_crd(
+        client,
+        prometheus_operator_crd("PrometheusRule", "prometheusrules"),
+    )
+    .await;
+}
+
+/// The smallest platform (`examples/minimal.yaml`'s spec: one API replica) plus `extra`.
+fn spec(extra: Value) -> Value {
+    let mut spec = json!({"apiServer": {"replicas": 1, "env": []}, "deletionPolicy": "Delete"});
+    merge(&mut spec, &extra);
+    spec
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+fn find<'a>(list: &'a Value, rule: &str) -> Option<&'a Value> {
+    list.as_array()
+        .and_then(|l| l.iter().find(|v| v["rule"] == rule))
+}
+
+fn rules(list: &Value) -> Vec<String> {
+    list.as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v["rule"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Rules that need a running API are `NotEvaluated` everywhere (status, metric), never passed,
+/// and the counts add up.
+fn assert_unreachable_self_report_is_not_evaluated(env: &Env) {
+    let c = env.compliance();
+    let not_evaluated = rules(&c["notEvaluated"]);
+    for rule in NEED_A_RUNNING_API {
+        assert!(
+            not_evaluated.iter().any(|r| r == rule),
+            "{rule} must be NotEvaluated without a reachable API: {c:#}"
+        );
+        assert_eq!(env.rule_metric(rule), -1, "metric of {rule}");
+        assert!(find(&c["violations"], rule).is_none(), "{rule}: {c:#}");
+    }
+    for rule in &NEED_A_RUNNING_API[..3] {
+        let note = find(&c["notEvaluated"], rule).unwrap()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(note.contains("self-report"), "{rule}: {note}");
+    }
+    let passed = c["passed"].as_i64().unwrap();
+    let total = c["total"].as_i64().unwrap();
+    let failing = c["violations"].as_array().map_or(0, Vec::len) as i64;
+    let excepted = c["exceptions"]
+        .as_array()
+        .map_or(0, |l| l.iter().filter(|e| e["state"] == "Active").count())
+        as i64;
+    assert!(
+        passed + failing + not_evaluated.len() as i64 + excepted >= total
+            && passed <= total - not_evaluated.len() as i64 - failing,
+        "passed {passed}, total {total}: {c:#}"
+    );
+}
+
+#[tokio::test]
+async fn enforce_mode_overrides_the_config_and_reports_what_it_changed() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({"security": {"sessionIdleTimeoutMinutes": 60}})))
+        .await;
+    env.wait_evaluated(1).await;
+    let names = Names::new("demo");
+
+    // The API really gets 15 minutes, and one replica became two (api-availability).
+    assert_eq!(
+        env.api_config("CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES")
+            .as_deref(),
+        Some("15")
+    );
+    let replicas = env
+        .stored("apps/v1", "Deployment", &names.api())
+        .and_then(|d| d["spec"]["replicas"].as_i64());
+    assert_eq!(replicas, Some(2));
+
+    let c = env.compliance();
+    assert_eq!(c["mode"], "Enforce");
+    assert_eq!(c["profiles"], json!(["HIPAA"]));
+    let idle = find(&c["enforced"], "session-idle-timeout").expect("override listed");
+    assert_eq!(idle["field"], "spec.security.sessionIdleTimeoutMinutes");
+    assert_eq!(
+        (idle["from"].as_str(), idle["to"].as_str()),
+        (Some("60"), Some("15"))
+    );
+    assert!(
+        idle["message"]
+            .as_str()
+            .unwrap()
+            .contains("164.312(a)(2)(iii)"),
+        "{idle}"
+    );
+    let replicas = find(&c["enforced"], "api-availability").expect("replicas override listed");
+    assert_eq!(replicas["field"], "spec.apiServer.replicas");
+    // Enforced rules pass: nothing fails, but some rules need a running API.
+    assert!(
+        c["violations"].as_array().is_none_or(Vec::is_empty),
+        "{c:#}"
+    );
+    assert!(c.get("compliant").is_none_or(Value::is_null), "{c:#}");
+    assert_eq!(env.rule_metric("session-idle-timeout"), 1);
+    assert_eq!(env.rule_metric("api-availability"), 1);
+    assert_eq!(env.rule_metric("database-tls"), 1);
+    assert_eq!(env.rule_metric("network-policy-default-deny"), 1);
+    for severity in ["critical", "high", "medium"] {
+        assert_eq!(env.violations_metric(severity), 0, "{severity}");
+    }
+    assert_unreachable_self_report_is_not_evaluated(&env);
+    let compliant = env.condition("Compliant").unwrap();
+    assert_eq!(compliant["status"], "Unknown");
+    assert_eq!(compliant["reason"], "NotAllRulesEvaluated");
+    assert!(
+        compliant["message"]
+            .as_str()
+            .unwrap()
+            .contains("overridden by Enforce mode"),
+        "{compliant}"
+    );
+    env.wait_for("ComplianceEnforced Event", |e| {
+        e.has_event(
+            "ComplianceEnforced",
+            "sessionIdleTimeoutMinutes overridden from 60 to 15",
+        )
+    })
+    .await;
+    assert!(
+        !env.events().iter().any(|(r, _)| r == "ComplianceViolation"),
+        "enforced values are no violation: {:?}",
+        env.events()
+    );
+
+    // The Prometheus text exposition has the series too.
+    let text = env.metrics.render();
+    assert!(
+        text.contains(
+            r#"caduceus_compliance_rule_status{platform="clinic/demo",rule="session-idle-timeout"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"caduceus_compliance_rule_status{platform="clinic/demo",rule="field-encryption-active"} -1"#
+        ),
+        "{text}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn audit_mode_changes_nothing_reports_the_violation_and_its_clearing() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({
+        "apiServer": {"replicas": 2},
+        "security": {"sessionIdleTimeoutMinutes": 60},
+        "compliance": {"mode": "Audit"}
+    })))
+    .await;
+    env.wait_evaluated(1).await;
+
+    assert_eq!(
+        env.api_config("CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES")
+            .as_deref(),
+        Some("60"),
+        "Audit mode must not change the configuration"
+    );
+    let c = env.compliance();
+    assert_eq!(c["mode"], "Audit");
+    assert_eq!(c["compliant"], false);
+    assert!(c["enforced"].as_array().is_none_or(Vec::is_empty), "{c:#}");
+    let v = find(&c["violations"], "session-idle-timeout").expect("violation listed");
+    assert_eq!(v["severity"], "high");
+    assert!(
+        v["message"].as_str().unwrap().contains("60 min"),
+        "message says what is wrong: {v}"
+    );
+    assert!(v["since"].is_string(), "{v}");
+    assert_eq!(env.rule_metric("session-idle-timeout"), 0);
+    assert_eq!(
+        env.violations_metric("high"),
+        c["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["severity"] == "high")
+            .count() as i64
+    );
+    assert!(env.violations_metric("high") >= 1);
+    let compliant = env.condition("Compliant").unwrap();
+    assert_eq!(compliant["status"], "False");
+    assert_eq!(compliant["reason"], "ViolationsFound");
+    assert!(compliant["message"]
+        .as_str()
+        .unwrap()
+        .contains("session-idle-timeout"));
+    assert_unreachable_self_report_is_not_evaluated(&env);
+    env.wait_for("ComplianceViolation Event", |e| {
+        e.has_event(
+            "ComplianceViolation",
+            "rule session-idle-timeout (high) fails",
+        )
+    })
+    .await;
+
+    // `since` survives later evaluations of the same violation.
+    let since = v["since"].clone();
+    let generation = env
+        .patch_spec(json!({"security": {"accessTokenTtlMinutes": 10}}))
+        .await;
+    env.wait_evaluated(generation).await;
+    assert_eq!(
+        find(&env.compliance()["violations"], "session-idle-timeout").unwrap()["since"],
+        since
+    );
+
+    // Fixing the spec clears the violation.
+    let generation = env
+        .patch_spec(json!({"security": {"sessionIdleTimeoutMinutes": 15}}))
+        .await;
+    env.wait_evaluated(generation).await;
+    assert!(find(&env.compliance()["violations"], "session-idle-timeout").is_none());
+    assert_eq!(
+        env.api_config("CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES")
+            .as_deref(),
+        Some("15")
+    );
+    assert_eq!(env.rule_metric("session-idle-timeout"), 1);
+    env.wait_for("ComplianceViolationCleared Event", |e| {
+        e.has_event(
+            "ComplianceViolationCleared",
+            "rule session-idle-timeout no longer fails",
+        )
+    })
+    .await;
+    assert_eq!(env.condition("Compliant").unwrap()["status"], "Unknown");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_active_exception_suspends_the_rule_and_an_expired_one_does_not() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({
+        "apiServer": {"replicas": 2},
+        "security": {"sessionIdleTimeoutMinutes": 60, "accessTokenTtlMinutes": 60},
+        "compliance": {"exceptions": [
+            {"rule": "session-idle-timeout", "justification": "kiosk pilot (CHG-1234)",
+             "expires": "2099-01-01T00:00:00Z"},
+            {"rule": "access-token-ttl", "justification": "old pilot (CHG-1000)",
+             "expires": "2020-01-01T00:00:00Z"},
+            {"rule": "no-such-rule", "justification": "typo",
+             "expires": "2099-01-01T00:00:00Z"}
+        ]}
+    })))
+    .await;
+    env.wait_evaluated(1).await;
+
+    // Active exception: not enforced, not a violation, reported as excepted.
+    assert_eq!(
+        env.api_config("CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES")
+            .as_deref(),
+        Some("60")
+    );
+    // Expired exception: enforced again.
+    assert_eq!(
+        env.api_config("CADUCEUS_ACCESS_TOKEN_TTL_MINUTES")
+            .as_deref(),
+        Some("15")
+    );
+    let c = env.compliance();
+    assert!(
+        find(&c["violations"], "session-idle-timeout").is_none(),
+        "{c:#}"
+    );
+    assert!(
+        find(&c["enforced"], "session-idle-timeout").is_none(),
+        "{c:#}"
+    );
+    assert_eq!(env.rule_metric("session-idle-timeout"), 2, "excepted");
+    let ttl = find(&c["enforced"], "access-token-ttl").expect("expired exception enforced");
+    assert_eq!(
+        (ttl["from"].as_str(), ttl["to"].as_str()),
+        (Some("60"), Some("15"))
+    );
+    assert_eq!(env.rule_metric("access-token-ttl"), 1);
+
+    let state = |rule: &str| find(&c["exceptions"], rule).unwrap()["state"].clone();
+    assert_eq!(state("session-idle-timeout"), "Active");
+    assert_eq!(state("access-token-ttl"), "Expired");
+    assert_eq!(state("no-such-rule"), "UnknownRule");
+    assert!(
+        find(&c["exceptions"], "access-token-ttl").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer applies")
+    );
+
+    // The exception expires (the user moves its date into the past): enforced from then on.
+    let generation = env
+        .patch_spec(json!({"compliance": {"exceptions": [
+            {"rule": "session-idle-timeout", "justification": "kiosk pilot (CHG-1234)",
+             "expires": "2021-01-01T00:00:00Z"}
+        ]}}))
+        .await;
+    env.wait_evaluated(generation).await;
+    assert_eq!(
+        env.api_config("CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES")
+            .as_deref(),
+        Some("15")
+    );
+    let c = env.compliance();
+    assert_eq!(
+        find(&c["exceptions"], "session-idle-timeout").unwrap()["state"],
+        "Expired"
+    );
+    assert!(
+        find(&c["enforced"], "session-idle-timeout").is_some(),
+        "{c:#}"
+    );
+    assert_eq!(env.rule_metric("session-idle-timeout"), 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_hand_edited_network_policy_is_restored_and_the_rule_passes() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({}))).await;
+    env.wait_evaluated(1).await;
+    let names = Names::new("demo");
+    let deny = names.netpol_default_deny();
+    let desired = env
+        .stored("networking.k8s.io/v1", "NetworkPolicy", &deny)
+        .expect("default-deny policy")["spec"]
+        .clone();
+    assert_eq!(env.rule_metric("network-policy-default-deny"), 1);
+
+    // Someone opens the namespace up: the default-deny now selects nothing and denies nothing.
+    let policies: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), NS);
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    policies
+        .patch(
+            &deny,
+            &edit,
+            &Patch::Merge(json!({"spec": {
+                "podSelector": {"matchLabels": {"nothing": "here"}},
+                "policyTypes": ["Ingress"]
+            }})),
+        )
+        .await
+        .expect("hand edit");
+    env.wait_for("the default-deny NetworkPolicy to be restored", |e| {
+        e.stored("networking.k8s.io/v1", "NetworkPolicy", &deny)
+            .is_some_and(|p| p["spec"] == desired)
+    })
+    .await;
+    env.wait_for("DriftCorrected Event for the NetworkPolicy", |e| {
+        e.has_event("DriftCorrected", &format!("NetworkPolicy {deny}"))
+    })
+    .await;
+    env.wait_for("network-policy-default-deny passing", |e| {
+        e.rule_metric("network-policy-default-deny") == 1
+            && find(&e.compliance()["violations"], "network-policy-default-deny").is_none()
+    })
+    .await;
+    env.stop().await;
+}
+
+fn monitoring_objects_present(env: &Env) -> bool {
+    let names = Names::new("demo");
+    env.stored(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        &names.api_service_monitor(),
+    )
+    .is_some()
+        && env
+            .stored(
+                "monitoring.coreos.com/v1",
+                "ServiceMonitor",
+                &names.operator_service_monitor(),
+            )
+            .is_some()
+        && env
+            .stored(
+                "monitoring.coreos.com/v1",
+                "PrometheusRule",
+                &names.prometheus_rule(),
+            )
+            .is_some()
+        && env.stored("v1", "ConfigMap", &names.dashboard()).is_some()
+}
+
+fn assert_monitoring_objects(env: &Env) {
+    let names = Names::new("demo");
+    let label = |o: &Value, k: &str| o["metadata"]["labels"][k].as_str().map(str::to_string);
+    let objects = [
+        env.stored(
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            &names.api_service_monitor(),
+        ),
+        env.stored(
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            &names.operator_service_monitor(),
+        ),
+        env.stored(
+            "monitoring.coreos.com/v1",
+            "PrometheusRule",
+            &names.prometheus_rule(),
+        ),
+        env.stored("v1", "ConfigMap", &names.dashboard()),
+    ];
+    for (i, o) in objects.into_iter().enumerate() {
+        let o = o.expect("monitoring object");
+        let name = o["metadata"]["name"].clone();
+        // The extra labels go on the Prometheus Operator objects (not the dashboard).
+        if i < 3 {
+            assert_eq!(
+                label(&o, "release").as_deref(),
+                Some("kube-prometheus-stack"),
+                "{name}: spec.monitoring.labels"
+            );
+        }
+        assert_eq!(
+            label(&o, "app.kubernetes.io/managed-by").as_deref(),
+            Some("caduceus-operator"),
+            "{name}"
+        );
+        assert_eq!(
+            label(&o, "app.kubernetes.io/instance").as_deref(),
+            Some("demo"),
+            "{name}"
+        );
+        assert_eq!(
+            o["metadata"]["ownerReferences"][0]["kind"], "HealthcarePlatform",
+            "{name}"
+        );
+    }
+    let dashboard = env.stored("v1", "ConfigMap", &names.dashboard()).unwrap();
+    assert_eq!(label(&dashboard, "grafana_dashboard").as_deref(), Some("1"));
+    let rule = env
+        .stored(
+            "monitoring.coreos.com/v1",
+            "PrometheusRule",
+            &names.prometheus_rule(),
+        )
+        .unwrap();
+    let alerts: Vec<String> = rule["spec"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect();
+    for alert in [
+        "CaduceusApiDown",
+        "CaduceusComplianceViolation",
+        "AuditLogFailure",
+    ] {
+        assert!(alerts.iter().any(|a| a == alert), "{alert} in {alerts:?}");
+    }
+    let monitor = env
+        .stored(
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            &names.api_service_monitor(),
+        )
+        .unwrap();
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+}
+
+#[tokio::test]
+async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() {
+    let env = Env::start().await;
+    install_prometheus_operator_crds(&env.client).await;
+    env.create_platform(spec(json!({
+        "monitoring": {"labels": {"release": "kube-prometheus-stack"}}
+    })))
+    .await;
+    env.wait_for("MonitoringReady=True", |e| {
+        e.condition("MonitoringReady")
+            .is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(
+        env.condition("MonitoringReady").unwrap()["reason"],
+        "Applied"
+    );
+    assert_monitoring_objects(&env);
+    env.wait_for("phase Ready", |e| e.status()["phase"] == "Ready")
+        .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creates_the_objects() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({
+        "monitoring": {"labels": {"release": "kube-prometheus-stack"}}
+    })))
+    .await;
+    env.wait_for("MonitoringReady=False and phase Ready", |e| {
+        e.condition("MonitoringReady")
+            .is_some_and(|c| c["status"] == "False")
+            && e.status()["phase"] == format!("{:?}", Phase::Ready)
+    })
+    .await;
+    let cond = env.condition("MonitoringReady").unwrap();
+    assert_eq!(cond["reason"], "PrometheusOperatorNotInstalled");
+    assert!(cond["message"]
+        .as_str()
+        .unwrap()
+        .contains("monitoring.coreos.com"));
+    // Everything else is ready.
+    for c in ["Ready", "ApiServerReady", "DatabaseReady", "CacheReady"] {
+        assert_eq!(env.condition(c).unwrap()["status"], "True", "{c}");
+    }
+    assert!(
+        env.stored("v1", "ConfigMap", &Names::new("demo").dashboard())
+            .is_none(),
+        "no dashboard without the Prometheus Operator"
+    );
+
+    // Installing the Prometheus Operator is noticed without touching the platform (the
+    // platform is Ready, so its periodic re-check is minutes away).
+    env.wait_quiet().await;
+    install_prometheus_operator_crds(&env.client).await;
+    env.wait_for("the monitoring objects", monitoring_objects_present)
+        .await;
+    env.wait_for("MonitoringReady=True", |e| {
+        e.condition("MonitoringReady")
+            .is_some_and(|c| c["status"] == "True" && c["reason"] == "Applied")
+    })
+    .await;
+    assert_monitoring_objects(&env);
+    assert_eq!(env.status()["phase"], "Ready");
+    env.stop().await;
+}
+
+/// A platform whose database certificate is about to expire: the next reconcile re-issues it
+/// from the same CA, restarts Postgres through the pod-template checksum, says so in an Event
+/// and shows the new expiry in `status.database`.
+#[tokio::test]
+async fn a_database_certificate_about_to_expire_is_renewed_by_the_reconcile() {
+    use caduceus_operator::build::postgres_tls;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+    let env = Env::start().await;
+    let names = Names::new("demo");
+    let now = Timestamp::now();
+    let issued = now
+        .checked_sub(SignedDuration::from_hours(
+            24 * (postgres_tls::SERVER_VALIDITY_DAYS - 10),
+        ))
+        .unwrap();
+    let hosts: Vec<String> = [names.postgres(), names.postgres_headless()]
+        .iter()
+        .flat_map(|svc| {
+            [
+                svc.clone(),
+                format!("{svc}.{NS}"),
+                format!("{svc}.{NS}.svc"),
+                format!("{svc}.{NS}.svc.cluster.local"),
+            ]
+        })
+        .chain([format!(
+            "*.{}.{NS}.svc.cluster.local",
+            names.postgres_headless()
+        )])
+        .collect();
+    let old = postgres_tls::issue("demo", &hosts, issued).unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    secrets
+        .create(
+            &PostParams::default(),
+            // `data`, not `stringData`: the stand-in does not convert the latter.
+            &k8s_openapi::api::core::v1::Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(names.postgres_tls()),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                data: Some(
+                    [
+                        ("ca.crt", old.ca_cert.clone()),
+                        ("ca.key", old.ca_key.clone().unwrap()),
+                        ("tls.crt", old.server_cert.clone()),
+                        ("tls.key", old.server_key.clone()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.into_bytes())))
+                    .collect(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    env.create_platform(spec(json!({}))).await;
+    env.wait_evaluated(1).await;
+    let stored = secrets.get(&names.postgres_tls()).await.unwrap();
+    let value = |k: &str| String::from_utf8(stored.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    assert_eq!(value("ca.crt"), old.ca_cert, "the CA is kept");
+    assert_eq!(value("ca.key"), old.ca_key.clone().unwrap());
+    assert_ne!(
+        value("tls.crt"),
+        old.server_cert,
+        "the server certificate is new"
+    );
+    let (not_after, _) = postgres_tls::expiry(&value("ca.crt"), &value("tls.crt")).unwrap();
+    assert!(
+        not_after
+            > now
+                .checked_add(SignedDuration::from_hours(24 * 300))
+                .unwrap()
+    );
+    let status = env.status();
+    assert_eq!(
+        status["database"]["tlsNotAfter"]
+            .as_str()
+            .and_then(|s| s.parse::<Timestamp>().ok()),
+        Some(not_after),
+        "{status:#}"
+    );
+    assert!(status["database"]["caNotAfter"].is_string());
+    let sts = env
+        .stored("apps/v1", "StatefulSet", &names.postgres())
+        .unwrap();
+    assert_eq!(
+        sts["spec"]["template"]["metadata"]["annotations"]["caduceus.io/tls-checksum"],
+        postgres_tls::checksum(value("tls.crt").as_bytes(), value("tls.key").as_bytes()),
+        "Postgres restarts with the new certificate"
+    );
+    env.wait_for("CertificateRenewed Event", |e| {
+        e.has_event("CertificateRenewed", "about to expire")
+    })
+    .await;
+    // The database-tls rule passes with the renewed certificate.
+    assert_eq!(env.rule_metric("database-tls"), 1);
+    env.stop().await;
+}
