@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
@@ -45,8 +46,12 @@ pub const GOVERNED_ENV: [&str; 5] = [
 pub struct LiveEvidence {
     /// The platform's NetworkPolicies as they are in the cluster.
     pub network_policies: Vec<NetworkPolicy>,
-    /// `status.backup` (absent until a backup controller reports).
+    /// `status.backup` as this reconcile computes it (from the backup Jobs or CloudNativePG;
+    /// absent before the first backup and when backups are off).
     pub backup: Option<BackupStatus>,
+    /// The platform's backup Jobs in the cluster (scheduled and on-demand), whose pods the
+    /// workload rules check.
+    pub backup_jobs: Vec<Job>,
     /// The API's self-report, or why it could not be read.
     pub self_report: Result<SelfReport, String>,
     /// Audit chain head seen at the previous evaluation.
@@ -669,8 +674,14 @@ fn network_policy_default_deny(i: &Inputs<'_>) -> Check {
     }
 }
 
-/// Every workload pod spec of the platform with its name.
-fn workloads(children: &Children) -> Vec<(String, &PodSpec)> {
+/// Every workload pod spec of the platform with its name: the API Deployment, the database and
+/// cache StatefulSets, the backup CronJob's job template and the on-demand backup Job as built,
+/// and (with live evidence) the backup Jobs in the cluster. A live Job is what actually runs, so
+/// it replaces the desired Job of the same name.
+fn workloads<'a>(
+    children: &'a Children,
+    live: Option<&'a LiveEvidence>,
+) -> Vec<(String, &'a PodSpec)> {
     let mut out = Vec::new();
     let d = &children.api_deployment;
     if let Some(s) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
@@ -694,6 +705,33 @@ fn workloads(children: &Children) -> Vec<(String, &PodSpec)> {
             ));
         }
     }
+    if let Some(cj) = &children.backup.cron_job {
+        let template = cj
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.spec.as_ref())
+            .and_then(|s| s.template.spec.as_ref());
+        if let Some(s) = template {
+            out.push((
+                format!("CronJob {}", cj.metadata.name.clone().unwrap_or_default()),
+                s,
+            ));
+        }
+    }
+    let live_jobs: &[Job] = live.map(|l| l.backup_jobs.as_slice()).unwrap_or_default();
+    let desired_jobs = children.backup.on_demand_job.iter().filter(|d| {
+        !live_jobs
+            .iter()
+            .any(|l| l.metadata.name.is_some() && l.metadata.name == d.metadata.name)
+    });
+    for job in desired_jobs.chain(live_jobs) {
+        if let Some(s) = job.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+            out.push((
+                format!("Job {}", job.metadata.name.clone().unwrap_or_default()),
+                s,
+            ));
+        }
+    }
     out
 }
 
@@ -706,7 +744,7 @@ fn all_containers(s: &PodSpec) -> impl Iterator<Item = &Container> {
 
 fn pod_security(i: &Inputs<'_>) -> Check {
     let mut problems = Vec::new();
-    let wl = workloads(i.children);
+    let wl = workloads(i.children, i.live);
     for (name, spec) in &wl {
         let psc = spec.security_context.clone().unwrap_or_default();
         if psc.run_as_non_root != Some(true) {
@@ -747,7 +785,7 @@ fn pod_security(i: &Inputs<'_>) -> Check {
 
 fn resource_limits(i: &Inputs<'_>) -> Check {
     let mut problems = Vec::new();
-    let wl = workloads(i.children);
+    let wl = workloads(i.children, i.live);
     for (name, spec) in &wl {
         for c in all_containers(spec) {
             let v: Vec<String> = container_violations(c)
@@ -909,7 +947,7 @@ fn no_secrets_in_config(i: &Inputs<'_>) -> Check {
             problems.push(format!("ConfigMap key {k} holds a URL with credentials"));
         }
     }
-    for (name, spec) in workloads(i.children) {
+    for (name, spec) in workloads(i.children, i.live) {
         for c in all_containers(spec) {
             for e in c.env.iter().flatten() {
                 let Some(v) = e.value.as_deref() else {
