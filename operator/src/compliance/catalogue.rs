@@ -276,7 +276,7 @@ pub static RULES: [Rule; 17] = [
         profiles: ALL_PROFILES,
         severity: Severity::High,
         source: Source::Live,
-        evaluation: "backup.enabled is true and status.backup.lastSuccessfulTime is within backup.rpoMinutes; until a backup controller reports status the rule is NotEvaluated",
+        evaluation: "backup.enabled is true, the backups can run (CloudNativePG needs an s3 destination) and status.backup.lastSuccessfulTime (from the backup Jobs' results, or CloudNativePG's Cluster status) is within backup.rpoMinutes; Fail when only failed backups are recorded; NotEvaluated before the first backup completes and offline",
         enforcement: "not enforced (enabling backups needs a destination decision): reported",
     },
     Rule {

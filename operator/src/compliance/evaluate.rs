@@ -831,16 +831,23 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
     if !b.enabled {
         return fail("backups are disabled (backup.enabled is false)");
     }
+    if let Some(problem) = crate::build::backup_cnpg::delegation_problem(i.platform) {
+        return fail(format!("backups cannot run: {problem}"));
+    }
     let Some(live) = i.live else {
         return not_evaluated(format!("backup age {OFFLINE}"));
     };
-    let Some(last) = live
-        .backup
-        .as_ref()
-        .and_then(|s| s.last_successful_time.as_ref())
-    else {
+    let status = live.backup.as_ref();
+    let Some(last) = status.and_then(|s| s.last_successful_time.as_ref()) else {
+        if let Some(failed) = status.and_then(|s| s.last_failure_time.as_ref()) {
+            return fail(format!(
+                "no backup has succeeded yet; the last one failed at {}",
+                failed.0
+            ));
+        }
         return not_evaluated(
-            "no backup status has been reported yet (needs the backup controller)",
+            "no backup has completed yet (status.backup has no lastSuccessfulTime); \
+             evaluated from the first backup on",
         );
     };
     if !crate::build::backup_status::rpo_satisfied(live.backup.as_ref(), b.rpo_minutes, i.now) {

@@ -704,8 +704,32 @@ fn backup_rpo_never_passes_without_evidence() {
     });
     let m = assert_verdict(&a, RuleId::BackupRpo, Verdict::Fail);
     assert!(m.contains("older than the RPO of 60 min"), "{m}");
+    // Only failed backups recorded: no backup within any RPO.
+    let a = run(&p, |_, ev| {
+        ev.backup = Some(BackupStatus {
+            last_failure_time: Some(Time(now() - SignedDuration::from_mins(5))),
+            ..Default::default()
+        })
+    });
+    let m = assert_verdict(&a, RuleId::BackupRpo, Verdict::Fail);
+    assert!(m.contains("no backup has succeeded yet"), "{m}");
+    // Neither: the first backup has not completed yet.
+    let a = run(&p, |_, ev| ev.backup = Some(BackupStatus::default()));
+    let m = assert_verdict(&a, RuleId::BackupRpo, Verdict::NotEvaluated);
+    assert!(m.contains("no backup has completed yet"), "{m}");
+    assert!(!m.contains("controller"), "{m}");
     let off = audit(|s| s.backup.enabled = false);
     assert_verdict(&run(&off, no_change), RuleId::BackupRpo, Verdict::Fail);
+    // CloudNativePG with a pvc destination cannot back up: Fail, offline too.
+    let cnpg_pvc = audit(|s| s.database.provider = DatabaseProvider::CloudNativePG);
+    assert!(cnpg_pvc.spec.backup.destination.pvc.is_some());
+    let m = assert_verdict(&run(&cnpg_pvc, no_change), RuleId::BackupRpo, Verdict::Fail);
+    assert!(m.contains("backups cannot run"), "{m}");
+    assert_verdict(
+        &assess_static(&cnpg_pvc, now()),
+        RuleId::BackupRpo,
+        Verdict::Fail,
+    );
     assert_verdict(
         &assess_static(&p, now()),
         RuleId::BackupRpo,
