@@ -46,8 +46,8 @@ pub const GOVERNED_ENV: [&str; 5] = [
 pub struct LiveEvidence {
     /// The platform's NetworkPolicies as they are in the cluster.
     pub network_policies: Vec<NetworkPolicy>,
-    /// `status.backup` as this reconcile computes it (from the backup Jobs or CloudNativePG;
-    /// absent before the first backup and when backups are off).
+    /// `status.backup` as this reconcile computes it (from the backup Jobs' results or
+    /// CloudNativePG's Cluster status, merged with the previous one).
     pub backup: Option<BackupStatus>,
     /// The platform's backup Jobs in the cluster (scheduled and on-demand), whose pods the
     /// workload rules check.
