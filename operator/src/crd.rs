@@ -91,7 +91,10 @@ pub struct HealthcarePlatformSpec {
 /// The Caduceus API server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.env) || self.env.all(e, !(e.name in ['DATABASE_URL', 'REDIS_URL', 'CADUCEUS_JWT_KEY_FILE', 'CADUCEUS_PHI_KEYS_FILE']))").message("apiServer.env must not override DATABASE_URL, REDIS_URL or the key file paths; the operator sets them from Secrets").field_path(".env"))]
+#[x_kube(
+    validation = Rule::new("!has(self.env) || self.env.all(e, !(e.name in ['DATABASE_URL', 'REDIS_URL', 'CADUCEUS_JWT_KEY_FILE', 'CADUCEUS_PHI_KEYS_FILE']))").message("apiServer.env must not override DATABASE_URL, REDIS_URL or the key file paths; the operator sets them from Secrets").field_path(".env"),
+    validation = Rule::new("!has(self.env) || self.env.all(e, !(e.name in ['CADUCEUS_PATIENT_RETENTION_DAYS', 'CADUCEUS_TRUSTED_PROXIES']))").message("apiServer.env must not set CADUCEUS_PATIENT_RETENTION_DAYS or CADUCEUS_TRUSTED_PROXIES; use spec.security.patientRetentionDays and spec.security.trustedProxies").field_path(".env")
+)]
 pub struct ApiServerSpec {
     /// Container image of the API server.
     #[serde(default)]
@@ -640,7 +643,7 @@ fn default_monitoring_namespace() -> String {
 }
 
 /// Security settings passed to the API server.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecuritySpec {
     /// Automatic logoff after this many idle minutes.
@@ -658,6 +661,19 @@ pub struct SecuritySpec {
     #[serde(default = "default_audit_retention")]
     #[schemars(range(min = 1, max = 36500))]
     pub audit_retention_days: i32,
+    /// Soft-deleted patients are purged this many days after their deletion
+    /// (`CADUCEUS_PATIENT_RETENTION_DAYS`). At least 2190 (6 years: HIPAA documentation retention
+    /// and the audit trail's minimum, so a record never goes while the audit about it must stay).
+    #[serde(default = "default_patient_retention")]
+    #[schemars(range(min = 2190, max = 36500))]
+    pub patient_retention_days: i32,
+    /// Reverse proxies / ingress controllers whose `X-Forwarded-For` the API believes
+    /// (`CADUCEUS_TRUSTED_PROXIES`): CIDRs such as `10.0.0.0/8` or single IP addresses. The
+    /// client IP keys the per-IP rate limits and the audit trail. Empty trusts no proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(x, isCIDR(x) || isIP(x))").message("security.trustedProxies entries must be CIDRs such as 10.0.0.0/8 or IP addresses"))]
+    pub trusted_proxies: Vec<String>,
     /// Origins allowed by CORS; empty disables CORS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cors_allowed_origins: Vec<String>,
@@ -673,6 +689,8 @@ impl Default for SecuritySpec {
             access_token_ttl_minutes: default_fifteen(),
             rate_limit: RateLimitSpec::default(),
             audit_retention_days: default_audit_retention(),
+            patient_retention_days: default_patient_retention(),
+            trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
             self_registration: false,
         }
@@ -684,6 +702,9 @@ fn default_fifteen() -> i32 {
 }
 fn default_audit_retention() -> i32 {
     2190
+}
+fn default_patient_retention() -> i32 {
+    3650
 }
 
 /// Rate limits of the API.

@@ -23,6 +23,19 @@ pub const RESERVED_ENV: [&str; 4] = [
     "CADUCEUS_PHI_KEYS_FILE",
 ];
 
+/// API settings the operator sets from `spec.security`; `apiServer.env` may not set them (an
+/// env entry would silently win over the ConfigMap).
+pub const SPEC_ENV: [(&str, &str); 2] = [
+    (
+        "CADUCEUS_PATIENT_RETENTION_DAYS",
+        "spec.security.patientRetentionDays",
+    ),
+    ("CADUCEUS_TRUSTED_PROXIES", "spec.security.trustedProxies"),
+];
+
+/// Least `spec.security.patientRetentionDays` (6 years), as the API requires.
+pub const MIN_PATIENT_RETENTION_DAYS: i32 = 2190;
+
 /// A platform that passed validation: everything the builders need.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedPlatform {
@@ -283,6 +296,12 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
                 format!("{} is set by the operator from a Secret", env.name),
             );
         }
+        if let Some((_, field)) = SPEC_ENV.iter().find(|(name, _)| *name == env.name) {
+            c.fail(
+                format!("spec.apiServer.env[{i}].name"),
+                format!("{} is set by the operator from {field}", env.name),
+            );
+        }
     }
 
     let db = &spec.database;
@@ -400,6 +419,26 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         1,
         36500,
     );
+    c.range(
+        "spec.security.patientRetentionDays",
+        sec.patient_retention_days,
+        MIN_PATIENT_RETENTION_DAYS,
+        36500,
+    );
+    if sec.trusted_proxies.len() > 64 {
+        c.fail(
+            "spec.security.trustedProxies",
+            "must have at most 64 entries",
+        );
+    }
+    for (i, proxy) in sec.trusted_proxies.iter().enumerate() {
+        if !is_proxy(proxy) {
+            c.fail(
+                format!("spec.security.trustedProxies[{i}]"),
+                "must be a CIDR such as 10.0.0.0/8 or an IP address",
+            );
+        }
+    }
     for (i, origin) in sec.cors_allowed_origins.iter().enumerate() {
         if !(origin.starts_with("https://") || origin.starts_with("http://"))
             || origin.contains([',', ' '])
@@ -581,6 +620,15 @@ fn is_version(s: &str, major_digits: usize) -> bool {
         .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|ch| ch.is_ascii_digit()))
 }
 
+/// A trusted-proxy entry as the API parses `CADUCEUS_TRUSTED_PROXIES` (a CIDR, or an address
+/// meaning that one host), without the surrounding whitespace the comma-separated list would
+/// tolerate (the CRD's CEL `isCIDR`/`isIP` does not).
+fn is_proxy(s: &str) -> bool {
+    s.len() <= 64
+        && s.trim() == s
+        && (s.parse::<ipnet::IpNet>().is_ok() || s.parse::<std::net::IpAddr>().is_ok())
+}
+
 fn is_cidr(s: &str) -> bool {
     let Some((addr, prefix)) = s.split_once('/') else {
         return false;
@@ -674,6 +722,86 @@ mod tests {
         );
         // The message names the variable, never its value.
         assert!(!err.to_string().contains("postgres://x"));
+    }
+
+    #[test]
+    fn patient_retention_and_trusted_proxies() {
+        let mut spec = HealthcarePlatformSpec::default();
+        assert_eq!(spec.security.patient_retention_days, 3650);
+        spec.security.trusted_proxies = vec![
+            "10.0.0.0/8".into(),
+            "192.168.1.7".into(),
+            "fd00::/8".into(),
+            "2001:db8::1".into(),
+        ];
+        assert!(validate(&platform(spec.clone()), "default").is_ok());
+
+        spec.security.patient_retention_days = 2189;
+        spec.security.trusted_proxies = vec![
+            "10.0.0.0/8".into(),
+            "proxy.internal".into(),
+            "10.0.0.0/33".into(),
+            " 10.1.0.0/16".into(),
+            "10.0.0.0/8,10.1.0.0/16".into(),
+            String::new(),
+        ];
+        let err = validate(&platform(spec.clone()), "default").unwrap_err();
+        assert_eq!(
+            fields(err.clone()),
+            [
+                "spec.security.patientRetentionDays",
+                "spec.security.trustedProxies[1]",
+                "spec.security.trustedProxies[2]",
+                "spec.security.trustedProxies[3]",
+                "spec.security.trustedProxies[4]",
+                "spec.security.trustedProxies[5]",
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("must be between 2190 and 36500, got 2189"),
+            "{text}"
+        );
+        assert!(text.contains("must be a CIDR such as 10.0.0.0/8"), "{text}");
+
+        spec.security.patient_retention_days = 2190;
+        spec.security.trusted_proxies = vec!["10.0.0.1".into(); 65];
+        assert_eq!(
+            fields(validate(&platform(spec), "default").unwrap_err()),
+            ["spec.security.trustedProxies"]
+        );
+    }
+
+    #[test]
+    fn settings_from_the_spec_cannot_be_set_by_api_env() {
+        let mut spec = HealthcarePlatformSpec::default();
+        for name in [
+            "CADUCEUS_TRUSTED_PROXIES",
+            "CADUCEUS_PATIENT_RETENTION_DAYS",
+        ] {
+            spec.api_server.env.push(EnvVar {
+                name: name.into(),
+                value: Some("0.0.0.0/0".into()),
+                ..Default::default()
+            });
+        }
+        let err = validate(&platform(spec), "default").unwrap_err();
+        assert_eq!(
+            fields(err.clone()),
+            ["spec.apiServer.env[0].name", "spec.apiServer.env[1].name"]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "CADUCEUS_TRUSTED_PROXIES is set by the operator from spec.security.trustedProxies"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("from spec.security.patientRetentionDays"),
+            "{text}"
+        );
+        assert!(!text.contains("0.0.0.0/0"), "{text}");
     }
 
     #[test]

@@ -228,6 +228,7 @@ async fn operator_reads_a_running_api_self_report_and_evaluates_it() {
             last_successful_time: Some(Time(now)),
             ..Default::default()
         }),
+        backup_jobs: Vec::new(),
         self_report: Ok(report.clone()),
         previous_chain_head: None,
     };
@@ -319,6 +320,7 @@ async fn a_stopped_api_is_not_evaluated_never_passed() {
     let live = LiveEvidence {
         network_policies: children.network_policies.clone(),
         backup: None,
+        backup_jobs: Vec::new(),
         self_report: Err(err.to_string()),
         previous_chain_head: None,
     };

@@ -227,6 +227,14 @@ impl Env {
         )
         .await
         .expect("job created");
+        self.finish_backup_job(job, outcome, at).await;
+    }
+
+    /// What the Job controller and the kubelet write when a backup Job's pod ends: the pod with
+    /// the agent's termination message, then the Job's final status (Complete or Failed at `at`).
+    async fn finish_backup_job(&self, job: &str, outcome: Outcome<'_>, at: Timestamp) {
+        let names = Names::new("demo");
+        let labels = names.labels(caduceus_operator::names::Component::Backup, "test");
         let (exit, message) = match outcome {
             Outcome::Success { name, size } => (
                 0,
@@ -613,6 +621,26 @@ async fn a_last_success_older_than_the_rpo_is_rpo_exceeded_and_a_compliance_viol
             .is_some_and(|v| v.iter().any(|x| x["rule"] == "backup-rpo"))
     })
     .await;
+    // The test's Job has a bare pod (no security context, no resources): the live backup Jobs
+    // are workloads of the pod-security and resource-limits rules.
+    let violation = |e: &Env, rule: &str| {
+        e.status()["compliance"]["violations"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["rule"] == rule).cloned())
+            .and_then(|x| x["message"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    env.wait_for("the live backup Job's pod in the workload rules", |e| {
+        violation(e, "pod-security-restricted")
+            .contains("Job demo-backup-28999999: pod runAsNonRoot")
+            && violation(e, "resource-limits").contains("Job demo-backup-28999999/backup: missing")
+    })
+    .await;
+    assert!(
+        !violation(&env, "pod-security-restricted").contains("CronJob"),
+        "the operator's own CronJob is hardened: {}",
+        violation(&env, "pod-security-restricted")
+    );
     // A fresh success within the RPO clears both.
     env.finished_backup_job(
         "demo-backup-29000003",
@@ -656,6 +684,8 @@ async fn backup_now_runs_exactly_one_job_per_token() {
         job["spec"]["template"]["spec"]["containers"][0]["args"][0],
         "backup"
     );
+    // Removed a week after it finished, so on-demand Jobs do not pile up.
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 7 * 24 * 3600);
     let uid = job["metadata"]["uid"].clone();
     env.wait_quiet().await;
     let on_demand = |e: &Env| {
@@ -692,17 +722,43 @@ async fn backup_now_runs_exactly_one_job_per_token() {
         .condition("Degraded")
         .is_some_and(|c| c["status"] == "False"));
 
-    // Finished and garbage-collected: never re-created for the same token.
+    // Finished: status.backup records its backup.
+    env.finish_backup_job(
+        &job1,
+        Outcome::Success {
+            name: "backup-on-demand",
+            size: 77,
+        },
+        Timestamp::now() - SignedDuration::from_mins(1),
+    )
+    .await;
+    env.wait_for("the on-demand backup in status.backup", |e| {
+        e.status()["backup"]["lastBackupName"] == "backup-on-demand"
+    })
+    .await;
+    env.wait_quiet().await;
+
+    // Garbage-collected by its ttlSecondsAfterFinished (the stand-in runs no TTL controller, so
+    // the test deletes it): never re-created for the same token, and status.backup keeps it.
     let jobs: Api<Job> = Api::namespaced(env.client.clone(), NS);
     jobs.delete(&job1, &DeleteParams::default())
         .await
         .expect("delete job");
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    pods.delete(&format!("{job1}-x7k2p"), &DeleteParams::default())
+        .await
+        .expect("delete pod");
     env.reconcile_again("after-gc").await;
     assert!(
         env.stored("batch/v1", "Job", &job1).is_none(),
         "the Job of a handled token was re-created"
     );
     assert_eq!(on_demand(&env), 0);
+    let b = env.status()["backup"].clone();
+    assert_eq!(b["lastBackupName"], "backup-on-demand", "{b}");
+    assert_eq!(b["size"], 77, "{b}");
+    assert_eq!(b["lastOnDemandJob"], job1.as_str(), "{b}");
+    assert!(env.condition_is("BackupHealthy", "True", "BackupWithinRpo"));
 
     // A new token runs one new Job.
     let job2 = names.backup_now_job(&token_hash("tok2"));

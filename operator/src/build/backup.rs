@@ -65,6 +65,12 @@ pub const LABEL_BACKUP_TRIGGER: &str = "caduceus.io/backup-trigger";
 /// Keys of the S3 credentials Secret.
 pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// An on-demand Job (and its pod, with the result line) is deleted this long after it finished;
+/// `status.backup` keeps what it recorded from it.
+pub const ON_DEMAND_JOB_TTL_SECONDS: i32 = 7 * 24 * 3600;
+/// Finished scheduled Jobs the CronJob keeps, per outcome (older ones are deleted by the CronJob
+/// controller; `status.backup` keeps what it recorded from them).
+pub const JOBS_HISTORY_LIMIT: i32 = 3;
 
 /// Whether this platform's backups run as our CronJob (not delegated, not disabled).
 pub fn agent_backups(p: &ValidatedPlatform) -> bool {
@@ -340,8 +346,8 @@ pub fn cron_job(p: &ValidatedPlatform) -> Option<CronJob> {
             time_zone: Some("Etc/UTC".into()),
             concurrency_policy: Some("Forbid".into()),
             starting_deadline_seconds: Some(600),
-            successful_jobs_history_limit: Some(3),
-            failed_jobs_history_limit: Some(3),
+            successful_jobs_history_limit: Some(JOBS_HISTORY_LIMIT),
+            failed_jobs_history_limit: Some(JOBS_HISTORY_LIMIT),
             // A stopped platform has no database to dump.
             suspend: Some(p.spec.stopped),
             job_template: JobTemplateSpec {
@@ -367,7 +373,8 @@ pub fn token_hash(token: &str) -> String {
 
 /// The Job of an on-demand backup for the platform's `caduceus.io/backup-now` token: the CronJob's
 /// job template under a name derived from the token, so each token runs exactly once (applying
-/// the same token again is a no-op). `None` without a token or without agent backups.
+/// the same token again is a no-op), deleted [`ON_DEMAND_JOB_TTL_SECONDS`] after it finished so
+/// they do not pile up. `None` without a token or without agent backups.
 pub fn on_demand_job(p: &ValidatedPlatform, token: Option<&str>) -> Option<Job> {
     let token = token.map(str::trim).filter(|t| !t.is_empty())?;
     if !agent_backups(p) || p.spec.stopped {
@@ -380,7 +387,10 @@ pub fn on_demand_job(p: &ValidatedPlatform, token: Option<&str>) -> Option<Job> 
     }
     Some(Job {
         metadata,
-        spec: Some(job_spec(p)),
+        spec: Some(JobSpec {
+            ttl_seconds_after_finished: Some(ON_DEMAND_JOB_TTL_SECONDS),
+            ..job_spec(p)
+        }),
         status: None,
     })
 }
@@ -932,9 +942,23 @@ mod tests {
             a.metadata.labels.as_ref().unwrap()[LABEL_BACKUP_TRIGGER],
             token_hash("2026-11-22T05:00")
         );
-        // Same pod as the scheduled backups.
+        // Same pod as the scheduled backups; removed a week after it finished.
         let cj = cron_job(&p).unwrap();
-        assert_eq!(a.spec, cj.spec.unwrap().job_template.spec);
+        let spec = a.spec.clone().unwrap();
+        assert_eq!(spec.ttl_seconds_after_finished, Some(7 * 24 * 3600));
+        let template = cj.spec.clone().unwrap().job_template.spec.unwrap();
+        assert_eq!(
+            JobSpec {
+                ttl_seconds_after_finished: None,
+                ..spec
+            },
+            template
+        );
+        // Scheduled Jobs are bounded by the CronJob's history limits instead.
+        assert_eq!(template.ttl_seconds_after_finished, None);
+        let cj_spec = cj.spec.unwrap();
+        assert_eq!(cj_spec.successful_jobs_history_limit, Some(3));
+        assert_eq!(cj_spec.failed_jobs_history_limit, Some(3));
     }
 
     #[test]

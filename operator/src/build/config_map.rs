@@ -34,6 +34,11 @@ pub fn build(p: &ValidatedPlatform) -> ConfigMap {
             sec.audit_retention_days.to_string(),
         ),
         (
+            "CADUCEUS_PATIENT_RETENTION_DAYS",
+            sec.patient_retention_days.to_string(),
+        ),
+        ("CADUCEUS_TRUSTED_PROXIES", sec.trusted_proxies.join(",")),
+        (
             "CADUCEUS_CORS_ALLOWED_ORIGINS",
             sec.cors_allowed_origins.join(","),
         ),
@@ -82,6 +87,11 @@ mod tests {
         assert_eq!(d["CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES"], "10");
         assert_eq!(d["CADUCEUS_ACCESS_TOKEN_TTL_MINUTES"], "15");
         assert_eq!(d["CADUCEUS_AUDIT_RETENTION_DAYS"], "2190");
+        assert_eq!(d["CADUCEUS_PATIENT_RETENTION_DAYS"], "3650");
+        assert_eq!(
+            d["CADUCEUS_TRUSTED_PROXIES"], "",
+            "trusts no proxy by default"
+        );
         assert_eq!(d["CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE"], "600");
         assert_eq!(d["CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE"], "5");
         assert_eq!(
@@ -92,6 +102,17 @@ mod tests {
         assert_eq!(d["CADUCEUS_ADMIN_ADDR"], "0.0.0.0:9090");
         // No secrets in the ConfigMap.
         assert!(!d.keys().any(|k| k.contains("URL") || k.contains("KEY")));
+    }
+
+    #[test]
+    fn patient_retention_and_trusted_proxies_reach_the_api() {
+        let cm = build(&platform(|s| {
+            s.security.patient_retention_days = 2555;
+            s.security.trusted_proxies = vec!["10.42.0.0/16".into(), "192.168.0.10".into()];
+        }));
+        let d = cm.data.unwrap();
+        assert_eq!(d["CADUCEUS_PATIENT_RETENTION_DAYS"], "2555");
+        assert_eq!(d["CADUCEUS_TRUSTED_PROXIES"], "10.42.0.0/16,192.168.0.10");
     }
 
     #[test]

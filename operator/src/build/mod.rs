@@ -73,7 +73,8 @@ pub struct BackupObjects {
     /// PVC of a `pvc` destination (never deleted by apply: it holds the backups; the
     /// finalizer applies `deletionPolicy` to it).
     pub pvc: Option<PersistentVolumeClaim>,
-    /// Job of a `caduceus.io/backup-now` token not handled yet (created once, never deleted).
+    /// Job of a `caduceus.io/backup-now` token not handled yet (created once, never deleted by
+    /// apply; `ttlSecondsAfterFinished` removes it a week after it finished).
     pub on_demand_job: Option<Job>,
     /// CloudNativePG ScheduledBackup (delegated backups; deleted when `None`).
     pub scheduled_backup: Option<DynamicObject>,

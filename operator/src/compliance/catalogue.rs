@@ -243,8 +243,8 @@ pub static RULES: [Rule; 17] = [
         profiles: ALL_PROFILES,
         severity: Severity::High,
         source: Source::Static,
-        evaluation: "every container and init container of every workload runs as non-root with a non-zero uid, no privilege escalation, read-only root filesystem, drops ALL capabilities and uses the RuntimeDefault seccomp profile",
-        enforcement: "the builders always set the restricted security contexts; drifted workloads are restored by apply",
+        evaluation: "every container and init container of every workload (API Deployment, database and cache StatefulSets, the backup CronJob's job template, the on-demand backup Job and the backup Jobs in the cluster) runs as non-root with a non-zero uid, no privilege escalation, read-only root filesystem, drops ALL capabilities and uses the RuntimeDefault seccomp profile",
+        enforcement: "the builders always set the restricted security contexts; drifted workloads are restored by apply (a Job's pod template is immutable: a non-compliant Job is reported until the CronJob history limit or its TTL removes it)",
     },
     Rule {
         rule: RuleId::ResourceLimits,
@@ -254,7 +254,7 @@ pub static RULES: [Rule; 17] = [
         profiles: ALL_PROFILES,
         severity: Severity::Medium,
         source: Source::Static,
-        evaluation: "every container of every workload has cpu and memory requests and limits",
+        evaluation: "every container of every workload (including the backup CronJob's job template and the backup Jobs) has cpu and memory requests and limits",
         enforcement: "the builders always set them from the spec; drifted workloads are restored by apply",
     },
     Rule {
@@ -276,7 +276,7 @@ pub static RULES: [Rule; 17] = [
         profiles: ALL_PROFILES,
         severity: Severity::High,
         source: Source::Live,
-        evaluation: "backup.enabled is true and status.backup.lastSuccessfulTime is within backup.rpoMinutes; until a backup controller reports status the rule is NotEvaluated",
+        evaluation: "backup.enabled is true, the backups can run (CloudNativePG needs an s3 destination) and status.backup.lastSuccessfulTime (from the backup Jobs' results, or CloudNativePG's Cluster status) is within backup.rpoMinutes; Fail when only failed backups are recorded; NotEvaluated before the first backup completes and offline",
         enforcement: "not enforced (enabling backups needs a destination decision): reported",
     },
     Rule {

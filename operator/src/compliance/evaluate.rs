@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
@@ -45,8 +46,12 @@ pub const GOVERNED_ENV: [&str; 5] = [
 pub struct LiveEvidence {
     /// The platform's NetworkPolicies as they are in the cluster.
     pub network_policies: Vec<NetworkPolicy>,
-    /// `status.backup` (absent until a backup controller reports).
+    /// `status.backup` as this reconcile computes it (from the backup Jobs' results or
+    /// CloudNativePG's Cluster status, merged with the previous one).
     pub backup: Option<BackupStatus>,
+    /// The platform's backup Jobs in the cluster (scheduled and on-demand), whose pods the
+    /// workload rules check.
+    pub backup_jobs: Vec<Job>,
     /// The API's self-report, or why it could not be read.
     pub self_report: Result<SelfReport, String>,
     /// Audit chain head seen at the previous evaluation.
@@ -706,8 +711,14 @@ fn network_policy_default_deny(i: &Inputs<'_>) -> Check {
     }
 }
 
-/// Every workload pod spec of the platform with its name.
-fn workloads(children: &Children) -> Vec<(String, &PodSpec)> {
+/// Every workload pod spec of the platform with its name: the API Deployment, the database and
+/// cache StatefulSets, the backup CronJob's job template and the on-demand backup Job as built,
+/// and (with live evidence) the backup Jobs in the cluster. A live Job is what actually runs, so
+/// it replaces the desired Job of the same name.
+fn workloads<'a>(
+    children: &'a Children,
+    live: Option<&'a LiveEvidence>,
+) -> Vec<(String, &'a PodSpec)> {
     let mut out = Vec::new();
     let d = &children.api_deployment;
     if let Some(s) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
@@ -731,6 +742,33 @@ fn workloads(children: &Children) -> Vec<(String, &PodSpec)> {
             ));
         }
     }
+    if let Some(cj) = &children.backup.cron_job {
+        let template = cj
+            .spec
+            .as_ref()
+            .and_then(|s| s.job_template.spec.as_ref())
+            .and_then(|s| s.template.spec.as_ref());
+        if let Some(s) = template {
+            out.push((
+                format!("CronJob {}", cj.metadata.name.clone().unwrap_or_default()),
+                s,
+            ));
+        }
+    }
+    let live_jobs: &[Job] = live.map(|l| l.backup_jobs.as_slice()).unwrap_or_default();
+    let desired_jobs = children.backup.on_demand_job.iter().filter(|d| {
+        !live_jobs
+            .iter()
+            .any(|l| l.metadata.name.is_some() && l.metadata.name == d.metadata.name)
+    });
+    for job in desired_jobs.chain(live_jobs) {
+        if let Some(s) = job.spec.as_ref().and_then(|s| s.template.spec.as_ref()) {
+            out.push((
+                format!("Job {}", job.metadata.name.clone().unwrap_or_default()),
+                s,
+            ));
+        }
+    }
     out
 }
 
@@ -743,7 +781,7 @@ fn all_containers(s: &PodSpec) -> impl Iterator<Item = &Container> {
 
 fn pod_security(i: &Inputs<'_>) -> Check {
     let mut problems = Vec::new();
-    let wl = workloads(i.children);
+    let wl = workloads(i.children, i.live);
     for (name, spec) in &wl {
         let psc = spec.security_context.clone().unwrap_or_default();
         if psc.run_as_non_root != Some(true) {
@@ -784,7 +822,7 @@ fn pod_security(i: &Inputs<'_>) -> Check {
 
 fn resource_limits(i: &Inputs<'_>) -> Check {
     let mut problems = Vec::new();
-    let wl = workloads(i.children);
+    let wl = workloads(i.children, i.live);
     for (name, spec) in &wl {
         for c in all_containers(spec) {
             let v: Vec<String> = container_violations(c)
@@ -830,16 +868,23 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
     if !b.enabled {
         return fail("backups are disabled (backup.enabled is false)");
     }
+    if let Some(problem) = crate::build::backup_cnpg::delegation_problem(i.platform) {
+        return fail(format!("backups cannot run: {problem}"));
+    }
     let Some(live) = i.live else {
         return not_evaluated(format!("backup age {OFFLINE}"));
     };
-    let Some(last) = live
-        .backup
-        .as_ref()
-        .and_then(|s| s.last_successful_time.as_ref())
-    else {
+    let status = live.backup.as_ref();
+    let Some(last) = status.and_then(|s| s.last_successful_time.as_ref()) else {
+        if let Some(failed) = status.and_then(|s| s.last_failure_time.as_ref()) {
+            return fail(format!(
+                "no backup has succeeded yet; the last one failed at {}",
+                failed.0
+            ));
+        }
         return not_evaluated(
-            "no backup status has been reported yet (needs the backup controller)",
+            "no backup has completed yet (status.backup has no lastSuccessfulTime); \
+             evaluated from the first backup on",
         );
     };
     if !crate::build::backup_status::rpo_satisfied(live.backup.as_ref(), b.rpo_minutes, i.now) {
@@ -946,7 +991,7 @@ fn no_secrets_in_config(i: &Inputs<'_>) -> Check {
             problems.push(format!("ConfigMap key {k} holds a URL with credentials"));
         }
     }
-    for (name, spec) in workloads(i.children) {
+    for (name, spec) in workloads(i.children, i.live) {
         for c in all_containers(spec) {
             for e in c.env.iter().flatten() {
                 let Some(v) = e.value.as_deref() else {

@@ -4,8 +4,8 @@
 //!
 //! In the reconcile: [`prepare`] (after validate, before build) applies `Enforce` overrides to
 //! the spec the children are built from; after apply, [`assess`] evaluates the built children,
-//! the live NetworkPolicies, `status.backup` and the API self-report; [`report`] turns the
-//! result into `status.compliance`, the `Compliant` condition, Events and metrics.
+//! the live NetworkPolicies, `status.backup`, the backup Jobs and the API self-report; [`report`]
+//! turns the result into `status.compliance`, the `Compliant` condition, Events and metrics.
 //! `compliance-report` runs [`assess_static`] on a spec file without a cluster.
 
 pub mod catalogue;

@@ -1,5 +1,5 @@
 //! The compliance stage of the reconcile (after apply): collects live evidence (the platform's
-//! NetworkPolicies, `status.backup`, the API self-report), evaluates, and returns what the
+//! NetworkPolicies, `status.backup`, the backup Jobs, the API self-report), evaluates, and returns what the
 //! status stage writes (`status.compliance`, conditions `Compliant` and `MonitoringReady`) and
 //! the Events to publish.
 
@@ -151,6 +151,7 @@ pub async fn run(
             observed,
             now,
         ),
+        backup_jobs: observed.backup_jobs.clone(),
         self_report,
         previous_chain_head: previous.and_then(|c| c.audit_chain_head.clone()),
     };
