@@ -864,7 +864,10 @@ async fn main() -> Result<()> {
     println!("audit rows written for these requests: {}", audited.trim());
     println!();
     println!(
-        "per request (CPU ms = user+sys from /proc; round trips = TCP data segments the API sent):"
+        "per request: CPU ms = user+sys from /proc/<pid>/stat (PG = the backends serving the API, \
+         redis = redis-server, client = this load generator, machine = all busy CPU incl. other \
+         processes); rt = round trips = TCP data segments Postgres/Redis sent on the API's \
+         connections (ss -ti; sqlx also pings each connection when it returns to the pool)"
     );
     println!(
         "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
