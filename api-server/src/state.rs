@@ -33,8 +33,8 @@ impl FromRef<AppState> for Metrics {
 
 /// Database connections per process (was 32). A request holds a connection for one short query
 /// at a time, so 64 concurrent requests on a 2-core node need far fewer than 32; more
-/// connections only add Postgres backends competing for the same cores (8 and 16 measured the
-/// same there, 32 used more Postgres CPU per request).
+/// connections only add Postgres backends competing for the same cores. (On the loaded 2-core
+/// bench machine 8, 16 and 32 could not be told apart reliably; see README, bench.)
 pub const POOL_SIZE: u32 = 16;
 
 /// Connections idle longer than this are pinged before use (see [`connect_db`]).
