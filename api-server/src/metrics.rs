@@ -8,9 +8,21 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Every metric named in the API issue.
+/// Handle to the metric set: one `Arc`, because it is cloned with the app state several times
+/// per request. Fields are reached through `Deref` (`metrics.http_requests_total`).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(std::sync::Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+/// Every metric named in the API issue.
+pub struct MetricSet {
     pub registry: Registry,
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
@@ -29,7 +41,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let m = Self {
+        let m = MetricSet {
             http_requests_total: IntCounterVec::new(
                 Opts::new(
                     "http_requests_total",
@@ -113,7 +125,7 @@ impl Metrics {
         for state in ["idle", "in_use"] {
             m.db_pool_connections.with_label_values(&[state]);
         }
-        Ok(m)
+        Ok(Self(std::sync::Arc::new(m)))
     }
 
     /// Prometheus text exposition.

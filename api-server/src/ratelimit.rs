@@ -272,15 +272,18 @@ fn set_headers(headers: &mut HeaderMap, d: &Decision) {
 }
 
 /// Middleware on the `/api/v1` router.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let limiter: Arc<Limiter> = state.limiter.clone();
     let ip = crate::middleware::client_ip(req.extensions());
     let mut buckets = vec![(format!("ip:{ip}"), false)];
     if req.method() == Method::POST && req.uri().path().ends_with("/auth/login") {
         buckets.push((format!("login:{ip}"), true));
     }
-    if let Some(user) = crate::auth::bearer_subject(&state, req.headers()) {
-        buckets.push((format!("user:{user}"), false));
+    if let Some(claims) = crate::auth::bearer_claims(&state, req.headers()) {
+        buckets.push((format!("user:{}", claims.sub), false));
+        // verified once here; the AuthUser extractor reuses it
+        req.extensions_mut()
+            .insert(crate::auth::VerifiedBearer(claims));
     }
     let decision = limiter.check(&buckets).await;
     if !decision.allowed {

@@ -459,3 +459,34 @@ async fn two_replicas_keep_one_valid_chain(pool: PgPool) {
     assert!(v.valid, "{v:?}");
     assert_eq!(v.checked, n);
 }
+
+#[sqlx::test]
+async fn writer_falls_back_to_the_lock_when_another_writer_appended(pool: PgPool) {
+    // the writer appends after the head it last wrote (one statement, no lock); a row appended
+    // by someone else in between (CLI, another replica) must send it back through the locked
+    // path instead of forking the chain
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let id = create_patient(&app, &doc, "stalehead").await;
+    let url = format!("/api/v1/patients/{id}");
+    assert_eq!(app.get(&url, &doc.token).await.status, 200);
+    for _ in 0..3 {
+        caduceus_api::audit::write_now(
+            &app.pool,
+            &caduceus_api::audit::AuditEvent::cli("keys.rotate", "key_ring"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(app.get(&url, &doc.token).await.status, 200);
+    }
+    let (n, max): (i64, i64) = sqlx::query_as("SELECT count(*), max(id) FROM audit_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, max, "ids are contiguous");
+    assert_eq!(audit_count(&app, "patient.read", Some(&id)).await, 4);
+    assert_eq!(audit_count(&app, "keys.rotate", None).await, 3);
+    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.checked, n);
+}

@@ -1,17 +1,27 @@
 //! Group-commit audit writer.
 //!
 //! Requests send an [`AuditEvent`] over a channel with a oneshot ack and wait for it
-//! ([`AuditWriter::record`]). One background task drains everything queued, writes the batch in
-//! ONE transaction (multi-row INSERT) under a transaction-scoped advisory lock that serialises the
-//! hash chain across replicas, and acks every sender after COMMIT. While a batch is being written,
-//! new events queue up and form the next batch, so concurrent PHI reads share commits instead of
-//! running one transaction each. If the write fails every waiter gets an error (fail closed) and
-//! `audit_write_failures_total` grows.
+//! ([`AuditWriter::record`]). One background task drains everything queued, chains the batch
+//! (ids and hashes computed in memory) and writes it as ONE multi-row `INSERT ... SELECT FROM
+//! unnest(...)` (a single prepared statement whatever the batch size), then acks every sender
+//! after COMMIT. While a batch is being written, new events queue up and form the next batch, so
+//! concurrent PHI reads share commits instead of running one transaction each. If the write
+//! fails every waiter gets an error (fail closed) and `audit_write_failures_total` grows.
+//!
+//! Chain integrity across writers (replicas, CLI): the writer remembers the head it last wrote.
+//! The fast path is one autocommit statement (one round trip; with `synchronous_commit = on` it
+//! returns only once the rows are durable) that appends after that head; the primary key on `id`
+//! makes it fail if any other writer appended meanwhile (committed or concurrently), and a
+//! `NOT EXISTS` guard makes it insert nothing if rows beyond the head exist. On such a conflict,
+//! on startup and after any error, the locked path runs: under the transaction-scoped advisory
+//! lock [`CHAIN_LOCK`] read the head, append, commit. Either way row `n + 1` always carries the
+//! hash of the committed row `n`.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, PgPool};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::{AuditEvent, CHAIN_LOCK};
 use crate::error::Error;
@@ -19,8 +29,14 @@ use crate::metrics::Metrics;
 
 const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
+/// Locked-path attempts per batch: a fast-path writer (another replica, which does not take the
+/// lock) may append between our head read and our insert; we then read the head again.
+const LOCKED_ATTEMPTS: usize = 3;
 
 type Job = (AuditEvent, oneshot::Sender<bool>);
+
+/// Last row of the chain: id and hash.
+type Head = (i64, Vec<u8>);
 
 /// Handle to the background writer; cheap to clone.
 #[derive(Clone)]
@@ -68,12 +84,14 @@ impl AuditWriter {
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // the chain head this writer last committed; None = unknown (read it under the lock)
+    let mut head: Option<Head> = None;
     loop {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return; // all senders gone: app shut down
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
-        let ok = match write_batch(&pool, &events).await {
+        let ok = match append(&pool, &mut head, &events).await {
             Ok(()) => true,
             Err(e) => {
                 let code = match &e {
@@ -124,50 +142,184 @@ pub(crate) fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
 
 /// Write one event synchronously, without a writer task (CLI subcommands).
 pub async fn write_now(pool: &PgPool, event: &AuditEvent) -> Result<(), sqlx::Error> {
-    write_batch(pool, &[event]).await
+    append(pool, &mut None, &[event]).await
 }
 
-async fn write_batch(pool: &PgPool, events: &[&AuditEvent]) -> Result<(), sqlx::Error> {
+/// Append a batch: the fast path after a known head, else (or on a conflict) the locked path.
+async fn append(
+    pool: &PgPool,
+    head: &mut Option<Head>,
+    events: &[&AuditEvent],
+) -> Result<(), sqlx::Error> {
+    if let Some(known) = head.take() {
+        let rows = Rows::chain(&known, events);
+        match rows.insert(pool, known.0).await {
+            Ok(true) => {
+                *head = Some(rows.head());
+                return Ok(());
+            }
+            // another writer appended: fall through to the locked path
+            Ok(false) => {}
+            Err(e) if is_id_conflict(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut attempt = 1;
+    loop {
+        match write_locked(pool, events).await {
+            Ok(Some(new_head)) => {
+                *head = Some(new_head);
+                return Ok(());
+            }
+            Ok(None) if attempt < LOCKED_ATTEMPTS => attempt += 1,
+            Err(e) if is_id_conflict(&e) && attempt < LOCKED_ATTEMPTS => attempt += 1,
+            Ok(None) => {
+                return Err(sqlx::Error::Protocol(
+                    "the audit chain head kept moving while appending".into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Unique violation on `audit_events.id`: another writer took the id.
+fn is_id_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("23505") && db.constraint() == Some("audit_events_pkey"))
+}
+
+/// Under the chain lock: read the head, append, commit. Returns the new head, or `None` when a
+/// fast-path writer (which does not take the lock) appended between the head read and the
+/// insert (nothing was written; try again).
+async fn write_locked(pool: &PgPool, events: &[&AuditEvent]) -> Result<Option<Head>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CHAIN_LOCK)
         .execute(&mut *tx)
         .await?;
-    let head: Option<(i64, Vec<u8>)> =
+    let head: Option<Head> =
         sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
-    let (mut id, mut prev) = head.unwrap_or((0, vec![0u8; 32]));
-    let now = Utc::now();
-    let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let mut rows = Vec::with_capacity(events.len());
-    for e in events {
-        id += 1;
-        let hash = chain_hash(&prev, &canonical(id, at, e));
-        rows.push((id, prev.clone(), hash.clone(), *e));
-        prev = hash;
+    let head = head.unwrap_or((0, vec![0u8; 32]));
+    let rows = Rows::chain(&head, events);
+    if !rows.insert(&mut *tx, head.0).await? {
+        return Ok(None); // dropping `tx` rolls back
     }
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-        "INSERT INTO audit_events (id, occurred_at, actor_id, actor_role, action, resource_type, \
-         resource_id, patient_id, outcome, client_ip, user_agent, request_id, purpose, prev_hash, hash) ",
-    );
-    qb.push_values(rows, |mut b, (id, prev, hash, e)| {
-        b.push_bind(id)
-            .push_bind(at)
-            .push_bind(e.actor_id)
-            .push_bind(e.actor_role.clone())
-            .push_bind(e.action.clone())
-            .push_bind(e.resource_type.clone())
-            .push_bind(e.resource_id.clone())
-            .push_bind(e.patient_id)
-            .push_bind(e.outcome.as_str())
-            .push_bind(e.client_ip.clone())
-            .push_bind(e.user_agent.clone())
-            .push_bind(e.request_id.clone())
-            .push_bind(e.purpose.clone())
-            .push_bind(prev)
-            .push_bind(hash);
-    });
-    qb.build().execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(Some(rows.head()))
+}
+
+/// A chained batch as column arrays for `unnest`.
+struct Rows {
+    at: DateTime<Utc>,
+    id: Vec<i64>,
+    actor_id: Vec<Option<Uuid>>,
+    actor_role: Vec<Option<String>>,
+    action: Vec<String>,
+    resource_type: Vec<String>,
+    resource_id: Vec<Option<String>>,
+    patient_id: Vec<Option<Uuid>>,
+    outcome: Vec<&'static str>,
+    client_ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    purpose: Vec<Option<String>>,
+    prev_hash: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
+    /// The chain head after this batch.
+    last: Head,
+}
+
+const INSERT_SQL: &str = "INSERT INTO audit_events (id, occurred_at, actor_id, actor_role, action, \
+     resource_type, resource_id, patient_id, outcome, client_ip, user_agent, request_id, purpose, \
+     prev_hash, hash) \
+     SELECT u.id, $2, u.actor_id, u.actor_role, u.action, u.resource_type, u.resource_id, \
+     u.patient_id, u.outcome, u.client_ip, u.user_agent, u.request_id, u.purpose, u.prev_hash, u.hash \
+     FROM unnest($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], \
+     $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[], \
+     $16::bytea[]) AS u(id, actor_id, actor_role, action, resource_type, resource_id, patient_id, \
+     outcome, client_ip, user_agent, request_id, purpose, prev_hash, hash) \
+     WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE id > $1)";
+
+impl Rows {
+    /// Ids and hashes continuing the chain after `head`; one timestamp for the batch.
+    fn chain(head: &Head, events: &[&AuditEvent]) -> Self {
+        let now = Utc::now();
+        let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        let n = events.len();
+        let mut r = Rows {
+            at,
+            id: Vec::with_capacity(n),
+            actor_id: Vec::with_capacity(n),
+            actor_role: Vec::with_capacity(n),
+            action: Vec::with_capacity(n),
+            resource_type: Vec::with_capacity(n),
+            resource_id: Vec::with_capacity(n),
+            patient_id: Vec::with_capacity(n),
+            outcome: Vec::with_capacity(n),
+            client_ip: Vec::with_capacity(n),
+            user_agent: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            purpose: Vec::with_capacity(n),
+            prev_hash: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+            last: head.clone(),
+        };
+        let (mut id, mut prev) = (head.0, head.1.clone());
+        for e in events {
+            id += 1;
+            let hash = chain_hash(&prev, &canonical(id, at, e));
+            r.id.push(id);
+            r.actor_id.push(e.actor_id);
+            r.actor_role.push(e.actor_role.clone());
+            r.action.push(e.action.clone());
+            r.resource_type.push(e.resource_type.clone());
+            r.resource_id.push(e.resource_id.clone());
+            r.patient_id.push(e.patient_id);
+            r.outcome.push(e.outcome.as_str());
+            r.client_ip.push(e.client_ip.clone());
+            r.user_agent.push(e.user_agent.clone());
+            r.request_id.push(e.request_id.clone());
+            r.purpose.push(e.purpose.clone());
+            r.prev_hash.push(std::mem::replace(&mut prev, hash.clone()));
+            r.hash.push(hash);
+        }
+        r.last = (id, prev);
+        r
+    }
+
+    /// The chain head after this batch.
+    fn head(&self) -> Head {
+        self.last.clone()
+    }
+
+    /// One statement; `false` if rows after `after_id` exist (nothing was inserted).
+    async fn insert<'e>(
+        &self,
+        db: impl PgExecutor<'e>,
+        after_id: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(INSERT_SQL)
+            .bind(after_id)
+            .bind(self.at)
+            .bind(&self.id)
+            .bind(&self.actor_id)
+            .bind(&self.actor_role)
+            .bind(&self.action)
+            .bind(&self.resource_type)
+            .bind(&self.resource_id)
+            .bind(&self.patient_id)
+            .bind(&self.outcome)
+            .bind(&self.client_ip)
+            .bind(&self.user_agent)
+            .bind(&self.request_id)
+            .bind(&self.purpose)
+            .bind(&self.prev_hash)
+            .bind(&self.hash)
+            .execute(db)
+            .await?;
+        Ok(done.rows_affected() == self.id.len() as u64)
+    }
 }

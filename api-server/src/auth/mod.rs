@@ -71,11 +71,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// User id of a validly signed, unexpired bearer token (no database check; for rate limiting).
 pub fn bearer_subject(state: &AppState, headers: &HeaderMap) -> Option<Uuid> {
-    let token = bearer(headers)?;
-    tokens::decode_access(&state.config.jwt_key, token)
-        .ok()
-        .map(|c| c.sub)
+    bearer_claims(state, headers).map(|c| c.sub)
 }
+
+/// Claims of a validly signed, unexpired bearer token (no database check). The rate limiter
+/// stores them as [`VerifiedBearer`] so [`AuthUser`] does not verify the same token twice.
+pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Option<tokens::Claims> {
+    let token = bearer(headers)?;
+    tokens::decode_access(&state.config.jwt_key, token).ok()
+}
+
+/// Request extension: the claims of this request's bearer token, already verified (signature,
+/// `exp`, `iss`) by the rate limiter. Set only by the server, never from client input.
+#[derive(Debug, Clone)]
+pub struct VerifiedBearer(pub tokens::Claims);
 
 #[derive(sqlx::FromRow)]
 struct SessionCheck {
@@ -108,10 +117,17 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let meta = RequestMeta::from_parts(parts);
-        let token = bearer(&parts.headers)
-            .ok_or_else(|| Error::Unauthorized("a bearer access token is required".into()))?;
-        let claims = tokens::decode_access(&state.config.jwt_key, token)
-            .map_err(|_| Error::Unauthorized("the access token is invalid or expired".into()))?;
+        let claims = match parts.extensions.remove::<VerifiedBearer>() {
+            Some(VerifiedBearer(claims)) => claims,
+            None => {
+                let token = bearer(&parts.headers).ok_or_else(|| {
+                    Error::Unauthorized("a bearer access token is required".into())
+                })?;
+                tokens::decode_access(&state.config.jwt_key, token).map_err(|_| {
+                    Error::Unauthorized("the access token is invalid or expired".into())
+                })?
+            }
+        };
         let row: Option<SessionCheck> = sqlx::query_as(
             "SELECT s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2",

@@ -12,7 +12,7 @@ use uuid::Uuid;
 pub const ISSUER: &str = "caduceus-api";
 
 /// Access-token claims. `sid` ties the token to a session row checked on every request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
     pub sid: Uuid,

@@ -23,9 +23,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 const BENCH_DB: &str = "caduceus_bench";
@@ -170,12 +176,13 @@ fn pgbench(
     parse_pgbench(&run(&mut cmd, "pgbench")?)
 }
 
-/// Latency samples and errors of one workload.
+/// Latency samples and errors of one workload, plus the resources it used.
 struct Stats {
     requests: u64,
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
+    usage: Option<Usage>,
 }
 
 impl Stats {
@@ -189,6 +196,218 @@ impl Stats {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+// --- resource accounting (robust to a loaded machine: per request, not per second) ----------
+
+/// CPU seconds (user + system) of a process from `/proc/<pid>/stat`.
+fn proc_cpu_secs(pid: u32, ticks_per_sec: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the parenthesised command name: state is field 3, utime 14, stime 15
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_sec)
+}
+
+/// Busy and total CPU seconds of the whole machine (`/proc/stat`).
+fn machine_cpu_secs(ticks_per_sec: f64) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    Some(((total - idle) / ticks_per_sec, total / ticks_per_sec))
+}
+
+/// One established TCP socket as reported by `ss -tinp`.
+struct Sock {
+    local_port: u16,
+    peer_port: u16,
+    pid: Option<u32>,
+    data_segs_out: u64,
+}
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+/// Established TCP sockets with owner pid and `data_segs_out` (iproute2 `ss`).
+fn sockets() -> Vec<Sock> {
+    let Ok(out) = Command::new("ss")
+        .args(["-tinpH", "state", "established"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut socks: Vec<Sock> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with(char::is_whitespace) {
+            if let (Some(last), Some(v)) = (
+                socks.last_mut(),
+                line.split_whitespace()
+                    .find_map(|t| t.strip_prefix("data_segs_out:")),
+            ) {
+                last.data_segs_out = v.parse().unwrap_or(0);
+            }
+            continue;
+        }
+        let addrs: Vec<&str> = line
+            .split_whitespace()
+            .filter(|t| t.contains(':') && !t.starts_with("users:"))
+            .collect();
+        let (Some(local), Some(peer)) = (
+            addrs.first().and_then(|a| port_of(a)),
+            addrs.get(1).and_then(|a| port_of(a)),
+        ) else {
+            continue;
+        };
+        let pid = line
+            .split("pid=")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok());
+        socks.push(Sock {
+            local_port: local,
+            peer_port: peer,
+            pid,
+            data_segs_out: 0,
+        });
+    }
+    socks
+}
+
+/// What the resource snapshots look at.
+#[derive(Clone, Copy)]
+struct Probe {
+    api_pid: u32,
+    db_port: u16,
+    redis_port: u16,
+    ticks_per_sec: f64,
+}
+
+/// Cumulative counters at one instant.
+struct Snapshot {
+    api_cpu: f64,
+    bench_cpu: f64,
+    /// CPU of the Postgres backends serving the API, by pid.
+    pg_cpu: Vec<(u32, f64)>,
+    redis_cpu: f64,
+    machine: (f64, f64),
+    /// TCP data segments Postgres / Redis sent to the API: ≈ round trips (a server flushes its
+    /// answer once per request batch; counting the client side would count sqlx's separate
+    /// `Sync` write twice).
+    db_segs: u64,
+    redis_segs: u64,
+}
+
+impl Probe {
+    fn snapshot(&self) -> Snapshot {
+        let socks = sockets();
+        let api_ports = |server_port: u16| -> Vec<u16> {
+            socks
+                .iter()
+                .filter(|s| s.pid == Some(self.api_pid) && s.peer_port == server_port)
+                .map(|s| s.local_port)
+                .collect()
+        };
+        // the server ends of the API's connections
+        let server_side = |server_port: u16| -> Vec<&Sock> {
+            let ports = api_ports(server_port);
+            socks
+                .iter()
+                .filter(|s| s.local_port == server_port && ports.contains(&s.peer_port))
+                .collect()
+        };
+        let pg = server_side(self.db_port);
+        let redis = server_side(self.redis_port);
+        let pids = |side: &[&Sock]| -> Vec<u32> {
+            let mut p: Vec<u32> = side.iter().filter_map(|s| s.pid).collect();
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
+        let cpu = |pid: u32| proc_cpu_secs(pid, self.ticks_per_sec).unwrap_or(0.0);
+        Snapshot {
+            api_cpu: cpu(self.api_pid),
+            bench_cpu: cpu(std::process::id()),
+            pg_cpu: pids(&pg).iter().map(|&p| (p, cpu(p))).collect(),
+            redis_cpu: pids(&redis).iter().map(|&p| cpu(p)).sum(),
+            machine: machine_cpu_secs(self.ticks_per_sec).unwrap_or((0.0, 0.0)),
+            db_segs: pg.iter().map(|s| s.data_segs_out).sum(),
+            redis_segs: redis.iter().map(|s| s.data_segs_out).sum(),
+        }
+    }
+}
+
+/// Resources used per request between two snapshots.
+struct Usage {
+    api_cpu_ms: f64,
+    pg_cpu_ms: f64,
+    redis_cpu_ms: f64,
+    bench_cpu_ms: f64,
+    machine_busy_ms: f64,
+    machine_util: f64,
+    db_round_trips: f64,
+    redis_round_trips: f64,
+}
+
+fn usage(a: &Snapshot, b: &Snapshot, requests: u64) -> Option<Usage> {
+    if requests == 0 {
+        return None;
+    }
+    let n = requests as f64;
+    // backends present in both snapshots (connections opened in between are not counted)
+    let pg: f64 = b
+        .pg_cpu
+        .iter()
+        .filter_map(|(pid, t)| {
+            a.pg_cpu
+                .iter()
+                .find(|(p, _)| p == pid)
+                .map(|(_, t0)| t - t0)
+        })
+        .sum();
+    let busy = b.machine.0 - a.machine.0;
+    let total = b.machine.1 - a.machine.1;
+    Some(Usage {
+        api_cpu_ms: (b.api_cpu - a.api_cpu) * 1000.0 / n,
+        pg_cpu_ms: pg * 1000.0 / n,
+        redis_cpu_ms: (b.redis_cpu - a.redis_cpu) * 1000.0 / n,
+        bench_cpu_ms: (b.bench_cpu - a.bench_cpu) * 1000.0 / n,
+        machine_busy_ms: busy * 1000.0 / n,
+        machine_util: if total > 0.0 { busy / total } else { 0.0 },
+        db_round_trips: b.db_segs.saturating_sub(a.db_segs) as f64 / n,
+        redis_round_trips: b.redis_segs.saturating_sub(a.redis_segs) as f64 / n,
+    })
+}
+
+fn ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn url_port(url: &str, default: u16) -> u16 {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(default)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 struct Api {
@@ -337,31 +556,104 @@ fn patient_body(i: u64, run_tag: &str) -> Value {
     })
 }
 
-/// Run `conns` workers for `secs` (after a 2 s warm-up that is not measured).
-async fn load<F, Fut>(conns: u64, secs: u64, make: F) -> Stats
+/// One keep-alive HTTP/1.1 connection per worker: a bare hyper client (no pool, no URL
+/// parsing, no header maps built per request), so the load generator takes as little of the
+/// shared CPU as possible. Reconnects after an error.
+struct Conn {
+    addr: std::net::SocketAddr,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    async fn connect(addr: std::net::SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Send one request and drain the response; the status code, or an error.
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<StatusCode> {
+        let sender = match self.sender.as_mut() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.sender.insert(Self::connect(self.addr).await?),
+        };
+        let result = async {
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            resp.into_body().collect().await?;
+            anyhow::Ok(status)
+        }
+        .await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+}
+
+/// A request template: method, path, the shared `Host` and `Authorization` values, a body.
+fn request(
+    method: Method,
+    path: &str,
+    host: &HeaderValue,
+    auth: &HeaderValue,
+    body: Option<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host.clone())
+        .header(hyper::header::AUTHORIZATION, auth.clone());
+    if body.is_some() {
+        b = b.header(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    // method, path and header values are valid by construction
+    b.body(Full::new(body.unwrap_or_default()))
+        .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+}
+
+/// Run `conns` workers (one connection each) for `secs` after a 2 s warm-up that is not
+/// measured; `probe` snapshots CPU time and round trips at the start and end of the
+/// measured window.
+async fn load<F>(
+    addr: std::net::SocketAddr,
+    conns: u64,
+    secs: u64,
+    expect: StatusCode,
+    probe: Probe,
+    make: F,
+) -> Stats
 where
-    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send + 'static,
+    F: Fn(u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
 {
     let make = Arc::new(make);
     let counter = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(2);
     let measure = Duration::from_secs(secs);
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..conns {
+    for _ in 0..conns {
         let make = make.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let mut conn = Conn { addr, sender: None };
+            let mut lat = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             loop {
-                let now = Instant::now();
+                let now = tokio::time::Instant::now();
                 if now - start >= warmup + measure {
                     break;
                 }
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let ok = make(w, n).await;
+                let req = make(counter.fetch_add(1, Ordering::Relaxed));
+                let ok = matches!(conn.send(req).await, Ok(s) if s == expect);
                 if now - start >= warmup {
                     lat.push(now.elapsed().as_micros() as u64);
                     if !ok {
@@ -372,6 +664,14 @@ where
             (lat, errors)
         }));
     }
+    tokio::time::sleep_until(start + warmup).await;
+    let before = tokio::task::spawn_blocking(move || probe.snapshot())
+        .await
+        .ok();
+    tokio::time::sleep_until(start + warmup + measure).await;
+    let after = tokio::task::spawn_blocking(move || probe.snapshot())
+        .await
+        .ok();
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -381,11 +681,16 @@ where
         }
     }
     all.sort_unstable();
+    let requests = all.len() as u64;
     Stats {
-        requests: all.len() as u64,
+        requests,
         errors,
         elapsed: measure,
         latencies_us: all,
+        usage: match (before, after) {
+            (Some(a), Some(b)) => usage(&a, &b, requests),
+            _ => None,
+        },
     }
 }
 
@@ -424,6 +729,7 @@ async fn main() -> Result<()> {
     let pgbench_url = with_database(&server, PGBENCH_DB)?;
     let dir = std::env::temp_dir().join(format!("caduceus-api-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let load_start = load_average();
     println!(
         "caduceus api_bench: {conns} connections, {secs} s per workload, {} CPUs, pgbench scale {scale}",
         std::thread::available_parallelism()
@@ -494,40 +800,39 @@ async fn main() -> Result<()> {
     }
     let ids = Arc::new(ids);
 
+    let addr: std::net::SocketAddr = api
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .context("API address")?;
+    let host = HeaderValue::from_str(&addr.to_string())?;
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))?;
+    let probe = Probe {
+        api_pid: api.child.id(),
+        db_port: url_port(&server, 5432),
+        redis_port: url_port(&redis, 6379),
+        ticks_per_sec: ticks_per_sec(),
+    };
+
     eprintln!("PHI read ...");
     let read = {
-        let (client, base, token, ids) = (client.clone(), base.clone(), token.clone(), ids.clone());
-        load(conns, secs, move |_, n| {
-            let url = format!("{base}/patients/{}", ids[(n as usize * 7919) % ids.len()]);
-            let (client, token) = (client.clone(), token.clone());
-            async move {
-                match client.get(&url).bearer_auth(token.as_str()).send().await {
-                    Ok(r) => r.status().as_u16() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                }
-            }
+        let paths: Vec<String> = ids
+            .iter()
+            .map(|id| format!("/api/v1/patients/{id}"))
+            .collect();
+        let (host, auth) = (host.clone(), auth.clone());
+        load(addr, conns, secs, StatusCode::OK, probe, move |n| {
+            let path = &paths[(n as usize * 7919) % paths.len()];
+            request(Method::GET, path, &host, &auth, None)
         })
         .await
     };
     eprintln!("patient create ...");
     let create = {
-        let (client, base, token) = (client.clone(), base.clone(), token.clone());
-        load(conns, secs, move |_, n| {
-            let url = format!("{base}/patients");
-            let body = patient_body(n, "C");
-            let (client, token) = (client.clone(), token.clone());
-            async move {
-                match client
-                    .post(&url)
-                    .bearer_auth(token.as_str())
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                }
-            }
+        let (host, auth) = (host.clone(), auth.clone());
+        load(addr, conns, secs, StatusCode::CREATED, probe, move |n| {
+            let body = Bytes::from(patient_body(n, "C").to_string());
+            request(Method::POST, "/api/v1/patients", &host, &auth, Some(body))
         })
         .await
     };
@@ -558,6 +863,37 @@ async fn main() -> Result<()> {
         "pgbench (TPC-B)", pg_b.tps, "-", "-", "-", pg_b.latency_avg_ms
     );
     println!("audit rows written for these requests: {}", audited.trim());
+    println!();
+    println!(
+        "per request: CPU ms = user+sys from /proc/<pid>/stat (PG = the backends serving the API, \
+         redis = redis-server, client = this load generator, machine = all busy CPU incl. other \
+         processes); rt = round trips = TCP data segments Postgres/Redis sent on the API's \
+         connections (ss -ti; sqlx also pings each connection when it returns to the pool)"
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+        "workload", "API cpu", "PG cpu", "redis", "client", "machine", "PG rt", "redis rt"
+    );
+    for (name, s) in [("PHI read", &read), ("create", &create)] {
+        match &s.usage {
+            Some(u) => println!(
+                "{name:<34} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>8.2} {:>8.2}   (machine {:.0} % busy)",
+                u.api_cpu_ms,
+                u.pg_cpu_ms,
+                u.redis_cpu_ms,
+                u.bench_cpu_ms,
+                u.machine_busy_ms,
+                u.db_round_trips,
+                u.redis_round_trips,
+                u.machine_util * 100.0
+            ),
+            None => println!("{name:<34} (not measured)"),
+        }
+    }
+    println!(
+        "load average at start: {load_start}; at end: {}",
+        load_average()
+    );
     let ratio = read.rps() / pg_s.tps * 100.0;
     println!();
     println!(
