@@ -12,7 +12,6 @@ mod support;
 use caduceus_operator::{
     build::backup::{token_hash, ANNOTATION_BACKUP_NOW, CONTAINER},
     names::Names,
-    HealthcarePlatform,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::{
@@ -34,8 +33,10 @@ impl Env {
         .await
     }
 
-    async fn create_platform(&self, name: &str, spec: Value) -> HealthcarePlatform {
-        self.create_named_platform(name, spec).await
+    async fn create_platform(&self, name: &str, spec: Value) {
+        self.try_create_platform(name, spec)
+            .await
+            .expect("platform admitted by the CRD schema");
     }
 
     /// A Job as the CronJob controller creates it (job template labels), then its pod with the
