@@ -30,6 +30,9 @@ pub const NS: &str = "clinic";
 /// The platform the helpers without a name are about.
 pub const DEMO: &str = "demo";
 
+/// The `platform` label of `demo`'s metrics.
+pub const PLATFORM: &str = "clinic/demo";
+
 /// Every kind the operator creates children of (plus PVCs of the StatefulSet controller model).
 pub const CHILD_KINDS: &[(&str, &str)] = &[
     ("v1", "Secret"),
@@ -317,7 +320,7 @@ impl Env {
         self.metrics
             .compliance
             .rule_status
-            .with_label_values(&[&format!("{NS}/{DEMO}"), rule])
+            .with_label_values(&[PLATFORM, rule])
             .get()
     }
 
@@ -326,7 +329,7 @@ impl Env {
         self.metrics
             .compliance
             .violations
-            .with_label_values(&[&format!("{NS}/{DEMO}"), severity])
+            .with_label_values(&[PLATFORM, severity])
             .get()
     }
 
