@@ -266,16 +266,9 @@ async fn paused_keeps_children_and_still_updates_status() {
     };
     let before = desired(&env);
 
-    let p = env
-        .platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"paused": true, "apiServer": {"replicas": 5}}})),
-        )
-        .await
-        .unwrap();
-    let generation = p.metadata.generation.unwrap();
+    let generation = env
+        .patch_spec(json!({"paused": true, "apiServer": {"replicas": 5}}))
+        .await;
     env.wait_for("phase Paused for the new generation", |e| {
         let s = e.platform_status("demo");
         s["phase"] == "Paused" && s["observedGeneration"].as_i64() == Some(generation)
@@ -304,14 +297,7 @@ async fn paused_keeps_children_and_still_updates_status() {
     })
     .await;
 
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"paused": false}})),
-        )
-        .await
-        .unwrap();
+    env.patch_spec(json!({"paused": false})).await;
     env.wait_for("the spec change applied after unpausing", |e| {
         desired(e) == Some(5)
     })
@@ -334,14 +320,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
         "the StatefulSet controller model created PVCs"
     );
 
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"stopped": true}})),
-        )
-        .await
-        .unwrap();
+    env.patch_spec(json!({"stopped": true})).await;
     env.wait_for("all workloads at zero replicas", |e| {
         let zero = |av: &str, kind: &str, name: &str| {
             e.stored(av, kind, name)
@@ -365,14 +344,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
         "secrets kept"
     );
 
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"stopped": false}})),
-        )
-        .await
-        .unwrap();
+    env.patch_spec(json!({"stopped": false})).await;
     env.settle_until_phase("demo", Phase::Ready).await;
     env.stop().await;
 }
@@ -525,14 +497,8 @@ async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_
 
     install_crd(&env.client, cnpg_crd()).await;
     // Nudge a reconcile now rather than waiting for the periodic re-check.
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test/cnpg": "installed"}}})),
-        )
-        .await
-        .unwrap();
+    env.patch_platform(json!({"metadata": {"annotations": {"test/cnpg": "installed"}}}))
+        .await;
     let names = Names::new("demo");
     env.wait_for("the CNPG Cluster", |e| {
         e.stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
