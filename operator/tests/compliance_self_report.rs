@@ -8,6 +8,8 @@
 //! admin port, and the compliance rules evaluate it. The API's `/metrics` goes through
 //! `promtool check metrics`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,25 +23,7 @@ use caduceus_operator::crd::{
 };
 use caduceus_operator::validate::validate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-fn api_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("CADUCEUS_API_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<this test> → target/<profile>/caduceus-api
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("caduceus-api"))
-        .unwrap();
-    assert!(
-        bin.is_file(),
-        "{} not found: run `cargo build -p caduceus-api` with the same CARGO_TARGET_DIR first (or set CADUCEUS_API_BIN)",
-        bin.display()
-    );
-    bin
-}
+use support::api_process::{api_binary, free_port, serve_command};
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL")
@@ -74,14 +58,6 @@ fn psql(sql: &str) {
         "psql {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Api {
@@ -135,18 +111,7 @@ fn start_api(idle_timeout_minutes: u32) -> Api {
     run(&["migrate"]);
 
     let (http_port, admin_port) = (free_port(), free_port());
-    let child = Command::new(&bin)
-        .arg("serve")
-        .env_clear()
-        .env("DATABASE_URL", &db_url)
-        .env(
-            "REDIS_URL",
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        )
-        .env("CADUCEUS_JWT_KEY_FILE", keys_dir.join("jwt.key"))
-        .env("CADUCEUS_PHI_KEYS_FILE", keys_dir.join("phi-keys.json"))
-        .env("CADUCEUS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+    let child = serve_command(&db_url, &keys_dir, http_port, admin_port)
         .env(
             "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
             idle_timeout_minutes.to_string(),

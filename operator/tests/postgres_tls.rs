@@ -9,8 +9,10 @@
 //! `caduceus-api migrate` and `serve` connect with `verify-full` (and `/internal/compliance`
 //! reports `database_tls: true`); a CA bundle with an extra CA (as during a CA renewal) is
 //! accepted; another CA, or a host name the certificate does not cover, is refused with a clear
-//! error. The API binary is found as in `compliance_self_report.rs` (`cargo build -p
+//! error. The API binary is found by `tests/support/api_process.rs` (`cargo build -p
 //! caduceus-api` first, or `CADUCEUS_API_BIN`).
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,25 +20,7 @@ use std::time::{Duration, Instant};
 
 use caduceus_operator::build::postgres_tls::{self, TlsMaterial};
 use caduceus_operator::compliance::self_report::SelfReportClient;
-
-fn api_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("CADUCEUS_API_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<this test> → target/<profile>/caduceus-api
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("caduceus-api"))
-        .unwrap();
-    assert!(
-        bin.is_file(),
-        "{} not found: run `cargo build -p caduceus-api` with the same CARGO_TARGET_DIR first (or set CADUCEUS_API_BIN)",
-        bin.display()
-    );
-    bin
-}
+use support::api_process::{api_binary, free_port, serve_command};
 
 fn pg_bindir() -> PathBuf {
     if let Ok(d) = std::env::var("PG_BINDIR") {
@@ -106,14 +90,6 @@ fn chown_to_pg_user(path: &Path) {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn text(out: &Output) -> String {
@@ -269,18 +245,7 @@ async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certifica
         .unwrap();
     assert!(out.status.success(), "keys generate: {}", text(&out));
     let (http_port, admin_port) = (free_port(), free_port());
-    let mut serve = Command::new(api_binary())
-        .arg("serve")
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .env(
-            "REDIS_URL",
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        )
-        .env("CADUCEUS_JWT_KEY_FILE", keys.path().join("jwt.key"))
-        .env("CADUCEUS_PHI_KEYS_FILE", keys.path().join("phi-keys.json"))
-        .env("CADUCEUS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+    let mut serve = serve_command(&url, keys.path(), http_port, admin_port)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -7,202 +7,36 @@
 //! The stand-in runs no CronJob controller and no pods: the tests create the Jobs and Pods the
 //! CronJob and Job controllers would (same labels, names and status shapes). No fixed sleeps.
 
-use std::time::Duration;
+mod support;
 
 use caduceus_operator::{
     build::backup::{token_hash, ANNOTATION_BACKUP_NOW, CONTAINER},
-    crd::Phase,
     names::Names,
-    run_controller, ControllerConfig, HealthcarePlatform, Metrics,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::{
-    api::{
-        batch::v1::Job,
-        core::v1::{Namespace, Pod},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::{batch::v1::Job, core::v1::Pod},
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{
-    api::{Api, DeleteParams, Patch, PatchParams, PostParams},
-    core::{DynamicObject, GroupVersionKind},
-    discovery::ApiResource,
-    Client,
-};
-use kube_standin::StandIn;
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{json, Value};
-use tokio::{sync::oneshot, task::JoinHandle};
+use support::standin::{open_crd, Env, Setup, NS};
 
-const WAIT: Duration = Duration::from_secs(20);
-const NS: &str = "clinic";
-
-struct Env {
-    standin: StandIn,
-    client: Client,
-    metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    controller: Option<JoinHandle<()>>,
-}
-
+/// `Env::start` and `create_platform` of these tests, and the Jobs and Pods the CronJob and Job
+/// controllers would create.
 impl Env {
     async fn start() -> Self {
-        let standin = StandIn::start().await.expect("stand-in starts");
-        let client = standin.client().expect("client");
-        let crd: CustomResourceDefinition =
-            serde_norway::from_str(&repo_file("crds/caduceus.io_healthcareplatforms.yaml"))
-                .expect("CRD YAML");
-        Api::<CustomResourceDefinition>::all(client.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD installed");
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace"),
-            )
-            .await
-            .expect("namespace");
-        let config = ControllerConfig {
-            progress_interval: Duration::from_millis(300),
-            error_backoff_base: Duration::from_millis(50),
-            error_backoff_max: Duration::from_secs(1),
-            namespace: Some(NS.into()),
-            self_report_timeout: Duration::from_millis(200),
-            ..ControllerConfig::default()
-        };
-        let metrics = config.metrics.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let c = client.clone();
-        let controller = tokio::spawn(async move {
-            run_controller(c, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("controller runs");
-        });
-        Self {
-            standin,
-            client,
-            metrics,
-            stop: Some(stop),
-            controller: Some(controller),
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(c) = self.controller.take() {
-            tokio::time::timeout(WAIT, c)
-                .await
-                .expect("controller stops")
-                .expect("controller task");
-        }
-    }
-
-    fn platforms(&self) -> Api<HealthcarePlatform> {
-        Api::namespaced(self.client.clone(), NS)
+        Env::start_with(
+            Setup::default()
+                .controller(|c| c.self_report_timeout = std::time::Duration::from_millis(200)),
+        )
+        .await
     }
 
     async fn create_platform(&self, name: &str, spec: Value) {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), NS, &hcp_resource());
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "caduceus.io/v1alpha1",
-            "kind": "HealthcarePlatform",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": spec,
-        }))
-        .expect("platform");
-        api.create(&PostParams::default(), &obj)
+        self.try_create_platform(name, spec)
             .await
             .expect("platform admitted by the CRD schema");
-    }
-
-    async fn patch_platform(&self, patch: Value) {
-        self.platforms()
-            .patch("demo", &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .expect("patch platform");
-    }
-
-    fn stored(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        self.standin.get(api_version, kind, NS, name)
-    }
-
-    fn status(&self) -> Value {
-        self.stored("caduceus.io/v1alpha1", "HealthcarePlatform", "demo")
-            .and_then(|p| p.get("status").cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn condition(&self, type_: &str) -> Option<Value> {
-        self.status()["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
-    }
-
-    fn condition_is(&self, type_: &str, status: &str, reason: &str) -> bool {
-        self.condition(type_)
-            .is_some_and(|c| c["status"] == status && c["reason"] == reason)
-    }
-
-    async fn settle_until_ready(&self) {
-        let ok = self
-            .standin
-            .wait_until(WAIT, |s| {
-                s.mark_workloads_ready();
-                self.status()["phase"] == format!("{:?}", Phase::Ready)
-            })
-            .await;
-        assert!(ok, "never Ready; status: {}", self.status());
-        // In-flight reconciles triggered by the readiness updates.
-        self.wait_quiet().await;
-    }
-
-    async fn wait_for(&self, what: &str, cond: impl Fn(&Self) -> bool) {
-        let ok = self.standin.wait_until(WAIT, |_| cond(self)).await;
-        assert!(
-            ok,
-            "timed out waiting for: {what}; status: {}",
-            self.status()
-        );
-    }
-
-    /// Waits until nothing has been written for half a second.
-    async fn wait_quiet(&self) {
-        let mut last = self.standin.resource_version();
-        let mut since = std::time::Instant::now();
-        let ok = self
-            .standin
-            .wait_until(WAIT, |s| {
-                let rv = s.resource_version();
-                if rv != last {
-                    last = rv;
-                    since = std::time::Instant::now();
-                }
-                since.elapsed() >= Duration::from_millis(500)
-            })
-            .await;
-        assert!(ok, "the operator kept writing");
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.metrics
-            .reconciles
-            .with_label_values(&["success"])
-            .get()
-    }
-
-    /// Touches the platform and waits until the controller reconciled it again.
-    async fn reconcile_again(&self, marker: &str) {
-        let before = self.reconciles();
-        self.patch_platform(json!({"metadata": {"annotations": {"test/touch": marker}}}))
-            .await;
-        self.wait_for("another reconcile", |e| e.reconciles() > before)
-            .await;
-        self.wait_quiet().await;
     }
 
     /// A Job as the CronJob controller creates it (job template labels), then its pod with the
@@ -293,18 +127,6 @@ impl Env {
 enum Outcome<'a> {
     Success { name: &'a str, size: i64 },
     Failure,
-}
-
-fn hcp_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
-        "healthcareplatforms",
-    )
-}
-
-fn repo_file(rel: &str) -> String {
-    let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
 /// One API replica, backups to S3 (the credentials Secret need not exist for the operator).
@@ -881,20 +703,12 @@ async fn from_backup_restores_before_migrations_and_the_crd_refuses_two_sources(
         .any(|v| v["secret"]["secretName"] == "old-backup-key"));
 
     // Both sources: refused at admission by the CRD's CEL rule.
-    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), NS, &hcp_resource());
     let mut bad = spec();
     bad["database"] = json!({"bootstrap": {"fromBackup": {
         "secretRef": "k",
         "source": {"claimName": "x", "s3": {"bucket": "bucket", "credentialsSecretRef": "c"}}}}});
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "caduceus.io/v1alpha1",
-        "kind": "HealthcarePlatform",
-        "metadata": {"name": "bad", "namespace": NS},
-        "spec": bad,
-    }))
-    .expect("platform");
-    let err = api
-        .create(&PostParams::default(), &obj)
+    let err = env
+        .try_create_platform("bad", bad)
         .await
         .expect_err("two restore sources are refused");
     assert!(
@@ -906,23 +720,7 @@ async fn from_backup_restores_before_migrations_and_the_crd_refuses_two_sources(
 
 /// A CRD serving any object of a CloudNativePG kind.
 fn cnpg_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.postgresql.cnpg.io")},
-        "spec": {
-            "group": "postgresql.cnpg.io",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
-                      "listKind": format!("{kind}List")},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    }))
-    .expect("CRD")
+    open_crd("postgresql.cnpg.io", kind, plural, true)
 }
 
 #[tokio::test]

@@ -7,28 +7,23 @@
 //! The stand-in runs no pods, so the API's self-report cannot be read: the rules that need it
 //! must be reported `NotEvaluated` (never `Pass`). No fixed sleeps: every wait polls.
 
+mod support;
+
 use std::time::Duration;
 
-use caduceus_operator::{
-    crd::Phase, names::Names, run_controller, ControllerConfig, HealthcarePlatform, Metrics,
-};
+use caduceus_operator::{crd::Phase, names::Names};
 use k8s_openapi::{
-    api::{core::v1::Namespace, networking::v1::NetworkPolicy},
+    api::networking::v1::NetworkPolicy,
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     api::{Api, Patch, PatchParams, PostParams},
-    core::{DynamicObject, GroupVersionKind},
-    discovery::ApiResource,
     Client,
 };
-use kube_standin::StandIn;
 use serde_json::{json, Value};
-use tokio::{sync::oneshot, task::JoinHandle};
+use support::standin::{install_crd, open_crd, Env, Setup, NS};
 
 const WAIT: Duration = Duration::from_secs(30);
-const NS: &str = "clinic";
-const PLATFORM: &str = "clinic/demo";
 
 /// Rules that need the API's self-report (or backup status) and so cannot pass in the stand-in.
 const NEED_A_RUNNING_API: &[&str] = &[
@@ -38,253 +33,36 @@ const NEED_A_RUNNING_API: &[&str] = &[
     "backup-rpo",
 ];
 
-struct Env {
-    standin: StandIn,
-    client: Client,
-    metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    controller: Option<JoinHandle<()>>,
-}
-
+/// `Env::start` and `create_platform` of these tests (the platform `demo`).
 impl Env {
+    /// Waits of [`WAIT`], quiet after a second, workloads marked ready while waiting; the API host
+    /// names do not resolve here, so the self-report fails fast.
     async fn start() -> Self {
-        let standin = StandIn::start().await.expect("stand-in starts");
-        let client = standin.client().expect("client");
-        install_crd(&client, crd_from_repo()).await;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-            )
-            .await
-            .expect("namespace");
-        let config = ControllerConfig {
-            progress_interval: Duration::from_millis(300),
-            error_backoff_base: Duration::from_millis(50),
-            error_backoff_max: Duration::from_secs(1),
-            namespace: Some(NS.into()),
-            // The API host names do not resolve here; fail fast.
-            self_report_timeout: Duration::from_millis(500),
-            crd_recheck_interval: Duration::from_millis(200),
-            ..ControllerConfig::default()
-        };
-        let metrics = config.metrics.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let c = client.clone();
-        let controller = tokio::spawn(async move {
-            run_controller(c, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("controller runs");
-        });
-        Self {
-            standin,
-            client,
-            metrics,
-            stop: Some(stop),
-            controller: Some(controller),
-        }
+        Env::start_with(
+            Setup::default()
+                .wait(WAIT)
+                .quiet(Duration::from_secs(1))
+                .mark_ready_while_waiting()
+                .controller(|c| {
+                    c.self_report_timeout = Duration::from_millis(500);
+                    c.crd_recheck_interval = Duration::from_millis(200);
+                }),
+        )
+        .await
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(c) = self.controller.take() {
-            tokio::time::timeout(WAIT, c)
-                .await
-                .expect("controller stops")
-                .expect("controller task");
-        }
-    }
-
-    fn platforms(&self) -> Api<HealthcarePlatform> {
-        Api::namespaced(self.client.clone(), NS)
-    }
-
-    /// Creates the platform from the raw manifest (as kubectl would send it).
+    /// Creates `demo` from the raw manifest (as kubectl would send it).
     async fn create_platform(&self, spec: Value) {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), NS, &hcp_resource());
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "caduceus.io/v1alpha1",
-            "kind": "HealthcarePlatform",
-            "metadata": {"name": "demo", "namespace": NS},
-            "spec": spec,
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &obj)
+        self.try_create_platform("demo", spec)
             .await
             .expect("platform admitted by the CRD schema");
     }
-
-    async fn patch_spec(&self, patch: Value) -> i64 {
-        let p = self
-            .platforms()
-            .patch(
-                "demo",
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": patch })),
-            )
-            .await
-            .expect("spec patched");
-        p.metadata.generation.unwrap_or_default()
-    }
-
-    fn stored(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        self.standin.get(api_version, kind, NS, name)
-    }
-
-    fn status(&self) -> Value {
-        self.stored("caduceus.io/v1alpha1", "HealthcarePlatform", "demo")
-            .and_then(|p| p.get("status").cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn compliance(&self) -> Value {
-        self.status()["compliance"].clone()
-    }
-
-    fn condition(&self, type_: &str) -> Option<Value> {
-        self.status()["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
-    }
-
-    fn api_config(&self, key: &str) -> Option<String> {
-        self.stored("v1", "ConfigMap", &Names::new("demo").api_config())
-            .and_then(|c| c["data"][key].as_str().map(str::to_string))
-    }
-
-    /// Events about the platform (both Event APIs), as (reason, note/message).
-    fn events(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (av, text) in [("events.k8s.io/v1", "note"), ("v1", "message")] {
-            for ev in self.standin.list(av, "Event", Some(NS)) {
-                out.push((
-                    ev["reason"].as_str().unwrap_or_default().to_string(),
-                    ev[text].as_str().unwrap_or_default().to_string(),
-                ));
-            }
-        }
-        out
-    }
-
-    fn has_event(&self, reason: &str, note_contains: &str) -> bool {
-        self.events()
-            .iter()
-            .any(|(r, n)| r == reason && n.contains(note_contains))
-    }
-
-    fn rule_metric(&self, rule: &str) -> i64 {
-        self.metrics
-            .compliance
-            .rule_status
-            .with_label_values(&[PLATFORM, rule])
-            .get()
-    }
-
-    fn violations_metric(&self, severity: &str) -> i64 {
-        self.metrics
-            .compliance
-            .violations
-            .with_label_values(&[PLATFORM, severity])
-            .get()
-    }
-
-    async fn wait_for(&self, what: &str, cond: impl Fn(&Self) -> bool) {
-        let ok = self
-            .standin
-            .wait_until(WAIT, |s| {
-                s.mark_workloads_ready();
-                cond(self)
-            })
-            .await;
-        assert!(
-            ok,
-            "timed out waiting for: {what}; status: {:#}; events: {:?}",
-            self.status(),
-            self.events()
-        );
-    }
-
-    /// Waits until nothing has been written for a second (no reconcile in flight).
-    async fn wait_quiet(&self) {
-        let mut last_rv = self.standin.resource_version();
-        let mut since = std::time::Instant::now();
-        let ok = self
-            .standin
-            .wait_until(WAIT, |s| {
-                let rv = s.resource_version();
-                if rv != last_rv {
-                    last_rv = rv;
-                    since = std::time::Instant::now();
-                }
-                since.elapsed() >= Duration::from_secs(1)
-            })
-            .await;
-        assert!(ok, "the operator kept writing");
-    }
-
-    /// Waits until the status describes generation `generation` and is evaluated.
-    async fn wait_evaluated(&self, generation: i64) {
-        self.wait_for("an evaluated status of the current generation", |e| {
-            let s = e.status();
-            s["observedGeneration"].as_i64() == Some(generation)
-                && s["compliance"]["lastEvaluated"].is_string()
-                && e.condition("Compliant")
-                    .is_some_and(|c| c["observedGeneration"].as_i64() == Some(generation))
-        })
-        .await;
-    }
-}
-
-fn hcp_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
-        "healthcareplatforms",
-    )
-}
-
-fn crd_from_repo() -> CustomResourceDefinition {
-    let path = format!(
-        "{}/../crds/caduceus.io_healthcareplatforms.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    serde_norway::from_str(&text).expect("CRD YAML")
-}
-
-async fn install_crd(client: &Client, crd: CustomResourceDefinition) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("CRD installed");
 }
 
 /// A `monitoring.coreos.com/v1` CRD as the Prometheus Operator installs it (schema reduced to
 /// "any object": the stand-in admits what the real one would for our objects).
 fn prometheus_operator_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "names": {
-                "kind": kind, "plural": plural, "singular": kind.to_ascii_lowercase(),
-                "listKind": format!("{kind}List")
-            },
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    }))
-    .unwrap()
+    open_crd("monitoring.coreos.com", kind, plural, false)
 }
 
 async fn install_prometheus_operator_crds(client: &Client) {

@@ -2,254 +2,37 @@
 //! in-process against `kube-standin`, a stand-in Kubernetes API server reached over HTTP by a
 //! real `kube::Client`. No fixed sleeps: every wait polls with a timeout.
 
-use std::{collections::BTreeMap, time::Duration};
+mod support;
 
 use caduceus_operator::{
     crd::Phase,
     names::{Names, LABEL_MANAGED_BY, MANAGED_BY},
-    run_controller, ControllerConfig, HealthcarePlatform, Metrics,
+    HealthcarePlatform,
 };
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        core::v1::{Namespace, PersistentVolumeClaim},
+        core::v1::PersistentVolumeClaim,
         networking::v1::NetworkPolicy,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    api::{Api, DeleteParams, Patch, PatchParams, PostParams},
-    core::{DynamicObject, GroupVersionKind},
-    discovery::ApiResource,
-    Client, ResourceExt,
+    api::{Api, DeleteParams, Patch, PatchParams},
+    ResourceExt,
 };
-use kube_standin::StandIn;
 use serde_json::{json, Value};
-use tokio::{sync::oneshot, task::JoinHandle};
+use support::standin::{install_crd, open_crd, Env, Setup, CHILD_KINDS, NS};
 
-const WAIT: Duration = Duration::from_secs(20);
-const NS: &str = "clinic";
-
-struct Env {
-    standin: StandIn,
-    client: Client,
-    metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    controller: Option<JoinHandle<()>>,
-}
-
+/// `Env::start` and `create_platform` of these tests (several platforms, by name).
 impl Env {
     async fn start() -> Self {
-        let standin = StandIn::start().await.expect("stand-in starts");
-        let client = standin.client().expect("client");
-        install_crd(&client, crd_from_repo()).await;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-            )
-            .await
-            .expect("namespace");
-        let config = ControllerConfig {
-            progress_interval: Duration::from_millis(300),
-            error_backoff_base: Duration::from_millis(50),
-            error_backoff_max: Duration::from_secs(1),
-            namespace: Some(NS.into()),
-            ..ControllerConfig::default()
-        };
-        let metrics = config.metrics.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let c = client.clone();
-        let controller = tokio::spawn(async move {
-            run_controller(c, config, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("controller runs");
-        });
-        Self {
-            standin,
-            client,
-            metrics,
-            stop: Some(stop),
-            controller: Some(controller),
-        }
+        Env::start_with(Setup::default()).await
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(c) = self.controller.take() {
-            tokio::time::timeout(WAIT, c)
-                .await
-                .expect("controller stops")
-                .expect("controller task");
-        }
-    }
-
-    fn platforms(&self) -> Api<HealthcarePlatform> {
-        Api::namespaced(self.client.clone(), NS)
-    }
-
-    /// Creates the platform from the raw manifest (as kubectl/ArgoCD would send it).
     async fn create_platform(&self, name: &str, spec: Value) -> HealthcarePlatform {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), NS, &hcp_resource());
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "caduceus.io/v1alpha1",
-            "kind": "HealthcarePlatform",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": spec,
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &obj)
-            .await
-            .expect("platform admitted by the CRD schema");
-        self.platforms()
-            .get(name)
-            .await
-            .expect("platform readable as the typed resource")
+        self.create_named_platform(name, spec).await
     }
-
-    fn stored(&self, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-        self.standin.get(api_version, kind, NS, name)
-    }
-
-    fn platform_status(&self, name: &str) -> Value {
-        self.stored("caduceus.io/v1alpha1", "HealthcarePlatform", name)
-            .and_then(|p| p.get("status").cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn phase(&self, name: &str) -> Option<String> {
-        self.platform_status(name)["phase"]
-            .as_str()
-            .map(str::to_string)
-    }
-
-    fn condition(&self, name: &str, type_: &str) -> Option<Value> {
-        self.platform_status(name)["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
-    }
-
-    /// Marks workloads ready until the platform reports `phase` (the operator may create
-    /// workloads in several passes).
-    async fn settle_until_phase(&self, name: &str, phase: Phase) {
-        let want = format!("{phase:?}");
-        let ok = self
-            .standin
-            .wait_until(WAIT, |s| {
-                s.mark_workloads_ready();
-                self.phase(name).as_deref() == Some(want.as_str())
-            })
-            .await;
-        assert!(
-            ok,
-            "platform {name} never reached {want}; status: {}; API calls: {:?}",
-            self.platform_status(name),
-            self.standin.calls()
-        );
-    }
-
-    async fn wait_for(&self, what: &str, cond: impl Fn(&Self) -> bool) {
-        let ok = self.standin.wait_until(WAIT, |_| cond(self)).await;
-        assert!(
-            ok,
-            "timed out waiting for: {what}; status: {}; API calls: {:?}",
-            self.platform_status("demo"),
-            self.standin.calls()
-        );
-    }
-
-    /// resourceVersions of every object in the namespace except the platform and Events.
-    fn child_versions(&self) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for (av, kind) in CHILD_KINDS {
-            for o in self.standin.list(av, kind, Some(NS)) {
-                let name = o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                let rv = o["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                out.insert(format!("{kind}/{name}"), rv);
-            }
-        }
-        out
-    }
-
-    /// Waits until nothing has been written for half a second.
-    async fn wait_quiet(&self) {
-        let mut last_rv = self.standin.resource_version();
-        let mut since = std::time::Instant::now();
-        let ok = self
-            .standin
-            .wait_until(WAIT, |s| {
-                let rv = s.resource_version();
-                if rv != last_rv {
-                    last_rv = rv;
-                    since = std::time::Instant::now();
-                }
-                since.elapsed() >= Duration::from_millis(500)
-            })
-            .await;
-        assert!(
-            ok,
-            "the operator kept writing; API calls: {:?}",
-            self.standin.calls()
-        );
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.metrics
-            .reconciles
-            .with_label_values(&["success"])
-            .get()
-    }
-}
-
-const CHILD_KINDS: &[(&str, &str)] = &[
-    ("v1", "Secret"),
-    ("v1", "ConfigMap"),
-    ("v1", "Service"),
-    ("v1", "ServiceAccount"),
-    ("v1", "PersistentVolumeClaim"),
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "StatefulSet"),
-    ("batch/v1", "Job"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("networking.k8s.io/v1", "Ingress"),
-];
-
-fn hcp_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
-        "healthcareplatforms",
-    )
-}
-
-fn repo_file(rel: &str) -> String {
-    let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
-
-fn crd_from_repo() -> CustomResourceDefinition {
-    serde_norway::from_str(&repo_file("crds/caduceus.io_healthcareplatforms.yaml"))
-        .expect("CRD YAML")
-}
-
-async fn install_crd(client: &Client, crd: CustomResourceDefinition) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("CRD installed");
 }
 
 /// The spec of `examples/minimal.yaml`; until that example exists, the smallest platform the
@@ -319,7 +102,7 @@ async fn new_platform_gets_all_children_and_becomes_ready_only_when_workloads_ar
     );
 
     env.settle_until_phase("demo", Phase::Ready).await;
-    let ready = env.condition("demo", "Ready").expect("Ready condition");
+    let ready = env.condition_of("demo", "Ready").expect("Ready condition");
     assert_eq!(ready["status"], "True");
 
     // Every child is owned by the platform and carries the recommended labels.
@@ -483,16 +266,9 @@ async fn paused_keeps_children_and_still_updates_status() {
     };
     let before = desired(&env);
 
-    let p = env
-        .platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"paused": true, "apiServer": {"replicas": 5}}})),
-        )
-        .await
-        .unwrap();
-    let generation = p.metadata.generation.unwrap();
+    let generation = env
+        .patch_spec(json!({"paused": true, "apiServer": {"replicas": 5}}))
+        .await;
     env.wait_for("phase Paused for the new generation", |e| {
         let s = e.platform_status("demo");
         s["phase"] == "Paused" && s["observedGeneration"].as_i64() == Some(generation)
@@ -515,20 +291,13 @@ async fn paused_keeps_children_and_still_updates_status() {
         .await
         .unwrap();
     env.wait_for("ApiServerReady=False while paused", |e| {
-        e.condition("demo", "ApiServerReady")
+        e.condition_of("demo", "ApiServerReady")
             .is_some_and(|c| c["status"] == "False")
             && e.phase("demo").as_deref() == Some("Paused")
     })
     .await;
 
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"paused": false}})),
-        )
-        .await
-        .unwrap();
+    env.patch_spec(json!({"paused": false})).await;
     env.wait_for("the spec change applied after unpausing", |e| {
         desired(e) == Some(5)
     })
@@ -551,14 +320,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
         "the StatefulSet controller model created PVCs"
     );
 
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"stopped": true}})),
-        )
-        .await
-        .unwrap();
+    env.patch_spec(json!({"stopped": true})).await;
     env.wait_for("all workloads at zero replicas", |e| {
         let zero = |av: &str, kind: &str, name: &str| {
             e.stored(av, kind, name)
@@ -582,14 +344,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
         "secrets kept"
     );
 
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"stopped": false}})),
-        )
-        .await
-        .unwrap();
+    env.patch_spec(json!({"stopped": false})).await;
     env.settle_until_phase("demo", Phase::Ready).await;
     env.stop().await;
 }
@@ -694,11 +449,11 @@ async fn an_invalid_spec_yields_degraded_with_a_clear_reason() {
     )
     .await;
     env.wait_for("Degraded=True", |e| {
-        e.condition("demo", "Degraded")
+        e.condition_of("demo", "Degraded")
             .is_some_and(|c| c["status"] == "True")
     })
     .await;
-    let degraded = env.condition("demo", "Degraded").unwrap();
+    let degraded = env.condition_of("demo", "Degraded").unwrap();
     assert_eq!(degraded["reason"], "InvalidSpec");
     let message = degraded["message"].as_str().unwrap_or_default();
     assert!(
@@ -715,22 +470,7 @@ async fn an_invalid_spec_yields_degraded_with_a_clear_reason() {
 }
 
 fn cnpg_crd() -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "clusters.postgresql.cnpg.io"},
-        "spec": {
-            "group": "postgresql.cnpg.io",
-            "names": {"kind": "Cluster", "plural": "clusters", "singular": "cluster", "listKind": "ClusterList"},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    }))
-    .unwrap()
+    open_crd("postgresql.cnpg.io", "Cluster", "clusters", true)
 }
 
 #[tokio::test]
@@ -745,11 +485,11 @@ async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_
     )
     .await;
     env.wait_for("DatabaseReady=False/CloudNativePGNotInstalled", |e| {
-        e.condition("demo", "DatabaseReady")
+        e.condition_of("demo", "DatabaseReady")
             .is_some_and(|c| c["status"] == "False" && c["reason"] == "CloudNativePGNotInstalled")
     })
     .await;
-    let message = env.condition("demo", "DatabaseReady").unwrap()["message"]
+    let message = env.condition_of("demo", "DatabaseReady").unwrap()["message"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -757,14 +497,8 @@ async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_
 
     install_crd(&env.client, cnpg_crd()).await;
     // Nudge a reconcile now rather than waiting for the periodic re-check.
-    env.platforms()
-        .patch(
-            "demo",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test/cnpg": "installed"}}})),
-        )
-        .await
-        .unwrap();
+    env.patch_platform(json!({"metadata": {"annotations": {"test/cnpg": "installed"}}}))
+        .await;
     let names = Names::new("demo");
     env.wait_for("the CNPG Cluster", |e| {
         e.stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())

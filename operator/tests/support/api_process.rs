@@ -1,0 +1,59 @@
+//! The real `caduceus-api` binary for tests that run it as a process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `caduceus-api` binary: `CADUCEUS_API_BIN`, or the one `cargo build -p caduceus-api` put
+/// next to this test's target directory.
+pub fn api_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("CADUCEUS_API_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<this test> → target/<profile>/caduceus-api
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("caduceus-api"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p caduceus-api` with the same CARGO_TARGET_DIR first (or set CADUCEUS_API_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `caduceus-api serve` with a clean environment: the database, the Redis of `REDIS_URL`
+/// (default `redis://127.0.0.1:6379`), the keys of `caduceus-api keys generate --out keys_dir`
+/// and both listeners on 127.0.0.1. The caller adds its own settings and stdio, then spawns.
+pub fn serve_command(
+    database_url: &str,
+    keys_dir: &Path,
+    http_port: u16,
+    admin_port: u16,
+) -> Command {
+    let mut serve = Command::new(api_binary());
+    serve
+        .arg("serve")
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env(
+            "REDIS_URL",
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+        .env("CADUCEUS_JWT_KEY_FILE", keys_dir.join("jwt.key"))
+        .env("CADUCEUS_PHI_KEYS_FILE", keys_dir.join("phi-keys.json"))
+        .env("CADUCEUS_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"));
+    serve
+}
