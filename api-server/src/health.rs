@@ -148,11 +148,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn chain_head(pool: &sqlx::PgPool) -> (i64, String) {
-    match sqlx::query_as::<_, (i64, Vec<u8>)>(
-        "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await
+    match sqlx::query_as::<_, (i64, Vec<u8>)>(crate::audit::HEAD_SQL)
+        .fetch_optional(pool)
+        .await
     {
         Ok(Some((id, hash))) => (id, hex::encode(hash)),
         _ => (0, hex::encode([0u8; 32])),

@@ -490,3 +490,49 @@ async fn writer_falls_back_to_the_lock_when_another_writer_appended(pool: PgPool
     assert!(v.valid, "{v:?}");
     assert_eq!(v.checked, n);
 }
+
+#[sqlx::test]
+async fn a_writer_started_after_a_full_purge_continues_from_the_anchor(pool: PgPool) {
+    // retention may purge every row (a long-idle platform); a writer that starts then must
+    // chain onto the purge anchor, not restart at id 1 with the zero hash
+    let app = TestApp::new(pool.clone()).await;
+    let admin = app.user(Role::Admin).await;
+    create_patient(&app, &admin, "anchor").await;
+    let last: i64 = sqlx::query_scalar("SELECT max(id) FROM audit_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    for sql in [
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete",
+        "UPDATE audit_events SET occurred_at = now() - interval '7 years'",
+        "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let purged = caduceus_api::audit::purge_expired(&app.pool, 2190)
+        .await
+        .unwrap();
+    assert_eq!(
+        i64::try_from(purged).unwrap(),
+        last,
+        "every row is past retention"
+    );
+
+    // a new process (fresh writer: its first batch takes the locked path and reads the head)
+    let again = TestApp::new(pool).await;
+    let admin = again.user(Role::Admin).await;
+    create_patient(&again, &admin, "afterpurge").await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_events ORDER BY id")
+        .fetch_all(&again.pool)
+        .await
+        .unwrap();
+    assert!(!ids.is_empty(), "the new process audited something");
+    assert_eq!(ids[0], last + 1, "the chain continues after the anchor");
+    let v = caduceus_api::audit::verify_chain(&again.pool)
+        .await
+        .unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.checked, i64::try_from(ids.len()).unwrap());
+}

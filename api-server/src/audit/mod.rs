@@ -28,6 +28,15 @@ use crate::state::AppState;
 /// Advisory lock key serialising writers of the hash chain (any replica).
 pub const CHAIN_LOCK: i64 = 0x00CA_D0CE_A0D1;
 
+/// The chain head `(id, hash)`: the newest audit row or, when retention has purged every row,
+/// the newest purge anchor (`audit_purges`), so the chain continues after it instead of
+/// restarting at id 1 and the reported head never moves backwards. No row: the empty chain.
+pub const HEAD_SQL: &str = "SELECT id, hash FROM ( \
+       (SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1) \
+       UNION ALL \
+       (SELECT through_id, through_hash FROM audit_purges ORDER BY through_id DESC LIMIT 1) \
+     ) h ORDER BY id DESC LIMIT 1";
+
 /// Outcome of an audited operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -198,10 +198,9 @@ async fn write_locked(pool: &PgPool, events: &[&AuditEvent]) -> Result<Option<He
         .bind(CHAIN_LOCK)
         .execute(&mut *tx)
         .await?;
-    let head: Option<Head> =
-        sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+    let head: Option<Head> = sqlx::query_as(super::HEAD_SQL)
+        .fetch_optional(&mut *tx)
+        .await?;
     let head = head.unwrap_or((0, vec![0u8; 32]));
     let rows = Rows::chain(&head, events);
     if !rows.insert(&mut *tx, head.0).await? {
