@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,6 +27,7 @@ use crate::build::{
     RedisObjects,
 };
 use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::drift::{prune, same_pod_spec};
 use crate::names::FIELD_MANAGER;
 use crate::validate::ValidatedPlatform;
 
@@ -296,33 +297,54 @@ impl Applier<'_> {
         Ok(live)
     }
 
-    /// Applies a NetworkPolicy and makes its live spec exactly the desired one.
+    /// Applies a child, then makes the part at `path` exactly the desired one when `same` says
+    /// the live object still differs from `obj` (returns the live object).
     ///
     /// Server-side apply never removes fields owned by another field manager: a key added by
-    /// hand to `podSelector.matchLabels` (narrowing what the default-deny policy covers) would
-    /// survive the apply. When the live spec still differs after the apply, it is replaced as a
-    /// whole with a JSON patch (guarded by the resourceVersion), which drops such fields.
-    async fn apply_network_policy(
+    /// hand to a NetworkPolicy's `podSelector.matchLabels`, an env var added with `kubectl set
+    /// env`, a `privileged: true` set by hand survive the apply. When the live object still
+    /// differs after the apply, the part at `path` (a NetworkPolicy's spec, a workload's pod
+    /// spec) is replaced as a whole with a JSON patch guarded by the resourceVersion, which drops
+    /// such fields, and the correction counts as drift. In steady state `same` holds and nothing
+    /// more is written.
+    async fn apply_exact<K>(
         &self,
-        np: &NetworkPolicy,
+        obj: &K,
+        path: &str,
+        same: fn(&K, &K) -> bool,
         drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<(), ApplyError> {
-        let live = self.apply(np, drift).await?;
-        if same_network_policy_spec(live.spec.as_ref(), np.spec.as_ref()) {
-            return Ok(());
+    ) -> Result<K, ApplyError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let live = self.apply(obj, drift).await?;
+        if same(&live, obj) {
+            return Ok(live);
         }
-        let name = np.metadata.name.clone().unwrap_or_default();
-        let err = |e: serde_json::Error| ApplyError::Apply {
-            kind: "NetworkPolicy",
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let err = |detail: String| ApplyError::Apply {
+            kind,
             name: name.clone(),
-            detail: format!("building the spec replacement: {e}"),
+            detail: format!("building the replacement of {path}: {detail}"),
         };
+        let desired = serde_json::to_value(obj)
+            .map_err(|e| err(e.to_string()))?
+            .pointer(path)
+            .cloned()
+            .ok_or_else(|| err("absent from the desired object".into()))?;
         let ops = serde_json::json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": live.metadata.resource_version},
-            {"op": "replace", "path": "/spec", "value": np.spec},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": live.meta().resource_version},
+            {"op": "replace", "path": path, "value": desired},
         ]);
-        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(err)?;
-        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), self.namespace);
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).map_err(|e| err(e.to_string()))?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
@@ -331,26 +353,38 @@ impl Applier<'_> {
             .patch(&name, &params, &Patch::Json::<()>(patch))
             .await
             .map_err(|e| ApplyError::Apply {
-                kind: "NetworkPolicy",
+                kind,
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let key = format!("NetworkPolicy/{}/{name}", self.namespace);
+        let key = format!("{kind}/{}/{name}", self.namespace);
         self.tracker.record(
             key,
             Fingerprint {
-                desired: desired_hash(np),
-                uid: replaced.metadata.uid.clone().unwrap_or_default(),
-                marker: change_marker("NetworkPolicy", &replaced.metadata, np),
+                desired: desired_hash(obj),
+                uid: replaced.meta().uid.clone().unwrap_or_default(),
+                marker: change_marker(kind, replaced.meta(), obj),
             },
         );
-        if !drift
-            .iter()
-            .any(|(k, n)| *k == "NetworkPolicy" && *n == name)
-        {
-            drift.push(("NetworkPolicy", name));
+        if !drift.iter().any(|(k, n)| *k == kind && *n == name) {
+            drift.push((kind, name));
         }
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// Applies an embedded database / cache StatefulSet with its pod spec made exact.
+    async fn apply_workload(
+        &self,
+        sts: &StatefulSet,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<StatefulSet, ApplyError> {
+        self.apply_exact(
+            sts,
+            POD_SPEC,
+            |live, want| same_pod_spec(stateful_set_pod(live), stateful_set_pod(want)),
+            drift,
+        )
+        .await
     }
 
     /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
@@ -504,7 +538,13 @@ impl Applier<'_> {
 
         // Network policies first: no platform pod ever runs unprotected.
         for np in &network_policies {
-            self.apply_network_policy(np, &mut drift).await?;
+            self.apply_exact(
+                np,
+                "/spec",
+                |live, want| same_network_policy_spec(live.spec.as_ref(), want.spec.as_ref()),
+                &mut drift,
+            )
+            .await?;
         }
         let wanted: HashSet<String> = network_policies
             .iter()
@@ -543,7 +583,7 @@ impl Applier<'_> {
         {
             self.apply(&headless_service, &mut drift).await?;
             self.apply(&service, &mut drift).await?;
-            observed.postgres = Some(self.apply(&stateful_set, &mut drift).await?);
+            observed.postgres = Some(self.apply_workload(&stateful_set, &mut drift).await?);
         }
         if let Some(cluster) = cnpg_cluster {
             if cnpg_installed {
@@ -556,7 +596,7 @@ impl Applier<'_> {
                 service,
             }) => {
                 self.apply(&service, &mut drift).await?;
-                observed.redis = Some(self.apply(&stateful_set, &mut drift).await?);
+                observed.redis = Some(self.apply_workload(&stateful_set, &mut drift).await?);
             }
             None => {
                 self.delete::<StatefulSet>(&names.redis()).await?;
@@ -564,7 +604,15 @@ impl Applier<'_> {
             }
         }
 
-        observed.deployment = Some(self.apply(&api_deployment, &mut drift).await?);
+        observed.deployment = Some(
+            self.apply_exact(
+                &api_deployment,
+                POD_SPEC,
+                |live, want| same_pod_spec(deployment_pod(live), deployment_pod(want)),
+                &mut drift,
+            )
+            .await?,
+        );
         self.apply(&api_service, &mut drift).await?;
         match api_hpa {
             Some(hpa) => {
@@ -618,7 +666,13 @@ impl Applier<'_> {
         }
         match cron_job {
             Some(cj) => {
-                self.apply(&cj, drift).await?;
+                self.apply_exact(
+                    &cj,
+                    "/spec/jobTemplate/spec/template/spec",
+                    |live, want| same_pod_spec(cron_job_pod(live), cron_job_pod(want)),
+                    drift,
+                )
+                .await?;
             }
             None => self.delete::<CronJob>(&names.backup_cron_job()).await?,
         }
@@ -687,30 +741,30 @@ pub async fn list_backup_jobs(
     Ok((listed.items, pod_list.items))
 }
 
+/// Where a Deployment's or StatefulSet's pod spec is.
+const POD_SPEC: &str = "/spec/template/spec";
+
+fn deployment_pod(d: &Deployment) -> Option<&PodSpec> {
+    d.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+}
+
+fn stateful_set_pod(s: &StatefulSet) -> Option<&PodSpec> {
+    s.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+}
+
+fn cron_job_pod(c: &CronJob) -> Option<&PodSpec> {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.job_template.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+}
+
 /// Whether two NetworkPolicy specs mean the same (an empty list or map equals an absent one,
 /// as the API server may drop empty fields).
 pub fn same_network_policy_spec(
     a: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
     b: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
 ) -> bool {
-    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
-        use serde_json::Value;
-        match v {
-            Value::Null => None,
-            Value::Array(items) => {
-                let items: Vec<Value> = items.into_iter().filter_map(prune).collect();
-                (!items.is_empty()).then_some(Value::Array(items))
-            }
-            Value::Object(map) => {
-                let map: serde_json::Map<String, Value> = map
-                    .into_iter()
-                    .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
-                    .collect();
-                (!map.is_empty()).then_some(Value::Object(map))
-            }
-            other => Some(other),
-        }
-    }
     let norm = |s: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>| {
         s.and_then(|s| serde_json::to_value(s).ok()).and_then(prune)
     };
