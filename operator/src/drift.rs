@@ -496,40 +496,40 @@ mod tests {
     #[test]
     fn extra_volumes_mounts_containers_and_images_are_drift() {
         let desired = api_pod();
-        let cases: Vec<Box<dyn Fn(&mut Value)>> = vec![
-            Box::new(|v| {
+        let cases: Vec<fn(&mut Value)> = vec![
+            |v| {
                 v["volumes"]
                     .as_array_mut()
                     .unwrap()
                     .push(json!({"name": "host", "hostPath": {"path": "/", "type": ""}}))
-            }),
-            Box::new(|v| {
+            },
+            |v| {
                 v["containers"][0]["volumeMounts"]
                     .as_array_mut()
                     .unwrap()
                     .push(json!({"name": "tmp", "mountPath": "/elsewhere"}))
-            }),
-            Box::new(|v| {
+            },
+            |v| {
                 let mut extra = v["containers"][0].clone();
                 extra["name"] = json!("sidecar");
                 v["containers"].as_array_mut().unwrap().push(extra);
-            }),
-            Box::new(|v| {
+            },
+            |v| {
                 v["initContainers"] = json!([{"name": "init", "image": "busybox"}]);
-            }),
-            Box::new(|v| v["containers"][0]["image"] = json!("evil/api:latest")),
-            Box::new(|v| v["containers"][0]["command"] = json!(["/bin/sh"])),
-            Box::new(|v| v["containers"][0]["resources"]["limits"]["memory"] = json!("64Gi")),
-            Box::new(|v| {
+            },
+            |v| v["containers"][0]["image"] = json!("evil/api:latest"),
+            |v| v["containers"][0]["command"] = json!(["/bin/sh"]),
+            |v| v["containers"][0]["resources"]["limits"]["memory"] = json!("64Gi"),
+            |v| {
                 v["containers"][0]["resources"]["limits"]
                     .as_object_mut()
                     .unwrap()
                     .remove("cpu");
-            }),
-            Box::new(|v| v["serviceAccountName"] = json!("default")),
+            },
+            |v| v["serviceAccountName"] = json!("default"),
         ];
         for (i, case) in cases.iter().enumerate() {
-            let live = edited(&as_served(&desired), case);
+            let live = edited(&as_served(&desired), *case);
             assert!(!same_pod_spec(Some(&live), Some(&desired)), "case {i}");
         }
         assert!(!same_pod_spec(None, Some(&desired)));

@@ -1,8 +1,10 @@
 //! Continuous compliance and monitoring end to end through the real controller
 //! (`run_controller` with all its watches) against `kube-standin`: `status.compliance`, the
 //! `Compliant` and `MonitoringReady` conditions, the Events, the compliance metrics in the
-//! controller's registry, Enforce/Audit modes, exceptions, drift correction of NetworkPolicies,
-//! and the Prometheus Operator objects with and without the `monitoring.coreos.com` CRDs.
+//! controller's registry, Enforce/Audit modes, exceptions, drift correction of NetworkPolicies
+//! and of workload pod specs (fields added by another field manager, which server-side apply
+//! leaves in place; server defaults are not drift), and the Prometheus Operator objects with and
+//! without the `monitoring.coreos.com` CRDs.
 //!
 //! The stand-in runs no pods, so the API's self-report cannot be read: the rules that need it
 //! must be reported `NotEvaluated` (never `Pass`). No fixed sleeps: every wait polls.
@@ -15,6 +17,7 @@ use caduceus_operator::{
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
+        batch::v1::CronJob,
         core::v1::Namespace,
         networking::v1::NetworkPolicy,
     },
@@ -766,6 +769,33 @@ async fn workload_pod_specs_edited_by_another_manager_are_restored() {
         e.has_event("DriftCorrected", &format!("StatefulSet {postgres} "))
     })
     .await;
+
+    // The backup CronJob's job template: a root container sharing the node's IPC namespace.
+    let cron = names.backup_cron_job();
+    let job_pod = |e: &Env| {
+        e.stored("batch/v1", "CronJob", &cron)
+            .expect("backup CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            .clone()
+    };
+    let want_job_pod = job_pod(&env);
+    hand_patch::<CronJob>(
+        &env,
+        &cron,
+        json!([
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/containers/0/securityContext/runAsUser",
+             "value": 0},
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/hostIPC", "value": true},
+        ]),
+    )
+    .await;
+    env.wait_for("the backup job template to be restored", |e| {
+        job_pod(e) == want_job_pod
+    })
+    .await;
+    env.wait_for("DriftCorrected Event for the CronJob", |e| {
+        e.has_event("DriftCorrected", &format!("CronJob {cron} "))
+    })
+    .await;
     env.stop().await;
 }
 
@@ -786,10 +816,20 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
     hand_patch::<Deployment>(&env, &names.api(), defaults.clone()).await;
     hand_patch::<StatefulSet>(&env, &names.postgres(), defaults.clone()).await;
     hand_patch::<StatefulSet>(&env, &names.redis(), defaults).await;
+    hand_patch::<CronJob>(
+        &env,
+        &names.backup_cron_job(),
+        json!([
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/dnsPolicy", "value": "ClusterFirst"},
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/schedulerName",
+             "value": "default-scheduler"},
+        ]),
+    )
+    .await;
     // The changed generation is reported once by the drift tracker; then the platform settles.
     env.wait_quiet().await;
     let calls_before = env.standin.calls();
-    let drift_before: Vec<u64> = ["Deployment", "StatefulSet"]
+    let drift_before: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
         .iter()
         .map(|k| drift_metric(&env, k))
         .collect();
@@ -810,12 +850,12 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
     let calls = env.standin.calls().since(&calls_before);
     for ((verb, kind), n) in &calls.0 {
         assert!(
-            !(verb == "patch" && (kind == "Deployment" || kind == "StatefulSet")),
+            !(verb == "patch" && ["Deployment", "StatefulSet", "CronJob"].contains(&kind.as_str())),
             "{n} pod spec replacements in a steady-state reconcile: {calls:?}"
         );
     }
     assert!(calls.verb("apply") > 0, "the reconcile applied: {calls:?}");
-    let drift_after: Vec<u64> = ["Deployment", "StatefulSet"]
+    let drift_after: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
         .iter()
         .map(|k| drift_metric(&env, k))
         .collect();
@@ -831,6 +871,13 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
             "{kind} {name} kept its defaults"
         );
     }
+    let cron = env
+        .stored("batch/v1", "CronJob", &names.backup_cron_job())
+        .expect("backup CronJob");
+    assert_eq!(
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["schedulerName"],
+        "default-scheduler"
+    );
     env.stop().await;
 }
 
