@@ -139,6 +139,15 @@ impl DriftTracker {
         drifted
     }
 
+    /// The desired-state hash of the last apply of `key`, if any.
+    fn last_desired(&self, key: &str) -> Option<String> {
+        let map = match self.applied.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.get(key).map(|fp| fp.desired.clone())
+    }
+
     fn absent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         match self.known_absent.lock() {
             Ok(m) => m,
@@ -322,25 +331,27 @@ impl Applier<'_> {
             + Serialize
             + DeserializeOwned,
     {
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let key = format!("{kind}/{}/{name}", self.namespace);
+        let previous = self.tracker.last_desired(&key);
         let live = self.apply(obj, drift).await?;
         if same(&live, obj) {
             return Ok(live);
         }
-        let kind = <K as k8s_openapi::Resource>::KIND;
-        let name = obj.meta().name.clone().unwrap_or_default();
         let err = |detail: String| ApplyError::Apply {
             kind,
             name: name.clone(),
             detail: format!("building the replacement of {path}: {detail}"),
         };
-        let desired = serde_json::to_value(obj)
+        let replacement = serde_json::to_value(obj)
             .map_err(|e| err(e.to_string()))?
             .pointer(path)
             .cloned()
             .ok_or_else(|| err("absent from the desired object".into()))?;
         let ops = serde_json::json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": live.meta().resource_version},
-            {"op": "replace", "path": path, "value": desired},
+            {"op": "replace", "path": path, "value": replacement},
         ]);
         let patch: json_patch::Patch =
             serde_json::from_value(ops).map_err(|e| err(e.to_string()))?;
@@ -357,16 +368,19 @@ impl Applier<'_> {
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let key = format!("{kind}/{}/{name}", self.namespace);
+        let desired = desired_hash(obj);
+        // A field the operator itself stopped setting can linger (co-owned by an earlier
+        // replacement's update entry); removing it is not drift.
+        let own_change = previous.is_some_and(|p| p != desired);
         self.tracker.record(
             key,
             Fingerprint {
-                desired: desired_hash(obj),
+                desired,
                 uid: replaced.meta().uid.clone().unwrap_or_default(),
                 marker: change_marker(kind, replaced.meta(), obj),
             },
         );
-        if !drift.iter().any(|(k, n)| *k == kind && *n == name) {
+        if !own_change && !drift.iter().any(|(k, n)| *k == kind && *n == name) {
             drift.push((kind, name));
         }
         Ok(replaced)

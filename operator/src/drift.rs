@@ -20,7 +20,8 @@
 //! - containers and init containers, matched by name (the set of names must be equal): `image`,
 //!   `command`, `args`, `env` (in order; `fieldRef.apiVersion: v1`, `divisor: "0"`, an empty
 //!   `value`), `envFrom`, `securityContext` (exactly: an explicit `false` there overrides the pod
-//!   level), `volumeMounts` (`readOnly: false` equals absent) and `resources` (quantities by value:
+//!   level), `volumeMounts` (by `mountPath`; `readOnly: false` equals absent) and `resources`
+//!   (quantities by value:
 //!   the server writes `0.5` as `500m`, `1024Mi` as `1Gi`).
 //!
 //! Everywhere, `null`, empty strings, empty lists and empty maps equal absent fields (the server
@@ -107,16 +108,18 @@ fn container_projection(c: &Value) -> Value {
         }
     }
     if let Some(mounts) = c.get("volumeMounts").and_then(Value::as_array) {
-        let mounts: Vec<Value> = mounts
+        // Keyed by mountPath (their order means nothing).
+        let mounts: BTreeMap<String, Value> = mounts
             .iter()
             .filter_map(|m| {
                 let mut m = m.clone();
                 drop_false(&mut m, "readOnly");
-                prune(m)
+                let path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+                Some((path.to_string(), prune(m)?))
             })
             .collect();
         if !mounts.is_empty() {
-            out.insert("volumeMounts".into(), Value::Array(mounts));
+            out.insert("volumeMounts".into(), json_map(mounts));
         }
     }
     if let Some(r) = c.get("resources").and_then(normalize_resources) {
@@ -612,6 +615,10 @@ mod tests {
         let desired = postgres_pod();
         let live = edited(&as_served(&desired), |v| {
             v["volumes"].as_array_mut().unwrap().reverse();
+            v["containers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap()
+                .reverse();
         });
         assert!(same_pod_spec(Some(&live), Some(&desired)));
         assert_eq!(parse_quantity("1Gi"), parse_quantity("1024Mi"));
