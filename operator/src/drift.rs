@@ -168,7 +168,7 @@ fn normalize_selectors(v: &mut Value) {
             .get("divisor")
             .and_then(Value::as_str)
             .map(quantity)
-            .unwrap_or(Value::from(0.0));
+            .unwrap_or_else(|| quantity("0"));
         r.insert("divisor".into(), divisor);
     }
 }
@@ -228,10 +228,11 @@ fn normalize_volume(v: &Value) -> Value {
     prune(v).unwrap_or(Value::Null)
 }
 
-/// A quantity by value (`0.5` = `500m`); an unparsable one stays a string.
+/// A quantity by value (`0.5` = `500m`); an unparsable one stays a string. The value is rounded
+/// to 15 significant digits: `9m` parses to `9 × 0.001`, one bit away from `0.009`.
 fn quantity(s: &str) -> Value {
     match parse_quantity(s) {
-        Some(x) => Value::from(x),
+        Some(x) => Value::String(format!("{x:.14e}")),
         None => Value::String(s.to_string()),
     }
 }
@@ -622,5 +623,22 @@ mod tests {
         });
         assert!(same_pod_spec(Some(&live), Some(&desired)));
         assert_eq!(parse_quantity("1Gi"), parse_quantity("1024Mi"));
+    }
+
+    #[test]
+    fn quantities_compare_by_value_without_float_noise() {
+        for (a, b) in [
+            ("0.009", "9m"),
+            ("0.026", "26m"),
+            ("1.5", "1500m"),
+            ("1Gi", "1024Mi"),
+            ("1G", "1000M"),
+        ] {
+            assert_ne!(a, b);
+            assert_eq!(quantity(a), quantity(b), "{a} = {b}");
+        }
+        assert_ne!(quantity("0.5"), quantity("0.6"));
+        assert_ne!(quantity("1G"), quantity("1Gi"));
+        assert_ne!(quantity("1Mi"), quantity("1048577"));
     }
 }
