@@ -313,7 +313,7 @@ impl Applier<'_> {
     /// hand to a NetworkPolicy's `podSelector.matchLabels`, an env var added with `kubectl set
     /// env`, a `privileged: true` set by hand survive the apply. When the live object still
     /// differs after the apply, the part at `path` (a NetworkPolicy's spec, a workload's pod
-    /// spec) is replaced as a whole with a JSON patch guarded by the resourceVersion, which drops
+    /// spec) is replaced as a whole with a JSON patch guarded by the generation, which drops
     /// such fields, and the correction counts as drift. In steady state `same` holds and nothing
     /// more is written.
     async fn apply_exact<K>(
@@ -349,10 +349,18 @@ impl Applier<'_> {
             .pointer(path)
             .cloned()
             .ok_or_else(|| err("absent from the desired object".into()))?;
-        let ops = serde_json::json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": live.meta().resource_version},
-            {"op": "replace", "path": path, "value": replacement},
-        ]);
+        // Guarded: the replaced part is the one just compared. `generation` (bumped by spec
+        // changes only) where the kind has one, so a status update by the workload's controller
+        // in between does not fail the patch; otherwise the resourceVersion.
+        let guard = match live.meta().generation {
+            Some(g) if g > 0 => {
+                serde_json::json!({"op": "test", "path": "/metadata/generation", "value": g})
+            }
+            _ => {
+                serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": live.meta().resource_version})
+            }
+        };
+        let ops = serde_json::json!([guard, {"op": "replace", "path": path, "value": replacement}]);
         let patch: json_patch::Patch =
             serde_json::from_value(ops).map_err(|e| err(e.to_string()))?;
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
