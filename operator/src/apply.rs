@@ -19,6 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
 use crate::build::monitoring::{self, MonitoringObjects};
@@ -122,6 +123,11 @@ struct Fingerprint {
 pub struct DriftTracker {
     applied: Mutex<HashMap<String, Fingerprint>>,
     known_absent: Mutex<HashSet<String>>,
+    /// Objects (key → desired hash and generation) whose part still differed right after being
+    /// replaced: the difference comes back on every write (e.g. a mutating admission webhook), so
+    /// replacing again would only write (and report drift) on every reconcile. Replaced again
+    /// once the object or the desired state changes.
+    futile: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl DriftTracker {
@@ -148,6 +154,21 @@ impl DriftTracker {
         map.get(key).map(|fp| fp.desired.clone())
     }
 
+    fn futile(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        match self.futile.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether replacing `key` is known to be futile for this desired state and this version of
+    /// the object (`version`: generation, else resourceVersion).
+    fn replacement_futile(&self, key: &str, desired: &str, version: &str) -> bool {
+        self.futile()
+            .get(key)
+            .is_some_and(|(d, v)| d == desired && v == version)
+    }
+
     fn absent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         match self.known_absent.lock() {
             Ok(m) => m,
@@ -163,6 +184,7 @@ impl DriftTracker {
             Err(poisoned) => poisoned.into_inner().retain(|k, _| !k.contains(&needle)),
         }
         self.absent().retain(|k| !k.contains(&needle));
+        self.futile().retain(|k, _| !k.contains(&needle));
     }
 
     pub fn len(&self) -> usize {
@@ -336,7 +358,12 @@ impl Applier<'_> {
         let key = format!("{kind}/{}/{name}", self.namespace);
         let previous = self.tracker.last_desired(&key);
         let live = self.apply(obj, drift).await?;
-        if same(&live, obj) {
+        let desired = desired_hash(obj);
+        if same(&live, obj)
+            || self
+                .tracker
+                .replacement_futile(&key, &desired, &object_version(live.meta()))
+        {
             return Ok(live);
         }
         let err = |detail: String| ApplyError::Apply {
@@ -376,7 +403,17 @@ impl Applier<'_> {
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let desired = desired_hash(obj);
+        if !same(&replaced, obj) {
+            warn!(
+                kind,
+                name = %name,
+                "{path} still differs right after its replacement (a mutating admission webhook?); not replaced again until the desired state changes"
+            );
+            self.tracker.futile().insert(
+                key.clone(),
+                (desired.clone(), object_version(replaced.meta())),
+            );
+        }
         // A field the operator itself stopped setting can linger (co-owned by an earlier
         // replacement's update entry); removing it is not drift.
         let own_change = previous.is_some_and(|p| p != desired);
@@ -811,9 +848,14 @@ fn change_marker<K: Serialize>(kind: &str, live: &ObjectMeta, desired: &K) -> St
                 .unwrap_or_default();
         }
     }
-    match live.generation {
+    object_version(live)
+}
+
+/// `generation` where the kind has one, otherwise `resourceVersion`.
+fn object_version(meta: &ObjectMeta) -> String {
+    match meta.generation {
         Some(g) if g > 0 => g.to_string(),
-        _ => live.resource_version.clone().unwrap_or_default(),
+        _ => meta.resource_version.clone().unwrap_or_default(),
     }
 }
 
@@ -1066,6 +1108,22 @@ mod tests {
             Some(&spec(&[("app", "demo"), ("nothing", "here")], None))
         ));
         assert!(!same_network_policy_spec(Some(&want), None));
+    }
+
+    #[test]
+    fn a_futile_replacement_is_skipped_only_for_the_same_desired_state_and_object_version() {
+        let t = DriftTracker::default();
+        let key = "Deployment/clinic/demo-api";
+        assert!(!t.replacement_futile(key, "d1", "3"));
+        t.futile().insert(key.into(), ("d1".into(), "3".into()));
+        assert!(t.replacement_futile(key, "d1", "3"));
+        assert!(
+            !t.replacement_futile(key, "d2", "3"),
+            "desired state changed"
+        );
+        assert!(!t.replacement_futile(key, "d1", "4"), "object edited since");
+        t.forget("clinic", "demo");
+        assert!(!t.replacement_futile(key, "d1", "3"));
     }
 
     #[test]
