@@ -238,12 +238,16 @@ impl Config {
         })
     }
 
-    /// Whether the database URL asks for verified TLS.
+    /// Whether the database connections use TLS with the server certificate verified against a
+    /// CA *and* the host name: only `sslmode=verify-full` (`require` encrypts without checking
+    /// the certificate, `verify-ca` does not check the host name). The mode is read the way the
+    /// connection pool reads it (the URL's last `sslmode`, else `PGSSLMODE`, else `prefer`); an
+    /// unparsable URL counts as no TLS.
     pub fn database_tls(&self) -> bool {
-        let u = self.database_url.to_ascii_lowercase();
-        u.contains("sslmode=verify-full")
-            || u.contains("sslmode=verify-ca")
-            || u.contains("sslmode=require")
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        self.database_url
+            .parse::<PgConnectOptions>()
+            .is_ok_and(|o| matches!(o.get_ssl_mode(), PgSslMode::VerifyFull))
     }
 }
 
@@ -289,6 +293,33 @@ mod tests {
                 dir.join("phi-keys.json").display().to_string(),
             ),
         ])
+    }
+
+    #[test]
+    fn database_tls_means_verify_full_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = base(dir.path());
+        let tls = |url: &str| {
+            let mut env = env.clone();
+            env.insert("DATABASE_URL".into(), url.into());
+            Config::from_env(&env).unwrap().database_tls()
+        };
+        assert!(tls(
+            "postgres://api@db:5432/caduceus?sslmode=verify-full&sslrootcert=/etc/caduceus/db-ca/ca.crt"
+        ));
+        assert!(tls("postgres://api@db/caduceus?sslmode=VERIFY-FULL"));
+        for unverified in [
+            "postgres://api@db/caduceus?sslmode=require",
+            "postgres://api@db/caduceus?sslmode=verify-ca&sslrootcert=/ca.crt",
+            "postgres://api@db/caduceus?sslmode=prefer",
+            "postgres://api@db/caduceus?sslmode=disable",
+            // The last sslmode is the one the pool uses.
+            "postgres://api@db/caduceus?sslmode=verify-full&sslmode=require",
+            // Not a parameter, only text in the password.
+            "postgres://api:sslmode=verify-full@db/caduceus?sslmode=require",
+        ] {
+            assert!(!tls(unverified), "{unverified}");
+        }
     }
 
     #[test]

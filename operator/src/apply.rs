@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -19,6 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
 use crate::build::monitoring::{self, MonitoringObjects};
@@ -27,6 +28,7 @@ use crate::build::{
     RedisObjects,
 };
 use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::drift::{prune, same_pod_spec};
 use crate::names::FIELD_MANAGER;
 use crate::validate::ValidatedPlatform;
 
@@ -121,6 +123,11 @@ struct Fingerprint {
 pub struct DriftTracker {
     applied: Mutex<HashMap<String, Fingerprint>>,
     known_absent: Mutex<HashSet<String>>,
+    /// Objects (key → desired hash and generation) whose part still differed right after being
+    /// replaced: the difference comes back on every write (e.g. a mutating admission webhook), so
+    /// replacing again would only write (and report drift) on every reconcile. Replaced again
+    /// once the object or the desired state changes.
+    futile: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl DriftTracker {
@@ -138,6 +145,30 @@ impl DriftTracker {
         drifted
     }
 
+    /// The desired-state hash of the last apply of `key`, if any.
+    fn last_desired(&self, key: &str) -> Option<String> {
+        let map = match self.applied.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.get(key).map(|fp| fp.desired.clone())
+    }
+
+    fn futile(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        match self.futile.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether replacing `key` is known to be futile for this desired state and this version of
+    /// the object (`version`: generation, else resourceVersion).
+    fn replacement_futile(&self, key: &str, desired: &str, version: &str) -> bool {
+        self.futile()
+            .get(key)
+            .is_some_and(|(d, v)| d == desired && v == version)
+    }
+
     fn absent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         match self.known_absent.lock() {
             Ok(m) => m,
@@ -153,6 +184,7 @@ impl DriftTracker {
             Err(poisoned) => poisoned.into_inner().retain(|k, _| !k.contains(&needle)),
         }
         self.absent().retain(|k| !k.contains(&needle));
+        self.futile().retain(|k, _| !k.contains(&needle));
     }
 
     pub fn len(&self) -> usize {
@@ -296,33 +328,69 @@ impl Applier<'_> {
         Ok(live)
     }
 
-    /// Applies a NetworkPolicy and makes its live spec exactly the desired one.
+    /// Applies a child, then makes the part at `path` exactly the desired one when `same` says
+    /// the live object still differs from `obj` (returns the live object).
     ///
     /// Server-side apply never removes fields owned by another field manager: a key added by
-    /// hand to `podSelector.matchLabels` (narrowing what the default-deny policy covers) would
-    /// survive the apply. When the live spec still differs after the apply, it is replaced as a
-    /// whole with a JSON patch (guarded by the resourceVersion), which drops such fields.
-    async fn apply_network_policy(
+    /// hand to a NetworkPolicy's `podSelector.matchLabels`, an env var added with `kubectl set
+    /// env`, a `privileged: true` set by hand survive the apply. When the live object still
+    /// differs after the apply, the part at `path` (a NetworkPolicy's spec, a workload's pod
+    /// spec) is replaced as a whole with a JSON patch guarded by the generation, which drops
+    /// such fields, and the correction counts as drift. In steady state `same` holds and nothing
+    /// more is written.
+    async fn apply_exact<K>(
         &self,
-        np: &NetworkPolicy,
+        obj: &K,
+        path: &str,
+        same: fn(&K, &K) -> bool,
         drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<(), ApplyError> {
-        let live = self.apply(np, drift).await?;
-        if same_network_policy_spec(live.spec.as_ref(), np.spec.as_ref()) {
-            return Ok(());
+    ) -> Result<K, ApplyError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let key = format!("{kind}/{}/{name}", self.namespace);
+        let previous = self.tracker.last_desired(&key);
+        let live = self.apply(obj, drift).await?;
+        let desired = desired_hash(obj);
+        if same(&live, obj)
+            || self
+                .tracker
+                .replacement_futile(&key, &desired, &object_version(live.meta()))
+        {
+            return Ok(live);
         }
-        let name = np.metadata.name.clone().unwrap_or_default();
-        let err = |e: serde_json::Error| ApplyError::Apply {
-            kind: "NetworkPolicy",
+        let err = |detail: String| ApplyError::Apply {
+            kind,
             name: name.clone(),
-            detail: format!("building the spec replacement: {e}"),
+            detail: format!("building the replacement of {path}: {detail}"),
         };
-        let ops = serde_json::json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": live.metadata.resource_version},
-            {"op": "replace", "path": "/spec", "value": np.spec},
-        ]);
-        let patch: json_patch::Patch = serde_json::from_value(ops).map_err(err)?;
-        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), self.namespace);
+        let replacement = serde_json::to_value(obj)
+            .map_err(|e| err(e.to_string()))?
+            .pointer(path)
+            .cloned()
+            .ok_or_else(|| err("absent from the desired object".into()))?;
+        // Guarded: the replaced part is the one just compared. `generation` (bumped by spec
+        // changes only) where the kind has one, so a status update by the workload's controller
+        // in between does not fail the patch; otherwise the resourceVersion.
+        let guard = match live.meta().generation {
+            Some(g) if g > 0 => {
+                serde_json::json!({"op": "test", "path": "/metadata/generation", "value": g})
+            }
+            _ => {
+                serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": live.meta().resource_version})
+            }
+        };
+        let ops = serde_json::json!([guard, {"op": "replace", "path": path, "value": replacement}]);
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).map_err(|e| err(e.to_string()))?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
@@ -331,26 +399,51 @@ impl Applier<'_> {
             .patch(&name, &params, &Patch::Json::<()>(patch))
             .await
             .map_err(|e| ApplyError::Apply {
-                kind: "NetworkPolicy",
+                kind,
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let key = format!("NetworkPolicy/{}/{name}", self.namespace);
+        if !same(&replaced, obj) {
+            warn!(
+                kind,
+                name = %name,
+                "{path} still differs right after its replacement (a mutating admission webhook?); not replaced again until the desired state changes"
+            );
+            self.tracker.futile().insert(
+                key.clone(),
+                (desired.clone(), object_version(replaced.meta())),
+            );
+        }
+        // A field the operator itself stopped setting can linger (co-owned by an earlier
+        // replacement's update entry); removing it is not drift.
+        let own_change = previous.is_some_and(|p| p != desired);
         self.tracker.record(
             key,
             Fingerprint {
-                desired: desired_hash(np),
-                uid: replaced.metadata.uid.clone().unwrap_or_default(),
-                marker: change_marker("NetworkPolicy", &replaced.metadata, np),
+                desired,
+                uid: replaced.meta().uid.clone().unwrap_or_default(),
+                marker: change_marker(kind, replaced.meta(), obj),
             },
         );
-        if !drift
-            .iter()
-            .any(|(k, n)| *k == "NetworkPolicy" && *n == name)
-        {
-            drift.push(("NetworkPolicy", name));
+        if !own_change && !drift.iter().any(|(k, n)| *k == kind && *n == name) {
+            drift.push((kind, name));
         }
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// Applies an embedded database / cache StatefulSet with its pod spec made exact.
+    async fn apply_workload(
+        &self,
+        sts: &StatefulSet,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<StatefulSet, ApplyError> {
+        self.apply_exact(
+            sts,
+            POD_SPEC,
+            |live, want| same_pod_spec(stateful_set_pod(live), stateful_set_pod(want)),
+            drift,
+        )
+        .await
     }
 
     /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
@@ -504,7 +597,13 @@ impl Applier<'_> {
 
         // Network policies first: no platform pod ever runs unprotected.
         for np in &network_policies {
-            self.apply_network_policy(np, &mut drift).await?;
+            self.apply_exact(
+                np,
+                "/spec",
+                |live, want| same_network_policy_spec(live.spec.as_ref(), want.spec.as_ref()),
+                &mut drift,
+            )
+            .await?;
         }
         let wanted: HashSet<String> = network_policies
             .iter()
@@ -543,7 +642,7 @@ impl Applier<'_> {
         {
             self.apply(&headless_service, &mut drift).await?;
             self.apply(&service, &mut drift).await?;
-            observed.postgres = Some(self.apply(&stateful_set, &mut drift).await?);
+            observed.postgres = Some(self.apply_workload(&stateful_set, &mut drift).await?);
         }
         if let Some(cluster) = cnpg_cluster {
             if cnpg_installed {
@@ -556,7 +655,7 @@ impl Applier<'_> {
                 service,
             }) => {
                 self.apply(&service, &mut drift).await?;
-                observed.redis = Some(self.apply(&stateful_set, &mut drift).await?);
+                observed.redis = Some(self.apply_workload(&stateful_set, &mut drift).await?);
             }
             None => {
                 self.delete::<StatefulSet>(&names.redis()).await?;
@@ -564,7 +663,15 @@ impl Applier<'_> {
             }
         }
 
-        observed.deployment = Some(self.apply(&api_deployment, &mut drift).await?);
+        observed.deployment = Some(
+            self.apply_exact(
+                &api_deployment,
+                POD_SPEC,
+                |live, want| same_pod_spec(deployment_pod(live), deployment_pod(want)),
+                &mut drift,
+            )
+            .await?,
+        );
         self.apply(&api_service, &mut drift).await?;
         match api_hpa {
             Some(hpa) => {
@@ -618,7 +725,13 @@ impl Applier<'_> {
         }
         match cron_job {
             Some(cj) => {
-                self.apply(&cj, drift).await?;
+                self.apply_exact(
+                    &cj,
+                    "/spec/jobTemplate/spec/template/spec",
+                    |live, want| same_pod_spec(cron_job_pod(live), cron_job_pod(want)),
+                    drift,
+                )
+                .await?;
             }
             None => self.delete::<CronJob>(&names.backup_cron_job()).await?,
         }
@@ -687,30 +800,30 @@ pub async fn list_backup_jobs(
     Ok((listed.items, pod_list.items))
 }
 
+/// Where a Deployment's or StatefulSet's pod spec is.
+const POD_SPEC: &str = "/spec/template/spec";
+
+fn deployment_pod(d: &Deployment) -> Option<&PodSpec> {
+    d.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+}
+
+fn stateful_set_pod(s: &StatefulSet) -> Option<&PodSpec> {
+    s.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+}
+
+fn cron_job_pod(c: &CronJob) -> Option<&PodSpec> {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.job_template.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+}
+
 /// Whether two NetworkPolicy specs mean the same (an empty list or map equals an absent one,
 /// as the API server may drop empty fields).
 pub fn same_network_policy_spec(
     a: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
     b: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>,
 ) -> bool {
-    fn prune(v: serde_json::Value) -> Option<serde_json::Value> {
-        use serde_json::Value;
-        match v {
-            Value::Null => None,
-            Value::Array(items) => {
-                let items: Vec<Value> = items.into_iter().filter_map(prune).collect();
-                (!items.is_empty()).then_some(Value::Array(items))
-            }
-            Value::Object(map) => {
-                let map: serde_json::Map<String, Value> = map
-                    .into_iter()
-                    .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
-                    .collect();
-                (!map.is_empty()).then_some(Value::Object(map))
-            }
-            other => Some(other),
-        }
-    }
     let norm = |s: Option<&k8s_openapi::api::networking::v1::NetworkPolicySpec>| {
         s.and_then(|s| serde_json::to_value(s).ok()).and_then(prune)
     };
@@ -735,9 +848,14 @@ fn change_marker<K: Serialize>(kind: &str, live: &ObjectMeta, desired: &K) -> St
                 .unwrap_or_default();
         }
     }
-    match live.generation {
+    object_version(live)
+}
+
+/// `generation` where the kind has one, otherwise `resourceVersion`.
+fn object_version(meta: &ObjectMeta) -> String {
+    match meta.generation {
         Some(g) if g > 0 => g.to_string(),
-        _ => live.resource_version.clone().unwrap_or_default(),
+        _ => meta.resource_version.clone().unwrap_or_default(),
     }
 }
 
@@ -990,6 +1108,22 @@ mod tests {
             Some(&spec(&[("app", "demo"), ("nothing", "here")], None))
         ));
         assert!(!same_network_policy_spec(Some(&want), None));
+    }
+
+    #[test]
+    fn a_futile_replacement_is_skipped_only_for_the_same_desired_state_and_object_version() {
+        let t = DriftTracker::default();
+        let key = "Deployment/clinic/demo-api";
+        assert!(!t.replacement_futile(key, "d1", "3"));
+        t.futile().insert(key.into(), ("d1".into(), "3".into()));
+        assert!(t.replacement_futile(key, "d1", "3"));
+        assert!(
+            !t.replacement_futile(key, "d2", "3"),
+            "desired state changed"
+        );
+        assert!(!t.replacement_futile(key, "d1", "4"), "object edited since");
+        t.forget("clinic", "demo");
+        assert!(!t.replacement_futile(key, "d1", "3"));
     }
 
     #[test]

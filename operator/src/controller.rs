@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -188,12 +188,26 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
+    publish_related(ctx, hp, type_, reason, note, None).await;
+}
+
+/// Publishes an Event about the platform; `related` names the child it concerns. The recorder
+/// folds Events with the same reason and related object into one series (keeping the first
+/// note), so Events about different children need their own `related`.
+async fn publish_related(
+    ctx: &Context,
+    hp: &HealthcarePlatform,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = ctx.recorder.publish(&event, &hp.object_ref(&())).await {
         debug!(platform = %key(hp), error = %describe(&e), "publishing event failed");
@@ -362,7 +376,13 @@ async fn apply_platform(
             .with_label_values(&[kind])
             .inc();
         info!(platform = %key(&hp), kind, name = %name, "drift corrected");
-        publish(
+        let child = ObjectReference {
+            kind: Some((*kind).to_string()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..ObjectReference::default()
+        };
+        publish_related(
             ctx,
             &hp,
             EventType::Normal,
@@ -370,6 +390,7 @@ async fn apply_platform(
             format!(
                 "{kind} {name} was changed or deleted outside the operator and has been restored"
             ),
+            Some(child),
         )
         .await;
     }

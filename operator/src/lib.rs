@@ -32,6 +32,7 @@ pub mod build;
 pub mod compliance;
 pub mod controller;
 pub mod crd;
+pub mod drift;
 pub mod leader;
 pub mod metrics;
 pub mod names;

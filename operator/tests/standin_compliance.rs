@@ -1,8 +1,10 @@
 //! Continuous compliance and monitoring end to end through the real controller
 //! (`run_controller` with all its watches) against `kube-standin`: `status.compliance`, the
 //! `Compliant` and `MonitoringReady` conditions, the Events, the compliance metrics in the
-//! controller's registry, Enforce/Audit modes, exceptions, drift correction of NetworkPolicies,
-//! and the Prometheus Operator objects with and without the `monitoring.coreos.com` CRDs.
+//! controller's registry, Enforce/Audit modes, exceptions, drift correction of NetworkPolicies
+//! and of workload pod specs (fields added by another field manager, which server-side apply
+//! leaves in place; server defaults are not drift), and the Prometheus Operator objects with and
+//! without the `monitoring.coreos.com` CRDs.
 //!
 //! The stand-in runs no pods, so the API's self-report cannot be read: the rules that need it
 //! must be reported `NotEvaluated` (never `Pass`). No fixed sleeps: every wait polls.
@@ -13,7 +15,11 @@ use std::time::Duration;
 
 use caduceus_operator::{crd::Phase, names::Names};
 use k8s_openapi::{
-    api::networking::v1::NetworkPolicy,
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::CronJob,
+        networking::v1::NetworkPolicy,
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -453,6 +459,202 @@ async fn a_hand_edited_network_policy_is_restored_and_the_rule_passes() {
             && find(&e.compliance()["violations"], "network-policy-default-deny").is_none()
     })
     .await;
+    env.stop().await;
+}
+
+/// A JSON patch by another field manager (`kubectl set env`, `kubectl patch --type json`): the
+/// fields it adds are owned by that manager, so the operator's server-side apply leaves them.
+async fn hand_patch<K>(env: &Env, name: &str, ops: Value)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(env.client.clone(), NS);
+    let params = PatchParams {
+        field_manager: Some("kubectl-patch".into()),
+        ..PatchParams::default()
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("JSON patch");
+    api.patch(name, &params, &Patch::Json::<()>(patch))
+        .await
+        .expect("hand edit");
+}
+
+fn pod_spec(env: &Env, kind: &str, name: &str) -> Value {
+    env.stored("apps/v1", kind, name).expect("workload")["spec"]["template"]["spec"].clone()
+}
+
+fn drift_metric(env: &Env, kind: &str) -> u64 {
+    env.metrics
+        .drift_corrections
+        .with_label_values(&[kind])
+        .get()
+}
+
+#[tokio::test]
+async fn workload_pod_specs_edited_by_another_manager_are_restored() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({}))).await;
+    env.wait_evaluated(1).await;
+    env.wait_quiet().await;
+    let names = Names::new("demo");
+    let (api, postgres) = (names.api(), names.postgres());
+    let want_api = pod_spec(&env, "Deployment", &api);
+    let want_postgres = pod_spec(&env, "StatefulSet", &postgres);
+    let api_drift = drift_metric(&env, "Deployment");
+
+    // `kubectl set env deployment/demo-api CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES=60`, and the
+    // pod moved into the node's PID namespace.
+    hand_patch::<Deployment>(
+        &env,
+        &api,
+        json!([
+            {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
+             "value": {"name": "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES", "value": "60"}},
+            {"op": "add", "path": "/spec/template/spec/hostPID", "value": true},
+        ]),
+    )
+    .await;
+    env.wait_for("the API pod spec to be restored", |e| {
+        pod_spec(e, "Deployment", &api) == want_api
+    })
+    .await;
+    env.wait_for("DriftCorrected Event for the Deployment", |e| {
+        e.has_event("DriftCorrected", &format!("Deployment {api} "))
+    })
+    .await;
+    assert!(drift_metric(&env, "Deployment") > api_drift);
+
+    // A privileged database container on the host network.
+    hand_patch::<StatefulSet>(
+        &env,
+        &postgres,
+        json!([
+            {"op": "add", "path": "/spec/template/spec/containers/0/securityContext/privileged",
+             "value": true},
+            {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": true},
+        ]),
+    )
+    .await;
+    env.wait_for("the Postgres pod spec to be restored", |e| {
+        pod_spec(e, "StatefulSet", &postgres) == want_postgres
+    })
+    .await;
+    env.wait_for("DriftCorrected Event for the StatefulSet", |e| {
+        e.has_event("DriftCorrected", &format!("StatefulSet {postgres} "))
+    })
+    .await;
+
+    // The backup CronJob's job template: a root container sharing the node's IPC namespace.
+    let cron = names.backup_cron_job();
+    let job_pod = |e: &Env| {
+        e.stored("batch/v1", "CronJob", &cron)
+            .expect("backup CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            .clone()
+    };
+    let want_job_pod = job_pod(&env);
+    hand_patch::<CronJob>(
+        &env,
+        &cron,
+        json!([
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/containers/0/securityContext/runAsUser",
+             "value": 0},
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/hostIPC", "value": true},
+        ]),
+    )
+    .await;
+    env.wait_for("the backup job template to be restored", |e| {
+        job_pod(e) == want_job_pod
+    })
+    .await;
+    env.wait_for("DriftCorrected Event for the CronJob", |e| {
+        e.has_event("DriftCorrected", &format!("CronJob {cron} "))
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn server_defaults_on_workload_pod_specs_are_not_drift() {
+    let env = Env::start().await;
+    env.create_platform(spec(json!({}))).await;
+    env.wait_evaluated(1).await;
+    env.wait_quiet().await;
+    let names = Names::new("demo");
+    // What the real API server fills into a pod template the operator leaves unset (the
+    // stand-in does no defaulting), written here by another manager.
+    let defaults = json!([
+        {"op": "add", "path": "/spec/template/spec/dnsPolicy", "value": "ClusterFirst"},
+        {"op": "add", "path": "/spec/template/spec/restartPolicy", "value": "Always"},
+        {"op": "add", "path": "/spec/template/spec/schedulerName", "value": "default-scheduler"},
+    ]);
+    hand_patch::<Deployment>(&env, &names.api(), defaults.clone()).await;
+    hand_patch::<StatefulSet>(&env, &names.postgres(), defaults.clone()).await;
+    hand_patch::<StatefulSet>(&env, &names.redis(), defaults).await;
+    hand_patch::<CronJob>(
+        &env,
+        &names.backup_cron_job(),
+        json!([
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/dnsPolicy", "value": "ClusterFirst"},
+            {"op": "add", "path": "/spec/jobTemplate/spec/template/spec/schedulerName",
+             "value": "default-scheduler"},
+        ]),
+    )
+    .await;
+    // The changed generation is reported once by the drift tracker; then the platform settles.
+    env.wait_quiet().await;
+    let calls_before = env.standin.calls();
+    let drift_before: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
+        .iter()
+        .map(|k| drift_metric(&env, k))
+        .collect();
+    let reconciles = || env.metrics.reconciles.with_label_values(&["success"]).get();
+    let reconciles_before = reconciles();
+    env.platforms()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/touch": "1"}}})),
+        )
+        .await
+        .expect("touch");
+    env.wait_for("another reconcile", |_| reconciles() > reconciles_before)
+        .await;
+    env.wait_quiet().await;
+
+    let calls = env.standin.calls().since(&calls_before);
+    for ((verb, kind), n) in &calls.0 {
+        assert!(
+            !(verb == "patch" && ["Deployment", "StatefulSet", "CronJob"].contains(&kind.as_str())),
+            "{n} pod spec replacements in a steady-state reconcile: {calls:?}"
+        );
+    }
+    assert!(calls.verb("apply") > 0, "the reconcile applied: {calls:?}");
+    let drift_after: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
+        .iter()
+        .map(|k| drift_metric(&env, k))
+        .collect();
+    assert_eq!(drift_after, drift_before, "no drift reported");
+    for (kind, name) in [
+        ("Deployment", names.api()),
+        ("StatefulSet", names.postgres()),
+        ("StatefulSet", names.redis()),
+    ] {
+        assert_eq!(
+            pod_spec(&env, kind, &name)["schedulerName"],
+            "default-scheduler",
+            "{kind} {name} kept its defaults"
+        );
+    }
+    let cron = env
+        .stored("batch/v1", "CronJob", &names.backup_cron_job())
+        .expect("backup CronJob");
+    assert_eq!(
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["schedulerName"],
+        "default-scheduler"
+    );
     env.stop().await;
 }
 
