@@ -12,7 +12,10 @@
 //! The fast path is one autocommit statement (one round trip; with `synchronous_commit = on` it
 //! returns only once the rows are durable) that appends after that head; the primary key on `id`
 //! makes it fail if any other writer appended meanwhile (committed or concurrently), and a
-//! `NOT EXISTS` guard makes it insert nothing if rows beyond the head exist. On such a conflict,
+//! guard on `max(id)` makes it insert nothing if rows beyond the head exist. (The guard must stay
+//! `max(id)`, one backward step of the primary-key index: the cached generic plan of the earlier
+//! `NOT EXISTS (… WHERE id > $1)` was a sequential scan of the whole table, so every batch got
+//! slower as the audit trail grew — 2 ms to 15 ms per batch within one 40 k-row benchmark run.) On such a conflict,
 //! on startup and after any error, the locked path runs: under the transaction-scoped advisory
 //! lock [`CHAIN_LOCK`] read the head, append, commit. Either way row `n + 1` always carries the
 //! hash of the committed row `n`.
@@ -240,7 +243,7 @@ const INSERT_SQL: &str = "INSERT INTO audit_events (id, occurred_at, actor_id, a
      $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[], \
      $16::bytea[]) AS u(id, actor_id, actor_role, action, resource_type, resource_id, patient_id, \
      outcome, client_ip, user_agent, request_id, purpose, prev_hash, hash) \
-     WHERE NOT EXISTS (SELECT 1 FROM audit_events WHERE id > $1)";
+     WHERE COALESCE((SELECT max(id) FROM audit_events), $1) <= $1";
 
 impl Rows {
     /// Ids and hashes continuing the chain after `head`; one timestamp for the batch.
@@ -320,5 +323,49 @@ impl Rows {
             .execute(db)
             .await?;
         Ok(done.rows_affected() == self.id.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::INSERT_SQL;
+    use sqlx::PgPool;
+
+    /// The append statement is prepared once and then runs on Postgres' cached generic plan. Its
+    /// "no rows beyond the head" guard must reach `audit_events` through the primary key: a
+    /// sequential scan there makes every batch read the whole, ever-growing audit trail.
+    #[sqlx::test]
+    async fn the_append_guard_never_scans_the_audit_trail(pool: PgPool) {
+        let mut conn = pool.acquire().await.expect("connection");
+        sqlx::raw_sql(
+            "INSERT INTO audit_events (id, occurred_at, action, resource_type, outcome, prev_hash, hash) \
+             SELECT g, now(), 'test', 'test', 'success', '\\x00', '\\x00' \
+             FROM generate_series(1, 2000) g; ANALYZE audit_events; \
+             SET plan_cache_mode = force_generic_plan",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("seed");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE append AS {INSERT_SQL}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .expect("prepare");
+        let empty = "'{}'";
+        let args = ["2000".to_string(), "now()".to_string()]
+            .into_iter()
+            .chain(std::iter::repeat_n(empty.to_string(), 14))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (COSTS OFF) EXECUTE append({args})"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain");
+        let plan = plan.join("\n");
+        assert!(plan.contains("audit_events_pkey"), "{plan}");
+        assert!(!plan.contains("Seq Scan on audit_events"), "{plan}");
     }
 }
