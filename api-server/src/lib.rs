@@ -69,6 +69,7 @@
 pub mod appointments;
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod crypto;
 pub mod error;
@@ -251,6 +252,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown signal received; draining");
         let _ = tx.send(true);
     });
+    // TCP_NODELAY on every accepted connection: with Nagle's algorithm a response written in
+    // more than one piece waits for the client's delayed ACK (up to 40 ms).
+    use axum::serve::ListenerExt;
+    let nodelay = |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    };
+    let api_listener = api_listener.tap_io(nodelay);
+    let admin_listener = admin_listener.tap_io(nodelay);
     let api = axum::serve(
         api_listener,
         app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),

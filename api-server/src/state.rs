@@ -9,9 +9,12 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgPool};
 
 use crate::audit::AuditWriter;
+use crate::auth::SessionLookup;
+use crate::batch::Batcher;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::metrics::Metrics;
+use crate::patients::PatientLookup;
 use crate::ratelimit::Limiter;
 
 /// Everything a request may need. Cheap to clone (all `Arc`s / pools).
@@ -22,6 +25,10 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub metrics: Metrics,
     pub audit: AuditWriter,
+    /// Grouped session checks (every authenticated request).
+    pub sessions: Batcher<SessionLookup>,
+    /// Grouped patient reads (`GET /patients/{id}`).
+    pub patient_reads: Batcher<PatientLookup>,
     pub limiter: Arc<Limiter>,
 }
 
@@ -74,7 +81,12 @@ pub async fn connect_db(url: &str) -> Result<PgPool, sqlx::Error> {
 
 /// A lazily connecting, auto-reconnecting Redis handle (never fails at startup on a down Redis).
 pub fn redis_manager(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)
+    // TCP_NODELAY: the multiplexed connection pipelines requests, and with Nagle a command
+    // written while an earlier one is unanswered waits for that answer's ACK.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid Redis URL"))?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)
         .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid Redis URL"))?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
@@ -100,6 +112,8 @@ impl AppState {
         ));
         let audit = AuditWriter::spawn(pool.clone(), metrics.clone());
         Ok(Self {
+            sessions: Batcher::spawn(pool.clone(), SessionLookup),
+            patient_reads: Batcher::spawn(pool.clone(), PatientLookup),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),
             pool,

@@ -86,13 +86,49 @@ pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Option<tokens::Cl
 #[derive(Debug, Clone)]
 pub struct VerifiedBearer(pub tokens::Claims);
 
+/// What the [`AuthUser`] extractor needs to know about the session a token names.
 #[derive(sqlx::FromRow)]
-struct SessionCheck {
+pub struct SessionCheck {
+    /// Position in the grouped lookup ([`crate::batch::index`]).
+    ord: i64,
     revoked_at: Option<DateTime<Utc>>,
     last_seen_at: DateTime<Utc>,
     active: bool,
     role: String,
     patient_id: Option<Uuid>,
+}
+
+pub(crate) const SESSION_LOOKUP_SQL: &str =
+    "SELECT q.ord, s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id \
+     FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(sid, uid, ord) \
+     JOIN sessions s ON s.id = q.sid AND s.user_id = q.uid \
+     JOIN users u ON u.id = s.user_id";
+
+/// Grouped session check: key = (session id, user id) from a verified access token; the row
+/// carries the session's state and the user's current role and status.
+pub struct SessionLookup;
+
+impl crate::batch::Lookup for SessionLookup {
+    type Key = (Uuid, Uuid);
+    type Row = SessionCheck;
+    const NAME: &'static str = "session";
+
+    async fn fetch(
+        &self,
+        pool: &sqlx::PgPool,
+        keys: &[(Uuid, Uuid)],
+    ) -> Result<Vec<(usize, SessionCheck)>, sqlx::Error> {
+        let (sids, uids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+        let rows: Vec<SessionCheck> = sqlx::query_as(SESSION_LOOKUP_SQL)
+            .bind(&sids)
+            .bind(&uids)
+            .fetch_all(pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (crate::batch::index(r.ord), r))
+            .collect())
+    }
 }
 
 async fn revoke_session(state: &AppState, session: Uuid, reason: &str) -> Result<(), Error> {
@@ -128,14 +164,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 })?
             }
         };
-        let row: Option<SessionCheck> = sqlx::query_as(
-            "SELECT s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id \
-             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2",
-        )
-        .bind(claims.sid)
-        .bind(claims.sub)
-        .fetch_optional(&state.pool)
-        .await?;
+        let row = state.sessions.get((claims.sid, claims.sub)).await?;
         let row = row.ok_or_else(|| Error::Unauthorized("the session does not exist".into()))?;
         if row.revoked_at.is_some() {
             return Err(Error::Unauthorized("the session has ended".into()));

@@ -111,18 +111,21 @@ async fn load_for(
             .await;
         return Err(Error::NotFound);
     }
-    let sql = format!(
-        "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p \
-         WHERE p.id = $1 AND p.deleted_at IS NULL{}",
-        in_care_team_sql("$2"),
-        if lock { " FOR UPDATE OF p" } else { "" }
-    );
-    let row: PatientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(auth.user_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let row = if lock {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p \
+             WHERE p.id = $1 AND p.deleted_at IS NULL FOR UPDATE OF p",
+            in_care_team_sql("$2"),
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(auth.user_id)
+            .fetch_optional(&state.pool)
+            .await?
+    } else {
+        state.patient_reads.get((id, auth.user_id)).await?
+    };
+    let row: PatientRow = row.ok_or(Error::NotFound)?;
     let access = rbac::patient_access(auth.role, relation(auth, id, row.in_care_team));
     match access {
         PatientAccess::Hidden => {
@@ -142,6 +145,51 @@ async fn load_for(
             ))
         }
         _ => Ok((row, access)),
+    }
+}
+
+/// Grouped patient read: key = (patient id, caller's user id); the row is the live record's
+/// ciphertexts with the caller's care-team flag (see [`crate::batch`]).
+pub struct PatientLookup;
+
+#[derive(sqlx::FromRow)]
+struct OrderedPatientRow {
+    ord: i64,
+    #[sqlx(flatten)]
+    row: PatientRow,
+}
+
+pub(crate) static PATIENT_LOOKUP_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT q.ord, {ROW_COLUMNS}, {} AS in_care_team \
+         FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(pid, me, ord) \
+         JOIN patients p ON p.id = q.pid AND p.deleted_at IS NULL",
+            in_care_team_sql("q.me")
+        )
+    });
+
+impl crate::batch::Lookup for PatientLookup {
+    type Key = (Uuid, Uuid);
+    type Row = PatientRow;
+    const NAME: &'static str = "patient";
+
+    async fn fetch(
+        &self,
+        pool: &sqlx::PgPool,
+        keys: &[(Uuid, Uuid)],
+    ) -> Result<Vec<(usize, PatientRow)>, sqlx::Error> {
+        let (ids, callers): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+        let rows: Vec<OrderedPatientRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(PATIENT_LOOKUP_SQL.as_str()))
+                .bind(&ids)
+                .bind(&callers)
+                .fetch_all(pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (crate::batch::index(r.ord), r.row))
+            .collect())
     }
 }
 

@@ -864,6 +864,24 @@ async fn main() -> Result<()> {
     );
     println!("audit rows written for these requests: {}", audited.trim());
     println!();
+    println!("latency distribution, ms:          p10      p25      p50      p75      p90      p95      p99      max");
+    for (name, s) in [("PHI read", &read), ("create", &create)] {
+        let max = s
+            .latencies_us
+            .last()
+            .map_or(f64::NAN, |v| *v as f64 / 1000.0);
+        println!(
+            "{name:<29} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {max:>8.2}",
+            s.pct(0.10),
+            s.pct(0.25),
+            s.pct(0.50),
+            s.pct(0.75),
+            s.pct(0.90),
+            s.pct(0.95),
+            s.pct(0.99),
+        );
+    }
+    println!();
     println!(
         "per request: CPU ms = user+sys from /proc/<pid>/stat (PG = the backends serving the API, \
          redis = redis-server, client = this load generator, machine = all busy CPU incl. other \

@@ -1,0 +1,285 @@
+//! Grouped lookups: the read-side twin of the audit group commit ([`crate::audit::AuditWriter`]).
+//!
+//! Every authenticated request looks up its session, and every PHI read looks up one patient
+//! row. Run one query each, those lookups cost Postgres far more in round trips (wake-ups,
+//! syscalls, and sqlx's ping when a connection goes back to the pool) than in the index probe
+//! itself. A [`Batcher`] queues lookups of one kind; [`WORKERS`] tasks each take whatever is
+//! queued (up to [`MAX_BATCH`]) and answer all of it with ONE query over arrays
+//! (`unnest(...) WITH ORDINALITY`), then hand every caller its own row. While a batch is in
+//! flight the next one queues, so under load one round trip serves many requests; when idle a
+//! lookup runs at once on its own (no timer, nothing added to the wait).
+//!
+//! Each lookup is still answered from the database at the moment it is asked (no cache), so a
+//! logout, a revoked session or a deactivated account takes effect for the very next request.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::error::Error;
+
+/// Lookups answered by one query.
+pub const MAX_BATCH: usize = 256;
+/// Tasks (and so, at most, pool connections) per lookup kind.
+pub const WORKERS: usize = 2;
+const QUEUE: usize = 4096;
+
+/// One kind of lookup: how to answer a batch of keys with one query.
+pub trait Lookup: Send + Sync + 'static {
+    type Key: Send + 'static;
+    type Row: Send + 'static;
+    /// What the lookup is called in logs.
+    const NAME: &'static str;
+
+    /// Answer `keys` with one query: `(i, row)` pairs where `i` indexes `keys`; keys without a
+    /// row are simply absent.
+    fn fetch(
+        &self,
+        pool: &PgPool,
+        keys: &[Self::Key],
+    ) -> impl Future<Output = Result<Vec<(usize, Self::Row)>, sqlx::Error>> + Send;
+}
+
+/// Why a batch failed, shared by every caller in it (an `sqlx::Error` cannot be cloned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// No connection could be had: `503`.
+    Unavailable,
+    /// The query failed: `500` (details are logged by the worker, without values).
+    Failed,
+}
+
+type Reply<R> = oneshot::Sender<Result<Option<R>, Failure>>;
+type Job<L> = (<L as Lookup>::Key, Reply<<L as Lookup>::Row>);
+
+/// Handle to the workers of one lookup kind; cheap to clone.
+pub struct Batcher<L: Lookup> {
+    tx: mpsc::Sender<Job<L>>,
+}
+
+impl<L: Lookup> Clone for Batcher<L> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<L: Lookup> Batcher<L> {
+    /// Spawn [`WORKERS`] tasks on the current runtime.
+    pub fn spawn(pool: PgPool, lookup: L) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let lookup = Arc::new(lookup);
+        for _ in 0..WORKERS {
+            tokio::spawn(worker(pool.clone(), lookup.clone(), rx.clone()));
+        }
+        Self { tx }
+    }
+
+    /// The row for `key`, `None` when there is none.
+    pub async fn get(&self, key: L::Key) -> Result<Option<L::Row>, Error> {
+        let (reply, wait) = oneshot::channel();
+        if self.tx.send((key, reply)).await.is_err() {
+            return Err(Error::Unavailable("database unavailable".into()));
+        }
+        match wait.await {
+            Ok(Ok(row)) => Ok(row),
+            Ok(Err(Failure::Unavailable)) | Err(_) => {
+                Err(Error::Unavailable("database unavailable".into()))
+            }
+            Ok(Err(Failure::Failed)) => Err(Error::internal(anyhow::anyhow!(
+                "grouped {} lookup failed",
+                L::NAME
+            ))),
+        }
+    }
+}
+
+async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Receiver<Job<L>>>>) {
+    let mut batch: Vec<Job<L>> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            // one worker collects while the others run their queries
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return; // all handles gone: app shut down
+            }
+        }
+        let (keys, replies): (Vec<L::Key>, Vec<Reply<L::Row>>) = batch.drain(..).unzip();
+        match lookup.fetch(&pool, &keys).await {
+            Ok(rows) => {
+                let mut slots: Vec<Option<L::Row>> = replies.iter().map(|_| None).collect();
+                for (i, row) in rows {
+                    if let Some(slot) = slots.get_mut(i) {
+                        *slot = Some(row);
+                    }
+                }
+                for (reply, row) in replies.into_iter().zip(slots) {
+                    let _ = reply.send(Ok(row));
+                }
+            }
+            Err(e) => {
+                let failure = match &e {
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                        Failure::Unavailable
+                    }
+                    _ => Failure::Failed,
+                };
+                let code = match &e {
+                    sqlx::Error::Database(db) => db.code().map(|c| c.to_string()),
+                    _ => None,
+                };
+                tracing::error!(lookup = L::NAME, keys = keys.len(), sqlstate = ?code, ?failure, "grouped lookup failed");
+                for reply in replies {
+                    let _ = reply.send(Err(failure));
+                }
+            }
+        }
+    }
+}
+
+/// Row positions from Postgres' 1-based `WITH ORDINALITY` numbers.
+pub fn index(ordinality: i64) -> usize {
+    usize::try_from(ordinality.saturating_sub(1)).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Key `k` has the row `k * 10` when `k` is even, none when odd; a negative key fails the
+    /// whole query (division by zero in Postgres). Counts the queries it runs.
+    struct Tens(Arc<AtomicUsize>);
+
+    impl Lookup for Tens {
+        type Key = i32;
+        type Row = i32;
+        const NAME: &'static str = "tens";
+
+        async fn fetch(
+            &self,
+            pool: &PgPool,
+            keys: &[i32],
+        ) -> Result<Vec<(usize, i32)>, sqlx::Error> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let rows: Vec<(i64, i32)> = sqlx::query_as(
+                "SELECT q.ord, q.k * 10 / (CASE WHEN q.k < 0 THEN 0 ELSE 1 END) \
+                 FROM unnest($1::int[]) WITH ORDINALITY AS q(k, ord) WHERE q.k % 2 = 0",
+            )
+            .bind(keys)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(o, v)| (index(o), v)).collect())
+        }
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn every_caller_gets_its_own_row_from_shared_queries(pool: PgPool) {
+        let queries = Arc::new(AtomicUsize::new(0));
+        let b = Batcher::spawn(pool, Tens(queries.clone()));
+        let answers = futures::future::join_all((0..200).map(|k| {
+            let b = b.clone();
+            async move { (k, b.get(k).await) }
+        }))
+        .await;
+        for (k, got) in answers {
+            let got = got.expect("lookup");
+            assert_eq!(got, (k % 2 == 0).then_some(k * 10), "key {k}");
+        }
+        let n = queries.load(Ordering::SeqCst);
+        assert!(
+            (1..10).contains(&n),
+            "200 concurrent lookups took {n} queries"
+        );
+        // idle again: a single lookup is answered on its own
+        assert_eq!(b.get(4).await.expect("lookup"), Some(40));
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn a_failed_query_fails_every_caller_in_it_and_the_workers_go_on(pool: PgPool) {
+        let b = Batcher::spawn(pool, Tens(Arc::new(AtomicUsize::new(0))));
+        let answers = futures::future::join_all([2, -2, 4].map(|k| b.get(k))).await;
+        for got in answers {
+            assert!(matches!(got, Err(Error::Internal(_))), "{got:?}");
+        }
+        assert_eq!(b.get(6).await.expect("lookup"), Some(60));
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn a_closed_pool_answers_unavailable(pool: PgPool) {
+        let b = Batcher::spawn(pool.clone(), Tens(Arc::new(AtomicUsize::new(0))));
+        pool.close().await;
+        assert!(matches!(b.get(2).await, Err(Error::Unavailable(_))));
+    }
+
+    /// The grouped lookups run on Postgres' cached generic plan; it must reach the big tables
+    /// through their primary keys (a sequential scan reads every session or patient per batch).
+    #[sqlx::test]
+    async fn grouped_lookups_use_the_primary_keys_on_their_generic_plans(pool: PgPool) {
+        let mut conn = pool.acquire().await.expect("connection");
+        sqlx::raw_sql(
+            "INSERT INTO users (id, email, password_hash, role, display_name) \
+             SELECT gen_random_uuid(), 'u' || g || '@example.org', 'x', 'physician', 'u' \
+             FROM generate_series(1, 20000) g; \
+             INSERT INTO sessions (id, user_id) SELECT gen_random_uuid(), id FROM users; \
+             INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, mrn, given_name, \
+                 family_name, birth_date, sex, allergies, medications, conditions, created_by) \
+             SELECT gen_random_uuid(), int4send(n::int), '\\x00', 'k', '\\x00', '\\x00', '\\x00', \
+                 '\\x00', '\\x00', '\\x00', '\\x00', '\\x00', id \
+             FROM (SELECT id, row_number() OVER () AS n FROM users) u; \
+             INSERT INTO care_team (patient_id, user_id, added_by) \
+             SELECT id, created_by, created_by FROM patients; \
+             INSERT INTO appointments (id, patient_id, practitioner_id, start_at, end_at, \
+                 phi_key_id, created_by) \
+             SELECT gen_random_uuid(), id, created_by, now(), now() + interval '1 hour', 'k', \
+                 created_by FROM patients; \
+             ANALYZE; SET plan_cache_mode = force_generic_plan",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("seed");
+        for (name, sql, table) in [
+            (
+                "session",
+                crate::auth::SESSION_LOOKUP_SQL.to_string(),
+                "sessions",
+            ),
+            (
+                "patient",
+                crate::patients::PATIENT_LOOKUP_SQL.clone(),
+                "patients",
+            ),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE {name} AS {sql}")))
+                .execute(&mut *conn)
+                .await
+                .expect("prepare");
+            let ids = format!(
+                "ARRAY[{}]::uuid[]",
+                (0..5)
+                    .map(|_| format!("'{}'", uuid::Uuid::new_v4()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN (COSTS OFF) EXECUTE {name}({ids}, {ids})"
+            )))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+            let plan = plan.join("\n");
+            assert!(plan.contains(&format!("{table}_pkey")), "{name}:\n{plan}");
+            for big in ["sessions", "users", "patients", "care_team", "appointments"] {
+                assert!(
+                    !plan.contains(&format!("Seq Scan on {big}")),
+                    "{name}:\n{plan}"
+                );
+            }
+        }
+    }
+}
