@@ -11,24 +11,31 @@
 //!
 //! Each lookup is still answered from the database at the moment it is asked (no cache), so a
 //! logout, a revoked session or a deactivated account takes effect for the very next request.
+//!
+//! Each worker keeps its own connection instead of taking one from the pool per batch: a pooled
+//! connection costs a ping round trip every time it goes back (sqlx 0.9 cannot turn that off),
+//! which at ~5 lookups per batch was half of all Postgres round trips of a PHI read. The
+//! connection is opened with the pool's options on first use and again after it breaks; a
+//! batch that failed because its connection broke is retried once on a new one (lookups are
+//! reads, so a retry is safe).
 
 use std::future::Future;
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::Error;
 
 /// Lookups answered by one query.
 pub const MAX_BATCH: usize = 256;
-/// Tasks (and so, at most, pool connections) per lookup kind.
+/// Tasks per lookup kind, each with its own connection (outside the pool's count).
 pub const WORKERS: usize = 2;
 const QUEUE: usize = 4096;
 
 /// One kind of lookup: how to answer a batch of keys with one query.
 pub trait Lookup: Send + Sync + 'static {
-    type Key: Send + 'static;
+    type Key: Send + Sync + 'static;
     type Row: Send + 'static;
     /// What the lookup is called in logs.
     const NAME: &'static str;
@@ -37,7 +44,7 @@ pub trait Lookup: Send + Sync + 'static {
     /// row are simply absent.
     fn fetch(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         keys: &[Self::Key],
     ) -> impl Future<Output = Result<Vec<(usize, Self::Row)>, sqlx::Error>> + Send;
 }
@@ -68,7 +75,7 @@ impl<L: Lookup> Clone for Batcher<L> {
 }
 
 impl<L: Lookup> Batcher<L> {
-    /// Spawn [`WORKERS`] tasks on the current runtime.
+    /// Spawn [`WORKERS`] tasks on the current runtime; they connect with `pool`'s options.
     pub fn spawn(pool: PgPool, lookup: L) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
@@ -100,6 +107,7 @@ impl<L: Lookup> Batcher<L> {
 
 async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Receiver<Job<L>>>>) {
     let mut batch: Vec<Job<L>> = Vec::with_capacity(MAX_BATCH);
+    let mut conn: Option<PgConnection> = None;
     loop {
         {
             // one worker collects while the others run their queries
@@ -109,7 +117,7 @@ async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Rec
             }
         }
         let (keys, replies): (Vec<L::Key>, Vec<Reply<L::Row>>) = batch.drain(..).unzip();
-        match lookup.fetch(&pool, &keys).await {
+        match fetch(&pool, &mut conn, &*lookup, &keys).await {
             Ok(rows) => {
                 let mut slots: Vec<Option<L::Row>> = replies.iter().map(|_| None).collect();
                 for (i, row) in rows {
@@ -122,11 +130,10 @@ async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Rec
                 }
             }
             Err(e) => {
-                let failure = match &e {
-                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                        Failure::Unavailable
-                    }
-                    _ => Failure::Failed,
+                let failure = if broken(&e) {
+                    Failure::Unavailable
+                } else {
+                    Failure::Failed
                 };
                 let code = match &e {
                     sqlx::Error::Database(db) => db.code().map(|c| c.to_string()),
@@ -138,6 +145,51 @@ async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Rec
                 }
             }
         }
+    }
+}
+
+/// Answer `keys` on the worker's connection, opening it when there is none; a connection that
+/// broke is dropped and the batch tried once more on a fresh one.
+async fn fetch<L: Lookup>(
+    pool: &PgPool,
+    conn: &mut Option<PgConnection>,
+    lookup: &L,
+    keys: &[L::Key],
+) -> Result<Vec<(usize, L::Row)>, sqlx::Error> {
+    let mut retried = false;
+    loop {
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(PgConnection::connect_with(&pool.connect_options()).await?),
+        };
+        match lookup.fetch(c, keys).await {
+            Err(e) if broken(&e) => {
+                *conn = None;
+                if retried {
+                    return Err(e);
+                }
+                retried = true;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The connection (not the query) failed: it cannot be used again. Besides I/O and protocol
+/// errors that is SQLSTATE class 08 (connection exception) and 57P (the server ended the session:
+/// shutdown, restart, `pg_terminate_backend`), which Postgres reports as a FATAL error on the
+/// next query.
+fn broken(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -163,7 +215,7 @@ mod tests {
 
         async fn fetch(
             &self,
-            pool: &PgPool,
+            conn: &mut PgConnection,
             keys: &[i32],
         ) -> Result<Vec<(usize, i32)>, sqlx::Error> {
             self.0.fetch_add(1, Ordering::SeqCst);
@@ -172,7 +224,7 @@ mod tests {
                  FROM unnest($1::int[]) WITH ORDINALITY AS q(k, ord) WHERE q.k % 2 = 0",
             )
             .bind(keys)
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await?;
             Ok(rows.into_iter().map(|(o, v)| (index(o), v)).collect())
         }
@@ -211,10 +263,34 @@ mod tests {
     }
 
     #[sqlx::test(migrations = false)]
-    async fn a_closed_pool_answers_unavailable(pool: PgPool) {
-        let b = Batcher::spawn(pool.clone(), Tens(Arc::new(AtomicUsize::new(0))));
-        pool.close().await;
+    async fn an_unreachable_database_answers_unavailable(pool: PgPool) {
+        // nothing listens on port 1
+        let opts = (*pool.connect_options()).clone().port(1);
+        let dead = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(opts);
+        let b = Batcher::spawn(dead, Tens(Arc::new(AtomicUsize::new(0))));
         assert!(matches!(b.get(2).await, Err(Error::Unavailable(_))));
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn a_broken_connection_is_replaced_and_the_batch_retried(pool: PgPool) {
+        let b = Batcher::spawn(pool.clone(), Tens(Arc::new(AtomicUsize::new(0))));
+        // one lookup after the other: the workers take turns (a fair mutex), so each opens its
+        // own connection
+        for k in 0..WORKERS as i32 {
+            assert_eq!(b.get(2 * k).await.expect("lookup"), Some(20 * k));
+        }
+        // kill the workers' connections (every backend of this test database but our own)
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("terminate");
+        assert!(killed >= WORKERS as i64, "the workers' connections were not found");
+        for k in 0..WORKERS as i32 {
+            assert_eq!(b.get(2 * k).await.expect("lookup after reconnect"), Some(20 * k));
+        }
     }
 
     /// The grouped lookups run on Postgres' cached generic plan; it must reach the big tables

@@ -38,11 +38,13 @@ impl FromRef<AppState> for Metrics {
     }
 }
 
-/// Database connections per process (was 32). A request holds a connection for one short query
-/// at a time, so 64 concurrent requests on a 2-core node need far fewer than 32; more
-/// connections only add Postgres backends competing for the same cores. (On the loaded 2-core
-/// bench machine 8, 16 and 32 could not be told apart reliably; see README, bench.)
-pub const POOL_SIZE: u32 = 16;
+/// Pooled database connections per process. With the lookup workers' own connections
+/// ([`crate::batch::WORKERS`] per lookup kind, two kinds) a replica holds at most 16 Postgres
+/// connections in all, as before the lookups were grouped. The hot path (session check and patient
+/// read) no longer takes pooled connections; the pool serves the audit writer and every other
+/// query. (On the 2-core bench machine 8, 16 and 32 pooled connections could not be told apart;
+/// see README, bench.)
+pub const POOL_SIZE: u32 = 16 - 2 * crate::batch::WORKERS as u32;
 
 /// Connections idle longer than this are pinged before use (see [`connect_db`]).
 const PING_IDLE_AFTER: Duration = Duration::from_secs(10);

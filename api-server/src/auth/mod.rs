@@ -115,14 +115,14 @@ impl crate::batch::Lookup for SessionLookup {
 
     async fn fetch(
         &self,
-        pool: &sqlx::PgPool,
+        conn: &mut sqlx::PgConnection,
         keys: &[(Uuid, Uuid)],
     ) -> Result<Vec<(usize, SessionCheck)>, sqlx::Error> {
         let (sids, uids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
         let rows: Vec<SessionCheck> = sqlx::query_as(SESSION_LOOKUP_SQL)
             .bind(&sids)
             .bind(&uids)
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await?;
         Ok(rows
             .into_iter()

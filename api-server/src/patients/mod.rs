@@ -176,7 +176,7 @@ impl crate::batch::Lookup for PatientLookup {
 
     async fn fetch(
         &self,
-        pool: &sqlx::PgPool,
+        conn: &mut sqlx::PgConnection,
         keys: &[(Uuid, Uuid)],
     ) -> Result<Vec<(usize, PatientRow)>, sqlx::Error> {
         let (ids, callers): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
@@ -184,7 +184,7 @@ impl crate::batch::Lookup for PatientLookup {
             sqlx::query_as(sqlx::AssertSqlSafe(PATIENT_LOOKUP_SQL.as_str()))
                 .bind(&ids)
                 .bind(&callers)
-                .fetch_all(pool)
+                .fetch_all(conn)
                 .await?;
         Ok(rows
             .into_iter()
