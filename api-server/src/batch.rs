@@ -287,9 +287,15 @@ mod tests {
         .fetch_one(&pool)
         .await
         .expect("terminate");
-        assert!(killed >= WORKERS as i64, "the workers' connections were not found");
+        assert!(
+            killed >= WORKERS as i64,
+            "the workers' connections were not found"
+        );
         for k in 0..WORKERS as i32 {
-            assert_eq!(b.get(2 * k).await.expect("lookup after reconnect"), Some(20 * k));
+            assert_eq!(
+                b.get(2 * k).await.expect("lookup after reconnect"),
+                Some(20 * k)
+            );
         }
     }
 
@@ -314,7 +320,7 @@ mod tests {
                  phi_key_id, created_by) \
              SELECT gen_random_uuid(), id, created_by, now(), now() + interval '1 hour', 'k', \
                  created_by FROM patients; \
-             ANALYZE; SET plan_cache_mode = force_generic_plan",
+             ANALYZE",
         )
         .execute(&mut *conn)
         .await
@@ -331,10 +337,6 @@ mod tests {
                 "patients",
             ),
         ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE {name} AS {sql}")))
-                .execute(&mut *conn)
-                .await
-                .expect("prepare");
             let ids = format!(
                 "ARRAY[{}]::uuid[]",
                 (0..5)
@@ -342,13 +344,8 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "EXPLAIN (COSTS OFF) EXECUTE {name}({ids}, {ids})"
-            )))
-            .fetch_all(&mut *conn)
-            .await
-            .expect("explain");
-            let plan = plan.join("\n");
+            let plan =
+                crate::testing::generic_plan(&mut conn, name, &sql, &format!("{ids}, {ids}")).await;
             assert!(plan.contains(&format!("{table}_pkey")), "{name}:\n{plan}");
             for big in ["sessions", "users", "patients", "care_team", "appointments"] {
                 assert!(

@@ -24,6 +24,30 @@ use crate::crypto::{self, KeyRing};
 use crate::rbac::Role;
 use crate::state::AppState;
 
+/// The plan Postgres caches for `sql` once it settles on a generic plan, as text: `sql` is
+/// prepared as `name` and explained for the SQL literals `args` under
+/// `plan_cache_mode = force_generic_plan` (set for the rest of `conn`'s session).
+pub async fn generic_plan(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    sql: &str,
+    args: &str,
+) -> String {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE {name} AS {sql}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .expect("prepare");
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (COSTS OFF) EXECUTE {name}({args})"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .expect("explain");
+    plan.join("\n")
+}
+
 /// Password every test user gets.
 pub const TEST_PASSWORD: &str = "correct-horse-battery-staple";
 

@@ -340,31 +340,17 @@ mod tests {
         sqlx::raw_sql(
             "INSERT INTO audit_events (id, occurred_at, action, resource_type, outcome, prev_hash, hash) \
              SELECT g, now(), 'test', 'test', 'success', '\\x00', '\\x00' \
-             FROM generate_series(1, 2000) g; ANALYZE audit_events; \
-             SET plan_cache_mode = force_generic_plan",
+             FROM generate_series(1, 2000) g; ANALYZE audit_events",
         )
         .execute(&mut *conn)
         .await
         .expect("seed");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PREPARE append AS {INSERT_SQL}"
-        )))
-        .execute(&mut *conn)
-        .await
-        .expect("prepare");
-        let empty = "'{}'";
         let args = ["2000".to_string(), "now()".to_string()]
             .into_iter()
-            .chain(std::iter::repeat_n(empty.to_string(), 14))
+            .chain(std::iter::repeat_n("'{}'".to_string(), 14))
             .collect::<Vec<_>>()
             .join(", ");
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN (COSTS OFF) EXECUTE append({args})"
-        )))
-        .fetch_all(&mut *conn)
-        .await
-        .expect("explain");
-        let plan = plan.join("\n");
+        let plan = crate::testing::generic_plan(&mut conn, "append", INSERT_SQL, &args).await;
         assert!(plan.contains("audit_events_pkey"), "{plan}");
         assert!(!plan.contains("Seq Scan on audit_events"), "{plan}");
     }
