@@ -125,3 +125,13 @@ impl AppState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/contracts.md: an API pod opens at most 16 Postgres connections; the operator sizes the
+    /// database's `max_connections` from that number (`API_CONNECTIONS_PER_POD`).
+    #[test]
+    fn a_pod_opens_at_most_16_postgres_connections() {
+        assert_eq!(super::POOL_SIZE + 2 * crate::batch::WORKERS as u32, 16);
+    }
+}

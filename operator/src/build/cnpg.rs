@@ -60,6 +60,9 @@ pub fn build(p: &ValidatedPlatform) -> Option<DynamicObject> {
             "limits": {"cpu": db.resources.limits.cpu.0, "memory": db.resources.limits.memory.0},
         },
         "bootstrap": {"initdb": {"database": DATABASE_NAME, "owner": DATABASE_USER}},
+        "postgresql": {"parameters": {
+            "max_connections": crate::build::postgres::max_connections(p).to_string(),
+        }},
         "inheritedMetadata": {"labels": {
             crate::names::LABEL_PART_OF: crate::names::PART_OF,
         }},
@@ -93,6 +96,10 @@ mod tests {
         assert_eq!(spec["instances"], 3);
         assert_eq!(spec["storage"]["storageClass"], "fast");
         assert_eq!(spec["imageName"], "ghcr.io/cloudnative-pg/postgresql:16.6");
+        assert_eq!(
+            spec["postgresql"]["parameters"]["max_connections"],
+            crate::build::postgres::max_connections(&p).to_string()
+        );
         assert_eq!(spec["enableSuperuserAccess"], false);
         assert!(c.metadata.owner_references.is_some());
     }

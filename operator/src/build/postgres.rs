@@ -50,6 +50,28 @@ fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// Postgres connections one API pod opens at most: its pool plus its lookup workers
+/// (`caduceus-api`, `state::POOL_SIZE` + 2 × `batch::WORKERS`; docs/contracts.md).
+pub const API_CONNECTIONS_PER_POD: i32 = 16;
+/// Connections beyond the API pods': backup and restore jobs, `migrate` init containers,
+/// `rotate-keys`/`create-admin`, an operator's `psql`, and Postgres' own superuser reserve.
+const OTHER_CONNECTIONS: i32 = 20;
+
+/// `max_connections` for the platform's database: every API pod the Deployment can run at once
+/// (the autoscaler's maximum, or the fixed replica count, plus the one surge pod of a rolling
+/// update) at [`API_CONNECTIONS_PER_POD`], plus [`OTHER_CONNECTIONS`]; rounded up to a multiple
+/// of 50 so small replica changes do not restart Postgres, never below Postgres' default 100.
+pub fn max_connections(p: &ValidatedPlatform) -> i32 {
+    let api = &p.spec.api_server;
+    let pods = if api.autoscaling.enabled {
+        api.autoscaling.max_replicas
+    } else {
+        api.replicas
+    } + 1;
+    let needed = pods * API_CONNECTIONS_PER_POD + OTHER_CONNECTIONS;
+    ((needed + 49) / 50 * 50).max(100)
+}
+
 fn pg_isready_probe(initial_delay: i32, period: i32, failures: i32) -> Probe {
     Probe {
         exec: Some(ExecAction {
@@ -101,6 +123,8 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
                 format!("ssl_key_file={SERVER_TLS_DIR}/{SERVER_KEY_KEY}"),
                 "-c".into(),
                 "ssl_min_protocol_version=TLSv1.2".into(),
+                "-c".into(),
+                format!("max_connections={}", max_connections(p)),
             ]
             .to_vec(),
         ),
@@ -297,6 +321,50 @@ mod tests {
     use super::*;
     use crate::build::security::container_violations;
     use crate::build::test_support::platform;
+
+    #[test]
+    fn max_connections_covers_every_api_pod_the_deployment_can_run() {
+        // 2 replicas + 1 surge pod: 68 needed, Postgres' default 100 kept
+        assert_eq!(max_connections(&platform(|_| {})), 100);
+        // autoscaling to 10 + 1 surge: 11 × 16 + 20 = 196 -> 200
+        let p = platform(|s| {
+            s.api_server.autoscaling.enabled = true;
+            s.api_server.autoscaling.max_replicas = 10;
+        });
+        assert_eq!(max_connections(&p), 200);
+        // the autoscaler's maximum counts, not the fixed replica count
+        let p = platform(|s| {
+            s.api_server.replicas = 1;
+            s.api_server.autoscaling.enabled = true;
+            s.api_server.autoscaling.max_replicas = 100;
+        });
+        assert_eq!(max_connections(&p), 1650);
+        // without autoscaling: 30 + 1 pods = 516 -> 550
+        assert_eq!(
+            max_connections(&platform(|s| s.api_server.replicas = 30)),
+            550
+        );
+        // a small change does not move it (no Postgres restart)
+        let a = platform(|s| s.api_server.replicas = 12);
+        let b = platform(|s| s.api_server.replicas = 13);
+        assert_eq!(max_connections(&a), max_connections(&b));
+    }
+
+    #[test]
+    fn embedded_postgres_gets_max_connections() {
+        let p = platform(|s| {
+            s.api_server.autoscaling.enabled = true;
+            s.api_server.autoscaling.max_replicas = 10;
+        });
+        let objs = build(&p, None).unwrap();
+        let pod = objs.stateful_set.spec.unwrap().template.spec.unwrap();
+        let args = pod.containers[0].args.clone().unwrap();
+        let i = args
+            .iter()
+            .position(|a| a == "max_connections=200")
+            .expect("max_connections argument");
+        assert_eq!(args[i - 1], "-c");
+    }
 
     #[test]
     fn embedded_postgres_is_hardened_and_probed() {
