@@ -22,7 +22,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::Error;
@@ -75,13 +76,13 @@ impl<L: Lookup> Clone for Batcher<L> {
 }
 
 impl<L: Lookup> Batcher<L> {
-    /// Spawn [`WORKERS`] tasks on the current runtime; they connect with `pool`'s options.
-    pub fn spawn(pool: PgPool, lookup: L) -> Self {
+    /// Spawn [`WORKERS`] tasks on the current runtime; they connect with `options` (the pool's).
+    pub fn spawn(options: Arc<PgConnectOptions>, lookup: L) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let lookup = Arc::new(lookup);
         for _ in 0..WORKERS {
-            tokio::spawn(worker(pool.clone(), lookup.clone(), rx.clone()));
+            tokio::spawn(worker(options.clone(), lookup.clone(), rx.clone()));
         }
         Self { tx }
     }
@@ -105,7 +106,11 @@ impl<L: Lookup> Batcher<L> {
     }
 }
 
-async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Receiver<Job<L>>>>) {
+async fn worker<L: Lookup>(
+    options: Arc<PgConnectOptions>,
+    lookup: Arc<L>,
+    rx: Arc<Mutex<mpsc::Receiver<Job<L>>>>,
+) {
     let mut batch: Vec<Job<L>> = Vec::with_capacity(MAX_BATCH);
     let mut conn: Option<PgConnection> = None;
     loop {
@@ -117,7 +122,7 @@ async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Rec
             }
         }
         let (keys, replies): (Vec<L::Key>, Vec<Reply<L::Row>>) = batch.drain(..).unzip();
-        match fetch(&pool, &mut conn, &*lookup, &keys).await {
+        match fetch(&options, &mut conn, &*lookup, &keys).await {
             Ok(rows) => {
                 let mut slots: Vec<Option<L::Row>> = replies.iter().map(|_| None).collect();
                 for (i, row) in rows {
@@ -151,7 +156,7 @@ async fn worker<L: Lookup>(pool: PgPool, lookup: Arc<L>, rx: Arc<Mutex<mpsc::Rec
 /// Answer `keys` on the worker's connection, opening it when there is none; a connection that
 /// broke is dropped and the batch tried once more on a fresh one.
 async fn fetch<L: Lookup>(
-    pool: &PgPool,
+    options: &PgConnectOptions,
     conn: &mut Option<PgConnection>,
     lookup: &L,
     keys: &[L::Key],
@@ -160,7 +165,7 @@ async fn fetch<L: Lookup>(
     loop {
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(PgConnection::connect_with(&pool.connect_options()).await?),
+            None => conn.insert(PgConnection::connect_with(options).await?),
         };
         match lookup.fetch(c, keys).await {
             Err(e) if broken(&e) => {
@@ -181,11 +186,7 @@ async fn fetch<L: Lookup>(
 /// next query.
 fn broken(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db
             .code()
             .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
@@ -201,6 +202,8 @@ pub fn index(ordinality: i64) -> usize {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use sqlx::PgPool;
 
     use super::*;
 
@@ -233,7 +236,7 @@ mod tests {
     #[sqlx::test(migrations = false)]
     async fn every_caller_gets_its_own_row_from_shared_queries(pool: PgPool) {
         let queries = Arc::new(AtomicUsize::new(0));
-        let b = Batcher::spawn(pool, Tens(queries.clone()));
+        let b = Batcher::spawn(pool.connect_options(), Tens(queries.clone()));
         let answers = futures::future::join_all((0..200).map(|k| {
             let b = b.clone();
             async move { (k, b.get(k).await) }
@@ -254,7 +257,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn a_failed_query_fails_every_caller_in_it_and_the_workers_go_on(pool: PgPool) {
-        let b = Batcher::spawn(pool, Tens(Arc::new(AtomicUsize::new(0))));
+        let b = Batcher::spawn(pool.connect_options(), Tens(Arc::new(AtomicUsize::new(0))));
         let answers = futures::future::join_all([2, -2, 4].map(|k| b.get(k))).await;
         for got in answers {
             assert!(matches!(got, Err(Error::Internal(_))), "{got:?}");
@@ -265,15 +268,14 @@ mod tests {
     #[sqlx::test(migrations = false)]
     async fn an_unreachable_database_answers_unavailable(pool: PgPool) {
         // nothing listens on port 1
-        let opts = (*pool.connect_options()).clone().port(1);
-        let dead = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(opts);
+        let dead = Arc::new((*pool.connect_options()).clone().port(1));
         let b = Batcher::spawn(dead, Tens(Arc::new(AtomicUsize::new(0))));
         assert!(matches!(b.get(2).await, Err(Error::Unavailable(_))));
     }
 
     #[sqlx::test(migrations = false)]
     async fn a_broken_connection_is_replaced_and_the_batch_retried(pool: PgPool) {
-        let b = Batcher::spawn(pool.clone(), Tens(Arc::new(AtomicUsize::new(0))));
+        let b = Batcher::spawn(pool.connect_options(), Tens(Arc::new(AtomicUsize::new(0))));
         // one lookup after the other: the workers take turns (a fair mutex), so each opens its
         // own connection
         for k in 0..WORKERS as i32 {

@@ -113,9 +113,10 @@ impl AppState {
             config.login_rate_limit_per_minute,
         ));
         let audit = AuditWriter::spawn(pool.clone(), metrics.clone());
+        let options = pool.connect_options();
         Ok(Self {
-            sessions: Batcher::spawn(pool.clone(), SessionLookup),
-            patient_reads: Batcher::spawn(pool.clone(), PatientLookup),
+            sessions: Batcher::spawn(options.clone(), SessionLookup),
+            patient_reads: Batcher::spawn(options, PatientLookup),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),
             pool,
