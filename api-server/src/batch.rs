@@ -165,7 +165,7 @@ async fn fetch<L: Lookup>(
     loop {
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(PgConnection::connect_with(options).await?),
+            None => conn.insert(connect(options).await?),
         };
         match lookup.fetch(c, keys).await {
             Err(e) if broken(&e) => {
@@ -180,18 +180,35 @@ async fn fetch<L: Lookup>(
     }
 }
 
+/// Give up opening a worker's connection after this long (the pool's acquire timeout).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Open a worker's own connection, within [`CONNECT_TIMEOUT`] (a timeout counts as [`broken`]).
+pub async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(done) => done,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting to Postgres timed out",
+        ))),
+    }
+}
+
 /// The connection (not the query) failed: it cannot be used again. Besides I/O and protocol
 /// errors that is SQLSTATE class 08 (connection exception) and 57P (the server ended the session:
 /// shutdown, restart, `pg_terminate_backend`), which Postgres reports as a FATAL error on the
 /// next query.
-fn broken(e: &sqlx::Error) -> bool {
+pub fn broken(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        sqlx::Error::Database(db) => is_broken_code(db.code().as_deref()),
         _ => false,
     }
+}
+
+/// SQLSTATE of an error that ended the connection (see [`broken`]).
+pub fn is_broken_code(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
 }
 
 /// Row positions from Postgres' 1-based `WITH ORDINALITY` numbers.

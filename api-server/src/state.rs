@@ -14,7 +14,7 @@ use crate::batch::Batcher;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::metrics::Metrics;
-use crate::patients::PatientLookup;
+use crate::patients::{PatientInsert, PatientLookup};
 use crate::ratelimit::Limiter;
 
 /// Everything a request may need. Cheap to clone (all `Arc`s / pools).
@@ -29,6 +29,8 @@ pub struct AppState {
     pub sessions: Batcher<SessionLookup>,
     /// Grouped patient reads (`GET /patients/{id}`).
     pub patient_reads: Batcher<PatientLookup>,
+    /// Grouped patient registrations (`POST /patients`): one statement and one commit per batch.
+    pub patient_inserts: Batcher<PatientInsert>,
     pub limiter: Arc<Limiter>,
 }
 
@@ -38,13 +40,20 @@ impl FromRef<AppState> for Metrics {
     }
 }
 
-/// Pooled database connections per process. With the lookup workers' own connections
-/// ([`crate::batch::WORKERS`] per lookup kind, two kinds) a replica holds at most 16 Postgres
-/// connections in all, as before the lookups were grouped. The hot path (session check and patient
-/// read) no longer takes pooled connections; the pool serves the audit writer and every other
-/// query. (On the 2-core bench machine 8, 16 and 32 pooled connections could not be told apart;
+/// Pooled database connections per process. With the grouped workers' own connections
+/// ([`crate::batch::WORKERS`] per kind, [`BATCH_KINDS`] kinds) and the audit writer's, a replica
+/// holds at most 16 Postgres connections in all, as before the lookups were grouped. The hot path
+/// (session check, patient read and create, audit) takes no pooled connections; the pool serves
+/// every other query. (On the 2-core bench machine 8, 16 and 32 pooled connections could not be told apart;
 /// see README, bench.)
-pub const POOL_SIZE: u32 = 16 - 2 * crate::batch::WORKERS as u32;
+pub const POOL_SIZE: u32 = 16 - BATCH_KINDS * crate::batch::WORKERS as u32 - AUDIT_CONNECTIONS;
+
+/// The audit writer's own connection ([`crate::audit::AuditWriter`]).
+pub const AUDIT_CONNECTIONS: u32 = 1;
+
+/// Kinds of grouped statements, each with its own workers: session check, patient read, patient
+/// insert.
+pub const BATCH_KINDS: u32 = 3;
 
 /// Connections idle longer than this are pinged before use (see [`connect_db`]).
 const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
@@ -98,6 +107,17 @@ pub fn redis_manager(url: &str) -> anyhow::Result<ConnectionManager> {
         .map_err(|_| anyhow::anyhow!("cannot set up the Redis connection manager"))
 }
 
+/// Connect options of the workers that keep their own connection (audit writer, grouped
+/// statements): the pool's, plus durable commits whatever the database default (an audit row or
+/// a new patient is acknowledged only once it is on disk).
+pub fn worker_options(pool: &PgPool) -> Arc<sqlx::postgres::PgConnectOptions> {
+    Arc::new(
+        (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "on")]),
+    )
+}
+
 impl AppState {
     /// Build the state from a config and an open pool; spawns the audit writer.
     pub fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
@@ -112,11 +132,12 @@ impl AppState {
             config.rate_limit_per_minute,
             config.login_rate_limit_per_minute,
         ));
-        let audit = AuditWriter::spawn(pool.clone(), metrics.clone());
-        let options = pool.connect_options();
+        let options = worker_options(&pool);
+        let audit = AuditWriter::spawn(options.clone(), metrics.clone());
         Ok(Self {
             sessions: Batcher::spawn(options.clone(), SessionLookup),
-            patient_reads: Batcher::spawn(options, PatientLookup),
+            patient_reads: Batcher::spawn(options.clone(), PatientLookup),
+            patient_inserts: Batcher::spawn(options, PatientInsert),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),
             pool,
@@ -133,6 +154,43 @@ mod tests {
     /// database's `max_connections` from that number (`API_CONNECTIONS_PER_POD`).
     #[test]
     fn a_pod_opens_at_most_16_postgres_connections() {
-        assert_eq!(super::POOL_SIZE + 2 * crate::batch::WORKERS as u32, 16);
+        assert_eq!(
+            super::POOL_SIZE
+                + super::BATCH_KINDS * crate::batch::WORKERS as u32
+                + super::AUDIT_CONNECTIONS,
+            16
+        );
+    }
+
+    /// The workers' own connections commit durably even where the database default is
+    /// `synchronous_commit = off` (they acknowledge audit rows and new patients).
+    #[sqlx::test(migrations = false)]
+    async fn worker_connections_commit_durably_whatever_the_database_default(pool: sqlx::PgPool) {
+        use sqlx::Connection;
+        let db: String = sqlx::query_scalar("SELECT current_database()")
+            .fetch_one(&pool)
+            .await
+            .expect("database");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{db}\" SET synchronous_commit = off"
+        )))
+        .execute(&pool)
+        .await
+        .expect("alter database");
+        let show = |mut c: sqlx::PgConnection| async move {
+            let v: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&mut c)
+                .await
+                .expect("show");
+            v
+        };
+        let plain = sqlx::PgConnection::connect_with(&pool.connect_options())
+            .await
+            .expect("connect");
+        assert_eq!(show(plain).await, "off", "the database default applies");
+        let worker = crate::batch::connect(&super::worker_options(&pool))
+            .await
+            .expect("connect");
+        assert_eq!(show(worker).await, "on");
     }
 }

@@ -111,6 +111,56 @@ async fn duplicate_mrn_conflicts_and_validation(pool: PgPool) {
     );
 }
 
+/// Creates are grouped into one statement per batch (`patients::PatientInsert`): concurrent
+/// registrations each get their own answer, and of many concurrent requests for one MRN — most
+/// of them in the same batch — exactly one wins and the rest get 409.
+#[sqlx::test]
+async fn concurrent_creates_are_grouped_and_exactly_one_wins_an_mrn(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    let rec = app.user(Role::Receptionist).await;
+    let mut requests = Vec::new();
+    for i in 0..40 {
+        // even requests all want MRN-race; odd ones each have their own MRN
+        let tag = if i % 2 == 0 {
+            "race".to_string()
+        } else {
+            format!("own{i}")
+        };
+        let mut body = patient_body(&tag);
+        body["given_name"] = json!(format!("Given{i}"));
+        requests.push(app.post("/api/v1/patients", &rec.token, body));
+    }
+    let answers = futures::future::join_all(requests).await;
+    let mut created = 0;
+    for (i, r) in answers.iter().enumerate() {
+        if i % 2 == 1 {
+            assert_eq!(r.status, 201, "request {i}: {}", r.text);
+            assert_eq!(r.json["given_name"], format!("Given{i}"), "request {i}");
+            assert_eq!(r.json["mrn"], format!("MRN-own{i}"), "request {i}");
+        } else if r.status == 201 {
+            created += 1;
+            assert_eq!(r.json["mrn"], "MRN-race");
+        } else {
+            assert_problem(r, 409);
+        }
+    }
+    assert_eq!(created, 1, "exactly one request may register MRN-race");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM patients")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 21);
+    // every stored record reads back as the one its request was told about
+    for r in answers.iter().filter(|r| r.status == 201) {
+        let id = r.json["id"].as_str().expect("id");
+        let got = app.get(&format!("/api/v1/patients/{id}"), &rec.token).await;
+        assert_eq!(got.status, 200, "{}", got.text);
+        assert_eq!(got.json["given_name"], r.json["given_name"]);
+        assert_eq!(got.json["created_at"], r.json["created_at"]);
+    }
+    assert_eq!(audit_count(&app, "patient.create", None).await, 21);
+}
+
 #[sqlx::test]
 async fn search_by_blind_index_and_pagination(pool: PgPool) {
     let app = TestApp::new(pool).await;

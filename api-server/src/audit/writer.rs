@@ -19,10 +19,20 @@
 //! on startup and after any error, the locked path runs: under the transaction-scoped advisory
 //! lock [`CHAIN_LOCK`] read the head, append, commit. Either way row `n + 1` always carries the
 //! hash of the committed row `n`.
+//!
+//! The writer keeps its own connection (opened with `synchronous_commit = on`, see
+//! [`crate::state::worker_options`]) instead of taking one from the pool per batch: a pooled
+//! connection costs sqlx's ping round trip each time it goes back. A connection that broke is
+//! dropped and the next batch opens a new one. A failed batch is never retried: after a broken
+//! connection the batch may or may not have committed, and a retry could record it twice; its
+//! waiters get an error instead (fail closed), and the next batch starts on the locked path.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{PgExecutor, PgPool};
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -49,10 +59,10 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Spawn the writer task on the current runtime.
-    pub fn spawn(pool: PgPool, metrics: Metrics) -> Self {
+    /// Spawn the writer task on the current runtime; it connects with `options`.
+    pub fn spawn(options: Arc<PgConnectOptions>, metrics: Metrics) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx, metrics.clone()));
+        tokio::spawn(run(options, rx, metrics.clone()));
         Self { tx, metrics }
     }
 
@@ -85,18 +95,29 @@ impl AuditWriter {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
+async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     // the chain head this writer last committed; None = unknown (read it under the lock)
     let mut head: Option<Head> = None;
+    let mut conn: Option<PgConnection> = None;
     loop {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return; // all senders gone: app shut down
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
-        let ok = match append(&pool, &mut head, &events).await {
+        let written = match conn {
+            Some(ref mut c) => append(c, &mut head, &events).await,
+            None => match crate::batch::connect(&options).await {
+                Ok(c) => append(conn.insert(c), &mut head, &events).await,
+                Err(e) => Err(e),
+            },
+        };
+        let ok = match written {
             Ok(()) => true,
             Err(e) => {
+                if crate::batch::broken(&e) {
+                    conn = None;
+                }
                 let code = match &e {
                     sqlx::Error::Database(db) => {
                         db.code().map(|c| c.to_string()).unwrap_or_default()
@@ -145,18 +166,19 @@ pub(crate) fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
 
 /// Write one event synchronously, without a writer task (CLI subcommands).
 pub async fn write_now(pool: &PgPool, event: &AuditEvent) -> Result<(), sqlx::Error> {
-    append(pool, &mut None, &[event]).await
+    let mut conn = pool.acquire().await?;
+    append(&mut conn, &mut None, &[event]).await
 }
 
 /// Append a batch: the fast path after a known head, else (or on a conflict) the locked path.
 async fn append(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     head: &mut Option<Head>,
     events: &[&AuditEvent],
 ) -> Result<(), sqlx::Error> {
     if let Some(known) = head.take() {
         let rows = Rows::chain(&known, events);
-        match rows.insert(pool, known.0).await {
+        match rows.insert(&mut *conn, known.0).await {
             Ok(true) => {
                 *head = Some(rows.head());
                 return Ok(());
@@ -169,7 +191,7 @@ async fn append(
     }
     let mut attempt = 1;
     loop {
-        match write_locked(pool, events).await {
+        match write_locked(conn, events).await {
             Ok(Some(new_head)) => {
                 *head = Some(new_head);
                 return Ok(());
@@ -195,8 +217,11 @@ fn is_id_conflict(e: &sqlx::Error) -> bool {
 /// Under the chain lock: read the head, append, commit. Returns the new head, or `None` when a
 /// fast-path writer (which does not take the lock) appended between the head read and the
 /// insert (nothing was written; try again).
-async fn write_locked(pool: &PgPool, events: &[&AuditEvent]) -> Result<Option<Head>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn write_locked(
+    conn: &mut PgConnection,
+    events: &[&AuditEvent],
+) -> Result<Option<Head>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CHAIN_LOCK)
         .execute(&mut *tx)

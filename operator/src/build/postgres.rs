@@ -51,7 +51,8 @@ fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
 }
 
 /// Postgres connections one API pod opens at most: its pool plus its lookup workers
-/// (`caduceus-api`, `state::POOL_SIZE` + 2 × `batch::WORKERS`; docs/contracts.md).
+/// (`caduceus-api`: `state::POOL_SIZE` + `state::BATCH_KINDS` × `batch::WORKERS` +
+/// `state::AUDIT_CONNECTIONS`; docs/contracts.md).
 pub const API_CONNECTIONS_PER_POD: i32 = 16;
 /// Connections beyond the API pods': backup and restore jobs, `migrate` init containers,
 /// `rotate-keys`/`create-admin`, an operator's `psql`, and Postgres' own superuser reserve.
