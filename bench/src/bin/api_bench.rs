@@ -16,6 +16,8 @@
 //! `PGBENCH_SCALE` (default 10).
 //!
 //! Targets (issue 3): read p95 < 10 ms, read req/s ≥ 20 % of `pgbench -S` TPS, create p95 < 25 ms.
+//! A third workload, `GET /health/live` (no auth, database, Redis or audit), is a reference: the
+//! floor the HTTP stack and the load generator set on this machine at the same concurrency.
 //! The API runs with its normal configuration except the per-user/IP rate limit, which is raised
 //! so the limiter (still consulted in Redis on every request) never refuses the load generator.
 
@@ -836,6 +838,17 @@ async fn main() -> Result<()> {
         })
         .await
     };
+    // reference, not a target: the same harness against a handler that does nothing (no auth,
+    // no database, no Redis, no audit) shows what the HTTP stack and the load generator alone
+    // cost on this machine at this concurrency
+    eprintln!("no-op floor (GET /health/live) ...");
+    let floor = {
+        let (host, auth) = (host.clone(), auth.clone());
+        load(addr, conns, secs, StatusCode::OK, probe, move |_| {
+            request(Method::GET, "/health/live", &host, &auth, None)
+        })
+        .await
+    };
     let audited: String = psql(
         &bench_url,
         "SELECT count(*) FROM audit_events WHERE action IN ('patient.read', 'patient.create')",
@@ -854,6 +867,7 @@ async fn main() -> Result<()> {
     );
     row("API GET /patients/{id} (PHI read)", conns, &read);
     row("API POST /patients (create)", conns, &create);
+    row("API GET /health/live (no-op floor)", conns, &floor);
     println!(
         "{:<34} {conns:>5} {:>10.0} {:>8} {:>8} {:>8}   avg {:.2} ms",
         "pgbench -S (select only)", pg_s.tps, "-", "-", "-", pg_s.latency_avg_ms
@@ -865,7 +879,11 @@ async fn main() -> Result<()> {
     println!("audit rows written for these requests: {}", audited.trim());
     println!();
     println!("latency distribution, ms:          p10      p25      p50      p75      p90      p95      p99      max");
-    for (name, s) in [("PHI read", &read), ("create", &create)] {
+    for (name, s) in [
+        ("PHI read", &read),
+        ("create", &create),
+        ("no-op floor", &floor),
+    ] {
         let max = s
             .latencies_us
             .last()
@@ -892,7 +910,11 @@ async fn main() -> Result<()> {
         "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
         "workload", "API cpu", "PG cpu", "redis", "client", "machine", "PG rt", "redis rt"
     );
-    for (name, s) in [("PHI read", &read), ("create", &create)] {
+    for (name, s) in [
+        ("PHI read", &read),
+        ("create", &create),
+        ("no-op floor", &floor),
+    ] {
         match &s.usage {
             Some(u) => println!(
                 "{name:<34} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>8.2} {:>8.2}   (machine {:.0} % busy)",
@@ -928,7 +950,7 @@ async fn main() -> Result<()> {
         create.pct(0.95),
         verdict(create.pct(0.95) < 25.0)
     );
-    if read.errors > 0 || create.errors > 0 {
+    if read.errors > 0 || create.errors > 0 || floor.errors > 0 {
         bail!("some requests failed");
     }
     Ok(())
