@@ -20,6 +20,7 @@
 //! reads, so a retry is safe).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use sqlx::postgres::PgConnectOptions;
@@ -115,7 +116,7 @@ async fn worker<L: Lookup>(
     rx: Arc<Mutex<mpsc::Receiver<Job<L>>>>,
 ) {
     let mut batch: Vec<Job<L>> = Vec::with_capacity(MAX_BATCH);
-    let mut conn: Option<PgConnection> = None;
+    let mut conn: Option<WorkerConnection> = None;
     loop {
         {
             // one worker collects while the others run their queries
@@ -160,7 +161,7 @@ async fn worker<L: Lookup>(
 /// broke is dropped and the batch tried once more on a fresh one.
 async fn fetch<L: Lookup>(
     options: &PgConnectOptions,
-    conn: &mut Option<PgConnection>,
+    conn: &mut Option<WorkerConnection>,
     lookup: &L,
     keys: &[L::Key],
 ) -> Result<Vec<(usize, L::Row)>, sqlx::Error> {
@@ -170,7 +171,7 @@ async fn fetch<L: Lookup>(
             Some(c) => c,
             None => conn.insert(connect(options).await?),
         };
-        match lookup.fetch(c, keys).await {
+        match lookup.fetch(&mut *c, keys).await {
             Err(e) if broken(&e) => {
                 *conn = None;
                 if retried {
@@ -186,10 +187,44 @@ async fn fetch<L: Lookup>(
 /// Give up opening a worker's connection after this long (the pool's acquire timeout).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Worker connections open in this process: `db_pool_connections{state="worker"}`.
+static OPEN_WORKER_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
+/// How many worker connections (grouped statements, audit writer) this process holds open.
+pub fn open_worker_connections() -> i64 {
+    OPEN_WORKER_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// A worker's own connection, counted in [`open_worker_connections`] until dropped.
+pub struct WorkerConnection(PgConnection);
+
+impl std::ops::Deref for WorkerConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerConnection {
+    fn drop(&mut self) {
+        OPEN_WORKER_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Open a worker's own connection, within [`CONNECT_TIMEOUT`] (a timeout counts as [`broken`]).
-pub async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+pub async fn connect(options: &PgConnectOptions) -> Result<WorkerConnection, sqlx::Error> {
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
-        Ok(done) => done,
+        Ok(Ok(conn)) => {
+            OPEN_WORKER_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+            Ok(WorkerConnection(conn))
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "connecting to Postgres timed out",

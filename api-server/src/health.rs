@@ -122,6 +122,12 @@ async fn refresh_gauges(state: &AppState) {
         .db_pool_connections
         .with_label_values(&["in_use"])
         .set((size - idle).max(0));
+    // the grouped-statement workers' and the audit writer's own connections
+    state
+        .metrics
+        .db_pool_connections
+        .with_label_values(&["worker"])
+        .set(crate::batch::open_worker_connections());
     let idle_minutes = (state.config.session_idle_timeout.as_secs() / 60) as i32;
     if let Ok(n) = sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM sessions WHERE revoked_at IS NULL \

@@ -122,7 +122,7 @@ impl Metrics {
         for outcome in ["success", "denied", "error"] {
             m.audit_events_total.with_label_values(&[outcome]);
         }
-        for state in ["idle", "in_use"] {
+        for state in ["idle", "in_use", "worker"] {
             m.db_pool_connections.with_label_values(&[state]);
         }
         Ok(Self(std::sync::Arc::new(m)))

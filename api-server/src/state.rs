@@ -177,20 +177,21 @@ mod tests {
         .execute(&pool)
         .await
         .expect("alter database");
-        let show = |mut c: sqlx::PgConnection| async move {
-            let v: String = sqlx::query_scalar("SHOW synchronous_commit")
-                .fetch_one(&mut c)
-                .await
-                .expect("show");
-            v
-        };
-        let plain = sqlx::PgConnection::connect_with(&pool.connect_options())
+        let mut plain = sqlx::PgConnection::connect_with(&pool.connect_options())
             .await
             .expect("connect");
-        assert_eq!(show(plain).await, "off", "the database default applies");
-        let worker = crate::batch::connect(&super::worker_options(&pool))
+        let off: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&mut plain)
+            .await
+            .expect("show");
+        assert_eq!(off, "off", "the database default applies");
+        let mut worker = crate::batch::connect(&super::worker_options(&pool))
             .await
             .expect("connect");
-        assert_eq!(show(worker).await, "on");
+        let on: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&mut *worker)
+            .await
+            .expect("show");
+        assert_eq!(on, "on");
     }
 }

@@ -273,6 +273,15 @@ async fn health_metrics_compliance(pool: PgPool) {
     assert!(!m.text.contains(&id), "raw ids never appear in labels");
     assert!(m.text.contains("patient_operations_total{op=\"read\"} 1"));
     assert!(m.text.contains("active_sessions 1"));
+    // the workers' own connections (session check, patient read, audit writer at least; other
+    // tests in this process may hold more) are counted beside the pool's
+    let workers: i64 = m
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("db_pool_connections{state=\"worker\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("db_pool_connections{state=\"worker\"}");
+    assert!(workers >= 3, "worker connections: {workers}");
 
     let c = app.admin_get("/internal/compliance").await;
     assert_eq!(c.status, 200);

@@ -99,16 +99,16 @@ async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metric
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     // the chain head this writer last committed; None = unknown (read it under the lock)
     let mut head: Option<Head> = None;
-    let mut conn: Option<PgConnection> = None;
+    let mut conn: Option<crate::batch::WorkerConnection> = None;
     loop {
         if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return; // all senders gone: app shut down
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
         let written = match conn {
-            Some(ref mut c) => append(c, &mut head, &events).await,
+            Some(ref mut c) => append(&mut *c, &mut head, &events).await,
             None => match crate::batch::connect(&options).await {
-                Ok(c) => append(conn.insert(c), &mut head, &events).await,
+                Ok(c) => append(&mut *conn.insert(c), &mut head, &events).await,
                 Err(e) => Err(e),
             },
         };
