@@ -107,15 +107,20 @@ pub fn redis_manager(url: &str) -> anyhow::Result<ConnectionManager> {
         .map_err(|_| anyhow::anyhow!("cannot set up the Redis connection manager"))
 }
 
+/// Longest a worker's statement may run (Postgres `statement_timeout` on the workers' own
+/// connections). One worker serves every request of its kind, so a statement stuck behind a lock
+/// would otherwise stall them all until their HTTP timeout; cancelled, its batch fails (`500`, or
+/// `503` for the audit: fail closed) and the worker goes on with the next.
+pub const WORKER_STATEMENT_TIMEOUT_MS: u64 = 10_000;
+
 /// Connect options of the workers that keep their own connection (audit writer, grouped
 /// statements): the pool's, plus durable commits whatever the database default (an audit row or
-/// a new patient is acknowledged only once it is on disk).
+/// a new patient is acknowledged only once it is on disk) and [`WORKER_STATEMENT_TIMEOUT_MS`].
 pub fn worker_options(pool: &PgPool) -> Arc<sqlx::postgres::PgConnectOptions> {
-    Arc::new(
-        (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "on")]),
-    )
+    Arc::new((*pool.connect_options()).clone().options([
+        ("synchronous_commit", "on".to_string()),
+        ("statement_timeout", WORKER_STATEMENT_TIMEOUT_MS.to_string()),
+    ]))
 }
 
 impl AppState {
@@ -163,9 +168,10 @@ mod tests {
     }
 
     /// The workers' own connections commit durably even where the database default is
-    /// `synchronous_commit = off` (they acknowledge audit rows and new patients).
+    /// `synchronous_commit = off` (they acknowledge audit rows and new patients), and cancel a
+    /// statement after [`super::WORKER_STATEMENT_TIMEOUT_MS`].
     #[sqlx::test(migrations = false)]
-    async fn worker_connections_commit_durably_whatever_the_database_default(pool: sqlx::PgPool) {
+    async fn worker_connections_commit_durably_and_time_out_stuck_statements(pool: sqlx::PgPool) {
         use sqlx::Connection;
         let db: String = sqlx::query_scalar("SELECT current_database()")
             .fetch_one(&pool)
@@ -193,5 +199,10 @@ mod tests {
             .await
             .expect("show");
         assert_eq!(on, "on");
+        let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(&mut *worker)
+            .await
+            .expect("show");
+        assert_eq!(timeout, "10s");
     }
 }
