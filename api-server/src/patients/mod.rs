@@ -818,7 +818,9 @@ mod tests {
         }
     }
 
-    fn outcomes(mut rows: Vec<(usize, Inserted)>) -> Vec<Inserted> {
+    /// Run one grouped insert; the outcome of each row, in batch order.
+    async fn insert(conn: &mut sqlx::PgConnection, batch: &[PendingPatient]) -> Vec<Inserted> {
+        let mut rows = PatientInsert.fetch(conn, batch).await.expect("insert");
         rows.sort_by_key(|(i, _)| *i);
         rows.into_iter().map(|(_, r)| r).collect()
     }
@@ -835,21 +837,11 @@ mod tests {
             pending(&keys, by, "mrn 1"), // normalises to MRN-1: loses to the first row
         ];
         let mut conn = pool.acquire().await.expect("connection");
-        let first = outcomes(
-            PatientInsert
-                .fetch(&mut conn, &batch)
-                .await
-                .expect("insert"),
-        );
+        let first = insert(&mut conn, &batch).await;
         assert!(matches!(first[0], Inserted::Created(_)), "{first:?}");
         assert!(matches!(first[1], Inserted::Created(_)), "{first:?}");
         assert_eq!(first[2], Inserted::MrnTaken);
-        let again = outcomes(
-            PatientInsert
-                .fetch(&mut conn, &batch)
-                .await
-                .expect("re-run"),
-        );
+        let again = insert(&mut conn, &batch).await;
         assert_eq!(again, first, "a re-run reports the same outcome");
         let stored: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM patients ORDER BY id")
             .fetch_all(&pool)
@@ -871,12 +863,7 @@ mod tests {
             pending(&keys, by, "MRN-c"),
         ];
         let mut conn = pool.acquire().await.expect("connection");
-        let got = outcomes(
-            PatientInsert
-                .fetch(&mut conn, &batch)
-                .await
-                .expect("insert"),
-        );
+        let got = insert(&mut conn, &batch).await;
         assert!(matches!(got[0], Inserted::Created(_)), "{got:?}");
         assert_eq!(got[1], Inserted::Failed);
         assert!(matches!(got[2], Inserted::Created(_)), "{got:?}");
