@@ -215,6 +215,16 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
         "{}",
         metrics.text
     );
+    // a create whose audit record cannot be written is taken back: no PHI stored unaudited
+    let r = app
+        .post("/api/v1/patients", &doc.token, patient_body("unaudited"))
+        .await;
+    assert_problem(&r, 503);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM patients")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "only the patient created before the outage");
     // recovers once the audit trail is writable again
     sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
         .execute(&app.pool)
@@ -226,6 +236,8 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
             .status,
         200
     );
+    // and the client's retry of the refused create succeeds (the MRN is free)
+    create_patient(&app, &doc, "unaudited").await;
 }
 
 #[sqlx::test]

@@ -437,14 +437,26 @@ pub async fn create(
             break_glass: false,
         },
     );
-    state
+    let audited = state
         .audit
         .record(
             AuditEvent::by(&auth, actions::PATIENT_CREATE, "patient")
                 .resource(id)
                 .patient(id),
         )
-        .await?;
+        .await;
+    if let Err(e) = audited {
+        // No PHI may be stored without its audit record, and the client is told the create
+        // failed (and may retry with the same MRN): take the row back. Nobody has seen it.
+        if let Err(undo) = sqlx::query("DELETE FROM patients WHERE id = $1")
+            .bind(id)
+            .execute(&state.pool)
+            .await
+        {
+            tracing::error!(error = %crate::error_kind(&undo), "an unaudited new patient record could not be removed");
+        }
+        return Err(e);
+    }
     state
         .metrics
         .patient_operations_total
