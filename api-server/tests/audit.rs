@@ -225,6 +225,14 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(stored, 1, "only the patient created before the outage");
+    // an update or a delete whose audit record cannot be written is undone
+    let url = format!("/api/v1/patients/{id}");
+    let r = app
+        .patch(&url, &doc.token, json!({"phone": "+1 555 0777"}))
+        .await;
+    assert_problem(&r, 503);
+    let admin = app.user(Role::Admin).await;
+    assert_problem(&app.delete(&url, &admin.token).await, 503);
     // recovers once the audit trail is writable again
     sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
         .execute(&app.pool)
@@ -236,8 +244,18 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
             .status,
         200
     );
-    // and the client's retry of the refused create succeeds (the MRN is free)
+    let r = app.get(&url, &doc.token).await;
+    assert_eq!(r.status, 200, "the refused delete was undone: {}", r.text);
+    assert_eq!(
+        r.json["phone"], "+1 555 0100",
+        "the refused update was undone"
+    );
+    // and the client's retries succeed (the MRN is free; the record is where it was)
     create_patient(&app, &doc, "unaudited").await;
+    let r = app
+        .patch(&url, &doc.token, json!({"phone": "+1 555 0777"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 #[sqlx::test]

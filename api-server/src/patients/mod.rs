@@ -621,45 +621,55 @@ pub async fn update(
         ));
     }
     let mut phi = model::decrypt(&state.keys, &row)?;
+    let before = phi.clone();
     patch.apply(&mut phi);
     let errs = phi.check();
     if !errs.is_empty() {
         return Err(Error::Validation(errs));
     }
-    let enc = model::encrypt(&state.keys, id, &phi);
-    let mut qb: QueryBuilder<Postgres> =
-        QueryBuilder::new("UPDATE patients SET updated_at = now(), mrn_bidx = ");
-    qb.push_bind(enc.mrn_bidx)
-        .push(", name_dob_bidx = ")
-        .push_bind(enc.name_dob_bidx)
-        .push(", phi_key_id = ")
-        .push_bind(enc.key_id);
-    for (c, v) in ENC_COLUMNS.iter().zip(enc.cols) {
-        qb.push(", ").push(*c).push(" = ").push_bind(v);
-    }
     // optimistic concurrency: the row must be unchanged since it was read
-    qb.push(" WHERE deleted_at IS NULL AND id = ")
-        .push_bind(id)
-        .push(" AND updated_at = ")
-        .push_bind(row.updated_at)
-        .push(" RETURNING updated_at");
-    let updated_at: Option<chrono::DateTime<chrono::Utc>> =
-        match qb.build_query_scalar().fetch_optional(&state.pool).await {
-            Ok(t) => t,
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some("patients_mrn_bidx_key") => {
-                return Err(Error::conflict("a patient with this MRN already exists"))
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let written = write_phi(
+        id,
+        model::encrypt(&state.keys, id, &phi),
+        row.updated_at,
+        None,
+    )
+    .build_query_scalar()
+    .fetch_optional(&state.pool)
+    .await;
+    let updated_at: Option<chrono::DateTime<chrono::Utc>> = match written {
+        Ok(t) => t,
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("patients_mrn_bidx_key") => {
+            return Err(Error::conflict("a patient with this MRN already exists"))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let updated_at = updated_at.ok_or_else(|| {
         Error::conflict("the record was changed concurrently; fetch it and retry")
     })?;
-    audit_access(
+    let audited = audit_access(
         &state,
         access_events(&auth, actions::PATIENT_UPDATE, "patient", id, id, access),
         access == PatientAccess::BreakGlass,
     )
-    .await?;
+    .await;
+    if let Err(e) = audited {
+        // no unaudited change to PHI: put the previous values back (unless the record changed
+        // again meanwhile, which then was audited itself)
+        let undo = write_phi(
+            id,
+            model::encrypt(&state.keys, id, &before),
+            updated_at,
+            Some(row.updated_at),
+        )
+        .build()
+        .execute(&state.pool)
+        .await;
+        if let Err(undo) = undo {
+            tracing::error!(error = %crate::error_kind(&undo), "an unaudited patient update could not be undone");
+        }
+        return Err(e);
+    }
     state
         .metrics
         .patient_operations_total
@@ -674,6 +684,37 @@ pub async fn update(
     )))
 }
 
+/// `UPDATE` of every encrypted column (and blind index) of live patient `id`, only while its
+/// `updated_at` is still `expected` (optimistic concurrency); `updated_at` becomes `stamp`
+/// (`now()` when `None`). Returns the new `updated_at`.
+fn write_phi(
+    id: Uuid,
+    enc: model::Encrypted,
+    expected: chrono::DateTime<chrono::Utc>,
+    stamp: Option<chrono::DateTime<chrono::Utc>>,
+) -> QueryBuilder<Postgres> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE patients SET updated_at = ");
+    match stamp {
+        Some(t) => qb.push_bind(t),
+        None => qb.push("now()"),
+    };
+    qb.push(", mrn_bidx = ")
+        .push_bind(enc.mrn_bidx)
+        .push(", name_dob_bidx = ")
+        .push_bind(enc.name_dob_bidx)
+        .push(", phi_key_id = ")
+        .push_bind(enc.key_id);
+    for (c, v) in ENC_COLUMNS.iter().zip(enc.cols) {
+        qb.push(", ").push(*c).push(" = ").push_bind(v);
+    }
+    qb.push(" WHERE deleted_at IS NULL AND id = ")
+        .push_bind(id)
+        .push(" AND updated_at = ")
+        .push_bind(expected)
+        .push(" RETURNING updated_at");
+    qb
+}
+
 /// Soft-delete a patient (admin). The encrypted row is retained; it no longer appears anywhere.
 #[utoipa::path(delete, path = "/api/v1/patients/{id}", tag = "patients", params(("id" = Uuid, Path)),
     responses((status = 204), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)),
@@ -683,24 +724,38 @@ pub async fn remove(
     Authorized(auth, _): Authorized<perm::PatientDelete>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
-    let done = sqlx::query(
-        "UPDATE patients SET deleted_at = now(), deleted_by = $2 WHERE id = $1 AND deleted_at IS NULL",
+    let deleted_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "UPDATE patients SET deleted_at = now(), deleted_by = $2 WHERE id = $1 AND deleted_at IS NULL \
+         RETURNING deleted_at",
     )
     .bind(id)
     .bind(auth.user_id)
-    .execute(&state.pool)
+    .fetch_optional(&state.pool)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound);
-    }
-    state
+    let deleted_at = deleted_at.ok_or(Error::NotFound)?;
+    let audited = state
         .audit
         .record(
             AuditEvent::by(&auth, actions::PATIENT_DELETE, "patient")
                 .resource(id)
                 .patient(id),
         )
-        .await?;
+        .await;
+    if let Err(e) = audited {
+        // no unaudited delete: the record comes back
+        let undo = sqlx::query(
+            "UPDATE patients SET deleted_at = NULL, deleted_by = NULL \
+             WHERE id = $1 AND deleted_at = $2",
+        )
+        .bind(id)
+        .bind(deleted_at)
+        .execute(&state.pool)
+        .await;
+        if let Err(undo) = undo {
+            tracing::error!(error = %crate::error_kind(&undo), "an unaudited patient delete could not be undone");
+        }
+        return Err(e);
+    }
     state
         .metrics
         .patient_operations_total
