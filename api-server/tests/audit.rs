@@ -258,6 +258,72 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
+/// Appointment bookings, prescriptions and care-team grants are audited before they commit:
+/// when the audit record cannot be written the change is rolled back (no unaudited booking holds
+/// the practitioner's slot, no unaudited prescription takes part in interaction checks), and
+/// the client's retry succeeds once the audit trail is writable again.
+#[sqlx::test]
+async fn writes_whose_audit_fails_are_rolled_back(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let nurse = app.user(Role::Nurse).await;
+    let id = create_patient(&app, &doc, "rollback").await;
+    let start = (chrono::Utc::now() + chrono::Duration::days(2))
+        .format("%Y-%m-%dT10:00:00Z")
+        .to_string();
+    let end = (chrono::Utc::now() + chrono::Duration::days(2))
+        .format("%Y-%m-%dT10:30:00Z")
+        .to_string();
+    let booking = json!({"patient_id": id, "practitioner_id": doc.id, "start": start, "end": end,
+                         "reason": "follow-up"});
+    let rx = json!({"patient_id": id, "medication": {"name": "Amoxicillin"}, "dose": "500 mg",
+                    "route": "oral", "frequency": "three times daily", "duration_days": 7});
+    let grant = json!({"user_id": nurse.id});
+    let care_team = format!("/api/v1/patients/{id}/care-team");
+    let count = |table: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table}"
+            )))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let team_before = count("care_team").await;
+
+    sqlx::query("ALTER TABLE audit_events ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app
+        .post("/api/v1/appointments", &doc.token, booking.clone())
+        .await;
+    assert_problem(&r, 503);
+    let r = app
+        .post("/api/v1/prescriptions", &doc.token, rx.clone())
+        .await;
+    assert_problem(&r, 503);
+    let r = app.post(&care_team, &doc.token, grant.clone()).await;
+    assert_problem(&r, 503);
+    assert_eq!(count("appointments").await, 0);
+    assert_eq!(count("prescriptions").await, 0);
+    assert_eq!(count("care_team").await, team_before);
+
+    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app.post("/api/v1/appointments", &doc.token, booking).await;
+    assert_eq!(r.status, 201, "the slot is free: {}", r.text);
+    let r = app.post("/api/v1/prescriptions", &doc.token, rx).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = app.post(&care_team, &doc.token, grant).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(count("care_team").await, team_before + 1);
+}
+
 #[sqlx::test]
 async fn concurrent_reads_share_audit_commits(pool: PgPool) {
     let app = TestApp::new(pool).await;

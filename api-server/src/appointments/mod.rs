@@ -474,6 +474,7 @@ pub async fn create(
     }
     let id = Uuid::now_v7();
     let reason = encrypt_reason(&state.keys, id, body.reason.as_deref());
+    let mut tx = state.pool.begin().await?;
     let (created_at,): (DateTime<Utc>,) = sqlx::query_as(
         "INSERT INTO appointments (id, patient_id, practitioner_id, start_at, end_at, reason, phi_key_id, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at",
@@ -486,7 +487,7 @@ pub async fn create(
     .bind(reason)
     .bind(state.keys.active_key_id())
     .bind(auth.user_id)
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await
     .map_err(write_error)?;
     // booking yourself puts you in the care team (see rbac.rs)
@@ -495,6 +496,8 @@ pub async fn create(
         auth.role,
         relation(&auth, body.patient_id, in_care_team, false),
     );
+    // audited before COMMIT: if the audit record cannot be written the booking is rolled back
+    // (dropping `tx`) and does not hold the practitioner's slot
     state
         .audit
         .record(
@@ -503,6 +506,7 @@ pub async fn create(
                 .patient(body.patient_id),
         )
         .await?;
+    tx.commit().await.map_err(write_error)?;
     state.metrics.appointment_bookings_total.inc();
     let clinical = access.clinical();
     Ok((

@@ -829,14 +829,16 @@ pub async fn add_care_team(
             ))
         }
     }
+    let mut tx = state.pool.begin().await?;
     sqlx::query(
         "INSERT INTO care_team (patient_id, user_id, added_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
     .bind(id)
     .bind(body.user_id)
     .bind(auth.user_id)
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await?;
+    // audited before COMMIT: without its audit record the grant is rolled back (dropping `tx`)
     state
         .audit
         .record(
@@ -845,6 +847,7 @@ pub async fn add_care_team(
                 .patient(id),
         )
         .await?;
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(CareTeamMember {

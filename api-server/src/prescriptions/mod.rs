@@ -552,7 +552,6 @@ pub async fn create(
     .bind(ends_at)
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
 
     let mut events = access_events(&auth, actions::CREATE, id, body.patient_id, access);
     if let Some(reason) = override_reason {
@@ -566,7 +565,10 @@ pub async fn create(
                 .purpose(reason),
         );
     }
+    // audited before COMMIT: if the audit record cannot be written the prescription is rolled
+    // back (dropping `tx`), so no unaudited prescription exists or takes part in later checks
     audit_access(&state, events).await?;
+    tx.commit().await?;
     state.metrics.prescriptions_created_total.inc();
     Ok((
         StatusCode::CREATED,
