@@ -292,11 +292,63 @@ async fn writes_whose_audit_fails_are_rolled_back(pool: PgPool) {
         }
     };
     let team_before = count("care_team").await;
+    // existing records to change while the audit trail refuses writes
+    let day3 = chrono::Utc::now() + chrono::Duration::days(3);
+    let earlier = json!({"patient_id": id, "practitioner_id": doc.id,
+                         "start": day3.format("%Y-%m-%dT09:00:00Z").to_string(),
+                         "end": day3.format("%Y-%m-%dT09:30:00Z").to_string(), "reason": "intake"});
+    let r = app.post("/api/v1/appointments", &doc.token, earlier).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let appt = format!("/api/v1/appointments/{}", r.json["id"].as_str().unwrap());
+    let mut first_rx = rx.clone();
+    first_rx["medication"]["name"] = json!("Paracetamol");
+    let r = app
+        .post("/api/v1/prescriptions", &doc.token, first_rx)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let presc = format!("/api/v1/prescriptions/{}", r.json["id"].as_str().unwrap());
+    let admin = app.user(Role::Admin).await;
+    let account = format!("/api/v1/users/{}", nurse.id);
+    let appointments_before = count("appointments").await;
+    let users_before = count("users").await;
 
     sqlx::query("ALTER TABLE audit_events ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
         .execute(&app.pool)
         .await
         .unwrap();
+    let r = app
+        .patch(&appt, &doc.token, json!({"reason": "changed"}))
+        .await;
+    assert_problem(&r, 503);
+    assert_problem(
+        &app.post(&format!("{appt}/cancel"), &doc.token, json!({}))
+            .await,
+        503,
+    );
+    assert_problem(
+        &app.post(&format!("{presc}/discontinue"), &doc.token, json!({}))
+            .await,
+        503,
+    );
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "unaudited@example.org", "password": "a long enough password",
+                   "role": "nurse", "display_name": "Unaudited"}),
+        )
+        .await;
+    assert_problem(&r, 503);
+    assert_problem(
+        &app.patch(&account, &admin.token, json!({"active": false}))
+            .await,
+        503,
+    );
+    assert_eq!(
+        count("users").await,
+        users_before,
+        "the new account was taken back"
+    );
     let r = app
         .post("/api/v1/appointments", &doc.token, booking.clone())
         .await;
@@ -307,8 +359,8 @@ async fn writes_whose_audit_fails_are_rolled_back(pool: PgPool) {
     assert_problem(&r, 503);
     let r = app.post(&care_team, &doc.token, grant.clone()).await;
     assert_problem(&r, 503);
-    assert_eq!(count("appointments").await, 0);
-    assert_eq!(count("prescriptions").await, 0);
+    assert_eq!(count("appointments").await, appointments_before);
+    assert_eq!(count("prescriptions").await, 1);
     assert_eq!(count("care_team").await, team_before);
 
     sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT refuse_all")
@@ -322,6 +374,16 @@ async fn writes_whose_audit_fails_are_rolled_back(pool: PgPool) {
     let r = app.post(&care_team, &doc.token, grant).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(count("care_team").await, team_before + 1);
+    // the refused changes were rolled back
+    let r = app.get(&appt, &doc.token).await;
+    assert_eq!(
+        (r.json["status"].as_str(), r.json["reason"].as_str()),
+        (Some("booked"), Some("intake"))
+    );
+    let r = app.get(&presc, &doc.token).await;
+    assert_eq!(r.json["status"], "active");
+    let r = app.get(&account, &admin.token).await;
+    assert_eq!(r.json["active"], true);
 }
 
 #[sqlx::test]

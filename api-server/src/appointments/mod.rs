@@ -724,6 +724,7 @@ pub async fn update(
         None => row.reason(&state.keys)?,
     };
     let reason = encrypt_reason(&state.keys, id, reason_plain.as_deref());
+    let mut tx = state.pool.begin().await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE appointments SET practitioner_id = $2, start_at = $3, end_at = $4, reason = $5, \
          phi_key_id = $6, status = $7, updated_at = now() \
@@ -737,17 +738,19 @@ pub async fn update(
     .bind(state.keys.active_key_id())
     .bind(status.as_str())
     .bind(row.updated_at)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(write_error)?;
     let (updated_at,) = updated.ok_or_else(|| {
         Error::conflict("the appointment was changed concurrently; fetch it and retry")
     })?;
+    // audited before COMMIT (rolled back without its audit record)
     audit_access(
         &state,
         access_events(&auth, actions::UPDATE, id, row.patient_id, access),
     )
     .await?;
+    tx.commit().await.map_err(write_error)?;
     let clinical = access.clinical();
     Ok(Json(Appointment {
         id,
@@ -780,13 +783,14 @@ pub async fn cancel(
     if !current.can_become(Status::Cancelled) {
         return Err(transition_conflict(current, Status::Cancelled));
     }
+    let mut tx = state.pool.begin().await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE appointments SET status = 'cancelled', updated_at = now() \
          WHERE id = $1 AND status = $2 RETURNING updated_at",
     )
     .bind(id)
     .bind(current.as_str())
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let (updated_at,) = updated.ok_or_else(|| {
         Error::conflict("the appointment was changed concurrently; fetch it and retry")
@@ -794,11 +798,13 @@ pub async fn cancel(
     row.status = Status::Cancelled.as_str().into();
     row.updated_at = updated_at;
     let appointment = row.to_api(&state.keys, access)?;
+    // audited before COMMIT (rolled back without its audit record)
     audit_access(
         &state,
         access_events(&auth, actions::CANCEL, id, row.patient_id, access),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(appointment))
 }
 

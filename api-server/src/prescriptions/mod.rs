@@ -711,6 +711,7 @@ pub async fn discontinue(
     Path(id): Path<Uuid>,
 ) -> Result<Json<Prescription>, Error> {
     let (mut row, access) = load_for(&state, &auth, id).await?;
+    let mut tx = state.pool.begin().await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE prescriptions SET status = 'discontinued', discontinued_at = now(), \
          discontinued_by = $2, updated_at = now() \
@@ -718,7 +719,7 @@ pub async fn discontinue(
     )
     .bind(id)
     .bind(auth.user_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((at,)) = updated else {
         let current = if row.status == "discontinued" {
@@ -735,10 +736,12 @@ pub async fn discontinue(
     row.discontinued_by = Some(auth.user_id);
     row.updated_at = at;
     let p = row.decrypt(&state.keys)?;
+    // audited before COMMIT (rolled back without its audit record)
     audit_access(
         &state,
         access_events(&auth, actions::DISCONTINUE, id, row.patient_id, access),
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(p))
 }

@@ -315,10 +315,21 @@ pub async fn create(
         body.patient_id,
     )
     .await?;
-    state
+    let audited = state
         .audit
         .record(AuditEvent::by(&auth, actions::USER_CREATE, "user").resource(user.id))
-        .await?;
+        .await;
+    if let Err(e) = audited {
+        // no unaudited account: take it back (it has never been used; a retry works)
+        if let Err(undo) = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user.id)
+            .execute(&state.pool)
+            .await
+        {
+            tracing::error!(error = %crate::error_kind(&undo), "an unaudited new account could not be removed");
+        }
+        return Err(e);
+    }
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -470,10 +481,11 @@ pub async fn update(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
+    // audited before COMMIT (rolled back without its audit record)
     state
         .audit
         .record(AuditEvent::by(&auth, actions::USER_UPDATE, "user").resource(id))
         .await?;
+    tx.commit().await?;
     Ok(Json(user))
 }
