@@ -17,7 +17,8 @@
 //! which at ~5 lookups per batch was half of all Postgres round trips of a PHI read. The
 //! connection is opened with the pool's options on first use and again after it breaks; a
 //! batch that failed because its connection broke is retried once on a new one (lookups are
-//! reads, so a retry is safe).
+//! reads, and a grouped write must be idempotent — see [`crate::patients::PatientInsert`] — so a
+//! retry is safe).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -38,7 +39,9 @@ pub const MAX_BATCH: usize = 256;
 pub const WORKERS: usize = 1;
 const QUEUE: usize = 4096;
 
-/// One kind of lookup: how to answer a batch of keys with one query.
+/// One kind of grouped statement: how to answer a batch of keys with one query. A batch may run
+/// twice (after its connection broke, possibly once it had committed): a statement that writes
+/// must give the same answers when run again.
 pub trait Lookup: Send + Sync + 'static {
     type Key: Send + Sync + 'static;
     type Row: Send + 'static;
@@ -119,7 +122,7 @@ async fn worker<L: Lookup>(
     let mut conn: Option<WorkerConnection> = None;
     loop {
         {
-            // one worker collects while the others run their queries
+            // one worker collects while any others run their queries
             let mut rx = rx.lock().await;
             if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
                 return; // all handles gone: app shut down

@@ -50,7 +50,8 @@ fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// Postgres connections one API pod opens at most: its pool plus its lookup workers
+/// Postgres connections one API pod opens at most: its pool, its grouped-statement workers and
+/// its audit writer
 /// (`caduceus-api`: `state::POOL_SIZE` + `state::BATCH_KINDS` × `batch::WORKERS` +
 /// `state::AUDIT_CONNECTIONS`; docs/contracts.md).
 pub const API_CONNECTIONS_PER_POD: i32 = 16;
