@@ -170,11 +170,8 @@ async fn fetch<L: Lookup>(
 ) -> Result<Vec<(usize, L::Row)>, sqlx::Error> {
     let mut retried = false;
     loop {
-        let c = match conn {
-            Some(c) => c,
-            None => conn.insert(connect(options).await?),
-        };
-        match lookup.fetch(&mut *c, keys).await {
+        let c = open(conn, options).await?;
+        match lookup.fetch(c, keys).await {
             Err(e) if broken(&e) => {
                 *conn = None;
                 if retried {
@@ -233,6 +230,19 @@ pub async fn connect(options: &PgConnectOptions) -> Result<WorkerConnection, sql
             "connecting to Postgres timed out",
         ))),
     }
+}
+
+/// The worker's connection, opened with `options` when it has none (first use, or after it
+/// broke and was dropped).
+pub async fn open<'c>(
+    conn: &'c mut Option<WorkerConnection>,
+    options: &PgConnectOptions,
+) -> Result<&'c mut PgConnection, sqlx::Error> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(connect(options).await?),
+    };
+    Ok(&mut c.0)
 }
 
 /// The connection (not the query) failed: it cannot be used again. Besides I/O and protocol

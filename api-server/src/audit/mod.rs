@@ -298,6 +298,19 @@ struct ChainRow {
     hash: Vec<u8>,
 }
 
+/// Take back a committed change whose audit record could not be written (fail closed: no change
+/// is kept unaudited). `undo` reverses it; if even that fails (typically the database is down as
+/// well), the failure is logged, without values, as `what` and the change stays.
+pub async fn undo_unaudited(
+    pool: &sqlx::PgPool,
+    undo: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    what: &str,
+) {
+    if let Err(e) = undo.execute(pool).await {
+        tracing::error!(error = %crate::error_kind(&e), change = what, "an unaudited change could not be undone");
+    }
+}
+
 /// Minimum audit retention enforced by the database trigger (six years).
 pub const MIN_RETENTION_DAYS: u32 = 2190;
 

@@ -105,12 +105,9 @@ async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metric
             return; // all senders gone: app shut down
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
-        let written = match conn {
-            Some(ref mut c) => append(&mut *c, &mut head, &events).await,
-            None => match crate::batch::connect(&options).await {
-                Ok(c) => append(&mut *conn.insert(c), &mut head, &events).await,
-                Err(e) => Err(e),
-            },
+        let written = match crate::batch::open(&mut conn, &options).await {
+            Ok(c) => append(c, &mut head, &events).await,
+            Err(e) => Err(e),
         };
         let ok = match written {
             Ok(()) => true,

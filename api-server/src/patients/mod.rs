@@ -448,13 +448,8 @@ pub async fn create(
     if let Err(e) = audited {
         // No PHI may be stored without its audit record, and the client is told the create
         // failed (and may retry with the same MRN): take the row back. Nobody has seen it.
-        if let Err(undo) = sqlx::query("DELETE FROM patients WHERE id = $1")
-            .bind(id)
-            .execute(&state.pool)
-            .await
-        {
-            tracing::error!(error = %crate::error_kind(&undo), "an unaudited new patient record could not be removed");
-        }
+        let undo = sqlx::query("DELETE FROM patients WHERE id = $1").bind(id);
+        crate::audit::undo_unaudited(&state.pool, undo, "patient create").await;
         return Err(e);
     }
     state
@@ -656,18 +651,13 @@ pub async fn update(
     if let Err(e) = audited {
         // no unaudited change to PHI: put the previous values back (unless the record changed
         // again meanwhile, which then was audited itself)
-        let undo = write_phi(
+        let mut undo = write_phi(
             id,
             model::encrypt(&state.keys, id, &before),
             updated_at,
             Some(row.updated_at),
-        )
-        .build()
-        .execute(&state.pool)
-        .await;
-        if let Err(undo) = undo {
-            tracing::error!(error = %crate::error_kind(&undo), "an unaudited patient update could not be undone");
-        }
+        );
+        crate::audit::undo_unaudited(&state.pool, undo.build(), "patient update").await;
         return Err(e);
     }
     state
@@ -748,12 +738,8 @@ pub async fn remove(
              WHERE id = $1 AND deleted_at = $2",
         )
         .bind(id)
-        .bind(deleted_at)
-        .execute(&state.pool)
-        .await;
-        if let Err(undo) = undo {
-            tracing::error!(error = %crate::error_kind(&undo), "an unaudited patient delete could not be undone");
-        }
+        .bind(deleted_at);
+        crate::audit::undo_unaudited(&state.pool, undo, "patient delete").await;
         return Err(e);
     }
     state

@@ -321,13 +321,8 @@ pub async fn create(
         .await;
     if let Err(e) = audited {
         // no unaudited account: take it back (it has never been used; a retry works)
-        if let Err(undo) = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(user.id)
-            .execute(&state.pool)
-            .await
-        {
-            tracing::error!(error = %crate::error_kind(&undo), "an unaudited new account could not be removed");
-        }
+        let undo = sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id);
+        crate::audit::undo_unaudited(&state.pool, undo, "account create").await;
         return Err(e);
     }
     Ok((StatusCode::CREATED, Json(user)))
