@@ -1,7 +1,8 @@
 //! Rate limiting shared by all replicas through Redis, with a local fallback.
 //!
 //! Algorithm: GCRA (generic cell rate algorithm), executed atomically in Redis by a Lua script
-//! ([`GCRA_SCRIPT`], Redis server time, so replicas agree). Limits are per minute with a burst of
+//! ([`GCRA_SCRIPT`], Redis server time, so replicas agree). Concurrent requests are decided by one
+//! script call per group ([`redis_worker`]), exactly as one call each would decide them. Limits are per minute with a burst of
 //! the full minute's allowance. Keys: `<prefix>rl:ip:<ip>`, `<prefix>rl:user:<user id>` and, for
 //! `POST /auth/login`, `<prefix>rl:login:<ip>` with the stricter login limit.
 //!
@@ -23,40 +24,135 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::state::AppState;
 
-/// GCRA over several buckets in one round trip. KEYS = buckets, ARGV[i] = limit per minute of
-/// KEYS[i]. A request is admitted only if every bucket admits it (then all are charged).
-/// Returns {allowed (0/1), limit, remaining, retry_after_ms, reset_ms} of the tightest bucket.
+/// GCRA for a group of requests in one round trip (see [`Limiter::check`]).
+///
+/// `ARGV[1]` = n requests; `ARGV[1 + r]` = how many buckets request r has; then one limit per
+/// minute for every key, in `KEYS` order (request 1's buckets first). Requests are decided in
+/// order, exactly as n separate calls would be: a request is admitted only if every one of its
+/// buckets admits it, and then all of them are charged; a refused request charges nothing. A key
+/// shared by several requests (one user's concurrent calls) is read once and written once.
+/// Returns, per request, {allowed (0/1), limit, remaining, retry_after_ms, reset_ms} of its
+/// tightest bucket.
 pub const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local period = 60000
-local best = nil
-local new_tats = {}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i])
-  local interval = period / limit
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allow_at = new_tat - period
-  if now < allow_at then
-    return {0, limit, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+local n = tonumber(ARGV[1])
+local tat = {}
+local order = {}
+local out = {}
+local k = 0
+for r = 1, n do
+  local c = tonumber(ARGV[1 + r])
+  local best = nil
+  local denied = nil
+  local new_tats = {}
+  for j = 1, c do
+    local key = KEYS[k + j]
+    local limit = tonumber(ARGV[1 + n + k + j])
+    local interval = period / limit
+    local cur = tat[key]
+    if cur == nil then
+      cur = tonumber(redis.call('GET', key) or now)
+      tat[key] = cur
+    end
+    if cur < now then cur = now end
+    local new_tat = cur + interval
+    local allow_at = new_tat - period
+    if now < allow_at then
+      denied = {0, limit, 0, math.ceil(allow_at - now), math.ceil(cur - now)}
+      break
+    end
+    new_tats[j] = new_tat
+    local remaining = math.floor((period - (new_tat - now)) / interval)
+    if best == nil or remaining < best[3] then
+      best = {1, limit, remaining, 0, math.ceil(new_tat - now)}
+    end
   end
-  new_tats[i] = new_tat
-  local remaining = math.floor((period - (new_tat - now)) / interval)
-  if best == nil or remaining < best[3] then
-    best = {1, limit, remaining, 0, math.ceil(new_tat - now)}
+  if denied == nil then
+    for j = 1, c do
+      local key = KEYS[k + j]
+      if order[key] == nil then
+        order[key] = true
+        order[#order + 1] = key
+      end
+      tat[key] = new_tats[j]
+    end
   end
+  local d = denied or best or {1, 0, 0, 0, 0}
+  for i = 1, 5 do out[#out + 1] = d[i] end
+  k = k + c
 end
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, tostring(new_tats[i]), 'PX', math.ceil(new_tats[i] - now) + 1000)
+for _, key in ipairs(order) do
+  local v = tat[key]
+  redis.call('SET', key, tostring(v), 'PX', math.ceil(v - now) + 1000)
 end
-return best
+return out
 "#;
+
+/// Most requests decided by one Redis call.
+const MAX_GROUP: usize = 256;
+
+/// How long one grouped Redis call may take before its requests use the local limiter.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// One request's buckets (full Redis key, limit per minute), queued for the next Redis call.
+struct Pending {
+    buckets: Vec<(String, u32)>,
+    reply: oneshot::Sender<Option<Decision>>,
+}
+
+/// The Redis side of the limiter: every request that arrives while a call is in flight is
+/// decided by the next call, [`GCRA_SCRIPT`] over the whole group. Under load this is one
+/// round trip and one script run for many requests instead of one each (and one read and write
+/// per distinct bucket); an idle limiter sends a lone request at once. A failed or timed-out call
+/// answers `None` to each of its requests, which then use the local limiter.
+async fn redis_worker(
+    mut conn: ConnectionManager,
+    script: redis::Script,
+    mut rx: mpsc::Receiver<Pending>,
+    calls: Arc<AtomicU64>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        calls.fetch_add(1, Ordering::Relaxed);
+        let mut inv = script.prepare_invoke();
+        inv.arg(group.len());
+        for p in &group {
+            inv.arg(p.buckets.len());
+        }
+        for p in &group {
+            for (key, limit) in &p.buckets {
+                inv.key(key.as_str());
+                inv.arg(*limit);
+            }
+        }
+        let call = inv.invoke_async::<Vec<i64>>(&mut conn);
+        let flat = match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(flat)) if flat.len() == group.len() * 5 => Some(flat),
+            _ => None,
+        };
+        for (i, p) in group.drain(..).enumerate() {
+            let decision = flat.as_ref().map(|f| {
+                let v = &f[i * 5..i * 5 + 5];
+                Decision {
+                    allowed: v[0] == 1,
+                    limit: v[1].max(0) as u32,
+                    remaining: v[2].max(0) as u32,
+                    retry_after_secs: (v[3].max(0) as u64).div_ceil(1000),
+                    reset_secs: (v[4].max(0) as u64).div_ceil(1000),
+                }
+            });
+            // the request may have given up waiting; nothing to do then
+            let _ = p.reply.send(decision);
+        }
+    }
+}
 
 /// After a Redis failure, use the local limiter for this long before trying Redis again.
 const REDIS_RETRY_AFTER_MS: u64 = 5_000;
@@ -83,9 +179,13 @@ pub struct Decision {
 
 /// The limiter: Redis when available, otherwise per-process GCRA.
 pub struct Limiter {
+    /// For readiness pings.
     redis: Option<ConnectionManager>,
+    /// Queue of the grouped Redis calls ([`redis_worker`]).
+    redis_tx: Option<mpsc::Sender<Pending>>,
+    /// Grouped Redis calls made so far.
+    redis_calls: Arc<AtomicU64>,
     prefix: String,
-    script: redis::Script,
     redis_healthy: AtomicBool,
     /// Unix ms until which Redis is not tried again after a failure (circuit breaker), so an
     /// outage costs one timeout per few seconds, not one per request.
@@ -101,18 +201,31 @@ fn quota(per_minute: u32) -> Quota {
 }
 
 impl Limiter {
+    /// With Redis, spawns the task that makes the grouped Redis calls (needs a Tokio runtime).
     pub fn new(
         redis: Option<ConnectionManager>,
         prefix: &str,
         per_minute: u32,
         login_per_minute: u32,
     ) -> Self {
+        let redis_calls = Arc::new(AtomicU64::new(0));
+        let redis_tx = redis.as_ref().map(|conn| {
+            let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+            tokio::spawn(redis_worker(
+                conn.clone(),
+                redis::Script::new(GCRA_SCRIPT),
+                rx,
+                redis_calls.clone(),
+            ));
+            tx
+        });
         Self {
+            redis_calls,
             redis_healthy: AtomicBool::new(redis.is_some()),
             redis_retry_at_ms: AtomicU64::new(0),
             redis,
+            redis_tx,
             prefix: prefix.to_string(),
-            script: redis::Script::new(GCRA_SCRIPT),
             general: RateLimiter::keyed(quota(per_minute)).with_middleware(),
             login: RateLimiter::keyed(quota(login_per_minute)).with_middleware(),
             general_limit: per_minute,
@@ -129,6 +242,11 @@ impl Limiter {
         }
     }
 
+    /// Grouped Redis calls made so far (each decides one or more requests).
+    pub fn redis_calls(&self) -> u64 {
+        self.redis_calls.load(Ordering::Relaxed)
+    }
+
     /// Redis is configured but the last call failed.
     pub fn degraded(&self) -> bool {
         self.redis.is_some() && !self.redis_healthy.load(Ordering::Relaxed)
@@ -136,31 +254,31 @@ impl Limiter {
 
     async fn check_redis(
         &self,
-        conn: &ConnectionManager,
+        tx: &mpsc::Sender<Pending>,
         buckets: &[(String, bool)],
     ) -> Option<Decision> {
-        let mut conn = conn.clone();
-        let mut inv = self.script.prepare_invoke();
-        for (key, login) in buckets {
-            inv.key(format!("{}rl:{key}", self.prefix));
-            inv.arg(if *login {
-                self.login_limit
-            } else {
-                self.general_limit
-            });
-        }
-        let fut = inv.invoke_async::<(i64, i64, i64, i64, i64)>(&mut conn);
-        match tokio::time::timeout(Duration::from_millis(250), fut).await {
-            Ok(Ok((allowed, limit, remaining, retry_ms, reset_ms))) => {
+        let buckets = buckets
+            .iter()
+            .map(|(key, login)| {
+                let limit = if *login {
+                    self.login_limit
+                } else {
+                    self.general_limit
+                };
+                (format!("{}rl:{key}", self.prefix), limit)
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        let asked = async {
+            tx.send(Pending { buckets, reply }).await.ok()?;
+            answer.await.ok().flatten()
+        };
+        // queued behind at most one call in flight, itself bounded by REDIS_TIMEOUT
+        match tokio::time::timeout(2 * REDIS_TIMEOUT, asked).await {
+            Ok(Some(d)) => {
                 self.redis_healthy.store(true, Ordering::Relaxed);
                 self.redis_retry_at_ms.store(0, Ordering::Relaxed);
-                Some(Decision {
-                    allowed: allowed == 1,
-                    limit: limit.max(0) as u32,
-                    remaining: remaining.max(0) as u32,
-                    retry_after_secs: (retry_ms.max(0) as u64).div_ceil(1000),
-                    reset_secs: (reset_ms.max(0) as u64).div_ceil(1000),
-                })
+                Some(d)
             }
             _ => {
                 self.redis_retry_at_ms
@@ -208,9 +326,9 @@ impl Limiter {
 
     /// Check several buckets (`true` = login limit) at once; the tightest decision wins.
     pub async fn check(&self, buckets: &[(String, bool)]) -> Decision {
-        if let Some(conn) = &self.redis {
+        if let Some(tx) = &self.redis_tx {
             if unix_ms() >= self.redis_retry_at_ms.load(Ordering::Relaxed) {
-                if let Some(d) = self.check_redis(conn, buckets).await {
+                if let Some(d) = self.check_redis(tx, buckets).await {
                     return d;
                 }
             }
@@ -298,4 +416,83 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     let mut resp = next.run(req).await;
     set_headers(resp.headers_mut(), &decision);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A limiter on the test Redis with a fresh key prefix and `per_minute` for every bucket.
+    fn limiter(per_minute: u32) -> Arc<Limiter> {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let conn = crate::state::redis_manager(&url).expect("redis url");
+        let prefix = format!("test-rl-{}:", uuid::Uuid::now_v7());
+        Arc::new(Limiter::new(Some(conn), &prefix, per_minute, per_minute))
+    }
+
+    fn buckets(keys: &[&str]) -> Vec<(String, bool)> {
+        keys.iter().map(|k| (k.to_string(), false)).collect()
+    }
+
+    /// Decide `reqs` concurrently; the decisions in request order.
+    async fn concurrently(l: &Arc<Limiter>, reqs: Vec<Vec<(String, bool)>>) -> Vec<Decision> {
+        let tasks: Vec<_> = reqs
+            .into_iter()
+            .map(|b| {
+                let l = l.clone();
+                tokio::spawn(async move { l.check(&b).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    }
+
+    /// 40 concurrent requests of one client against a limit of 10: far fewer Redis calls than
+    /// requests, and the same outcome as 40 calls one by one: exactly 10 admitted, each seeing
+    /// a different `remaining` (9 down to 0), 30 refused with a retry time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_calls_decide_as_one_call_per_request() {
+        let l = limiter(10);
+        let decisions = concurrently(&l, vec![buckets(&["ip:10.0.0.1", "user:u1"]); 40]).await;
+        assert!(!l.degraded(), "redis answered");
+        let mut remaining: Vec<u32> = decisions
+            .iter()
+            .filter(|d| d.allowed)
+            .map(|d| d.remaining)
+            .collect();
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..10).collect::<Vec<_>>());
+        let refused: Vec<_> = decisions.iter().filter(|d| !d.allowed).collect();
+        assert_eq!(refused.len(), 30);
+        assert!(refused
+            .iter()
+            .all(|d| d.retry_after_secs >= 1 && d.limit == 10));
+        assert!(
+            l.redis_calls() < 40,
+            "{} calls for 40 requests",
+            l.redis_calls()
+        );
+    }
+
+    /// Within a group, a refused request charges none of its buckets: a client whose user bucket
+    /// is spent does not use up its IP's allowance.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_request_charges_nothing() {
+        let l = limiter(3);
+        for _ in 0..3 {
+            assert!(l.check(&buckets(&["ip:a", "user:u2"])).await.allowed);
+        }
+        let mut reqs = vec![buckets(&["ip:b", "user:u2"]); 6];
+        reqs.push(buckets(&["ip:b"]));
+        let decisions = concurrently(&l, reqs).await;
+        assert!(decisions[..6].iter().all(|d| !d.allowed));
+        assert!(decisions[6].allowed);
+        assert_eq!(decisions[6].remaining, 2, "ip:b charged once");
+        // and the state written back to Redis is what the next call sees
+        assert_eq!(l.check(&buckets(&["ip:b"])).await.remaining, 1);
+        assert!(!l.degraded());
+    }
 }

@@ -45,12 +45,19 @@ pub fn issue_access(
     )
 }
 
-pub fn decode_access(key: &[u8], token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+/// What an access token must satisfy: HS256 only, no leeway on `exp`, our issuer, `exp`, `sub`
+/// and `iss` present. Built once (it is checked on every request).
+static ACCESS_VALIDATION: std::sync::LazyLock<Validation> = std::sync::LazyLock::new(|| {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 0;
     v.set_issuer(&[ISSUER]);
     v.set_required_spec_claims(&["exp", "sub", "iss"]);
-    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &v).map(|d| d.claims)
+    v
+});
+
+pub fn decode_access(key: &[u8], token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &ACCESS_VALIDATION)
+        .map(|d| d.claims)
 }
 
 /// A fresh opaque refresh token (256 random bits, base64url).
