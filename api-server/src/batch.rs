@@ -395,16 +395,18 @@ mod tests {
         .execute(&mut *conn)
         .await
         .expect("seed");
-        for (name, sql, table) in [
+        for (name, sql, tables, args) in [
             (
                 "session",
-                crate::auth::SESSION_LOOKUP_SQL.to_string(),
-                "sessions",
+                crate::auth::SESSION_LOOKUP_SQL.clone(),
+                &["sessions"][..],
+                2,
             ),
             (
-                "patient",
-                crate::patients::PATIENT_LOOKUP_SQL.clone(),
-                "patients",
+                "session_patient",
+                crate::patients::SESSION_PATIENT_LOOKUP_SQL.clone(),
+                &["sessions", "patients"][..],
+                3,
             ),
         ] {
             let ids = format!(
@@ -414,9 +416,11 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            let plan =
-                crate::testing::generic_plan(&mut conn, name, &sql, &format!("{ids}, {ids}")).await;
-            assert!(plan.contains(&format!("{table}_pkey")), "{name}:\n{plan}");
+            let args = vec![ids; args].join(", ");
+            let plan = crate::testing::generic_plan(&mut conn, name, &sql, &args).await;
+            for table in tables {
+                assert!(plan.contains(&format!("{table}_pkey")), "{name}:\n{plan}");
+            }
             for big in ["sessions", "users", "patients", "care_team", "appointments"] {
                 assert!(
                     !plan.contains(&format!("Seq Scan on {big}")),

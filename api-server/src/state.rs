@@ -14,7 +14,7 @@ use crate::batch::Batcher;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::metrics::Metrics;
-use crate::patients::{PatientInsert, PatientLookup};
+use crate::patients::{PatientInsert, SessionPatientLookup};
 use crate::ratelimit::Limiter;
 
 /// Everything a request may need, behind one `Arc`: axum clones the state for every layer and
@@ -40,8 +40,9 @@ pub struct Shared {
     pub audit: AuditWriter,
     /// Grouped session checks (every authenticated request).
     pub sessions: Batcher<SessionLookup>,
-    /// Grouped patient reads (`GET /patients/{id}`).
-    pub patient_reads: Batcher<PatientLookup>,
+    /// Grouped session checks with patient reads (`GET`/`PATCH /patients/{id}`): one statement
+    /// for both.
+    pub patient_reads: Batcher<SessionPatientLookup>,
     /// Grouped patient registrations (`POST /patients`): one statement and one commit per batch.
     pub patient_inserts: Batcher<PatientInsert>,
     pub limiter: Arc<Limiter>,
@@ -154,7 +155,7 @@ impl AppState {
         let audit = AuditWriter::spawn(options.clone(), metrics.clone());
         Ok(Self(Arc::new(Shared {
             sessions: Batcher::spawn(options.clone(), SessionLookup),
-            patient_reads: Batcher::spawn(options.clone(), PatientLookup),
+            patient_reads: Batcher::spawn(options.clone(), SessionPatientLookup),
             patient_inserts: Batcher::spawn(options, PatientInsert),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),

@@ -549,3 +549,99 @@ async fn retention_purges_old_soft_deleted_patients(pool: PgPool) {
             .valid
     );
 }
+
+/// `GET` and `PATCH /patients/{id}` check the session and read the record in one grouped
+/// statement: every session rule still holds there (ended, deactivated, idle → 401, also for
+/// a record that exists), a live session gets 404 for a missing or deleted record, and a path
+/// that is not a UUID is still 401 without a token and 400 with one.
+#[sqlx::test]
+async fn the_record_route_checks_the_session_in_the_same_statement(pool: PgPool) {
+    let app = TestApp::new(pool.clone()).await;
+    let doc = app.user(Role::Physician).await;
+    let admin = app.user(Role::Admin).await;
+    let id = create_patient(&app, &doc, "sess1").await;
+    let gone = create_patient(&app, &doc, "sess2").await;
+    let url = format!("/api/v1/patients/{id}");
+    assert_eq!(app.get(&url, &doc.token).await.status, 200);
+    assert_eq!(
+        app.delete(&format!("/api/v1/patients/{gone}"), &admin.token)
+            .await
+            .status,
+        204
+    );
+    assert_problem(
+        &app.get(&format!("/api/v1/patients/{gone}"), &doc.token)
+            .await,
+        404,
+    );
+    assert_problem(
+        &app.get(
+            &format!("/api/v1/patients/{}", uuid::Uuid::now_v7()),
+            &doc.token,
+        )
+        .await,
+        404,
+    );
+    assert_problem(
+        &app.get("/api/v1/patients/not-a-uuid", &doc.token).await,
+        400,
+    );
+    assert_problem(
+        &app.get("/api/v1/patients/not-a-uuid", "nonsense").await,
+        401,
+    );
+    assert_problem(&app.get(&url, "nonsense").await, 401);
+
+    // idle longer than the timeout: 401, and the session is ended for good
+    let (sid, token) = app.session_for(doc.id, Role::Physician).await;
+    assert_eq!(app.get(&url, &token).await.status, 200);
+    sqlx::query("UPDATE sessions SET last_seen_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(sid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_problem(&app.get(&url, &token).await, 401);
+    let revoked: Option<String> =
+        sqlx::query_scalar("SELECT revoked_reason FROM sessions WHERE id = $1")
+            .bind(sid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(revoked.as_deref(), Some("idle_timeout"));
+
+    // logout ends the session at once, for reads and updates of a record
+    let (_, token) = app.session_for(doc.id, Role::Physician).await;
+    assert_eq!(app.get(&url, &token).await.status, 200);
+    assert_eq!(
+        app.post("/api/v1/auth/logout", &token, json!({}))
+            .await
+            .status,
+        204
+    );
+    assert_problem(&app.get(&url, &token).await, 401);
+    assert_problem(
+        &app.patch(&url, &token, json!({"phone": "+1 555 0100"}))
+            .await,
+        401,
+    );
+
+    // a deactivated account is refused on its live session
+    let (_, token) = app.session_for(doc.id, Role::Physician).await;
+    assert_eq!(app.get(&url, &token).await.status, 200);
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{}", doc.id),
+            &admin.token,
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_problem(&app.get(&url, &token).await, 401);
+    assert_problem(
+        &app.patch(&url, &token, json!({"phone": "+1 555 0100"}))
+            .await,
+        401,
+    );
+    // the record itself is untouched
+    assert_eq!(app.get(&url, &admin.token).await.status, 200);
+}

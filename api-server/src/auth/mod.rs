@@ -86,11 +86,12 @@ pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Option<tokens::Cl
 #[derive(Debug, Clone)]
 pub struct VerifiedBearer(pub tokens::Claims);
 
-/// What the [`AuthUser`] extractor needs to know about the session a token names.
+/// What the [`AuthUser`] extractor needs to know about the session a token names (columns of
+/// [`SESSION_COLUMNS`], plus `ord`).
 #[derive(sqlx::FromRow)]
 pub struct SessionCheck {
     /// Position in the grouped lookup ([`crate::batch::index`]).
-    ord: i64,
+    pub(crate) ord: i64,
     revoked_at: Option<DateTime<Utc>>,
     last_seen_at: DateTime<Utc>,
     active: bool,
@@ -98,11 +99,19 @@ pub struct SessionCheck {
     patient_id: Option<Uuid>,
 }
 
-pub(crate) const SESSION_LOOKUP_SQL: &str =
-    "SELECT q.ord, s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id \
-     FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(sid, uid, ord) \
-     JOIN sessions s ON s.id = q.sid AND s.user_id = q.uid \
-     JOIN users u ON u.id = s.user_id";
+/// The session and account columns of a [`SessionCheck`], from `sessions s JOIN users u`.
+pub(crate) const SESSION_COLUMNS: &str =
+    "s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id";
+
+pub(crate) static SESSION_LOOKUP_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT q.ord, {SESSION_COLUMNS} \
+             FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(sid, uid, ord) \
+             JOIN sessions s ON s.id = q.sid AND s.user_id = q.uid \
+             JOIN users u ON u.id = s.user_id"
+        )
+    });
 
 /// Grouped session check: key = (session id, user id) from a verified access token; the row
 /// carries the session's state and the user's current role and status.
@@ -119,11 +128,12 @@ impl crate::batch::Lookup for SessionLookup {
         keys: &[(Uuid, Uuid)],
     ) -> Result<Vec<(usize, SessionCheck)>, sqlx::Error> {
         let (sids, uids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-        let rows: Vec<SessionCheck> = sqlx::query_as(SESSION_LOOKUP_SQL)
-            .bind(&sids)
-            .bind(&uids)
-            .fetch_all(conn)
-            .await?;
+        let rows: Vec<SessionCheck> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SESSION_LOOKUP_SQL.as_str()))
+                .bind(&sids)
+                .bind(&uids)
+                .fetch_all(conn)
+                .await?;
         Ok(rows
             .into_iter()
             .map(|r| (crate::batch::index(r.ord), r))
@@ -152,19 +162,41 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let meta = RequestMeta::from_parts(parts);
-        let claims = match parts.extensions.remove::<VerifiedBearer>() {
-            Some(VerifiedBearer(claims)) => claims,
-            None => {
-                let token = bearer(&parts.headers).ok_or_else(|| {
-                    Error::Unauthorized("a bearer access token is required".into())
-                })?;
-                tokens::decode_access(&state.config.jwt_key, token).map_err(|_| {
-                    Error::Unauthorized("the access token is invalid or expired".into())
-                })?
-            }
-        };
+        let claims = verified_claims(parts, state)?;
         let row = state.sessions.get((claims.sid, claims.sub)).await?;
+        AuthUser::from_session(parts, state, &claims, row).await
+    }
+}
+
+/// The claims of the request's bearer access token: verified by the rate limiter already
+/// ([`VerifiedBearer`]) or here (signature, `exp`, `iss`). `401` without a valid token.
+pub(crate) fn verified_claims(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<tokens::Claims, Error> {
+    match parts.extensions.remove::<VerifiedBearer>() {
+        Some(VerifiedBearer(claims)) => Ok(claims),
+        None => {
+            let token = bearer(&parts.headers)
+                .ok_or_else(|| Error::Unauthorized("a bearer access token is required".into()))?;
+            tokens::decode_access(&state.config.jwt_key, token)
+                .map_err(|_| Error::Unauthorized("the access token is invalid or expired".into()))
+        }
+    }
+}
+
+impl AuthUser {
+    /// The caller, given the verified token's claims and the session row they name (`None`: no
+    /// such session for this user). The one place that decides whether a session is live:
+    /// not revoked, account active, not idle (an idle session is revoked here); `last_seen_at`
+    /// is refreshed at most every [`TOUCH_INTERVAL_SECS`].
+    pub(crate) async fn from_session(
+        parts: &Parts,
+        state: &AppState,
+        claims: &tokens::Claims,
+        row: Option<SessionCheck>,
+    ) -> Result<Self, Error> {
+        let meta = RequestMeta::from_parts(parts);
         let row = row.ok_or_else(|| Error::Unauthorized("the session does not exist".into()))?;
         if row.revoked_at.is_some() {
             return Err(Error::Unauthorized("the session has ended".into()));

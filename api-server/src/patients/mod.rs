@@ -97,13 +97,13 @@ fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> Relation {
     )
 }
 
-/// Load a live record with the caller's care-team flag, decide access, and audit denials.
-/// Returns the row and the access level (never `Denied`/`Hidden`).
-async fn load_for(
+/// Decide the caller's access to the live record `row` (`None`: missing or deleted) named `id`,
+/// and audit denials. Returns the row and the access level (never `Denied`/`Hidden`).
+async fn access_to(
     state: &AppState,
     auth: &AuthUser,
     id: Uuid,
-    lock: bool,
+    row: Option<PatientRow>,
 ) -> Result<(PatientRow, PatientAccess), Error> {
     // patient accounts learn nothing about other records
     if rbac::hidden_without_lookup(auth.role, auth.patient_id, id) {
@@ -111,20 +111,6 @@ async fn load_for(
             .await;
         return Err(Error::NotFound);
     }
-    let row = if lock {
-        let sql = format!(
-            "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p \
-             WHERE p.id = $1 AND p.deleted_at IS NULL FOR UPDATE OF p",
-            in_care_team_sql("$2"),
-        );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(auth.user_id)
-            .fetch_optional(&state.pool)
-            .await?
-    } else {
-        state.patient_reads.get((id, auth.user_id)).await?
-    };
     let row: PatientRow = row.ok_or(Error::NotFound)?;
     let access = rbac::patient_access(auth.role, relation(auth, id, row.in_care_team));
     match access {
@@ -148,47 +134,161 @@ async fn load_for(
     }
 }
 
-/// Grouped patient read: key = (patient id, caller's user id); the row is the live record's
-/// ciphertexts with the caller's care-team flag (see [`crate::batch`]).
-pub struct PatientLookup;
-
-#[derive(sqlx::FromRow)]
-struct OrderedPatientRow {
-    ord: i64,
-    #[sqlx(flatten)]
-    row: PatientRow,
+/// Extractor of `GET` and `PATCH /patients/{id}`: the caller, authenticated (see [`AuthUser`])
+/// and holding permission `P` (like [`Authorized`]), and the live record the path names, with
+/// the caller's care-team flag. Session and record come from ONE grouped statement
+/// ([`SessionPatientLookup`]) instead of two in turn. The record is only fetched, not yet
+/// allowed: [`access_to`] decides.
+///
+/// A path that is not a UUID gets the plain session check here; the handler's own
+/// `Path<Uuid>`, which comes next, then refuses it as on every other route (401 before 400).
+pub struct CallerAndPatient<P> {
+    pub auth: AuthUser,
+    /// The id looked up and its live record (`None`: missing or deleted).
+    found: Option<(Uuid, Option<PatientRow>)>,
+    _perm: std::marker::PhantomData<P>,
 }
 
-pub(crate) static PATIENT_LOOKUP_SQL: std::sync::LazyLock<String> =
+impl<P: perm::Required> axum::extract::FromRequestParts<AppState> for CallerAndPatient<P> {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Error> {
+        let claims = crate::auth::verified_claims(parts, state)?;
+        let (auth, found) = match Path::<Uuid>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => {
+                let both = state
+                    .patient_reads
+                    .get((claims.sid, claims.sub, id))
+                    .await?;
+                let (session, patient) = match both {
+                    Some(b) => (Some(b.session), b.patient),
+                    None => (None, None),
+                };
+                let auth = AuthUser::from_session(parts, state, &claims, session).await?;
+                (auth, Some((id, patient)))
+            }
+            Err(_) => {
+                let session = state.sessions.get((claims.sid, claims.sub)).await?;
+                (
+                    AuthUser::from_session(parts, state, &claims, session).await?,
+                    None,
+                )
+            }
+        };
+        auth.require(state, P::PERMISSION).await?;
+        Ok(Self {
+            auth,
+            found,
+            _perm: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<P> CallerAndPatient<P> {
+    /// The caller's access to record `id` (the handler's path id), with the record.
+    async fn access(
+        &mut self,
+        state: &AppState,
+        id: Uuid,
+    ) -> Result<(PatientRow, PatientAccess), Error> {
+        let row = match self.found.take() {
+            Some((looked_up, row)) if looked_up == id => row,
+            // both come from the same path; should they ever differ, read it again
+            _ => Self::fetch(state, &self.auth, id).await?,
+        };
+        access_to(state, &self.auth, id, row).await
+    }
+
+    async fn fetch(
+        state: &AppState,
+        auth: &AuthUser,
+        id: Uuid,
+    ) -> Result<Option<PatientRow>, Error> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p \
+             WHERE p.id = $1 AND p.deleted_at IS NULL",
+            in_care_team_sql("$2"),
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(auth.user_id)
+            .fetch_optional(&state.pool)
+            .await?)
+    }
+}
+
+/// Grouped session check and patient read: key = (session id, user id) of a verified access
+/// token and the patient id of the path. No row: no such session for this user. Otherwise the
+/// session's state ([`crate::auth::SessionCheck`]) and, when live, the record's ciphertexts with
+/// the caller's care-team flag (see [`crate::batch`]).
+pub struct SessionPatientLookup;
+
+/// What [`SessionPatientLookup`] finds for one key.
+pub struct SessionAndPatient {
+    session: crate::auth::SessionCheck,
+    patient: Option<PatientRow>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SessionAndPatient {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let found: bool = row.try_get("patient_found")?;
+        Ok(Self {
+            session: crate::auth::SessionCheck::from_row(row)?,
+            patient: if found {
+                Some(PatientRow::from_row(row)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+pub(crate) static SESSION_PATIENT_LOOKUP_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
         format!(
-            "SELECT q.ord, {ROW_COLUMNS}, {} AS in_care_team \
-         FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(pid, me, ord) \
-         JOIN patients p ON p.id = q.pid AND p.deleted_at IS NULL",
-            in_care_team_sql("q.me")
+            "SELECT q.ord, {}, p.id IS NOT NULL AS patient_found, {ROW_COLUMNS}, \
+             {} AS in_care_team \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) WITH ORDINALITY AS q(sid, uid, pid, ord) \
+             JOIN sessions s ON s.id = q.sid AND s.user_id = q.uid \
+             JOIN users u ON u.id = s.user_id \
+             LEFT JOIN patients p ON p.id = q.pid AND p.deleted_at IS NULL",
+            crate::auth::SESSION_COLUMNS,
+            in_care_team_sql("q.uid")
         )
     });
 
-impl crate::batch::Lookup for PatientLookup {
-    type Key = (Uuid, Uuid);
-    type Row = PatientRow;
-    const NAME: &'static str = "patient";
+impl crate::batch::Lookup for SessionPatientLookup {
+    type Key = (Uuid, Uuid, Uuid);
+    type Row = SessionAndPatient;
+    const NAME: &'static str = "session and patient";
 
     async fn fetch(
         &self,
         conn: &mut sqlx::PgConnection,
-        keys: &[(Uuid, Uuid)],
-    ) -> Result<Vec<(usize, PatientRow)>, sqlx::Error> {
-        let (ids, callers): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-        let rows: Vec<OrderedPatientRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(PATIENT_LOOKUP_SQL.as_str()))
-                .bind(&ids)
-                .bind(&callers)
+        keys: &[(Uuid, Uuid, Uuid)],
+    ) -> Result<Vec<(usize, SessionAndPatient)>, sqlx::Error> {
+        let mut sids = Vec::with_capacity(keys.len());
+        let mut uids = Vec::with_capacity(keys.len());
+        let mut pids = Vec::with_capacity(keys.len());
+        for (sid, uid, pid) in keys {
+            sids.push(*sid);
+            uids.push(*uid);
+            pids.push(*pid);
+        }
+        let rows: Vec<SessionAndPatient> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SESSION_PATIENT_LOOKUP_SQL.as_str()))
+                .bind(&sids)
+                .bind(&uids)
+                .bind(&pids)
                 .fetch_all(conn)
                 .await?;
         Ok(rows
             .into_iter()
-            .map(|r| (crate::batch::index(r.ord), r.row))
+            .map(|r| (crate::batch::index(r.session.ord), r))
             .collect())
     }
 }
@@ -469,11 +569,11 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    auth: AuthUser,
+    mut caller: CallerAndPatient<perm::PatientRead>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Patient>, Error> {
-    auth.require(&state, Permission::PatientRead).await?;
-    let (row, access) = load_for(&state, &auth, id, false).await?;
+    let (row, access) = caller.access(&state, id).await?;
+    let auth = caller.auth;
     let phi = model::decrypt(&state.keys, &row)?;
     audit_access(
         &state,
@@ -603,11 +703,12 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    Authorized(auth, _): Authorized<perm::PatientUpdate>,
+    mut caller: CallerAndPatient<perm::PatientUpdate>,
     Path(id): Path<Uuid>,
     ApiJson(patch): ApiJson<PatientPatch>,
 ) -> Result<Json<Patient>, Error> {
-    let (row, access) = load_for(&state, &auth, id, false).await?;
+    let (row, access) = caller.access(&state, id).await?;
+    let auth = caller.auth;
     if patch.touches_clinical() && !access.clinical() {
         auth.denied(&state, "patient.clinical", Some(id.to_string()), Some(id))
             .await;
