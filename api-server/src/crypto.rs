@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use rand_core::{OsRng, RngCore};
+use ring::aead::{LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::Deserialize;
 use sha2::Sha256;
 use uuid::Uuid;
@@ -25,6 +24,7 @@ use zeroize::Zeroizing;
 
 const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 
 /// Problems with key material. Messages never contain key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -69,11 +69,17 @@ pub struct Aad<'a> {
 
 impl Aad<'_> {
     fn bytes(&self) -> Vec<u8> {
-        format!(
-            "caduceus-phi/v1|{}|{}|{}",
-            self.table, self.row, self.column
-        )
-        .into_bytes()
+        let mut uuid = Uuid::encode_buffer();
+        let row = self.row.hyphenated().encode_lower(&mut uuid);
+        let mut out =
+            Vec::with_capacity(17 + self.table.len() + 1 + row.len() + 1 + self.column.len());
+        out.extend_from_slice(b"caduceus-phi/v1|");
+        out.extend_from_slice(self.table.as_bytes());
+        out.push(b'|');
+        out.extend_from_slice(row.as_bytes());
+        out.push(b'|');
+        out.extend_from_slice(self.column.as_bytes());
+        out
     }
 }
 
@@ -90,7 +96,7 @@ struct KeyRingFile {
 #[derive(Clone)]
 pub struct KeyRing {
     active_key_id: String,
-    keys: BTreeMap<String, Aes256Gcm>,
+    keys: BTreeMap<String, LessSafeKey>,
     blind_index_key: Zeroizing<Vec<u8>>,
 }
 
@@ -148,9 +154,9 @@ impl KeyRing {
                 return Err(KeyError::KeyId(id.clone()));
             }
             let raw = decode_key(&format!("key {id:?}"), b64)?;
-            let cipher = Aes256Gcm::new_from_slice(&raw)
+            let cipher = UnboundKey::new(&AES_256_GCM, &raw)
                 .map_err(|_| KeyError::KeyBytes(format!("key {id:?}")))?;
-            keys.insert(id.clone(), cipher);
+            keys.insert(id.clone(), LessSafeKey::new(cipher));
         }
         if !valid_key_id(&file.active_key_id) {
             return Err(KeyError::KeyId(file.active_key_id));
@@ -193,24 +199,24 @@ impl KeyRing {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let aad_bytes = aad.bytes();
-        // AES-GCM encryption fails only for plaintexts over 2^36 bytes; request bodies are
-        // limited to kilobytes, so this is an invariant, not an input-dependent error.
-        #[allow(clippy::expect_used)]
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad_bytes,
-                },
-            )
-            .expect("AES-256-GCM encryption of a bounded plaintext cannot fail");
-        let mut out = Vec::with_capacity(2 + id.len() + NONCE_LEN + ct.len());
+        let head = 2 + id.len() + NONCE_LEN;
+        let mut out = Vec::with_capacity(head + plaintext.len() + TAG_LEN);
         out.push(FORMAT_V1);
         out.push(id.len() as u8);
         out.extend_from_slice(id);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        let mut sealed = plaintext.to_vec();
+        // AES-GCM sealing fails only for plaintexts over 2^36 bytes; request bodies are
+        // limited to kilobytes, so this is an invariant, not an input-dependent error.
+        #[allow(clippy::expect_used)]
+        cipher
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(&aad_bytes[..]),
+                &mut sealed,
+            )
+            .expect("AES-256-GCM encryption of a bounded plaintext cannot fail");
+        out.extend_from_slice(&sealed);
         out
     }
 
@@ -232,20 +238,23 @@ impl KeyRing {
             .get(id)
             .ok_or_else(|| CryptoError::UnknownKey(id.to_string()))?;
         let start = 2 + id.len();
-        if blob.len() < start + NONCE_LEN + 16 {
+        if blob.len() < start + NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Malformed);
         }
-        let nonce = Nonce::from_slice(&blob[start..start + NONCE_LEN]);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&blob[start..start + NONCE_LEN]);
         let aad_bytes = aad.bytes();
-        cipher
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &blob[start + NONCE_LEN..],
-                    aad: &aad_bytes,
-                },
+        let mut in_out = blob[start + NONCE_LEN..].to_vec();
+        let len = cipher
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(&aad_bytes[..]),
+                &mut in_out,
             )
-            .map_err(|_| CryptoError::Authentication)
+            .map_err(|_| CryptoError::Authentication)?
+            .len();
+        in_out.truncate(len);
+        Ok(in_out)
     }
 
     /// Encrypt a UTF-8 string.
@@ -399,6 +408,25 @@ mod tests {
         assert_eq!(KeyRing::key_id_of(&ct).unwrap(), "k-a");
         assert!(!ct.windows(5).any(|w| w == b"Alice"));
         assert_eq!(r.decrypt_str(aad(row, "given_name"), &ct).unwrap(), "Alice");
+    }
+
+    /// A value encrypted by the RustCrypto `aes-gcm` implementation this module used before
+    /// (recorded then) still decrypts: the stored format and the cipher are unchanged.
+    #[test]
+    fn ciphertexts_written_before_still_decrypt() {
+        let r = ring("k-a", &[("k-a", [1; 32])]);
+        let row = Uuid::parse_str("01890a5d-ac96-774b-bcce-b302099a8057").unwrap();
+        let ct = B64
+            .decode("AQNrLWEbQtuAEECWlPQ7zsq/a/IkhfZwvF4SUDh6K3jI1x72v8mKLG7y2ONcq1MukA==")
+            .unwrap();
+        assert_eq!(
+            r.decrypt_str(aad(row, "given_name"), &ct).unwrap(),
+            "Alice Ångström"
+        );
+        assert_eq!(
+            r.decrypt(aad(row, "family_name"), &ct),
+            Err(CryptoError::Authentication)
+        );
     }
 
     #[test]
