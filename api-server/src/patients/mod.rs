@@ -135,88 +135,77 @@ async fn access_to(
 }
 
 /// Extractor of `GET` and `PATCH /patients/{id}`: the caller, authenticated (see [`AuthUser`])
-/// and holding permission `P` (like [`Authorized`]), and the live record the path names, with
-/// the caller's care-team flag. Session and record come from ONE grouped statement
-/// ([`SessionPatientLookup`]) instead of two in turn. The record is only fetched, not yet
-/// allowed: [`access_to`] decides.
+/// and holding permission `P` (like [`Authorized`]), the path's record id, and the live record
+/// with the caller's care-team flag (`None`: missing or deleted). Session and record come from
+/// ONE grouped statement ([`SessionPatientLookup`]) instead of two in turn. The record is only
+/// fetched, not yet allowed: [`access_to`] decides.
 ///
-/// A path that is not a UUID gets the plain session check here; the handler's own
-/// `Path<Uuid>`, which comes next, then refuses it as on every other route (401 before 400).
+/// Refusals keep the order of every other route: 401, then 403, then 400 for a path that is not
+/// a UUID (that path gets the plain session check).
 pub struct CallerAndPatient<P> {
-    pub auth: AuthUser,
-    /// The id looked up and its live record (`None`: missing or deleted).
-    found: Option<(Uuid, Option<PatientRow>)>,
+    auth: AuthUser,
+    id: Uuid,
+    row: Option<PatientRow>,
     _perm: std::marker::PhantomData<P>,
 }
 
 impl<P: perm::Required> axum::extract::FromRequestParts<AppState> for CallerAndPatient<P> {
-    type Rejection = Error;
+    type Rejection = axum::response::Response;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         state: &AppState,
-    ) -> Result<Self, Error> {
-        let claims = crate::auth::verified_claims(parts, state)?;
-        let (auth, found) = match Path::<Uuid>::from_request_parts(parts, state).await {
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let claims = crate::auth::verified_claims(parts, state).map_err(Error::into_response)?;
+        let path = Path::<Uuid>::from_request_parts(parts, state).await;
+        let (session, found) = match &path {
             Ok(Path(id)) => {
                 let both = state
                     .patient_reads
-                    .get((claims.sid, claims.sub, id))
-                    .await?;
-                let (session, patient) = match both {
+                    .get((claims.sid, claims.sub, *id))
+                    .await
+                    .map_err(Error::into_response)?;
+                match both {
                     Some(b) => (Some(b.session), b.patient),
                     None => (None, None),
-                };
-                let auth = AuthUser::from_session(parts, state, &claims, session).await?;
-                (auth, Some((id, patient)))
+                }
             }
             Err(_) => {
-                let session = state.sessions.get((claims.sid, claims.sub)).await?;
-                (
-                    AuthUser::from_session(parts, state, &claims, session).await?,
-                    None,
-                )
+                let session = state
+                    .sessions
+                    .get((claims.sid, claims.sub))
+                    .await
+                    .map_err(Error::into_response)?;
+                (session, None)
             }
         };
-        auth.require(state, P::PERMISSION).await?;
-        Ok(Self {
-            auth,
-            found,
-            _perm: std::marker::PhantomData,
-        })
+        let auth = AuthUser::from_session(parts, state, &claims, session)
+            .await
+            .map_err(Error::into_response)?;
+        auth.require(state, P::PERMISSION)
+            .await
+            .map_err(Error::into_response)?;
+        match path {
+            Ok(Path(id)) => Ok(Self {
+                auth,
+                id,
+                row: found,
+                _perm: std::marker::PhantomData,
+            }),
+            Err(rejection) => Err(rejection.into_response()),
+        }
     }
 }
 
 impl<P> CallerAndPatient<P> {
-    /// The caller's access to record `id` (the handler's path id), with the record.
+    /// The caller, the record id, the record and the caller's access to it.
     async fn access(
-        &mut self,
+        self,
         state: &AppState,
-        id: Uuid,
-    ) -> Result<(PatientRow, PatientAccess), Error> {
-        let row = match self.found.take() {
-            Some((looked_up, row)) if looked_up == id => row,
-            // both come from the same path; should they ever differ, read it again
-            _ => Self::fetch(state, &self.auth, id).await?,
-        };
-        access_to(state, &self.auth, id, row).await
-    }
-
-    async fn fetch(
-        state: &AppState,
-        auth: &AuthUser,
-        id: Uuid,
-    ) -> Result<Option<PatientRow>, Error> {
-        let sql = format!(
-            "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p \
-             WHERE p.id = $1 AND p.deleted_at IS NULL",
-            in_care_team_sql("$2"),
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(auth.user_id)
-            .fetch_optional(&state.pool)
-            .await?)
+    ) -> Result<(AuthUser, Uuid, PatientRow, PatientAccess), Error> {
+        let (row, access) = access_to(state, &self.auth, self.id, self.row).await?;
+        Ok((self.auth, self.id, row, access))
     }
 }
 
@@ -569,11 +558,9 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
-    mut caller: CallerAndPatient<perm::PatientRead>,
-    Path(id): Path<Uuid>,
+    caller: CallerAndPatient<perm::PatientRead>,
 ) -> Result<Json<Patient>, Error> {
-    let (row, access) = caller.access(&state, id).await?;
-    let auth = caller.auth;
+    let (auth, id, row, access) = caller.access(&state).await?;
     let phi = model::decrypt(&state.keys, &row)?;
     audit_access(
         &state,
@@ -703,12 +690,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
-    mut caller: CallerAndPatient<perm::PatientUpdate>,
-    Path(id): Path<Uuid>,
+    caller: CallerAndPatient<perm::PatientUpdate>,
     ApiJson(patch): ApiJson<PatientPatch>,
 ) -> Result<Json<Patient>, Error> {
-    let (row, access) = caller.access(&state, id).await?;
-    let auth = caller.auth;
+    let (auth, id, row, access) = caller.access(&state).await?;
     if patch.touches_clinical() && !access.clinical() {
         auth.denied(&state, "patient.clinical", Some(id.to_string()), Some(id))
             .await;
