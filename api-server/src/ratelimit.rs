@@ -450,7 +450,7 @@ mod tests {
         out
     }
 
-    /// 40 concurrent requests of one client against a limit of 10: far fewer Redis calls than
+    /// 40 concurrent requests of one client against a limit of 10: fewer Redis calls than
     /// requests, and the same outcome as 40 calls one by one: exactly 10 admitted, each seeing
     /// a different `remaining` (9 down to 0), 30 refused with a retry time.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
