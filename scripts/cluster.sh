@@ -13,15 +13,13 @@
 # State (certificates, etcd data, logs, pids, kubeconfig) lives in .tmp/cluster/ (override with
 # CADUCEUS_CLUSTER_DIR). Admin access is a client certificate in group system:masters; the API
 # server authorizes with RBAC and admits with its default plugins plus PodSecurity.
-# Storage: a default StorageClass `standard` (static, expandable) and a pool of PersistentVolumes
-# that the real PV controller binds to claims (CADUCEUS_CLUSTER_PVS, default 200); there is no
-# dynamic provisioner without real nodes.
+# Storage: KWOK's StorageClass `kwok-volume` (the default) and its volume stages, which provision
+# a PersistentVolume for every claim and bind it (no real disks: there are no real nodes).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${CADUCEUS_CLUSTER_DIR:-$ROOT/.tmp/cluster}"
 NODES="${CADUCEUS_CLUSTER_NODES:-3}"
-PVS="${CADUCEUS_CLUSTER_PVS:-200}"
 ZONES=(zone-a zone-b zone-c)
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
@@ -156,35 +154,8 @@ status:
     kubeletVersion: fake
 EOF
         done
-        cat <<EOF
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata:
-  name: standard
-  annotations:
-    storageclass.kubernetes.io/is-default-class: "true"
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
-allowVolumeExpansion: true
-reclaimPolicy: Delete
-EOF
-        for ((i = 0; i < PVS; i++)); do
-            cat <<EOF
----
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: pool-$i
-  labels: {caduceus.io/test-pool: "true"}
-spec:
-  capacity: {storage: 1Ti}
-  accessModes: [ReadWriteOnce, ReadWriteMany]
-  persistentVolumeReclaimPolicy: Recycle
-  storageClassName: standard
-  hostPath: {path: /tmp/caduceus-pool-$i}
-EOF
-        done
+        # KWOK's StorageClass (default): its volume stages provision and bind a PV per claim.
+        awk 'BEGIN { RS = "---\n" } /kind: StorageClass/ { printf "---\n%s", $0 }' "$KWOK_BIN/stages.yaml"
     } | kubectl_admin apply --server-side --field-manager=caduceus-cluster-sh -f - >/dev/null
 }
 
@@ -215,6 +186,8 @@ up() {
     eval "$bins"
 
     mkdir -p "$STATE"
+    # Tests find the third-party CRDs (CloudNativePG, Prometheus Operator) beside the kubeconfig.
+    ln -sfn "$CRDS_DIR" "$STATE/third-party-crds"
     make_pki
     local etcd_port peer_port api_port
     etcd_port="$(free_port)"
@@ -251,14 +224,16 @@ up() {
         --root-ca-file "$STATE/pki/ca.crt" --service-account-private-key-file "$STATE/pki/sa.key" \
         --use-service-account-credentials=false \
         --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
-        --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+        --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
         --concurrent-deployment-syncs 10 --concurrent-statefulset-syncs 10 \
         --kube-api-qps 200 --kube-api-burst 400 --v=0
     start kube-scheduler "$K8S_BIN/kube-scheduler" \
         --kubeconfig "$STATE/admin.kubeconfig" --authentication-kubeconfig "$STATE/admin.kubeconfig" \
         --authorization-kubeconfig "$STATE/admin.kubeconfig" \
         --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 --v=0
-    start kwok "$KWOK_BIN/kwok" --kubeconfig "$STATE/admin.kubeconfig" \
+    # Stage objects only (the StorageClass in the same file is applied through the API below).
+    awk 'BEGIN { RS = "---\n" } /kind: Stage/ { printf "---\n%s", $0 }' "$KWOK_BIN/stages.yaml" >"$STATE/kwok-stages.yaml"
+    start kwok "$KWOK_BIN/kwok" --kubeconfig "$STATE/admin.kubeconfig" --config "$STATE/kwok-stages.yaml" \
         --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
         --node-ip 10.244.0.1 --cidr 10.244.0.0/16 --server-address "" --v=0
 

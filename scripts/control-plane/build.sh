@@ -74,6 +74,25 @@ build kubernetes "$K8S_DIR" "$k8s_ldflags" \
 build etcd "$ETCD_DIR" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" go.etcd.io/etcd/server/v3
 build kwok "$KWOK_DIR" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 
+# KWOK's own stage definitions (its module's kustomize/stage): nodes initialised and kept alive,
+# pods made Ready (and Job pods completed, deleted pods removed), and its volume provisioner
+# (StorageClass kwok-volume, provisioner kwok.x-k8s.io/volume) binding a PersistentVolume to
+# every claim of that class.
+if [ ! -f "$KWOK_DIR/stages.yaml" ]; then
+    kwok_src="$(cd "$HERE/kwok" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | awk -F'"' '$2 == "Dir" { print $4 }')"
+    stage="$kwok_src/kustomize/stage"
+    for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+        pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml \
+        volume/fast/pvc-provision.yaml volume/fast/pv-bind.yaml volume/fast/pvc-delete.yaml \
+        volume/fast/pv-delete.yaml volume/fast/storage-class.yaml; do
+        [ -f "$stage/$f" ] || { log "ERROR: $f not in sigs.k8s.io/kwok@$KWOK_VERSION"; exit 1; }
+        printf -- '---\n'
+        cat "$stage/$f"
+        printf '\n'
+    done >"$KWOK_DIR/stages.yaml.tmp"
+    mv "$KWOK_DIR/stages.yaml.tmp" "$KWOK_DIR/stages.yaml"
+fi
+
 # Third-party CRDs (third-party-crds.txt), copied out of their modules.
 CRDS_DIR="$OUT/crds-$(sha256sum "$HERE/third-party-crds.txt" | cut -c1-12)"
 if [ ! -f "$CRDS_DIR/.complete" ]; then
