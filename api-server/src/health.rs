@@ -186,9 +186,21 @@ async fn detailed(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// `cache` of the self-report: whether a Redis URL is configured and Redis answered a `PING`
+/// just now (`/health/ready` cannot tell: Redis down only degrades it, the rate limiter falls
+/// back to per-process limits). The operator's `CacheReady` of an External cache comes from it.
+pub async fn cache_report(state: &AppState) -> serde_json::Value {
+    let (configured, reachable) = match state.limiter.ping().await {
+        None => (false, false),
+        Some(ok) => (true, ok),
+    };
+    json!({"configured": configured, "reachable": reachable})
+}
+
 async fn compliance(State(state): State<AppState>) -> Response {
     let schema_version = schema_state(&state.pool).await.map(|s| s.0).unwrap_or(0);
     let (head_id, head_hash) = chain_head(&state.pool).await;
+    let cache = cache_report(&state).await;
     let c = &state.config;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -203,6 +215,7 @@ async fn compliance(State(state): State<AppState>) -> Response {
                        "requests_per_minute": c.rate_limit_per_minute,
                        "login_attempts_per_minute": c.login_rate_limit_per_minute},
         "database_tls": c.database_tls(),
+        "cache": cache,
     }))
     .into_response()
 }

@@ -307,6 +307,7 @@ async fn health_metrics_compliance(pool: PgPool) {
         json!({"enabled": true, "backend": "redis", "requests_per_minute": 100000, "login_attempts_per_minute": 10000})
     );
     assert_eq!(j["database_tls"], false);
+    assert_eq!(j["cache"], json!({"configured": true, "reachable": true}));
 
     let d = app.admin_get("/health/detailed").await;
     assert_eq!(d.json["components"]["postgres"]["status"], "ok");
@@ -430,6 +431,13 @@ async fn local_fallback_when_redis_is_down(pool: PgPool) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "degraded");
     assert_eq!(r.json["redis"], "down");
+    // the self-report tells the operator what readiness cannot: Redis does not answer
+    let c = app.admin_get("/internal/compliance").await;
+    assert_eq!(c.status, 200);
+    assert_eq!(
+        c.json["cache"],
+        json!({"configured": true, "reachable": false})
+    );
     let statuses: Vec<u16> = {
         let mut v = Vec::new();
         for _ in 0..4 {
@@ -443,6 +451,20 @@ async fn local_fallback_when_redis_is_down(pool: PgPool) {
     };
     // neither open nor closed: the local limiter enforces the same limit
     assert_eq!(statuses, vec![200, 200, 200, 429]);
+}
+
+#[sqlx::test]
+async fn compliance_reports_no_cache_when_redis_is_not_configured(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.redis_url = None;
+    let app = TestApp::with_config(pool, cfg).await;
+    let c = app.admin_get("/internal/compliance").await;
+    assert_eq!(c.status, 200);
+    assert_eq!(
+        c.json["cache"],
+        json!({"configured": false, "reachable": false})
+    );
+    assert_eq!(c.json["rate_limit"]["backend"], "local");
 }
 
 #[sqlx::test]

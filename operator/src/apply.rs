@@ -24,9 +24,10 @@ use tracing::warn;
 use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
 use crate::build::monitoring::{self, MonitoringObjects};
 use crate::build::{
-    backup, backup_cnpg, cnpg, BackupObjects, Children, ExistingSecrets, PostgresObjects,
+    backup, backup_cnpg, cnpg, restore, BackupObjects, Children, ExistingSecrets, PostgresObjects,
     RedisObjects,
 };
+use crate::compliance::self_report::SelfReport;
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::drift::{prune, same_pod_spec};
 use crate::names::FIELD_MANAGER;
@@ -222,6 +223,11 @@ pub struct Observed {
     pub on_demand_job: Option<String>,
     /// Expiry of the applied database certificates (embedded database).
     pub database: Option<crate::crd::DatabaseStatus>,
+    /// Where the restore of `database.bootstrap.fromBackup` stands (its Job and pod).
+    pub restore: restore::Progress,
+    /// The API's compliance self-report read after apply (`None`: not read, because neither
+    /// the compliance rules nor an External cache need it). Filled by the controller.
+    pub self_report: Option<Result<SelfReport, String>>,
 }
 
 /// Outcome of the monitoring objects in one reconcile (condition `MonitoringReady`).
@@ -562,11 +568,12 @@ impl Applier<'_> {
     }
 
     /// Applies every child. `Children` is destructured without `..`: a new field is a compile
-    /// error here until it is applied.
+    /// error here until it is applied. `restore_job` is [`restore::job`] of the same platform.
     pub async fn apply_all(
         &self,
         p: &ValidatedPlatform,
         children: Children,
+        restore_job: Option<Job>,
         cnpg_installed: bool,
     ) -> Result<Observed, ApplyError> {
         let Children {
@@ -613,6 +620,7 @@ impl Applier<'_> {
             .all_network_policies()
             .into_iter()
             .chain(backup::all_network_policy_names(p))
+            .chain(restore::all_network_policy_names(p))
         {
             if !wanted.contains(&name) {
                 self.delete::<NetworkPolicy>(&name).await?;
@@ -663,6 +671,12 @@ impl Applier<'_> {
             }
         }
 
+        // Before the Deployment: the restore runs while the API is held at 0 replicas.
+        let database_ready = restore_database_ready(p, observed.postgres.as_ref());
+        observed.restore = self
+            .apply_restore(p, restore_job, database_ready, &mut drift)
+            .await?;
+
         observed.deployment = Some(
             self.apply_exact(
                 &api_deployment,
@@ -696,6 +710,43 @@ impl Applier<'_> {
         observed.monitoring = self.apply_monitoring(p, monitoring, &mut drift).await?;
         observed.drift_corrected = drift;
         Ok(observed)
+    }
+
+    /// Creates the restore Job once the database is ready (and never re-applies it: a Job's pod
+    /// template is immutable, and a finished restore must not run again because the platform
+    /// changed; deleting a failed Job retries). When no restore is wanted any more, a Job still
+    /// there is deleted unless `status.restore` recorded its success (then its TTL removes it,
+    /// and its logs stay readable until then). Returns where the restore stands.
+    async fn apply_restore(
+        &self,
+        p: &ValidatedPlatform,
+        job: Option<Job>,
+        database_ready: bool,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<restore::Progress, ApplyError> {
+        let name = p.names.restore_job();
+        let Some(job) = job else {
+            if p.from_backup().is_none() || p.restore_pending {
+                self.delete::<Job>(&name).await?;
+            }
+            return Ok(restore::Progress::NotRequested);
+        };
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), self.namespace);
+        let live = jobs.get_opt(&name).await.map_err(|e| ApplyError::Read {
+            kind: "Job",
+            name: name.clone(),
+            detail: describe(&e),
+        })?;
+        let live = match live {
+            Some(live) => Some(live),
+            None if database_ready => Some(self.apply(&job, drift).await?),
+            None => None,
+        };
+        let pods = match &live {
+            Some(_) => list_restore_pods(&self.client, p).await?,
+            None => Vec::new(),
+        };
+        Ok(restore::progress(live.as_ref(), &pods))
     }
 
     /// Applies the backup objects, deletes the CronJob / ScheduledBackup when no longer wanted,
@@ -798,6 +849,42 @@ pub async fn list_backup_jobs(
         detail: describe(&e),
     })?;
     Ok((listed.items, pod_list.items))
+}
+
+/// The restore Job's pod(s) (label selector of the restore component), whose termination
+/// message carries the agent's result line.
+pub async fn list_restore_pods(
+    client: &Client,
+    p: &ValidatedPlatform,
+) -> Result<Vec<Pod>, ApplyError> {
+    let selector = p.names.restore_selector_string();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+    pods.list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| ApplyError::Read {
+            kind: "Pod",
+            name: selector.clone(),
+            detail: describe(&e),
+        })
+}
+
+/// Whether the database accepts the restore: the embedded Postgres has a ready pod (the Job
+/// would otherwise use up its retries while Postgres starts); an External database is assumed
+/// up (it is the user's). Pure.
+pub fn restore_database_ready(p: &ValidatedPlatform, postgres: Option<&StatefulSet>) -> bool {
+    match p.spec.database.provider {
+        DatabaseProvider::Embedded => {
+            postgres
+                .and_then(|s| s.status.as_ref())
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                > 0
+        }
+        DatabaseProvider::External => true,
+        // CloudNativePG restores with its own recovery (fromBackup is refused).
+        DatabaseProvider::CloudNativePG => false,
+    }
 }
 
 /// Where a Deployment's or StatefulSet's pod spec is.
@@ -986,6 +1073,19 @@ pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed,
         observed.backup_jobs = jobs;
         observed.backup_pods = pods;
     }
+    if restore::wanted(p).is_some() {
+        let name = p.names.restore_job();
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        let job = jobs
+            .get_opt(&name)
+            .await
+            .map_err(read("Job", name.clone()))?;
+        let pods = match &job {
+            Some(_) => list_restore_pods(client, p).await?,
+            None => Vec::new(),
+        };
+        observed.restore = restore::progress(job.as_ref(), &pods);
+    }
     if p.spec.network_policy.enabled {
         for name in [p.names.netpol_default_deny()] {
             if policies
@@ -1153,6 +1253,33 @@ mod tests {
         );
         t.forget("ns", "demo");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn the_restore_starts_once_the_embedded_database_has_a_ready_pod() {
+        use crate::build::test_support::platform;
+        use crate::crd::SecretKeyRef;
+        use k8s_openapi::api::apps::v1::StatefulSetStatus;
+        let p = platform(|_| {});
+        let sts = |ready: i32| StatefulSet {
+            status: Some(StatefulSetStatus {
+                replicas: 1,
+                ready_replicas: Some(ready),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(!restore_database_ready(&p, None));
+        assert!(!restore_database_ready(&p, Some(&sts(0))));
+        assert!(restore_database_ready(&p, Some(&sts(1))));
+        let external = platform(|s| {
+            s.database.provider = DatabaseProvider::External;
+            s.database.secret_ref = Some(SecretKeyRef {
+                name: "ext".into(),
+                key: "url".into(),
+            });
+        });
+        assert!(restore_database_ready(&external, None));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, describe, Applier, ApplyError, DriftTracker};
-use crate::build::{build_children, cnpg, secrets, SecretGenerator};
+use crate::build::{build_children, cnpg, restore, secrets, SecretGenerator};
 use crate::compliance::{self, self_report::SelfReportClient, stage::ComplianceUpdate};
 use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
 use crate::metrics::Metrics;
@@ -299,7 +299,9 @@ async fn apply_platform(
     };
 
     if hp.spec.paused {
-        let observed = apply::observe(&ctx.client, &p).await?;
+        let mut observed = apply::observe(&ctx.client, &p).await?;
+        observed.self_report =
+            compliance::stage::read_self_report(&ctx.self_reports, &p, &observed).await;
         write_status(ctx, &hp, Outcome::Observed(&p, &observed)).await?;
         return Ok(Action::requeue(cfg.requeue_interval));
     }
@@ -353,6 +355,8 @@ async fn apply_platform(
     let (p, overrides) = compliance::prepare(&p, evaluated_at);
     let tls_plan = secrets::postgres_tls_plan(&p, &existing, evaluated_at);
     let children = build_children(&p, &existing, &mut SecretGenerator::random_at(evaluated_at));
+    // `database.bootstrap.fromBackup`: the one-off restore Job (while it is pending).
+    let restore_job = restore::job(&p);
     let tls_renewed = tls_renewal_note(&p, &existing, &children, tls_plan.as_ref());
     let desired = children.clone();
     let applier = Applier {
@@ -361,7 +365,9 @@ async fn apply_platform(
         tracker: &ctx.drift,
     };
     // Boxed: the apply future is large; keep it off the worker thread's stack.
-    let observed = match Box::pin(applier.apply_all(&p, children, cnpg_installed)).await {
+    let mut observed = match Box::pin(applier.apply_all(&p, children, restore_job, cnpg_installed))
+        .await
+    {
         Ok(o) => o,
         Err(err) => {
             if let Err(status_err) = write_status(ctx, &hp, Outcome::ApplyFailed(&err)).await {
@@ -398,9 +404,11 @@ async fn apply_platform(
         info!(platform = %key(&hp), "database certificates renewed");
         publish(ctx, &hp, EventType::Normal, "CertificateRenewed", note).await;
     }
+    // Read once, for the compliance rules and the External cache's `CacheReady`.
+    observed.self_report =
+        compliance::stage::read_self_report(&ctx.self_reports, &p, &observed).await;
     let update = compliance::stage::run(
         &ctx.client,
-        &ctx.self_reports,
         &hp,
         &p,
         &desired,
@@ -713,7 +721,8 @@ pub async fn run_controller(
         .owns(api::<NetworkPolicy>(&client, &ns), owned.clone())
         .owns(api::<CronJob>(&client, &ns), owned.clone())
         // Jobs of the CronJob are owned by it, not by the platform: mapped by their instance
-        // label, so a finished backup updates `status.backup` at once.
+        // label, so a finished backup updates `status.backup` at once (and a finished restore
+        // Job, owned by the platform, `status.restore`).
         .watches(api::<Job>(&client, &ns), owned, job_platform)
         .reconcile_all_on(crd_changes)
         .with_config(RuntimeConfig::default().concurrency(concurrency))

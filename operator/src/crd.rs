@@ -377,8 +377,9 @@ pub struct DatabaseSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseBootstrap {
-    /// Restore this backup before the API starts (the database must be empty; a populated
-    /// database is left alone, so the restore runs once).
+    /// Restore this backup before the API starts: a one-off Job `<platform>-restore` runs while
+    /// the API is held at 0 replicas, and `status.restore` records its success (the database must
+    /// be empty; a populated database is left alone, so the restore runs once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_backup: Option<FromBackup>,
 }
@@ -1024,6 +1025,10 @@ pub struct HealthcarePlatformStatus {
     /// Backup state (absent until the first backup ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// The completed restore of `spec.database.bootstrap.fromBackup` (absent until it
+    /// succeeded). Once set, the restore never runs again, even after its Job is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 /// Lifecycle phase.
@@ -1199,6 +1204,25 @@ pub struct BackupStatus {
     /// The Job of the last `caduceus.io/backup-now` token handled (each token runs once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_on_demand_job: Option<String>,
+}
+
+/// A completed restore of `spec.database.bootstrap.fromBackup`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `fromBackup.name` as requested (`latest` or a backup name).
+    pub backup_name: String,
+    /// The backup the agent restored (`latest` resolved); absent when it restored nothing
+    /// because the database already had tables (`skipped`) or it did not report the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_backup: Option<String>,
+    /// True when the database already had tables, so nothing was restored (`--if-empty`).
+    #[serde(default)]
+    pub skipped: bool,
+    /// When the restore Job succeeded.
+    pub completion_time: Time,
+    /// The Job that ran the restore (deleted a week after it finished).
+    pub job: String,
 }
 
 impl HealthcarePlatform {

@@ -81,6 +81,10 @@ pub enum Component {
     Platform,
     /// The backup agent (CronJob, Jobs, their NetworkPolicies, key Secret, PVC).
     Backup,
+    /// The one-off restore of `database.bootstrap.fromBackup` (its Job and NetworkPolicies):
+    /// the backup agent's image, but its own selector, so the backup pods' policies and
+    /// `status.backup` never include it.
+    Restore,
 }
 
 impl Component {
@@ -92,6 +96,7 @@ impl Component {
             Component::Cache => "cache",
             Component::Platform => "platform",
             Component::Backup => "backup",
+            Component::Restore => "restore",
         }
     }
 
@@ -102,7 +107,7 @@ impl Component {
             Component::Database => "postgres",
             Component::Cache => "redis",
             Component::Platform => "caduceus",
-            Component::Backup => "caduceus-backup",
+            Component::Backup | Component::Restore => "caduceus-backup",
         }
     }
 }
@@ -240,6 +245,18 @@ impl Names {
     pub fn netpol_backup_to_postgres(&self) -> String {
         self.suffixed("allow-backup-to-postgres")
     }
+    /// Job restoring `database.bootstrap.fromBackup` into a new platform's database (runs once).
+    pub fn restore_job(&self) -> String {
+        self.suffixed("restore")
+    }
+    /// Egress (and no ingress) of the restore pod.
+    pub fn netpol_restore_egress(&self) -> String {
+        self.suffixed("allow-restore-egress")
+    }
+    /// Ingress to the embedded Postgres from the restore pod.
+    pub fn netpol_restore_to_postgres(&self) -> String {
+        self.suffixed("allow-restore-to-postgres")
+    }
     /// CloudNativePG `ScheduledBackup` (CloudNativePG provider).
     pub fn cnpg_scheduled_backup(&self) -> String {
         self.suffixed("db-backup")
@@ -280,6 +297,11 @@ impl Names {
     /// Selects the backup Jobs (scheduled and on-demand) and their pods.
     pub fn backup_selector_string(&self) -> String {
         selector_string(&self.selector(Component::Backup))
+    }
+
+    /// Selects the restore Job's pod.
+    pub fn restore_selector_string(&self) -> String {
+        selector_string(&self.selector(Component::Restore))
     }
 
     /// `platform_selector` as a label-selector string for list calls.
@@ -350,9 +372,31 @@ mod tests {
             n.postgres_headless(),
             n.postgres_credentials(),
             format!("{}-{}-0", n.data_volume(), n.postgres()),
+            // A Job's name is also the value of its pods' `job-name` label.
+            n.restore_job(),
         ]) {
             assert!(name.len() <= 63, "{name} is {} chars", name.len());
         }
+    }
+
+    #[test]
+    fn restore_pods_have_their_own_selector() {
+        let n = Names::new("demo");
+        assert_eq!(n.restore_job(), "demo-restore");
+        assert_ne!(
+            n.selector(Component::Restore),
+            n.selector(Component::Backup)
+        );
+        assert_eq!(
+            n.restore_selector_string(),
+            "app.kubernetes.io/component=restore,app.kubernetes.io/instance=demo,app.kubernetes.io/name=caduceus-backup"
+        );
+        // The restore pod carries the platform labels: default-deny and DNS egress select it.
+        let labels = n.labels(Component::Restore, "1.0.0");
+        assert!(n
+            .platform_selector()
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v)));
     }
 
     #[test]

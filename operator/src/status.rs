@@ -13,10 +13,12 @@ use serde_json::json;
 
 use crate::apply::{describe, ApplyError, Observed};
 use crate::build::backup_status::{self, BACKUP_HEALTHY};
+use crate::build::restore::Progress;
 use crate::build::{backup, backup_cnpg, ingress};
+use crate::compliance::self_report::SelfReport;
 use crate::crd::{
     ApiServerStatus, BackupStatus, CacheProvider, DatabaseProvider, EndpointStatus,
-    HealthcarePlatform, HealthcarePlatformStatus, Phase,
+    HealthcarePlatform, HealthcarePlatformStatus, Phase, RestoreStatus,
 };
 use crate::names::{Names, API_HTTP_PORT, FIELD_MANAGER};
 use crate::validate::{ValidatedPlatform, ValidationError};
@@ -33,6 +35,16 @@ pub const STOPPED: &str = "Stopped";
 
 /// Reason used when the CloudNativePG CRD is not served.
 pub const REASON_CNPG_NOT_INSTALLED: &str = "CloudNativePGNotInstalled";
+/// `Progressing` / `Ready` reason while `database.bootstrap.fromBackup` is being restored.
+pub const REASON_RESTORING: &str = "Restoring";
+/// `Ready` / `Degraded` / `Progressing` reason when the restore Job failed.
+pub const REASON_RESTORE_FAILED: &str = "RestoreFailed";
+/// `ApiServerReady` reason while the API is held at 0 replicas for the restore.
+pub const REASON_WAITING_FOR_RESTORE: &str = "WaitingForRestore";
+/// `CacheReady` reasons of an External cache, from the API's self-report.
+pub const REASON_EXTERNAL_REACHABLE: &str = "ExternalReachable";
+pub const REASON_EXTERNAL_UNREACHABLE: &str = "ExternalUnreachable";
+pub const REASON_EXTERNAL_NOT_VERIFIED: &str = "ExternalNotVerified";
 
 /// What the reconcile achieved.
 pub enum Outcome<'a> {
@@ -94,6 +106,143 @@ pub fn backup_status(
             .last_on_demand_job = Some(job.clone());
     }
     status
+}
+
+/// New `status.restore`: once recorded it never changes (the restore never runs again, even
+/// after its Job was deleted); otherwise recorded when the restore Job is seen succeeded.
+pub fn restore_status(
+    p: &ValidatedPlatform,
+    previous: Option<&RestoreStatus>,
+    progress: &Progress,
+    now: &Time,
+) -> Option<RestoreStatus> {
+    if let Some(done) = previous {
+        return Some(done.clone());
+    }
+    let Progress::Succeeded {
+        completion_time,
+        result,
+    } = progress
+    else {
+        return None;
+    };
+    let from = p.from_backup()?;
+    Some(RestoreStatus {
+        backup_name: from.name.clone(),
+        restored_backup: result.restored_backup.clone(),
+        skipped: result.skipped,
+        completion_time: completion_time.clone().unwrap_or_else(|| now.clone()),
+        job: p.names.restore_job(),
+    })
+}
+
+/// How a pending restore shows in the conditions.
+struct RestoreView {
+    failed: bool,
+    /// `Ready` / `Progressing` / `Degraded` reason.
+    reason: &'static str,
+    /// What happens, for `Ready`, `Progressing` and `Degraded`.
+    message: String,
+    /// `ApiServerReady` message (the API is held at 0 replicas).
+    api_message: String,
+}
+
+/// The conditions' view of a pending restore; `None` when no restore is pending or the
+/// platform is stopped (then nothing runs).
+fn restore_view(p: &ValidatedPlatform, progress: &Progress) -> Option<RestoreView> {
+    if !p.restore_pending || p.spec.stopped {
+        return None;
+    }
+    let backup = p.from_backup().map(|f| f.name.as_str()).unwrap_or("latest");
+    let job = p.names.restore_job();
+    let held = "the API is held at 0 replicas until the restore succeeded";
+    let (failed, message) = match progress {
+        Progress::NotRequested | Progress::WaitingForDatabase => (
+            false,
+            format!("restoring backup {backup}: waiting for the database before starting Job {job}"),
+        ),
+        Progress::Running {
+            waiting: Some(reason),
+            ..
+        } => (
+            false,
+            format!(
+                "restoring backup {backup}: the pod of Job {job} cannot start ({reason}); check the fromBackup Secrets and `kubectl describe pod -l job-name={job}`"
+            ),
+        ),
+        Progress::Running {
+            waiting: None,
+            failed_pods,
+        } => (
+            false,
+            if *failed_pods > 0 {
+                format!(
+                    "restoring backup {backup} (Job {job}; {failed_pods} failed attempt(s) so far, see `kubectl logs job/{job}`)"
+                )
+            } else {
+                format!("restoring backup {backup} (Job {job})")
+            },
+        ),
+        Progress::Succeeded { .. } => (
+            false,
+            format!("backup {backup} restored (Job {job}); starting the API"),
+        ),
+        Progress::Failed { reason } => (
+            true,
+            format!(
+                "the restore Job {job} of backup {backup} failed ({reason}); {held}. Read `kubectl logs job/{job}`, fix the cause, then delete the Job to retry"
+            ),
+        ),
+    };
+    Some(RestoreView {
+        failed,
+        reason: if failed {
+            REASON_RESTORE_FAILED
+        } else {
+            REASON_RESTORING
+        },
+        api_message: format!("{held} ({message})"),
+        message,
+    })
+}
+
+/// `CacheReady` of an External cache, from the API's latest self-report: the API pings Redis,
+/// but its readiness does not depend on Redis (the rate limiter falls back to per-pod limits),
+/// so a ready API says nothing about the cache.
+fn external_cache_readiness(report: Option<&Result<SelfReport, String>>) -> Readiness {
+    let not_verified = |why: String| Readiness {
+        ready: false,
+        progressing: false,
+        reason: REASON_EXTERNAL_NOT_VERIFIED.into(),
+        message: format!("external Redis not verified: {why}"),
+    };
+    let report = match report {
+        None => return not_verified("no API self-report was read yet".into()),
+        Some(Err(e)) => return not_verified(format!("no API self-report yet ({e})")),
+        Some(Ok(r)) => r,
+    };
+    match &report.cache {
+        None => not_verified(format!(
+            "the API (version {}) does not report the cache in its self-report",
+            report.version
+        )),
+        Some(c) if c.configured && c.reachable => Readiness {
+            ready: true,
+            progressing: false,
+            reason: REASON_EXTERNAL_REACHABLE.into(),
+            message: "external Redis: the API's latest self-report says it answers".into(),
+        },
+        Some(c) => Readiness {
+            ready: false,
+            progressing: false,
+            reason: REASON_EXTERNAL_UNREACHABLE.into(),
+            message: if c.configured {
+                "external Redis: the API's latest self-report says it does not answer (rate limits fall back to per-pod limits); check the URL Secret and the network path".into()
+            } else {
+                "external Redis: the API reports no Redis configured (rate limits are per pod); check cache.secretRef".into()
+            },
+        },
+    }
 }
 
 /// `BackupHealthy` for the computed `status.backup`.
@@ -296,6 +445,7 @@ pub fn compute(
         endpoint: previous.endpoint.clone(),
         api_server: previous.api_server.clone(),
         database: previous.database.clone(),
+        restore: previous.restore.clone(),
         ..Default::default()
     };
     let paused = cond(
@@ -382,6 +532,7 @@ pub fn compute(
             if obs.database.is_some() {
                 status.database = obs.database.clone();
             }
+            status.restore = restore_status(p, previous.restore.as_ref(), &obs.restore, &now);
             let (phase, message, mut conditions) =
                 observed_conditions(p, obs, &previous, &mut status, paused, stopped);
             status.backup = backup_status(p, previous.backup.as_ref(), obs, now.0);
@@ -413,7 +564,17 @@ fn observed_conditions(
         external: ingress::external_url(p),
     });
 
-    let (api, ready_pods, desired_pods) = deployment_readiness(obs.deployment.as_ref(), stopped);
+    let (mut api, ready_pods, desired_pods) =
+        deployment_readiness(obs.deployment.as_ref(), stopped);
+    let restore = restore_view(p, &obs.restore);
+    if let Some(r) = &restore {
+        api = Readiness {
+            ready: false,
+            progressing: !r.failed,
+            reason: REASON_WAITING_FOR_RESTORE.into(),
+            message: r.api_message.clone(),
+        };
+    }
     let previous_version = previous
         .api_server
         .as_ref()
@@ -463,17 +624,13 @@ fn observed_conditions(
         CacheProvider::Embedded => {
             stateful_set_readiness("the embedded cache", obs.redis.as_ref(), stopped)
         }
-        CacheProvider::External => Readiness {
-            ready: api.ready,
-            progressing: false,
-            reason: if api.ready {
-                "ExternalReachable"
-            } else {
-                "ExternalNotVerified"
+        CacheProvider::External => {
+            let r = external_cache_readiness(obs.self_report.as_ref());
+            if r.reason == REASON_EXTERNAL_UNREACHABLE {
+                degraded.push((r.reason.clone(), r.message.clone()));
             }
-            .into(),
-            message: "external Redis; verified through the API's readiness check".into(),
-        },
+            r
+        }
         CacheProvider::Disabled => Readiness {
             ready: true,
             progressing: false,
@@ -511,6 +668,9 @@ fn observed_conditions(
     if api.reason == "ProgressDeadlineExceeded" {
         degraded.push((api.reason.clone(), api.message.clone()));
     }
+    if let Some(r) = restore.as_ref().filter(|r| r.failed) {
+        degraded.push((r.reason.to_string(), r.message.clone()));
+    }
 
     let all_ready = api.ready && db.ready && cache.ready;
     let progressing = !stopped && (api.progressing || db.progressing || cache.progressing);
@@ -545,6 +705,8 @@ fn observed_conditions(
         )
     } else if stopped {
         cond(READY, false, "Stopped", "the platform is stopped")
+    } else if let Some(r) = &restore {
+        cond(READY, false, r.reason, r.message.clone())
     } else {
         cond(
             READY,
@@ -560,7 +722,9 @@ fn observed_conditions(
         }
         None => cond(DEGRADED, false, "AsExpected", "no problems detected"),
     };
-    let progressing_cond = if progressing {
+    let progressing_cond = if let Some(r) = &restore {
+        cond(PROGRESSING, !r.failed, r.reason, r.message.clone())
+    } else if progressing {
         cond(
             PROGRESSING,
             true,
@@ -737,6 +901,8 @@ mod tests {
             backup_jobs: vec![],
             backup_pods: vec![],
             on_demand_job: None,
+            restore: Progress::NotRequested,
+            self_report: None,
             database: children
                 .postgres_tls
                 .as_ref()
@@ -932,5 +1098,200 @@ mod tests {
             (c.status.as_str(), c.reason.as_str()),
             ("False", "DestinationUnsupported")
         );
+    }
+
+    fn from_backup(s: &mut HealthcarePlatformSpec) {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup};
+        s.database.bootstrap = Some(DatabaseBootstrap {
+            from_backup: Some(FromBackup {
+                name: "latest".into(),
+                source: BackupSource {
+                    s3: None,
+                    claim_name: Some("old-backups".into()),
+                },
+                secret_ref: "old-key".into(),
+            }),
+        });
+    }
+
+    /// `observed` of a platform held for its restore: the Deployment at 0 replicas.
+    fn held(p: &ValidatedPlatform, restore: Progress) -> Observed {
+        let mut obs = observed(p, 1);
+        if let Some(d) = obs.deployment.as_mut() {
+            d.status = Some(DeploymentStatus {
+                observed_generation: Some(1),
+                ..Default::default()
+            });
+        }
+        obs.restore = restore;
+        obs
+    }
+
+    #[test]
+    fn the_api_waits_for_the_restore_and_a_failure_is_reported() {
+        use crate::build::restore::RestoreResult;
+        let obj = hp(from_backup);
+        let p = validate(&obj, "d").unwrap();
+        assert!(p.restore_pending);
+
+        // Running: Progressing/Restoring, the API held at 0 and not ready, no status.restore.
+        let running = Progress::Running {
+            waiting: None,
+            failed_pods: 0,
+        };
+        let s = compute(&obj, Outcome::Observed(&p, &held(&p, running)), t(100));
+        assert_eq!(s.phase, Phase::Provisioning);
+        let c = condition(&s, PROGRESSING);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", REASON_RESTORING)
+        );
+        assert!(c.message.contains("demo-restore"), "{}", c.message);
+        assert_eq!(condition(&s, READY).reason, REASON_RESTORING);
+        let api = condition(&s, API_SERVER_READY);
+        assert_eq!(
+            (api.status.as_str(), api.reason.as_str()),
+            ("False", REASON_WAITING_FOR_RESTORE)
+        );
+        assert_eq!(condition(&s, DEGRADED).status, "False");
+        assert!(s.restore.is_none());
+
+        // A pod that cannot start says why (a Kubernetes reason, nothing from the pod).
+        let stuck = Progress::Running {
+            waiting: Some("CreateContainerConfigError".into()),
+            failed_pods: 0,
+        };
+        let s = compute(&obj, Outcome::Observed(&p, &held(&p, stuck)), t(100));
+        assert!(condition(&s, PROGRESSING)
+            .message
+            .contains("CreateContainerConfigError"));
+
+        // Failed: Degraded/RestoreFailed, Ready False, not progressing; still held.
+        let failed = Progress::Failed {
+            reason: "BackoffLimitExceeded".into(),
+        };
+        let s = compute(&obj, Outcome::Observed(&p, &held(&p, failed)), t(200));
+        assert_eq!(s.phase, Phase::Degraded);
+        for (type_, status) in [(DEGRADED, "True"), (READY, "False"), (PROGRESSING, "False")] {
+            let c = condition(&s, type_);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                (status, REASON_RESTORE_FAILED),
+                "{type_}"
+            );
+        }
+        let msg = &condition(&s, DEGRADED).message;
+        assert!(
+            msg.contains("BackoffLimitExceeded") && msg.contains("kubectl logs job/demo-restore"),
+            "{msg}"
+        );
+        assert!(s.restore.is_none());
+
+        // Succeeded: recorded once, with the backup and the completion time.
+        let done = Progress::Succeeded {
+            completion_time: Some(t(300)),
+            result: RestoreResult {
+                restored_backup: Some("backup-20261122T030000.000Z".into()),
+                skipped: false,
+            },
+        };
+        let s = compute(&obj, Outcome::Observed(&p, &held(&p, done)), t(310));
+        let r = s.restore.clone().expect("status.restore");
+        assert_eq!(r.backup_name, "latest");
+        assert_eq!(
+            r.restored_backup.as_deref(),
+            Some("backup-20261122T030000.000Z")
+        );
+        assert_eq!(r.completion_time, t(300));
+        assert_eq!(r.job, "demo-restore");
+
+        // The next reconcile no longer restores: the API runs, even with the Job gone.
+        let mut next = obj.clone();
+        next.status = Some(s);
+        let p2 = validate(&next, "d").unwrap();
+        assert!(!p2.restore_pending && p2.api_replicas() == 2);
+        let mut obs = observed(&p2, 2);
+        obs.restore = Progress::NotRequested;
+        let s = compute(&next, Outcome::Observed(&p2, &obs), t(400));
+        assert_eq!(s.phase, Phase::Ready);
+        assert_eq!(s.restore, Some(r.clone()), "kept as it was");
+        // A later failed apply or invalid spec keeps it too.
+        let mut after = next.clone();
+        after.status = Some(s);
+        let err = ApplyError::Discovery { detail: "x".into() };
+        let s = compute(&after, Outcome::ApplyFailed(&err), t(500));
+        assert_eq!(s.restore, Some(r));
+    }
+
+    #[test]
+    fn external_cache_ready_only_when_the_self_report_says_reachable() {
+        use crate::compliance::self_report::parse;
+        use crate::crd::SecretKeyRef;
+        let obj = hp(|s| {
+            s.cache.provider = CacheProvider::External;
+            s.cache.secret_ref = Some(SecretKeyRef {
+                name: "redis".into(),
+                key: "url".into(),
+            });
+        });
+        let p = validate(&obj, "d").unwrap();
+        let report = |cache: &str| {
+            parse(
+                format!(
+                    r#"{{"version":"0.2.0","schema_version":7,
+                    "encryption":{{"active":true,"active_key_id":"k-1","key_ids":["k-1"]}},
+                    "audit":{{"chain_head_id":1,"chain_head_hash":"ab","write_failures":0,"retention_days":2190}},
+                    "sessions":{{"idle_timeout_minutes":15,"access_token_ttl_minutes":15}},
+                    "rate_limit":{{"enabled":true,"backend":"redis","requests_per_minute":600,"login_attempts_per_minute":5}},
+                    "database_tls":true{cache}}}"#
+                )
+                .as_bytes(),
+            )
+            .expect("report")
+        };
+        let with = |self_report: Option<Result<SelfReport, String>>| {
+            let mut obs = observed(&p, 2);
+            obs.self_report = self_report;
+            compute(&obj, Outcome::Observed(&p, &obs), t(1))
+        };
+        let cache_cond = |s: &HealthcarePlatformStatus| {
+            let c = condition(s, CACHE_READY);
+            (c.status.clone(), c.reason.clone())
+        };
+
+        // Every API pod ready, but no self-report yet: not verified (was: True).
+        let s = with(None);
+        assert_eq!(
+            cache_cond(&s),
+            ("False".into(), REASON_EXTERNAL_NOT_VERIFIED.into())
+        );
+        assert_eq!(condition(&s, API_SERVER_READY).status, "True");
+        assert_ne!(s.phase, Phase::Ready);
+        let s = with(Some(Err("no API pod is ready to answer".into())));
+        assert_eq!(cache_cond(&s).1, REASON_EXTERNAL_NOT_VERIFIED);
+        // An API that does not report the cache: not verified either.
+        let s = with(Some(Ok(report(""))));
+        assert_eq!(cache_cond(&s).1, REASON_EXTERNAL_NOT_VERIFIED);
+        assert!(condition(&s, CACHE_READY).message.contains("0.2.0"));
+
+        let s = with(Some(Ok(report(
+            r#","cache":{"configured":true,"reachable":true}"#,
+        ))));
+        assert_eq!(
+            cache_cond(&s),
+            ("True".into(), REASON_EXTERNAL_REACHABLE.into())
+        );
+        assert_eq!(s.phase, Phase::Ready);
+
+        let s = with(Some(Ok(report(
+            r#","cache":{"configured":true,"reachable":false}"#,
+        ))));
+        assert_eq!(
+            cache_cond(&s),
+            ("False".into(), REASON_EXTERNAL_UNREACHABLE.into())
+        );
+        assert_eq!(s.phase, Phase::Degraded);
+        assert_eq!(condition(&s, DEGRADED).reason, REASON_EXTERNAL_UNREACHABLE);
+        assert_eq!(condition(&s, READY).status, "False");
     }
 }

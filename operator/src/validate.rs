@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::build::backup::{token_hash, ANNOTATION_BACKUP_NOW};
 use crate::crd::{
-    CacheProvider, DatabaseProvider, HealthcarePlatform, HealthcarePlatformSpec, ResourcesSpec,
+    CacheProvider, DatabaseProvider, FromBackup, HealthcarePlatform, HealthcarePlatformSpec,
+    ResourcesSpec,
 };
 use crate::names::{Names, MAX_PLATFORM_NAME_LEN};
 
@@ -51,28 +52,47 @@ pub struct ValidatedPlatform {
     /// The `caduceus.io/backup-now` token whose on-demand backup Job has not been created yet
     /// (`status.backup.lastOnDemandJob` records the handled one), `None` otherwise.
     pub backup_now: Option<String>,
+    /// `database.bootstrap.fromBackup` is set and has not been restored yet: no `status.restore`
+    /// records it, and the API never ran (`status.apiServer.version` is set once every desired
+    /// API pod was ready, so that database is bootstrapped already). While true the restore Job
+    /// runs and the API is held at 0 replicas.
+    pub restore_pending: bool,
 }
 
 impl ValidatedPlatform {
-    /// Desired API replicas when autoscaling is off (0 when stopped).
+    /// Whether the API is held at 0 replicas: stopped, or waiting for the restore.
+    pub fn api_held(&self) -> bool {
+        self.spec.stopped || self.restore_pending
+    }
+
+    /// Desired API replicas when autoscaling is off (0 when stopped or restoring).
     pub fn api_replicas(&self) -> i32 {
-        if self.spec.stopped {
+        if self.api_held() {
             0
         } else {
             self.spec.api_server.replicas
         }
     }
 
-    /// Whether the HPA owns the API replica count.
+    /// Whether the HPA owns the API replica count (not while the API is held at 0).
     pub fn autoscaling(&self) -> bool {
-        self.spec.api_server.autoscaling.enabled && !self.spec.stopped
+        self.spec.api_server.autoscaling.enabled && !self.api_held()
+    }
+
+    /// `spec.database.bootstrap.fromBackup`, when set.
+    pub fn from_backup(&self) -> Option<&FromBackup> {
+        self.spec
+            .database
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.from_backup.as_ref())
     }
 
     /// The least number of API pods the platform runs while not stopped.
     pub fn api_min_replicas(&self) -> i32 {
         if self.spec.stopped {
             0
-        } else if self.autoscaling() {
+        } else if self.spec.api_server.autoscaling.enabled {
             self.spec.api_server.autoscaling.min_replicas
         } else {
             self.spec.api_server.replicas
@@ -185,8 +205,20 @@ pub fn validate(
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .filter(|t| handled != Some(names.backup_now_job(&token_hash(t)).as_str()));
+    let status = platform.status.as_ref();
+    let restore_pending = spec
+        .database
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.from_backup.is_some())
+        && status.and_then(|s| s.restore.as_ref()).is_none()
+        && status
+            .and_then(|s| s.api_server.as_ref())
+            .and_then(|a| a.version.as_ref())
+            .is_none();
     Ok(ValidatedPlatform {
         backup_now,
+        restore_pending,
         names,
         name,
         namespace,
@@ -915,6 +947,73 @@ mod tests {
             validate(&hp, "d").unwrap().backup_now.as_deref(),
             Some("tok2")
         );
+    }
+
+    #[test]
+    fn restore_is_pending_until_recorded_and_holds_the_api_at_zero() {
+        use crate::crd::{
+            ApiServerStatus, BackupSource, DatabaseBootstrap, FromBackup, HealthcarePlatformStatus,
+            RestoreStatus,
+        };
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.api_server.autoscaling.enabled = true;
+        spec.api_server.autoscaling.min_replicas = 3;
+        let plain = validate(&platform(spec.clone()), "d").unwrap();
+        assert!(!plain.restore_pending && plain.from_backup().is_none());
+        assert!(plain.autoscaling());
+
+        spec.database.bootstrap = Some(DatabaseBootstrap {
+            from_backup: Some(FromBackup {
+                name: "latest".into(),
+                source: BackupSource {
+                    s3: None,
+                    claim_name: Some("old-backups".into()),
+                },
+                secret_ref: "old-key".into(),
+            }),
+        });
+        let mut hp = platform(spec);
+        let v = validate(&hp, "d").unwrap();
+        assert!(v.restore_pending);
+        assert!(v.api_held());
+        assert_eq!(v.api_replicas(), 0);
+        assert!(
+            !v.autoscaling(),
+            "no HPA may scale the API up while restoring"
+        );
+        assert_eq!(
+            v.api_min_replicas(),
+            3,
+            "the intended availability is unchanged"
+        );
+
+        // Recorded in status.restore: never pending again (even once its Job is gone).
+        hp.status = Some(HealthcarePlatformStatus {
+            restore: Some(RestoreStatus {
+                backup_name: "latest".into(),
+                restored_backup: Some("backup-20261122T030000.000Z".into()),
+                skipped: false,
+                completion_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2026-11-22T06:00:00Z".parse().unwrap(),
+                ),
+                job: "demo-restore".into(),
+            }),
+            ..Default::default()
+        });
+        let v = validate(&hp, "d").unwrap();
+        assert!(!v.restore_pending && v.autoscaling());
+        // A platform whose API has run already (e.g. restored by an older operator) is
+        // bootstrapped: its API is not scaled down to restore again.
+        hp.status = Some(HealthcarePlatformStatus {
+            api_server: Some(ApiServerStatus {
+                version: Some("0.1.0".into()),
+                ready_replicas: 2,
+                desired_replicas: 2,
+                ready: "2/2".into(),
+            }),
+            ..Default::default()
+        });
+        assert!(!validate(&hp, "d").unwrap().restore_pending);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caduceus_operator::build::{build_children, ExistingSecrets, SecretGenerator};
-use caduceus_operator::compliance::self_report::SelfReportClient;
+use caduceus_operator::compliance::self_report::{CacheReport, SelfReportClient};
 use caduceus_operator::compliance::{assess, LiveEvidence, RuleId, Verdict};
 use caduceus_operator::crd::{
     AuditChainHead, BackupStatus, ComplianceMode, DatabaseProvider, HealthcarePlatform,
@@ -178,6 +178,14 @@ async fn operator_reads_a_running_api_self_report_and_evaluates_it() {
     assert!(report.rate_limit.enabled);
     assert!(!report.database_tls, "the local test database has no TLS");
     assert!(report.schema_version > 0);
+    // The API pinged the Redis of REDIS_URL for the report (CacheReady of an External cache).
+    assert_eq!(
+        report.cache,
+        Some(CacheReport {
+            configured: true,
+            reachable: true
+        })
+    );
 
     // The rules evaluate it.
     let p = platform(|_| {});

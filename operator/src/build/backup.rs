@@ -18,9 +18,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
+    Container, EnvVar, EnvVarSource, KeyToPath, LocalObjectReference, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -37,7 +38,7 @@ use super::deployment::database_url_env;
 use super::postgres_tls::{API_DB_CA_DIR, CA_CERT_KEY};
 use super::security::{container_security_context, pod_security_context, scratch_volume};
 use super::{child_meta, ExistingSecrets, SecretGenerator};
-use crate::crd::{DatabaseProvider, FromBackup, S3Destination};
+use crate::crd::{DatabaseProvider, S3Destination};
 use crate::names::{Component, ANNOTATION_PLACEHOLDER, LABEL_CNPG_CLUSTER, POSTGRES_PORT};
 use crate::validate::ValidatedPlatform;
 
@@ -98,22 +99,25 @@ pub fn image(p: &ValidatedPlatform) -> String {
     format!("{BACKUP_IMAGE}:{}-pg{major}", p.api_version)
 }
 
+/// `s3://bucket/prefix` of an S3 destination.
+pub fn s3_url(s3: &S3Destination) -> String {
+    let prefix = s3.prefix.trim_matches('/');
+    if prefix.is_empty() {
+        format!("s3://{}", s3.bucket)
+    } else {
+        format!("s3://{}/{prefix}", s3.bucket)
+    }
+}
+
 /// `s3://bucket/prefix` or the mounted PVC as `file://`.
 pub fn destination_url(p: &ValidatedPlatform) -> String {
     match &p.spec.backup.destination.s3 {
-        Some(s3) => {
-            let prefix = s3.prefix.trim_matches('/');
-            if prefix.is_empty() {
-                format!("s3://{}", s3.bucket)
-            } else {
-                format!("s3://{}/{prefix}", s3.bucket)
-            }
-        }
+        Some(s3) => s3_url(s3),
         None => format!("file://{BACKUP_PVC_MOUNT}"),
     }
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -137,7 +141,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 }
 
 /// S3 settings as environment: endpoint, region, addressing style, credentials from the Secret.
-fn s3_env(s3: &S3Destination) -> Vec<EnvVar> {
+pub(crate) fn s3_env(s3: &S3Destination) -> Vec<EnvVar> {
     let mut out = vec![
         env("AWS_REGION", s3.region.clone()),
         env(
@@ -234,21 +238,37 @@ pub fn agent_container(p: &ValidatedPlatform, name: &str, args: Vec<String>) -> 
         env: Some(env_vars),
         volume_mounts: Some(mounts),
         security_context: Some(container_security_context(BACKUP_UID)),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("100m".into())),
-                ("memory".to_string(), Quantity("128Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("1".into())),
-                ("memory".to_string(), Quantity("512Mi".into())),
-            ])),
-            ..Default::default()
-        }),
+        resources: Some(agent_resources()),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("File".into()),
         ..Default::default()
     }
+}
+
+/// Requests and limits of an agent container (backup and restore).
+pub fn agent_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("1".into())),
+            ("memory".to_string(), Quantity("512Mi".into())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// `imagePullSecrets` of an agent pod: the API image's pull secrets (same registry).
+pub fn pull_secrets(p: &ValidatedPlatform) -> Option<Vec<LocalObjectReference>> {
+    let secrets = &p.spec.api_server.image.pull_secrets;
+    (!secrets.is_empty()).then(|| {
+        secrets
+            .iter()
+            .map(|n| LocalObjectReference { name: n.clone() })
+            .collect()
+    })
 }
 
 /// Volumes of the agent pod: key Secret (0400), /tmp, and the PVC of a `pvc` destination.
@@ -296,15 +316,7 @@ fn pod_template(p: &ValidatedPlatform, container: Container) -> PodTemplateSpec 
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             security_context: Some(pod_security_context(BACKUP_UID)),
-            image_pull_secrets: (!p.spec.api_server.image.pull_secrets.is_empty()).then(|| {
-                p.spec
-                    .api_server
-                    .image
-                    .pull_secrets
-                    .iter()
-                    .map(|n| k8s_openapi::api::core::v1::LocalObjectReference { name: n.clone() })
-                    .collect()
-            }),
+            image_pull_secrets: pull_secrets(p),
             ..Default::default()
         }),
     }
@@ -470,124 +482,7 @@ pub fn key_secret(
     })
 }
 
-/// Where a restore source is mounted (PVC sources).
-pub const RESTORE_SOURCE_MOUNT: &str = "/var/lib/caduceus-restore";
-/// Where the restore key Secret is mounted.
-pub const RESTORE_KEY_MOUNT: &str = "/etc/caduceus/restore";
-
-/// The init container (and its volumes) that restores `bootstrap.fromBackup` into the API's
-/// database before migrations run: `caduceus-backup restore <name> --if-empty`. It runs in every
-/// new API pod; once the database has tables it does nothing, and concurrent pods are serialised
-/// by the agent's advisory lock. `None` without `fromBackup` or with an invalid source.
-/// The returned volumes are the ones the API pod does not already have (it has `tmp` and, for
-/// the embedded database, `db-ca`, which the container mounts too).
-pub fn restore_init(
-    p: &ValidatedPlatform,
-    from: Option<&FromBackup>,
-) -> Option<(Container, Vec<Volume>)> {
-    let from = from?;
-    let mut env_vars = vec![
-        database_url_env(p),
-        env(
-            "CADUCEUS_BACKUP_KEY_FILE",
-            format!("{RESTORE_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
-        ),
-    ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "restore-key".into(),
-            mount_path: RESTORE_KEY_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    ];
-    mounts.extend(db_ca_mount(p));
-    let mut volumes = vec![Volume {
-        name: "restore-key".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(from.secret_ref.clone()),
-            items: Some(vec![KeyToPath {
-                key: BACKUP_KEY_FILE.into(),
-                path: BACKUP_KEY_FILE.into(),
-                mode: Some(0o400),
-            }]),
-            default_mode: Some(0o400),
-            optional: Some(false),
-        }),
-        ..Default::default()
-    }];
-    match (&from.source.s3, &from.source.claim_name) {
-        (Some(s3), None) => {
-            let prefix = s3.prefix.trim_matches('/');
-            let url = if prefix.is_empty() {
-                format!("s3://{}", s3.bucket)
-            } else {
-                format!("s3://{}/{prefix}", s3.bucket)
-            };
-            env_vars.push(env("CADUCEUS_BACKUP_DESTINATION", url));
-            env_vars.extend(s3_env(s3));
-        }
-        (None, Some(claim)) => {
-            env_vars.push(env(
-                "CADUCEUS_BACKUP_DESTINATION",
-                format!("file://{RESTORE_SOURCE_MOUNT}"),
-            ));
-            mounts.push(VolumeMount {
-                name: "restore-source".into(),
-                mount_path: RESTORE_SOURCE_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
-            volumes.push(Volume {
-                name: "restore-source".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim.clone(),
-                    read_only: Some(true),
-                }),
-                ..Default::default()
-            });
-        }
-        _ => return None,
-    }
-    let container = Container {
-        name: "restore".into(),
-        image: Some(image(p)),
-        image_pull_policy: Some(p.spec.api_server.image.pull_policy.as_str().to_string()),
-        command: Some(vec![BACKUP_BINARY.into()]),
-        args: Some(vec![
-            "restore".into(),
-            from.name.clone(),
-            "--if-empty".into(),
-            "--termination-log".into(),
-            TERMINATION_LOG.into(),
-        ]),
-        env: Some(env_vars),
-        volume_mounts: Some(mounts),
-        security_context: Some(container_security_context(BACKUP_UID)),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("100m".into())),
-                ("memory".to_string(), Quantity("128Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("1".into())),
-                ("memory".to_string(), Quantity("512Mi".into())),
-            ])),
-            ..Default::default()
-        }),
-        termination_message_path: Some(TERMINATION_LOG.into()),
-        termination_message_policy: Some("File".into()),
-        ..Default::default()
-    };
-    Some((container, volumes))
-}
-
-fn port(number: i32) -> NetworkPolicyPort {
+pub(crate) fn port(number: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(number)),
         protocol: Some("TCP".into()),
@@ -595,7 +490,7 @@ fn port(number: i32) -> NetworkPolicyPort {
     }
 }
 
-fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
+pub(crate) fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
             match_labels: Some(labels),
@@ -624,17 +519,13 @@ pub fn object_store_port(s3: &S3Destination) -> i32 {
         .unwrap_or(if scheme == "http" { 80 } else { 443 })
 }
 
-/// NetworkPolicies of the backup pods: egress to the database and the object store (DNS is
-/// already open for every platform pod), and — for the embedded database — ingress to Postgres
-/// from the backup pods. Empty when NetworkPolicies or agent backups are off.
-pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
-    if !p.spec.network_policy.enabled || !agent_backups(p) {
-        return Vec::new();
-    }
+/// Egress to the platform's database: the embedded Postgres pods, the CloudNativePG instance
+/// pods, or an External database's port (and CIDRs, when given). Shared by the backup and
+/// restore pods.
+pub fn database_egress(p: &ValidatedPlatform) -> NetworkPolicyEgressRule {
     let names = &p.names;
-    let backup = names.selector(Component::Backup);
     let db = &p.spec.database;
-    let mut egress = vec![match db.provider {
+    match db.provider {
         DatabaseProvider::External => NetworkPolicyEgressRule {
             to: (!db.external_cidrs.is_empty()).then(|| {
                 db.external_cidrs
@@ -661,14 +552,37 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
             to: Some(vec![pods(names.selector(Component::Database))]),
             ports: Some(vec![port(POSTGRES_PORT)]),
         },
-    }];
-    if let Some(s3) = &p.spec.backup.destination.s3 {
-        // Object stores have no stable addresses: any destination, only the store's port.
-        egress.push(NetworkPolicyEgressRule {
-            to: None,
-            ports: Some(vec![port(object_store_port(s3))]),
-        });
     }
+}
+
+/// Egress to an object store. Object stores have no stable addresses: any destination, only
+/// the store's port ([`object_store_port`]). Shared by the backup and restore pods.
+pub fn object_store_egress(s3: &S3Destination) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: None,
+        ports: Some(vec![port(object_store_port(s3))]),
+    }
+}
+
+/// NetworkPolicies of the backup pods: egress to the database and the object store (DNS is
+/// already open for every platform pod), and — for the embedded database — ingress to Postgres
+/// from the backup pods. Empty when NetworkPolicies or agent backups are off.
+pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
+    if !p.spec.network_policy.enabled || !agent_backups(p) {
+        return Vec::new();
+    }
+    let names = &p.names;
+    let backup = names.selector(Component::Backup);
+    let db = &p.spec.database;
+    let mut egress = vec![database_egress(p)];
+    egress.extend(
+        p.spec
+            .backup
+            .destination
+            .s3
+            .as_ref()
+            .map(object_store_egress),
+    );
     let mut out = vec![NetworkPolicy {
         metadata: child_meta(p, names.netpol_backup_egress(), Component::Backup),
         spec: Some(NetworkPolicySpec {
@@ -714,7 +628,7 @@ mod tests {
     use super::*;
     use crate::build::security::container_violations;
     use crate::build::test_support::platform;
-    use crate::crd::{BackupSource, PvcDestination, S3Destination};
+    use crate::crd::{PvcDestination, S3Destination};
 
     fn s3(endpoint: Option<&str>) -> S3Destination {
         S3Destination {
@@ -1029,81 +943,6 @@ mod tests {
         assert_eq!(object_store_port(&s3(Some("http://minio:9000/"))), 9000);
         assert_eq!(object_store_port(&s3(Some("https://[fd00::1]:8443"))), 8443);
         assert_eq!(object_store_port(&s3(Some("https://[fd00::1]"))), 443);
-    }
-
-    #[test]
-    fn restore_init_container_restores_once_before_migrations() {
-        let p = platform(|_| {});
-        assert!(restore_init(&p, None).is_none());
-        let from = FromBackup {
-            name: "latest".into(),
-            source: BackupSource {
-                s3: Some(s3(Some("https://minio.storage:9000"))),
-                claim_name: None,
-            },
-            secret_ref: "old-platform-backup-key".into(),
-        };
-        let (c, volumes) = restore_init(&p, Some(&from)).expect("init container");
-        assert_eq!(
-            c.args.clone().unwrap(),
-            [
-                "restore",
-                "latest",
-                "--if-empty",
-                "--termination-log",
-                TERMINATION_LOG
-            ]
-        );
-        assert!(
-            container_violations(&c).is_empty(),
-            "{:?}",
-            container_violations(&c)
-        );
-        assert_eq!(
-            env_of(&c, "CADUCEUS_BACKUP_DESTINATION").and_then(|e| e.value.as_deref()),
-            Some("s3://phi-backups/clinic/demo")
-        );
-        let db = env_of(&c, "DATABASE_URL")
-            .and_then(|e| e.value_from.as_ref())
-            .expect("secret ref");
-        assert!(db.secret_key_ref.is_some());
-        assert_eq!(
-            volumes[0]
-                .secret
-                .as_ref()
-                .and_then(|s| s.secret_name.as_deref()),
-            Some("old-platform-backup-key")
-        );
-        // A PVC source is mounted read-only.
-        let from_pvc = FromBackup {
-            source: BackupSource {
-                s3: None,
-                claim_name: Some("old-backups".into()),
-            },
-            ..from.clone()
-        };
-        let (c, volumes) = restore_init(&p, Some(&from_pvc)).expect("init container");
-        assert_eq!(
-            env_of(&c, "CADUCEUS_BACKUP_DESTINATION").and_then(|e| e.value.as_deref()),
-            Some("file:///var/lib/caduceus-restore")
-        );
-        let claim = volumes[1].persistent_volume_claim.clone().expect("pvc");
-        assert_eq!(
-            (claim.claim_name.as_str(), claim.read_only),
-            ("old-backups", Some(true))
-        );
-        // Both or neither source: refused.
-        let both = FromBackup {
-            source: BackupSource {
-                s3: Some(s3(None)),
-                claim_name: Some("x".into()),
-            },
-            ..from
-        };
-        assert!(restore_init(&p, Some(&both)).is_none());
-        let parsed: FromBackup =
-            serde_json::from_str(r#"{"source":{"claimName":"b"},"secretRef":"k"}"#).expect("parse");
-        assert_eq!(parsed.name, "latest");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   schema is migrated before a pod of the new version can become ready; the rolling update
 //!   (`maxUnavailable: 0`) keeps old pods serving until then.
 //! - Probes `/health/live` and `/health/ready`; topology spread across zones and nodes.
+//! - `database.bootstrap.fromBackup`: the restore runs in its own Job ([`super::restore`]), never
+//!   in the API pods; until it succeeded the Deployment is held at 0 replicas
+//!   ([`ValidatedPlatform::api_held`]).
 
 use std::collections::BTreeMap;
 
@@ -125,15 +128,6 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
     // The CA of the embedded Postgres, for `sslmode=verify-full` (only `ca.crt` is mounted).
     let db_ca_mount = backup::db_ca_mount(p);
     let db_ca_volume = backup::db_ca_volume(p);
-    // `spec.database.bootstrap.fromBackup`: restore before the migrations run.
-    let restore = backup::restore_init(
-        p,
-        p.spec
-            .database
-            .bootstrap
-            .as_ref()
-            .and_then(|b| b.from_backup.as_ref()),
-    );
     let tmp_mount = VolumeMount {
         name: "tmp".into(),
         mount_path: "/tmp".into(),
@@ -237,7 +231,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         metadata: child_meta(p, names.api(), Component::ApiServer),
         spec: Some(DeploymentSpec {
             // With autoscaling the HPA owns `replicas`; leaving it out of the applied object
-            // keeps the two from fighting.
+            // keeps the two from fighting. Stopped or restoring: 0 (and no HPA).
             replicas: (!p.autoscaling()).then(|| p.api_replicas()),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
@@ -271,14 +265,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                             .map(|n| LocalObjectReference { name: n.clone() })
                             .collect()
                     }),
-                    init_containers: Some(
-                        restore
-                            .as_ref()
-                            .map(|(c, _)| c.clone())
-                            .into_iter()
-                            .chain([migrate])
-                            .collect(),
-                    ),
+                    init_containers: Some(vec![migrate]),
                     containers: vec![server],
                     volumes: Some(
                         vec![
@@ -296,7 +283,6 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                         ]
                         .into_iter()
                         .chain(db_ca_volume)
-                        .chain(restore.into_iter().flat_map(|(_, volumes)| volumes))
                         .collect(),
                     ),
                     topology_spread_constraints: Some(vec![
@@ -534,50 +520,66 @@ mod tests {
     }
 
     #[test]
-    fn from_backup_restores_before_migrations() {
-        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup};
-        assert_eq!(
-            pod(&build_default(|_| {}))
-                .init_containers
-                .unwrap()
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>(),
-            ["migrate"]
-        );
-        let d = build_default(|s| {
+    fn from_backup_holds_the_api_at_zero_without_restoring_in_its_pods() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup, S3Destination};
+        let from_backup = |s: &mut crate::crd::HealthcarePlatformSpec| {
+            s.api_server.autoscaling.enabled = true;
             s.database.bootstrap = Some(DatabaseBootstrap {
                 from_backup: Some(FromBackup {
                     name: "latest".into(),
                     source: BackupSource {
-                        s3: None,
-                        claim_name: Some("old-backups".into()),
+                        s3: Some(S3Destination {
+                            endpoint: None,
+                            bucket: "old".into(),
+                            prefix: String::new(),
+                            region: "eu-central-1".into(),
+                            credentials_secret_ref: "s3".into(),
+                            force_path_style: false,
+                        }),
+                        claim_name: None,
                     },
                     secret_ref: "old-key".into(),
                 }),
             })
-        });
-        let pod = pod(&d);
-        let init = pod.init_containers.clone().unwrap();
-        let order: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(order, ["restore", "migrate"]);
-        assert!(container_violations(&init[0]).is_empty());
-        // Same database and CA as the API; every mounted volume exists exactly once.
-        assert_eq!(env(&init[0], "DATABASE_URL"), env(&init[1], "DATABASE_URL"));
-        let volumes: Vec<String> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        for m in init[0].volume_mounts.clone().unwrap() {
-            assert_eq!(
-                volumes.iter().filter(|v| **v == m.name).count(),
-                1,
-                "{} in {volumes:?}",
-                m.name
+        };
+        let pending = platform(from_backup);
+        assert!(pending.restore_pending);
+        let d = build(&pending, &config_map::build(&pending));
+        // Held at 0 explicitly (the HPA is not built while restoring, see hpa.rs).
+        assert_eq!(d.spec.clone().unwrap().replicas, Some(0));
+        assert!(crate::build::hpa::build(&pending).is_none());
+        let held = pod(&d);
+        let init: Vec<&str> = held
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(init, ["migrate"], "no restore in the API pods");
+        // No backup source reaches the API pods (no claim, no restore key, no S3 credentials).
+        for v in held.volumes.iter().flatten() {
+            assert!(v.persistent_volume_claim.is_none(), "{}", v.name);
+            assert_ne!(
+                v.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+                Some("old-key")
             );
         }
-        assert!(init[0]
-            .volume_mounts
-            .clone()
-            .unwrap()
+        assert!(held.containers[0]
+            .env
             .iter()
-            .any(|m| m.name == "db-ca"));
+            .flatten()
+            .all(|e| !e.name.starts_with("AWS_")));
+
+        // Restored: the HPA owns the replicas again.
+        let mut restored = pending.clone();
+        restored.restore_pending = false;
+        let d = build(&restored, &config_map::build(&restored));
+        assert_eq!(d.spec.unwrap().replicas, None);
+        assert!(crate::build::hpa::build(&restored).is_some());
+        // Same pod template either way: lifting the hold rolls nothing.
+        assert_eq!(
+            pod(&build(&restored, &config_map::build(&restored))),
+            pod(&build(&pending, &config_map::build(&pending)))
+        );
     }
 }

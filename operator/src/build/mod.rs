@@ -40,6 +40,7 @@ pub mod pdb;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod redis;
+pub mod restore;
 pub mod secrets;
 pub mod security;
 pub mod service;
@@ -102,7 +103,9 @@ pub struct Children {
     pub api_hpa: Option<HorizontalPodAutoscaler>,
     pub api_pdb: Option<PodDisruptionBudget>,
     pub api_ingress: Option<Ingress>,
-    /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies.
+    /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies and,
+    /// while a restore is pending, the restore pod's. (The restore Job itself is built by
+    /// [`restore::job`] and applied by `Applier::apply_all` next to these children.)
     pub network_policies: Vec<NetworkPolicy>,
     pub backup: BackupObjects,
     /// ServiceMonitors, PrometheusRule and dashboard (`monitoring.enabled`; applied only when the
@@ -119,6 +122,7 @@ pub fn build_children(
     let config = config_map::build(p);
     let mut network_policies = network_policy::build(p);
     network_policies.extend(backup::network_policies(p));
+    network_policies.extend(restore::network_policies(p));
     let postgres_tls = secrets::postgres_tls(p, existing, generator);
     let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
     Children {
@@ -175,7 +179,9 @@ pub fn child_meta(p: &ValidatedPlatform, name: String, component: Component) -> 
 /// The `app.kubernetes.io/version` of a component.
 pub fn component_version(p: &ValidatedPlatform, component: Component) -> String {
     match component {
-        Component::ApiServer | Component::Platform | Component::Backup => p.api_version.clone(),
+        Component::ApiServer | Component::Platform | Component::Backup | Component::Restore => {
+            p.api_version.clone()
+        }
         Component::Database => p.spec.database.version.clone(),
         Component::Cache => p.spec.cache.version.clone(),
     }
@@ -258,6 +264,45 @@ mod tests {
         for m in crate::apply::all_metas(&children) {
             assert!(m.owner_references.is_none());
         }
+    }
+
+    #[test]
+    fn a_pending_restore_adds_the_restore_pods_policies_only() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup};
+        let mut p = platform(|s| {
+            s.database.bootstrap = Some(DatabaseBootstrap {
+                from_backup: Some(FromBackup {
+                    name: "latest".into(),
+                    source: BackupSource {
+                        s3: None,
+                        claim_name: Some("old-backups".into()),
+                    },
+                    secret_ref: "old-key".into(),
+                }),
+            })
+        });
+        let names = |p: &ValidatedPlatform| -> Vec<String> {
+            build_children(
+                p,
+                &ExistingSecrets::default(),
+                &mut SecretGenerator::Placeholder,
+            )
+            .network_policies
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect()
+        };
+        let pending = names(&p);
+        for want in restore::all_network_policy_names(&p) {
+            assert!(pending.contains(&want), "{want} among {pending:?}");
+        }
+        assert!(restore::job(&p).is_some());
+        p.restore_pending = false;
+        let done = names(&p);
+        assert!(restore::all_network_policy_names(&p)
+            .iter()
+            .all(|n| !done.contains(n)));
+        assert!(restore::job(&p).is_none());
     }
 
     #[test]

@@ -71,14 +71,25 @@ fn policy(
     if egress.is_some() {
         types.push("Egress".to_string());
     }
+    // An empty rule list denies everything, exactly as an absent one does once `policyTypes`
+    // names the direction; the API server stores it as absent, so it is sent as absent (an
+    // applied `[]` differs from the stored object on every apply and bumps its generation).
     NetworkPolicy {
         metadata: child_meta(p, name, Component::Platform),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(pod_selector)),
             policy_types: Some(types),
-            ingress,
-            egress,
+            ingress: ingress.filter(|rules| !rules.is_empty()),
+            egress: egress.filter(|rules| !rules.is_empty()),
         }),
+    }
+}
+
+/// Egress to the cluster DNS (port 53 in `kube-system`).
+pub fn dns_egress() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![namespace("kube-system")]),
+        ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
     }
 }
 
@@ -104,10 +115,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
             names.netpol_dns_egress(),
             names.platform_selector(),
             None,
-            Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![namespace("kube-system")]),
-                ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
-            }]),
+            Some(vec![dns_egress()]),
         ),
         policy(
             p,
@@ -248,8 +256,9 @@ mod tests {
         let list = build(&p);
         let deny = by_name(&list, "demo-default-deny");
         assert_eq!(deny.policy_types.unwrap(), ["Ingress", "Egress"]);
-        assert_eq!(deny.ingress.unwrap().len(), 0);
-        assert_eq!(deny.egress.unwrap().len(), 0);
+        // No rules in either direction, sent as absent lists (as the API server stores them).
+        assert!(deny.ingress.is_none());
+        assert!(deny.egress.is_none());
         assert_eq!(
             deny.pod_selector.unwrap().match_labels.unwrap(),
             p.names.platform_selector()

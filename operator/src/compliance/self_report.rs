@@ -20,6 +20,16 @@ pub struct SelfReport {
     pub sessions: SessionsReport,
     pub rate_limit: RateLimitReport,
     pub database_tls: bool,
+    /// Redis as the API sees it; `None` from API versions that do not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheReport>,
+}
+
+/// Whether the API has a Redis URL and Redis answered its `PING` when the report was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReport {
+    pub configured: bool,
+    pub reachable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,7 +156,7 @@ mod tests {
        "audit":{"chain_head_id":123,"chain_head_hash":"ab","write_failures":0,"retention_days":2190},
        "sessions":{"idle_timeout_minutes":15,"access_token_ttl_minutes":15},
        "rate_limit":{"enabled":true,"backend":"redis","requests_per_minute":600,"login_attempts_per_minute":5},
-       "database_tls":true, "future_field": 1}"#;
+       "database_tls":true, "cache":{"configured":true,"reachable":true}, "future_field": 1}"#;
 
     #[test]
     fn parses_the_contract_example() {
@@ -156,6 +166,29 @@ mod tests {
         assert_eq!(r.audit.chain_head_id, 123);
         assert_eq!(r.rate_limit.backend, "redis");
         assert!(r.database_tls);
+        assert_eq!(
+            r.cache,
+            Some(CacheReport {
+                configured: true,
+                reachable: true
+            })
+        );
+    }
+
+    #[test]
+    fn reports_of_older_apis_without_the_cache_still_parse() {
+        let old = CONTRACT_EXAMPLE.replace(r#""cache":{"configured":true,"reachable":true}, "#, "");
+        assert!(!old.contains("cache"));
+        let r = parse(old.as_bytes()).expect("older report parses");
+        assert_eq!(r.cache, None, "unknown, not unreachable");
+        let down = CONTRACT_EXAMPLE.replace(r#""reachable":true"#, r#""reachable":false"#);
+        assert_eq!(
+            parse(down.as_bytes()).unwrap().cache,
+            Some(CacheReport {
+                configured: true,
+                reachable: false
+            })
+        );
     }
 
     #[test]

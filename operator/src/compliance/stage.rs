@@ -10,12 +10,12 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 
 use super::report::{self, ComplianceEvent, COMPLIANT};
-use super::self_report::{url_for, SelfReportClient};
+use super::self_report::{url_for, SelfReport, SelfReportClient};
 use super::{assess, Assessment, LiveEvidence, Override};
 use crate::apply::{describe, MonitoringState, Observed};
 use crate::build::monitoring::{MONITORING_READY, REASON_NOT_INSTALLED};
 use crate::build::Children;
-use crate::crd::{ComplianceStatus, HealthcarePlatform};
+use crate::crd::{CacheProvider, ComplianceStatus, HealthcarePlatform};
 use crate::validate::ValidatedPlatform;
 
 /// What the compliance stage hands to the status stage.
@@ -78,6 +78,39 @@ pub fn monitoring_condition(
     }
 }
 
+/// Whether this reconcile needs the API's self-report: for the compliance rules, and for the
+/// `CacheReady` condition of an External cache (the API's readiness does not depend on Redis).
+pub fn self_report_needed(p: &ValidatedPlatform) -> bool {
+    p.spec.compliance.enabled || p.spec.cache.provider == CacheProvider::External
+}
+
+/// Reads the API's compliance self-report (`GET /internal/compliance` on the admin port) when
+/// [`self_report_needed`]; an error (never a pass) when no API pod is ready to answer or the
+/// read fails. `None` when not needed.
+pub async fn read_self_report(
+    self_reports: &Result<SelfReportClient, String>,
+    p: &ValidatedPlatform,
+    observed: &Observed,
+) -> Option<Result<SelfReport, String>> {
+    if !self_report_needed(p) {
+        return None;
+    }
+    let ready_api_pods = observed
+        .deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    Some(match self_reports {
+        Ok(_) if ready_api_pods == 0 => Err("no API pod is ready to answer".to_string()),
+        Ok(c) => c
+            .fetch(&url_for(&p.names, &p.namespace))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    })
+}
+
 /// Lists the platform's NetworkPolicies as they are in the cluster.
 async fn live_network_policies(
     client: &Client,
@@ -91,10 +124,11 @@ async fn live_network_policies(
 }
 
 /// Collects evidence and evaluates `effective` (the platform the children were built from).
-#[allow(clippy::too_many_arguments)]
+///
+/// The API's self-report is the one the controller read after apply (`observed.self_report`,
+/// see [`read_self_report`]).
 pub async fn run(
     client: &Client,
-    self_reports: &Result<SelfReportClient, String>,
     hp: &HealthcarePlatform,
     effective: &ValidatedPlatform,
     desired: &Children,
@@ -120,20 +154,10 @@ pub async fn run(
             assessment: None,
         };
     }
-    let ready_api_pods = observed
-        .deployment
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let self_report = match self_reports {
-        Ok(_) if ready_api_pods == 0 => Err("no API pod is ready to answer".to_string()),
-        Ok(c) => c
-            .fetch(&url_for(&effective.names, &effective.namespace))
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.clone()),
-    };
+    let self_report = observed
+        .self_report
+        .clone()
+        .unwrap_or_else(|| Err("the API self-report was not read".to_string()));
     let network_policies = match live_network_policies(client, effective).await {
         Ok(list) => list,
         // Unreadable policies count as missing: the rule then fails and says so.
@@ -165,5 +189,42 @@ pub async fn run(
         conditions: vec![(COMPLIANT, st, reason, message), monitoring],
         events,
         assessment: Some(assessment),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::platform;
+    use crate::crd::SecretKeyRef;
+
+    #[test]
+    fn the_self_report_is_read_for_compliance_or_an_external_cache() {
+        assert!(self_report_needed(&platform(|_| {})));
+        assert!(!self_report_needed(&platform(
+            |s| s.compliance.enabled = false
+        )));
+        assert!(self_report_needed(&platform(|s| {
+            s.compliance.enabled = false;
+            s.cache.provider = CacheProvider::External;
+            s.cache.secret_ref = Some(SecretKeyRef {
+                name: "redis".into(),
+                key: "url".into(),
+            });
+        })));
+    }
+
+    #[tokio::test]
+    async fn no_ready_api_pod_is_an_error_not_a_pass() {
+        let p = platform(|_| {});
+        let client =
+            SelfReportClient::new(std::time::Duration::from_millis(200)).map_err(|e| e.to_string());
+        let read = read_self_report(&client, &p, &Observed::default()).await;
+        assert_eq!(read, Some(Err("no API pod is ready to answer".to_string())));
+        let off = platform(|s| s.compliance.enabled = false);
+        assert_eq!(
+            read_self_report(&client, &off, &Observed::default()).await,
+            None
+        );
     }
 }
