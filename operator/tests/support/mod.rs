@@ -1,12 +1,13 @@
 //! Helpers shared by the operator's integration tests (`mod support;` in a test file; Cargo
 //! builds `tests/support/` as a module of each test that includes it, not as a test of its own).
 //!
-//! - [`standin`]: the real controller (`run_controller`) against `kube-standin`, with the
-//!   platform, status, condition, Event, metric and wait helpers of the `standin_*` tests.
+//! - [`cluster`]: the real controller (`run_controller`) against a real control plane
+//!   (`scripts/cluster.sh`), with the platform, status, condition, Event, metric, call-log and
+//!   wait helpers of the `cluster_*` tests.
 //! - [`api_process`]: finding and starting the real `caduceus-api` binary.
 
 // Each test crate uses only some of the helpers.
 #![allow(dead_code)]
 
 pub mod api_process;
-pub mod standin;
+pub mod cluster;

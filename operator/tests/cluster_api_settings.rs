@@ -1,5 +1,5 @@
-//! `spec.security.patientRetentionDays` and `spec.security.trustedProxies` against `kube-standin`
-//! over HTTP with the real controller: the CRD's schema and CEL rules refuse bad values and
+//! `spec.security.patientRetentionDays` and `spec.security.trustedProxies` against the real control
+//! plane (`scripts/cluster.sh`) with the real controller: the CRD's schema and CEL rules refuse bad values and
 //! `apiServer.env` overrides at admission, the defaults are stored, and the values reach the API
 //! ConfigMap (`CADUCEUS_PATIENT_RETENTION_DAYS`, `CADUCEUS_TRUSTED_PROXIES`). No fixed sleeps.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use caduceus_operator::names::Names;
 use serde_json::json;
-use support::standin::{Env, Setup};
+use support::cluster::{Env, Setup};
 
 #[tokio::test]
 async fn patient_retention_and_trusted_proxies_are_checked_at_admission_and_reach_the_api() {
@@ -50,8 +50,7 @@ async fn patient_retention_and_trusted_proxies_are_checked_at_admission_and_reac
         assert!(err.to_string().contains(want), "{spec}: {err}");
     }
     assert!(
-        env.stored("caduceus.io/v1alpha1", "HealthcarePlatform", "bad")
-            .is_none(),
+        env.platforms().get_opt("bad").await.unwrap().is_none(),
         "nothing stored"
     );
 
@@ -62,36 +61,28 @@ async fn patient_retention_and_trusted_proxies_are_checked_at_admission_and_reac
     )
     .await
     .expect("valid platform admitted");
-    let stored = env
-        .stored("caduceus.io/v1alpha1", "HealthcarePlatform", "demo")
-        .expect("stored");
-    assert_eq!(stored["spec"]["security"]["patientRetentionDays"], 3650);
+    let stored = env.platforms().get("demo").await.expect("stored");
+    assert_eq!(stored.spec.security.patient_retention_days, 3650);
 
     env.start_controller();
 
     let data = |key: &str| env.api_config(key);
     let config_map = || env.stored("v1", "ConfigMap", &Names::new("demo").api_config());
-    let ok = env
-        .standin
-        .wait_until(env.wait_bound(), |_| {
-            data("CADUCEUS_TRUSTED_PROXIES").as_deref()
-                == Some("10.42.0.0/16,192.168.0.10,fd00::/8")
-                && data("CADUCEUS_PATIENT_RETENTION_DAYS").as_deref() == Some("3650")
-        })
-        .await;
-    assert!(ok, "ConfigMap: {:?}", config_map());
+    env.wait_for("the settings in the API ConfigMap", |_| {
+        data("CADUCEUS_TRUSTED_PROXIES").as_deref() == Some("10.42.0.0/16,192.168.0.10,fd00::/8")
+            && data("CADUCEUS_PATIENT_RETENTION_DAYS").as_deref() == Some("3650")
+    })
+    .await;
 
     // A change reaches the ConfigMap.
     env.patch_spec(json!({"security": {"patientRetentionDays": 2555, "trustedProxies": []}}))
         .await;
-    let ok = env
-        .standin
-        .wait_until(env.wait_bound(), |_| {
-            data("CADUCEUS_PATIENT_RETENTION_DAYS").as_deref() == Some("2555")
-                && data("CADUCEUS_TRUSTED_PROXIES").as_deref() == Some("")
-        })
-        .await;
-    assert!(ok, "ConfigMap: {:?}", config_map());
+    env.wait_for("the changed settings in the API ConfigMap", |_| {
+        data("CADUCEUS_PATIENT_RETENTION_DAYS").as_deref() == Some("2555")
+            && data("CADUCEUS_TRUSTED_PROXIES").as_deref() == Some("")
+    })
+    .await;
+    assert!(config_map().is_some());
     let status = env.status();
     assert!(
         status["conditions"]

@@ -1,61 +1,35 @@
-//! Two operator replicas against the in-process stand-in API server (`kube-standin`, which
-//! serves `coordination.k8s.io/v1` Leases with server-side apply): only the Lease holder
-//! reconciles; when it shuts down, the standby takes over.
+//! Two operator replicas against the real control plane (`scripts/cluster.sh`), each with the
+//! chart ServiceAccount's token, so the chart's Lease RBAC (create; get/patch of the one Lease
+//! name) is what authorizes them: only the Lease holder reconciles; when it shuts down, the
+//! standby takes over.
+
+mod support;
 
 use std::time::{Duration, Instant};
 
 use caduceus_operator::leader::{run_with_leader_election, LeaderElection, LeaderOutcome};
 use caduceus_operator::{ControllerConfig, Metrics};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::Client;
-use kube_standin::StandIn;
 use serde_json::json;
+use support::cluster::{Env, Setup, OPERATOR_NS};
 use tokio::sync::oneshot;
 
-const NS: &str = "clinic";
+/// The chart's Lease (values.yaml `leaderElection.leaseName`): both tests use it, one at a time.
+const LEASE: &str = "caduceus-operator-leader";
+static LEASE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn reconciles(m: &Metrics) -> u64 {
     m.reconciles.with_label_values(&["success"]).get()
         + m.reconciles.with_label_values(&["error"]).get()
 }
 
-async fn setup(client: &Client) {
-    let path = format!(
-        "{}/../crds/caduceus.io_healthcareplatforms.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let crd: CustomResourceDefinition =
-        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &crd)
+/// A namespace with one platform; no controller (the replicas are the controllers).
+async fn setup() -> Env {
+    let env = Env::without_controller(Setup::default()).await;
+    env.try_create_platform("demo", json!({"apiServer": {"replicas": 1, "env": []}}))
         .await
-        .unwrap();
-    for ns in [NS, "caduceus-system"] {
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
-        "healthcareplatforms",
-    );
-    let platform: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "caduceus.io/v1alpha1",
-        "kind": "HealthcarePlatform",
-        "metadata": {"name": "demo", "namespace": NS},
-        "spec": {"apiServer": {"replicas": 1}},
-    }))
-    .unwrap();
-    Api::<DynamicObject>::namespaced_with(client.clone(), NS, &ar)
-        .create(&PostParams::default(), &platform)
-        .await
-        .unwrap();
+        .expect("platform");
+    env
 }
 
 struct Replica {
@@ -64,17 +38,17 @@ struct Replica {
     task: tokio::task::JoinHandle<LeaderOutcome>,
 }
 
-fn replica(client: Client, identity: &str) -> Replica {
+fn replica(client: Client, namespace: &str, identity: &str) -> Replica {
     let config = ControllerConfig {
         progress_interval: Duration::from_millis(200),
         requeue_interval: Duration::from_millis(300),
-        namespace: Some(NS.into()),
+        namespace: Some(namespace.into()),
         ..ControllerConfig::default()
     };
     let metrics = config.metrics.clone();
     let election = LeaderElection {
-        lease_name: "caduceus-operator-leader".into(),
-        namespace: "caduceus-system".into(),
+        lease_name: LEASE.into(),
+        namespace: OPERATOR_NS.into(),
         identity: identity.into(),
         duration_seconds: 5,
     };
@@ -97,7 +71,7 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(60),
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -106,13 +80,13 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
-    let standin = StandIn::start().await.expect("stand-in starts");
-    let client = standin.client().expect("client");
-    setup(&client).await;
+    let _lease = LEASE_LOCK.lock().await;
+    let env = setup().await;
+    let client = env.client.clone();
 
-    let mut a = replica(client.clone(), "replica-a");
+    let mut a = replica(client.clone(), &env.ns, "replica-a");
     wait_until("replica a to reconcile", || reconciles(&a.metrics) > 0).await;
-    let b = replica(client.clone(), "replica-b");
+    let b = replica(client.clone(), &env.ns, "replica-b");
     // B waits on the Lease while A keeps reconciling.
     let before = reconciles(&a.metrics);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -141,16 +115,17 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         .expect("replica b stops")
         .unwrap();
     assert_eq!(outcome, LeaderOutcome::Stopped);
+    env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_never_leads_stops_cleanly() {
-    let standin = StandIn::start().await.expect("stand-in starts");
-    let client = standin.client().expect("client");
-    setup(&client).await;
-    let mut a = replica(client.clone(), "replica-a");
+    let _lease = LEASE_LOCK.lock().await;
+    let env = setup().await;
+    let client = env.client.clone();
+    let mut a = replica(client.clone(), &env.ns, "replica-a");
     wait_until("replica a to reconcile", || reconciles(&a.metrics) > 0).await;
-    let mut b = replica(client.clone(), "replica-b");
+    let mut b = replica(client.clone(), &env.ns, "replica-b");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = b.stop.take().unwrap().send(());
     let outcome = tokio::time::timeout(Duration::from_secs(30), b.task)
@@ -161,4 +136,5 @@ async fn a_replica_that_never_leads_stops_cleanly() {
     assert_eq!(reconciles(&b.metrics), 0);
     let _ = a.stop.take().unwrap().send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), a.task).await;
+    env.stop().await;
 }

@@ -1,35 +1,31 @@
 //! Continuous compliance and monitoring end to end through the real controller
-//! (`run_controller` with all its watches) against `kube-standin`: `status.compliance`, the
+//! (`run_controller` with all its watches) against the real control plane (`scripts/cluster.sh`): `status.compliance`, the
 //! `Compliant` and `MonitoringReady` conditions, the Events, the compliance metrics in the
 //! controller's registry, Enforce/Audit modes, exceptions, drift correction of NetworkPolicies
 //! and of workload pod specs (fields added by another field manager, which server-side apply
 //! leaves in place; server defaults are not drift), and the Prometheus Operator objects with and
 //! without the `monitoring.coreos.com` CRDs.
 //!
-//! The stand-in runs no pods, so the API's self-report cannot be read: the rules that need it
-//! must be reported `NotEvaluated` (never `Pass`). No fixed sleeps: every wait polls.
+//! The Prometheus Operator CRDs are the real ones (its Go module's YAML). KWOK runs no
+//! containers and the test process cannot resolve in-cluster names, so the API's self-report
+//! cannot be read: the rules that need it must be reported `NotEvaluated` (never `Pass`). No fixed
+//! sleeps: every wait polls.
 
 mod support;
 
 use std::time::Duration;
 
 use caduceus_operator::{crd::Phase, names::Names};
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        batch::v1::CronJob,
-        networking::v1::NetworkPolicy,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    batch::v1::CronJob,
+    networking::v1::NetworkPolicy,
 };
-use kube::{
-    api::{Api, Patch, PatchParams, PostParams},
-    Client,
-};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use support::standin::{install_crd, open_crd, Env, Setup, NS};
+use support::cluster::{install_crd, uninstall_crd, Env, Setup};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Rules that need the API's self-report (or backup status) and so cannot pass in the stand-in.
 const NEED_A_RUNNING_API: &[&str] = &[
@@ -41,14 +37,11 @@ const NEED_A_RUNNING_API: &[&str] = &[
 
 /// `Env::start` and `create_platform` of these tests (the platform `demo`).
 impl Env {
-    /// Waits of [`WAIT`], quiet after a second, workloads marked ready while waiting; the API host
-    /// names do not resolve here, so the self-report fails fast.
+    /// Waits of [`WAIT`]; the API host names do not resolve here, so the self-report fails fast.
     async fn start() -> Self {
         Env::start_with(
             Setup::default()
                 .wait(WAIT)
-                .quiet(Duration::from_secs(1))
-                .mark_ready_while_waiting()
                 .controller(|c| {
                     c.self_report_timeout = Duration::from_millis(500);
                     c.crd_recheck_interval = Duration::from_millis(200);
@@ -65,23 +58,27 @@ impl Env {
     }
 }
 
-/// A `monitoring.coreos.com/v1` CRD as the Prometheus Operator installs it (schema reduced to
-/// "any object": the stand-in admits what the real one would for our objects).
-fn prometheus_operator_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
-    open_crd("monitoring.coreos.com", kind, plural, false)
+/// The Prometheus Operator's CRDs as its Go module publishes them (their schemas validate our
+/// objects), mirrored into the test's view of the namespace.
+async fn install_prometheus_operator_crds(env: &mut Env) {
+    for (file, kind) in [
+        ("monitoring.coreos.com_servicemonitors.yaml", "ServiceMonitor"),
+        ("monitoring.coreos.com_prometheusrules.yaml", "PrometheusRule"),
+    ] {
+        install_crd(&env.admin, env.cluster.third_party_crd(file)).await;
+        env.mirror_kind("monitoring.coreos.com/v1", kind).await;
+    }
 }
 
-async fn install_prometheus_operator_crds(client: &Client) {
-    install_crd(
-        client,
-        prometheus_operator_crd("ServiceMonitor", "servicemonitors"),
-    )
-    .await;
-    install_crd(
-        client,
-        prometheus_operator_crd("PrometheusRule", "prometheusrules"),
-    )
-    .await;
+const PROMETHEUS_OPERATOR_CRDS: [&str; 2] = [
+    "servicemonitors.monitoring.coreos.com",
+    "prometheusrules.monitoring.coreos.com",
+];
+
+async fn uninstall_prometheus_operator_crds(env: &Env) {
+    for crd in PROMETHEUS_OPERATOR_CRDS {
+        uninstall_crd(&env.admin, crd).await;
+    }
 }
 
 /// The smallest platform (`examples/minimal.yaml`'s spec: one API replica) plus `extra`.
@@ -429,7 +426,7 @@ async fn a_hand_edited_network_policy_is_restored_and_the_rule_passes() {
     assert_eq!(env.rule_metric("network-policy-default-deny"), 1);
 
     // Someone opens the namespace up: the default-deny now selects nothing and denies nothing.
-    let policies: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), NS);
+    let policies: Api<NetworkPolicy> = Api::namespaced(env.admin.clone(), &env.ns);
     let edit = PatchParams {
         field_manager: Some("kubectl-edit".into()),
         ..PatchParams::default()
@@ -471,7 +468,7 @@ where
         + std::fmt::Debug
         + serde::de::DeserializeOwned,
 {
-    let api: Api<K> = Api::namespaced(env.client.clone(), NS);
+    let api: Api<K> = Api::namespaced(env.admin.clone(), &env.ns);
     let params = PatchParams {
         field_manager: Some("kubectl-patch".into()),
         ..PatchParams::default()
@@ -605,7 +602,7 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
     .await;
     // The changed generation is reported once by the drift tracker; then the platform settles.
     env.wait_quiet().await;
-    let calls_before = env.standin.calls();
+    let calls_before = env.calls();
     let drift_before: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
         .iter()
         .map(|k| drift_metric(&env, k))
@@ -624,7 +621,7 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
         .await;
     env.wait_quiet().await;
 
-    let calls = env.standin.calls().since(&calls_before);
+    let calls = env.calls().since(&calls_before);
     for ((verb, kind), n) in &calls.0 {
         assert!(
             !(verb == "patch" && ["Deployment", "StatefulSet", "CronJob"].contains(&kind.as_str())),
@@ -765,8 +762,9 @@ fn assert_monitoring_objects(env: &Env) {
 
 #[tokio::test]
 async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() {
-    let env = Env::start().await;
-    install_prometheus_operator_crds(&env.client).await;
+    let _crds = support::cluster::CRD_LOCK.lock().await;
+    let mut env = Env::start().await;
+    install_prometheus_operator_crds(&mut env).await;
     env.create_platform(spec(json!({
         "monitoring": {"labels": {"release": "kube-prometheus-stack"}}
     })))
@@ -783,12 +781,15 @@ async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() 
     assert_monitoring_objects(&env);
     env.wait_for("phase Ready", |e| e.status()["phase"] == "Ready")
         .await;
+    uninstall_prometheus_operator_crds(&env).await;
     env.stop().await;
 }
 
 #[tokio::test]
 async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creates_the_objects() {
-    let env = Env::start().await;
+    let _crds = support::cluster::CRD_LOCK.lock().await;
+    let mut env = Env::start().await;
+    uninstall_prometheus_operator_crds(&env).await;
     env.create_platform(spec(json!({
         "monitoring": {"labels": {"release": "kube-prometheus-stack"}}
     })))
@@ -818,7 +819,7 @@ async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creat
     // Installing the Prometheus Operator is noticed without touching the platform (the
     // platform is Ready, so its periodic re-check is minutes away).
     env.wait_quiet().await;
-    install_prometheus_operator_crds(&env.client).await;
+    install_prometheus_operator_crds(&mut env).await;
     env.wait_for("the monitoring objects", monitoring_objects_present)
         .await;
     env.wait_for("MonitoringReady=True", |e| {
@@ -828,6 +829,7 @@ async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creat
     .await;
     assert_monitoring_objects(&env);
     assert_eq!(env.status()["phase"], "Ready");
+    uninstall_prometheus_operator_crds(&env).await;
     env.stop().await;
 }
 
@@ -847,31 +849,31 @@ async fn a_database_certificate_about_to_expire_is_renewed_by_the_reconcile() {
             24 * (postgres_tls::SERVER_VALIDITY_DAYS - 10),
         ))
         .unwrap();
+    let ns = env.ns.clone();
     let hosts: Vec<String> = [names.postgres(), names.postgres_headless()]
         .iter()
         .flat_map(|svc| {
             [
                 svc.clone(),
-                format!("{svc}.{NS}"),
-                format!("{svc}.{NS}.svc"),
-                format!("{svc}.{NS}.svc.cluster.local"),
+                format!("{svc}.{ns}"),
+                format!("{svc}.{ns}.svc"),
+                format!("{svc}.{ns}.svc.cluster.local"),
             ]
         })
         .chain([format!(
-            "*.{}.{NS}.svc.cluster.local",
+            "*.{}.{ns}.svc.cluster.local",
             names.postgres_headless()
         )])
         .collect();
     let old = postgres_tls::issue("demo", &hosts, issued).unwrap();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.admin.clone(), &env.ns);
     secrets
         .create(
             &PostParams::default(),
-            // `data`, not `stringData`: the stand-in does not convert the latter.
             &k8s_openapi::api::core::v1::Secret {
                 metadata: kube::api::ObjectMeta {
                     name: Some(names.postgres_tls()),
-                    namespace: Some(NS.into()),
+                    namespace: Some(env.ns.clone()),
                     ..Default::default()
                 },
                 data: Some(

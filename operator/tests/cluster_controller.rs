@@ -1,6 +1,8 @@
 //! The real controller (`run_controller`: kube-runtime `Controller` with all its watches) running
-//! in-process against `kube-standin`, a stand-in Kubernetes API server reached over HTTP by a
-//! real `kube::Client`. No fixed sleeps: every wait polls with a timeout.
+//! in-process against a real control plane (`scripts/cluster.sh`): kube-apiserver with RBAC and
+//! Pod Security admission, kube-controller-manager (Deployment, StatefulSet, garbage collector,
+//! PV binder), kube-scheduler and KWOK, which makes scheduled Pods Running and Ready. The operator
+//! runs with the chart's ServiceAccount. No fixed sleeps: every wait polls with a timeout.
 
 mod support;
 
@@ -9,20 +11,25 @@ use caduceus_operator::{
     names::{Names, LABEL_MANAGED_BY, MANAGED_BY},
     HealthcarePlatform,
 };
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::PersistentVolumeClaim,
-        networking::v1::NetworkPolicy,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{PersistentVolumeClaim, Secret},
+    networking::v1::NetworkPolicy,
 };
 use kube::{
     api::{Api, DeleteParams, Patch, PatchParams},
     ResourceExt,
 };
 use serde_json::{json, Value};
-use support::standin::{install_crd, open_crd, Env, Setup, CHILD_KINDS, NS};
+use support::cluster::{install_crd, uninstall_crd, Env, Setup, CHILD_KINDS, CRD_LOCK};
+
+/// Objects the control plane itself puts into every namespace (not the operator's children).
+fn is_system_object(kind: &str, name: &str) -> bool {
+    matches!(
+        (kind, name),
+        ("ServiceAccount", "default") | ("ConfigMap", "kube-root-ca.crt")
+    )
+}
 
 /// `Env::start` and `create_platform` of these tests (several platforms, by name).
 impl Env {
@@ -35,18 +42,11 @@ impl Env {
     }
 }
 
-/// The spec of `examples/minimal.yaml`; until that example exists, the smallest platform the
-/// generated CRD admits (`apiServer.env` must be present for its CEL rule, see `kube-standin`'s
-/// `real_crd` test).
+/// The spec of `examples/minimal.yaml`.
 fn minimal_spec() -> Value {
-    let path = format!("{}/../examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let v: Value = serde_norway::from_str(&text).expect("minimal.yaml is YAML");
-            v.get("spec").cloned().unwrap_or_else(|| json!({}))
-        }
-        Err(_) => json!({"apiServer": {"env": []}}),
-    }
+    let v: Value = serde_norway::from_str(&support::cluster::repo_file("examples/minimal.yaml"))
+        .expect("minimal.yaml is YAML");
+    v.get("spec").cloned().expect("minimal.yaml has a spec")
 }
 
 /// `spec` with `patch` merged in (JSON merge patch semantics).
@@ -92,13 +92,17 @@ async fn new_platform_gets_all_children_and_becomes_ready_only_when_workloads_ar
         },
     )
     .await;
-    // Pods are not ready yet: the status must not claim Ready.
+    // The first status is written before any pod exists: it must not claim Ready.
     env.wait_for("a status", |e| e.phase("demo").is_some())
         .await;
+    let first = env.mirror.platform_history("demo");
+    let first_phase = first
+        .iter()
+        .find_map(|s| s["phase"].as_str().map(str::to_string));
     assert_ne!(
-        env.phase("demo").as_deref(),
+        first_phase.as_deref(),
         Some("Ready"),
-        "Ready before any pod is ready"
+        "Ready before any pod could be ready: {first:?}"
     );
 
     env.settle_until_phase("demo", Phase::Ready).await;
@@ -109,14 +113,15 @@ async fn new_platform_gets_all_children_and_becomes_ready_only_when_workloads_ar
     let children = env.child_versions();
     assert!(children.len() >= 8, "children: {children:?}");
     for (av, kind) in CHILD_KINDS {
-        for o in env.standin.list(av, kind, Some(NS)) {
-            if *kind == "PersistentVolumeClaim" {
-                continue; // created by the StatefulSet controller, not the operator
-            }
+        for o in env.list(av, kind) {
             let name = o["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            if *kind == "PersistentVolumeClaim" || *kind == "Job" || is_system_object(kind, &name)
+            {
+                continue; // created by the StatefulSet/CronJob controllers or the control plane
+            }
             let owners = o["metadata"]["ownerReferences"]
                 .as_array()
                 .cloned()
@@ -146,7 +151,7 @@ async fn a_second_reconcile_changes_nothing() {
     // Let in-flight reconciles triggered by the readiness updates finish.
     env.wait_quiet().await;
     let before = env.child_versions();
-    let calls_before = env.standin.calls();
+    let calls_before = env.calls();
     let reconciles_before = env.reconciles();
 
     // Touch the platform (no spec change): the controller reconciles it again.
@@ -177,13 +182,12 @@ async fn a_second_reconcile_changes_nothing() {
         before,
         "a no-change reconcile modified children"
     );
-    let calls = env.standin.calls().since(&calls_before);
+    let calls = env.calls().since(&calls_before);
     for ((verb, kind), n) in &calls.0 {
-        let is_platform_touch = verb == "patch" && kind == "HealthcarePlatform";
         let harmless = matches!(
             verb.as_str(),
             "get" | "list" | "watch" | "discovery" | "apply"
-        ) || is_platform_touch;
+        );
         let event = kind == "Event";
         assert!(
             harmless || event,
@@ -204,7 +208,7 @@ async fn a_deleted_network_policy_and_a_hand_edited_deployment_are_restored() {
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
 
-    let policies: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), NS);
+    let policies: Api<NetworkPolicy> = env.api();
     let old_uid = policies
         .get(&names.netpol_default_deny())
         .await
@@ -224,7 +228,7 @@ async fn a_deleted_network_policy_and_a_hand_edited_deployment_are_restored() {
     })
     .await;
 
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), NS);
+    let deployments: Api<Deployment> = env.api();
     let original = deployments.get(&names.api()).await.unwrap();
     let want_replicas = original.spec.as_ref().and_then(|s| s.replicas);
     let edit = PatchParams {
@@ -244,10 +248,9 @@ async fn a_deleted_network_policy_and_a_hand_edited_deployment_are_restored() {
     })
     .await;
     env.wait_for("DriftCorrected Events", |e| {
-        e.standin
-            .list("events.k8s.io/v1", "Event", Some(NS))
+        e.list("events.k8s.io/v1", "Event")
             .iter()
-            .chain(e.standin.list("v1", "Event", Some(NS)).iter())
+            .chain(e.list("v1", "Event").iter())
             .any(|ev| ev["reason"] == "DriftCorrected")
     })
     .await;
@@ -280,13 +283,18 @@ async fn paused_keeps_children_and_still_updates_status() {
         "a paused platform's spec change was applied"
     );
 
-    // Status keeps tracking the workloads while paused.
-    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), NS);
+    // Status keeps tracking the workloads while paused: someone else scales the Deployment up
+    // with pods no node can take, so fewer pods are ready than desired.
+    let deployments: Api<Deployment> = env.api();
+    let other = PatchParams {
+        field_manager: Some("someone-else".into()),
+        ..PatchParams::default()
+    };
     deployments
-        .patch_status(
+        .patch(
             &names.api(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"readyReplicas": 0, "availableReplicas": 0}})),
+            &other,
+            &Patch::Merge(json!({"spec": {"replicas": 4, "template": {"spec": {"nodeSelector": {"caduceus.io/test": "no-such-node"}}}}})),
         )
         .await
         .unwrap();
@@ -311,9 +319,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
     env.create_platform("demo", minimal_spec()).await;
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
-    let pvcs_before = env
-        .standin
-        .list("v1", "PersistentVolumeClaim", Some(NS))
+    let pvcs_before = env.list("v1", "PersistentVolumeClaim")
         .len();
     assert!(
         pvcs_before > 0,
@@ -333,8 +339,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
     .await;
     env.settle_until_phase("demo", Phase::Stopped).await;
     assert_eq!(
-        env.standin
-            .list("v1", "PersistentVolumeClaim", Some(NS))
+        env.list("v1", "PersistentVolumeClaim")
             .len(),
         pvcs_before,
         "data kept"
@@ -371,9 +376,7 @@ async fn deletion_with_retain_keeps_pvcs() {
     .await;
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
-    let pvcs: Vec<String> = env
-        .standin
-        .list("v1", "PersistentVolumeClaim", Some(NS))
+    let pvcs: Vec<String> = env.list("v1", "PersistentVolumeClaim")
         .iter()
         .map(|p| {
             p["metadata"]["name"]
@@ -389,11 +392,30 @@ async fn deletion_with_retain_keeps_pvcs() {
         e.stored("apps/v1", "Deployment", &names.api()).is_none()
     })
     .await;
-    let left: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), NS);
+    let left: Api<PersistentVolumeClaim> = env.api();
     for pvc in &pvcs {
         assert!(
             left.get_opt(pvc).await.unwrap().is_some(),
             "Retain deleted PVC {pvc}"
+        );
+    }
+    // The garbage collector has removed every other child; the credentials, the TLS key and the
+    // key ring that unlock the retained data are still there, unowned.
+    let secrets: Api<Secret> = env.api();
+    for secret in [
+        names.api_secrets(),
+        names.postgres_credentials(),
+        names.postgres_tls(),
+        names.redis_credentials(),
+    ] {
+        let s = secrets
+            .get_opt(&secret)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("Retain deleted Secret {secret}"));
+        assert!(
+            s.metadata.owner_references.unwrap_or_default().is_empty(),
+            "Secret {secret} is still owned by the deleted platform"
         );
     }
     env.stop().await;
@@ -408,11 +430,9 @@ async fn deletion_with_delete_removes_pvcs() {
     )
     .await;
     env.settle_until_phase("demo", Phase::Ready).await;
-    assert!(!env
-        .standin
-        .list("v1", "PersistentVolumeClaim", Some(NS))
+    assert!(!env.list("v1", "PersistentVolumeClaim")
         .is_empty());
-    let sets: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
+    let sets: Api<StatefulSet> = env.api();
     assert!(!sets
         .list(&Default::default())
         .await
@@ -422,14 +442,12 @@ async fn deletion_with_delete_removes_pvcs() {
 
     delete_platform_and_wait(&env, "demo").await;
     env.wait_for("PVCs deleted", |e| {
-        e.standin
-            .list("v1", "PersistentVolumeClaim", Some(NS))
+        e.list("v1", "PersistentVolumeClaim")
             .is_empty()
     })
     .await;
     env.wait_for("StatefulSets garbage-collected", |e| {
-        e.standin
-            .list("apps/v1", "StatefulSet", Some(NS))
+        e.list("apps/v1", "StatefulSet")
             .is_empty()
     })
     .await;
@@ -461,21 +479,18 @@ async fn an_invalid_spec_yields_degraded_with_a_clear_reason() {
         "message names the field: {message}"
     );
     assert!(
-        env.standin
-            .list("apps/v1", "Deployment", Some(NS))
+        env.list("apps/v1", "Deployment")
             .is_empty(),
         "nothing half-applied"
     );
     env.stop().await;
 }
 
-fn cnpg_crd() -> CustomResourceDefinition {
-    open_crd("postgresql.cnpg.io", "Cluster", "clusters", true)
-}
-
 #[tokio::test]
 async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_installed() {
-    let env = Env::start().await;
+    let _crds = CRD_LOCK.lock().await;
+    let mut env = Env::start().await;
+    uninstall_crd(&env.admin, "clusters.postgresql.cnpg.io").await;
     env.create_platform(
         "demo",
         with(
@@ -495,7 +510,13 @@ async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_
         .to_string();
     assert!(!message.is_empty(), "a clear message");
 
-    install_crd(&env.client, cnpg_crd()).await;
+    // CloudNativePG's own CRD, as its Go module publishes it: our Cluster is validated
+    // against the real schema.
+    let crd = env
+        .cluster
+        .third_party_crd("postgresql.cnpg.io_clusters.yaml");
+    install_crd(&env.admin, crd).await;
+    env.mirror_kind("postgresql.cnpg.io/v1", "Cluster").await;
     // Nudge a reconcile now rather than waiting for the periodic re-check.
     env.patch_platform(json!({"metadata": {"annotations": {"test/cnpg": "installed"}}}))
         .await;
@@ -505,6 +526,35 @@ async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_
             .is_some()
     })
     .await;
+    // No CloudNativePG operator runs here: the Cluster reports what its operator would once
+    // the instances are up.
+    let clusters: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        env.admin.clone(),
+        &env.ns,
+        &kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+            "clusters",
+        ),
+    );
+    let instances = env
+        .stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
+        .and_then(|c| c["spec"]["instances"].as_i64())
+        .unwrap_or(1);
+    clusters
+        .patch_status(
+            &names.cnpg_cluster(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "instances": instances, "readyInstances": instances,
+                "phase": "Cluster in healthy state",
+                "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady",
+                                "message": "Cluster is Ready", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+            }})),
+        )
+        .await
+        .expect("Cluster status");
     env.settle_until_phase("demo", Phase::Ready).await;
+    let admin = env.admin.clone();
     env.stop().await;
+    uninstall_crd(&admin, "clusters.postgresql.cnpg.io").await;
 }

@@ -1,11 +1,14 @@
-//! Backups wired into the real controller (`run_controller`) against `kube-standin` over HTTP:
+//! Backups wired into the real controller (`run_controller`) against the real control plane:
 //! the CronJob, key Secret, PVC and NetworkPolicies of a platform; `status.backup` and the
 //! `BackupHealthy` condition from backup Jobs and their pods' termination messages (the agent's
 //! result line, docs/contracts.md); the `caduceus.io/backup-now` annotation; disabling backups;
 //! the RPO rule in `status.compliance`; and the `bootstrap.fromBackup` restore init container.
 //!
-//! The stand-in runs no CronJob controller and no pods: the tests create the Jobs and Pods the
-//! CronJob and Job controllers would (same labels, names and status shapes). No fixed sleeps.
+//! Backup Jobs of these tests are created by the test with `spec.managedBy` set to the test
+//! harness, so the real Job controller leaves them alone (the JobManagedBy feature) and the test
+//! writes what the Job controller and kubelet would: the pod with the agent's termination message
+//! and the Job's final status, at chosen times (so an RPO can be exceeded without waiting an hour).
+//! The API server validates both status writes. No fixed sleeps.
 
 mod support;
 
@@ -13,14 +16,16 @@ use caduceus_operator::{
     build::backup::{token_hash, ANNOTATION_BACKUP_NOW, CONTAINER},
     names::Names,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::{
     api::{batch::v1::Job, core::v1::Pod},
     jiff::{SignedDuration, Timestamp},
 };
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use support::standin::{open_crd, Env, Setup, NS};
+use support::cluster::{install_crd, uninstall_crd, Env, Setup, CRD_LOCK};
+
+/// `spec.managedBy` of the tests' Jobs: the built-in Job controller does not touch them.
+const TEST_JOB_MANAGER: &str = "caduceus.io/test-harness";
 
 /// `Env::start` and `create_platform` of these tests, and the Jobs and Pods the CronJob and Job
 /// controllers would create.
@@ -44,8 +49,9 @@ impl Env {
     async fn finished_backup_job(&self, job: &str, outcome: Outcome<'_>, at: Timestamp) {
         let names = Names::new("demo");
         let labels = names.labels(caduceus_operator::names::Component::Backup, "test");
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), NS);
+        let jobs: Api<Job> = self.api();
         let spec = json!({
+            "managedBy": TEST_JOB_MANAGER,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {"restartPolicy": "Never", "containers": [{"name": CONTAINER, "image": "backup:test"}]}
@@ -54,7 +60,7 @@ impl Env {
         jobs.create(
             &PostParams::default(),
             &serde_json::from_value(json!({
-                "metadata": {"name": job, "namespace": NS, "labels": labels},
+                "metadata": {"name": job, "namespace": self.ns, "labels": labels},
                 "spec": spec,
             }))
             .expect("job"),
@@ -84,42 +90,69 @@ impl Env {
         let mut pod_labels = labels.clone();
         pod_labels.insert("batch.kubernetes.io/job-name".into(), job.into());
         pod_labels.insert("job-name".into(), job.into());
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let pods: Api<Pod> = self.api();
         let pod_name = format!("{job}-x7k2p");
+        // A pod the restricted Pod Security profile admits, bound to no node: only the test
+        // writes its status.
         pods.create(
             &PostParams::default(),
             &serde_json::from_value(json!({
-                "metadata": {"name": pod_name, "namespace": NS, "labels": pod_labels},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": CONTAINER, "image": "backup:test"}]},
+                "metadata": {"name": pod_name, "namespace": self.ns, "labels": pod_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"caduceus.io/test": "no-such-node"},
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": CONTAINER, "image": "backup:test",
+                        "securityContext": {"allowPrivilegeEscalation": false,
+                                            "capabilities": {"drop": ["ALL"]}}}]
+                },
             }))
             .expect("pod"),
         )
         .await
         .expect("pod created");
-        assert!(self.standin.set_status(
-            "v1",
-            "Pod",
-            NS,
+        pods.patch_status(
             &pod_name,
-            json!({"phase": if exit == 0 { "Succeeded" } else { "Failed" },
-                   "containerStatuses": [{"name": CONTAINER, "image": "backup:test", "imageID": "",
-                       "ready": false, "restartCount": 0,
-                       "state": {"terminated": {"exitCode": exit, "reason": if exit == 0 { "Completed" } else { "Error" },
-                                                "message": message, "finishedAt": at.to_string()}}}]}),
-        ));
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "phase": if exit == 0 { "Succeeded" } else { "Failed" },
+                "containerStatuses": [{"name": CONTAINER, "image": "backup:test", "imageID": "",
+                    "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit,
+                        "reason": if exit == 0 { "Completed" } else { "Error" },
+                        "message": message, "startedAt": at.to_string(),
+                        "finishedAt": at.to_string()}}}]}})),
+        )
+        .await
+        .expect("pod status");
         let t = at.to_string();
         let status = match outcome {
             Outcome::Success { .. } => json!({
                 "startTime": t, "completionTime": t, "succeeded": 1,
-                "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": t, "lastTransitionTime": t}]
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                     "lastProbeTime": t, "lastTransitionTime": t},
+                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                     "lastProbeTime": t, "lastTransitionTime": t}]
             }),
             Outcome::Failure => json!({
-                "startTime": t, "failed": 3,
-                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                "lastProbeTime": t, "lastTransitionTime": t}]
+                "startTime": t, "failed": 1,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                     "lastProbeTime": t, "lastTransitionTime": t},
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                     "lastProbeTime": t, "lastTransitionTime": t}]
             }),
         };
-        assert!(self.standin.set_status("batch/v1", "Job", NS, job, status));
+        let jobs: Api<Job> = self.api();
+        jobs.patch_status(
+            job,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .expect("Job status admitted by the API server");
     }
 }
 
@@ -361,7 +394,7 @@ async fn finished_backup_jobs_fill_status_backup_and_backup_healthy() {
         e.metrics
             .compliance
             .backup_last_success
-            .with_label_values(&[&format!("{NS}/demo")])
+            .with_label_values(&[&e.platform_label()])
             .get()
             == ok_at.as_second()
     })
@@ -403,7 +436,7 @@ async fn finished_backup_jobs_fill_status_backup_and_backup_healthy() {
     );
 
     // Jobs garbage-collected (history limit): status.backup does not move backwards.
-    let jobs: Api<Job> = Api::namespaced(env.client.clone(), NS);
+    let jobs: Api<Job> = env.api();
     for job in ["demo-backup-29000001", "demo-backup-29000002"] {
         jobs.delete(job, &DeleteParams::default())
             .await
@@ -511,8 +544,7 @@ async fn backup_now_runs_exactly_one_job_per_token() {
     let uid = job["metadata"]["uid"].clone();
     env.wait_quiet().await;
     let on_demand = |e: &Env| {
-        e.standin
-            .list("batch/v1", "Job", Some(NS))
+        e.list("batch/v1", "Job")
             .into_iter()
             .filter(|j| {
                 j["metadata"]["name"]
@@ -560,13 +592,13 @@ async fn backup_now_runs_exactly_one_job_per_token() {
     .await;
     env.wait_quiet().await;
 
-    // Garbage-collected by its ttlSecondsAfterFinished (the stand-in runs no TTL controller, so
-    // the test deletes it): never re-created for the same token, and status.backup keeps it.
-    let jobs: Api<Job> = Api::namespaced(env.client.clone(), NS);
+    // Garbage-collected by its ttlSecondsAfterFinished (a week; the test deletes it now): never
+    // re-created for the same token, and status.backup keeps it.
+    let jobs: Api<Job> = env.api();
     jobs.delete(&job1, &DeleteParams::default())
         .await
         .expect("delete job");
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    let pods: Api<Pod> = env.api();
     pods.delete(&format!("{job1}-x7k2p"), &DeleteParams::default())
         .await
         .expect("delete pod");
@@ -718,22 +750,27 @@ async fn from_backup_restores_before_migrations_and_the_crd_refuses_two_sources(
     env.stop().await;
 }
 
-/// A CRD serving any object of a CloudNativePG kind.
-fn cnpg_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
-    open_crd("postgresql.cnpg.io", kind, plural, true)
-}
+const CNPG_CRDS: [(&str, &str, &str); 2] = [
+    (
+        "postgresql.cnpg.io_clusters.yaml",
+        "Cluster",
+        "clusters.postgresql.cnpg.io",
+    ),
+    (
+        "postgresql.cnpg.io_scheduledbackups.yaml",
+        "ScheduledBackup",
+        "scheduledbackups.postgresql.cnpg.io",
+    ),
+];
 
 #[tokio::test]
 async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
-    let env = Env::start().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    for (kind, plural) in [
-        ("Cluster", "clusters"),
-        ("ScheduledBackup", "scheduledbackups"),
-    ] {
-        crds.create(&PostParams::default(), &cnpg_crd(kind, plural))
-            .await
-            .expect("CRD");
+    let _crds = CRD_LOCK.lock().await;
+    let mut env = Env::start().await;
+    // CloudNativePG's own CRDs: our Cluster and ScheduledBackup meet their real schemas.
+    for (file, kind, _) in CNPG_CRDS {
+        install_crd(&env.admin, env.cluster.third_party_crd(file)).await;
+        env.mirror_kind("postgresql.cnpg.io/v1", kind).await;
     }
     let mut s = spec();
     s["database"] = json!({"provider": "CloudNativePG", "instances": 1});
@@ -779,21 +816,35 @@ async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
         )
         .is_none());
 
-    // CloudNativePG reports a backup: reflected in status.backup and BackupHealthy.
+    // No CloudNativePG operator runs here: the test writes the Cluster status it would, ready
+    // instances first, then a backup, reflected in status.backup and BackupHealthy.
+    let clusters: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        env.admin.clone(),
+        &env.ns,
+        &kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+            "clusters",
+        ),
+    );
+    let set_status = |status: Value| {
+        let clusters = clusters.clone();
+        let name = names.cnpg_cluster();
+        async move {
+            clusters
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+                .expect("Cluster status admitted by the CloudNativePG schema");
+        }
+    };
+    set_status(json!({"instances": 1, "readyInstances": 1, "phase": "Cluster in healthy state"}))
+        .await;
     let done = (Timestamp::now() - SignedDuration::from_mins(5)).to_string();
     env.settle_until_ready().await;
-    let mut status = env
-        .stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())
-        .expect("cluster")["status"]
-        .clone();
-    status["lastSuccessfulBackup"] = json!(done);
-    assert!(env.standin.set_status(
-        "postgresql.cnpg.io/v1",
-        "Cluster",
-        NS,
-        &names.cnpg_cluster(),
-        status
-    ));
+    set_status(json!({ "lastSuccessfulBackup": done })).await;
     // The Cluster is not watched: the periodic re-check or any event picks it up.
     env.reconcile_again("cnpg-backup").await;
     env.wait_for("lastSuccessfulTime from CloudNativePG", |e| {
@@ -814,6 +865,9 @@ async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
         .is_none()
     })
     .await;
+    for (_, _, crd) in CNPG_CRDS {
+        uninstall_crd(&env.admin, crd).await;
+    }
     env.stop().await;
 }
 
@@ -823,7 +877,7 @@ async fn a_lost_backup_key_is_secrets_missing_once_backups_were_taken() {
     env.create_platform("demo", spec()).await;
     env.settle_until_ready().await;
     let names = Names::new("demo");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.api();
 
     // No backup taken yet: a deleted key is simply generated again.
     let first = env
