@@ -128,7 +128,7 @@ cluster_step() {
     kubeconfig="${kubeconfig#export KUBECONFIG=}"
     echo "cluster: KUBECONFIG=$kubeconfig"
     export CADUCEUS_TEST_KUBECONFIG="$kubeconfig" CADUCEUS_E2E_KUBECONFIG="$kubeconfig"
-    cargo test -p caduceus-operator --features cluster-tests \
+    cargo test -p caduceus-operator --features cluster-tests --no-fail-fast \
         --test cluster_controller --test cluster_backup --test cluster_compliance \
         --test cluster_api_settings --test cluster_leader_election --test cluster_examples \
         -- --test-threads=4 || rc=1

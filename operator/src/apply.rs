@@ -139,8 +139,11 @@ impl DriftTracker {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // An empty marker is one a controller had not written yet (a new Deployment's revision
+        // annotation): its first value is not someone else's change.
         let drifted = map.get(&key).is_some_and(|prev| {
-            prev.desired == fp.desired && (prev.uid != fp.uid || prev.marker != fp.marker)
+            prev.desired == fp.desired
+                && (prev.uid != fp.uid || (!prev.marker.is_empty() && prev.marker != fp.marker))
         });
         map.insert(key, fp);
         drifted
@@ -277,7 +280,7 @@ impl Applier<'_> {
             })?;
         let key = format!("{kind}/{}/{name}", self.namespace);
         self.tracker.absent().remove(&key);
-        let marker = change_marker(kind, live.meta(), obj);
+        let marker = change_marker(kind, &live, obj);
         let fp = Fingerprint {
             desired: desired_hash(obj),
             uid: live.meta().uid.clone().unwrap_or_default(),
@@ -428,7 +431,7 @@ impl Applier<'_> {
             Fingerprint {
                 desired,
                 uid: replaced.meta().uid.clone().unwrap_or_default(),
-                marker: change_marker(kind, replaced.meta(), obj),
+                marker: change_marker(kind, &replaced, obj),
             },
         );
         if !own_change && !drift.iter().any(|(k, n)| *k == kind && *n == name) {
@@ -918,8 +921,10 @@ pub fn same_network_policy_spec(
 }
 
 /// Which field shows that someone else changed an object: `generation` where the kind has one,
-/// otherwise `resourceVersion`.
-fn change_marker<K: Serialize>(kind: &str, live: &ObjectMeta, desired: &K) -> String {
+/// otherwise a hash of the object without `metadata` and `status` (controllers keep writing
+/// the status of generation-less kinds, e.g. the HPA controller, which is not a change).
+fn change_marker<K: Resource + Serialize>(kind: &str, live_obj: &K, desired: &K) -> String {
+    let live = live_obj.meta();
     // With autoscaling the HPA changes `replicas` (and so `generation`); the revision annotation
     // changes only when the pod template does.
     if kind == "Deployment" {
@@ -935,7 +940,26 @@ fn change_marker<K: Serialize>(kind: &str, live: &ObjectMeta, desired: &K) -> St
                 .unwrap_or_default();
         }
     }
-    object_version(live)
+    match live.generation {
+        Some(g) if g > 0 => g.to_string(),
+        _ => content_hash(kind, live_obj),
+    }
+}
+
+/// Hash of an object without `metadata` and `status`; for a claim also without the volume the
+/// PV binder fills in.
+fn content_hash<K: Serialize>(kind: &str, obj: &K) -> String {
+    let mut v = serde_json::to_value(obj).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    if kind == "PersistentVolumeClaim" {
+        if let Some(spec) = v.get_mut("spec").and_then(|s| s.as_object_mut()) {
+            spec.remove("volumeName");
+        }
+    }
+    desired_hash(&v)
 }
 
 /// `generation` where the kind has one, otherwise `resourceVersion`.
@@ -1253,6 +1277,44 @@ mod tests {
         );
         t.forget("ns", "demo");
         assert_eq!(t.len(), 1);
+        // A marker a controller writes after creation (a Deployment's first revision) is not
+        // someone else's change.
+        assert!(!t.record("new".into(), fp("d1", "u3", "")));
+        assert!(!t.record("new".into(), fp("d1", "u3", "1")));
+        assert!(t.record("new".into(), fp("d1", "u3", "2")), "a later change is");
+    }
+
+    #[test]
+    fn generation_less_kinds_change_only_when_more_than_their_status_does() {
+        use k8s_openapi::api::autoscaling::v2::{
+            HorizontalPodAutoscalerSpec, HorizontalPodAutoscalerStatus,
+        };
+        let hpa = |max: i32, current: Option<i32>, rv: &str| HorizontalPodAutoscaler {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(HorizontalPodAutoscalerSpec {
+                max_replicas: max,
+                ..HorizontalPodAutoscalerSpec::default()
+            }),
+            status: current.map(|c| HorizontalPodAutoscalerStatus {
+                current_replicas: Some(c),
+                ..HorizontalPodAutoscalerStatus::default()
+            }),
+        };
+        let desired = hpa(4, None, "");
+        let applied = change_marker("HorizontalPodAutoscaler", &hpa(4, None, "1"), &desired);
+        // The HPA controller writes its status (a new resourceVersion): not drift.
+        assert_eq!(
+            change_marker("HorizontalPodAutoscaler", &hpa(4, Some(3), "2"), &desired),
+            applied
+        );
+        // Someone edits the spec: drift.
+        assert_ne!(
+            change_marker("HorizontalPodAutoscaler", &hpa(9, Some(3), "3"), &desired),
+            applied
+        );
     }
 
     #[test]

@@ -226,13 +226,19 @@ async fn enforce_mode_overrides_the_config_and_reports_what_it_changed() {
     let text = env.metrics.render();
     assert!(
         text.contains(
-            r#"caduceus_compliance_rule_status{platform="clinic/demo",rule="session-idle-timeout"} 1"#
+            &format!(
+                r#"caduceus_compliance_rule_status{{platform="{}",rule="session-idle-timeout"}} 1"#,
+                env.platform_label()
+            )
         ),
         "{text}"
     );
     assert!(
         text.contains(
-            r#"caduceus_compliance_rule_status{platform="clinic/demo",rule="field-encryption-active"} -1"#
+            &format!(
+                r#"caduceus_compliance_rule_status{{platform="{}",rule="field-encryption-active"}} -1"#,
+                env.platform_label()
+            )
         ),
         "{text}"
     );
@@ -524,12 +530,16 @@ async fn workload_pod_specs_edited_by_another_manager_are_restored() {
     .await;
     assert!(drift_metric(&env, "Deployment") > api_drift);
 
-    // A privileged database container on the host network.
+    // A privileged database container on the host network (the API server refuses
+    // `privileged` together with `allowPrivilegeEscalation: false`, so both are changed).
     hand_patch::<StatefulSet>(
         &env,
         &postgres,
         json!([
             {"op": "add", "path": "/spec/template/spec/containers/0/securityContext/privileged",
+             "value": true},
+            {"op": "replace",
+             "path": "/spec/template/spec/containers/0/securityContext/allowPrivilegeEscalation",
              "value": true},
             {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": true},
         ]),

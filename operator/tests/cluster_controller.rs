@@ -198,6 +198,13 @@ async fn a_second_reconcile_changes_nothing() {
         calls.verb("apply") > 0,
         "the reconcile re-applied its children (idempotently): {calls:?}"
     );
+    // What the control plane's own controllers write (a Deployment's revision annotation, the
+    // HPA's status, a claim's binding) is not drift.
+    assert!(
+        !env.has_event("DriftCorrected", ""),
+        "a new platform reported drift: {:?}",
+        env.events()
+    );
     env.stop().await;
 }
 
