@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1.7
 # Image of `caduceus-backup` (package caduceus-backup) with pg_dump/pg_restore of the database
-# major version. Build from the repository root:
-#   docker build -f docker/backup.Dockerfile -t ghcr.io/caduceus-health/caduceus-backup:0.1.0 .
+# major version. Build from the repository root, tagged `<version>-pg<PG_MAJOR>` — the tag the
+# operator runs by default (`spec.backup.image.tag` defaults to `<API image tag>-pg<major of
+# spec.database.version>`):
+#   docker build -f docker/backup.Dockerfile -t ghcr.io/caduceus-health/caduceus-backup:0.1.0-pg16 .
+# Another major: --build-arg PG_MAJOR=17 -t ghcr.io/caduceus-health/caduceus-backup:0.1.0-pg17
 # The version label equals the crate version, the binary name/path equal what the workspace
 # builds, and PG_MAJOR equals the major of the operator's default PostgreSQL version:
 # e2e/tests/dockerfiles.rs checks all three.

@@ -9,17 +9,19 @@ use std::sync::Mutex;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
 use crate::build::monitoring::{self, MonitoringObjects};
@@ -30,8 +32,9 @@ use crate::build::{
 use crate::compliance::self_report::SelfReport;
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::drift::{prune, same_pod_spec};
-use crate::names::FIELD_MANAGER;
+use crate::names::{selector_string, Component, FIELD_MANAGER};
 use crate::validate::ValidatedPlatform;
+use crate::volume_claims::{self, TemplatePlan};
 
 /// Errors of the apply stage. Messages name the object, never secret values.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,27 @@ pub enum ApplyError {
         name: String,
         detail: String,
     },
+    /// The desired storage request of a StatefulSet's claim template is smaller than the live
+    /// one. Nothing of that StatefulSet is changed; the other children are applied.
+    #[error(
+        "{field} asks for {desired} but StatefulSet {name} (volume claim template {claim}) has {live}: a PersistentVolumeClaim cannot shrink, so the decrease is not applied; set {field} back to at least {live}"
+    )]
+    StorageDecrease {
+        name: String,
+        field: &'static str,
+        claim: String,
+        live: String,
+        desired: String,
+    },
+    #[error(
+        "expanding PersistentVolumeClaim {name} from {from} to {to} failed: {detail} (its StorageClass must allow volume expansion)"
+    )]
+    VolumeExpansion {
+        name: String,
+        from: String,
+        to: String,
+        detail: String,
+    },
 }
 
 impl ApplyError {
@@ -69,6 +93,8 @@ impl ApplyError {
             ApplyError::ReadSecret { .. } => "SecretReadFailed",
             ApplyError::Discovery { .. } => "DiscoveryFailed",
             ApplyError::Read { .. } => "ReadFailed",
+            ApplyError::StorageDecrease { .. } => "StorageDecreaseRefused",
+            ApplyError::VolumeExpansion { .. } => "VolumeExpansionFailed",
         }
     }
 }
@@ -455,6 +481,164 @@ impl Applier<'_> {
         .await
     }
 
+    /// Applies an embedded database / cache StatefulSet whose volume claim templates may have
+    /// changed (see [`volume_claims`]): templates that differ from the live ones make it be
+    /// deleted with `propagationPolicy: Orphan` (pods and PVCs keep running) and created again;
+    /// a grown storage request is then written to its existing PVCs; a smaller one is refused
+    /// ([`ApplyError::StorageDecrease`]) without touching the StatefulSet. `component` selects
+    /// its PVCs; `storage_field` names the spec field of the request in messages. `None` when
+    /// the orphaned StatefulSet is still being deleted (the next reconcile creates it; its
+    /// deletion triggers one).
+    async fn apply_stateful_set(
+        &self,
+        sts: &StatefulSet,
+        component: Component,
+        storage_field: &'static str,
+        names: &crate::names::Names,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<Option<StatefulSet>, ApplyError> {
+        let name = sts.metadata.name.clone().unwrap_or_default();
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), self.namespace);
+        let live = api.get_opt(&name).await.map_err(|e| ApplyError::Read {
+            kind: "StatefulSet",
+            name: name.clone(),
+            detail: describe(&e),
+        })?;
+        match volume_claims::plan(live.as_ref(), sts) {
+            TemplatePlan::Keep => {}
+            TemplatePlan::Refuse(d) => {
+                return Err(ApplyError::StorageDecrease {
+                    name,
+                    field: storage_field,
+                    claim: d.claim,
+                    live: d.live,
+                    desired: d.desired,
+                })
+            }
+            TemplatePlan::Recreate => {
+                if let Some(live) = &live {
+                    if !self.orphan_stateful_set(&api, live).await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let applied = self.apply_workload(sts, drift).await?;
+        if sts.spec.as_ref().is_some_and(|s| {
+            s.volume_claim_templates
+                .as_ref()
+                .is_some_and(|t| !t.is_empty())
+        }) {
+            self.expand_claims(sts, &selector_string(&names.selector(component)))
+                .await?;
+        }
+        Ok(Some(applied))
+    }
+
+    /// Deletes a StatefulSet with `propagationPolicy: Orphan` (guarded by its uid) and waits a
+    /// few seconds until it is gone. Returns whether it is gone.
+    async fn orphan_stateful_set(
+        &self,
+        api: &Api<StatefulSet>,
+        live: &StatefulSet,
+    ) -> Result<bool, ApplyError> {
+        /// Checks for the orphaned StatefulSet to be gone (the garbage collector removes the
+        /// owner references of its pods first), 250 ms apart.
+        const POLLS: usize = 40;
+        let name = live.metadata.name.clone().unwrap_or_default();
+        if live.metadata.deletion_timestamp.is_none() {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: live.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::orphan()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                // Already gone, or replaced by someone else since it was read.
+                Err(e)
+                    if is_not_found(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) => {}
+                Err(e) => {
+                    return Err(ApplyError::Delete {
+                        kind: "StatefulSet",
+                        name,
+                        detail: describe(&e),
+                    })
+                }
+            }
+            info!(
+                namespace = self.namespace,
+                name = %name,
+                "volume claim templates changed: StatefulSet deleted with its pods and PVCs orphaned, to be created again"
+            );
+        }
+        // Our own deletion: the re-created object is no drift.
+        let key = format!("StatefulSet/{}/{name}", self.namespace);
+        match self.tracker.applied.lock() {
+            Ok(mut m) => m.remove(&key),
+            Err(poisoned) => poisoned.into_inner().remove(&key),
+        };
+        for _ in 0..POLLS {
+            let current = api.get_opt(&name).await.map_err(|e| ApplyError::Read {
+                kind: "StatefulSet",
+                name: name.clone(),
+                detail: describe(&e),
+            })?;
+            match current {
+                None => return Ok(true),
+                // Someone else created it again already.
+                Some(s) if s.metadata.uid != live.metadata.uid => return Ok(true),
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+        warn!(
+            namespace = self.namespace,
+            name = %name,
+            "the orphaned StatefulSet is still being deleted; it is created again by a later reconcile"
+        );
+        Ok(false)
+    }
+
+    /// Grows the storage request of every PVC of `sts` (selected by `selector`) that is smaller
+    /// than its claim template's (merge patch, field manager `caduceus-operator`).
+    async fn expand_claims(&self, sts: &StatefulSet, selector: &str) -> Result<(), ApplyError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), self.namespace);
+        let claims = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| ApplyError::Read {
+                kind: "PersistentVolumeClaim",
+                name: selector.to_string(),
+                detail: describe(&e),
+            })?;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        for grow in volume_claims::expansions(sts, &claims.items) {
+            let patch = serde_json::json!({
+                "spec": {"resources": {"requests": {volume_claims::STORAGE: grow.to}}}
+            });
+            api.patch(&grow.pvc, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(|e| ApplyError::VolumeExpansion {
+                    name: grow.pvc.clone(),
+                    from: grow.from.clone(),
+                    to: grow.to.0.clone(),
+                    detail: describe(&e),
+                })?;
+            info!(
+                namespace = self.namespace,
+                pvc = %grow.pvc,
+                from = %grow.from,
+                to = %grow.to.0,
+                "PersistentVolumeClaim expanded"
+            );
+        }
+        Ok(())
+    }
+
     /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
     /// known absent.
     async fn delete_dynamic(
@@ -645,6 +829,17 @@ impl Applier<'_> {
         self.apply(&api_service_account, &mut drift).await?;
         self.apply(&api_config, &mut drift).await?;
 
+        // A refused storage decrease leaves that StatefulSet as it is, applies everything else
+        // and fails the apply stage at the end.
+        let mut refused: Option<ApplyError> = None;
+        let mut refuse = |result: Result<Option<StatefulSet>, ApplyError>| match result {
+            Ok(live) => Ok(live),
+            Err(e @ ApplyError::StorageDecrease { .. }) => {
+                refused.get_or_insert(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
         if let Some(PostgresObjects {
             stateful_set,
             headless_service,
@@ -653,7 +848,17 @@ impl Applier<'_> {
         {
             self.apply(&headless_service, &mut drift).await?;
             self.apply(&service, &mut drift).await?;
-            observed.postgres = Some(self.apply_workload(&stateful_set, &mut drift).await?);
+            // Boxed (like the backup objects): keeps the reconcile future small.
+            observed.postgres = refuse(
+                Box::pin(self.apply_stateful_set(
+                    &stateful_set,
+                    Component::Database,
+                    "spec.database.storage.size",
+                    names,
+                    &mut drift,
+                ))
+                .await,
+            )?;
         }
         if let Some(cluster) = cnpg_cluster {
             if cnpg_installed {
@@ -666,7 +871,16 @@ impl Applier<'_> {
                 service,
             }) => {
                 self.apply(&service, &mut drift).await?;
-                observed.redis = Some(self.apply_workload(&stateful_set, &mut drift).await?);
+                observed.redis = refuse(
+                    Box::pin(self.apply_stateful_set(
+                        &stateful_set,
+                        Component::Cache,
+                        "spec.cache.persistence.size",
+                        names,
+                        &mut drift,
+                    ))
+                    .await,
+                )?;
             }
             None => {
                 self.delete::<StatefulSet>(&names.redis()).await?;
@@ -711,6 +925,9 @@ impl Applier<'_> {
         // Boxed: keeps the reconcile future small enough for a worker thread's stack.
         Box::pin(self.apply_backup(p, backup, cnpg_installed, &mut observed, &mut drift)).await?;
         observed.monitoring = self.apply_monitoring(p, monitoring, &mut drift).await?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
         observed.drift_corrected = drift;
         Ok(observed)
     }
@@ -1281,7 +1498,10 @@ mod tests {
         // someone else's change.
         assert!(!t.record("new".into(), fp("d1", "u3", "")));
         assert!(!t.record("new".into(), fp("d1", "u3", "1")));
-        assert!(t.record("new".into(), fp("d1", "u3", "2")), "a later change is");
+        assert!(
+            t.record("new".into(), fp("d1", "u3", "2")),
+            "a later change is"
+        );
     }
 
     #[test]
@@ -1342,6 +1562,54 @@ mod tests {
             });
         });
         assert!(restore_database_ready(&external, None));
+    }
+
+    #[test]
+    fn volume_errors_are_status_reasons_with_a_clear_message() {
+        use crate::crd::HealthcarePlatform;
+        use crate::status::{compute, Outcome};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let decrease = ApplyError::StorageDecrease {
+            name: "demo-postgres".into(),
+            field: "spec.database.storage.size",
+            claim: "data".into(),
+            live: "20Gi".into(),
+            desired: "10Gi".into(),
+        };
+        assert_eq!(decrease.reason(), "StorageDecreaseRefused");
+        let expansion = ApplyError::VolumeExpansion {
+            name: "data-demo-postgres-0".into(),
+            from: "10Gi".into(),
+            to: "20Gi".into(),
+            detail: "403 Forbidden: only dynamically provisioned pvc can be resized".into(),
+        };
+        assert_eq!(expansion.reason(), "VolumeExpansionFailed");
+        let hp = HealthcarePlatform::new("demo", Default::default());
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let status = compute(&hp, Outcome::ApplyFailed(&decrease), now);
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "StorageDecreaseRefused")
+        );
+        for part in [
+            "spec.database.storage.size",
+            "10Gi",
+            "20Gi",
+            "cannot shrink",
+        ] {
+            assert!(ready.message.contains(part), "{}", ready.message);
+        }
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .expect("Degraded");
+        assert_eq!(degraded.reason, "StorageDecreaseRefused");
     }
 
     #[test]

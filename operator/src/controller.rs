@@ -499,15 +499,10 @@ async fn cleanup(hp: Arc<HealthcarePlatform>, ctx: &Context) -> Result<Action, R
             for claim in &claims.items {
                 detach(&pvcs, claim, &uid).await.map_err(err)?;
             }
-            // Credentials and key rings must survive with the data they unlock.
+            // Credentials, keys and certificates must survive with the data they unlock.
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
             let mut kept_secrets = Vec::new();
-            for secret_name in [
-                names.api_secrets(),
-                names.postgres_credentials(),
-                names.redis_credentials(),
-                names.backup_key(),
-            ] {
+            for secret_name in names.retained_secrets() {
                 if let Some(s) = secrets.get_opt(&secret_name).await.map_err(err)? {
                     detach(&secrets, &s, &uid).await.map_err(err)?;
                     kept_secrets.push(secret_name);
@@ -788,5 +783,14 @@ mod tests {
         assert_eq!(error_reason(&e), "DiscoveryFailed");
         let e: Error = FinalizerError::CleanupFailed(ReconcileError::Cleanup("x".into()));
         assert_eq!(error_reason(&e), "CleanupFailed");
+        let e: Error =
+            FinalizerError::ApplyFailed(ReconcileError::Apply(ApplyError::StorageDecrease {
+                name: "demo-postgres".into(),
+                field: "spec.database.storage.size",
+                claim: "data".into(),
+                live: "20Gi".into(),
+                desired: "10Gi".into(),
+            }));
+        assert_eq!(error_reason(&e), "StorageDecreaseRefused");
     }
 }

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 /// Default API image repository (the `caduceus-api` binary, uid 65532).
 pub const DEFAULT_API_IMAGE: &str = "ghcr.io/caduceus-health/caduceus-api";
+/// Default backup agent image repository (`docker/backup.Dockerfile`); its default tag is
+/// `<api version>-pg<database major>` ([`HealthcarePlatform::backup_image`]).
+pub const DEFAULT_BACKUP_IMAGE: &str = "ghcr.io/caduceus-health/caduceus-backup";
 /// Default embedded PostgreSQL version (official `postgres` image tag).
 pub const DEFAULT_POSTGRES_VERSION: &str = "16.6";
 /// Default embedded Redis version (official `redis` image tag).
@@ -800,6 +803,64 @@ pub struct BackupSpec {
     #[serde(default = "default_rpo")]
     #[schemars(range(min = 5, max = 10080))]
     pub rpo_minutes: i32,
+    /// Image of the backup agent (`caduceus-backup` with `pg_dump`/`pg_restore` of the
+    /// database's major version). Pull policy and pull Secrets are those of `apiServer.image`.
+    #[serde(default)]
+    pub image: BackupImageSpec,
+}
+
+/// Image of the backup agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupImageSpec {
+    /// Image repository without tag, e.g. a mirror in your own registry.
+    #[serde(default = "default_backup_repository")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9]$")
+    )]
+    #[x_kube(validation = Rule::new("!self.matches(':[^/]*$')").message("backup.image.repository must not contain a tag; use backup.image.tag"))]
+    pub repository: String,
+    /// Image tag. Defaults to `<API version>-pg<major of database.version>` (e.g.
+    /// `0.1.0-pg16`): the tag `docker/backup.Dockerfile` is built with, so the agent carries
+    /// `pg_dump`/`pg_restore` of the database's major version. `latest` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+    )]
+    #[x_kube(validation = Rule::new("self != 'latest'").message("the `latest` tag is not allowed; pin a version"))]
+    pub tag: Option<String>,
+}
+
+impl Default for BackupImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_backup_repository(),
+            tag: None,
+        }
+    }
+}
+
+fn default_backup_repository() -> String {
+    DEFAULT_BACKUP_IMAGE.into()
+}
+
+impl BackupImageSpec {
+    /// The default tag: `<API image tag>-pg<major of the database version>`.
+    pub fn default_tag(api_version: &str, database_version: &str) -> String {
+        let major = database_version.split('.').next().unwrap_or_default();
+        format!("{api_version}-pg{major}")
+    }
+
+    /// The image reference: `repository:tag`, the tag defaulting to [`Self::default_tag`].
+    pub fn reference(&self, api_version: &str, database_version: &str) -> String {
+        let tag = self
+            .tag
+            .clone()
+            .unwrap_or_else(|| Self::default_tag(api_version, database_version));
+        format!("{}:{tag}", self.repository)
+    }
 }
 
 impl Default for BackupSpec {
@@ -811,6 +872,7 @@ impl Default for BackupSpec {
             destination: BackupDestination::default(),
             encryption_key_secret_ref: None,
             rpo_minutes: default_rpo(),
+            image: BackupImageSpec::default(),
         }
     }
 }
@@ -1270,6 +1332,40 @@ mod tests {
         assert_eq!(spec.api_server.autoscaling, AutoscalingSpec::default());
         assert_eq!(spec.cache.provider, CacheProvider::Disabled);
         assert_eq!(spec.cache.version, DEFAULT_REDIS_VERSION);
+    }
+
+    #[test]
+    fn backup_image_defaults_to_the_tag_the_dockerfile_documents() {
+        let spec = HealthcarePlatformSpec::default();
+        assert_eq!(spec.backup.image.repository, DEFAULT_BACKUP_IMAGE);
+        assert_eq!(
+            spec.backup
+                .image
+                .reference("0.1.0", DEFAULT_POSTGRES_VERSION),
+            "ghcr.io/caduceus-health/caduceus-backup:0.1.0-pg16"
+        );
+        assert_eq!(
+            spec.backup.image.reference("1.4.0", "17.2"),
+            "ghcr.io/caduceus-health/caduceus-backup:1.4.0-pg17"
+        );
+        let spec: HealthcarePlatformSpec = serde_json::from_str(
+            r#"{"backup":{"image":{"repository":"registry.example.org:5000/mirror/caduceus-backup"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.backup.image.reference("0.1.0", "16.6"),
+            "registry.example.org:5000/mirror/caduceus-backup:0.1.0-pg16"
+        );
+        let spec: HealthcarePlatformSpec =
+            serde_json::from_str(r#"{"backup":{"image":{"tag":"0.1.0-pg16-hotfix1"}}}"#).unwrap();
+        assert_eq!(
+            spec.backup.image.reference("0.1.0", "16.6"),
+            "ghcr.io/caduceus-health/caduceus-backup:0.1.0-pg16-hotfix1"
+        );
+        // A partial backup section keeps the default image.
+        let spec: HealthcarePlatformSpec =
+            serde_json::from_str(r#"{"backup":{"rpoMinutes":30}}"#).unwrap();
+        assert_eq!(spec.backup.image, BackupImageSpec::default());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod render;
 pub mod server;
 pub mod status;
 pub mod validate;
+pub mod volume_claims;
 
 pub use controller::{run_controller, ControllerConfig, ControllerError};
 pub use crd::{HealthcarePlatform, HealthcarePlatformSpec, HealthcarePlatformStatus};

@@ -34,7 +34,9 @@ enum Command {
     /// Print the HealthcarePlatform CRD as YAML.
     Crd,
     /// Print every child object of the platform(s) in a file as multi-document YAML (no cluster
-    /// needed; generated secret values are placeholders).
+    /// needed; generated secret values are placeholders). The output is what the operator applies
+    /// on a cluster that serves the Prometheus Operator CRDs (ServiceMonitors, PrometheusRule and
+    /// dashboard included when monitoring.enabled).
     Render {
         /// File with one or more HealthcarePlatform documents (`-` for stdin).
         #[arg(short = 'f', long = "filename")]
@@ -42,6 +44,10 @@ enum Command {
         /// Namespace for platforms without metadata.namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Render for a cluster without the Prometheus Operator CRDs: no ServiceMonitor,
+        /// PrometheusRule or dashboard ConfigMap (the operator applies none of them there).
+        #[arg(long)]
+        without_prometheus_operator: bool,
     },
     /// Evaluate the static compliance rules of the platform(s) in a file without a cluster (a
     /// GitOps pre-merge check). Exit code 0: no violation, 1: violations, 2: invalid input.
@@ -109,7 +115,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Render { file, namespace } => {
+        Command::Render {
+            file,
+            namespace,
+            without_prometheus_operator,
+        } => {
             let input = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())
             } else {
@@ -122,7 +132,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match render::render(&input, &namespace) {
+            let options = render::RenderOptions {
+                prometheus_operator: !without_prometheus_operator,
+            };
+            match render::render_with(&input, &namespace, options) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS

@@ -276,6 +276,30 @@ impl Names {
         labels
     }
 
+    /// Labels of a StatefulSet's `volumeClaimTemplates` (and so of the PVCs made from them):
+    /// the recommended labels without `app.kubernetes.io/version`. Claim templates are
+    /// immutable, so nothing in them may change when the database or cache is upgraded.
+    pub fn claim_labels(&self, component: Component) -> BTreeMap<String, String> {
+        let mut labels = self.selector(component);
+        labels.insert(LABEL_PART_OF.into(), PART_OF.into());
+        labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+        labels
+    }
+
+    /// Every Secret of a platform that holds data-unlocking material (credentials, keys, the
+    /// PHI key ring, the database CA and server key): `deletionPolicy: Retain` keeps all of them
+    /// with the PVCs and backups they unlock. The one list the finalizer uses; a test checks
+    /// that every Secret the build stage can produce is in it.
+    pub fn retained_secrets(&self) -> Vec<String> {
+        vec![
+            self.api_secrets(),
+            self.postgres_credentials(),
+            self.postgres_tls(),
+            self.redis_credentials(),
+            self.backup_key(),
+        ]
+    }
+
     /// Immutable selector of a component's pods (no version: selectors never change).
     pub fn selector(&self, component: Component) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -363,6 +387,37 @@ mod tests {
         assert!(!sel.contains_key(LABEL_VERSION));
         let platform = n.platform_selector();
         assert!(platform.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn claim_labels_are_stable_across_versions() {
+        let n = Names::new("demo");
+        let claim = n.claim_labels(Component::Database);
+        assert!(!claim.contains_key(LABEL_VERSION));
+        let labels = n.labels(Component::Database, "16.6");
+        let mut without_version = labels.clone();
+        without_version.remove(LABEL_VERSION);
+        assert_eq!(claim, without_version);
+        // The PVCs stay selectable by the component's selector.
+        assert!(n
+            .selector(Component::Database)
+            .iter()
+            .all(|(k, v)| claim.get(k) == Some(v)));
+    }
+
+    #[test]
+    fn retained_secrets_include_the_database_certificate() {
+        let n = Names::new("demo");
+        let kept = n.retained_secrets();
+        for want in [
+            "demo-api-secrets",
+            "demo-postgres-credentials",
+            "demo-postgres-tls",
+            "demo-redis-credentials",
+            "demo-backup-key",
+        ] {
+            assert!(kept.iter().any(|k| k == want), "{want} not in {kept:?}");
+        }
     }
 
     #[test]

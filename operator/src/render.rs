@@ -2,6 +2,12 @@
 //! YAML, from the same builders the controller uses. No cluster: generated Secret values are
 //! placeholders (annotated `caduceus.io/placeholder-values: "true"`), and ownerReferences are
 //! left out (the platform has no UID yet; a fake one would get the children garbage-collected).
+//!
+//! The output is what the operator applies on a cluster that serves the Prometheus Operator
+//! CRDs: with `monitoring.enabled` it includes the ServiceMonitors, the PrometheusRule and the
+//! dashboard ConfigMap. [`RenderOptions::prometheus_operator`] `false` (`render
+//! --without-prometheus-operator`) shows a cluster without those CRDs, where the operator applies
+//! none of them (condition `MonitoringReady=False`, `PrometheusOperatorNotInstalled`).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::build::monitoring::MonitoringObjects;
 use crate::build::{build_children, BackupObjects, Children, ExistingSecrets, SecretGenerator};
 use crate::crd::HealthcarePlatform;
 use crate::names::ANNOTATION_PLACEHOLDER;
@@ -107,8 +114,34 @@ fn secret_value(secret: &Secret) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
-/// Every child as JSON values, in apply order.
+/// What `render` assumes about the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// The Prometheus Operator CRDs (`monitoring.coreos.com` ServiceMonitor and PrometheusRule)
+    /// are served, so the monitoring objects are applied (default `true`).
+    pub prometheus_operator: bool,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            prometheus_operator: true,
+        }
+    }
+}
+
+/// Every child as JSON values, in apply order, as applied on a cluster that serves the
+/// Prometheus Operator CRDs.
 pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json::Error> {
+    children_to_values_with(children, RenderOptions::default())
+}
+
+/// Every child as JSON values, in apply order; the monitoring objects only when
+/// `options.prometheus_operator` (the apply stage applies them only then).
+pub fn children_to_values_with(
+    children: &Children,
+    options: RenderOptions,
+) -> Result<Vec<Value>, serde_json::Error> {
     let Children {
         postgres_credentials,
         postgres_tls,
@@ -126,9 +159,7 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
         api_ingress,
         network_policies,
         backup,
-        // Monitoring objects exist only where the Prometheus Operator CRDs are served, which an
-        // offline render cannot know; `caduceus-operator run` creates them after discovery.
-        monitoring: _,
+        monitoring,
     } = children;
     let BackupObjects {
         cron_job,
@@ -187,11 +218,36 @@ pub fn children_to_values(children: &Children) -> Result<Vec<Value>, serde_json:
     if let Some(b) = scheduled_backup {
         out.push(serde_json::to_value(b)?);
     }
+    if let (
+        Some(MonitoringObjects {
+            api_service_monitor,
+            operator_service_monitor,
+            prometheus_rule,
+            dashboard,
+        }),
+        true,
+    ) = (monitoring, options.prometheus_operator)
+    {
+        out.push(serde_json::to_value(api_service_monitor)?);
+        out.push(serde_json::to_value(operator_service_monitor)?);
+        out.push(serde_json::to_value(prometheus_rule)?);
+        out.push(serde_json::to_value(dashboard)?);
+    }
     Ok(out)
 }
 
-/// Renders every platform of a YAML stream to multi-document YAML.
+/// Renders every platform of a YAML stream to multi-document YAML, as applied on a cluster that
+/// serves the Prometheus Operator CRDs.
 pub fn render(yaml: &str, default_namespace: &str) -> Result<String, RenderError> {
+    render_with(yaml, default_namespace, RenderOptions::default())
+}
+
+/// [`render`] with explicit assumptions about the cluster.
+pub fn render_with(
+    yaml: &str,
+    default_namespace: &str,
+    options: RenderOptions,
+) -> Result<String, RenderError> {
     let platforms = parse_platforms(yaml)?;
     let mut docs = Vec::new();
     for (i, hp) in platforms.iter().enumerate() {
@@ -205,8 +261,8 @@ pub fn render(yaml: &str, default_namespace: &str) -> Result<String, RenderError
             &ExistingSecrets::default(),
             &mut SecretGenerator::Placeholder,
         );
-        let values =
-            children_to_values(&children).map_err(|e| RenderError::Output(e.to_string()))?;
+        let values = children_to_values_with(&children, options)
+            .map_err(|e| RenderError::Output(e.to_string()))?;
         for v in values {
             let text =
                 serde_norway::to_string(&v).map_err(|e| RenderError::Output(e.to_string()))?;
@@ -306,6 +362,64 @@ mod tests {
             .all(|d| d["metadata"].get("ownerReferences").is_none()));
         // Deterministic.
         assert_eq!(out, render(MINIMAL, "default").unwrap());
+    }
+
+    fn kinds(out: &str) -> Vec<(String, String)> {
+        serde_norway::Deserializer::from_str(out)
+            .map(|d| Value::deserialize(d).unwrap())
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["metadata"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn monitoring_objects_are_rendered_as_applied_with_the_prometheus_operator() {
+        // monitoring.enabled is the default.
+        let with = kinds(&render(MINIMAL, "default").unwrap());
+        for (kind, name) in [
+            ("ServiceMonitor", "demo-api"),
+            ("ServiceMonitor", "demo-operator"),
+            ("PrometheusRule", "demo-alerts"),
+            ("ConfigMap", "demo-dashboard"),
+        ] {
+            assert!(
+                with.contains(&(kind.to_string(), name.to_string())),
+                "{kind} {name} missing: {with:?}"
+            );
+        }
+        let docs: Vec<Value> =
+            serde_norway::Deserializer::from_str(&render(MINIMAL, "default").unwrap())
+                .map(|d| Value::deserialize(d).unwrap())
+                .collect();
+        let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+        assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+        assert!(rule["spec"]["groups"]
+            .as_array()
+            .is_some_and(|g| !g.is_empty()));
+
+        // Without the CRDs the operator applies none of them (and deletes the dashboard).
+        let without = kinds(
+            &render_with(
+                MINIMAL,
+                "default",
+                RenderOptions {
+                    prometheus_operator: false,
+                },
+            )
+            .unwrap(),
+        );
+        assert!(without.iter().all(|(kind, name)| kind != "ServiceMonitor"
+            && kind != "PrometheusRule"
+            && name != "demo-dashboard"));
+        assert_eq!(with.len(), without.len() + 4);
+
+        // monitoring.enabled: false renders none.
+        let off = MINIMAL.replace("spec: {}", "spec:\n  monitoring:\n    enabled: false\n");
+        assert_eq!(kinds(&render(&off, "default").unwrap()), without);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::build::backup::{token_hash, ANNOTATION_BACKUP_NOW};
 use crate::crd::{
-    CacheProvider, DatabaseProvider, FromBackup, HealthcarePlatform, HealthcarePlatformSpec,
-    ResourcesSpec,
+    BackupImageSpec, CacheProvider, DatabaseProvider, FromBackup, HealthcarePlatform,
+    HealthcarePlatformSpec, ResourcesSpec,
 };
 use crate::names::{Names, MAX_PLATFORM_NAME_LEN};
 
@@ -496,6 +496,7 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         );
     }
     c.range("spec.backup.rpoMinutes", backup.rpo_minutes, 5, 10080);
+    check_backup_image(c, &backup.image);
 
     if let Some(from) = db.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref()) {
         let path = "spec.database.bootstrap.fromBackup";
@@ -539,6 +540,52 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
                 format!("{path}.source"),
                 "needs exactly one of s3 or claimName",
             ),
+        }
+    }
+}
+
+/// `spec.backup.image`: a repository without tag or digest (a registry port is fine) and a pinned
+/// tag (not `latest`), so the image reference the operator builds is valid.
+fn check_backup_image(c: &mut Checker, image: &BackupImageSpec) {
+    let repo = &image.repository;
+    let path = "spec.backup.image.repository";
+    let last_segment = repo.rsplit('/').next().unwrap_or_default();
+    if repo.is_empty()
+        || repo.len() > 255
+        || !repo.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        || !repo.ends_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        || repo.contains("//")
+        || !repo
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-/:@".contains(ch))
+    {
+        c.fail(
+            path,
+            "must be an image repository such as ghcr.io/caduceus-health/caduceus-backup (lowercase, no whitespace)",
+        );
+    } else if repo.contains('@') {
+        c.fail(path, "must not contain a digest; use backup.image.tag");
+    } else if last_segment.contains(':') {
+        c.fail(path, "must not contain a tag; use backup.image.tag");
+    }
+    if let Some(tag) = &image.tag {
+        let path = "spec.backup.image.tag";
+        if tag == "latest" {
+            c.fail(
+                path,
+                "the `latest` tag is not allowed; pin a version such as 0.1.0-pg16",
+            );
+        } else if tag.is_empty()
+            || tag.len() > 128
+            || !tag
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' || ch == '-')
+            || tag.starts_with(['.', '-'])
+        {
+            c.fail(
+                path,
+                "is not a valid image tag (letters, digits, `_`, `.`, `-`; at most 128), e.g. 0.1.0-pg16",
+            );
         }
     }
 }
@@ -754,6 +801,59 @@ mod tests {
         );
         // The message names the variable, never its value.
         assert!(!err.to_string().contains("postgres://x"));
+    }
+
+    #[test]
+    fn backup_image_is_checked() {
+        let ok = |f: fn(&mut HealthcarePlatformSpec)| {
+            let mut spec = HealthcarePlatformSpec::default();
+            f(&mut spec);
+            validate(&platform(spec), "default")
+        };
+        assert!(ok(|s| {
+            s.backup.image.repository = "registry.example.org:5000/mirror/caduceus-backup".into();
+            s.backup.image.tag = Some("0.1.0-pg16".into());
+        })
+        .is_ok());
+        for (f, field, says) in [
+            (
+                (|s| s.backup.image.tag = Some("latest".into())) as fn(&mut HealthcarePlatformSpec),
+                "spec.backup.image.tag",
+                "latest",
+            ),
+            (
+                |s| s.backup.image.tag = Some("0.1.0 pg16".into()),
+                "spec.backup.image.tag",
+                "valid image tag",
+            ),
+            (
+                |s| {
+                    s.backup.image.repository =
+                        "ghcr.io/caduceus-health/caduceus-backup:0.1.0".into()
+                },
+                "spec.backup.image.repository",
+                "must not contain a tag",
+            ),
+            (
+                |s| s.backup.image.repository = "ghcr.io/x/caduceus-backup@sha256:abc".into(),
+                "spec.backup.image.repository",
+                "digest",
+            ),
+            (
+                |s| s.backup.image.repository = "GHCR.io/x".into(),
+                "spec.backup.image.repository",
+                "lowercase",
+            ),
+            (
+                |s| s.backup.image.repository = String::new(),
+                "spec.backup.image.repository",
+                "image repository",
+            ),
+        ] {
+            let err = ok(f).unwrap_err();
+            assert_eq!(fields(err.clone()), [field], "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

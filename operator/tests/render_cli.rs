@@ -40,6 +40,35 @@ fn render_prints_children_of_an_example() {
 }
 
 #[test]
+fn render_includes_monitoring_objects_unless_told_the_crds_are_absent() {
+    let example = format!("{}/../examples/production.yaml", env!("CARGO_MANIFEST_DIR"));
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["render", "-f", &example])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // What the operator applies where the Prometheus Operator CRDs are served.
+    let with = run(&[]);
+    assert_eq!(with.matches("kind: ServiceMonitor").count(), 2, "{with}");
+    assert_eq!(with.matches("kind: PrometheusRule").count(), 1);
+    assert!(with.contains("apiVersion: monitoring.coreos.com/v1"));
+    assert!(with.contains("name: clinic-dashboard"));
+    // Without those CRDs the operator applies none of them.
+    let without = run(&["--without-prometheus-operator"]);
+    assert!(!without.contains("monitoring.coreos.com"));
+    assert!(!without.contains("name: clinic-dashboard"));
+    assert!(without.contains("kind: Deployment"));
+}
+
+#[test]
 fn invalid_input_names_the_field_and_fails() {
     let bad = "apiVersion: caduceus.io/v1alpha1\nkind: HealthcarePlatform\nmetadata:\n  name: demo\nspec:\n  apiServer:\n    autoscaling:\n      minReplicas: 5\n      maxReplicas: 2\n";
     let out = render_stdin(bad);

@@ -42,9 +42,10 @@ use crate::crd::{DatabaseProvider, S3Destination};
 use crate::names::{Component, ANNOTATION_PLACEHOLDER, LABEL_CNPG_CLUSTER, POSTGRES_PORT};
 use crate::validate::ValidatedPlatform;
 
-/// Repository of the backup agent image; the tag is `<api version>-pg<database major>` so the
-/// image carries `pg_dump`/`pg_restore` of the database's major version.
-pub const BACKUP_IMAGE: &str = "ghcr.io/caduceus-health/caduceus-backup";
+/// Default repository of the backup agent image (`spec.backup.image.repository`); the default
+/// tag is `<api version>-pg<database major>` so the image carries `pg_dump`/`pg_restore` of the
+/// database's major version.
+pub const BACKUP_IMAGE: &str = crate::crd::DEFAULT_BACKUP_IMAGE;
 /// Path of the agent in its image (docs/contracts.md).
 pub const BACKUP_BINARY: &str = "/usr/local/bin/caduceus-backup";
 /// uid/gid the agent runs as.
@@ -87,16 +88,13 @@ pub fn key_secret_name(p: &ValidatedPlatform) -> String {
         .unwrap_or_else(|| p.names.backup_key())
 }
 
-/// The agent image for this platform.
+/// The agent image for this platform: `spec.backup.image`, the tag defaulting to
+/// `<api version>-pg<database major>`.
 pub fn image(p: &ValidatedPlatform) -> String {
-    let major = p
-        .spec
-        .database
-        .version
-        .split('.')
-        .next()
-        .unwrap_or_default();
-    format!("{BACKUP_IMAGE}:{}-pg{major}", p.api_version)
+    p.spec
+        .backup
+        .image
+        .reference(&p.api_version, &p.spec.database.version)
 }
 
 /// `s3://bucket/prefix` of an S3 destination.
@@ -692,6 +690,16 @@ mod tests {
         assert_eq!(
             c.image.as_deref(),
             Some(format!("{BACKUP_IMAGE}:{}-pg16", p.api_version).as_str())
+        );
+        // The repository and tag can be overridden (a mirror, a rebuilt image).
+        let mirrored = platform(|s| {
+            s.backup.image.repository = "registry.example.org/mirror/caduceus-backup".into();
+            s.backup.image.tag = Some("0.1.0-pg16-r2".into());
+        });
+        let mirrored = self::pod(&cron_job(&mirrored).expect("cron job"));
+        assert_eq!(
+            mirrored.containers[0].image.as_deref(),
+            Some("registry.example.org/mirror/caduceus-backup:0.1.0-pg16-r2")
         );
         // PVC destination by default: mounted and used as file://.
         assert_eq!(

@@ -34,6 +34,49 @@ pub fn image(p: &ValidatedPlatform) -> String {
 }
 
 const DATA_DIR: &str = "/var/lib/postgresql/data";
+/// `PGDATA`: a directory on the volume (not its root, which may hold `lost+found`).
+const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// Name of the init container that hands the data directory over to [`DATA_UID`].
+pub const DATA_OWNER_CONTAINER: &str = "data-owner";
+
+/// Hands a data directory written by another uid (999, the image's `postgres` user, which earlier
+/// operator versions ran as) over to the pod's uid. Postgres refuses to start on a data directory
+/// it does not own, and a restricted pod cannot `chown`; the pod's fsGroup gave the group
+/// read/write access to every file, so the directory is copied (the copy belongs to the pod's
+/// uid) and swapped in. The swap survives an interruption at any point (a marker file says the
+/// copy is complete), and the original is removed only after the copy took its place. Needs free
+/// space for one copy; nothing happens on a fresh volume or once the directory is ours.
+const DATA_OWNER_SCRIPT: &str = r#"set -eu
+d="$PGDATA"; new="$d.caduceus-copy"; old="$d.caduceus-old"; done_mark=".caduceus-copy-complete"
+me="$(id -u)"
+if [ ! -e "$d" ]; then
+  if [ -f "$new/$done_mark" ]; then mv "$new" "$d"
+  elif [ -e "$old" ]; then mv "$old" "$d"
+  fi
+fi
+[ -e "$d" ] || exit 0
+rm -f "$d/$done_mark" 2>/dev/null || true
+owner="$(stat -c %u "$d")"
+if [ "$owner" = "$me" ]; then
+  if [ -e "$old" ]; then rm -rf "$old" || echo "could not remove $old; delete it by hand" >&2; fi
+  exit 0
+fi
+echo "the data directory belongs to uid $owner, Postgres runs as uid $me: copying it (needs as much free space as it uses)"
+rm -rf "$new"
+if ! cp -a "$d" "$new"; then
+  rm -rf "$new"
+  echo "copying the data directory failed: raise spec.database.storage.size if the volume is full, or use a StorageClass whose volumes apply the pod's fsGroup" >&2
+  exit 1
+fi
+chmod -R g-w,o-rwx "$new"
+chmod 0700 "$new"
+touch "$new/$done_mark"
+mv "$d" "$old"
+mv "$new" "$d"
+rm -f "$d/$done_mark"
+rm -rf "$old" || echo "could not remove $old; delete it by hand" >&2
+echo "the data directory now belongs to uid $me"
+"#;
 
 fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
@@ -136,7 +179,7 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
             secret_env("POSTGRES_DB", &credentials, PG_DATABASE_KEY),
             EnvVar {
                 name: "PGDATA".into(),
-                value: Some(format!("{DATA_DIR}/pgdata")),
+                value: Some(PGDATA.into()),
                 ..Default::default()
             },
             EnvVar {
@@ -187,10 +230,35 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
         ..Default::default()
     };
 
+    let data_owner = Container {
+        name: DATA_OWNER_CONTAINER.into(),
+        image: Some(image(p)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            DATA_OWNER_SCRIPT.into(),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "PGDATA".into(),
+            value: Some(PGDATA.into()),
+            ..Default::default()
+        }]),
+        resources: Some(resources(&db.resources)),
+        security_context: Some(container_security_context(DATA_UID)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: names.data_volume().into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(names.data_volume().into()),
-            labels: Some(labels.clone()),
+            // Never the version: claim templates are immutable (an upgrade would fail with 422).
+            labels: Some(names.claim_labels(Component::Database)),
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -247,6 +315,7 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
                     enable_service_links: Some(false),
                     security_context: Some(pod_security_context(DATA_UID)),
                     termination_grace_period_seconds: Some(60),
+                    init_containers: Some(vec![data_owner]),
                     containers: vec![container],
                     volumes: Some(vec![
                         scratch_volume("run", "16Mi", false),
@@ -420,6 +489,110 @@ mod tests {
             Some("None")
         );
         assert_eq!(objs.service.metadata.name.as_deref(), Some("demo-postgres"));
+    }
+
+    #[test]
+    fn claim_template_does_not_change_with_the_postgres_version() {
+        let claims = |version: &str| {
+            let p = platform(|s| s.database.version = version.into());
+            build(&p, None)
+                .unwrap()
+                .stateful_set
+                .spec
+                .unwrap()
+                .volume_claim_templates
+                .unwrap()
+        };
+        let old = claims("16.6");
+        assert_eq!(old, claims("16.7"), "volumeClaimTemplates are immutable");
+        let labels = old[0].metadata.labels.clone().unwrap();
+        assert!(!labels.contains_key(crate::names::LABEL_VERSION));
+        assert_eq!(labels[crate::names::LABEL_COMPONENT], "database");
+        assert_eq!(labels[crate::names::LABEL_INSTANCE], "demo");
+    }
+
+    #[test]
+    fn runs_as_a_high_uid_and_hands_old_data_over_to_it() {
+        use crate::build::security::{DATA_UID, MIN_HIGH_UID};
+        let sts = build(&platform(|_| {}), None).unwrap().stateful_set;
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let sc = pod.security_context.clone().unwrap();
+        assert!(sc.run_as_user.unwrap() >= MIN_HIGH_UID, "{sc:?}");
+        assert_eq!(sc.fs_group, sc.run_as_group, "the data volume is writable");
+        assert_eq!(
+            sc.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch"),
+            "a recursive ownership change on every start would break Postgres' 0700 data directory"
+        );
+        let init = pod.init_containers.clone().unwrap();
+        assert_eq!(init.len(), 1);
+        let owner = &init[0];
+        assert_eq!(owner.name, DATA_OWNER_CONTAINER);
+        assert!(
+            container_violations(owner).is_empty(),
+            "{:?}",
+            container_violations(owner)
+        );
+        assert_eq!(
+            owner.security_context.as_ref().unwrap().run_as_user,
+            Some(DATA_UID)
+        );
+        assert_eq!(owner.image, pod.containers[0].image);
+        let mount = &owner.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(
+            (mount.name.as_str(), mount.mount_path.as_str()),
+            ("data", DATA_DIR)
+        );
+        let pgdata = |c: &Container| {
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == "PGDATA")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(pgdata(owner), pgdata(&pod.containers[0]));
+        let script = &owner.command.as_ref().unwrap()[2];
+        assert!(script.contains("cp -a") && script.contains("stat -c %u"));
+    }
+
+    #[test]
+    fn data_owner_script_is_valid_shell_and_leaves_fresh_and_owned_data_alone() {
+        let dir = std::env::temp_dir().join(format!("caduceus-pgdata-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pgdata = dir.join("pgdata");
+        let run = || {
+            std::process::Command::new("/bin/sh")
+                .args(["-c", DATA_OWNER_SCRIPT])
+                .env("PGDATA", &pgdata)
+                .output()
+                .expect("sh runs")
+        };
+        // A fresh volume: nothing to do, nothing created.
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        assert!(!pgdata.exists());
+        // The directory is ours already: untouched.
+        std::fs::create_dir(&pgdata).unwrap();
+        std::fs::write(pgdata.join("PG_VERSION"), "16\n").unwrap();
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(),
+            "16\n"
+        );
+        // Interrupted between the two renames: the complete copy is put in place.
+        let copy = dir.join("pgdata.caduceus-copy");
+        std::fs::rename(&pgdata, &copy).unwrap();
+        std::fs::write(copy.join(".caduceus-copy-complete"), "").unwrap();
+        std::fs::create_dir(dir.join("pgdata.caduceus-old")).unwrap();
+        let out = run();
+        assert!(out.status.success(), "{out:?}");
+        assert!(pgdata.join("PG_VERSION").exists());
+        assert!(!pgdata.join(".caduceus-copy-complete").exists());
+        assert!(!copy.exists() && !dir.join("pgdata.caduceus-old").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
         readiness_probe: Some(ping_probe(2, 5, 3)),
         volume_mounts: Some(vec![
             VolumeMount {
-                name: "data".into(),
+                name: names.data_volume().into(),
                 mount_path: "/data".into(),
                 ..Default::default()
             },
@@ -143,8 +143,9 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
     let claims = if persistent {
         Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta {
-                name: Some("data".into()),
-                labels: Some(labels.clone()),
+                name: Some(names.data_volume().into()),
+                // Never the version: claim templates are immutable (an upgrade would fail).
+                labels: Some(names.claim_labels(Component::Cache)),
                 ..Default::default()
             },
             spec: Some(PersistentVolumeClaimSpec {
@@ -162,7 +163,7 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
             ..Default::default()
         }])
     } else {
-        volumes.push(scratch_volume("data", "512Mi", false));
+        volumes.push(scratch_volume(names.data_volume(), "512Mi", false));
         None
     };
 
@@ -274,6 +275,47 @@ mod tests {
             .unwrap()
             .iter()
             .any(|v| v.name == "data" && v.empty_dir.is_some()));
+    }
+
+    #[test]
+    fn claim_template_does_not_change_with_the_redis_version() {
+        let claims = |version: &str| {
+            let p = platform(|s| {
+                s.cache.persistence.enabled = true;
+                s.cache.version = version.into();
+            });
+            build(&p)
+                .unwrap()
+                .stateful_set
+                .spec
+                .unwrap()
+                .volume_claim_templates
+                .unwrap()
+        };
+        let old = claims("7.4.2");
+        assert_eq!(old, claims("7.4.3"), "volumeClaimTemplates are immutable");
+        let labels = old[0].metadata.labels.clone().unwrap();
+        assert!(!labels.contains_key(crate::names::LABEL_VERSION));
+        assert_eq!(labels[crate::names::LABEL_COMPONENT], "cache");
+    }
+
+    #[test]
+    fn runs_as_a_high_uid_with_a_writable_volume() {
+        use crate::build::security::MIN_HIGH_UID;
+        let p = platform(|s| s.cache.persistence.enabled = true);
+        let pod = build(&p)
+            .unwrap()
+            .stateful_set
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let sc = pod.security_context.unwrap();
+        assert!(sc.run_as_user.unwrap() >= MIN_HIGH_UID, "{sc:?}");
+        assert_eq!(sc.fs_group, sc.run_as_group, "the AOF volume is writable");
+        let c = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(c.run_as_user, sc.run_as_user);
     }
 
     #[test]

@@ -580,6 +580,63 @@ mod tests {
         );
     }
 
+    /// Every Secret the build stage produces holds keys or credentials, so `deletionPolicy:
+    /// Retain` must keep each of them: a Secret added to the build later and forgotten in
+    /// `Names::retained_secrets` fails here. Secrets are found by kind among every child, so a
+    /// new child field that holds a Secret is covered too.
+    #[test]
+    fn every_built_secret_is_retained() {
+        use crate::crd::{DatabaseProvider, S3Destination};
+        let configs: [fn(&mut crate::crd::HealthcarePlatformSpec); 3] = [
+            // Embedded database and cache, agent backups with the generated key.
+            |_| {},
+            |s| {
+                s.cache.persistence.enabled = true;
+                s.api_server.autoscaling.enabled = true;
+            },
+            |s| {
+                s.database.provider = DatabaseProvider::CloudNativePG;
+                s.backup.destination.pvc = None;
+                s.backup.destination.s3 = Some(S3Destination {
+                    endpoint: None,
+                    bucket: "phi".into(),
+                    prefix: String::new(),
+                    region: "eu-central-1".into(),
+                    credentials_secret_ref: "s3".into(),
+                    force_path_style: false,
+                });
+            },
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for config in configs {
+            let p = platform(config);
+            let children =
+                crate::build::build_children(&p, &ExistingSecrets::default(), &mut random());
+            let retained = p.names.retained_secrets();
+            for obj in crate::render::children_to_values(&children).unwrap() {
+                if obj["kind"] != "Secret" {
+                    continue;
+                }
+                let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+                assert!(
+                    retained.contains(&name),
+                    "Secret {name} is built but deletionPolicy: Retain would not keep it"
+                );
+                seen.insert(name);
+            }
+        }
+        // The Secrets of the default platform, the database certificate among them.
+        for want in [
+            "demo-api-secrets",
+            "demo-postgres-credentials",
+            "demo-postgres-tls",
+            "demo-redis-credentials",
+            "demo-backup-key",
+        ] {
+            assert!(seen.contains(want), "{want} not built: {seen:?}");
+        }
+    }
+
     fn build_all(p: &ValidatedPlatform, existing: &ExistingSecrets) -> Vec<Secret> {
         let mut g = random();
         vec![

@@ -12,8 +12,13 @@ use crate::crd::ResourcesSpec;
 
 /// uid/gid of the `caduceus-api` image (docs/contracts.md).
 pub const API_UID: i64 = 65532;
-/// uid/gid of the `postgres` and `redis` users in the official Debian-based images.
-pub const DATA_UID: i64 = 999;
+/// uid/gid (and fsGroup) of the embedded Postgres and Redis pods. Not the images' own `postgres` /
+/// `redis` user (999): hardening benchmarks (checkov CKV_K8S_40) ask for a uid of at least 10000
+/// so a container uid never collides with a host user. Both official images run as any uid
+/// (Postgres through nss_wrapper in its entrypoint); fsGroup makes the volumes writable.
+pub const DATA_UID: i64 = 10999;
+/// Least uid [`DATA_UID`] may be (CKV_K8S_40).
+pub const MIN_HIGH_UID: i64 = 10000;
 
 fn runtime_default() -> SeccompProfile {
     SeccompProfile {
@@ -144,6 +149,23 @@ mod tests {
         assert!(v.contains(&"runAsNonRoot".to_string()));
         assert!(v.contains(&"limits.memory".to_string()));
         assert!(v.iter().any(|s| s.starts_with("image tag")));
+    }
+
+    #[test]
+    fn data_pods_run_with_a_high_uid() {
+        const { assert!(DATA_UID >= MIN_HIGH_UID && API_UID >= MIN_HIGH_UID) };
+        let pod = pod_security_context(DATA_UID);
+        assert_eq!(pod.run_as_user, Some(DATA_UID));
+        assert_eq!(pod.run_as_group, Some(DATA_UID));
+        assert_eq!(
+            pod.fs_group,
+            Some(DATA_UID),
+            "volumes writable by the data uid"
+        );
+        assert_eq!(
+            container_security_context(DATA_UID).run_as_user,
+            Some(DATA_UID)
+        );
     }
 
     #[test]
