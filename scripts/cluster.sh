@@ -13,8 +13,8 @@
 # State (certificates, etcd data, logs, pids, kubeconfig) lives in .tmp/cluster/ (override with
 # CADUCEUS_CLUSTER_DIR). Admin access is a client certificate in group system:masters; the API
 # server authorizes with RBAC and admits with its default plugins plus PodSecurity.
-# Storage: KWOK's StorageClass `kwok-volume` (the default) and its volume stages, which provision
-# a PersistentVolume for every claim and bind it (no real disks: there are no real nodes).
+# Storage: KWOK's StorageClass `kwok-volume` (the default, expansion allowed) and its volume
+# stages, which provision a PersistentVolume for every claim and bind it (no real disks).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -155,7 +155,10 @@ status:
 EOF
         done
         # KWOK's StorageClass (default): its volume stages provision and bind a PV per claim.
+        # Expansion allowed, so a claim's size can be raised (KWOK resizes nothing; the claim's
+        # spec is what the operator is judged on).
         awk 'BEGIN { RS = "---\n" } /kind: StorageClass/ { printf "---\n%s", $0 }' "$KWOK_BIN/stages.yaml"
+        printf 'allowVolumeExpansion: true\n'
     } | kubectl_admin apply --server-side --field-manager=caduceus-cluster-sh -f - >/dev/null
 }
 

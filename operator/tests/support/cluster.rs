@@ -784,6 +784,13 @@ impl Env {
 
     /// A namespace with the mirror; the controller starts with [`Env::start_controller`].
     pub async fn without_controller(mut setup: Setup) -> Self {
+        // The operator's warnings (failed applies, refused requests) in the test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "caduceus_operator=warn".into()),
+            )
+            .try_init();
         let cluster = TestCluster::get().await;
         let admin = cluster.admin_client();
         let call_log = CallLog::default();
