@@ -5,8 +5,11 @@
 #   ./scripts/test.sh                 everything
 #   ./scripts/test.sh chart examples  only the named steps (tools and services always run first)
 #
-# Steps: fmt clippy test operator-build crd-sync chart rbac examples argocd-health dockerfiles
-#        prometheus-rules cluster
+# Steps: fmt clippy test operator-build crd-sync chart rbac examples network-policies argocd-health
+#        dockerfiles prometheus-rules cluster
+# `network-policies` judges the rendered NetworkPolicies with Cyclonus, a real NetworkPolicy engine
+# (scripts/netpol/build.sh builds it from the Go module proxy on first use, a few minutes; cached
+# in .tools/netpol).
 # `cluster` starts the real control plane (scripts/cluster.sh up: builds it from the Go module
 # proxy on first use, ~20 min on 2 cores; cached in .tools/control-plane), runs the operator's
 # cluster_* tests and the e2e suite against it, and stops it again (unless it was already running).
@@ -23,7 +26,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CADUCEUS_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/caduceus-operator"
 
 ONLY=" $* "
-STEPS="fmt clippy test operator-build crd-sync chart rbac examples argocd-health dockerfiles prometheus-rules cluster"
+STEPS="fmt clippy test operator-build crd-sync chart rbac examples network-policies argocd-health dockerfiles prometheus-rules cluster"
 for arg in "$@"; do
     if [[ " $STEPS " != *" $arg "* ]]; then
         echo "unknown step '$arg'; steps: $STEPS" >&2
@@ -110,6 +113,17 @@ e2e_target() {
     return "$rc"
 }
 
+# Every connection a rendered platform needs (and a sample it must not make) judged by Cyclonus
+# (e2e/tests/network_policies.rs). The operator is built here too, so the step alone is current.
+network_policies_step() {
+    local out
+    out="$("$ROOT/scripts/netpol/build.sh")" || return 1
+    out="$(printf '%s\n' "$out" | tail -n1)"
+    export CYCLONUS_BIN="${out#CYCLONUS_BIN=}"
+    cargo build -p caduceus-operator || return 1
+    cargo test -p caduceus-e2e --test network_policies -- --nocapture
+}
+
 # The control plane: started by the cluster step, stopped when it ends (or on exit).
 CLUSTER_STARTED=0
 stop_cluster() {
@@ -145,6 +159,7 @@ step crd-sync crd_sync
 step chart cargo test -p caduceus-e2e --test chart
 step rbac cargo test -p caduceus-e2e --test rbac --test rbac_calls
 step examples cargo test -p caduceus-e2e --test examples
+step network-policies network_policies_step
 step argocd-health cargo test -p caduceus-e2e --test argocd_health
 step dockerfiles cargo test -p caduceus-e2e --test dockerfiles
 step prometheus-rules e2e_target prometheus_rules prometheus-rules 2
