@@ -6,7 +6,7 @@
 #   ./scripts/test.sh chart examples  only the named steps (tools and services always run first)
 #
 # Steps: fmt clippy test operator-build crd-sync chart rbac examples network-policies argocd-health
-#        dockerfiles prometheus-rules cluster
+#        dockerfiles images prometheus-rules cluster
 # `network-policies` judges the rendered NetworkPolicies with Cyclonus, a real NetworkPolicy engine
 # (scripts/netpol/build.sh builds it from the Go module proxy on first use, a few minutes; cached
 # in .tools/netpol).
@@ -26,7 +26,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CADUCEUS_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/caduceus-operator"
 
 ONLY=" $* "
-STEPS="fmt clippy test operator-build crd-sync chart rbac examples network-policies argocd-health dockerfiles prometheus-rules cluster"
+STEPS="fmt clippy test operator-build crd-sync chart rbac examples network-policies argocd-health dockerfiles images prometheus-rules cluster"
 for arg in "$@"; do
     if [[ " $STEPS " != *" $arg "* ]]; then
         echo "unknown step '$arg'; steps: $STEPS" >&2
@@ -124,6 +124,15 @@ network_policies_step() {
     cargo test -p caduceus-e2e --test network_policies -- --nocapture
 }
 
+# The container images: scripts/images.sh builds them without Docker from debug-profile static
+# binaries (README "Getting the images"); e2e/tests/images.rs then checks every archive, and every
+# image reference the chart and the rendered examples emit (`render` needs the operator binary).
+images_step() {
+    "$ROOT/scripts/images.sh" --debug || return 1
+    cargo build -p caduceus-operator || return 1
+    cargo test -p caduceus-e2e --test images -- --nocapture
+}
+
 # The control plane: started by the cluster step, stopped when it ends (or on exit).
 CLUSTER_STARTED=0
 stop_cluster() {
@@ -162,6 +171,7 @@ step examples cargo test -p caduceus-e2e --test examples
 step network-policies network_policies_step
 step argocd-health cargo test -p caduceus-e2e --test argocd_health
 step dockerfiles cargo test -p caduceus-e2e --test dockerfiles
+step images images_step
 step prometheus-rules e2e_target prometheus_rules prometheus-rules 2
 step cluster cluster_step
 
