@@ -15,6 +15,12 @@ use kube::discovery::ApiResource;
 use serde_json::{json, Value};
 use support::cluster::{install_crd, Env, Setup, CRD_LOCK};
 
+/// Rollouts replace pods one by one (and a StatefulSet whose claim templates change is replaced
+/// first): longer waits than the default.
+fn lifecycle_setup() -> Setup {
+    Setup::default().wait(std::time::Duration::from_secs(180))
+}
+
 fn spec(extra: Value) -> Value {
     let mut spec = json!({
         "apiServer": {"replicas": 2, "env": []},
@@ -75,7 +81,7 @@ async fn wait_ready(env: &Env, generation: i64, what: &str) {
 
 #[tokio::test]
 async fn embedded_platform_upgrades_grows_and_switches_persistence_in_place() {
-    let env = Env::start_with(Setup::default()).await;
+    let env = Env::start_with(lifecycle_setup()).await;
     env.create_named_platform("demo", spec(json!({}))).await;
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
@@ -165,7 +171,7 @@ async fn embedded_platform_upgrades_grows_and_switches_persistence_in_place() {
 
 #[tokio::test]
 async fn scaling_autoscaling_and_ingress_follow_the_spec() {
-    let env = Env::start_with(Setup::default()).await;
+    let env = Env::start_with(lifecycle_setup()).await;
     env.create_named_platform("demo", spec(json!({}))).await;
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
@@ -233,7 +239,7 @@ async fn scaling_autoscaling_and_ingress_follow_the_spec() {
 #[tokio::test]
 async fn cloudnativepg_platform_upgrades_and_grows_its_cluster() {
     let _crds = CRD_LOCK.lock().await;
-    let mut env = Env::start_with(Setup::default()).await;
+    let mut env = Env::start_with(lifecycle_setup()).await;
     install_crd(
         &env.admin,
         env.cluster
