@@ -39,14 +39,10 @@ const NEED_A_RUNNING_API: &[&str] = &[
 impl Env {
     /// Waits of [`WAIT`]; the API host names do not resolve here, so the self-report fails fast.
     async fn start() -> Self {
-        Env::start_with(
-            Setup::default()
-                .wait(WAIT)
-                .controller(|c| {
-                    c.self_report_timeout = Duration::from_millis(500);
-                    c.crd_recheck_interval = Duration::from_millis(200);
-                }),
-        )
+        Env::start_with(Setup::default().wait(WAIT).controller(|c| {
+            c.self_report_timeout = Duration::from_millis(500);
+            c.crd_recheck_interval = Duration::from_millis(200);
+        }))
         .await
     }
 
@@ -62,8 +58,14 @@ impl Env {
 /// objects), mirrored into the test's view of the namespace.
 async fn install_prometheus_operator_crds(env: &mut Env) {
     for (file, kind) in [
-        ("monitoring.coreos.com_servicemonitors.yaml", "ServiceMonitor"),
-        ("monitoring.coreos.com_prometheusrules.yaml", "PrometheusRule"),
+        (
+            "monitoring.coreos.com_servicemonitors.yaml",
+            "ServiceMonitor",
+        ),
+        (
+            "monitoring.coreos.com_prometheusrules.yaml",
+            "PrometheusRule",
+        ),
     ] {
         install_crd(&env.admin, env.cluster.third_party_crd(file)).await;
         env.mirror_kind("monitoring.coreos.com/v1", kind).await;
@@ -225,21 +227,17 @@ async fn enforce_mode_overrides_the_config_and_reports_what_it_changed() {
     // The Prometheus text exposition has the series too.
     let text = env.metrics.render();
     assert!(
-        text.contains(
-            &format!(
-                r#"caduceus_compliance_rule_status{{platform="{}",rule="session-idle-timeout"}} 1"#,
-                env.platform_label()
-            )
-        ),
+        text.contains(&format!(
+            r#"caduceus_compliance_rule_status{{platform="{}",rule="session-idle-timeout"}} 1"#,
+            env.platform_label()
+        )),
         "{text}"
     );
     assert!(
-        text.contains(
-            &format!(
-                r#"caduceus_compliance_rule_status{{platform="{}",rule="field-encryption-active"}} -1"#,
-                env.platform_label()
-            )
-        ),
+        text.contains(&format!(
+            r#"caduceus_compliance_rule_status{{platform="{}",rule="field-encryption-active"}} -1"#,
+            env.platform_label()
+        )),
         "{text}"
     );
     env.stop().await;
@@ -876,7 +874,8 @@ async fn a_database_certificate_about_to_expire_is_renewed_by_the_reconcile() {
         )])
         .collect();
     let old = postgres_tls::issue("demo", &hosts, issued).unwrap();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.admin.clone(), &env.ns);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.admin.clone(), &env.ns);
     secrets
         .create(
             &PostParams::default(),

@@ -118,8 +118,7 @@ async fn new_platform_gets_all_children_and_becomes_ready_only_when_workloads_ar
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if *kind == "PersistentVolumeClaim" || *kind == "Job" || is_system_object(kind, &name)
-            {
+            if *kind == "PersistentVolumeClaim" || *kind == "Job" || is_system_object(kind, &name) {
                 continue; // created by the StatefulSet/CronJob controllers or the control plane
             }
             let owners = o["metadata"]["ownerReferences"]
@@ -326,8 +325,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
     env.create_platform("demo", minimal_spec()).await;
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
-    let pvcs_before = env.list("v1", "PersistentVolumeClaim")
-        .len();
+    let pvcs_before = env.list("v1", "PersistentVolumeClaim").len();
     assert!(
         pvcs_before > 0,
         "the StatefulSet controller model created PVCs"
@@ -346,8 +344,7 @@ async fn stopped_scales_workloads_to_zero_and_keeps_data() {
     .await;
     env.settle_until_phase("demo", Phase::Stopped).await;
     assert_eq!(
-        env.list("v1", "PersistentVolumeClaim")
-            .len(),
+        env.list("v1", "PersistentVolumeClaim").len(),
         pvcs_before,
         "data kept"
     );
@@ -383,7 +380,8 @@ async fn deletion_with_retain_keeps_pvcs() {
     .await;
     env.settle_until_phase("demo", Phase::Ready).await;
     let names = Names::new("demo");
-    let pvcs: Vec<String> = env.list("v1", "PersistentVolumeClaim")
+    let pvcs: Vec<String> = env
+        .list("v1", "PersistentVolumeClaim")
         .iter()
         .map(|p| {
             p["metadata"]["name"]
@@ -437,8 +435,7 @@ async fn deletion_with_delete_removes_pvcs() {
     )
     .await;
     env.settle_until_phase("demo", Phase::Ready).await;
-    assert!(!env.list("v1", "PersistentVolumeClaim")
-        .is_empty());
+    assert!(!env.list("v1", "PersistentVolumeClaim").is_empty());
     let sets: Api<StatefulSet> = env.api();
     assert!(!sets
         .list(&Default::default())
@@ -449,13 +446,11 @@ async fn deletion_with_delete_removes_pvcs() {
 
     delete_platform_and_wait(&env, "demo").await;
     env.wait_for("PVCs deleted", |e| {
-        e.list("v1", "PersistentVolumeClaim")
-            .is_empty()
+        e.list("v1", "PersistentVolumeClaim").is_empty()
     })
     .await;
     env.wait_for("StatefulSets garbage-collected", |e| {
-        e.list("apps/v1", "StatefulSet")
-            .is_empty()
+        e.list("apps/v1", "StatefulSet").is_empty()
     })
     .await;
     env.stop().await;
@@ -486,8 +481,7 @@ async fn an_invalid_spec_yields_degraded_with_a_clear_reason() {
         "message names the field: {message}"
     );
     assert!(
-        env.list("apps/v1", "Deployment")
-            .is_empty(),
+        env.list("apps/v1", "Deployment").is_empty(),
         "nothing half-applied"
     );
     env.stop().await;

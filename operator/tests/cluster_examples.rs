@@ -13,7 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use serde_json::{json, Value};
-use support::cluster::{install_crd, repo_file, uninstall_crd, yaml_documents, Env, Setup, CRD_LOCK};
+use support::cluster::{
+    install_crd, repo_file, uninstall_crd, yaml_documents, Env, Setup, CRD_LOCK,
+};
 
 /// The HealthcarePlatform of an example file.
 fn example(file: &str) -> Value {
@@ -112,8 +114,10 @@ async fn cnpg_cluster_ready(env: &Env, cluster: &str) {
     api.patch_status(
         cluster,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"instances": instances, "readyInstances": instances,
-                                        "phase": "Cluster in healthy state"}})),
+        &Patch::Merge(
+            json!({"status": {"instances": instances, "readyInstances": instances,
+                                        "phase": "Cluster in healthy state"}}),
+        ),
     )
     .await
     .expect("Cluster status admitted by the CloudNativePG schema");

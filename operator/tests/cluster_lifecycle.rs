@@ -88,8 +88,10 @@ async fn embedded_platform_upgrades_grows_and_switches_persistence_in_place() {
 
     // Minor upgrades of the database, the cache and the API image.
     let generation = env
-        .patch_spec(json!({"database": {"version": "16.7"}, "cache": {"version": "7.4.1"},
-                           "apiServer": {"image": {"tag": "0.1.1"}}}))
+        .patch_spec(
+            json!({"database": {"version": "16.7"}, "cache": {"version": "7.4.1"},
+                           "apiServer": {"image": {"tag": "0.1.1"}}}),
+        )
         .await;
     env.wait_for("the new images rolled out", |e| {
         image(e, "StatefulSet", &names.postgres()).is_some_and(|i| i.ends_with(":16.7"))
@@ -117,8 +119,7 @@ async fn embedded_platform_upgrades_grows_and_switches_persistence_in_place() {
         .stored("apps/v1", "StatefulSet", &names.postgres())
         .expect("postgres");
     assert_eq!(
-        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
-        "2Gi",
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "2Gi",
         "new replicas get the new size"
     );
 
@@ -162,8 +163,8 @@ async fn embedded_platform_upgrades_grows_and_switches_persistence_in_place() {
     })
     .await;
     assert_eq!(
-        env.stored("v1", "PersistentVolumeClaim", &claim).expect("claim")["spec"]["resources"]
-            ["requests"]["storage"],
+        env.stored("v1", "PersistentVolumeClaim", &claim)
+            .expect("claim")["spec"]["resources"]["requests"]["storage"],
         "2Gi"
     );
     env.stop().await;
@@ -249,8 +250,10 @@ async fn cloudnativepg_platform_upgrades_and_grows_its_cluster() {
     env.mirror_kind("postgresql.cnpg.io/v1", "Cluster").await;
     env.create_named_platform(
         "demo",
-        spec(json!({"database": {"provider": "CloudNativePG", "instances": 1},
-                    "backup": {"enabled": false}})),
+        spec(
+            json!({"database": {"provider": "CloudNativePG", "instances": 1},
+                    "backup": {"enabled": false}}),
+        ),
     )
     .await;
     let names = Names::new("demo");
@@ -283,8 +286,10 @@ async fn cloudnativepg_platform_upgrades_and_grows_its_cluster() {
     env.settle_until_phase("demo", Phase::Ready).await;
 
     let generation = env
-        .patch_spec(json!({"database": {"version": "16.7", "storage": {"size": "2Gi"}},
-                           "apiServer": {"image": {"tag": "0.1.1"}}}))
+        .patch_spec(
+            json!({"database": {"version": "16.7", "storage": {"size": "2Gi"}},
+                           "apiServer": {"image": {"tag": "0.1.1"}}}),
+        )
         .await;
     env.wait_for("the Cluster asks for 16.7 and 2Gi; the API rolled", |e| {
         e.stored("postgresql.cnpg.io/v1", "Cluster", &names.cnpg_cluster())

@@ -123,9 +123,9 @@ fn kubeconfig_path() -> PathBuf {
         out.status
     );
     let last = stdout.lines().last().unwrap_or_default();
-    let path = last
-        .strip_prefix("export KUBECONFIG=")
-        .unwrap_or_else(|| panic!("`scripts/cluster.sh up` did not end with an export line: {last}"));
+    let path = last.strip_prefix("export KUBECONFIG=").unwrap_or_else(|| {
+        panic!("`scripts/cluster.sh up` did not end with an export line: {last}")
+    });
     PathBuf::from(path)
 }
 
@@ -158,7 +158,9 @@ pub fn chart_rbac(values: &[&str]) -> Vec<Value> {
     for v in values {
         cmd.args(["--set", v]);
     }
-    let out = cmd.output().expect("helm runs (scripts/tools.sh installs it)");
+    let out = cmd
+        .output()
+        .expect("helm runs (scripts/tools.sh installs it)");
     assert!(
         out.status.success(),
         "helm template failed: {}",
@@ -182,12 +184,18 @@ pub async fn apply_manifest(client: &Client, manager: &str, obj: &Value) -> Dyna
         (kube::discovery::Scope::Namespaced, Some(ns)) => {
             Api::namespaced_with(client.clone(), ns, &ar)
         }
-        (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
+        (kube::discovery::Scope::Namespaced, None) => {
+            Api::default_namespaced_with(client.clone(), &ar)
+        }
         (kube::discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
     };
-    api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(obj))
-        .await
-        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind))
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind))
 }
 
 impl TestCluster {
@@ -280,12 +288,7 @@ pub async fn token_config(client: &Client, admin: &Config, account: &str) -> Con
         "spec": {"expirationSeconds": 3600}
     });
     let answer: Value = accounts
-        .create_subresource(
-            "token",
-            account,
-            &PostParams::default(),
-            &request,
-        )
+        .create_subresource("token", account, &PostParams::default(), &request)
         .await
         .expect("TokenRequest for the chart's ServiceAccount");
     let token = answer["status"]["token"]
@@ -414,8 +417,7 @@ where
             let res = fut.await;
             if let Ok(r) = &res {
                 if r.status() == http::StatusCode::FORBIDDEN {
-                    *log
-                        .inner
+                    *log.inner
                         .lock()
                         .expect("call log")
                         .forbidden
@@ -548,7 +550,10 @@ impl CallLog {
         if is_write(&verb) && kind != "Event" {
             inner.last_write = Some(Instant::now());
         }
-        *inner.counts.entry((verb.clone(), kind.clone())).or_default() += 1;
+        *inner
+            .counts
+            .entry((verb.clone(), kind.clone()))
+            .or_default() += 1;
         (verb, kind)
     }
 
@@ -650,7 +655,13 @@ impl Mirror {
 }
 
 /// Watches `av`/`kind` in `ns` into the mirror; returns once the initial list is in.
-async fn mirror_kind(client: &Client, ns: &str, av: &str, kind: &str, mirror: &Mirror) -> JoinHandle<()> {
+async fn mirror_kind(
+    client: &Client,
+    ns: &str,
+    av: &str,
+    kind: &str,
+    mirror: &Mirror,
+) -> JoinHandle<()> {
     let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
         api_version: av.into(),
         kind: kind.into(),
@@ -883,7 +894,9 @@ impl Env {
                 }
             }
             let namespaces: Api<Namespace> = Api::all(self.admin.clone());
-            let _ = namespaces.delete(&self.ns, &DeleteParams::background()).await;
+            let _ = namespaces
+                .delete(&self.ns, &DeleteParams::background())
+                .await;
         }
     }
 
