@@ -173,7 +173,8 @@ cluster_step() {
         --test cluster_api_settings --test cluster_leader_election --test cluster_examples \
         --test cluster_lifecycle \
         -- --test-threads=4 || rc=1
-    cargo test -p caduceus-e2e --test cluster -- --nocapture || rc=1
+    # The e2e suite runs the operator binary (current even when this step runs alone).
+    { cargo build -p caduceus-operator && cargo test -p caduceus-e2e --test cluster -- --nocapture; } || rc=1
     stop_cluster
     return "$rc"
 }
