@@ -483,11 +483,11 @@ impl Applier<'_> {
 
     /// Applies an embedded database / cache StatefulSet whose volume claim templates may have
     /// changed (see [`volume_claims`]): templates that differ from the live ones make it be
-    /// deleted with `propagationPolicy: Orphan` (pods and PVCs keep running) and created again;
+    /// deleted (PVCs kept; pods too when they can be adopted) and created again;
     /// a grown storage request is then written to its existing PVCs; a smaller one is refused
     /// ([`ApplyError::StorageDecrease`]) without touching the StatefulSet. `component` selects
     /// its PVCs; `storage_field` names the spec field of the request in messages. `None` when
-    /// the orphaned StatefulSet is still being deleted (the next reconcile creates it; its
+    /// the old StatefulSet is still being deleted (the next reconcile creates it; its
     /// deletion triggers one).
     async fn apply_stateful_set(
         &self,
@@ -515,9 +515,9 @@ impl Applier<'_> {
                     desired: d.desired,
                 })
             }
-            TemplatePlan::Recreate => {
+            TemplatePlan::Recreate { keep_pods } => {
                 if let Some(live) = &live {
-                    if !self.orphan_stateful_set(&api, live).await? {
+                    if !self.delete_stateful_set(&api, live, keep_pods).await? {
                         return Ok(None);
                     }
                 }
@@ -535,14 +535,17 @@ impl Applier<'_> {
         Ok(Some(applied))
     }
 
-    /// Deletes a StatefulSet with `propagationPolicy: Orphan` (guarded by its uid) and waits a
-    /// few seconds until it is gone. Returns whether it is gone.
-    async fn orphan_stateful_set(
+    /// Deletes a StatefulSet (guarded by its uid) so it can be created again with new claim
+    /// templates — `propagationPolicy: Orphan` when `keep_pods` (pods and PVCs keep running),
+    /// otherwise `Background` (its pods go with it; its PVCs are retained by its retention
+    /// policy) — and waits a few seconds until it is gone. Returns whether it is gone.
+    async fn delete_stateful_set(
         &self,
         api: &Api<StatefulSet>,
         live: &StatefulSet,
+        keep_pods: bool,
     ) -> Result<bool, ApplyError> {
-        /// Checks for the orphaned StatefulSet to be gone (the garbage collector removes the
+        /// Checks for the StatefulSet to be gone (with `Orphan` the garbage collector removes the
         /// owner references of its pods first), 250 ms apart.
         const POLLS: usize = 40;
         let name = live.metadata.name.clone().unwrap_or_default();
@@ -552,7 +555,11 @@ impl Applier<'_> {
                     uid: live.metadata.uid.clone(),
                     resource_version: None,
                 }),
-                ..DeleteParams::orphan()
+                ..if keep_pods {
+                    DeleteParams::orphan()
+                } else {
+                    DeleteParams::background()
+                }
             };
             match api.delete(&name, &params).await {
                 Ok(_) => {}
@@ -570,7 +577,8 @@ impl Applier<'_> {
             info!(
                 namespace = self.namespace,
                 name = %name,
-                "volume claim templates changed: StatefulSet deleted with its pods and PVCs orphaned, to be created again"
+                keep_pods,
+                "volume claim templates changed: StatefulSet deleted (PVCs kept), to be created again"
             );
         }
         // Our own deletion: the re-created object is no drift.
@@ -595,7 +603,7 @@ impl Applier<'_> {
         warn!(
             namespace = self.namespace,
             name = %name,
-            "the orphaned StatefulSet is still being deleted; it is created again by a later reconcile"
+            "the StatefulSet is still being deleted; it is created again by a later reconcile"
         );
         Ok(false)
     }

@@ -9,6 +9,12 @@
 //! StatefulSet adopts them) and creates it again with the new templates ([`plan`]). Fields the
 //! server fills in (`volumeMode`, `status`, `apiVersion`/`kind`) are not compared.
 //!
+//! A pod can only be adopted when it already mounts a claim of every desired template: the
+//! StatefulSet controller would otherwise try to add the claim volume to the running pod, which
+//! the API server forbids (pod volumes are immutable), and the pod would never be replaced. So when
+//! a template is added (cache persistence switched on), the pods are deleted with the
+//! StatefulSet (`propagationPolicy: Background`; PVCs are retained) and created again.
+//!
 //! A grown storage request is also written to every existing PVC of the StatefulSet
 //! (`<template>-<statefulset>-<ordinal>`), which expands the volume when its StorageClass allows
 //! it ([`expansions`]). A smaller request is refused ([`TemplatePlan::Refuse`]): a PVC can never
@@ -30,9 +36,10 @@ pub const STORAGE: &str = "storage";
 pub enum TemplatePlan {
     /// No live StatefulSet, or its claim templates equal the desired ones: apply as usual.
     Keep,
-    /// The claim templates differ: delete the StatefulSet orphaning its pods and PVCs, then
-    /// create it again.
-    Recreate,
+    /// The claim templates differ: delete the StatefulSet, then create it again. Its PVCs are
+    /// always kept; its pods too when `keep_pods` (they mount a claim of every desired template,
+    /// so the new StatefulSet adopts them), otherwise they are deleted with it.
+    Recreate { keep_pods: bool },
     /// The desired storage request of a claim template is smaller than the live one.
     Refuse(StorageDecrease),
 }
@@ -145,7 +152,10 @@ pub fn plan(live: Option<&StatefulSet>, desired: &StatefulSet) -> TemplatePlan {
     if same_claim_templates(live, desired) {
         TemplatePlan::Keep
     } else {
-        TemplatePlan::Recreate
+        let keep_pods = templates(desired)
+            .iter()
+            .all(|want| live_templates.contains_key(&want.metadata.name.as_deref()));
+        TemplatePlan::Recreate { keep_pods }
     }
 }
 
@@ -263,13 +273,14 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(crate::names::LABEL_VERSION.into(), "16.6".into());
-        assert_eq!(plan(Some(&old), &db(|_| {})), TemplatePlan::Recreate);
+        let keep = TemplatePlan::Recreate { keep_pods: true };
+        assert_eq!(plan(Some(&old), &db(|_| {})), keep);
         // More storage.
         let grown = db(|s| s.database.storage.size = Quantity("20Gi".into()));
-        assert_eq!(plan(Some(&live), &grown), TemplatePlan::Recreate);
+        assert_eq!(plan(Some(&live), &grown), keep);
         // Another StorageClass.
         let class = db(|s| s.database.storage.storage_class_name = Some("fast".into()));
-        assert_eq!(plan(Some(&live), &class), TemplatePlan::Recreate);
+        assert_eq!(plan(Some(&live), &class), keep);
     }
 
     #[test]
@@ -279,13 +290,15 @@ mod tests {
                 .unwrap()
                 .stateful_set
         };
+        // On: the running pod has no claim volume and cannot get one; it is replaced.
         assert_eq!(
             plan(Some(&as_served(&cache(false))), &cache(true)),
-            TemplatePlan::Recreate
+            TemplatePlan::Recreate { keep_pods: false }
         );
+        // Off: the pod is adopted and rolled to the template without the claim.
         assert_eq!(
             plan(Some(&as_served(&cache(true))), &cache(false)),
-            TemplatePlan::Recreate
+            TemplatePlan::Recreate { keep_pods: true }
         );
         assert_eq!(
             plan(Some(&as_served(&cache(true))), &cache(true)),
