@@ -320,11 +320,25 @@ async fn apply_platform(
         .is_some_and(|v| v == "true");
     // The backup key only counts once a backup was taken with it (enabling backups later, or
     // upgrading from an operator without backups, generates it).
-    let backups_taken = hp
-        .status
-        .as_ref()
-        .and_then(|s| s.backup.as_ref())
-        .is_some_and(|b| b.last_successful_time.is_some());
+    let backups_taken_in = |hp: &HealthcarePlatform| {
+        hp.status
+            .as_ref()
+            .and_then(|s| s.backup.as_ref())
+            .is_some_and(|b| b.last_successful_time.is_some())
+    };
+    let mut backups_taken = backups_taken_in(&hp);
+    if provisioned_before && !backups_taken && !existing.by_name.contains_key(&p.names.backup_key())
+    {
+        // About to generate the backup key of an existing platform: the cached platform may lag
+        // behind the status this operator just wrote (a backup recorded a moment ago), so the
+        // decision is made on a fresh read. A wrong answer here would silently replace the key
+        // that encrypted existing backups.
+        let fresh = Api::<HealthcarePlatform>::namespaced(ctx.client.clone(), &ns)
+            .get_status(&hp.name_any())
+            .await
+            .map_err(|e| ReconcileError::Read(describe(&e)))?;
+        backups_taken = backups_taken_in(&fresh);
+    }
     if provisioned_before && !allow_new {
         let backup_key = p.names.backup_key();
         let missing: Vec<String> = apply::generated_secret_names(&p)

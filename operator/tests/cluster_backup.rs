@@ -964,6 +964,9 @@ async fn a_lost_backup_key_is_secrets_missing_once_backups_were_taken() {
         e.status()["backup"]["lastSuccessfulTime"].is_string()
     })
     .await;
+    // No reconcile in flight: one that read the key before the deletion would apply it again
+    // from what it read (the same key, not a new one).
+    env.wait_quiet().await;
     secrets
         .delete(&names.backup_key(), &DeleteParams::default())
         .await
