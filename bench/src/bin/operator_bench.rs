@@ -1,54 +1,82 @@
-//! `operator_bench`: the operator against the Kubernetes stand-in (`kube-standin`).
+//! `operator_bench`: the operator against a real Kubernetes control plane (`scripts/cluster.sh`:
+//! etcd, kube-apiserver with RBAC, kube-controller-manager, kube-scheduler and KWOK, which makes
+//! scheduled pods Running and Ready without containers and provisions PVCs).
 //!
-//! 1. In-process (real `run_controller` and a real `kube::Client` over HTTP): time and API calls
-//!    for one platform from nothing to Ready; then steady-state reconcile time (p50/p95) by
-//!    calling the controller's `reconcile` on an unchanged, Ready platform.
-//! 2. Separate processes: the `kube-standin` binary and `caduceus-operator run` (through a
-//!    kubeconfig), 500 platforms (configurable); the operator's RSS from /proc/PID/status.
+//! 1. In-process, the real `run_controller` with the chart ServiceAccount's token (so the chart's
+//!    RBAC authorizes it) and every request counted by (verb, kind) in a tower layer on its
+//!    `kube::Client`: wall time and API calls for one platform (`examples/minimal.yaml`'s spec)
+//!    from nothing to Ready.
+//! 2. Steady state: the controller's `reconcile` called on that unchanged Ready platform; p50/p95,
+//!    API calls and writes per reconcile, and the children's resourceVersions before and after
+//!    (nothing may change: a no-op server-side apply keeps the resourceVersion).
+//! 3. Separate process: `caduceus-operator run` (kubeconfig with the ServiceAccount's token,
+//!    `--watch-namespace` the bench's namespace) managing N platforms (default 500) until all are
+//!    Ready; the time and the operator's RSS (VmRSS/VmHWM from /proc/PID/status).
 //!
-//! Build first: `cargo build --release -p kube-standin -p caduceus-operator -p caduceus-bench`,
-//! then `target/release/operator_bench` (binaries are looked up next to this one).
-//! Targets: < 50 ms per steady-state reconcile, < 100 MiB operator RSS at 500 platforms.
+//! Which cluster: `--kubeconfig` or `CADUCEUS_BENCH_KUBECONFIG`, else this repository's control
+//! plane (`scripts/cluster.sh up`, which reuses a running one). Never the current kubeconfig
+//! context. Every namespace the bench creates is unique (`bench-<pid>-<hex>`) and deleted at the
+//! end, also after a failure or Ctrl-C.
+//!
+//! Build first: `cargo build --release -p caduceus-operator -p caduceus-bench`, then
+//! `target/release/operator_bench` (the operator binary is looked up next to this one).
+//! Targets: < 50 ms per steady-state reconcile (p95), ≤ 1 write per child per reconcile and no
+//! child changed when nothing changed, < 100 MiB operator RSS at 500 platforms.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
 use caduceus_operator::{
     controller::{reconcile, Context},
-    run_controller, ControllerConfig, HealthcarePlatform,
+    run_controller, ControllerConfig, HealthcarePlatform, Metrics,
 };
 use clap::Parser;
-use futures::{stream, StreamExt};
+use futures::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::{
+        apps::v1::{Deployment, ReplicaSet, StatefulSet},
+        core::v1::{Namespace, Node, Pod, ServiceAccount},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    api::{Api, ListParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
-    Client,
+    api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
+    core::{DynamicObject, GroupVersionKind},
+    discovery::ApiResource,
+    runtime::{watcher, WatchStreamExt},
+    Client, Config,
 };
-use kube_standin::{CallCounts, StandIn};
 use serde_json::{json, Value};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
-    sync::oneshot,
+    sync::{oneshot, Notify},
+    task::JoinHandle,
 };
 
-const NS: &str = "bench";
 const TARGET_RECONCILE_MS: f64 = 50.0;
 const TARGET_RSS_MIB: f64 = 100.0;
+/// Field manager of the bench's own writes (CRD, RBAC, namespaces).
+const MANAGER: &str = "caduceus-bench";
+/// The operator's release namespace (its ServiceAccount) as the tests use it.
+const OPERATOR_NS: &str = "caduceus-system";
+const HCP_CRD: &str = "healthcareplatforms.caduceus.io";
 
 #[derive(Parser, Debug)]
-#[command(about = "Operator benchmark against the Kubernetes stand-in")]
+#[command(about = "Operator benchmark against a real Kubernetes control plane")]
 struct Args {
-    /// Platforms managed by the operator process for the memory measurement.
+    /// Kubeconfig of the cluster to use (default: `scripts/cluster.sh up`, this repository's own
+    /// control plane). Never the current context of ~/.kube/config.
+    #[arg(long, env = "CADUCEUS_BENCH_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Platforms managed by the operator process for the scale and memory measurement.
     #[arg(long, default_value_t = 500)]
     platforms: usize,
     /// Steady-state reconciles to time.
@@ -57,78 +85,1045 @@ struct Args {
     /// `caduceus-operator` binary (default: next to this binary).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
-    /// `kube-standin` binary (default: next to this binary).
-    #[arg(long)]
-    standin_bin: Option<PathBuf>,
-    /// Only the in-process measurements.
+    /// Only the in-process measurements (one platform, steady state).
     #[arg(long)]
     skip_rss: bool,
-    /// Seconds to wait for all platforms to become Ready in the memory run.
-    #[arg(long, default_value_t = 900)]
+    /// Seconds to wait for one platform to become Ready (in-process part).
+    #[arg(long, default_value_t = 180)]
+    one_timeout: u64,
+    /// Seconds to wait for all platforms to become Ready in the scale run.
+    #[arg(long, default_value_t = 1800)]
     ready_timeout: u64,
+    /// Platforms created at once in the scale run.
+    #[arg(long, default_value_t = 8)]
+    create_concurrency: usize,
+    /// Seconds to wait for a bench namespace to be gone at the end (deletion goes on in the
+    /// cluster after this).
+    #[arg(long, default_value_t = 900)]
+    cleanup_timeout: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------------------------
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 fn repo_file(rel: &str) -> anyhow::Result<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    let path = repo_path(rel);
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn crd() -> anyhow::Result<CustomResourceDefinition> {
-    serde_norway::from_str(&repo_file("crds/caduceus.io_healthcareplatforms.yaml")?)
-        .context("parsing the CRD")
+/// The kubeconfig to use and where it came from (never the current context).
+fn kubeconfig_path(args: &Args) -> anyhow::Result<(PathBuf, &'static str)> {
+    if let Some(p) = args
+        .kubeconfig
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        return Ok((p.clone(), "--kubeconfig / CADUCEUS_BENCH_KUBECONFIG"));
+    }
+    let script = repo_path("scripts/cluster.sh");
+    eprintln!("operator_bench: no --kubeconfig: running `scripts/cluster.sh up`");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("up")
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("`scripts/cluster.sh up` failed ({}): {stdout}", out.status);
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    let path = last.strip_prefix("export KUBECONFIG=").ok_or_else(|| {
+        anyhow!("`scripts/cluster.sh up` did not end with `export KUBECONFIG=<path>`: {last:?}")
+    })?;
+    Ok((PathBuf::from(path), "scripts/cluster.sh up"))
 }
 
-/// The platform used throughout: `examples/minimal.yaml` when it exists.
-fn platform_spec() -> Value {
-    repo_file("examples/minimal.yaml")
-        .ok()
-        .and_then(|t| serde_norway::from_str::<Value>(&t).ok())
-        .and_then(|v| v.get("spec").cloned())
-        .unwrap_or_else(|| json!({"apiServer": {"env": []}}))
+/// A tool installed by `scripts/tools.sh`, else from PATH.
+fn tool(name: &str) -> PathBuf {
+    let local = repo_path(&format!(".tools/bin/{name}"));
+    if local.is_file() {
+        local
+    } else {
+        PathBuf::from(name)
+    }
 }
 
-async fn prepare(client: &Client) -> anyhow::Result<()> {
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &crd()?)
+/// Multi-document YAML as JSON values (empty documents dropped).
+fn yaml_documents(text: &str) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).context("parsing a YAML document")?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The ServiceAccount and RBAC objects of the operator chart, as `helm template` renders them.
+fn chart_rbac() -> anyhow::Result<Vec<Value>> {
+    let helm = tool("helm");
+    let out = std::process::Command::new(&helm)
+        .args(["template", "caduceus-operator"])
+        .arg(repo_path("charts/caduceus-operator"))
+        .args(["--namespace", OPERATOR_NS])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .args(["--show-only", "templates/rbac.yaml"])
+        .output()
+        .with_context(|| format!("running {} (scripts/tools.sh installs it)", helm.display()))?;
+    if !out.status.success() {
+        bail!(
+            "helm template failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    yaml_documents(&String::from_utf8_lossy(&out.stdout)).context("helm template output")
+}
+
+/// Server-side applies a manifest of any served kind as the bench, forcing conflicts.
+async fn apply_manifest(client: &Client, obj: &Value) -> anyhow::Result<DynamicObject> {
+    let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: obj["apiVersion"].as_str().unwrap_or_default().into(),
+        kind: obj["kind"].as_str().unwrap_or_default().into(),
+    })
+    .context("apiVersion/kind of a manifest")?;
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
         .await
-        .context("installing the CRD")?;
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .context("creating the namespace")?;
-    Ok(())
+        .with_context(|| format!("{gvk:?} is not served"))?;
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{} without metadata.name", gvk.kind))?;
+    let api: Api<DynamicObject> = match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => {
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+        (kube::discovery::Scope::Namespaced, None) => {
+            Api::default_namespaced_with(client.clone(), &ar)
+        }
+        (kube::discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .with_context(|| format!("applying {} {name}", gvk.kind))
 }
 
-/// Creates through the dynamic API so the body is the manifest (typed serialisation drops
-/// empty optional lists).
-async fn create_platform(client: &Client, name: &str) -> anyhow::Result<()> {
-    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NS,
-        &kube::discovery::ApiResource::from_gvk_with_plural(
-            &kube::core::GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
-            "healthcareplatforms",
+async fn wait_crd_established(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let crd = api
+            .get(name)
+            .await
+            .with_context(|| format!("reading CRD {name}"))?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("CRD {name} not Established within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Config that authenticates with a fresh token of the ServiceAccount, and the token.
+async fn token_config(
+    admin: &Client,
+    admin_config: &Config,
+    account: &str,
+    seconds: u64,
+) -> anyhow::Result<(Config, String)> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": seconds}
+    });
+    let answer: Value = accounts
+        .create_subresource("token", account, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for ServiceAccount {OPERATOR_NS}/{account}"))?;
+    let token = answer["status"]["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no token in the TokenRequest status"))?
+        .to_string();
+    let mut config = admin_config.clone();
+    config.auth_info = AuthInfo {
+        token: Some(token.clone().into()),
+        ..AuthInfo::default()
+    };
+    Ok((config, token))
+}
+
+/// What the measurements share: the admin client and the operator's identity.
+struct Cluster {
+    server: String,
+    admin: Client,
+    admin_config: Config,
+    account: String,
+}
+
+impl Cluster {
+    /// Installs the CRD from `crds/` and the chart's ServiceAccount and RBAC (idempotent:
+    /// server-side apply of the same manifests the operator tests apply).
+    async fn prepare(kubeconfig: &Path) -> anyhow::Result<Cluster> {
+        let kc = Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("reading {}", kubeconfig.display()))?;
+        let admin_config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("loading {}", kubeconfig.display()))?;
+        let server = admin_config.cluster_url.to_string();
+        let admin = Client::try_from(admin_config.clone()).context("admin client")?;
+        let version = admin
+            .apiserver_version()
+            .await
+            .with_context(|| format!("the API server at {server} does not answer"))?;
+        println!(
+            "cluster: {server} (Kubernetes {}), kubeconfig {}",
+            version.git_version,
+            kubeconfig.display()
+        );
+
+        let crd: CustomResourceDefinition =
+            serde_norway::from_str(&repo_file("crds/caduceus.io_healthcareplatforms.yaml")?)
+                .context("parsing the CRD")?;
+        apply_manifest(&admin, &serde_json::to_value(crd)?)
+            .await
+            .context("installing the HealthcarePlatform CRD")?;
+        wait_crd_established(&admin, HCP_CRD).await?;
+        apply_manifest(
+            &admin,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}}),
+        )
+        .await?;
+        let rbac = tokio::task::spawn_blocking(chart_rbac)
+            .await
+            .context("helm task")??;
+        let mut account = None;
+        for obj in &rbac {
+            if obj["kind"] == "ServiceAccount" {
+                account = obj["metadata"]["name"].as_str().map(str::to_string);
+            }
+            apply_manifest(&admin, obj)
+                .await
+                .context("the chart's RBAC")?;
+        }
+        let account = account.ok_or_else(|| anyhow!("the chart renders no ServiceAccount"))?;
+        Ok(Cluster {
+            server,
+            admin,
+            admin_config,
+            account,
+        })
+    }
+
+    async fn operator_config(&self, seconds: u64) -> anyhow::Result<(Config, String)> {
+        token_config(&self.admin, &self.admin_config, &self.account, seconds).await
+    }
+}
+
+/// A kubeconfig file for the operator process: the cluster's address and CA, the token.
+fn write_operator_kubeconfig(config: &Config, token: &str, path: &Path) -> anyhow::Result<()> {
+    let mut cluster = json!({"server": config.cluster_url.to_string()});
+    let ca_pem = match (&config.root_cert_file, &config.root_cert) {
+        (Some(file), _) => Some(
+            std::fs::read(file).with_context(|| format!("reading the CA {}", file.display()))?,
         ),
-    );
-    let obj: kube::core::DynamicObject = serde_json::from_value(json!({
+        (None, Some(ders)) => Some(
+            ders.iter()
+                .map(|d| der_to_pem(d))
+                .collect::<String>()
+                .into(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(pem) = ca_pem {
+        cluster["certificate-authority-data"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    if config.accept_invalid_certs {
+        cluster["insecure-skip-tls-verify"] = json!(true);
+    }
+    if let Some(name) = &config.tls_server_name {
+        cluster["tls-server-name"] = json!(name);
+    }
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "bench", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "operator"}}],
+        "current-context": "bench",
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&kubeconfig)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn der_to_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces (unique, always deleted)
+// ---------------------------------------------------------------------------------------------
+
+fn hcp_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("caduceus.io", "v1alpha1", "HealthcarePlatform"),
+        "healthcareplatforms",
+    )
+}
+
+/// The namespaces this run created (deleted by [`Namespaces::delete_all`]).
+#[derive(Clone, Default)]
+struct Namespaces(Arc<Mutex<Vec<String>>>);
+
+impl Namespaces {
+    async fn create(&self, admin: &Client, purpose: &str) -> anyhow::Result<String> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "bench-{}-{purpose}-{:06x}",
+            std::process::id(),
+            nanos & 0xff_ffff
+        );
+        // Registered first: a failed or interrupted create is still cleaned up.
+        self.0.lock().expect("namespaces").push(name.clone());
+        apply_manifest(
+            admin,
+            &json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                    "caduceus.io/bench": "true"
+                }}
+            }),
+        )
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+        Ok(name)
+    }
+
+    /// Deletes the namespace and waits (bounded) until it is gone. Platforms lose their
+    /// finalizer (the operator that would remove it is stopped by now).
+    async fn delete(&self, admin: &Client, ns: &str, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
+        match namespaces.delete(ns, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting namespace {ns}")),
+        }
+        let platforms: Api<DynamicObject> =
+            Api::namespaced_with(admin.clone(), ns, &hcp_resource());
+        loop {
+            if namespaces.get_opt(ns).await?.is_none() {
+                break;
+            }
+            let list = match platforms.list(&ListParams::default()).await {
+                Ok(l) => l.items,
+                Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+                Err(e) => return Err(e).context("listing platforms to remove finalizers"),
+            };
+            let with_finalizers: Vec<String> = list
+                .into_iter()
+                .filter(|p| {
+                    p.metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| !f.is_empty())
+                })
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            stream::iter(with_finalizers)
+                .for_each_concurrent(8, |name| {
+                    let platforms = platforms.clone();
+                    async move {
+                        let patch = json!({"metadata": {"finalizers": null}});
+                        // 404 (deleted meanwhile) is fine; others show up as a slow deletion.
+                        let _ = platforms
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                            .await;
+                    }
+                })
+                .await;
+            if start.elapsed() > timeout {
+                eprintln!(
+                    "operator_bench: namespace {ns} still terminating after {} s; the cluster keeps deleting it",
+                    timeout.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.0.lock().expect("namespaces").retain(|n| n != ns);
+        Ok(())
+    }
+
+    async fn delete_all(&self, admin: &Client, timeout: Duration) {
+        let all = self.0.lock().expect("namespaces").clone();
+        for ns in all {
+            let t = Instant::now();
+            match self.delete(admin, &ns, timeout).await {
+                Ok(()) => println!(
+                    "cleanup: namespace {ns} deleted in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                ),
+                Err(e) => eprintln!("operator_bench: cleanup of {ns} failed: {e:#}"),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator's API calls (tower layer on its kube Client)
+// ---------------------------------------------------------------------------------------------
+
+/// Requests sent through a client, by (verb, kind); when the last write (not an Event) and the
+/// first write of a child (not the platform, not an Event) were sent; 403 answers.
+#[derive(Clone, Default)]
+struct CallLog(Arc<Mutex<CallLogInner>>);
+
+#[derive(Default)]
+struct CallLogInner {
+    counts: BTreeMap<(String, String), u64>,
+    forbidden: BTreeMap<(String, String), u64>,
+    last_write: Option<Instant>,
+    first_child_write: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Recording<S> {
+    inner: S,
+    log: CallLog,
+}
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for Recording<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    B: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let key = self.log.record(&req);
+        let log = self.log.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if let Ok(r) = &res {
+                if r.status() == http::StatusCode::FORBIDDEN {
+                    *log.0
+                        .lock()
+                        .expect("call log")
+                        .forbidden
+                        .entry(key)
+                        .or_default() += 1;
+                }
+            }
+            res
+        })
+    }
+}
+
+fn is_write(verb: &str) -> bool {
+    matches!(verb, "create" | "update" | "patch" | "apply" | "delete")
+}
+
+/// The kind of a resource path segment (plural).
+fn kind_of(plural: &str) -> String {
+    let kind = match plural {
+        "secrets" => "Secret",
+        "configmaps" => "ConfigMap",
+        "services" => "Service",
+        "serviceaccounts" => "ServiceAccount",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "pods" => "Pod",
+        "namespaces" => "Namespace",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "jobs" => "Job",
+        "cronjobs" => "CronJob",
+        "horizontalpodautoscalers" => "HorizontalPodAutoscaler",
+        "poddisruptionbudgets" => "PodDisruptionBudget",
+        "networkpolicies" => "NetworkPolicy",
+        "ingresses" => "Ingress",
+        "events" => "Event",
+        "leases" => "Lease",
+        "healthcareplatforms" => "HealthcarePlatform",
+        "clusters" => "Cluster",
+        "scheduledbackups" => "ScheduledBackup",
+        "servicemonitors" => "ServiceMonitor",
+        "prometheusrules" => "PrometheusRule",
+        "customresourcedefinitions" => "CustomResourceDefinition",
+        other => other,
+    };
+    kind.to_string()
+}
+
+impl CallLog {
+    /// Classifies one request as (verb, kind) the way the API server's audit log would.
+    fn record<B>(&self, req: &http::Request<B>) -> (String, String) {
+        let path = req.uri().path();
+        let query = req.uri().query().unwrap_or_default();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let rest: &[&str] = match segments.as_slice() {
+            ["api", _version, rest @ ..] => rest,
+            ["apis", _group, _version, rest @ ..] => rest,
+            _ => &[],
+        };
+        let (resource, named) = match rest {
+            [] => (None, false),
+            ["namespaces", _ns, plural, tail @ ..] => (Some(*plural), !tail.is_empty()),
+            [plural, tail @ ..] => (Some(*plural), !tail.is_empty()),
+        };
+        let (verb, kind) = match resource {
+            None => ("discovery".to_string(), String::new()),
+            Some(plural) => {
+                let watch = query
+                    .split('&')
+                    .any(|kv| kv == "watch=true" || kv == "watch=1");
+                let apply = req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+                let verb = match *req.method() {
+                    http::Method::GET if watch => "watch",
+                    http::Method::GET if named => "get",
+                    http::Method::GET => "list",
+                    http::Method::POST => "create",
+                    http::Method::PUT => "update",
+                    http::Method::PATCH if apply => "apply",
+                    http::Method::PATCH => "patch",
+                    http::Method::DELETE => "delete",
+                    _ => "other",
+                };
+                (verb.to_string(), kind_of(plural))
+            }
+        };
+        let mut inner = self.0.lock().expect("call log");
+        if is_write(&verb) && kind != "Event" {
+            let now = Instant::now();
+            inner.last_write = Some(now);
+            if kind != "HealthcarePlatform" && inner.first_child_write.is_none() {
+                inner.first_child_write = Some(now);
+            }
+        }
+        *inner
+            .counts
+            .entry((verb.clone(), kind.clone()))
+            .or_default() += 1;
+        (verb, kind)
+    }
+
+    fn counts(&self) -> CallCounts {
+        CallCounts(self.0.lock().expect("call log").counts.clone())
+    }
+
+    fn forbidden(&self) -> CallCounts {
+        CallCounts(self.0.lock().expect("call log").forbidden.clone())
+    }
+
+    fn last_write(&self) -> Option<Instant> {
+        self.0.lock().expect("call log").last_write
+    }
+
+    fn first_child_write(&self) -> Option<Instant> {
+        self.0.lock().expect("call log").first_child_write
+    }
+
+    fn forget_first_child_write(&self) {
+        self.0.lock().expect("call log").first_child_write = None;
+    }
+}
+
+/// A snapshot of a [`CallLog`].
+#[derive(Clone, Debug, Default)]
+struct CallCounts(BTreeMap<(String, String), u64>);
+
+impl CallCounts {
+    fn since(&self, earlier: &CallCounts) -> CallCounts {
+        CallCounts(
+            self.0
+                .iter()
+                .map(|(k, n)| (k.clone(), n - earlier.0.get(k).copied().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    }
+
+    fn verb(&self, verb: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|((v, _), _)| v == verb)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    fn writes(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|((v, _), _)| is_write(v))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn writes_of(&self, kind: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|((v, k), _)| is_write(v) && k == kind)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// `verb=n (kind n, kind n) ...`, per `per` units (1 for totals).
+    fn describe(&self, per: f64) -> String {
+        const VERBS: &[&str] = &[
+            "get",
+            "list",
+            "watch",
+            "create",
+            "apply",
+            "patch",
+            "update",
+            "delete",
+            "discovery",
+            "other",
+        ];
+        let fmt = |n: f64| {
+            if per == 1.0 {
+                format!("{n:.0}")
+            } else {
+                format!("{n:.2}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_string()
+            }
+        };
+        VERBS
+            .iter()
+            .filter_map(|verb| {
+                let n = self.verb(verb);
+                if n == 0 {
+                    return None;
+                }
+                let kinds: Vec<String> = self
+                    .0
+                    .iter()
+                    .filter(|((v, k), _)| v == verb && !k.is_empty())
+                    .map(|((_, k), c)| format!("{k} {}", fmt(*c as f64 / per)))
+                    .collect();
+                Some(if kinds.is_empty() {
+                    format!("{verb}={}", fmt(n as f64 / per))
+                } else {
+                    format!("{verb}={} ({})", fmt(n as f64 / per), kinds.join(", "))
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A client with the given identity whose requests are recorded in `log`.
+fn counting_client(config: &Config, log: &CallLog) -> anyhow::Result<Client> {
+    let log = log.clone();
+    Ok(kube::client::ClientBuilder::try_from(config.clone())
+        .context("operator client")?
+        .with_layer(&tower::layer::layer_fn(move |inner| Recording {
+            inner,
+            log: log.clone(),
+        }))
+        .build())
+}
+
+/// Waits until the client has sent nothing new for `quiet` (and at least one watch).
+async fn wait_calls_settle(log: &CallLog, quiet: Duration, max: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut last_total = log.counts().total();
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let counts = log.counts();
+        if counts.total() != last_total {
+            last_total = counts.total();
+            since = Instant::now();
+        } else if since.elapsed() >= quiet && counts.verb("watch") > 0 {
+            return Ok(());
+        }
+        if start.elapsed() > max {
+            bail!(
+                "the controller kept calling the API for {} s after its start: {}",
+                max.as_secs(),
+                counts.describe(1.0)
+            );
+        }
+    }
+}
+
+/// Waits until the log shows no write (but Events) for `quiet`.
+async fn wait_writes_quiet(log: &CallLog, quiet: Duration, max: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let since = log
+            .last_write()
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX);
+        if since >= quiet {
+            return Ok(());
+        }
+        if start.elapsed() > max {
+            bail!(
+                "the operator kept writing for {} s: {}",
+                max.as_secs(),
+                log.counts().describe(1.0)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Platforms
+// ---------------------------------------------------------------------------------------------
+
+/// The platform used throughout: `examples/minimal.yaml`'s spec.
+fn platform_spec() -> anyhow::Result<Value> {
+    let text = repo_file("examples/minimal.yaml")?;
+    let doc: Value = serde_norway::from_str(&text).context("parsing examples/minimal.yaml")?;
+    doc.get("spec")
+        .cloned()
+        .ok_or_else(|| anyhow!("examples/minimal.yaml has no spec"))
+}
+
+/// Creates through the dynamic API so the body is the manifest (as kubectl would send it).
+async fn create_platform(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: &Value,
+) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &hcp_resource());
+    let obj: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "caduceus.io/v1alpha1",
         "kind": "HealthcarePlatform",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": platform_spec(),
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
     }))?;
     api.create(&PostParams::default(), &obj)
         .await
-        .with_context(|| format!("creating platform {name}"))?;
+        .with_context(|| format!("creating platform {ns}/{name}"))?;
     Ok(())
 }
 
-fn phase(hp: &HealthcarePlatform) -> String {
-    hp.status
-        .as_ref()
-        .map(|s| format!("{:?}", s.phase))
-        .unwrap_or_default()
+/// The phase of every platform of a namespace, kept by a watch (no polling of the API).
+struct PhaseWatch {
+    phases: Arc<Mutex<BTreeMap<String, String>>>,
+    changed: Arc<Notify>,
+    task: JoinHandle<()>,
 }
+
+impl PhaseWatch {
+    async fn start(admin: &Client, ns: &str) -> anyhow::Result<PhaseWatch> {
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &hcp_resource());
+        let phases = Arc::new(Mutex::new(BTreeMap::new()));
+        let changed = Arc::new(Notify::new());
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let (p, c) = (phases.clone(), changed.clone());
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            let phase_of = |o: &DynamicObject| {
+                o.data["status"]["phase"]
+                    .as_str()
+                    .unwrap_or("(none)")
+                    .to_string()
+            };
+            while let Some(ev) = stream.next().await {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        eprintln!("operator_bench: platform watch: {e}");
+                        continue;
+                    }
+                };
+                {
+                    let mut map = p.lock().expect("phases");
+                    match &ev {
+                        watcher::Event::Init => map.clear(),
+                        watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                            map.insert(o.metadata.name.clone().unwrap_or_default(), phase_of(o));
+                        }
+                        watcher::Event::Delete(o) => {
+                            map.remove(o.metadata.name.as_deref().unwrap_or_default());
+                        }
+                        watcher::Event::InitDone => {}
+                    }
+                }
+                if matches!(ev, watcher::Event::InitDone) {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                c.notify_waiters();
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(30), ready_rx)
+            .await
+            .context("the platform watch did not start within 30 s")?
+            .context("the platform watch ended")?;
+        Ok(PhaseWatch {
+            phases,
+            changed,
+            task,
+        })
+    }
+
+    fn phase(&self, name: &str) -> Option<String> {
+        self.phases.lock().expect("phases").get(name).cloned()
+    }
+
+    fn histogram(&self) -> BTreeMap<String, usize> {
+        let mut h = BTreeMap::new();
+        for phase in self.phases.lock().expect("phases").values() {
+            *h.entry(phase.clone()).or_default() += 1;
+        }
+        h
+    }
+
+    /// Waits for a change (or `at_most`).
+    async fn changed(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.changed.notified()).await;
+    }
+}
+
+impl Drop for PhaseWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn describe_histogram(h: &BTreeMap<String, usize>) -> String {
+    h.iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every kind the operator creates children of: (group, version, kind, plural).
+const CHILD_KINDS: &[(&str, &str, &str, &str)] = &[
+    ("", "v1", "Secret", "secrets"),
+    ("", "v1", "ConfigMap", "configmaps"),
+    ("", "v1", "Service", "services"),
+    ("", "v1", "ServiceAccount", "serviceaccounts"),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("batch", "v1", "Job", "jobs"),
+    ("batch", "v1", "CronJob", "cronjobs"),
+    (
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+    ),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+];
+
+/// One child as found in the cluster.
+#[derive(Clone, Debug, PartialEq)]
+struct ChildVersion {
+    resource_version: String,
+    /// Managers of its managedFields with their last write, for a changed child's report.
+    managers: Vec<String>,
+}
+
+/// `Kind/name` → resourceVersion of every object owned by the platform (ownerReference to its
+/// UID), plus the platform itself (`HealthcarePlatform/<name>`).
+async fn child_versions(
+    admin: &Client,
+    ns: &str,
+    platform: &str,
+) -> anyhow::Result<BTreeMap<String, ChildVersion>> {
+    let hcp: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &hcp_resource());
+    let p = hcp
+        .get(platform)
+        .await
+        .with_context(|| format!("reading platform {ns}/{platform}"))?;
+    let uid = p.metadata.uid.clone().unwrap_or_default();
+    let version = |o: &DynamicObject| ChildVersion {
+        resource_version: o.metadata.resource_version.clone().unwrap_or_default(),
+        managers: o
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|m| {
+                format!(
+                    "{} {} {}",
+                    m.manager.as_deref().unwrap_or("?"),
+                    m.operation.as_deref().unwrap_or("?"),
+                    m.time.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+                )
+            })
+            .collect(),
+    };
+    let mut out = BTreeMap::new();
+    out.insert(format!("HealthcarePlatform/{platform}"), version(&p));
+    for (group, v, kind, plural) in CHILD_KINDS {
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, v, kind), plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &ar);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .with_context(|| format!("listing {kind} in {ns}"))?;
+        for o in list.items {
+            let owned = o
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.uid == uid);
+            if owned {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                out.insert(format!("{kind}/{name}"), version(&o));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Pods the platform's workloads ask for (replicas of its Deployments and StatefulSets).
+async fn workload_replicas(admin: &Client, ns: &str) -> anyhow::Result<usize> {
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .context("listing Deployments")?;
+    let statefulsets = Api::<StatefulSet>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .context("listing StatefulSets")?;
+    let replicas = deployments
+        .items
+        .iter()
+        .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+        .chain(
+            statefulsets
+                .items
+                .iter()
+                .map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+        )
+        .sum::<i32>();
+    Ok(usize::try_from(replicas).unwrap_or(0))
+}
+
+async fn count_pods(admin: &Client, ns: Option<&str>) -> anyhow::Result<usize> {
+    let api: Api<Pod> = match ns {
+        Some(ns) => Api::namespaced(admin.clone(), ns),
+        None => Api::all(admin.clone()),
+    };
+    let lp = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    Ok(api
+        .list_metadata(&lp)
+        .await
+        .context("listing pods")?
+        .items
+        .len())
+}
+
+/// (pods the schedulable nodes admit in total, pods not finished anywhere).
+async fn pod_capacity(admin: &Client) -> anyhow::Result<(usize, usize)> {
+    let nodes = Api::<Node>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing nodes")?;
+    let mut capacity = 0usize;
+    for n in nodes.items {
+        let spec = n.spec.unwrap_or_default();
+        if spec.unschedulable == Some(true)
+            || spec
+                .taints
+                .iter()
+                .flatten()
+                .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        {
+            continue;
+        }
+        let status = n.status.unwrap_or_default();
+        let ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready {
+            continue;
+        }
+        capacity += status
+            .allocatable
+            .as_ref()
+            .and_then(|a| a.get("pods"))
+            .and_then(|q| q.0.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    Ok((capacity, count_pods(admin, None).await?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------------------
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -142,139 +1137,227 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn print_calls(label: &str, calls: &CallCounts) {
-    let by_verb: Vec<String> = [
-        "get",
-        "list",
-        "watch",
-        "create",
-        "apply",
-        "patch",
-        "update",
-        "delete",
-        "discovery",
-    ]
-    .iter()
-    .map(|v| (v, calls.verb(v)))
-    .filter(|(_, n)| *n > 0)
-    .map(|(v, n)| format!("{v}={n}"))
-    .collect();
-    println!(
-        "{label}: {} API calls ({} writes): {}",
-        calls.total(),
-        calls.writes(),
-        by_verb.join(" ")
-    );
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "OK"
+    } else {
+        "MISSED"
+    }
 }
 
-async fn in_process(args: &Args) -> anyhow::Result<(f64, f64)> {
-    let standin = StandIn::start().await?;
-    standin.set_auto_ready(true);
-    let client = standin.client()?;
-    prepare(&client).await?;
+/// What the in-process part found.
+struct InProcess {
+    p95_ms: f64,
+    writes_ok: bool,
+    pods_per_platform: usize,
+}
 
+/// One platform from nothing to Ready with the real controller, then the steady state.
+async fn in_process(
+    args: &Args,
+    cluster: &Cluster,
+    namespaces: &Namespaces,
+) -> anyhow::Result<InProcess> {
+    let spec = platform_spec()?;
+    let ns = namespaces.create(&cluster.admin, "one").await?;
+    let log = CallLog::default();
+    let (operator_config, _) = cluster.operator_config(3600).await?;
+    let client = counting_client(&operator_config, &log)?;
+    let phases = PhaseWatch::start(&cluster.admin, &ns).await?;
+
+    let metrics = Metrics::new();
     let config = ControllerConfig {
-        namespace: Some(NS.into()),
+        namespace: Some(ns.clone()),
+        metrics: metrics.clone(),
         ..ControllerConfig::default()
     };
+    // Dropping `stop` (also on an early return) stops the controller.
     let (stop, stopped) = oneshot::channel::<()>();
-    let c = client.clone();
-    let controller = tokio::spawn(run_controller(c, config, async move {
+    let controller = tokio::spawn(run_controller(client.clone(), config, async move {
         let _ = stopped.await;
     }));
+    wait_calls_settle(&log, Duration::from_secs(1), Duration::from_secs(30))
+        .await
+        .context("starting the controller")?;
+    let startup = log.counts();
+    println!("== one platform, nothing to Ready (in-process run_controller, namespace {ns})");
+    println!(
+        "controller start (before the platform exists): {} API calls: {}",
+        startup.total(),
+        startup.describe(1.0)
+    );
 
-    let platforms: Api<HealthcarePlatform> = Api::namespaced(client.clone(), NS);
-    standin.reset_calls();
+    log.forget_first_child_write();
     let t0 = Instant::now();
-    create_platform(&client, "p0").await?;
-    let mut applied_at = None;
+    create_platform(&cluster.admin, &ns, "p0", &spec).await?;
+    let timeout = Duration::from_secs(args.one_timeout);
     loop {
-        if applied_at.is_none() && !standin.list("apps/v1", "Deployment", Some(NS)).is_empty() {
-            applied_at = Some(t0.elapsed());
-        }
-        // Read the stand-in's store directly: the poll makes no API calls.
-        let phase_now = standin
-            .get("caduceus.io/v1alpha1", "HealthcarePlatform", NS, "p0")
-            .and_then(|p| {
-                p.pointer("/status/phase")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        if phase_now == "Ready" {
+        if phases.phase("p0").as_deref() == Some("Ready") {
             break;
         }
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("platform p0 not Ready after 60 s (phase {phase_now:?})");
+        if t0.elapsed() > timeout {
+            bail!(
+                "platform p0 not Ready after {} s (phase {:?}); operator calls: {}",
+                timeout.as_secs(),
+                phases.phase("p0"),
+                log.counts().since(&startup).describe(1.0)
+            );
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        phases.changed(Duration::from_millis(200)).await;
     }
     let to_ready = t0.elapsed();
-    let calls = standin.calls();
-    println!("== one platform, nothing to Ready (in-process controller, workloads auto-ready)");
+    let at_ready = log.counts().since(&startup);
+    let first_child = log
+        .first_child_write()
+        .map(|t| ms(t.saturating_duration_since(t0)))
+        .unwrap_or_default();
+    wait_writes_quiet(&log, Duration::from_secs(2), Duration::from_secs(60)).await?;
+    let quiet_after = log
+        .last_write()
+        .map(|t| t.saturating_duration_since(t0))
+        .unwrap_or_default();
+    let to_quiet = log.counts().since(&startup);
+    let reconciles = metrics.reconciles.with_label_values(&["success"]).get();
+    let pods = count_pods(&cluster.admin, Some(&ns)).await?;
+    let replicas = workload_replicas(&cluster.admin, &ns).await?;
+    let replica_sets = Api::<ReplicaSet>::namespaced(cluster.admin.clone(), &ns)
+        .list_metadata(&ListParams::default())
+        .await
+        .context("listing ReplicaSets")?
+        .items
+        .len();
     println!(
-        "first child written after {:.1} ms; phase Ready after {:.1} ms",
-        applied_at.map(ms).unwrap_or_default(),
+        "first child written after {first_child:.0} ms; phase Ready after {:.0} ms (pods made Running/Ready by KWOK)",
         ms(to_ready)
     );
-    print_calls(
-        "API calls from create to Ready (the operator, plus the benchmark's one create)",
-        &calls,
+    println!(
+        "operator API calls from create to Ready: {} ({} writes): {}",
+        at_ready.total(),
+        at_ready.writes(),
+        at_ready.describe(1.0)
     );
-    let operator_writes: u64 = CallCounts::WRITE_VERBS
-        .iter()
-        .map(|v| calls.verb(v))
-        .sum::<u64>()
-        - 1;
-    println!("operator writes: {operator_writes} (the platform create by the bench excluded)");
+    println!(
+        "until the operator stopped writing (last write at {:.0} ms): {} calls ({} writes), {reconciles} reconciles; \
+         {pods} pods not finished ({replicas} workload replicas, {replica_sets} ReplicaSets)",
+        ms(quiet_after),
+        to_quiet.total(),
+        to_quiet.writes(),
+    );
 
-    let _ = stop.send(());
-    controller
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(30), controller)
         .await
+        .context("the controller did not stop within 30 s")?
         .context("controller task")?
-        .map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!(e))
+        .context("the controller failed")?;
 
-    // Steady state: the same reconcile the Controller runs, on an unchanged Ready platform.
-    let ctx = Arc::new(Context::new(client.clone(), ControllerConfig::default()));
+    // Steady state: the reconcile the Controller runs, on the unchanged Ready platform.
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        ControllerConfig {
+            namespace: Some(ns.clone()),
+            ..ControllerConfig::default()
+        },
+    ));
+    let platforms: Api<HealthcarePlatform> = Api::namespaced(cluster.admin.clone(), &ns);
     for _ in 0..5 {
-        reconcile(Arc::new(platforms.get("p0").await?), ctx.clone()).await?;
+        let hp = platforms.get("p0").await.context("reading p0")?;
+        reconcile(Arc::new(hp), ctx.clone())
+            .await
+            .map_err(|e| anyhow!(e))
+            .context("warm-up reconcile")?;
     }
-    let rv_before = standin.resource_version();
-    let calls_before = standin.calls();
+    let before = child_versions(&cluster.admin, &ns, "p0").await?;
+    let calls_before = log.counts();
     let mut durations = Vec::with_capacity(args.reconciles);
     for _ in 0..args.reconciles {
-        let hp = Arc::new(platforms.get("p0").await?);
+        // The bench's read (admin client) is not counted; the reconcile reads the platform
+        // fresh itself.
+        let hp = Arc::new(platforms.get("p0").await.context("reading p0")?);
         let t = Instant::now();
-        reconcile(hp, ctx.clone()).await?;
+        reconcile(hp, ctx.clone())
+            .await
+            .map_err(|e| anyhow!(e))
+            .context("steady-state reconcile")?;
         durations.push(t.elapsed());
     }
-    let steady_calls = standin.calls().since(&calls_before);
-    let changed = standin.resource_version() - rv_before;
+    let steady = log.counts().since(&calls_before);
+    let after = child_versions(&cluster.admin, &ns, "p0").await?;
     durations.sort();
     let p50 = ms(percentile(&durations, 0.50));
     let p95 = ms(percentile(&durations, 0.95));
+    let n = args.reconciles.max(1) as f64;
+    let children = before
+        .keys()
+        .filter(|k| !k.starts_with("HealthcarePlatform/"))
+        .count();
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k).map(|b| &b.resource_version) != Some(&v.resource_version))
+        .map(|(k, v)| format!("{k} (managers: {})", v.managers.join("; ")))
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|k| format!("{k} (gone)")),
+        )
+        .collect();
+    let writes = steady.writes() - steady.writes_of("Event");
+    let per_child = writes as f64 / n / children.max(1) as f64;
+    let writes_ok = per_child <= 1.0 && changed.is_empty();
     println!(
-        "== steady-state reconcile ({} reconciles of an unchanged Ready platform)",
+        "== steady-state reconcile ({} reconciles of the unchanged Ready platform)",
         args.reconciles
     );
     println!(
         "p50 {p50:.2} ms, p95 {p95:.2} ms, max {:.2} ms (target < {TARGET_RECONCILE_MS} ms): {}",
         ms(durations.last().copied().unwrap_or_default()),
-        if p95 < TARGET_RECONCILE_MS {
-            "OK"
-        } else {
-            "MISSED"
-        }
+        verdict(p95 < TARGET_RECONCILE_MS)
     );
-    let per = |n: u64| n as f64 / args.reconciles as f64;
     println!(
-        "per reconcile: {:.1} API calls ({:.1} server-side applies, {:.1} other writes); objects changed in total: {changed}",
-        per(steady_calls.total().saturating_sub(args.reconciles as u64)),
-        per(steady_calls.verb("apply")),
-        per(steady_calls.writes() - steady_calls.verb("apply")),
+        "per reconcile: {:.2} API calls: {}",
+        steady.total() as f64 / n,
+        steady.describe(n)
     );
-    standin.shutdown().await;
-    Ok((p50, p95))
+    println!(
+        "writes per reconcile: {:.2} for {children} children = {per_child:.2} per child, {:.2} Events; \
+         resourceVersions changed over {} reconciles: {} of {} objects (target ≤ 1 write per child, none changed): {}",
+        writes as f64 / n,
+        steady.writes_of("Event") as f64 / n,
+        args.reconciles,
+        changed.len(),
+        after.len(),
+        verdict(writes_ok)
+    );
+    for c in &changed {
+        println!("  changed: {c}");
+    }
+    let forbidden = log.forbidden();
+    if forbidden.total() > 0 {
+        println!(
+            "WARNING: the chart's RBAC refused operator requests: {}",
+            forbidden.describe(1.0)
+        );
+    }
+    drop(phases);
+    let t = Instant::now();
+    namespaces
+        .delete(
+            &cluster.admin,
+            &ns,
+            Duration::from_secs(args.cleanup_timeout),
+        )
+        .await?;
+    println!(
+        "cleanup: namespace {ns} deleted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(InProcess {
+        p95_ms: p95,
+        writes_ok,
+        pods_per_platform: replicas,
+    })
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -287,7 +1370,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         Ok(path)
     } else {
         bail!(
-            "{} not found; build it with `cargo build --release -p kube-standin -p caduceus-operator` or pass its path",
+            "{} not found; build it with `cargo build --release -p caduceus-operator` or pass --operator-bin",
             path.display()
         )
     }
@@ -296,7 +1379,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 /// (VmRSS, VmHWM) in MiB.
 fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .context("reading /proc/PID/status")?;
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |key: &str| -> anyhow::Result<f64> {
         let line = status
             .lines()
@@ -313,9 +1396,37 @@ fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU seconds (user + system) the process used so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        fields
+            .get(i)
+            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()
+            .context("parsing /proc/PID/stat")
+    };
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the state.
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// SIGTERM to the process this bench started, then SIGKILL after 10 s.
 async fn stop_child(child: &mut Child) {
     if let Some(pid) = child.id() {
-        // SIGTERM for a graceful stop of the process we started.
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(pid.to_string())
@@ -330,50 +1441,89 @@ async fn stop_child(child: &mut Child) {
     }
 }
 
-async fn rss(args: &Args) -> anyhow::Result<f64> {
-    let standin_bin = match &args.standin_bin {
-        Some(p) => p.clone(),
-        None => sibling("kube-standin")?,
-    };
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The operator's own counters from its /metrics (reconciles by result, errors, drift).
+async fn operator_metrics(port: u16) -> anyhow::Result<String> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .context("reading the operator's /metrics")?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("caduceus_operator_reconciles_total")
+                || l.starts_with("caduceus_operator_reconcile_errors_total")
+                || l.starts_with("caduceus_operator_drift_corrections_total")
+                || l.starts_with("caduceus_operator_reconcile_duration_seconds_count")
+                || l.starts_with("caduceus_operator_reconcile_duration_seconds_sum")
+        })
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// What the scale part found.
+struct Scale {
+    ready: usize,
+    hwm_mib: f64,
+}
+
+/// N platforms with the operator as a separate process.
+async fn scale(
+    args: &Args,
+    cluster: &Cluster,
+    namespaces: &Namespaces,
+    pods_per_platform: usize,
+) -> anyhow::Result<Scale> {
     let operator_bin = match &args.operator_bin {
         Some(p) => p.clone(),
         None => sibling("caduceus-operator")?,
     };
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    let mut standin = Command::new(&standin_bin)
-        .args(["--port", "0", "--auto-ready", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", standin_bin.display()))?;
-    let stdout = standin.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .context("kube-standin did not start")??
-        .ok_or_else(|| anyhow!("kube-standin exited"))?;
+    let spec = platform_spec()?;
+    let n = args.platforms;
+    let (capacity, in_use) = pod_capacity(&cluster.admin).await?;
+    let free = capacity.saturating_sub(in_use);
+    let needed = n * pods_per_platform;
     println!(
-        "== {} platforms, operator as a separate process ({first})",
-        args.platforms
+        "== {n} platforms, operator as a separate process ({})",
+        operator_bin.display()
     );
+    println!(
+        "cluster pod capacity: {capacity} on schedulable Ready nodes, {in_use} pods in use, {free} free; \
+         {n} platforms need {needed} ({pods_per_platform} each)"
+    );
+    if needed > free {
+        bail!(
+            "the cluster has room for {free} more pods, {n} platforms need {needed}: at most {} platforms can become Ready here \
+             (pass --platforms, or use a cluster with more nodes, e.g. a fresh `CADUCEUS_CLUSTER_NODES=4 scripts/cluster.sh up`)",
+            free / pods_per_platform.max(1)
+        );
+    }
 
-    let kc = Kubeconfig::read_from(&kubeconfig).context("reading the kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    let client = Client::try_from(config)?;
-    prepare(&client).await?;
-
+    let ns = namespaces.create(&cluster.admin, "scale").await?;
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let kubeconfig = dir.path().join("operator.kubeconfig");
+    let token_seconds = args.ready_timeout + 3600;
+    let (operator_config, token) = cluster.operator_config(token_seconds).await?;
+    write_operator_kubeconfig(&operator_config, &token, &kubeconfig)?;
+    let phases = PhaseWatch::start(&cluster.admin, &ns).await?;
+    let metrics_port = free_port()?;
     let mut operator = Command::new(&operator_bin)
         .args([
             "run",
             "--leader-election",
             "false",
-            "--metrics-addr",
-            "127.0.0.1:0",
             "--log-level",
             "warn",
+            "--watch-namespace",
+            &ns,
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
         ])
         .env("KUBECONFIG", &kubeconfig)
         .stdout(Stdio::null())
@@ -383,93 +1533,176 @@ async fn rss(args: &Args) -> anyhow::Result<f64> {
         .with_context(|| format!("starting {}", operator_bin.display()))?;
     let pid = operator
         .id()
-        .ok_or_else(|| anyhow!("operator exited at once"))?;
+        .ok_or_else(|| anyhow!("the operator exited at once"))?;
+    println!(
+        "operator pid {pid}, namespace {ns}, kubeconfig with the chart ServiceAccount's token"
+    );
 
-    let t0 = Instant::now();
-    let names: Vec<String> = (0..args.platforms).map(|i| format!("p{i:04}")).collect();
-    let results: Vec<anyhow::Result<()>> = stream::iter(names.iter())
-        .map(|n| create_platform(&client, n))
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for r in results {
-        r?;
+    let result: anyhow::Result<Scale> = async {
+        let t0 = Instant::now();
+        let creates = (0..n).map(|i| {
+            let (admin, ns, spec) = (cluster.admin.clone(), ns.clone(), spec.clone());
+            async move { create_platform(&admin, &ns, &format!("p{i:04}"), &spec).await }
+        });
+        stream::iter(creates)
+            .buffer_unordered(args.create_concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        let created = t0.elapsed();
+        println!("created {n} platforms in {:.1} s", created.as_secs_f64());
+        let mut peak_rss = 0.0f64;
+        let mut last_report = Instant::now();
+        let timeout = Duration::from_secs(args.ready_timeout);
+        let mut all_ready = None;
+        loop {
+            if let Some(status) = operator.try_wait()? {
+                bail!("the operator exited: {status}");
+            }
+            let (rss, _) = rss_mib(pid)?;
+            peak_rss = peak_rss.max(rss);
+            let hist = phases.histogram();
+            let ready = hist.get("Ready").copied().unwrap_or(0);
+            if ready == n {
+                all_ready = Some(t0.elapsed());
+                break;
+            }
+            if t0.elapsed() > timeout {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(30) {
+                last_report = Instant::now();
+                println!(
+                    "  [{:>5.0} s] {ready}/{n} Ready ({}), operator RSS {rss:.1} MiB, CPU {:.1} s",
+                    t0.elapsed().as_secs_f64(),
+                    describe_histogram(&hist),
+                    cpu_seconds(pid)?
+                );
+            }
+            phases.changed(Duration::from_secs(1)).await;
+        }
+        let ready = phases.histogram().get("Ready").copied().unwrap_or(0);
+        match all_ready {
+            Some(t) => println!(
+                "all {n} platforms Ready after {:.1} s (created in {:.1} s); operator CPU {:.1} s",
+                t.as_secs_f64(),
+                created.as_secs_f64(),
+                cpu_seconds(pid)?
+            ),
+            None => println!(
+                "NOT all Ready: {ready}/{n} after {} s ({}); {} pods not finished in {ns}",
+                timeout.as_secs(),
+                describe_histogram(&phases.histogram()),
+                count_pods(&cluster.admin, Some(&ns)).await?
+            ),
+        }
+        // Settle: let the reconciles the last readiness changes triggered finish, then read what
+        // the operator keeps.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (rss, hwm) = rss_mib(pid)?;
+        println!(
+            "operator RSS {rss:.1} MiB after settling (sampled peak {:.1} MiB, VmHWM {hwm:.1} MiB) at {ready} Ready platforms \
+             (target < {TARGET_RSS_MIB} MiB at 500): {}; operator CPU {:.1} s in total",
+            peak_rss.max(rss),
+            verdict(hwm < TARGET_RSS_MIB),
+            cpu_seconds(pid)?
+        );
+        match operator_metrics(metrics_port).await {
+            Ok(m) => println!("operator metrics: {m}"),
+            Err(e) => println!("operator metrics unavailable: {e:#}"),
+        }
+        Ok(Scale {
+            ready,
+            hwm_mib: hwm,
+        })
     }
-    println!(
-        "created {} platforms in {:.1} s",
-        args.platforms,
-        t0.elapsed().as_secs_f64()
-    );
-    let platforms: Api<HealthcarePlatform> = Api::namespaced(client.clone(), NS);
-    let mut peak_rss = 0.0f64;
-    loop {
-        if let Ok(Some(status)) = operator.try_wait() {
-            bail!("the operator exited: {status}");
-        }
-        let (rss, _) = rss_mib(pid)?;
-        peak_rss = peak_rss.max(rss);
-        let list = platforms.list(&ListParams::default()).await?;
-        let ready = list.items.iter().filter(|p| phase(p) == "Ready").count();
-        if ready == args.platforms {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(args.ready_timeout) {
-            bail!(
-                "only {ready}/{} platforms Ready after {} s",
-                args.platforms,
-                args.ready_timeout
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let all_ready = t0.elapsed();
-    // Settle: let in-flight work finish, then measure what the operator keeps.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss, hwm) = rss_mib(pid)?;
-    let calls_text = client
-        .request_text(http::Request::get("/standin/calls").body(Vec::new())?)
-        .await
-        .context("reading the stand-in's call counters")?;
-    let calls: Value = serde_json::from_str(&calls_text)?;
-    let total: u64 = calls["calls"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c["count"].as_u64()).sum())
-        .unwrap_or_default();
-    println!(
-        "all {} platforms Ready after {:.1} s; {total} API calls in total",
-        args.platforms,
-        all_ready.as_secs_f64()
-    );
-    println!(
-        "operator RSS {rss:.1} MiB (peak {:.1} MiB, VmHWM {hwm:.1} MiB) (target < {TARGET_RSS_MIB} MiB): {}",
-        peak_rss.max(rss),
-        if hwm < TARGET_RSS_MIB { "OK" } else { "MISSED" }
-    );
+    .await;
     stop_child(&mut operator).await;
-    stop_child(&mut standin).await;
-    Ok(hwm)
+    drop(phases);
+    let t = Instant::now();
+    namespaces
+        .delete(
+            &cluster.admin,
+            &ns,
+            Duration::from_secs(args.cleanup_timeout),
+        )
+        .await?;
+    println!(
+        "cleanup: namespace {ns} ({n} platforms) deleted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    result
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let (_, p95) = in_process(&args).await?;
-    let hwm = if args.skip_rss {
+async fn run(args: &Args, cluster: &Cluster, namespaces: &Namespaces) -> anyhow::Result<()> {
+    let one = in_process(args, cluster, namespaces).await?;
+    let scaled = if args.skip_rss {
         None
     } else {
-        Some(rss(&args).await?)
+        Some(scale(args, cluster, namespaces, one.pods_per_platform.max(1)).await?)
     };
     let mut missed = Vec::new();
-    if p95 >= TARGET_RECONCILE_MS {
-        missed.push(format!("steady-state reconcile p95 {p95:.1} ms"));
+    if one.p95_ms >= TARGET_RECONCILE_MS {
+        missed.push(format!("steady-state reconcile p95 {:.1} ms", one.p95_ms));
     }
-    if let Some(h) = hwm.filter(|h| *h >= TARGET_RSS_MIB) {
-        missed.push(format!("operator peak RSS {h:.1} MiB"));
+    if !one.writes_ok {
+        missed.push("writes per child per reconcile / unchanged children".to_string());
+    }
+    if let Some(s) = &scaled {
+        if s.ready < args.platforms {
+            missed.push(format!(
+                "only {}/{} platforms Ready",
+                s.ready, args.platforms
+            ));
+        }
+        if s.hwm_mib >= TARGET_RSS_MIB {
+            missed.push(format!("operator peak RSS {:.1} MiB", s.hwm_mib));
+        }
     }
     if missed.is_empty() {
         println!("operator_bench: all targets met");
+        Ok(())
     } else {
-        println!("operator_bench: targets missed: {}", missed.join("; "));
+        bail!("targets missed: {}", missed.join("; "))
     }
-    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // kube-runtime's Controller (with all its watches) and the reconcile are deep futures: an
+    // unoptimised build overflows the default 2 MiB worker stack.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 << 20)
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        tokio::spawn(bench(args))
+            .await
+            .context("the benchmark task panicked")?
+    })
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let (kubeconfig, source) = kubeconfig_path(&args)?;
+    println!(
+        "operator_bench: kubeconfig from {source}; load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let cluster = Cluster::prepare(&kubeconfig).await?;
+    let namespaces = Namespaces::default();
+    let result = tokio::select! {
+        r = run(&args, &cluster, &namespaces) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    // Whatever happened: no namespace of this run stays behind.
+    namespaces
+        .delete_all(&cluster.admin, Duration::from_secs(args.cleanup_timeout))
+        .await;
+    println!("cluster {} left running", cluster.server);
+    result.map_err(|e| e.context("operator_bench"))
 }
