@@ -789,6 +789,11 @@ async fn from_backup_restores_once_in_its_own_job_before_the_api_starts() {
     assert_eq!(env.status()["restore"]["job"], names.restore_job());
     env.settle_until_phase("demo", caduceus_operator::crd::Phase::Ready)
         .await;
+    assert!(
+        !env.has_event("DriftCorrected", ""),
+        "nobody else touched the platform's objects: {:?}",
+        env.events()
+    );
 
     // Both sources: refused at admission by the CRD's CEL rule.
     let mut bad = spec();

@@ -252,6 +252,81 @@ mod tests {
         }
     }
 
+    /// Paths of empty lists in a serialized object.
+    fn empty_lists(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Array(items) if items.is_empty() => out.push(path.to_string()),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    empty_lists(item, &format!("{path}[{i}]"), out);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    empty_lists(item, &format!("{path}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The API server stores an empty list of a built-in kind as absent, so an applied `[]`
+    /// differs from the stored object on every apply: the object's generation moves on each
+    /// reconcile, the watch triggers the next one (a hot loop), and drift is reported.
+    #[test]
+    fn no_child_sends_an_empty_list() {
+        use crate::crd::{BackupSource, DatabaseBootstrap, FromBackup, S3Destination};
+        let restored_from_s3 = |s: &mut crate::crd::HealthcarePlatformSpec| {
+            s.api_server.autoscaling.enabled = true;
+            s.api_server.ingress.enabled = true;
+            s.api_server.ingress.host = Some("api.example.org".into());
+            s.database.bootstrap = Some(DatabaseBootstrap {
+                from_backup: Some(FromBackup {
+                    name: "latest".into(),
+                    source: BackupSource {
+                        s3: Some(S3Destination {
+                            endpoint: Some("https://minio.storage:9000".into()),
+                            bucket: "old-backups".into(),
+                            prefix: String::new(),
+                            region: "eu-central-1".into(),
+                            credentials_secret_ref: "s3".into(),
+                            force_path_style: true,
+                        }),
+                        claim_name: None,
+                    },
+                    secret_ref: "old-key".into(),
+                }),
+            });
+        };
+        for p in [platform(|_| {}), platform(restored_from_s3)] {
+            let children = build_children(
+                &p,
+                &ExistingSecrets::default(),
+                &mut SecretGenerator::random(),
+            );
+            let mut objects =
+                crate::render::children_to_values(&children).expect("children serialize");
+            objects.extend(
+                crate::build::restore::job(&p).map(|j| serde_json::to_value(j).expect("job")),
+            );
+            let mut found = Vec::new();
+            for o in &objects {
+                let name = format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"]
+                );
+                let mut paths = Vec::new();
+                empty_lists(o, "", &mut paths);
+                found.extend(paths.into_iter().map(|path| format!("{name}{path}")));
+            }
+            assert!(
+                found.is_empty(),
+                "empty lists sent to the API server: {found:?}"
+            );
+        }
+    }
+
     #[test]
     fn offline_render_has_no_owner_references() {
         let mut p = platform(|_| {});

@@ -222,8 +222,10 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
                 match_labels: Some(restore.clone()),
                 ..Default::default()
             }),
+            // No ingress rules: sent as absent (an applied `[]` is stored as absent and would
+            // differ on every apply), `policyTypes` makes it deny all ingress.
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(Vec::new()),
+            ingress: None,
             egress: Some(egress),
         }),
     }];
@@ -699,7 +701,8 @@ mod tests {
             p.names.selector(Component::Restore)
         );
         assert_eq!(own.policy_types.unwrap(), ["Ingress", "Egress"]);
-        assert_eq!(own.ingress.unwrap().len(), 0, "nothing may connect to it");
+        // policyTypes (above) names Ingress and there are no rules: nothing may connect to it.
+        assert!(own.ingress.is_none(), "nothing may connect to it");
         let egress = own.egress.unwrap();
         assert_eq!(egress.len(), 3);
         assert_eq!(egress[0], dns_egress());
