@@ -594,23 +594,39 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         }),
     }];
     if db.provider == DatabaseProvider::Embedded {
-        out.push(NetworkPolicy {
-            metadata: child_meta(p, names.netpol_backup_to_postgres(), Component::Backup),
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(LabelSelector {
-                    match_labels: Some(names.selector(Component::Database)),
-                    ..Default::default()
-                }),
-                policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(backup)]),
-                    ports: Some(vec![port(POSTGRES_PORT)]),
-                }]),
-                egress: None,
-            }),
-        });
+        out.push(postgres_admits(
+            p,
+            names.netpol_backup_to_postgres(),
+            Component::Backup,
+            backup,
+        ));
     }
     out
+}
+
+/// The embedded Postgres admits pods with `labels` (of `component`) on its port: the policy the
+/// backup and restore pods need besides their own egress.
+pub fn postgres_admits(
+    p: &ValidatedPlatform,
+    name: String,
+    component: Component,
+    labels: BTreeMap<String, String>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: child_meta(p, name, component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(p.names.selector(Component::Database)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(labels)]),
+                ports: Some(vec![port(POSTGRES_PORT)]),
+            }]),
+            egress: None,
+        }),
+    }
 }
 
 /// Every NetworkPolicy name this module may create (so disabled ones can be deleted).

@@ -23,21 +23,19 @@ use k8s_openapi::api::core::v1::{
     Container, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec,
     SecretVolumeSource, Volume, VolumeMount,
 };
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicySpec,
-};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
 use super::backup::{
-    self, agent_resources, db_ca_mount, db_ca_volume, env, image, pods, port, pull_secrets, s3_env,
-    s3_url, BACKUP_BINARY, BACKUP_KEY_FILE, BACKUP_UID, TERMINATION_LOG,
+    self, agent_resources, db_ca_mount, db_ca_volume, env, image, pull_secrets, s3_env, s3_url,
+    BACKUP_BINARY, BACKUP_KEY_FILE, BACKUP_UID, TERMINATION_LOG,
 };
 use super::child_meta;
 use super::deployment::database_url_env;
 use super::network_policy::dns_egress;
 use super::security::{container_security_context, pod_security_context, scratch_volume};
 use crate::crd::{DatabaseProvider, FromBackup};
-use crate::names::{Component, POSTGRES_PORT};
+use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
 /// Name of the agent's container in the restore pod (status reads its termination message).
@@ -230,21 +228,12 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         }),
     }];
     if p.spec.database.provider == DatabaseProvider::Embedded {
-        out.push(NetworkPolicy {
-            metadata: child_meta(p, names.netpol_restore_to_postgres(), Component::Restore),
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(LabelSelector {
-                    match_labels: Some(names.selector(Component::Database)),
-                    ..Default::default()
-                }),
-                policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(restore)]),
-                    ports: Some(vec![port(POSTGRES_PORT)]),
-                }]),
-                egress: None,
-            }),
-        });
+        out.push(backup::postgres_admits(
+            p,
+            names.netpol_restore_to_postgres(),
+            Component::Restore,
+            restore,
+        ));
     }
     out
 }
