@@ -474,14 +474,18 @@ async fn pg_dump_contains_no_phi(pool: PgPool) {
         .fetch_one(&app.pool)
         .await
         .unwrap();
+    // The server the test database lives on (DATABASE_URL: often a throw-away instance on a
+    // free port).
+    let opts = app.pool.connect_options();
+    let port = opts.get_port().to_string();
     let out = std::process::Command::new("pg_dump")
         .args([
             "-h",
-            "127.0.0.1",
+            opts.get_host(),
             "-p",
-            "5432",
+            &port,
             "-U",
-            "postgres",
+            opts.get_username(),
             "--no-password",
             "-d",
             &db,
