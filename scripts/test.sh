@@ -181,7 +181,7 @@ cluster_step() {
 
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
-step test cargo test --workspace --exclude caduceus-e2e
+step test cargo test --workspace --exclude caduceus-e2e --no-fail-fast
 step operator-build cargo build -p caduceus-operator
 step crd-sync crd_sync
 step chart cargo test -p caduceus-e2e --test chart
