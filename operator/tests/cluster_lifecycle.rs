@@ -1,7 +1,8 @@
 //! Day-2 changes on a live platform against the real control plane (`scripts/cluster.sh`): the
 //! API server's immutability rules (a StatefulSet's `volumeClaimTemplates`), the Deployment and
 //! StatefulSet controllers rolling pods (KWOK makes the new ones Ready), the HPA controller and
-//! real garbage collection. For each database provider: upgrade `database.version`,
+//! real garbage collection. For each database provider (Embedded, CloudNativePG, External):
+//! upgrade `database.version` (where the operator runs the database),
 //! `cache.version` and the API image tag, grow the database storage, switch cache persistence;
 //! the children roll, no apply fails, and the platform returns to Ready. Then scaling,
 //! autoscaling on/off and ingress on/off.
@@ -308,4 +309,46 @@ async fn cloudnativepg_platform_upgrades_and_grows_its_cluster() {
     let admin = env.admin.clone();
     env.stop().await;
     support::cluster::uninstall_crd(&admin, "clusters.postgresql.cnpg.io").await;
+}
+
+#[tokio::test]
+async fn external_database_platform_upgrades_the_api_and_its_embedded_cache() {
+    let env = Env::start_with(lifecycle_setup()).await;
+    support::cluster::apply_manifest(
+        &env.admin,
+        "caduceus-tests",
+        &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "clinic-db", "namespace": env.ns},
+                "stringData": {"url": "postgres://caduceus:pw@db.internal:5432/caduceus?sslmode=verify-full"}}),
+    )
+    .await;
+    env.create_named_platform(
+        "demo",
+        spec(json!({"database": {"provider": "External",
+                                 "secretRef": {"name": "clinic-db", "key": "url"},
+                                 "externalCidrs": ["10.40.0.0/16"]},
+                    "backup": {"enabled": false}})),
+    )
+    .await;
+    env.settle_until_phase("demo", Phase::Ready).await;
+    let names = Names::new("demo");
+    assert!(
+        env.stored("apps/v1", "StatefulSet", &names.postgres())
+            .is_none(),
+        "no embedded database with an External one"
+    );
+    let generation = env
+        .patch_spec(
+            json!({"cache": {"version": "7.4.1"}, "apiServer": {"image": {"tag": "0.1.1"}}}),
+        )
+        .await;
+    env.wait_for("the API and the cache rolled", |e| {
+        image(e, "Deployment", &names.api()).is_some_and(|i| i.ends_with(":0.1.1"))
+            && image(e, "StatefulSet", &names.redis()).is_some_and(|i| i.ends_with(":7.4.1"))
+            && rolled_out(e, "Deployment", &names.api())
+            && rolled_out(e, "StatefulSet", &names.redis())
+    })
+    .await;
+    wait_ready(&env, generation, "Ready after the upgrade").await;
+    env.stop().await;
 }
