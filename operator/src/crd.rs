@@ -29,6 +29,33 @@ pub const DEFAULT_POSTGRES_VERSION: &str = "16.6";
 /// Default embedded Redis version (official `redis` image tag).
 pub const DEFAULT_REDIS_VERSION: &str = "7.4.2";
 
+// The third-party repositories as macros expanding to literals, so the field docs below (and so
+// the CRD's descriptions) name them through `concat!` instead of repeating them.
+macro_rules! default_postgres_image {
+    () => {
+        "docker.io/library/postgres"
+    };
+}
+macro_rules! default_cnpg_postgres_image {
+    () => {
+        "ghcr.io/cloudnative-pg/postgresql"
+    };
+}
+macro_rules! default_redis_image {
+    () => {
+        "docker.io/library/redis"
+    };
+}
+/// Default repository of the Embedded database image (the official `postgres` image); the tag is
+/// `database.version`. `database.imageRepository` overrides it.
+pub const DEFAULT_POSTGRES_IMAGE: &str = default_postgres_image!();
+/// Default repository of the CloudNativePG database image (CloudNativePG's own PostgreSQL
+/// image); the tag is `database.version`. `database.imageRepository` overrides it.
+pub const DEFAULT_CNPG_POSTGRES_IMAGE: &str = default_cnpg_postgres_image!();
+/// Default repository of the Embedded cache image (the official `redis` image); the tag is
+/// `cache.version`. `cache.imageRepository` overrides it.
+pub const DEFAULT_REDIS_IMAGE: &str = default_redis_image!();
+
 /// Specification of a Caduceus healthcare platform: Postgres, Redis and the Caduceus API,
 /// hardened and wired together.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -345,11 +372,21 @@ pub struct DatabaseSpec {
     /// needs the CloudNativePG operator) or `External` (connection URL from `secretRef`).
     #[serde(default)]
     pub provider: DatabaseProvider,
-    /// PostgreSQL version (image tag of the official `postgres` image, or of
-    /// `ghcr.io/cloudnative-pg/postgresql` for CloudNativePG).
+    /// PostgreSQL version: the tag of the database image (`imageRepository`).
     #[serde(default = "default_postgres_version")]
     #[schemars(regex(pattern = r"^[0-9]{2}(\.[0-9]{1,2})?$"))]
     pub version: String,
+    #[doc = "Repository of the database image, without tag (the tag is `version`), e.g. a mirror"]
+    #[doc = concat!("in your own registry. Defaults to `", default_postgres_image!(), "` (Embedded) or")]
+    #[doc = concat!("`", default_cnpg_postgres_image!(), "` (CloudNativePG, which needs its own PostgreSQL")]
+    #[doc = "image: mirror that one). Unused with External."]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9]$")
+    )]
+    #[x_kube(validation = Rule::new("!self.matches(':[^/]*$')").message("database.imageRepository must not contain a tag; the tag is database.version"))]
+    pub image_repository: Option<String>,
     /// Persistent storage (Embedded and CloudNativePG).
     #[serde(default = "default_database_storage")]
     pub storage: StorageSpec,
@@ -425,6 +462,7 @@ impl Default for DatabaseSpec {
         Self {
             provider: DatabaseProvider::default(),
             version: default_postgres_version(),
+            image_repository: None,
             storage: default_database_storage(),
             resources: default_database_resources(),
             instances: default_instances(),
@@ -510,10 +548,19 @@ pub struct CacheSpec {
     /// (the API then rate-limits per pod).
     #[serde(default)]
     pub provider: CacheProvider,
-    /// Redis version (official `redis` image tag).
+    /// Redis version: the tag of the cache image (`imageRepository`).
     #[serde(default = "default_redis_version")]
     #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+(\.[0-9]+)?$"))]
     pub version: String,
+    #[doc = "Repository of the Redis image, without tag (the tag is `version`), e.g. a mirror in your"]
+    #[doc = concat!("own registry. Defaults to `", default_redis_image!(), "`. Unused unless Embedded.")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9]$")
+    )]
+    #[x_kube(validation = Rule::new("!self.matches(':[^/]*$')").message("cache.imageRepository must not contain a tag; the tag is cache.version"))]
+    pub image_repository: Option<String>,
     /// CPU and memory of the Redis pod.
     #[serde(default = "default_cache_resources")]
     pub resources: ResourcesSpec,
@@ -534,6 +581,7 @@ impl Default for CacheSpec {
         Self {
             provider: CacheProvider::default(),
             version: default_redis_version(),
+            image_repository: None,
             resources: default_cache_resources(),
             persistence: PersistenceSpec::default(),
             secret_ref: None,

@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::build::backup::{token_hash, ANNOTATION_BACKUP_NOW};
 use crate::crd::{
     BackupImageSpec, CacheProvider, DatabaseProvider, FromBackup, HealthcarePlatform,
-    HealthcarePlatformSpec, ResourcesSpec,
+    HealthcarePlatformSpec, ResourcesSpec, DEFAULT_BACKUP_IMAGE, DEFAULT_CNPG_POSTGRES_IMAGE,
+    DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE,
 };
 use crate::names::{Names, MAX_PLATFORM_NAME_LEN};
 
@@ -363,6 +364,20 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
             "must be a PostgreSQL version such as `16` or `16.6`",
         );
     }
+    if let Some(repo) = &db.image_repository {
+        let example = if db.provider == DatabaseProvider::CloudNativePG {
+            DEFAULT_CNPG_POSTGRES_IMAGE
+        } else {
+            DEFAULT_POSTGRES_IMAGE
+        };
+        check_repository(
+            c,
+            "spec.database.imageRepository",
+            repo,
+            example,
+            "the tag is spec.database.version",
+        );
+    }
     c.range("spec.database.instances", db.instances, 1, 9);
     c.range("spec.database.externalPort", db.external_port, 1, 65535);
     for (i, cidr) in db.external_cidrs.iter().enumerate() {
@@ -392,6 +407,15 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
                 );
             }
         }
+    }
+    if let Some(repo) = &cache.image_repository {
+        check_repository(
+            c,
+            "spec.cache.imageRepository",
+            repo,
+            DEFAULT_REDIS_IMAGE,
+            "the tag is spec.cache.version",
+        );
     }
     if cache.provider == CacheProvider::Embedded {
         if !is_version(&cache.version, 0) || !cache.version.contains('.') {
@@ -544,11 +568,10 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
     }
 }
 
-/// `spec.backup.image`: a repository without tag or digest (a registry port is fine) and a pinned
-/// tag (not `latest`), so the image reference the operator builds is valid.
-fn check_backup_image(c: &mut Checker, image: &BackupImageSpec) {
-    let repo = &image.repository;
-    let path = "spec.backup.image.repository";
+/// An image repository field (`path`): without tag or digest (a registry port is fine), as the
+/// CRD's pattern and CEL rule require, so the `repository:tag` the operator builds is valid.
+/// `example` is a valid value for the message, `tag_hint` says where the tag comes from.
+fn check_repository(c: &mut Checker, path: &str, repo: &str, example: &str, tag_hint: &str) {
     let last_segment = repo.rsplit('/').next().unwrap_or_default();
     if repo.is_empty()
         || repo.len() > 255
@@ -561,13 +584,27 @@ fn check_backup_image(c: &mut Checker, image: &BackupImageSpec) {
     {
         c.fail(
             path,
-            "must be an image repository such as ghcr.io/caduceus-health/caduceus-backup (lowercase, no whitespace)",
+            format!(
+                "must be an image repository such as {example} (lowercase, no whitespace, at most 255 characters)"
+            ),
         );
     } else if repo.contains('@') {
-        c.fail(path, "must not contain a digest; use backup.image.tag");
+        c.fail(path, format!("must not contain a digest; {tag_hint}"));
     } else if last_segment.contains(':') {
-        c.fail(path, "must not contain a tag; use backup.image.tag");
+        c.fail(path, format!("must not contain a tag; {tag_hint}"));
     }
+}
+
+/// `spec.backup.image`: a repository without tag or digest (a registry port is fine) and a pinned
+/// tag (not `latest`), so the image reference the operator builds is valid.
+fn check_backup_image(c: &mut Checker, image: &BackupImageSpec) {
+    check_repository(
+        c,
+        "spec.backup.image.repository",
+        &image.repository,
+        DEFAULT_BACKUP_IMAGE,
+        "use backup.image.tag",
+    );
     if let Some(tag) = &image.tag {
         let path = "spec.backup.image.tag";
         if tag == "latest" {
@@ -854,6 +891,95 @@ mod tests {
             assert_eq!(fields(err.clone()), [field], "{err}");
             assert!(err.to_string().contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn database_and_cache_image_repositories_are_checked() {
+        let check = |f: &dyn Fn(&mut HealthcarePlatformSpec)| {
+            let mut spec = HealthcarePlatformSpec::default();
+            f(&mut spec);
+            validate(&platform(spec), "default")
+        };
+        // Unset (the defaults) and mirrors, a registry port included, are fine.
+        assert!(check(&|_| {}).is_ok());
+        assert!(check(&|s| {
+            s.database.image_repository =
+                Some("registry.clinic.example:5000/mirror/postgres".into());
+            s.cache.image_repository = Some("registry.clinic.example/mirror/redis".into());
+        })
+        .is_ok());
+        assert!(check(&|s| {
+            s.database.provider = DatabaseProvider::CloudNativePG;
+            s.database.image_repository = Some("harbor.local/cnpg/postgresql".into());
+        })
+        .is_ok());
+
+        for (field, set) in [
+            (
+                "spec.database.imageRepository",
+                (|s, v| s.database.image_repository = Some(v))
+                    as fn(&mut HealthcarePlatformSpec, String),
+            ),
+            ("spec.cache.imageRepository", |s, v| {
+                s.cache.image_repository = Some(v)
+            }),
+        ] {
+            let tag_from = if field.contains("database") {
+                "the tag is spec.database.version"
+            } else {
+                "the tag is spec.cache.version"
+            };
+            for (value, says) in [
+                (
+                    "docker.io/library/postgres:16.6".to_string(),
+                    "must not contain a tag",
+                ),
+                (
+                    "registry:5000/mirror/redis:7".to_string(),
+                    "must not contain a tag",
+                ),
+                (
+                    "docker.io/library/redis@sha256:abc".to_string(),
+                    "must not contain a digest",
+                ),
+                ("Registry.example/Mirror".to_string(), "lowercase"),
+                (
+                    "registry.example/mirror ".to_string(),
+                    "must be an image repository",
+                ),
+                (String::new(), "must be an image repository"),
+                (
+                    "registry.example//redis".to_string(),
+                    "must be an image repository",
+                ),
+                (format!("r/{}", "a".repeat(254)), "at most 255"),
+            ] {
+                let err = check(&|s| set(s, value.clone())).unwrap_err();
+                assert_eq!(fields(err.clone()), [field], "{value}: {err}");
+                let text = err.to_string();
+                assert!(text.contains(says), "{value}: {text}");
+                if says.starts_with("must not contain") {
+                    assert!(text.contains(tag_from), "{value}: {text}");
+                }
+            }
+        }
+        // The message suggests the provider's own default.
+        let err = check(&|s| {
+            s.database.provider = DatabaseProvider::CloudNativePG;
+            s.database.image_repository = Some("Bad".into());
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(DEFAULT_CNPG_POSTGRES_IMAGE),
+            "{err}"
+        );
+        // Checked whatever the provider, as the CRD's rules are.
+        let err = check(&|s| {
+            s.cache.provider = CacheProvider::Disabled;
+            s.cache.image_repository = Some("redis:7".into());
+        })
+        .unwrap_err();
+        assert_eq!(fields(err), ["spec.cache.imageRepository"]);
     }
 
     #[test]

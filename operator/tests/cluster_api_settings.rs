@@ -93,3 +93,74 @@ async fn patient_retention_and_trusted_proxies_are_checked_at_admission_and_reac
 
     env.stop().await;
 }
+
+#[tokio::test]
+async fn image_repositories_are_checked_at_admission_and_reach_the_stateful_sets() {
+    let mut env = Env::without_controller(Setup::default()).await;
+
+    // Refused by the CRD: a tag (CEL), a digest or capitals (pattern), in either field.
+    let refused = [
+        (
+            json!({"database": {"imageRepository": "registry.example/mirror/postgres:16.6"}}),
+            "database.imageRepository must not contain a tag",
+        ),
+        (
+            json!({"cache": {"imageRepository": "registry.example:5000/mirror/redis:7"}}),
+            "cache.imageRepository must not contain a tag",
+        ),
+        (
+            json!({"database": {"imageRepository": "registry.example/postgres@sha256:00"}}),
+            "spec.database.imageRepository",
+        ),
+        (
+            json!({"cache": {"imageRepository": "Registry.example/redis"}}),
+            "spec.cache.imageRepository",
+        ),
+    ];
+    for (spec, want) in refused {
+        let err = env
+            .try_create_platform("bad", spec.clone())
+            .await
+            .expect_err(&format!("refused: {spec}"));
+        assert!(err.to_string().contains(want), "{spec}: {err}");
+    }
+    assert!(
+        env.platforms().get_opt("bad").await.unwrap().is_none(),
+        "nothing stored"
+    );
+
+    // A mirror with a registry port is admitted, stored as given and run by the StatefulSets.
+    env.try_create_platform(
+        "demo",
+        json!({
+            "database": {"imageRepository": "registry.clinic.example:5000/mirror/postgres"},
+            "cache": {"imageRepository": "registry.clinic.example:5000/mirror/redis"},
+        }),
+    )
+    .await
+    .expect("mirrors admitted");
+    let stored = env.platforms().get("demo").await.expect("stored");
+    assert_eq!(
+        stored.spec.database.image_repository.as_deref(),
+        Some("registry.clinic.example:5000/mirror/postgres")
+    );
+
+    env.start_controller();
+    let names = Names::new("demo");
+    let image = |e: &Env, name: &str| {
+        e.stored("apps/v1", "StatefulSet", name).and_then(|s| {
+            s["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(str::to_string)
+        })
+    };
+    env.wait_for("the mirrored images in the StatefulSets", |e| {
+        image(e, &names.postgres()).as_deref()
+            == Some("registry.clinic.example:5000/mirror/postgres:16.6")
+            && image(e, &names.redis()).as_deref()
+                == Some("registry.clinic.example:5000/mirror/redis:7.4.2")
+    })
+    .await;
+
+    env.stop().await;
+}

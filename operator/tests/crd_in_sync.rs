@@ -46,3 +46,55 @@ fn crd_has_the_documented_shape() {
         assert!(yaml.contains(rule), "CEL rule {rule} missing");
     }
 }
+
+/// The schema of `spec.<path>` (dot-separated) in the generated CRD.
+fn spec_property(path: &str) -> serde_json::Value {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(caduceus_operator::HealthcarePlatform::crd()).unwrap();
+    let mut node = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    for key in path.split('.') {
+        node = &node["properties"][key];
+    }
+    assert!(!node.is_null(), "spec.{path} missing from the CRD");
+    node.clone()
+}
+
+/// `database.imageRepository` and `cache.imageRepository` carry the rules of
+/// `backup.image.repository` (the pattern refuses a digest and capitals, the CEL rule a tag);
+/// `cluster_api_settings` sends such values to a real API server.
+#[test]
+fn image_repository_fields_carry_the_backup_repository_rules() {
+    use caduceus_operator::crd::{
+        DEFAULT_BACKUP_IMAGE, DEFAULT_CNPG_POSTGRES_IMAGE, DEFAULT_POSTGRES_IMAGE,
+        DEFAULT_REDIS_IMAGE,
+    };
+    let backup = spec_property("backup.image.repository");
+    for (path, tag_from) in [
+        ("database.imageRepository", "database.version"),
+        ("cache.imageRepository", "cache.version"),
+    ] {
+        let schema = spec_property(path);
+        // The same pattern (lowercase, no `@`: no digest) and length as backup.image.repository.
+        for key in ["pattern", "minLength", "maxLength", "type"] {
+            assert_eq!(schema[key], backup[key], "{path}.{key}");
+        }
+        // Optional: unset means the provider's default repository, so no schema default.
+        assert!(schema.get("default").is_none(), "{path}: {schema}");
+        let rules = schema["x-kubernetes-validations"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "{path}: {rules:?}");
+        assert_eq!(rules[0]["rule"], "!self.matches(':[^/]*$')");
+        let message = rules[0]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("{path} must not contain a tag"))
+                && message.contains(tag_from),
+            "{message}"
+        );
+    }
+    // The descriptions name the default repositories (the constants the builders use).
+    let database = spec_property("database.imageRepository")["description"].to_string();
+    assert!(database.contains(DEFAULT_POSTGRES_IMAGE), "{database}");
+    assert!(database.contains(DEFAULT_CNPG_POSTGRES_IMAGE), "{database}");
+    let cache = spec_property("cache.imageRepository")["description"].to_string();
+    assert!(cache.contains(DEFAULT_REDIS_IMAGE), "{cache}");
+    assert_eq!(backup["default"], DEFAULT_BACKUP_IMAGE);
+}

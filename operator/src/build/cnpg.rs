@@ -8,7 +8,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
 use super::child_meta;
-use crate::crd::DatabaseProvider;
+use crate::crd::{DatabaseProvider, DEFAULT_CNPG_POSTGRES_IMAGE};
 use crate::names::{Component, ANNOTATION_CNPG_HIBERNATION, DATABASE_NAME, DATABASE_USER};
 use crate::validate::ValidatedPlatform;
 
@@ -24,11 +24,15 @@ pub fn api_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
 }
 
+/// `imageName` of the Cluster: `database.imageRepository` (default
+/// [`DEFAULT_CNPG_POSTGRES_IMAGE`], not the Embedded provider's default) tagged `database.version`.
 pub fn image(p: &ValidatedPlatform) -> String {
-    format!(
-        "ghcr.io/cloudnative-pg/postgresql:{}",
-        p.spec.database.version
-    )
+    let db = &p.spec.database;
+    let repository = db
+        .image_repository
+        .as_deref()
+        .unwrap_or(DEFAULT_CNPG_POSTGRES_IMAGE);
+    format!("{repository}:{}", db.version)
 }
 
 /// The Cluster, or `None` unless the provider is `CloudNativePG`.
@@ -102,6 +106,19 @@ mod tests {
         );
         assert_eq!(spec["enableSuperuserAccess"], false);
         assert!(c.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn image_repository_overrides_the_cloudnative_pg_default() {
+        let p = platform(|s| {
+            s.database.provider = DatabaseProvider::CloudNativePG;
+            s.database.image_repository = Some("registry.clinic.example/mirror/postgresql".into());
+            s.database.version = "16.4".into();
+        });
+        assert_eq!(
+            build(&p).unwrap().data["spec"]["imageName"],
+            "registry.clinic.example/mirror/postgresql:16.4"
+        );
     }
 
     #[test]

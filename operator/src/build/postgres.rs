@@ -21,16 +21,22 @@ use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, DATA_UID,
 };
 use super::{child_meta, PostgresObjects};
-use crate::crd::DatabaseProvider;
+use crate::crd::{DatabaseProvider, DEFAULT_POSTGRES_IMAGE};
 use crate::names::{
     Component, ANNOTATION_TLS_CHECKSUM, PG_DATABASE_KEY, PG_PASSWORD_KEY, PG_USERNAME_KEY,
     POSTGRES_PORT,
 };
 use crate::validate::ValidatedPlatform;
 
-/// Image of the embedded database.
+/// Image of the embedded database: `database.imageRepository` (default
+/// [`DEFAULT_POSTGRES_IMAGE`]) tagged `database.version`.
 pub fn image(p: &ValidatedPlatform) -> String {
-    format!("docker.io/library/postgres:{}", p.spec.database.version)
+    let db = &p.spec.database;
+    let repository = db
+        .image_repository
+        .as_deref()
+        .unwrap_or(DEFAULT_POSTGRES_IMAGE);
+    format!("{repository}:{}", db.version)
 }
 
 const DATA_DIR: &str = "/var/lib/postgresql/data";
@@ -435,6 +441,38 @@ mod tests {
             .position(|a| a == "max_connections=200")
             .expect("max_connections argument");
         assert_eq!(args[i - 1], "-c");
+    }
+
+    #[test]
+    fn image_repository_overrides_the_official_postgres_image() {
+        let images = |p: &ValidatedPlatform| {
+            let pod = build(p, None)
+                .unwrap()
+                .stateful_set
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            let init = pod.init_containers.unwrap();
+            (
+                pod.containers[0].image.clone().unwrap(),
+                init[0].image.clone().unwrap(),
+            )
+        };
+        let (main, owner) = images(&platform(|_| {}));
+        assert_eq!(main, "docker.io/library/postgres:16.6", "default unchanged");
+        assert_eq!(owner, main);
+        let p = platform(|s| {
+            s.database.image_repository =
+                Some("registry.clinic.example:5000/mirror/postgres".into());
+        });
+        let (main, owner) = images(&p);
+        assert_eq!(main, "registry.clinic.example:5000/mirror/postgres:16.6");
+        assert_eq!(
+            owner, main,
+            "the data-owner init container runs the same image"
+        );
     }
 
     #[test]

@@ -20,12 +20,19 @@ use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, DATA_UID,
 };
 use super::{child_meta, component_version, RedisObjects};
-use crate::crd::CacheProvider;
+use crate::crd::{CacheProvider, DEFAULT_REDIS_IMAGE};
 use crate::names::{Component, REDIS_AUTH_CONF_KEY, REDIS_PASSWORD_KEY, REDIS_PORT};
 use crate::validate::ValidatedPlatform;
 
+/// Image of the embedded cache: `cache.imageRepository` (default [`DEFAULT_REDIS_IMAGE`]) tagged
+/// `cache.version`.
 pub fn image(p: &ValidatedPlatform) -> String {
-    format!("docker.io/library/redis:{}", p.spec.cache.version)
+    let cache = &p.spec.cache;
+    let repository = cache
+        .image_repository
+        .as_deref()
+        .unwrap_or(DEFAULT_REDIS_IMAGE);
+    format!("{repository}:{}", cache.version)
 }
 
 const AUTH_DIR: &str = "/etc/redis/auth";
@@ -316,6 +323,24 @@ mod tests {
         assert_eq!(sc.fs_group, sc.run_as_group, "the AOF volume is writable");
         let c = pod.containers[0].security_context.clone().unwrap();
         assert_eq!(c.run_as_user, sc.run_as_user);
+    }
+
+    #[test]
+    fn image_is_the_official_redis_unless_the_spec_names_a_mirror() {
+        let image = |p: &ValidatedPlatform| {
+            let pod = build(p).unwrap().stateful_set.spec.unwrap().template.spec;
+            pod.unwrap().containers[0].image.clone().unwrap()
+        };
+        assert_eq!(
+            image(&platform(|_| {})),
+            "docker.io/library/redis:7.4.2",
+            "default unchanged"
+        );
+        let p = platform(|s| {
+            s.cache.image_repository = Some("registry.clinic.example:5000/mirror/redis".into());
+            s.cache.version = "7.4.3".into();
+        });
+        assert_eq!(image(&p), "registry.clinic.example:5000/mirror/redis:7.4.3");
     }
 
     #[test]
