@@ -786,6 +786,9 @@ async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() 
         env.condition("MonitoringReady").unwrap()["reason"],
         "Applied"
     );
+    // The status can reach the test's watches before the objects it reports.
+    env.wait_for("the monitoring objects", monitoring_objects_present)
+        .await;
     assert_monitoring_objects(&env);
     env.wait_for("phase Ready", |e| e.status()["phase"] == "Ready")
         .await;
