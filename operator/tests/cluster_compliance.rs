@@ -25,7 +25,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use support::cluster::{install_crd, uninstall_crd, Env, Setup};
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(120);
 
 /// Rules that need the API's self-report (or backup status) and so cannot pass in the stand-in.
 const NEED_A_RUNNING_API: &[&str] = &[

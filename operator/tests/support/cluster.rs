@@ -719,11 +719,11 @@ pub struct Setup {
 }
 
 impl Default for Setup {
-    /// 60 s waits, quiet after 1.5 s without operator writes, and the controller watching the
+    /// 120 s waits (a loaded 2-core machine runs the whole plane), quiet after 1.5 s without operator writes, and the controller watching the
     /// test's namespace with fast progress re-checks and error back-off.
     fn default() -> Self {
         Self {
-            wait: Duration::from_secs(60),
+            wait: Duration::from_secs(120),
             quiet: Duration::from_millis(1500),
             config: ControllerConfig {
                 progress_interval: Duration::from_millis(500),
