@@ -667,9 +667,17 @@ async fn mirror_kind(
         kind: kind.into(),
     })
     .expect("gvk");
-    let (ar, _) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .unwrap_or_else(|e| panic!("{av} {kind} is not served: {e}"));
+    // A CRD that just became Established can take a moment to appear in discovery.
+    let start = Instant::now();
+    let ar = loop {
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((ar, _)) => break ar,
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                panic!("{av} {kind} is not served: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
     let mirror = mirror.clone();
