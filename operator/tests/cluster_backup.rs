@@ -926,6 +926,9 @@ async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
         .is_none()
     })
     .await;
+    // The controller stops first: a CR applied while its CRD terminates is refused (403).
+    let mut env = env;
+    env.stop_controller().await;
     for (_, _, crd) in CNPG_CRDS {
         uninstall_crd(&env.admin, crd).await;
     }

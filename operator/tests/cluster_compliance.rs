@@ -792,6 +792,8 @@ async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() 
     assert_monitoring_objects(&env);
     env.wait_for("phase Ready", |e| e.status()["phase"] == "Ready")
         .await;
+    // The controller stops first: a CR applied while its CRD terminates is refused (403).
+    env.stop_controller().await;
     uninstall_prometheus_operator_crds(&env).await;
     env.stop().await;
 }
@@ -840,6 +842,8 @@ async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creat
     .await;
     assert_monitoring_objects(&env);
     assert_eq!(env.status()["phase"], "Ready");
+    // The controller stops first: a CR applied while its CRD terminates is refused (403).
+    env.stop_controller().await;
     uninstall_prometheus_operator_crds(&env).await;
     env.stop().await;
 }
