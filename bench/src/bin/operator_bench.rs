@@ -1727,6 +1727,49 @@ async fn operator_metrics(port: u16) -> anyhow::Result<String> {
         .join(", "))
 }
 
+/// The operator's JSON log lines counted by level, and its most frequent messages (with the
+/// error when there is one).
+fn summarize_log(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut levels: BTreeMap<String, usize> = BTreeMap::new();
+    let mut messages: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            *levels.entry("unparsed".into()).or_default() += 1;
+            continue;
+        };
+        *levels
+            .entry(v["level"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+        let fields = &v["fields"];
+        let mut message = fields["message"].as_str().unwrap_or_default().to_string();
+        if let Some(e) = fields["error"].as_str() {
+            // Object names vary per platform; the first 160 characters group them well enough.
+            message = format!("{message}: {}", e.chars().take(160).collect::<String>());
+        }
+        *messages.entry(message).or_default() += 1;
+    }
+    if levels.is_empty() {
+        return Ok("empty".into());
+    }
+    let mut top: Vec<(String, usize)> = messages.into_iter().collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    Ok(format!(
+        "{}; most frequent: {}",
+        levels
+            .iter()
+            .map(|(l, n)| format!("{n} {l}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        top.iter()
+            .take(3)
+            .map(|(m, n)| format!("{n}× {m}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ))
+}
+
 /// What the scale part found.
 struct Scale {
     ready: usize,
@@ -1820,6 +1863,7 @@ async fn scale(
     write_operator_kubeconfig(&operator_config, &token, &kubeconfig)?;
     let phases = PhaseWatch::start(&cluster.admin, &ns).await?;
     let metrics_port = free_port()?;
+    let operator_log = dir.path().join("operator.log");
     let mut operator = Command::new(&operator_bin)
         .args([
             "run",
@@ -1833,7 +1877,11 @@ async fn scale(
             &format!("127.0.0.1:{metrics_port}"),
         ])
         .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
+        // Its JSON log (warnings and errors at --log-level warn) goes to stdout: kept in a file.
+        .stdout(Stdio::from(
+            std::fs::File::create(&operator_log)
+                .with_context(|| format!("creating {}", operator_log.display()))?,
+        ))
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
@@ -1952,6 +2000,7 @@ async fn scale(
             Ok(m) => println!("operator metrics: {m}"),
             Err(e) => println!("operator metrics unavailable: {e:#}"),
         }
+        println!("operator log: {}", summarize_log(&operator_log)?);
         Ok(Scale {
             ready,
             hwm_mib: hwm,
