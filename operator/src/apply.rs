@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -35,6 +36,11 @@ use crate::drift::{prune, same_pod_spec};
 use crate::names::{selector_string, Component, FIELD_MANAGER};
 use crate::validate::ValidatedPlatform;
 use crate::volume_claims::{self, TemplatePlan};
+use crate::watch_cache::{child_key, WatchCache};
+
+/// How long a child may go without a real apply although the watch shows it unchanged since the
+/// last one (a safety net under the watch: past it, the next reconcile applies it again).
+pub const REVERIFY_AFTER: Duration = Duration::from_secs(600);
 
 /// Errors of the apply stage. Messages name the object, never secret values.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +149,9 @@ struct Fingerprint {
     desired: String,
     uid: String,
     marker: String,
+    /// resourceVersion the apply returned, and when it was applied.
+    version: String,
+    at: Instant,
 }
 
 /// In-memory record of applied objects, shared by all reconciles.
@@ -155,6 +164,8 @@ pub struct DriftTracker {
     /// replacing again would only write (and report drift) on every reconcile. Replaced again
     /// once the object or the desired state changes.
     futile: Mutex<HashMap<String, (String, String)>>,
+    /// What the controller's watches last saw of each child (see [`WatchCache`]).
+    pub watched: WatchCache,
 }
 
 impl DriftTracker {
@@ -173,6 +184,30 @@ impl DriftTracker {
         });
         map.insert(key, fp);
         drifted
+    }
+
+    /// (uid, resourceVersion) of `key` when it cannot have changed since our last apply of the
+    /// same `desired` state: the watch shows the object that apply returned, and that apply is
+    /// less than [`REVERIFY_AFTER`] old. `None`: apply it.
+    fn unchanged(&self, key: &str, desired: &str) -> Option<(String, String)> {
+        let last = {
+            let map = match self.applied.lock() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let fp = map.get(key)?;
+            (fp.desired == desired && fp.at.elapsed() < REVERIFY_AFTER)
+                .then(|| (fp.uid.clone(), fp.version.clone()))?
+        };
+        (self.watched.version(key)? == last).then_some(last)
+    }
+
+    /// Forgets the last apply of `key`, so the next reconcile applies it for real.
+    fn forget_key(&self, key: &str) {
+        match self.applied.lock() {
+            Ok(mut m) => m.remove(key),
+            Err(poisoned) => poisoned.into_inner().remove(key),
+        };
     }
 
     /// The desired-state hash of the last apply of `key`, if any.
@@ -278,22 +313,86 @@ pub struct Applier<'a> {
     pub tracker: &'a DriftTracker,
 }
 
+/// Result of applying one child.
+enum Applied<K> {
+    /// Applied: the live object the API server returned.
+    Written(K),
+    /// Not applied: unchanged since the last apply of the same desired state (the watch's copy
+    /// when one is kept and it was asked for).
+    Unchanged(Option<K>),
+}
+
+impl<K> Applied<K> {
+    fn live(self) -> Option<K> {
+        match self {
+            Applied::Written(k) => Some(k),
+            Applied::Unchanged(k) => k,
+        }
+    }
+}
+
 impl Applier<'_> {
+    /// Server-side apply of a child unless it is unchanged since the last apply (returns the
+    /// live object when applied).
     async fn apply<K>(
         &self,
         obj: &K,
         drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<K, ApplyError>
+    ) -> Result<Option<K>, ApplyError>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + k8s_openapi::Resource
             + Clone
             + Debug
             + Serialize
-            + DeserializeOwned,
+            + DeserializeOwned
+            + 'static,
+    {
+        Ok(self.apply_child(obj, drift, false).await?.live())
+    }
+
+    /// The watch's copy of `key` when it is unchanged since the last apply of `desired`
+    /// (`Some(None)` when the copy is not needed or not kept; then `need_live` is false).
+    fn skip<K: Clone + 'static>(
+        &self,
+        key: &str,
+        desired: &str,
+        need_live: bool,
+    ) -> Option<Option<K>> {
+        let (uid, version) = self.tracker.unchanged(key, desired)?;
+        if !need_live {
+            return Some(None);
+        }
+        self.tracker
+            .watched
+            .object::<K>(key, &uid, &version)
+            .map(Some)
+    }
+
+    /// Server-side apply of a child, skipped when it is unchanged since the last apply of the
+    /// same desired state (with `need_live`, only when the watch kept a copy to return).
+    async fn apply_child<K>(
+        &self,
+        obj: &K,
+        drift: &mut Vec<(&'static str, String)>,
+        need_live: bool,
+    ) -> Result<Applied<K>, ApplyError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + k8s_openapi::Resource
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned
+            + 'static,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = obj.meta().name.clone().unwrap_or_default();
+        let key = child_key(kind, self.namespace, &name);
+        let desired = desired_hash(obj);
+        if let Some(copy) = self.skip::<K>(&key, &desired, need_live) {
+            return Ok(Applied::Unchanged(copy));
+        }
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = api
@@ -304,18 +403,19 @@ impl Applier<'_> {
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let key = format!("{kind}/{}/{name}", self.namespace);
         self.tracker.absent().remove(&key);
         let marker = change_marker(kind, &live, obj);
         let fp = Fingerprint {
-            desired: desired_hash(obj),
+            desired,
             uid: live.meta().uid.clone().unwrap_or_default(),
             marker,
+            version: live.meta().resource_version.clone().unwrap_or_default(),
+            at: Instant::now(),
         };
         if self.tracker.record(key, fp) {
             drift.push((kind, name));
         }
-        Ok(live)
+        Ok(Applied::Written(live))
     }
 
     async fn apply_dynamic(
@@ -356,6 +456,8 @@ impl Applier<'_> {
                 .generation
                 .map(|g| g.to_string())
                 .unwrap_or_default(),
+            version: live.metadata.resource_version.clone().unwrap_or_default(),
+            at: Instant::now(),
         };
         if self.tracker.record(key, fp) {
             drift.push((kind, name));
@@ -373,33 +475,41 @@ impl Applier<'_> {
     /// spec) is replaced as a whole with a JSON patch guarded by the generation, which drops
     /// such fields, and the correction counts as drift. In steady state `same` holds and nothing
     /// more is written.
+    ///
+    /// Skipped like [`Self::apply`] when unchanged since the last apply (which left the part
+    /// exact, or found replacing it futile); `need_live` as in [`Self::apply_child`].
     async fn apply_exact<K>(
         &self,
         obj: &K,
         path: &str,
         same: fn(&K, &K) -> bool,
         drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<K, ApplyError>
+        need_live: bool,
+    ) -> Result<Option<K>, ApplyError>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + k8s_openapi::Resource
             + Clone
             + Debug
             + Serialize
-            + DeserializeOwned,
+            + DeserializeOwned
+            + 'static,
     {
         let kind = <K as k8s_openapi::Resource>::KIND;
         let name = obj.meta().name.clone().unwrap_or_default();
-        let key = format!("{kind}/{}/{name}", self.namespace);
+        let key = child_key(kind, self.namespace, &name);
         let previous = self.tracker.last_desired(&key);
-        let live = self.apply(obj, drift).await?;
+        let live = match self.apply_child(obj, drift, need_live).await? {
+            Applied::Written(live) => live,
+            Applied::Unchanged(copy) => return Ok(copy),
+        };
         let desired = desired_hash(obj);
         if same(&live, obj)
             || self
                 .tracker
                 .replacement_futile(&key, &desired, &object_version(live.meta()))
         {
-            return Ok(live);
+            return Ok(Some(live));
         }
         let err = |detail: String| ApplyError::Apply {
             kind,
@@ -458,12 +568,14 @@ impl Applier<'_> {
                 desired,
                 uid: replaced.meta().uid.clone().unwrap_or_default(),
                 marker: change_marker(kind, &replaced, obj),
+                version: replaced.meta().resource_version.clone().unwrap_or_default(),
+                at: Instant::now(),
             },
         );
         if !own_change && !drift.iter().any(|(k, n)| *k == kind && *n == name) {
             drift.push((kind, name));
         }
-        Ok(replaced)
+        Ok(Some(replaced))
     }
 
     /// Applies an embedded database / cache StatefulSet with its pod spec made exact.
@@ -471,12 +583,13 @@ impl Applier<'_> {
         &self,
         sts: &StatefulSet,
         drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<StatefulSet, ApplyError> {
+    ) -> Result<Option<StatefulSet>, ApplyError> {
         self.apply_exact(
             sts,
             POD_SPEC,
             |live, want| same_pod_spec(stateful_set_pod(live), stateful_set_pod(want)),
             drift,
+            true,
         )
         .await
     }
@@ -498,6 +611,12 @@ impl Applier<'_> {
         drift: &mut Vec<(&'static str, String)>,
     ) -> Result<Option<StatefulSet>, ApplyError> {
         let name = sts.metadata.name.clone().unwrap_or_default();
+        let key = child_key("StatefulSet", self.namespace, &name);
+        // Unchanged since its last apply, which also planned its claim templates and grew its
+        // PVCs: nothing to read or write.
+        if let Some(Some(copy)) = self.skip::<StatefulSet>(&key, &desired_hash(sts), true) {
+            return Ok(Some(copy));
+        }
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), self.namespace);
         let live = api.get_opt(&name).await.map_err(|e| ApplyError::Read {
             kind: "StatefulSet",
@@ -529,10 +648,16 @@ impl Applier<'_> {
                 .as_ref()
                 .is_some_and(|t| !t.is_empty())
         }) {
-            self.expand_claims(sts, &selector_string(&names.selector(component)))
-                .await?;
+            if let Err(e) = self
+                .expand_claims(sts, &selector_string(&names.selector(component)))
+                .await
+            {
+                // Not skipped next time: the expansion is retried.
+                self.tracker.forget_key(&key);
+                return Err(e);
+            }
         }
-        Ok(Some(applied))
+        Ok(applied)
     }
 
     /// Deletes a StatefulSet (guarded by its uid) so it can be created again with new claim
@@ -804,6 +929,7 @@ impl Applier<'_> {
                 "/spec",
                 |live, want| same_network_policy_spec(live.spec.as_ref(), want.spec.as_ref()),
                 &mut drift,
+                false,
             )
             .await?;
         }
@@ -902,15 +1028,15 @@ impl Applier<'_> {
             .apply_restore(p, restore_job, database_ready, &mut drift)
             .await?;
 
-        observed.deployment = Some(
-            self.apply_exact(
+        observed.deployment = self
+            .apply_exact(
                 &api_deployment,
                 POD_SPEC,
                 |live, want| same_pod_spec(deployment_pod(live), deployment_pod(want)),
                 &mut drift,
+                true,
             )
-            .await?,
-        );
+            .await?;
         self.apply(&api_service, &mut drift).await?;
         match api_hpa {
             Some(hpa) => {
@@ -967,7 +1093,7 @@ impl Applier<'_> {
         })?;
         let live = match live {
             Some(live) => Some(live),
-            None if database_ready => Some(self.apply(&job, drift).await?),
+            None if database_ready => self.apply(&job, drift).await?,
             None => None,
         };
         let pods = match &live {
@@ -1009,6 +1135,7 @@ impl Applier<'_> {
                     "/spec/jobTemplate/spec/template/spec",
                     |live, want| same_pod_spec(cron_job_pod(live), cron_job_pod(want)),
                     drift,
+                    false,
                 )
                 .await?;
             }
@@ -1065,13 +1192,15 @@ pub async fn list_backup_jobs(
     let selector = p.names.backup_selector_string();
     let params = ListParams::default().labels(&selector);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &p.namespace);
-    let listed = jobs.list(&params).await.map_err(|e| ApplyError::Read {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+    // Both at once: independent reads.
+    let (listed, pod_list) = futures::future::join(jobs.list(&params), pods.list(&params)).await;
+    let listed = listed.map_err(|e| ApplyError::Read {
         kind: "Job",
         name: selector.clone(),
         detail: describe(&e),
     })?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
-    let pod_list = pods.list(&params).await.map_err(|e| ApplyError::Read {
+    let pod_list = pod_list.map_err(|e| ApplyError::Read {
         kind: "Pod",
         name: selector.clone(),
         detail: describe(&e),
@@ -1228,14 +1357,24 @@ pub async fn read_existing_secrets(
     // CA is simply reissued, it unlocks no stored data.
     let tls =
         (p.spec.database.provider == DatabaseProvider::Embedded).then(|| p.names.postgres_tls());
-    for name in generated_secret_names(p).into_iter().chain(tls) {
-        let secret = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| ApplyError::ReadSecret {
-                name: name.clone(),
-                detail: describe(&e),
-            })?;
+    // Read at once (never from a cache: a stale "absent" would regenerate a key).
+    let reads = generated_secret_names(p)
+        .into_iter()
+        .chain(tls)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let secret = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| ApplyError::ReadSecret {
+                        name: name.clone(),
+                        detail: describe(&e),
+                    })?;
+                Ok::<_, ApplyError>((name, secret))
+            }
+        });
+    for (name, secret) in futures::future::try_join_all(reads).await? {
         if let Some(data) = secret.and_then(|s| s.data) {
             existing.insert(name, data);
         }
@@ -1476,12 +1615,69 @@ mod tests {
     }
 
     #[test]
+    fn an_apply_is_skipped_only_while_the_watch_shows_what_it_returned() {
+        use kube::runtime::watcher::Event;
+        let t = DriftTracker::default();
+        let key = "ConfigMap/clinic/demo-config";
+        let cm = |uid: &str, rv: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("demo-config".into()),
+                namespace: Some("clinic".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        let seen = |c: ConfigMap| {
+            t.watched.record(
+                "ConfigMap",
+                &Event::Apply(c),
+                crate::watch_cache::versions_only,
+            )
+        };
+        let applied = |desired: &str, at: Instant| Fingerprint {
+            desired: desired.into(),
+            uid: "u1".into(),
+            marker: String::new(),
+            version: "10".into(),
+            at,
+        };
+        assert_eq!(t.unchanged(key, "d1"), None, "never applied");
+        t.record(key.into(), applied("d1", Instant::now()));
+        assert_eq!(t.unchanged(key, "d1"), None, "not seen by the watch yet");
+        seen(cm("u1", "10"));
+        assert_eq!(t.unchanged(key, "d1"), Some(("u1".into(), "10".into())));
+        assert_eq!(t.unchanged(key, "d2"), None, "desired state changed");
+        seen(cm("u1", "11"));
+        assert_eq!(t.unchanged(key, "d1"), None, "written since (by anyone)");
+        seen(cm("u2", "10"));
+        assert_eq!(t.unchanged(key, "d1"), None, "deleted and created again");
+        t.watched.record(
+            "ConfigMap",
+            &Event::Delete(cm("u2", "10")),
+            crate::watch_cache::versions_only,
+        );
+        assert_eq!(t.unchanged(key, "d1"), None, "deleted");
+        seen(cm("u1", "10"));
+        if let Some(long_ago) = Instant::now().checked_sub(REVERIFY_AFTER) {
+            t.record(key.into(), applied("d1", long_ago));
+            assert_eq!(t.unchanged(key, "d1"), None, "applied too long ago");
+        }
+        t.record(key.into(), applied("d1", Instant::now()));
+        t.forget_key(key);
+        assert_eq!(t.unchanged(key, "d1"), None, "forgotten");
+    }
+
+    #[test]
     fn drift_needs_same_desired_state_and_a_changed_object() {
         let t = DriftTracker::default();
         let fp = |desired: &str, uid: &str, marker: &str| Fingerprint {
             desired: desired.into(),
             uid: uid.into(),
             marker: marker.into(),
+            version: "1".into(),
+            at: Instant::now(),
         };
         assert!(
             !t.record("k".into(), fp("d1", "u1", "1")),

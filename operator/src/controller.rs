@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -17,12 +17,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PartialObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::names::{Names, FINALIZER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::status::{self, Outcome};
 use crate::validate::validate;
+use crate::watch_cache;
 
 /// Annotation that allows the operator to generate new Secrets for a platform that already
 /// had them (they were deleted and cannot be restored).
@@ -684,6 +686,17 @@ pub async fn run_controller(
     config: ControllerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
+    run_with_context(Arc::new(Context::new(client, config)), shutdown).await
+}
+
+/// [`run_controller`] with a context made by the caller (the benchmark reconciles with it
+/// while the controller's watches fill its watch cache).
+pub async fn run_with_context(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let client = ctx.client.clone();
+    let config = &ctx.config;
     let platforms: Api<HealthcarePlatform> = match &config.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -707,7 +720,6 @@ pub async fn run_controller(
     let ns = config.namespace.clone();
     let concurrency = config.concurrency;
     let crd_changes = optional_crd_changes(client.clone(), config.crd_recheck_interval);
-    let ctx = Arc::new(Context::new(client.clone(), config));
 
     // graceful_shutdown_on needs a Sync future; bridge through a oneshot.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -717,18 +729,38 @@ pub async fn run_controller(
     });
 
     info!("controller starting");
+    // Every owned kind is watched (metadata only; Deployments and StatefulSets whole, their
+    // status is the platform's) and recorded in the watch cache, which lets a reconcile skip
+    // the apply of a child unchanged since its last apply.
     Controller::new(platforms, watcher::Config::default())
-        .owns(api::<Deployment>(&client, &ns), owned.clone())
-        .owns(api::<StatefulSet>(&client, &ns), owned.clone())
-        .owns(api::<Service>(&client, &ns), owned.clone())
-        .owns(api::<ConfigMap>(&client, &ns), owned.clone())
-        .owns(api::<Secret>(&client, &ns), owned.clone())
-        .owns(api::<ServiceAccount>(&client, &ns), owned.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, &ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &ns), owned.clone())
-        .owns(api::<Ingress>(&client, &ns), owned.clone())
-        .owns(api::<NetworkPolicy>(&client, &ns), owned.clone())
-        .owns(api::<CronJob>(&client, &ns), owned.clone())
+        .owns_stream(recorded::<Deployment, _>(
+            watcher(api::<Deployment>(&client, &ns), owned.clone()),
+            ctx.clone(),
+            watch_cache::without_managed_fields::<Deployment>,
+        ))
+        .owns_stream(recorded::<StatefulSet, _>(
+            watcher(api::<StatefulSet>(&client, &ns), owned.clone()),
+            ctx.clone(),
+            watch_cache::without_managed_fields::<StatefulSet>,
+        ))
+        .owns_stream(recorded_meta::<Service>(&client, &ns, &owned, &ctx))
+        .owns_stream(recorded_meta::<ConfigMap>(&client, &ns, &owned, &ctx))
+        .owns_stream(recorded_meta::<Secret>(&client, &ns, &owned, &ctx))
+        .owns_stream(recorded_meta::<ServiceAccount>(&client, &ns, &owned, &ctx))
+        .owns_stream(recorded_meta::<HorizontalPodAutoscaler>(
+            &client, &ns, &owned, &ctx,
+        ))
+        .owns_stream(recorded_meta::<PodDisruptionBudget>(
+            &client, &ns, &owned, &ctx,
+        ))
+        .owns_stream(recorded_meta::<Ingress>(&client, &ns, &owned, &ctx))
+        .owns_stream(recorded_meta::<NetworkPolicy>(&client, &ns, &owned, &ctx))
+        .owns_stream(recorded_meta::<CronJob>(&client, &ns, &owned, &ctx))
+        // The backup PVC is kept when its platform goes (no owner reference): watched only to
+        // skip unchanged applies.
+        .owns_stream(recorded_meta::<PersistentVolumeClaim>(
+            &client, &ns, &owned, &ctx,
+        ))
         // Jobs of the CronJob are owned by it, not by the platform: mapped by their instance
         // label, so a finished backup updates `status.backup` at once (and a finished restore
         // Job, owned by the platform, `status.restore`).
@@ -748,6 +780,55 @@ pub async fn run_controller(
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// A watch event stream of kind `K` (objects `O`: `K` or its metadata), recorded in the watch
+/// cache, as the touched objects the controller maps to their owners.
+fn recorded<K, O>(
+    events: impl futures::Stream<Item = Result<watcher::Event<O>, watcher::Error>> + Send + 'static,
+    ctx: Arc<Context>,
+    keep: fn(&O) -> Option<Arc<dyn std::any::Any + Send + Sync>>,
+) -> impl futures::Stream<Item = Result<O, watcher::Error>> + Send + 'static
+where
+    K: k8s_openapi::Resource,
+    O: Resource + Clone + Send + 'static,
+{
+    events
+        .default_backoff()
+        .map_ok(move |event| {
+            ctx.drift.watched.record(K::KIND, &event, keep);
+            event
+        })
+        .touched_objects()
+}
+
+/// The metadata watch of owned kind `K` (label `managed-by`), recorded in the watch cache.
+fn recorded_meta<K>(
+    client: &Client,
+    ns: &Option<String>,
+    owned: &watcher::Config,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    // `Api<PartialObjectMeta<K>>` makes metadata-only requests.
+    let api: Api<PartialObjectMeta<K>> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    recorded::<K, _>(
+        watcher(api, owned.clone()),
+        ctx.clone(),
+        watch_cache::versions_only::<PartialObjectMeta<K>>,
+    )
 }
 
 /// The platform a backup Job belongs to (`app.kubernetes.io/instance` in its namespace).

@@ -41,6 +41,7 @@ pub mod server;
 pub mod status;
 pub mod validate;
 pub mod volume_claims;
+pub mod watch_cache;
 
 pub use controller::{run_controller, ControllerConfig, ControllerError};
 pub use crd::{HealthcarePlatform, HealthcarePlatformSpec, HealthcarePlatformStatus};

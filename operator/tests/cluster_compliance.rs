@@ -584,6 +584,9 @@ async fn workload_pod_specs_edited_by_another_manager_are_restored() {
 #[tokio::test]
 async fn server_defaults_on_workload_pod_specs_are_not_drift() {
     let env = Env::start().await;
+    // Every apply compares the live pod spec, which the API server filled with its defaults,
+    // with the desired one: from creation on, none of them may count as a difference.
+    let calls_from_creation = env.calls();
     env.create_platform(spec(json!({}))).await;
     env.wait_evaluated(1).await;
     env.wait_quiet().await;
@@ -610,6 +613,24 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
     .await;
     // The changed generation is reported once by the drift tracker; then the platform settles.
     env.wait_quiet().await;
+    // The workloads were applied (and compared), and none of them had its pod spec replaced.
+    let after_edits = env.calls().since(&calls_from_creation);
+    for kind in ["Deployment", "StatefulSet", "CronJob"] {
+        assert!(
+            after_edits
+                .0
+                .get(&("apply".to_string(), kind.to_string()))
+                .copied()
+                > Some(0),
+            "the {kind} was never applied: {after_edits:?}"
+        );
+    }
+    for ((verb, kind), n) in &after_edits.0 {
+        assert!(
+            !(verb == "patch" && ["Deployment", "StatefulSet", "CronJob"].contains(&kind.as_str())),
+            "{n} pod spec replacements because of server defaults: {after_edits:?}"
+        );
+    }
     let calls_before = env.calls();
     let drift_before: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
         .iter()
@@ -636,7 +657,6 @@ async fn server_defaults_on_workload_pod_specs_are_not_drift() {
             "{n} pod spec replacements in a steady-state reconcile: {calls:?}"
         );
     }
-    assert!(calls.verb("apply") > 0, "the reconcile applied: {calls:?}");
     let drift_after: Vec<u64> = ["Deployment", "StatefulSet", "CronJob"]
         .iter()
         .map(|k| drift_metric(&env, k))

@@ -1,0 +1,259 @@
+//! What the controller's watches last saw of each child: its uid and resourceVersion, and for the
+//! workloads whose status the platform's status reads (Deployments, StatefulSets) the object
+//! itself, without `managedFields`.
+//!
+//! The apply stage uses it to skip the server-side apply of a child that cannot have changed
+//! since the operator's own last apply of the same desired state: same uid, same
+//! resourceVersion as that apply returned (see `apply::Applier`). Any write by anyone (an edit,
+//! a deletion, a controller's status update) changes the resourceVersion; the same watch event
+//! that records it triggers a reconcile, which then applies for real. A watch that restarts
+//! (`Init` … `InitDone`) forgets the objects its re-list no longer has.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kube::runtime::watcher::Event;
+use kube::Resource;
+
+/// The key of a child: `Kind/namespace/name` (the drift tracker uses the same).
+pub fn child_key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// One watched object as last seen.
+#[derive(Clone)]
+pub struct Seen {
+    pub uid: String,
+    pub version: String,
+    object: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen")
+            .field("uid", &self.uid)
+            .field("version", &self.version)
+            .field("object", &self.object.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seen: HashMap<String, Seen>,
+    /// Keys listed since a watch of that kind restarted (until its `InitDone`).
+    relisting: HashMap<&'static str, HashSet<String>>,
+}
+
+/// Shared by the controller's watch streams (writers) and every reconcile (readers).
+#[derive(Debug, Default)]
+pub struct WatchCache {
+    state: Mutex<State>,
+}
+
+/// Keeps no object, only uid and resourceVersion.
+pub fn versions_only<O>(_: &O) -> Option<Arc<dyn Any + Send + Sync>> {
+    None
+}
+
+/// Keeps a copy of the object without `managedFields` (the status stage reads it).
+pub fn without_managed_fields<K>(obj: &K) -> Option<Arc<dyn Any + Send + Sync>>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+{
+    let mut copy = obj.clone();
+    copy.meta_mut().managed_fields = None;
+    Some(Arc::new(copy))
+}
+
+impl WatchCache {
+    fn state(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records one watch event of kind `kind`; `keep` decides what is kept of the object.
+    pub fn record<O: Resource>(
+        &self,
+        kind: &'static str,
+        event: &Event<O>,
+        keep: fn(&O) -> Option<Arc<dyn Any + Send + Sync>>,
+    ) {
+        let key_of = |o: &O| {
+            child_key(
+                kind,
+                o.meta().namespace.as_deref().unwrap_or_default(),
+                o.meta().name.as_deref().unwrap_or_default(),
+            )
+        };
+        let seen_of = |o: &O| Seen {
+            uid: o.meta().uid.clone().unwrap_or_default(),
+            version: o.meta().resource_version.clone().unwrap_or_default(),
+            object: keep(o),
+        };
+        let mut state = self.state();
+        match event {
+            Event::Apply(o) => {
+                state.seen.insert(key_of(o), seen_of(o));
+            }
+            Event::Delete(o) => {
+                state.seen.remove(&key_of(o));
+            }
+            Event::Init => {
+                state.relisting.insert(kind, HashSet::new());
+            }
+            Event::InitApply(o) => {
+                let key = key_of(o);
+                state.relisting.entry(kind).or_default().insert(key.clone());
+                state.seen.insert(key, seen_of(o));
+            }
+            Event::InitDone => {
+                let listed = state.relisting.remove(kind).unwrap_or_default();
+                let prefix = format!("{kind}/");
+                state
+                    .seen
+                    .retain(|k, _| !k.starts_with(&prefix) || listed.contains(k));
+            }
+        }
+    }
+
+    /// uid and resourceVersion of `key` as last seen (`None`: not seen, or deleted).
+    pub fn version(&self, key: &str) -> Option<(String, String)> {
+        self.state()
+            .seen
+            .get(key)
+            .map(|s| (s.uid.clone(), s.version.clone()))
+    }
+
+    /// The kept copy of `key` when it is a `K` and was seen at (`uid`, `version`).
+    pub fn object<K: Clone + 'static>(&self, key: &str, uid: &str, version: &str) -> Option<K> {
+        let state = self.state();
+        let seen = state.seen.get(key)?;
+        if seen.uid != uid || seen.version != version {
+            return None;
+        }
+        seen.object.as_ref()?.downcast_ref::<K>().cloned()
+    }
+
+    /// Number of objects seen (the benchmark reports it).
+    pub fn len(&self) -> usize {
+        self.state().seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    fn cm(name: &str, uid: &str, rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(rv.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn apply_and_delete_events_update_the_version() {
+        let c = WatchCache::default();
+        let key = child_key("ConfigMap", "ns", "a");
+        c.record(
+            "ConfigMap",
+            &Event::Apply(cm("a", "u1", "5")),
+            versions_only,
+        );
+        assert_eq!(c.version(&key), Some(("u1".into(), "5".into())));
+        c.record(
+            "ConfigMap",
+            &Event::Apply(cm("a", "u1", "7")),
+            versions_only,
+        );
+        assert_eq!(c.version(&key), Some(("u1".into(), "7".into())));
+        c.record(
+            "ConfigMap",
+            &Event::Delete(cm("a", "u1", "8")),
+            versions_only,
+        );
+        assert_eq!(c.version(&key), None);
+    }
+
+    #[test]
+    fn a_relist_forgets_objects_deleted_while_the_watch_was_down() {
+        let c = WatchCache::default();
+        c.record(
+            "ConfigMap",
+            &Event::Apply(cm("a", "u1", "5")),
+            versions_only,
+        );
+        c.record(
+            "ConfigMap",
+            &Event::Apply(cm("b", "u2", "6")),
+            versions_only,
+        );
+        c.record("Secret", &Event::Apply(cm("a", "u3", "6")), versions_only);
+        c.record("ConfigMap", &Event::<ConfigMap>::Init, versions_only);
+        c.record(
+            "ConfigMap",
+            &Event::InitApply(cm("b", "u2", "9")),
+            versions_only,
+        );
+        // Until the re-list is complete, what was seen stays.
+        assert!(c.version(&child_key("ConfigMap", "ns", "a")).is_some());
+        c.record("ConfigMap", &Event::<ConfigMap>::InitDone, versions_only);
+        assert_eq!(c.version(&child_key("ConfigMap", "ns", "a")), None);
+        assert_eq!(
+            c.version(&child_key("ConfigMap", "ns", "b")),
+            Some(("u2".into(), "9".into()))
+        );
+        // Other kinds are not touched by this kind's re-list.
+        assert!(c.version(&child_key("Secret", "ns", "a")).is_some());
+    }
+
+    #[test]
+    fn kept_objects_lose_managed_fields_and_match_only_their_version() {
+        let c = WatchCache::default();
+        let mut d = Deployment {
+            metadata: ObjectMeta {
+                name: Some("api".into()),
+                namespace: Some("ns".into()),
+                uid: Some("u".into()),
+                resource_version: Some("3".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                ..ObjectMeta::default()
+            },
+            ..Deployment::default()
+        };
+        c.record(
+            "Deployment",
+            &Event::Apply(d.clone()),
+            without_managed_fields,
+        );
+        let key = child_key("Deployment", "ns", "api");
+        let kept: Deployment = c.object(&key, "u", "3").expect("kept");
+        assert!(kept.metadata.managed_fields.is_none());
+        assert!(c.object::<Deployment>(&key, "u", "4").is_none());
+        assert!(c.object::<Deployment>(&key, "other", "3").is_none());
+        assert!(
+            c.object::<ConfigMap>(&key, "u", "3").is_none(),
+            "wrong type"
+        );
+        d.metadata.resource_version = Some("4".into());
+        c.record("Deployment", &Event::Apply(d), versions_only);
+        assert!(c.object::<Deployment>(&key, "u", "4").is_none(), "not kept");
+    }
+}
