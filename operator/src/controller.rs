@@ -729,19 +729,19 @@ pub async fn run_with_context(
     });
 
     info!("controller starting");
-    // Every owned kind is watched (metadata only; Deployments and StatefulSets whole, their
-    // status is the platform's) and recorded in the watch cache, which lets a reconcile skip
+    // Every owned kind is watched (metadata only; Deployments and StatefulSets whole: their
+    // status is the platform's; the cache keeps a summary) and recorded in the watch cache, which lets a reconcile skip
     // the apply of a child unchanged since its last apply.
     Controller::new(platforms, watcher::Config::default())
         .owns_stream(recorded::<Deployment, _>(
             watcher(api::<Deployment>(&client, &ns), owned.clone()),
             ctx.clone(),
-            watch_cache::without_managed_fields::<Deployment>,
+            watch_cache::deployment_summary,
         ))
         .owns_stream(recorded::<StatefulSet, _>(
             watcher(api::<StatefulSet>(&client, &ns), owned.clone()),
             ctx.clone(),
-            watch_cache::without_managed_fields::<StatefulSet>,
+            watch_cache::stateful_set_summary,
         ))
         .owns_stream(recorded_meta::<Service>(&client, &ns, &owned, &ctx))
         .owns_stream(recorded_meta::<ConfigMap>(&client, &ns, &owned, &ctx))

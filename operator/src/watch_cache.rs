@@ -1,6 +1,7 @@
 //! What the controller's watches last saw of each child: its uid and resourceVersion, and for the
-//! workloads whose status the platform's status reads (Deployments, StatefulSets) the object
-//! itself, without `managedFields`.
+//! workloads whose status the platform's status reads (Deployments, StatefulSets) a summary of
+//! the object: what the status stage reads of it, nothing else (memory: a full workload object
+//! is tens of KiB in memory, and there are three per platform).
 //!
 //! The apply stage uses it to skip the server-side apply of a child that cannot have changed
 //! since the operator's own last apply of the same desired state: same uid, same
@@ -13,6 +14,9 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::Resource;
 
@@ -57,14 +61,63 @@ pub fn versions_only<O>(_: &O) -> Option<Arc<dyn Any + Send + Sync>> {
     None
 }
 
-/// Keeps a copy of the object without `managedFields` (the status stage reads it).
-pub fn without_managed_fields<K>(obj: &K) -> Option<Arc<dyn Any + Send + Sync>>
-where
-    K: Resource + Clone + Send + Sync + 'static,
-{
-    let mut copy = obj.clone();
-    copy.meta_mut().managed_fields = None;
-    Some(Arc::new(copy))
+/// The metadata the status stage reads: identity, versions, generation.
+fn summary_meta(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        generation: meta.generation,
+        ..ObjectMeta::default()
+    }
+}
+
+/// A pod template reduced to its containers' names and images (the running API version).
+fn summary_template(template: &PodTemplateSpec) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: None,
+        spec: template.spec.as_ref().map(|spec| PodSpec {
+            containers: spec
+                .containers
+                .iter()
+                .map(|c| Container {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    ..Container::default()
+                })
+                .collect(),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// Keeps what the status stage reads of a Deployment: generation, replicas, container images
+/// and the whole status.
+pub fn deployment_summary(d: &Deployment) -> Option<Arc<dyn Any + Send + Sync>> {
+    Some(Arc::new(Deployment {
+        metadata: summary_meta(&d.metadata),
+        spec: d.spec.as_ref().map(|s| DeploymentSpec {
+            replicas: s.replicas,
+            template: summary_template(&s.template),
+            ..DeploymentSpec::default()
+        }),
+        status: d.status.clone(),
+    }))
+}
+
+/// Keeps what the status stage reads of a StatefulSet: generation, replicas, container images
+/// and the whole status.
+pub fn stateful_set_summary(s: &StatefulSet) -> Option<Arc<dyn Any + Send + Sync>> {
+    Some(Arc::new(StatefulSet {
+        metadata: summary_meta(&s.metadata),
+        spec: s.spec.as_ref().map(|spec| StatefulSetSpec {
+            replicas: spec.replicas,
+            template: summary_template(&spec.template),
+            ..StatefulSetSpec::default()
+        }),
+        status: s.status.clone(),
+    }))
 }
 
 impl WatchCache {
@@ -151,9 +204,9 @@ impl WatchCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     fn cm(name: &str, uid: &str, rv: &str) -> ConfigMap {
         ConfigMap {
@@ -225,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn kept_objects_lose_managed_fields_and_match_only_their_version() {
+    fn kept_summaries_hold_what_the_status_reads_and_match_only_their_version() {
         let c = WatchCache::default();
         let mut d = Deployment {
             metadata: ObjectMeta {
@@ -233,19 +286,50 @@ mod tests {
                 namespace: Some("ns".into()),
                 uid: Some("u".into()),
                 resource_version: Some("3".into()),
+                generation: Some(4),
                 managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                labels: Some([("a".to_string(), "b".to_string())].into()),
                 ..ObjectMeta::default()
             },
-            ..Deployment::default()
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta::default()),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "api".into(),
+                            image: Some("caduceus-api:1.2.3".into()),
+                            args: Some(vec!["serve".into()]),
+                            ..Container::default()
+                        }],
+                        service_account_name: Some("sa".into()),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                ready_replicas: Some(2),
+                observed_generation: Some(4),
+                ..DeploymentStatus::default()
+            }),
         };
-        c.record(
-            "Deployment",
-            &Event::Apply(d.clone()),
-            without_managed_fields,
-        );
+        c.record("Deployment", &Event::Apply(d.clone()), deployment_summary);
         let key = child_key("Deployment", "ns", "api");
         let kept: Deployment = c.object(&key, "u", "3").expect("kept");
         assert!(kept.metadata.managed_fields.is_none());
+        assert!(kept.metadata.labels.is_none());
+        assert_eq!(kept.metadata.generation, Some(4));
+        assert_eq!(kept.status, d.status, "the whole status");
+        let spec = kept.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.expect("pod spec");
+        assert_eq!(pod.service_account_name, None);
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("caduceus-api:1.2.3")
+        );
+        assert_eq!(pod.containers[0].args, None);
         assert!(c.object::<Deployment>(&key, "u", "4").is_none());
         assert!(c.object::<Deployment>(&key, "other", "3").is_none());
         assert!(
