@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the Caduceus API locally for a person to try (README, "Run the API locally").
+# Run the Caduceus API locally for a person to try (docs/api.md, "Run the API locally").
 #
 #   scripts/api-local.sh [--release]
 #
@@ -90,8 +90,15 @@ PORT="$(free_port "${CADUCEUS_LOCAL_PORT:-8080}")"
 ADMIN_PORT="$(free_port "${CADUCEUS_LOCAL_ADMIN_PORT:-9090}")"
 [ "$ADMIN_PORT" = "$PORT" ] && ADMIN_PORT="$(free_port 0)"
 
-log "building caduceus-api ($PROFILE)"
-cargo build -q -p caduceus-api "${CARGO_PROFILE_ARGS[@]}" || die "build failed"
+# Not quiet: a cold build takes minutes, and so does the first one after scripts/test.sh, which
+# built the same crates with the features of the whole workspace and its tests (hyper with its
+# client, syn with `visit`, the full regex); `-p caduceus-api` alone resolves fewer features, so
+# cargo compiles those dependencies, and everything above them, again for this build.
+log "building caduceus-api ($PROFILE) with cargo; its progress follows. A fresh target/ takes a few minutes;"
+log "right after scripts/test.sh it recompiles ~30 dependencies (hyper, syn, the derive macros, sqlx) with"
+log "the API's own feature set, about a minute or two on 2 cores; later runs rebuild only what changed"
+cargo build -p caduceus-api "${CARGO_PROFILE_ARGS[@]}" || die "build failed"
+log "built $PROFILE caduceus-api"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/$PROFILE/caduceus-api"
 [ -x "$BIN" ] || die "no binary at $BIN"

@@ -160,7 +160,9 @@ log "cargo ${cargo_args[*]} (static glibc: -C target-feature=+crt-static)"
     || die "cargo build of the static binaries failed"
 for bin in caduceus-operator caduceus-api caduceus-backup; do
     [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin was not built"
-    if readelf -l "$BIN_DIR/$bin" | grep -q 'Requesting program interpreter'; then
+    # Captured first: `readelf | grep -q` under pipefail fails when grep exits early (SIGPIPE).
+    headers="$(readelf -l "$BIN_DIR/$bin")" || die "readelf -l $BIN_DIR/$bin failed"
+    if [[ "$headers" == *'Requesting program interpreter'* ]]; then
         die "$BIN_DIR/$bin is dynamically linked (readelf shows a program interpreter)"
     fi
     got="$("$BIN_DIR/$bin" --version)" || die "$BIN_DIR/$bin --version failed"
@@ -192,7 +194,7 @@ deb_fetch() {
     if ! apt-cache show --no-all-versions "$pkg" >/dev/null 2>&1; then
         apt_update_once
     fi
-    file="$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '$1 == "Filename:" { print $2; exit }')"
+    file="$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '$1 == "Filename:" && !seen { print $2; seen = 1 }')"
     file="${file##*/}"
     if [ -n "$file" ] && [ -f "$DEB_CACHE/$file" ]; then
         DEB="$DEB_CACHE/$file"

@@ -4,11 +4,14 @@
 #     operator against it in the foreground (`cargo run -p caduceus-operator -- run`).
 #   - Otherwise: run the API server locally with throw-away PostgreSQL/Redis, keys, migrations and
 #     demo data (scripts/api-local.sh, which prints the URL and credentials).
+# It installs only what that needs (`scripts/tools.sh run`: PostgreSQL/Redis binaries, and
+# helm/kubectl when a kubeconfig exists), not the test tools, and shows cargo's progress.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-"$ROOT/scripts/tools.sh" >/dev/null
+echo "run: checking what the main job needs (scripts/tools.sh run; the first time it installs PostgreSQL/Redis with apt-get, and helm/kubectl when a kubeconfig exists)"
+"$ROOT/scripts/tools.sh" run >/dev/null
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 
@@ -25,10 +28,12 @@ fi
 if [ "$cluster" = 1 ]; then
     echo "run: cluster $(kubectl config current-context 2>/dev/null || echo '?') answers: installing the CRD and starting the operator"
     kubectl apply --server-side --field-manager=caduceus-run -f "$ROOT/crds/"
-    if kubectl get deployments --all-namespaces -l app.kubernetes.io/name=caduceus-operator --no-headers 2>/dev/null | grep -q .; then
+    operators="$(kubectl get deployments --all-namespaces -l app.kubernetes.io/name=caduceus-operator --no-headers 2>/dev/null || true)"
+    if [ -n "$operators" ]; then
         echo "run: WARNING: an operator Deployment already runs in this cluster; two operators would fight over every platform (helm uninstall it, or scale it to 0)" >&2
     fi
     echo "run: operator starting (Ctrl-C stops it); apply a platform with: kubectl create namespace caduceus-demo && kubectl apply -f examples/minimal.yaml && kubectl -n caduceus-demo get hcp -w"
+    echo "run: building caduceus-operator (debug) with cargo, progress below (a fresh target/ takes several minutes; afterwards only what changed)"
     # One local process: no leader election (and no Lease left in the default namespace).
     exec cargo run -p caduceus-operator -- run --leader-election false
 fi

