@@ -94,9 +94,10 @@ ADMIN_PORT="$(free_port "${CADUCEUS_LOCAL_ADMIN_PORT:-9090}")"
 # built the same crates with the features of the whole workspace and its tests (hyper with its
 # client, syn with `visit`, the full regex); `-p caduceus-api` alone resolves fewer features, so
 # cargo compiles those dependencies, and everything above them, again for this build.
-log "building caduceus-api ($PROFILE) with cargo; its progress follows. A fresh target/ takes a few minutes;"
-log "right after scripts/test.sh it recompiles ~30 dependencies (hyper, syn, the derive macros, sqlx) with"
-log "the API's own feature set, about a minute or two on 2 cores; later runs rebuild only what changed"
+log "building caduceus-api ($PROFILE) with cargo; its progress follows. A fresh target/ takes several minutes."
+log "Right after scripts/test.sh it rebuilds too: ~30 crates (hyper, syn, regex, ...) get fewer features for the"
+log "API alone than in the test build, so they and the crates built on them compile again (minutes on 2 cores);"
+log "later runs rebuild only what changed"
 cargo build -p caduceus-api "${CARGO_PROFILE_ARGS[@]}" || die "build failed"
 log "built $PROFILE caduceus-api"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
