@@ -17,7 +17,7 @@
 //! which at ~5 lookups per batch was half of all Postgres round trips of a PHI read. The
 //! connection is opened with the pool's options on first use and again after it breaks; a
 //! batch that failed because its connection broke is retried once on a new one (lookups are
-//! reads, and a grouped write must be idempotent — see [`crate::patients::PatientInsert`] — so a
+//! reads, and a grouped write must be idempotent — see [`crate::store::patients::PatientInsert`] — so a
 //! retry is safe).
 
 use std::future::Future;
@@ -398,13 +398,13 @@ mod tests {
         for (name, sql, tables, args) in [
             (
                 "session",
-                crate::auth::SESSION_LOOKUP_SQL.clone(),
+                crate::store::sessions::SESSION_LOOKUP_SQL.clone(),
                 &["sessions"][..],
                 2,
             ),
             (
                 "session_patient",
-                crate::patients::SESSION_PATIENT_LOOKUP_SQL.clone(),
+                crate::store::patients::SESSION_PATIENT_LOOKUP_SQL.clone(),
                 &["sessions", "patients"][..],
                 3,
             ),

@@ -8,7 +8,9 @@
 //! | [`state`] | [`state::AppState`]: pool, config, key ring, metrics, audit writer, limiter |
 //! | [`error`] | the one [`error::Error`] → RFC 9457 problem+json; [`error::ApiJson`] body extractor + [`error::Validate`] |
 //! | [`auth`] | login/refresh/logout/me/register, the [`auth::AuthUser`] extractor (JWT + live session check) and [`auth::Authorized`] (+ role check, before the body) |
-//! | [`rbac`] | THE permission matrix ([`rbac::allows`]) and record-level access ([`rbac::patient_access`]) |
+//! | [`rbac`] | THE permission matrix ([`rbac::allows`]) and record-level rules ([`rbac::patient_access`]) |
+//! | [`access`] | who may see which patient's what: decisions, the one refusal, break-glass, audit of access |
+//! | [`store`] | SQL of the hot paths and the grouped lookups/writes the state holds |
 //! | [`audit`] | [`audit::AuditEvent`], the group-commit [`audit::AuditWriter`], `/audit-events` |
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
 //! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
@@ -42,10 +44,10 @@
 //! ```
 //! then add `.merge(appointments::router())` in [`app`], handlers to `openapi.rs`, the table to
 //! [`rotate::ENCRYPTED_TABLES`] if it has ciphertexts, and migrations `0100_...sql` and up.
-//! Record-level checks for a patient: [`patients::check_access`] (404/403 + denial audit in one
-//! call), [`patients::in_care_team_sql`] for list filters, [`rbac::patient_access`] /
-//! [`rbac::patient_list_scope`] for decisions and [`patients::access_events`] for the audit
-//! events (break-glass included). Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
+//! Record-level checks for a patient: [`access`] — [`access::check`] / [`access::admit`]
+//! (404/403 + denial audit in one call), [`access::decide`] / [`access::visible`] for decisions,
+//! [`access::narrow_list`] for list filters and [`access::AccessLog`] for the audit events of the
+//! access (break-glass included). Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
 //!
 //! ## Tests
 //!
@@ -66,6 +68,7 @@
 //! requests come from). Every app gets a unique Redis key prefix; `REDIS_URL` overrides the
 //! default `redis://127.0.0.1:6379`.
 
+pub mod access;
 pub mod appointments;
 pub mod audit;
 pub mod auth;
@@ -85,6 +88,7 @@ pub mod rbac;
 pub mod retention;
 pub mod rotate;
 pub mod state;
+pub mod store;
 pub mod testing;
 pub mod users;
 

@@ -1,8 +1,9 @@
 //! The permission matrix — the ONE place that decides who may do what.
 //!
 //! Handlers call [`crate::auth::AuthUser::require`] with a [`Permission`] (role-level check) and,
-//! for patient-scoped resources, [`patient_access`] with the facts about the caller's relation to
-//! the record (care team, own record). Nothing else in the crate compares roles.
+//! for patient-scoped resources, [`crate::access`], which applies [`patient_access`] to the facts
+//! about the caller's relation to the record (care team, own record). Nothing else in the crate
+//! compares roles.
 //!
 //! | permission | admin | physician | nurse | receptionist | patient |
 //! |---|---|---|---|---|---|

@@ -9,13 +9,13 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgPool};
 
 use crate::audit::AuditWriter;
-use crate::auth::SessionLookup;
 use crate::batch::Batcher;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::metrics::Metrics;
-use crate::patients::{PatientInsert, SessionPatientLookup};
 use crate::ratelimit::Limiter;
+use crate::store::patients::{PatientInsert, SessionPatientLookup};
+use crate::store::sessions::SessionLookup;
 
 /// Everything a request may need, behind one `Arc`: axum clones the state for every layer and
 /// extractor of every request, so a clone is one reference-count increment (a struct of a dozen

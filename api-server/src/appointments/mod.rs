@@ -5,7 +5,7 @@
 //! * Double booking is impossible in the database: the `appointments_no_overlap` exclusion
 //!   constraint (migration 0003) refuses overlapping non-cancelled bookings per practitioner, also
 //!   between concurrent transactions; SQLSTATE 23P01 becomes `409`.
-//! * Record-level access follows [`crate::rbac::patient_access`] for the appointment's patient:
+//! * Record-level access follows [`crate::access`] for the appointment's patient:
 //!   the care team (and a patient for their own appointments) sees the `reason`; admins and
 //!   receptionists see the schedule without it (`access: "demographics"`); clinicians outside the
 //!   care team get `403` (physicians may break the glass); patients get `404` for other people's
@@ -31,14 +31,15 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit::{actions as audit_actions, AuditEvent};
+use crate::access::{self, AccessLog, Need, Target};
+use crate::audit::AuditEvent;
 use crate::auth::{AuthUser, Authorized};
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::patients::{in_care_team_sql, push_list_scope};
-use crate::rbac::{self, perm, PatientAccess, Permission, Relation, Role};
+use crate::rbac::{perm, PatientAccess, Role};
 use crate::state::AppState;
+use crate::store::patients::in_care_team_sql;
 
 /// Audit action names of this module (stable; clients filter on them).
 pub mod actions {
@@ -305,65 +306,6 @@ impl AppointmentRow {
     }
 }
 
-fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool, glass: bool) -> Relation {
-    Relation::of(
-        auth.role,
-        auth.patient_id,
-        patient_id,
-        in_care_team,
-        glass && auth.break_glass_reason.is_some(),
-    )
-}
-
-/// Record-level access of the caller to an appointment of `patient_id`.
-fn access_for(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> PatientAccess {
-    rbac::patient_access(auth.role, relation(auth, patient_id, in_care_team, true))
-}
-
-fn outside_care_team(auth: &AuthUser) -> Error {
-    Error::Forbidden(if rbac::allows(auth.role, Permission::BreakGlass) {
-        "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
-    } else {
-        "not in this patient's care team".into()
-    })
-}
-
-/// Audit events for a successful access (plus the break-glass event when used).
-fn access_events(
-    auth: &AuthUser,
-    action: &str,
-    id: Uuid,
-    patient: Uuid,
-    access: PatientAccess,
-) -> Vec<AuditEvent> {
-    let mut ev = AuditEvent::by(auth, action, "appointment")
-        .resource(id)
-        .patient(patient);
-    let mut out = Vec::with_capacity(2);
-    if access == PatientAccess::BreakGlass {
-        let reason = auth.break_glass_reason.clone().unwrap_or_default();
-        ev = ev.purpose(&reason);
-        out.push(
-            AuditEvent::by(auth, audit_actions::BREAK_GLASS, "appointment")
-                .resource(id)
-                .patient(patient)
-                .purpose(&reason),
-        );
-    }
-    out.push(ev);
-    out
-}
-
-async fn audit_access(state: &AppState, events: Vec<AuditEvent>) -> Result<(), Error> {
-    let glass = events
-        .iter()
-        .filter(|e| e.action == audit_actions::BREAK_GLASS)
-        .count();
-    state.audit.record_all(events).await?;
-    state.metrics.break_glass_access_total.inc_by(glass as u64);
-    Ok(())
-}
-
 /// Load an appointment of a live patient with the caller's access; denials are audited.
 async fn load_for(
     state: &AppState,
@@ -381,26 +323,14 @@ async fn load_for(
         .fetch_optional(&state.pool)
         .await?
         .ok_or(Error::NotFound)?;
-    let access = access_for(auth, row.patient_id, row.in_care_team);
-    match access {
-        PatientAccess::Hidden => {
-            // a patient account asking for someone else's appointment: indistinguishable from 404
-            auth.denied(state, "appointment", Some(id.to_string()), None)
-                .await;
-            Err(Error::NotFound)
-        }
-        PatientAccess::Denied => {
-            auth.denied(
-                state,
-                "appointment",
-                Some(id.to_string()),
-                Some(row.patient_id),
-            )
-            .await;
-            Err(outside_care_team(auth))
-        }
-        _ => Ok((row, access)),
-    }
+    // a patient account asking for someone else's appointment: indistinguishable from 404
+    let target = Target {
+        resource_type: "appointment",
+        resource_id: Some(id),
+        patient: row.patient_id,
+    };
+    let access = access::admit(state, auth, &target, Some(row.in_care_team), Need::Record).await?;
+    Ok((row, access))
 }
 
 /// The practitioner must be an active physician or nurse.
@@ -452,25 +382,17 @@ pub async fn create(
     ApiJson(body): ApiJson<NewAppointment>,
 ) -> Result<(StatusCode, Json<Appointment>), Error> {
     check_practitioner(&state, body.practitioner_id).await?;
-    let sql = format!(
-        "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
-        in_care_team_sql("$2")
-    );
-    let in_care_team: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(body.patient_id)
-        .bind(auth.user_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
-    if !rbac::may_book_appointment(
-        auth.role,
-        relation(&auth, body.patient_id, in_care_team, false),
-    ) {
-        auth.denied(&state, "appointment", None, Some(body.patient_id))
-            .await;
-        return Err(Error::Forbidden(
-            "physicians and nurses book appointments only for patients in their care team".into(),
-        ));
+    let in_care_team =
+        crate::store::patients::in_care_team(&state.pool, body.patient_id, auth.user_id)
+            .await?
+            .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
+    if !access::may_book(&auth, body.patient_id, in_care_team) {
+        let target = Target {
+            resource_type: "appointment",
+            resource_id: None,
+            patient: body.patient_id,
+        };
+        return Err(access::refuse_action(&state, &auth, &target).await);
     }
     let id = Uuid::now_v7();
     let reason = encrypt_reason(&state.keys, id, body.reason.as_deref());
@@ -492,10 +414,7 @@ pub async fn create(
     .map_err(write_error)?;
     // booking yourself puts you in the care team (see rbac.rs)
     let in_care_team = in_care_team || body.practitioner_id == auth.user_id;
-    let access = rbac::patient_access(
-        auth.role,
-        relation(&auth, body.patient_id, in_care_team, false),
-    );
+    let access = access::on_write(&auth, body.patient_id, in_care_team);
     // audited before COMMIT: if the audit record cannot be written the booking is rolled back
     // (dropping `tx`) and does not hold the practitioner's slot
     state
@@ -544,11 +463,17 @@ pub async fn read(
 ) -> Result<Json<Appointment>, Error> {
     let (row, access) = load_for(&state, &auth, id).await?;
     let appointment = row.to_api(&state.keys, access)?;
-    audit_access(
-        &state,
-        access_events(&auth, actions::READ, id, row.patient_id, access),
-    )
-    .await?;
+    AccessLog::new()
+        .add(
+            &auth,
+            actions::READ,
+            "appointment",
+            id,
+            row.patient_id,
+            access,
+        )
+        .write(&state)
+        .await?;
     Ok(Json(appointment))
 }
 
@@ -581,7 +506,6 @@ pub async fn list(
             return Err(Error::validation("to", "must be after from"));
         }
     }
-    let scope = rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some());
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {COLUMNS}, {} AS in_care_team FROM appointments a \
          JOIN patients p ON p.id = a.patient_id CROSS JOIN (SELECT ",
@@ -589,7 +513,7 @@ pub async fn list(
     ));
     qb.push_bind(auth.user_id)
         .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
-    push_list_scope(&mut qb, scope, auth.patient_id, "a.patient_id");
+    access::narrow_list(&mut qb, &auth, "a.patient_id");
     if let Some(p) = filter.patient_id {
         qb.push(" AND a.patient_id = ").push_bind(p);
     }
@@ -620,25 +544,25 @@ pub async fn list(
     let rows: Vec<AppointmentRow> = qb.build_query_as().fetch_all(&state.pool).await?;
     let page = Page::from_rows(rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(page.items.len());
-    let mut events = Vec::new();
+    let mut log = AccessLog::new();
     for row in &page.items {
-        let access = match access_for(&auth, row.patient_id, row.in_care_team) {
-            PatientAccess::Denied | PatientAccess::Hidden => continue,
-            a => a,
+        let Some(access) = access::visible(&auth, row.patient_id, row.in_care_team, Need::Record)
+        else {
+            continue;
         };
         items.push(row.to_api(&state.keys, access)?);
-        events.extend(access_events(
+        log = log.add(
             &auth,
             actions::LIST,
+            "appointment",
             row.id,
             row.patient_id,
             access,
-        ));
+        );
     }
-    if events.is_empty() {
-        events.push(AuditEvent::by(&auth, actions::LIST, "appointment"));
-    }
-    audit_access(&state, events).await?;
+    log.or_else(|| AuditEvent::by(&auth, actions::LIST, "appointment"))
+        .write(&state)
+        .await?;
     Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
@@ -661,16 +585,12 @@ pub async fn update(
 ) -> Result<Json<Appointment>, Error> {
     let (row, access) = load_for(&state, &auth, id).await?;
     if patch.reason.is_some() && !access.clinical() {
-        auth.denied(
-            &state,
-            "appointment.reason",
-            Some(id.to_string()),
-            Some(row.patient_id),
-        )
-        .await;
-        return Err(Error::Forbidden(
-            "the reason of an appointment may only be changed by the patient's care team".into(),
-        ));
+        let target = Target {
+            resource_type: "appointment.reason",
+            resource_id: Some(id),
+            patient: row.patient_id,
+        };
+        return Err(access::refuse_action(&state, &auth, &target).await);
     }
     let current = row.status()?;
     let status = match patch.status {
@@ -696,21 +616,13 @@ pub async fn update(
         }
         let practitioner = patch.practitioner_id.unwrap_or(row.practitioner_id);
         if practitioner != row.practitioner_id {
-            if !rbac::may_book_appointment(
-                auth.role,
-                relation(&auth, row.patient_id, row.in_care_team, false),
-            ) {
-                auth.denied(
-                    &state,
-                    "appointment",
-                    Some(id.to_string()),
-                    Some(row.patient_id),
-                )
-                .await;
-                return Err(Error::Forbidden(
-                    "physicians and nurses move appointments only for patients in their care team"
-                        .into(),
-                ));
+            if !access::may_book(&auth, row.patient_id, row.in_care_team) {
+                let target = Target {
+                    resource_type: "appointment",
+                    resource_id: Some(id),
+                    patient: row.patient_id,
+                };
+                return Err(access::refuse_action(&state, &auth, &target).await);
             }
             check_practitioner(&state, practitioner).await?;
         }
@@ -745,11 +657,17 @@ pub async fn update(
         Error::conflict("the appointment was changed concurrently; fetch it and retry")
     })?;
     // audited before COMMIT (rolled back without its audit record)
-    audit_access(
-        &state,
-        access_events(&auth, actions::UPDATE, id, row.patient_id, access),
-    )
-    .await?;
+    AccessLog::new()
+        .add(
+            &auth,
+            actions::UPDATE,
+            "appointment",
+            id,
+            row.patient_id,
+            access,
+        )
+        .write(&state)
+        .await?;
     tx.commit().await.map_err(write_error)?;
     let clinical = access.clinical();
     Ok(Json(Appointment {
@@ -799,11 +717,17 @@ pub async fn cancel(
     row.updated_at = updated_at;
     let appointment = row.to_api(&state.keys, access)?;
     // audited before COMMIT (rolled back without its audit record)
-    audit_access(
-        &state,
-        access_events(&auth, actions::CANCEL, id, row.patient_id, access),
-    )
-    .await?;
+    AccessLog::new()
+        .add(
+            &auth,
+            actions::CANCEL,
+            "appointment",
+            id,
+            row.patient_id,
+            access,
+        )
+        .write(&state)
+        .await?;
     tx.commit().await?;
     Ok(Json(appointment))
 }

@@ -27,6 +27,7 @@ use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::middleware::RequestMeta;
 use crate::rbac::{self, Permission, Role};
 use crate::state::AppState;
+pub use crate::store::sessions::{SessionCheck, SessionLookup};
 
 /// Failed logins within [`LOCKOUT_WINDOW_MINUTES`] that lock an account.
 pub const LOCKOUT_THRESHOLD: i64 = 5;
@@ -85,61 +86,6 @@ pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Option<tokens::Cl
 /// `exp`, `iss`) by the rate limiter. Set only by the server, never from client input.
 #[derive(Debug, Clone)]
 pub struct VerifiedBearer(pub tokens::Claims);
-
-/// What the [`AuthUser`] extractor needs to know about the session a token names (columns of
-/// [`SESSION_COLUMNS`], plus `ord`).
-#[derive(sqlx::FromRow)]
-pub struct SessionCheck {
-    /// Position in the grouped lookup ([`crate::batch::index`]).
-    pub(crate) ord: i64,
-    revoked_at: Option<DateTime<Utc>>,
-    last_seen_at: DateTime<Utc>,
-    active: bool,
-    role: String,
-    patient_id: Option<Uuid>,
-}
-
-/// The session and account columns of a [`SessionCheck`], from `sessions s JOIN users u`.
-pub(crate) const SESSION_COLUMNS: &str =
-    "s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id";
-
-pub(crate) static SESSION_LOOKUP_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT q.ord, {SESSION_COLUMNS} \
-             FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS q(sid, uid, ord) \
-             JOIN sessions s ON s.id = q.sid AND s.user_id = q.uid \
-             JOIN users u ON u.id = s.user_id"
-        )
-    });
-
-/// Grouped session check: key = (session id, user id) from a verified access token; the row
-/// carries the session's state and the user's current role and status.
-pub struct SessionLookup;
-
-impl crate::batch::Lookup for SessionLookup {
-    type Key = (Uuid, Uuid);
-    type Row = SessionCheck;
-    const NAME: &'static str = "session";
-
-    async fn fetch(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        keys: &[(Uuid, Uuid)],
-    ) -> Result<Vec<(usize, SessionCheck)>, sqlx::Error> {
-        let (sids, uids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-        let rows: Vec<SessionCheck> =
-            sqlx::query_as(sqlx::AssertSqlSafe(SESSION_LOOKUP_SQL.as_str()))
-                .bind(&sids)
-                .bind(&uids)
-                .fetch_all(conn)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (crate::batch::index(r.ord), r))
-            .collect())
-    }
-}
 
 async fn revoke_session(state: &AppState, session: Uuid, reason: &str) -> Result<(), Error> {
     sqlx::query(

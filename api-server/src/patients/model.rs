@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::FromRow;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::crypto::{Aad, CryptoError, KeyRing};
 use crate::error::FieldError;
+pub use crate::store::patients::{Encrypted, PatientRow, ENC_COLUMNS, ROW_COLUMNS};
 
 pub const TABLE: &str = "patients";
 
@@ -250,58 +250,6 @@ impl Patient {
         }
     }
 }
-
-/// Stored row: ciphertexts + metadata (+ the caller's care-team flag computed in the query).
-#[derive(Debug, FromRow)]
-pub struct PatientRow {
-    pub id: Uuid,
-    pub phi_key_id: String,
-    pub mrn: Vec<u8>,
-    pub given_name: Vec<u8>,
-    pub family_name: Vec<u8>,
-    pub birth_date: Vec<u8>,
-    pub sex: Vec<u8>,
-    pub phone: Option<Vec<u8>>,
-    pub email: Option<Vec<u8>>,
-    pub address: Option<Vec<u8>>,
-    pub allergies: Vec<u8>,
-    pub medications: Vec<u8>,
-    pub conditions: Vec<u8>,
-    pub emergency_contact: Option<Vec<u8>>,
-    pub created_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub in_care_team: bool,
-}
-
-/// Columns of [`PatientRow`] minus `in_care_team` (callers add that expression).
-pub const ROW_COLUMNS: &str =
-    "p.id, p.phi_key_id, p.mrn, p.given_name, p.family_name, p.birth_date, p.sex, \
-    p.phone, p.email, p.address, p.allergies, p.medications, p.conditions, p.emergency_contact, \
-    p.created_by, p.created_at, p.updated_at";
-
-/// Encrypted column values, in the order of [`ENC_COLUMNS`].
-pub struct Encrypted {
-    pub key_id: String,
-    pub mrn_bidx: Vec<u8>,
-    pub name_dob_bidx: Vec<u8>,
-    pub cols: [Option<Vec<u8>>; 12],
-}
-
-pub const ENC_COLUMNS: [&str; 12] = [
-    "mrn",
-    "given_name",
-    "family_name",
-    "birth_date",
-    "sex",
-    "phone",
-    "email",
-    "address",
-    "allergies",
-    "medications",
-    "conditions",
-    "emergency_contact",
-];
 
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()

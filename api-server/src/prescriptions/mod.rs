@@ -25,14 +25,16 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::audit::{actions as audit_actions, AuditEvent, Outcome};
+use crate::access::{self, AccessLog, Need, Target};
+use crate::audit::{AuditEvent, Outcome};
 use crate::auth::{AuthUser, Authorized};
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
-use crate::patients::{in_care_team_sql, model as patient_model, push_list_scope};
-use crate::rbac::{self, perm, PatientAccess, Permission, Relation};
+use crate::patients::model as patient_model;
+use crate::rbac::{perm, PatientAccess};
 use crate::state::AppState;
+use crate::store::patients::in_care_team_sql;
 
 use interactions::{Existing, Formulary, Interaction, Severity, Source};
 
@@ -301,90 +303,6 @@ impl PrescriptionRow {
     }
 }
 
-fn relation(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> Relation {
-    Relation::of(
-        auth.role,
-        auth.patient_id,
-        patient_id,
-        in_care_team,
-        auth.break_glass_reason.is_some(),
-    )
-}
-
-/// Prescriptions are clinical: only full (or break-glass) access opens them.
-fn access_for(auth: &AuthUser, patient_id: Uuid, in_care_team: bool) -> PatientAccess {
-    match rbac::patient_access(auth.role, relation(auth, patient_id, in_care_team)) {
-        PatientAccess::Demographics => PatientAccess::Denied,
-        a => a,
-    }
-}
-
-/// Turn a non-opening access into the right error, auditing the denial.
-async fn refuse(
-    state: &AppState,
-    auth: &AuthUser,
-    access: PatientAccess,
-    resource: Option<Uuid>,
-    patient: Uuid,
-) -> Error {
-    match access {
-        PatientAccess::Hidden => {
-            auth.denied(state, "prescription", resource.map(|r| r.to_string()), None)
-                .await;
-            Error::NotFound
-        }
-        _ => {
-            auth.denied(
-                state,
-                "prescription",
-                resource.map(|r| r.to_string()),
-                Some(patient),
-            )
-            .await;
-            Error::Forbidden(if rbac::allows(auth.role, Permission::BreakGlass) {
-                "not in this patient's care team; a physician may break the glass with an X-Break-Glass-Reason header".into()
-            } else {
-                "not in this patient's care team".into()
-            })
-        }
-    }
-}
-
-fn access_events(
-    auth: &AuthUser,
-    action: &str,
-    id: Uuid,
-    patient: Uuid,
-    access: PatientAccess,
-) -> Vec<AuditEvent> {
-    let mut ev = AuditEvent::by(auth, action, "prescription")
-        .resource(id)
-        .patient(patient);
-    let mut out = Vec::with_capacity(2);
-    if access == PatientAccess::BreakGlass {
-        let reason = auth.break_glass_reason.clone().unwrap_or_default();
-        ev = ev.purpose(&reason);
-        out.push(
-            AuditEvent::by(auth, audit_actions::BREAK_GLASS, "prescription")
-                .resource(id)
-                .patient(patient)
-                .purpose(&reason),
-        );
-    }
-    out.push(ev);
-    out
-}
-
-async fn audit_access(state: &AppState, events: Vec<AuditEvent>) -> Result<(), Error> {
-    let glass = events
-        .iter()
-        .filter(|e| e.action == audit_actions::BREAK_GLASS)
-        .count();
-    state.audit.record_all(events).await?;
-    state.metrics.break_glass_access_total.inc_by(glass as u64);
-    Ok(())
-}
-
 /// Load a prescription of a live patient with the caller's access (denials audited).
 async fn load_for(
     state: &AppState,
@@ -402,10 +320,15 @@ async fn load_for(
         .fetch_optional(&state.pool)
         .await?
         .ok_or(Error::NotFound)?;
-    match access_for(auth, row.patient_id, row.in_care_team) {
-        a @ (PatientAccess::Full | PatientAccess::BreakGlass) => Ok((row, a)),
-        a => Err(refuse(state, auth, a, Some(id), row.patient_id).await),
-    }
+    // prescriptions are clinical: only full (or break-glass) access opens them
+    let target = Target {
+        resource_type: "prescription",
+        resource_id: Some(id),
+        patient: row.patient_id,
+    };
+    let access =
+        access::admit(state, auth, &target, Some(row.in_care_team), Need::Clinical).await?;
+    Ok((row, access))
 }
 
 fn interaction_conflict(found: &[Interaction]) -> Error {
@@ -444,10 +367,15 @@ pub async fn create(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
-    let access = access_for(&auth, body.patient_id, patient.in_care_team);
-    if !matches!(access, PatientAccess::Full | PatientAccess::BreakGlass) {
+    let access = access::decide(&auth, body.patient_id, patient.in_care_team, Need::Clinical);
+    if !access.clinical() {
         drop(tx);
-        return Err(refuse(&state, &auth, access, None, body.patient_id).await);
+        let target = Target {
+            resource_type: "prescription",
+            resource_id: None,
+            patient: body.patient_id,
+        };
+        return Err(access::refuse(&state, &auth, &target, access).await);
     }
     let phi = patient_model::decrypt(&state.keys, &patient)?;
     let active: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
@@ -553,12 +481,19 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
 
-    let mut events = access_events(&auth, actions::CREATE, id, body.patient_id, access);
+    let mut log = AccessLog::new().add(
+        &auth,
+        actions::CREATE,
+        "prescription",
+        id,
+        body.patient_id,
+        access,
+    );
     if let Some(reason) = override_reason {
-        if let Some(ev) = events.last_mut() {
+        if let Some(ev) = log.last_mut() {
             ev.purpose = Some(reason.chars().take(500).collect());
         }
-        events.push(
+        log.push(
             AuditEvent::by(&auth, actions::INTERACTION_OVERRIDE, "prescription")
                 .resource(id)
                 .patient(body.patient_id)
@@ -567,7 +502,7 @@ pub async fn create(
     }
     // audited before COMMIT: if the audit record cannot be written the prescription is rolled
     // back (dropping `tx`), so no unaudited prescription exists or takes part in later checks
-    audit_access(&state, events).await?;
+    log.write(&state).await?;
     tx.commit().await?;
     state.metrics.prescriptions_created_total.inc();
     Ok((
@@ -608,11 +543,17 @@ pub async fn read(
 ) -> Result<Json<Prescription>, Error> {
     let (row, access) = load_for(&state, &auth, id).await?;
     let p = row.decrypt(&state.keys)?;
-    audit_access(
-        &state,
-        access_events(&auth, actions::READ, id, row.patient_id, access),
-    )
-    .await?;
+    AccessLog::new()
+        .add(
+            &auth,
+            actions::READ,
+            "prescription",
+            id,
+            row.patient_id,
+            access,
+        )
+        .write(&state)
+        .await?;
     Ok(Json(p))
 }
 
@@ -639,7 +580,6 @@ pub async fn list(
 ) -> Result<Json<Page<Prescription>>, Error> {
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
-    let scope = rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some());
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {COLUMNS}, {} AS in_care_team FROM prescriptions r \
          JOIN patients p ON p.id = r.patient_id CROSS JOIN (SELECT ",
@@ -648,7 +588,7 @@ pub async fn list(
     qb.push_bind(auth.user_id)
         .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
     // rows without full access are dropped below (admins/receptionists never get here)
-    push_list_scope(&mut qb, scope, auth.patient_id, "r.patient_id");
+    access::narrow_list(&mut qb, &auth, "r.patient_id");
     if let Some(p) = filter.patient_id {
         qb.push(" AND r.patient_id = ").push_bind(p);
     }
@@ -674,25 +614,25 @@ pub async fn list(
     let rows: Vec<PrescriptionRow> = qb.build_query_as().fetch_all(&state.pool).await?;
     let page = Page::from_rows(rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(page.items.len());
-    let mut events = Vec::new();
+    let mut log = AccessLog::new();
     for row in &page.items {
-        let access = match access_for(&auth, row.patient_id, row.in_care_team) {
-            a @ (PatientAccess::Full | PatientAccess::BreakGlass) => a,
-            _ => continue,
+        let Some(access) = access::visible(&auth, row.patient_id, row.in_care_team, Need::Clinical)
+        else {
+            continue;
         };
         items.push(row.decrypt(&state.keys)?);
-        events.extend(access_events(
+        log = log.add(
             &auth,
             actions::LIST,
+            "prescription",
             row.id,
             row.patient_id,
             access,
-        ));
+        );
     }
-    if events.is_empty() {
-        events.push(AuditEvent::by(&auth, actions::LIST, "prescription"));
-    }
-    audit_access(&state, events).await?;
+    log.or_else(|| AuditEvent::by(&auth, actions::LIST, "prescription"))
+        .write(&state)
+        .await?;
     Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
@@ -737,11 +677,17 @@ pub async fn discontinue(
     row.updated_at = at;
     let p = row.decrypt(&state.keys)?;
     // audited before COMMIT (rolled back without its audit record)
-    audit_access(
-        &state,
-        access_events(&auth, actions::DISCONTINUE, id, row.patient_id, access),
-    )
-    .await?;
+    AccessLog::new()
+        .add(
+            &auth,
+            actions::DISCONTINUE,
+            "prescription",
+            id,
+            row.patient_id,
+            access,
+        )
+        .write(&state)
+        .await?;
     tx.commit().await?;
     Ok(Json(p))
 }

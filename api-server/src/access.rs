@@ -1,0 +1,278 @@
+//! Record-level access to a patient's data — the ONE place routes ask who may see which
+//! patient's what. Every route scoped to a patient (patients, appointments, prescriptions, and
+//! whatever comes next, e.g. FHIR) takes the caller ([`AuthUser`]) and the patient, and gets back
+//! a decision ([`PatientAccess`]), a list scope ([`narrow_list`]) or the refusal:
+//!
+//! * [`decide`] / [`visible`]: the decision for one record whose care-team flag is known (pure;
+//!   the rules are [`rbac::patient_access`]). [`Need::Clinical`] for data that demographics do not
+//!   open (prescriptions).
+//! * [`admit`] / [`check`]: the same with the refusals — a patient account asking for another
+//!   record, or a missing record, gets `404`; a clinician outside the care team `403` with the one
+//!   wording of [`refusal`] (plus how to break the glass where the caller may). Denials are
+//!   counted and audited here.
+//! * [`refuse`] / [`refuse_action`]: audit a denial and build its error when the route decided
+//!   itself (e.g. inside a transaction it must drop first).
+//! * [`AccessLog`]: the audit events of a successful access (a `patient.break_glass` event with
+//!   the stated reason when access came through break-glass), written fail closed, with the
+//!   break-glass counter.
+//! * [`narrow_list`]: narrows a list query to the records the caller's scope allows.
+
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::audit::{actions, AuditEvent};
+use crate::auth::AuthUser;
+use crate::error::Error;
+use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation};
+use crate::state::AppState;
+use crate::store::patients as store;
+
+/// The one wording of a `403` for a record outside the caller's care team.
+pub const OUTSIDE_CARE_TEAM: &str = "not in this patient's care team";
+/// Added to [`OUTSIDE_CARE_TEAM`] when break-glass would open the record and the caller may use it.
+const BREAK_GLASS_HINT: &str =
+    "; a physician may break the glass with an X-Break-Glass-Reason header";
+
+/// What a route opens of a patient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The record: demographics suffice (patients, appointments; clinical fields are then left out).
+    Record,
+    /// Clinical data only: demographic access is refused like no access (prescriptions).
+    Clinical,
+}
+
+/// What a denial is about, for its audit record: resource type (`patient`, `appointment`, ...),
+/// the resource id if there is one yet, and the patient.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub resource_type: &'a str,
+    pub resource_id: Option<Uuid>,
+    pub patient: Uuid,
+}
+
+/// The facts about the caller and patient `patient` (care-team flag `in_care_team`), with the
+/// request's break-glass reason when `glass` (never for granting: booking, assigning).
+fn relation(auth: &AuthUser, patient: Uuid, in_care_team: bool, glass: bool) -> Relation {
+    Relation::of(
+        auth.role,
+        auth.patient_id,
+        patient,
+        in_care_team,
+        glass && auth.break_glass_reason.is_some(),
+    )
+}
+
+/// The caller's access to patient `patient`, break-glass included.
+pub fn decide(auth: &AuthUser, patient: Uuid, in_care_team: bool, need: Need) -> PatientAccess {
+    match rbac::patient_access(auth.role, relation(auth, patient, in_care_team, true)) {
+        PatientAccess::Demographics if need == Need::Clinical => PatientAccess::Denied,
+        a => a,
+    }
+}
+
+/// The caller's access to a record they just created or booked (no break-glass involved).
+pub fn on_write(auth: &AuthUser, patient: Uuid, in_care_team: bool) -> PatientAccess {
+    rbac::patient_access(auth.role, relation(auth, patient, in_care_team, false))
+}
+
+/// The access that opens the record, `None` when it stays closed (lists skip such rows).
+pub fn visible(
+    auth: &AuthUser,
+    patient: Uuid,
+    in_care_team: bool,
+    need: Need,
+) -> Option<PatientAccess> {
+    match decide(auth, patient, in_care_team, need) {
+        PatientAccess::Denied | PatientAccess::Hidden => None,
+        a => Some(a),
+    }
+}
+
+/// May the caller book an appointment for the patient, or move one to another practitioner
+/// ([`rbac::may_book_appointment`]; break-glass does not count).
+pub fn may_book(auth: &AuthUser, patient: Uuid, in_care_team: bool) -> bool {
+    rbac::may_book_appointment(auth.role, relation(auth, patient, in_care_team, false))
+}
+
+/// May the caller assign clinicians to the patient's care team ([`rbac::may_assign_care_team`];
+/// break-glass does not count).
+pub fn may_assign_care_team(auth: &AuthUser, patient: Uuid, in_care_team: bool) -> bool {
+    rbac::may_assign_care_team(auth.role, relation(auth, patient, in_care_team, false))
+}
+
+/// The `403` for a record outside the caller's care team; `glass_opens`: break-glass would open
+/// it (reads), so a caller who may break the glass is told how.
+pub fn refusal(auth: &AuthUser, glass_opens: bool) -> Error {
+    let hint = glass_opens && rbac::allows(auth.role, Permission::BreakGlass);
+    Error::Forbidden(format!(
+        "{OUTSIDE_CARE_TEAM}{}",
+        if hint { BREAK_GLASS_HINT } else { "" }
+    ))
+}
+
+/// Count and audit a denial (`patient`: whether the audit record names the patient).
+async fn audit_denial(state: &AppState, auth: &AuthUser, target: &Target<'_>, patient: bool) {
+    auth.denied(
+        state,
+        target.resource_type,
+        target.resource_id.map(|id| id.to_string()),
+        patient.then_some(target.patient),
+    )
+    .await;
+}
+
+/// The error for an access that does not open the record, the denial audited: `404` for
+/// [`PatientAccess::Hidden`] (existence must not leak), otherwise the [`refusal`].
+pub async fn refuse(
+    state: &AppState,
+    auth: &AuthUser,
+    target: &Target<'_>,
+    access: PatientAccess,
+) -> Error {
+    if access == PatientAccess::Hidden {
+        audit_denial(state, auth, target, false).await;
+        Error::NotFound
+    } else {
+        audit_denial(state, auth, target, true).await;
+        refusal(auth, true)
+    }
+}
+
+/// The `403` for an action outside the caller's care team that break-glass never allows
+/// (booking, assigning, changing clinical fields), the denial audited.
+pub async fn refuse_action(state: &AppState, auth: &AuthUser, target: &Target<'_>) -> Error {
+    audit_denial(state, auth, target, true).await;
+    refusal(auth, false)
+}
+
+/// Admit the caller to `target.patient` whose care-team flag was read with the record
+/// (`None`: no such live record). Refusals as in the module docs; the returned access opens the
+/// record (never `Denied`/`Hidden`).
+pub async fn admit(
+    state: &AppState,
+    auth: &AuthUser,
+    target: &Target<'_>,
+    in_care_team: Option<bool>,
+    need: Need,
+) -> Result<PatientAccess, Error> {
+    // patient accounts learn nothing about other records
+    if rbac::hidden_without_lookup(auth.role, auth.patient_id, target.patient) {
+        audit_denial(state, auth, target, false).await;
+        return Err(Error::NotFound);
+    }
+    let in_care_team = in_care_team.ok_or(Error::NotFound)?;
+    match decide(auth, target.patient, in_care_team, need) {
+        a @ (PatientAccess::Denied | PatientAccess::Hidden) => {
+            Err(refuse(state, auth, target, a).await)
+        }
+        a => Ok(a),
+    }
+}
+
+/// [`admit`] for a route that has not read the patient: looks the care-team flag up (no PHI).
+pub async fn check(
+    state: &AppState,
+    auth: &AuthUser,
+    target: &Target<'_>,
+    need: Need,
+) -> Result<PatientAccess, Error> {
+    let in_care_team = if rbac::hidden_without_lookup(auth.role, auth.patient_id, target.patient) {
+        None
+    } else {
+        store::in_care_team(&state.pool, target.patient, auth.user_id).await?
+    };
+    admit(state, auth, target, in_care_team, need).await
+}
+
+/// Which records a list may return to the caller.
+pub fn list_scope(auth: &AuthUser) -> ListScope {
+    rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some())
+}
+
+/// Narrows a list query (joining `patients p` and a `caller` row with `caller.me`) to the
+/// records the caller's [`list_scope`] allows; `patient_col` names the patient id column.
+pub fn narrow_list(qb: &mut QueryBuilder<Postgres>, auth: &AuthUser, patient_col: &str) {
+    store::push_list_scope(qb, list_scope(auth), auth.patient_id, patient_col);
+}
+
+/// The audit events of a successful access, written together (fail closed) by [`Self::write`].
+#[derive(Debug, Default)]
+pub struct AccessLog {
+    events: Vec<AuditEvent>,
+    break_glass: u64,
+}
+
+impl AccessLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Log access `access` to a resource of patient `patient`: the action's event and, through
+    /// break-glass, a `patient.break_glass` event; both carry the stated reason as `purpose`.
+    #[must_use = "`add` returns the log with the events added"]
+    pub fn add(
+        mut self,
+        auth: &AuthUser,
+        action: &str,
+        resource_type: &str,
+        resource_id: impl ToString,
+        patient: Uuid,
+        access: PatientAccess,
+    ) -> Self {
+        let resource_id = resource_id.to_string();
+        let mut ev = AuditEvent::by(auth, action, resource_type)
+            .resource(&resource_id)
+            .patient(patient);
+        if access == PatientAccess::BreakGlass {
+            let reason = auth.break_glass_reason.clone().unwrap_or_default();
+            ev = ev.purpose(&reason);
+            self.events.push(
+                AuditEvent::by(auth, actions::BREAK_GLASS, resource_type)
+                    .resource(&resource_id)
+                    .patient(patient)
+                    .purpose(&reason),
+            );
+            self.break_glass += 1;
+        }
+        self.events.push(ev);
+        self
+    }
+
+    /// Add an event of the same operation (e.g. an interaction override).
+    pub fn push(&mut self, event: AuditEvent) {
+        self.events.push(event);
+    }
+
+    /// The latest event (the last access's own event after [`Self::add`]).
+    pub fn last_mut(&mut self) -> Option<&mut AuditEvent> {
+        self.events.last_mut()
+    }
+
+    /// Nothing was accessed (an empty list): log `event` instead.
+    pub fn or_else(mut self, event: impl FnOnce() -> AuditEvent) -> Self {
+        if self.events.is_empty() {
+            self.events.push(event());
+        }
+        self
+    }
+
+    /// Count the request once in `break_glass_access_total`, however many records it opened
+    /// (patient lists and searches have always counted so; other resources count each record).
+    pub fn count_break_glass_once(mut self) -> Self {
+        self.break_glass = self.break_glass.min(1);
+        self
+    }
+
+    /// Write the events (fail closed: `?` it before returning data) and count break-glass use.
+    pub async fn write(self, state: &AppState) -> Result<(), Error> {
+        state.audit.record_all(self.events).await?;
+        if self.break_glass > 0 {
+            state
+                .metrics
+                .break_glass_access_total
+                .inc_by(self.break_glass);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! The store: SQL of the hot paths and the grouped lookups/writes ([`crate::batch`]) that
+//! [`crate::state::AppState`] holds. Below the domain ([`crate::access`], [`crate::audit`],
+//! [`crate::auth`]): it takes pools and connections, never the state, and decides nothing.
+
+pub mod patients;
+pub mod sessions;

@@ -1,0 +1,484 @@
+//! Patient rows in Postgres: the stored row and its columns, the care-team SQL, the grouped
+//! session-and-patient read and the grouped registration (both [`crate::batch::Lookup`]s held by
+//! [`crate::state::AppState`]), and the optimistic PHI update. No policy here: what a caller may
+//! see is decided in [`crate::access`].
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::rbac::ListScope;
+use crate::store::sessions::{SessionCheck, SESSION_COLUMNS};
+
+/// Stored row: ciphertexts + metadata (+ the caller's care-team flag computed in the query).
+#[derive(Debug, FromRow)]
+pub struct PatientRow {
+    pub id: Uuid,
+    pub phi_key_id: String,
+    pub mrn: Vec<u8>,
+    pub given_name: Vec<u8>,
+    pub family_name: Vec<u8>,
+    pub birth_date: Vec<u8>,
+    pub sex: Vec<u8>,
+    pub phone: Option<Vec<u8>>,
+    pub email: Option<Vec<u8>>,
+    pub address: Option<Vec<u8>>,
+    pub allergies: Vec<u8>,
+    pub medications: Vec<u8>,
+    pub conditions: Vec<u8>,
+    pub emergency_contact: Option<Vec<u8>>,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub in_care_team: bool,
+}
+
+/// Columns of [`PatientRow`] minus `in_care_team` (callers add that expression).
+pub const ROW_COLUMNS: &str =
+    "p.id, p.phi_key_id, p.mrn, p.given_name, p.family_name, p.birth_date, p.sex, \
+    p.phone, p.email, p.address, p.allergies, p.medications, p.conditions, p.emergency_contact, \
+    p.created_by, p.created_at, p.updated_at";
+
+/// Encrypted column values, in the order of [`ENC_COLUMNS`].
+pub struct Encrypted {
+    pub key_id: String,
+    pub mrn_bidx: Vec<u8>,
+    pub name_dob_bidx: Vec<u8>,
+    pub cols: [Option<Vec<u8>>; 12],
+}
+
+pub const ENC_COLUMNS: [&str; 12] = [
+    "mrn",
+    "given_name",
+    "family_name",
+    "birth_date",
+    "sex",
+    "phone",
+    "email",
+    "address",
+    "allergies",
+    "medications",
+    "conditions",
+    "emergency_contact",
+];
+
+/// SQL for "the caller (`me`, an SQL expression) is in the care team of patient `p`": registered
+/// the patient, was assigned, or has a non-cancelled appointment with the patient.
+pub fn in_care_team_sql(me: &str) -> String {
+    format!(
+        "(p.created_by = {me} \
+         OR EXISTS (SELECT 1 FROM care_team c WHERE c.patient_id = p.id AND c.user_id = {me}) \
+         OR EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = p.id \
+                    AND a.practitioner_id = {me} AND a.status <> 'cancelled'))"
+    )
+}
+
+/// Narrows a list query (`qb`, which joins `patients p` and a `caller` row with `caller.me`) to the
+/// records `scope` allows: the caller's own record (`own_patient`, compared with `patient_col`),
+/// their care team, or everything. The one place list endpoints apply the list scope.
+pub fn push_list_scope(
+    qb: &mut QueryBuilder<Postgres>,
+    scope: ListScope,
+    own_patient: Option<Uuid>,
+    patient_col: &str,
+) {
+    match scope {
+        ListScope::OwnRecord => match own_patient {
+            Some(pid) => {
+                qb.push(format!(" AND {patient_col} = ")).push_bind(pid);
+            }
+            None => {
+                qb.push(" AND false");
+            }
+        },
+        ListScope::CareTeam => {
+            qb.push(" AND ").push(in_care_team_sql("caller.me"));
+        }
+        ListScope::All => {}
+    }
+}
+
+/// The caller's (`user`) care-team flag for live patient `patient`; `None`: no such live patient.
+pub async fn in_care_team(
+    pool: &PgPool,
+    patient: Uuid,
+    user: Uuid,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
+        in_care_team_sql("$2")
+    )))
+    .bind(patient)
+    .bind(user)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Grouped session check and patient read: key = (session id, user id) of a verified access
+/// token and the patient id of the path. No row: no such session for this user. Otherwise the
+/// session's state ([`SessionCheck`]) and, when live, the record's ciphertexts with
+/// the caller's care-team flag (see [`crate::batch`]).
+pub struct SessionPatientLookup;
+
+/// What [`SessionPatientLookup`] finds for one key.
+pub struct SessionAndPatient {
+    pub session: SessionCheck,
+    /// The live record with the caller's care-team flag (`None`: missing or deleted).
+    pub patient: Option<PatientRow>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SessionAndPatient {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let found: bool = row.try_get("patient_found")?;
+        Ok(Self {
+            session: SessionCheck::from_row(row)?,
+            patient: if found {
+                Some(PatientRow::from_row(row)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+pub(crate) static SESSION_PATIENT_LOOKUP_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT q.ord, {}, p.id IS NOT NULL AS patient_found, {ROW_COLUMNS}, \
+             {} AS in_care_team \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) WITH ORDINALITY AS q(sid, uid, pid, ord) \
+             JOIN sessions s ON s.id = q.sid AND s.user_id = q.uid \
+             JOIN users u ON u.id = s.user_id \
+             LEFT JOIN patients p ON p.id = q.pid AND p.deleted_at IS NULL",
+            SESSION_COLUMNS,
+            in_care_team_sql("q.uid")
+        )
+    });
+
+impl crate::batch::Lookup for SessionPatientLookup {
+    type Key = (Uuid, Uuid, Uuid);
+    type Row = SessionAndPatient;
+    const NAME: &'static str = "session and patient";
+
+    async fn fetch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        keys: &[(Uuid, Uuid, Uuid)],
+    ) -> Result<Vec<(usize, SessionAndPatient)>, sqlx::Error> {
+        let mut sids = Vec::with_capacity(keys.len());
+        let mut uids = Vec::with_capacity(keys.len());
+        let mut pids = Vec::with_capacity(keys.len());
+        for (sid, uid, pid) in keys {
+            sids.push(*sid);
+            uids.push(*uid);
+            pids.push(*pid);
+        }
+        let rows: Vec<SessionAndPatient> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SESSION_PATIENT_LOOKUP_SQL.as_str()))
+                .bind(&sids)
+                .bind(&uids)
+                .bind(&pids)
+                .fetch_all(conn)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (crate::batch::index(r.session.ord), r))
+            .collect())
+    }
+}
+
+/// Grouped patient registration (see [`crate::batch`]): every `POST /patients` queued while a
+/// batch is in flight is inserted by ONE statement and made durable by ONE commit, instead of a
+/// transaction (and a WAL flush) each.
+///
+/// The statement is idempotent, as the batcher requires (it re-runs a batch whose connection
+/// broke, possibly after the first run committed): `ON CONFLICT DO NOTHING` skips a row that
+/// already exists, and a row whose own id (a fresh UUIDv7, known only to this request) is found
+/// in the table counts as created. A row skipped whose id is NOT in the table lost on the MRN:
+/// an existing patient, or an earlier row of the same batch with the same MRN. If the statement
+/// fails for any other reason, each row is tried alone so that one bad row cannot fail the rest.
+pub struct PatientInsert;
+
+/// One patient to insert: its new id, the registering user and the encrypted columns.
+pub struct PendingPatient {
+    pub id: Uuid,
+    pub created_by: Uuid,
+    pub enc: Encrypted,
+}
+
+/// What became of one [`PendingPatient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored (and durable: the worker's connection runs with `synchronous_commit = on`).
+    Created(chrono::DateTime<chrono::Utc>),
+    /// Another live or deleted record has this MRN.
+    MrnTaken,
+    /// The row failed on its own (logged by SQLSTATE by the worker); nothing was stored.
+    Failed,
+}
+
+pub(crate) static PATIENT_INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
+    || {
+        let enc = ENC_COLUMNS.join(", ");
+        let enc_arrays: String = (0..ENC_COLUMNS.len())
+            .map(|i| format!(", ${}::bytea[]", i + 6))
+            .collect();
+        format!(
+            "WITH q AS (SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[], \
+             $5::uuid[]{enc_arrays}) WITH ORDINALITY \
+             AS q(id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}, ord)), \
+             ins AS (INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}) \
+             SELECT id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc} FROM q ORDER BY ord \
+             ON CONFLICT DO NOTHING RETURNING id, created_at) \
+             SELECT q.ord, COALESCE(ins.created_at, \
+             (SELECT p.created_at FROM patients p WHERE p.id = q.id)) AS created_at \
+             FROM q LEFT JOIN ins ON ins.id = q.id"
+        )
+    },
+);
+
+impl PatientInsert {
+    async fn insert(
+        conn: &mut sqlx::PgConnection,
+        rows: &[PendingPatient],
+    ) -> Result<Vec<(usize, Inserted)>, sqlx::Error> {
+        let mut q = sqlx::query_as::<_, (i64, Option<chrono::DateTime<chrono::Utc>>)>(
+            sqlx::AssertSqlSafe(PATIENT_INSERT_SQL.as_str()),
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.enc.mrn_bidx.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.enc.name_dob_bidx.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.enc.key_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.created_by).collect::<Vec<_>>());
+        for c in 0..ENC_COLUMNS.len() {
+            q = q.bind(
+                rows.iter()
+                    .map(|r| r.enc.cols[c].as_deref())
+                    .collect::<Vec<Option<&[u8]>>>(),
+            );
+        }
+        let found = q.fetch_all(conn).await?;
+        Ok(found
+            .into_iter()
+            .map(|(ord, at)| {
+                let outcome = at.map_or(Inserted::MrnTaken, Inserted::Created);
+                (crate::batch::index(ord), outcome)
+            })
+            .collect())
+    }
+}
+
+impl crate::batch::Lookup for PatientInsert {
+    type Key = PendingPatient;
+    type Row = Inserted;
+    const NAME: &'static str = "patient insert";
+
+    async fn fetch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        keys: &[PendingPatient],
+    ) -> Result<Vec<(usize, Inserted)>, sqlx::Error> {
+        match Self::insert(conn, keys).await {
+            Err(sqlx::Error::Database(db))
+                if keys.len() > 1 && !crate::batch::is_broken_code(db.code().as_deref()) =>
+            {
+                tracing::warn!(rows = keys.len(), sqlstate = ?db.code(), "grouped patient insert failed; inserting row by row");
+                let mut out = Vec::with_capacity(keys.len());
+                for (i, row) in keys.iter().enumerate() {
+                    match Self::insert(conn, std::slice::from_ref(row)).await {
+                        Ok(mut one) => out.extend(one.pop().map(|(_, r)| (i, r))),
+                        Err(sqlx::Error::Database(db))
+                            if !crate::batch::is_broken_code(db.code().as_deref()) =>
+                        {
+                            tracing::error!(sqlstate = ?db.code(), "patient insert failed");
+                            out.push((i, Inserted::Failed));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(out)
+            }
+            done => done,
+        }
+    }
+}
+
+/// `UPDATE` of every encrypted column (and blind index) of live patient `id`, only while its
+/// `updated_at` is still `expected` (optimistic concurrency); `updated_at` becomes `stamp`
+/// (`now()` when `None`). Returns the new `updated_at`.
+pub fn write_phi(
+    id: Uuid,
+    enc: Encrypted,
+    expected: chrono::DateTime<chrono::Utc>,
+    stamp: Option<chrono::DateTime<chrono::Utc>>,
+) -> QueryBuilder<Postgres> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE patients SET updated_at = ");
+    match stamp {
+        Some(t) => qb.push_bind(t),
+        None => qb.push("now()"),
+    };
+    qb.push(", mrn_bidx = ")
+        .push_bind(enc.mrn_bidx)
+        .push(", name_dob_bidx = ")
+        .push_bind(enc.name_dob_bidx)
+        .push(", phi_key_id = ")
+        .push_bind(enc.key_id);
+    for (c, v) in ENC_COLUMNS.iter().zip(enc.cols) {
+        qb.push(", ").push(*c).push(" = ").push_bind(v);
+    }
+    qb.push(" WHERE deleted_at IS NULL AND id = ")
+        .push_bind(id)
+        .push(" AND updated_at = ")
+        .push_bind(expected)
+        .push(" RETURNING updated_at");
+    qb
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::PgPool;
+
+    use super::*;
+    use crate::batch::Lookup;
+    use crate::patients::model::{self, NewPatient};
+
+    async fn a_user(pool: &PgPool) -> Uuid {
+        sqlx::query_scalar(
+            "INSERT INTO users (id, email, password_hash, role, display_name) \
+             VALUES (gen_random_uuid(), 'rec@example.org', 'x', 'receptionist', 'r') RETURNING id",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("user")
+    }
+
+    fn pending(keys: &crate::crypto::KeyRing, by: Uuid, mrn: &str) -> PendingPatient {
+        let body: NewPatient = serde_json::from_value(serde_json::json!({
+            "mrn": mrn, "given_name": "G", "family_name": "F", "birth_date": "1970-01-02",
+            "sex": "other", "allergies": [], "medications": [], "conditions": []
+        }))
+        .expect("patient body");
+        let id = Uuid::now_v7();
+        PendingPatient {
+            id,
+            created_by: by,
+            enc: model::encrypt(keys, id, &body),
+        }
+    }
+
+    /// Run one grouped insert; the outcome of each row, in batch order.
+    async fn insert(conn: &mut sqlx::PgConnection, batch: &[PendingPatient]) -> Vec<Inserted> {
+        let mut rows = PatientInsert.fetch(conn, batch).await.expect("insert");
+        rows.sort_by_key(|(i, _)| *i);
+        rows.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The batcher re-runs a batch whose connection broke, possibly after the first run
+    /// committed: the second run must report the same patients as created, not as MRN clashes.
+    #[sqlx::test]
+    async fn a_grouped_insert_keeps_the_first_of_an_mrn_and_can_run_twice(pool: PgPool) {
+        let keys = crate::testing::test_config().phi_keys;
+        let by = a_user(&pool).await;
+        let batch = [
+            pending(&keys, by, "MRN-1"),
+            pending(&keys, by, "MRN-2"),
+            pending(&keys, by, "mrn 1"), // normalises to MRN-1: loses to the first row
+        ];
+        let mut conn = pool.acquire().await.expect("connection");
+        let first = insert(&mut conn, &batch).await;
+        assert!(matches!(first[0], Inserted::Created(_)), "{first:?}");
+        assert!(matches!(first[1], Inserted::Created(_)), "{first:?}");
+        assert_eq!(first[2], Inserted::MrnTaken);
+        let again = insert(&mut conn, &batch).await;
+        assert_eq!(again, first, "a re-run reports the same outcome");
+        let stored: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM patients ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
+        let mut expect = vec![batch[0].id, batch[1].id];
+        expect.sort();
+        assert_eq!(stored, expect);
+    }
+
+    #[sqlx::test]
+    async fn one_failing_row_does_not_fail_the_rest_of_its_batch(pool: PgPool) {
+        let keys = crate::testing::test_config().phi_keys;
+        let by = a_user(&pool).await;
+        // created_by names no user: a foreign-key violation for that row alone
+        let batch = [
+            pending(&keys, by, "MRN-a"),
+            pending(&keys, Uuid::new_v4(), "MRN-b"),
+            pending(&keys, by, "MRN-c"),
+        ];
+        let mut conn = pool.acquire().await.expect("connection");
+        let got = insert(&mut conn, &batch).await;
+        assert!(matches!(got[0], Inserted::Created(_)), "{got:?}");
+        assert_eq!(got[1], Inserted::Failed);
+        assert!(matches!(got[2], Inserted::Created(_)), "{got:?}");
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM patients")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(stored, 2);
+    }
+
+    /// The grouped insert looks in `patients` only for rows the insert skipped (a re-run batch's
+    /// or an MRN clash): a correlated subquery, evaluated only when needed. It used to be a join,
+    /// which Postgres planned as a hash join over a sequential scan of every patient, per batch,
+    /// when the plan was made while the table was small: most of Postgres' CPU in the create
+    /// benchmark. (A small table is seeded so that the planner prefers such scans.)
+    #[sqlx::test]
+    async fn the_grouped_insert_reads_patients_only_for_skipped_rows(pool: PgPool) {
+        let by = a_user(&pool).await;
+        sqlx::query(
+            "INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, mrn, given_name, \
+                 family_name, birth_date, sex, allergies, medications, conditions, created_by) \
+             SELECT gen_random_uuid(), int4send(g), '\\x00', 'k', '\\x00', '\\x00', '\\x00', \
+                 '\\x00', '\\x00', '\\x00', '\\x00', '\\x00', $1 FROM generate_series(1, 300) g",
+        )
+        .bind(by)
+        .execute(&pool)
+        .await
+        .expect("seed");
+        sqlx::query("ANALYZE patients")
+            .execute(&pool)
+            .await
+            .expect("analyze");
+        let mut conn = pool.acquire().await.expect("connection");
+        let uuids = "ARRAY[gen_random_uuid()]";
+        let bytes = "ARRAY['\\x01'::bytea]";
+        let mut args = vec![
+            uuids.to_string(),
+            bytes.into(),
+            bytes.into(),
+            "ARRAY['k']".into(),
+            format!("ARRAY['{by}'::uuid]"),
+        ];
+        args.extend(ENC_COLUMNS.iter().map(|_| bytes.to_string()));
+        let plan = crate::testing::generic_plan(
+            &mut conn,
+            "insert",
+            &PATIENT_INSERT_SQL,
+            &args.join(", "),
+        )
+        .await;
+        // the only read of `patients` (besides the INSERT itself) is inside the subplan
+        let subplan = plan.find("SubPlan").expect("a subplan");
+        for (at, _) in plan.match_indices("on patients p") {
+            assert!(at > subplan, "patients is joined:\n{plan}");
+        }
+    }
+}
