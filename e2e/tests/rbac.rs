@@ -6,7 +6,7 @@
 //! - kinds: `k8s_openapi::api::<group>::<version>::Kind` imports and paths; dynamic kinds by their
 //!   group strings (`postgresql.cnpg.io`, `monitoring.coreos.com`);
 //! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
-//!   fields of the structs in `operator/src/build/` (what the build stage returns and apply
+//!   fields of the structs in `operator/src/desired/` (what the build stage returns and apply
 //!   applies);
 //! - deleted: `delete::<Kind>` and `delete_dynamic(.., "Kind", ..)` calls (CloudNativePG
 //!   ScheduledBackups: `delete_dynamic(.., SCHEDULED_BACKUP_KIND, ..)`);
@@ -251,10 +251,10 @@ fn operator_usage() -> (Grants, Grants) {
     for key in kinds.values() {
         need(&mut allowed, key, &["get", "list", "watch"]);
     }
-    // Applied: fields of the build stage's structs.
+    // Applied: fields of the desired stage's structs.
     let build: String = files
         .iter()
-        .filter(|f| f.path.contains("/build/"))
+        .filter(|f| f.path.contains("/desired/"))
         .map(|f| f.text.as_str())
         .collect();
     for (ty, key) in &kinds {

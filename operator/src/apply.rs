@@ -24,14 +24,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::build::backup_cnpg::SCHEDULED_BACKUP_KIND;
-use crate::build::monitoring::{self, MonitoringObjects};
-use crate::build::{
+use crate::compliance::self_report::SelfReport;
+use crate::crd::{CacheProvider, DatabaseProvider};
+use crate::desired::backup_cnpg::SCHEDULED_BACKUP_KIND;
+use crate::desired::monitoring::{self, MonitoringObjects};
+use crate::desired::{
     backup, backup_cnpg, cnpg, restore, BackupObjects, Children, ExistingSecrets, PostgresObjects,
     RedisObjects,
 };
-use crate::compliance::self_report::SelfReport;
-use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::drift::{prune, same_pod_spec};
 use crate::names::{selector_string, Component, FIELD_MANAGER};
 use crate::validate::ValidatedPlatform;
@@ -951,7 +951,7 @@ impl Applier<'_> {
 
         observed.database = postgres_tls
             .as_ref()
-            .and_then(crate::build::secrets::database_status);
+            .and_then(crate::desired::secrets::database_status);
         // Secrets are applied with the data read from the cluster: never overwritten.
         for secret in [postgres_credentials, postgres_tls, redis_credentials]
             .into_iter()
@@ -1743,8 +1743,8 @@ mod tests {
 
     #[test]
     fn the_restore_starts_once_the_embedded_database_has_a_ready_pod() {
-        use crate::build::test_support::platform;
         use crate::crd::SecretKeyRef;
+        use crate::desired::test_support::platform;
         use k8s_openapi::api::apps::v1::StatefulSetStatus;
         let p = platform(|_| {});
         let sts = |ready: i32| StatefulSet {
@@ -1818,7 +1818,7 @@ mod tests {
 
     #[test]
     fn the_generated_backup_key_is_a_generated_secret() {
-        use crate::build::test_support::platform;
+        use crate::desired::test_support::platform;
         let p = platform(|_| {});
         assert!(generated_secret_names(&p).contains(&p.names.backup_key()));
         let own = platform(|s| s.backup.encryption_key_secret_ref = Some("mine".into()));

@@ -260,8 +260,8 @@ fn normalize_resources(r: &Value) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
-    use crate::build::{config_map, deployment, postgres, redis};
+    use crate::desired::test_support::platform;
+    use crate::desired::{config_map, deployment, postgres, redis};
     use serde_json::json;
 
     /// What the API server returns for a pod spec it stored: the defaults filled in, quantities

@@ -28,10 +28,10 @@
 //! registry; `Metrics::render()` gives the text exposition.
 
 pub mod apply;
-pub mod build;
 pub mod compliance;
 pub mod controller;
 pub mod crd;
+pub mod desired;
 pub mod drift;
 pub mod leader;
 pub mod metrics;

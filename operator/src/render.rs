@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::build::monitoring::MonitoringObjects;
-use crate::build::{build_children, BackupObjects, Children, ExistingSecrets, SecretGenerator};
 use crate::crd::HealthcarePlatform;
+use crate::desired::monitoring::MonitoringObjects;
+use crate::desired::{build_children, BackupObjects, Children, ExistingSecrets, SecretGenerator};
 use crate::names::ANNOTATION_PLACEHOLDER;
 use crate::validate::{validate, ValidationError};
 

@@ -12,14 +12,14 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::apply::{describe, ApplyError, Observed};
-use crate::build::backup_status::{self, BACKUP_HEALTHY};
-use crate::build::restore::Progress;
-use crate::build::{backup, backup_cnpg, ingress};
 use crate::compliance::self_report::SelfReport;
 use crate::crd::{
     ApiServerStatus, BackupStatus, CacheProvider, DatabaseProvider, EndpointStatus,
     HealthcarePlatform, HealthcarePlatformStatus, Phase, RestoreStatus,
 };
+use crate::desired::backup_status::{self, BACKUP_HEALTHY};
+use crate::desired::restore::Progress;
+use crate::desired::{backup, backup_cnpg, ingress};
 use crate::names::{Names, API_HTTP_PORT, FIELD_MANAGER};
 use crate::validate::{ValidatedPlatform, ValidationError};
 
@@ -840,8 +840,8 @@ pub fn status_error(e: &kube::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::{build_children, ExistingSecrets, SecretGenerator};
     use crate::crd::HealthcarePlatformSpec;
+    use crate::desired::{build_children, ExistingSecrets, SecretGenerator};
     use crate::validate::validate;
     use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
     use k8s_openapi::jiff::Timestamp;
@@ -906,7 +906,7 @@ mod tests {
             database: children
                 .postgres_tls
                 .as_ref()
-                .and_then(crate::build::secrets::database_status),
+                .and_then(crate::desired::secrets::database_status),
         }
     }
 
@@ -1129,7 +1129,7 @@ mod tests {
 
     #[test]
     fn the_api_waits_for_the_restore_and_a_failure_is_reported() {
-        use crate::build::restore::RestoreResult;
+        use crate::desired::restore::RestoreResult;
         let obj = hp(from_backup);
         let p = validate(&obj, "d").unwrap();
         assert!(p.restore_pending);

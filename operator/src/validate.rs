@@ -9,12 +9,12 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::build::backup::{token_hash, ANNOTATION_BACKUP_NOW};
 use crate::crd::{
     BackupImageSpec, CacheProvider, DatabaseProvider, FromBackup, HealthcarePlatform,
     HealthcarePlatformSpec, ResourcesSpec, DEFAULT_BACKUP_IMAGE, DEFAULT_CNPG_POSTGRES_IMAGE,
     DEFAULT_POSTGRES_IMAGE, DEFAULT_REDIS_IMAGE,
 };
+use crate::desired::backup::{token_hash, ANNOTATION_BACKUP_NOW};
 use crate::names::{Names, MAX_PLATFORM_NAME_LEN};
 
 /// Environment variables the operator owns; `apiServer.env` may not set them.

@@ -206,8 +206,8 @@ pub fn expansions(desired: &StatefulSet, pvcs: &[PersistentVolumeClaim]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
-    use crate::build::{postgres, redis};
+    use crate::desired::test_support::platform;
+    use crate::desired::{postgres, redis};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 

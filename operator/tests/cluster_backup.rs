@@ -13,7 +13,7 @@
 mod support;
 
 use caduceus_operator::{
-    build::backup::{token_hash, ANNOTATION_BACKUP_NOW, CONTAINER},
+    desired::backup::{token_hash, ANNOTATION_BACKUP_NOW, CONTAINER},
     names::Names,
 };
 use k8s_openapi::{

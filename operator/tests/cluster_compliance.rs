@@ -873,7 +873,7 @@ async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creat
 /// and shows the new expiry in `status.database`.
 #[tokio::test]
 async fn a_database_certificate_about_to_expire_is_renewed_by_the_reconcile() {
-    use caduceus_operator::build::postgres_tls;
+    use caduceus_operator::desired::postgres_tls;
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
     let env = Env::start().await;

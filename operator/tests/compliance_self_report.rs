@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use caduceus_operator::build::{build_children, ExistingSecrets, SecretGenerator};
 use caduceus_operator::compliance::self_report::{CacheReport, SelfReportClient};
 use caduceus_operator::compliance::{assess, LiveEvidence, RuleId, Verdict};
 use caduceus_operator::crd::{
     AuditChainHead, BackupStatus, ComplianceMode, DatabaseProvider, HealthcarePlatform,
     HealthcarePlatformSpec, SecretKeyRef,
 };
+use caduceus_operator::desired::{build_children, ExistingSecrets, SecretGenerator};
 use caduceus_operator::validate::validate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use support::api_process::{api_binary, free_port, serve_command};

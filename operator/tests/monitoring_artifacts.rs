@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use caduceus_operator::build::{monitoring, monitoring_dashboard};
 use caduceus_operator::crd::{HealthcarePlatform, HealthcarePlatformSpec};
+use caduceus_operator::desired::{monitoring, monitoring_dashboard};
 use caduceus_operator::validate::{validate, ValidatedPlatform};
 use serde_json::{json, Value};
 
@@ -52,7 +52,7 @@ pub fn promtool() -> PathBuf {
 fn rules_yaml(p: &ValidatedPlatform) -> String {
     let doc = json!({ "groups": monitoring::rule_groups(p) });
     format!(
-        "# Rendered by operator/tests/monitoring_artifacts.rs from operator/src/build/monitoring.rs\n# for the reference platform clinic/demo. Do not edit; regenerate with UPDATE_MONITORING=1.\n{}",
+        "# Rendered by operator/tests/monitoring_artifacts.rs from operator/src/desired/monitoring.rs\n# for the reference platform clinic/demo. Do not edit; regenerate with UPDATE_MONITORING=1.\n{}",
         serde_norway::to_string(&doc).unwrap()
     )
 }

@@ -1,7 +1,7 @@
 //! The operator's database certificates on a REAL PostgreSQL with `ssl=on`, and the REAL
 //! `caduceus-api` connecting with `sslmode=verify-full`.
 //!
-//! The CA and server certificate come from `caduceus_operator::build::postgres_tls` (the code
+//! The CA and server certificate come from `caduceus_operator::desired::postgres_tls` (the code
 //! that fills `<platform>-postgres-tls`), with the SAN `localhost`. A throw-away PostgreSQL is
 //! started with `initdb` / `pg_ctl` (as `scripts/services.sh` does; binaries from `.tools/bin`
 //! or `/usr/lib/postgresql/*/bin`, or `PG_BINDIR`) on a free port, with `ssl=on`, the issued
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use caduceus_operator::build::postgres_tls::{self, TlsMaterial};
 use caduceus_operator::compliance::self_report::SelfReportClient;
+use caduceus_operator::desired::postgres_tls::{self, TlsMaterial};
 use support::api_process::{api_binary, free_port, serve_command};
 
 fn pg_bindir() -> PathBuf {

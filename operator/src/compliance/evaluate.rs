@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::catalogue::{rules_for, Rule, RuleId};
 use super::self_report::SelfReport;
-use crate::build::security::container_violations;
-use crate::build::Children;
 use crate::crd::{
     AuditChainHead, BackupStatus, CacheProvider, ComplianceException, DatabaseProvider,
 };
+use crate::desired::security::container_violations;
+use crate::desired::Children;
 use crate::names::{ANNOTATION_PLACEHOLDER, PHI_KEYS, REDIS_AUTH_CONF_KEY};
 use crate::validate::ValidatedPlatform;
 
@@ -433,7 +433,7 @@ fn database_tls(i: &Inputs<'_>) -> Check {
 /// What is wrong with the embedded database's certificate Secret, if anything (nothing to say
 /// offline, where the values are placeholders).
 fn certificate_problem(i: &Inputs<'_>) -> Option<String> {
-    use crate::build::postgres_tls::{expiry, CA_CERT_KEY, SERVER_CERT_KEY};
+    use crate::desired::postgres_tls::{expiry, CA_CERT_KEY, SERVER_CERT_KEY};
     let Some(secret) = &i.children.postgres_tls else {
         return Some("the embedded database has no TLS Secret".into());
     };
@@ -868,7 +868,7 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
     if !b.enabled {
         return fail("backups are disabled (backup.enabled is false)");
     }
-    if let Some(problem) = crate::build::backup_cnpg::delegation_problem(i.platform) {
+    if let Some(problem) = crate::desired::backup_cnpg::delegation_problem(i.platform) {
         return fail(format!("backups cannot run: {problem}"));
     }
     let Some(live) = i.live else {
@@ -887,7 +887,7 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
              evaluated from the first backup on",
         );
     };
-    if !crate::build::backup_status::rpo_satisfied(live.backup.as_ref(), b.rpo_minutes, i.now) {
+    if !crate::desired::backup_status::rpo_satisfied(live.backup.as_ref(), b.rpo_minutes, i.now) {
         fail(format!(
             "the last successful backup ({}) is older than the RPO of {} min",
             last.0, b.rpo_minutes

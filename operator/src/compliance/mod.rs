@@ -20,8 +20,8 @@ pub mod stage;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::build::{build_children, ExistingSecrets, SecretGenerator};
 use crate::crd::{ComplianceException, ComplianceMode, ComplianceProfile};
+use crate::desired::{build_children, ExistingSecrets, SecretGenerator};
 use crate::validate::ValidatedPlatform;
 pub use catalogue::{rule, rules_for, Rule, RuleId, Severity, RULES};
 pub use enforce::Override;
@@ -100,7 +100,7 @@ fn exception_states(
 /// Evaluates `effective` (the output of [`prepare`]) with its built children and live evidence.
 pub fn assess(
     effective: &ValidatedPlatform,
-    children: &crate::build::Children,
+    children: &crate::desired::Children,
     live: Option<&LiveEvidence>,
     overrides: Vec<Override>,
     now: Timestamp,

@@ -13,9 +13,9 @@ use super::report::{self, ComplianceEvent, COMPLIANT};
 use super::self_report::{url_for, SelfReport, SelfReportClient};
 use super::{assess, Assessment, LiveEvidence, Override};
 use crate::apply::{describe, MonitoringState, Observed};
-use crate::build::monitoring::{MONITORING_READY, REASON_NOT_INSTALLED};
-use crate::build::Children;
 use crate::crd::{CacheProvider, ComplianceStatus, HealthcarePlatform};
+use crate::desired::monitoring::{MONITORING_READY, REASON_NOT_INSTALLED};
+use crate::desired::Children;
 use crate::validate::ValidatedPlatform;
 
 /// What the compliance stage hands to the status stage.
@@ -195,8 +195,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
     use crate::crd::SecretKeyRef;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn the_self_report_is_read_for_compliance_or_an_external_cache() {

@@ -9,12 +9,12 @@ use k8s_openapi::ByteString;
 
 use super::self_report::{parse, SelfReport};
 use super::*;
-use crate::build::test_support::platform;
-use crate::build::{build_children, Children, ExistingSecrets, SecretGenerator};
 use crate::crd::{
     AuditChainHead, BackupStatus, CacheProvider, ComplianceException, ComplianceMode,
     ComplianceProfile, DatabaseProvider, HealthcarePlatformSpec, SecretKeyRef,
 };
+use crate::desired::test_support::platform;
+use crate::desired::{build_children, Children, ExistingSecrets, SecretGenerator};
 use crate::validate::ValidatedPlatform;
 
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -228,7 +228,7 @@ fn database_tls_embedded_external_and_reported() {
     assert!(m.contains("ssl=on"), "{m}");
     // ... and so does an expired server certificate (renewal impossible) or none at all.
     let a = run(&audit(|_| {}), |c, _| {
-        let old = crate::build::postgres_tls::issue(
+        let old = crate::desired::postgres_tls::issue(
             "demo",
             &["demo-postgres.clinic.svc".to_string()],
             now() - SignedDuration::from_hours(24 * 400),
@@ -573,7 +573,7 @@ fn backup_pods_are_workloads_desired_and_live() {
     pending.backup_now = Some("tok1".into());
     let job_name = p
         .names
-        .backup_now_job(&crate::build::backup::token_hash("tok1"));
+        .backup_now_job(&crate::desired::backup::token_hash("tok1"));
     let a = run(&pending, |c, ev| {
         ev.backup_jobs.clear();
         unharden(backup_pod(

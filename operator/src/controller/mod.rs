@@ -31,9 +31,9 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::apply::{self, describe, Applier, ApplyError, DriftTracker};
-use crate::build::{build_children, cnpg, restore, secrets, SecretGenerator};
 use crate::compliance::{self, self_report::SelfReportClient, stage::ComplianceUpdate};
 use crate::crd::{DatabaseProvider, DeletionPolicy, HealthcarePlatform};
+use crate::desired::{build_children, cnpg, restore, secrets, SecretGenerator};
 use crate::metrics::Metrics;
 use crate::names::{Names, FINALIZER, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY};
 use crate::status::{self, Outcome};

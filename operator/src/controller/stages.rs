@@ -247,9 +247,9 @@ pub(super) async fn apply_platform(
 /// one (not on the first issue, and not when issuing failed and the old values were kept).
 pub(super) fn tls_renewal_note(
     p: &crate::validate::ValidatedPlatform,
-    existing: &crate::build::ExistingSecrets,
-    children: &crate::build::Children,
-    plan: Option<&crate::build::postgres_tls::Plan>,
+    existing: &crate::desired::ExistingSecrets,
+    children: &crate::desired::Children,
+    plan: Option<&crate::desired::postgres_tls::Plan>,
 ) -> Option<String> {
     let built = children.postgres_tls.as_ref()?.data.as_ref()?;
     let before = existing.by_name.get(&p.names.postgres_tls())?;

@@ -129,7 +129,7 @@ pub fn build(p: &ValidatedPlatform) -> ConfigMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn configmap_is_labelled_for_the_grafana_sidecar_and_parses() {

@@ -34,7 +34,7 @@ pub fn build(p: &ValidatedPlatform) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn exposes_http_and_metrics() {

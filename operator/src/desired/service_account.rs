@@ -24,7 +24,7 @@ pub fn build(p: &ValidatedPlatform) -> ServiceAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn token_is_not_automounted() {

@@ -69,7 +69,7 @@ pub fn external_url(p: &ValidatedPlatform) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn ingress_always_has_tls() {

@@ -2,7 +2,7 @@
 //! already exist) to Kubernetes objects. No client, no clock, no randomness except through the
 //! injected [`SecretGenerator`].
 //!
-//! One file per child kind. To add a kind: write `build/<kind>.rs`, add one field to
+//! One file per child kind. To add a kind: write `desired/<kind>.rs`, add one field to
 //! [`Children`] and fill it in [`build_children`]; `apply` destructures `Children` without `..`,
 //! so the compiler points at the one place that must apply the new field.
 
@@ -307,7 +307,7 @@ mod tests {
             let mut objects =
                 crate::render::children_to_values(&children).expect("children serialize");
             objects.extend(
-                crate::build::restore::job(&p).map(|j| serde_json::to_value(j).expect("job")),
+                crate::desired::restore::job(&p).map(|j| serde_json::to_value(j).expect("job")),
             );
             let mut found = Vec::new();
             for o in &objects {

@@ -53,7 +53,7 @@ pub fn build(p: &ValidatedPlatform) -> Option<HorizontalPodAutoscaler> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn hpa_targets_deployment_with_cpu_and_memory() {

@@ -414,11 +414,11 @@ pub fn progress(job: Option<&Job>, pods: &[Pod]) -> Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::security::container_violations;
-    use crate::build::test_support::platform;
     use crate::crd::{
         BackupSource, DatabaseBootstrap, HealthcarePlatformSpec, S3Destination, SecretKeyRef,
     };
+    use crate::desired::security::container_violations;
+    use crate::desired::test_support::platform;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EnvVar,
@@ -715,7 +715,7 @@ mod tests {
             p.names.selector(Component::Restore)
         );
         // The API pods gain nothing: their egress policy has no object-store rule.
-        let api_egress = crate::build::network_policy::build(&p)
+        let api_egress = crate::desired::network_policy::build(&p)
             .into_iter()
             .find(|n| n.metadata.name.as_deref() == Some("demo-allow-api-egress"))
             .and_then(|n| n.spec)

@@ -303,7 +303,7 @@ pub fn rule_groups(p: &ValidatedPlatform) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     fn alerts_of(p: &ValidatedPlatform) -> Vec<Value> {
         rule_groups(p)[0]["rules"].as_array().unwrap().clone()

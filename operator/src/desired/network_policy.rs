@@ -227,8 +227,8 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
     use crate::crd::SecretKeyRef;
+    use crate::desired::test_support::platform;
 
     fn by_name(list: &[NetworkPolicy], name: &str) -> NetworkPolicySpec {
         list.iter()

@@ -396,8 +396,8 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::security::container_violations;
-    use crate::build::test_support::platform;
+    use crate::desired::security::container_violations;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn max_connections_covers_every_api_pod_the_deployment_can_run() {
@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn runs_as_a_high_uid_and_hands_old_data_over_to_it() {
-        use crate::build::security::{DATA_UID, MIN_HIGH_UID};
+        use crate::desired::security::{DATA_UID, MIN_HIGH_UID};
         let sts = build(&platform(|_| {}), None).unwrap().stateful_set;
         let pod = sts.spec.unwrap().template.spec.unwrap();
         let sc = pod.security_context.clone().unwrap();

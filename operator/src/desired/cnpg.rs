@@ -65,7 +65,7 @@ pub fn build(p: &ValidatedPlatform) -> Option<DynamicObject> {
         },
         "bootstrap": {"initdb": {"database": DATABASE_NAME, "owner": DATABASE_USER}},
         "postgresql": {"parameters": {
-            "max_connections": crate::build::postgres::max_connections(p).to_string(),
+            "max_connections": crate::desired::postgres::max_connections(p).to_string(),
         }},
         "inheritedMetadata": {"labels": {
             crate::names::LABEL_PART_OF: crate::names::PART_OF,
@@ -80,7 +80,7 @@ pub fn build(p: &ValidatedPlatform) -> Option<DynamicObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn cluster_carries_instances_storage_and_image() {
@@ -102,7 +102,7 @@ mod tests {
         assert_eq!(spec["imageName"], "ghcr.io/cloudnative-pg/postgresql:16.6");
         assert_eq!(
             spec["postgresql"]["parameters"]["max_connections"],
-            crate::build::postgres::max_connections(&p).to_string()
+            crate::desired::postgres::max_connections(&p).to_string()
         );
         assert_eq!(spec["enableSuperuserAccess"], false);
         assert!(c.metadata.owner_references.is_some());

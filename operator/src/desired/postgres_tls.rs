@@ -623,7 +623,7 @@ pub fn stored_from(data: &BTreeMap<String, String>) -> Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
     use std::process::Command;
 
     fn t(s: &str) -> Timestamp {
@@ -682,7 +682,7 @@ mod tests {
     #[test]
     fn postgres_serves_tls_and_the_api_mounts_only_the_ca() {
         let p = platform(|_| {});
-        let sts = crate::build::postgres::build(&p, Some("abc"))
+        let sts = crate::desired::postgres::build(&p, Some("abc"))
             .unwrap()
             .stateful_set;
         assert_eq!(
@@ -721,8 +721,8 @@ mod tests {
             "the CA key never reaches Postgres"
         );
 
-        let config = crate::build::config_map::build(&p);
-        let d = crate::build::deployment::build(&p, &config);
+        let config = crate::desired::config_map::build(&p);
+        let d = crate::desired::deployment::build(&p, &config);
         let pod = d.spec.unwrap().template.spec.unwrap();
         let ca = pod
             .volumes
@@ -757,8 +757,8 @@ mod tests {
                 key: "url".into(),
             });
         });
-        let config = crate::build::config_map::build(&external);
-        let d = crate::build::deployment::build(&external, &config);
+        let config = crate::desired::config_map::build(&external);
+        let d = crate::desired::deployment::build(&external, &config);
         let pod = d.spec.unwrap().template.spec.unwrap();
         assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "db-ca"));
     }

@@ -357,7 +357,7 @@ pub fn api_secrets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     fn value(s: &Secret, key: &str) -> String {
         String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
@@ -467,7 +467,7 @@ mod tests {
     /// `status.database` moves; before that nothing changes.
     #[test]
     fn postgres_tls_is_renewed_near_expiry_and_restarts_postgres() {
-        use crate::build::{build_children, postgres_tls::SERVER_VALIDITY_DAYS};
+        use crate::desired::{build_children, postgres_tls::SERVER_VALIDITY_DAYS};
         let p = platform(|_| {});
         let t0: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
         let at = |days: i64| {
@@ -476,7 +476,7 @@ mod tests {
                     .unwrap(),
             )
         };
-        let checksum = |c: &crate::build::Children| {
+        let checksum = |c: &crate::desired::Children| {
             c.postgres
                 .as_ref()
                 .unwrap()
@@ -611,7 +611,7 @@ mod tests {
         for config in configs {
             let p = platform(config);
             let children =
-                crate::build::build_children(&p, &ExistingSecrets::default(), &mut random());
+                crate::desired::build_children(&p, &ExistingSecrets::default(), &mut random());
             let retained = p.names.retained_secrets();
             for obj in crate::render::children_to_values(&children).unwrap() {
                 if obj["kind"] != "Secret" {

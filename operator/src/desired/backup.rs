@@ -640,9 +640,9 @@ pub fn all_network_policy_names(p: &ValidatedPlatform) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::security::container_violations;
-    use crate::build::test_support::platform;
     use crate::crd::{PvcDestination, S3Destination};
+    use crate::desired::security::container_violations;
+    use crate::desired::test_support::platform;
 
     fn s3(endpoint: Option<&str>) -> S3Destination {
         S3Destination {

@@ -235,8 +235,8 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::security::container_violations;
-    use crate::build::test_support::platform;
+    use crate::desired::security::container_violations;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn redis_requires_password_from_secret_without_argv_leak() {
@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn runs_as_a_high_uid_with_a_writable_volume() {
-        use crate::build::security::MIN_HIGH_UID;
+        use crate::desired::security::MIN_HIGH_UID;
         let p = platform(|s| s.cache.persistence.enabled = true);
         let pod = build(&p)
             .unwrap()

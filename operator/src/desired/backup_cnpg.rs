@@ -167,8 +167,8 @@ pub fn status_from_cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
     use crate::crd::S3Destination;
+    use crate::desired::test_support::platform;
 
     fn cnpg_s3() -> ValidatedPlatform {
         platform(|s| {

@@ -32,7 +32,7 @@ pub fn build(p: &ValidatedPlatform) -> Option<PodDisruptionBudget> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::platform;
+    use crate::desired::test_support::platform;
 
     #[test]
     fn pdb_only_with_more_than_one_replica() {

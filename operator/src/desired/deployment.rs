@@ -305,9 +305,9 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::security::container_violations;
-    use crate::build::test_support::platform;
     use crate::crd::SecretKeyRef;
+    use crate::desired::security::container_violations;
+    use crate::desired::test_support::platform;
 
     fn pod(d: &Deployment) -> PodSpec {
         d.spec.clone().unwrap().template.spec.unwrap()
@@ -547,7 +547,7 @@ mod tests {
         let d = build(&pending, &config_map::build(&pending));
         // Held at 0 explicitly (the HPA is not built while restoring, see hpa.rs).
         assert_eq!(d.spec.clone().unwrap().replicas, Some(0));
-        assert!(crate::build::hpa::build(&pending).is_none());
+        assert!(crate::desired::hpa::build(&pending).is_none());
         let held = pod(&d);
         let init: Vec<&str> = held
             .init_containers
@@ -575,7 +575,7 @@ mod tests {
         restored.restore_pending = false;
         let d = build(&restored, &config_map::build(&restored));
         assert_eq!(d.spec.unwrap().replicas, None);
-        assert!(crate::build::hpa::build(&restored).is_some());
+        assert!(crate::desired::hpa::build(&restored).is_some());
         // Same pod template either way: lifting the hold rolls nothing.
         assert_eq!(
             pod(&build(&restored, &config_map::build(&restored))),
