@@ -1,0 +1,271 @@
+//! Reads of the apply and status stages: generated Secrets, discovery of optional CRDs, the
+//! backup and restore Jobs and pods, the live workloads of a paused platform.
+
+use super::*;
+
+/// The platform's backup Jobs and their pods (label selector of the backup component), whose
+/// termination messages carry the agent's result line.
+pub async fn list_backup_jobs(
+    client: &Client,
+    p: &ValidatedPlatform,
+) -> Result<(Vec<Job>, Vec<Pod>), ApplyError> {
+    let selector = p.names.backup_selector_string();
+    let params = ListParams::default().labels(&selector);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &p.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+    // Both at once: independent reads.
+    let (listed, pod_list) = futures::future::join(jobs.list(&params), pods.list(&params)).await;
+    let listed = listed.map_err(|e| ApplyError::Read {
+        kind: "Job",
+        name: selector.clone(),
+        detail: describe(&e),
+    })?;
+    let pod_list = pod_list.map_err(|e| ApplyError::Read {
+        kind: "Pod",
+        name: selector.clone(),
+        detail: describe(&e),
+    })?;
+    Ok((listed.items, pod_list.items))
+}
+
+/// The restore Job's pod(s) (label selector of the restore component), whose termination
+/// message carries the agent's result line.
+pub async fn list_restore_pods(
+    client: &Client,
+    p: &ValidatedPlatform,
+) -> Result<Vec<Pod>, ApplyError> {
+    let selector = p.names.restore_selector_string();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+    pods.list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| ApplyError::Read {
+            kind: "Pod",
+            name: selector.clone(),
+            detail: describe(&e),
+        })
+}
+
+/// Names of the Secrets the operator generates for this platform (the backup key only when the
+/// operator generates it: agent backups without `encryptionKeySecretRef`).
+pub fn generated_secret_names(p: &ValidatedPlatform) -> Vec<String> {
+    let mut names = vec![p.names.api_secrets()];
+    if backup::agent_backups(p) && p.spec.backup.encryption_key_secret_ref.is_none() {
+        names.push(p.names.backup_key());
+    }
+    if p.spec.database.provider == DatabaseProvider::Embedded {
+        names.push(p.names.postgres_credentials());
+    }
+    if p.spec.cache.provider == CacheProvider::Embedded {
+        names.push(p.names.redis_credentials());
+    }
+    names
+}
+
+/// Data of the generated Secrets that already exist (so they are never regenerated).
+pub async fn read_existing_secrets(
+    client: &Client,
+    p: &ValidatedPlatform,
+) -> Result<ExistingSecrets, ApplyError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &p.namespace);
+    let mut existing = ExistingSecrets::default();
+    // The TLS Secret is read (so its CA is kept) but is not in `generated_secret_names`: a lost
+    // CA is simply reissued, it unlocks no stored data.
+    let tls =
+        (p.spec.database.provider == DatabaseProvider::Embedded).then(|| p.names.postgres_tls());
+    // Read at once (never from a cache: a stale "absent" would regenerate a key).
+    let reads = generated_secret_names(p)
+        .into_iter()
+        .chain(tls)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let secret = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| ApplyError::ReadSecret {
+                        name: name.clone(),
+                        detail: describe(&e),
+                    })?;
+                Ok::<_, ApplyError>((name, secret))
+            }
+        });
+    for (name, secret) in futures::future::try_join_all(reads).await? {
+        if let Some(data) = secret.and_then(|s| s.data) {
+            existing.insert(name, data);
+        }
+    }
+    Ok(existing)
+}
+
+/// Whether the CloudNativePG `clusters` resource is served by the API server.
+pub async fn cnpg_installed(client: &Client) -> Result<bool, ApplyError> {
+    match client
+        .list_api_group_resources(&format!("{}/{}", cnpg::GROUP, cnpg::VERSION))
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == cnpg::PLURAL)),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(ApplyError::Discovery {
+            detail: describe(&e),
+        }),
+    }
+}
+
+/// Whether the Prometheus Operator's `servicemonitors` and `prometheusrules` are served.
+pub async fn prometheus_operator_installed(client: &Client) -> Result<bool, ApplyError> {
+    match client
+        .list_api_group_resources(&format!("{}/{}", monitoring::GROUP, monitoring::VERSION))
+        .await
+    {
+        Ok(list) => Ok(["servicemonitors", "prometheusrules"]
+            .iter()
+            .all(|plural| list.resources.iter().any(|r| r.name == *plural))),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(ApplyError::Discovery {
+            detail: describe(&e),
+        }),
+    }
+}
+
+/// Reads the live workloads without changing anything (paused platforms).
+pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed, ApplyError> {
+    let ns = &p.namespace;
+    let read = |kind: &'static str, name: String| {
+        move |e: kube::Error| ApplyError::Read {
+            kind,
+            name,
+            detail: describe(&e),
+        }
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let mut observed = Observed {
+        cnpg_installed: true,
+        ..Default::default()
+    };
+    observed.deployment = deployments
+        .get_opt(&p.names.api())
+        .await
+        .map_err(read("Deployment", p.names.api()))?;
+    if p.spec.database.provider == DatabaseProvider::Embedded {
+        observed.postgres = sets
+            .get_opt(&p.names.postgres())
+            .await
+            .map_err(read("StatefulSet", p.names.postgres()))?;
+    }
+    if p.spec.database.provider == DatabaseProvider::CloudNativePG {
+        observed.cnpg_installed = cnpg_installed(client).await?;
+        if observed.cnpg_installed {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), ns, &cnpg::api_resource());
+            observed.cnpg_cluster = api
+                .get_opt(&p.names.cnpg_cluster())
+                .await
+                .map_err(read("Cluster", p.names.cnpg_cluster()))?;
+        }
+    }
+    if p.spec.cache.provider == CacheProvider::Embedded {
+        observed.redis = sets
+            .get_opt(&p.names.redis())
+            .await
+            .map_err(read("StatefulSet", p.names.redis()))?;
+    }
+    if backup::agent_backups(p) {
+        let (jobs, pods) = list_backup_jobs(client, p).await?;
+        observed.backup_jobs = jobs;
+        observed.backup_pods = pods;
+    }
+    if restore::wanted(p).is_some() {
+        let name = p.names.restore_job();
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        let job = jobs
+            .get_opt(&name)
+            .await
+            .map_err(read("Job", name.clone()))?;
+        let pods = match &job {
+            Some(_) => list_restore_pods(client, p).await?,
+            None => Vec::new(),
+        };
+        observed.restore = restore::progress(job.as_ref(), &pods);
+    }
+    if p.spec.network_policy.enabled {
+        for name in [p.names.netpol_default_deny()] {
+            if policies
+                .get_opt(&name)
+                .await
+                .map_err(read("NetworkPolicy", name.clone()))?
+                .is_some()
+            {
+                observed.network_policies += 1;
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Metadata of every child (tests, finalizer bookkeeping).
+pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
+    let Children {
+        postgres_credentials,
+        postgres_tls,
+        redis_credentials,
+        api_secrets,
+        postgres,
+        cnpg_cluster,
+        redis,
+        api_service_account,
+        api_config,
+        api_deployment,
+        api_service,
+        api_hpa,
+        api_pdb,
+        api_ingress,
+        network_policies,
+        backup,
+        monitoring,
+    } = children;
+    let BackupObjects {
+        cron_job,
+        key_secret,
+        pvc,
+        on_demand_job,
+        scheduled_backup,
+    } = backup;
+    let mut out = Vec::new();
+    out.extend(postgres_credentials.iter().map(|s| s.metadata.clone()));
+    out.extend(postgres_tls.iter().map(|s| s.metadata.clone()));
+    out.extend(redis_credentials.iter().map(|s| s.metadata.clone()));
+    out.push(api_secrets.metadata.clone());
+    if let Some(pg) = postgres {
+        out.push(pg.stateful_set.metadata.clone());
+        out.push(pg.headless_service.metadata.clone());
+        out.push(pg.service.metadata.clone());
+    }
+    out.extend(cnpg_cluster.iter().map(|c| c.metadata.clone()));
+    if let Some(r) = redis {
+        out.push(r.stateful_set.metadata.clone());
+        out.push(r.service.metadata.clone());
+    }
+    out.push(api_service_account.metadata.clone());
+    out.push(api_config.metadata.clone());
+    out.push(api_deployment.metadata.clone());
+    out.push(api_service.metadata.clone());
+    out.extend(api_hpa.iter().map(|h| h.metadata.clone()));
+    out.extend(api_pdb.iter().map(|h| h.metadata.clone()));
+    out.extend(api_ingress.iter().map(|h| h.metadata.clone()));
+    out.extend(network_policies.iter().map(|n| n.metadata.clone()));
+    out.extend(cron_job.iter().map(|c| c.metadata.clone()));
+    out.extend(key_secret.iter().map(|s| s.metadata.clone()));
+    out.extend(pvc.iter().map(|c| c.metadata.clone()));
+    out.extend(on_demand_job.iter().map(|j| j.metadata.clone()));
+    out.extend(scheduled_backup.iter().map(|b| b.metadata.clone()));
+    if let Some(m) = monitoring {
+        out.push(m.api_service_monitor.metadata.clone());
+        out.push(m.operator_service_monitor.metadata.clone());
+        out.push(m.prometheus_rule.metadata.clone());
+        out.push(m.dashboard.metadata.clone());
+    }
+    out
+}
