@@ -13,9 +13,6 @@ use crate::crd::{
     ComplianceViolation,
 };
 
-/// Condition type.
-pub const COMPLIANT: &str = "Compliant";
-
 /// `status.compliance` for an assessment. `since` of a violation that was already failing is
 /// kept from `previous`.
 ///

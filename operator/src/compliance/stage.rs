@@ -9,12 +9,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
-use super::report::{self, ComplianceEvent, COMPLIANT};
+use super::report::{self, ComplianceEvent};
 use super::self_report::{url_for, SelfReport, SelfReportClient};
 use super::{assess, Assessment, LiveEvidence, Override};
 use crate::apply::{describe, MonitoringState, Observed};
+use crate::conditions::{COMPLIANT, MONITORING_READY, REASON_PROMETHEUS_OPERATOR_NOT_INSTALLED};
 use crate::crd::{CacheProvider, ComplianceStatus, HealthcarePlatform};
-use crate::desired::monitoring::{MONITORING_READY, REASON_NOT_INSTALLED};
 use crate::desired::Children;
 use crate::validate::ValidatedPlatform;
 
@@ -66,7 +66,7 @@ pub fn monitoring_condition(
         MonitoringState::PrometheusOperatorNotInstalled => (
             MONITORING_READY,
             "False",
-            REASON_NOT_INSTALLED,
+            REASON_PROMETHEUS_OPERATOR_NOT_INSTALLED,
             "the monitoring.coreos.com CRDs (ServiceMonitor, PrometheusRule) are not installed: no monitoring objects are created; everything else works".into(),
         ),
         MonitoringState::Disabled => (

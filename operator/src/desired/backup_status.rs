@@ -9,10 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{tz::TimeZone, SignedDuration, Timestamp};
 
 use super::backup::CONTAINER;
+use crate::conditions::{
+    REASON_BACKUPS_DISABLED, REASON_BACKUP_FAILED, REASON_BACKUP_WITHIN_RPO, REASON_NO_BACKUP_YET,
+    REASON_RPO_EXCEEDED,
+};
 use crate::crd::BackupStatus;
-
-/// Condition type reporting backup health.
-pub const BACKUP_HEALTHY: &str = "BackupHealthy";
 
 /// Label Kubernetes puts on a Job's pods.
 const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];
@@ -162,27 +163,31 @@ pub fn healthy(
     if !enabled {
         return (
             Some(false),
-            "BackupsDisabled",
+            REASON_BACKUPS_DISABLED,
             "spec.backup.enabled is false".into(),
         );
     }
     let success = status.and_then(|s| s.last_successful_time.as_ref());
     let failure = status.and_then(|s| s.last_failure_time.as_ref());
     match (success, failure) {
-        (None, None) => (None, "NoBackupYet", "no backup has completed yet".into()),
+        (None, None) => (
+            None,
+            REASON_NO_BACKUP_YET,
+            "no backup has completed yet".into(),
+        ),
         (None, Some(f)) => (
             Some(false),
-            "BackupFailed",
+            REASON_BACKUP_FAILED,
             format!("no successful backup; the last one failed at {}", f.0),
         ),
         (Some(s), Some(f)) if f.0 > s.0 => (
             Some(false),
-            "BackupFailed",
+            REASON_BACKUP_FAILED,
             format!("the last backup failed at {} (last success {})", f.0, s.0),
         ),
         (Some(s), _) if !rpo_satisfied(status, rpo_minutes, now) => (
             Some(false),
-            "RpoExceeded",
+            REASON_RPO_EXCEEDED,
             format!(
                 "the last successful backup ({}) is older than the RPO of {rpo_minutes} min",
                 s.0
@@ -190,7 +195,7 @@ pub fn healthy(
         ),
         (Some(s), _) => (
             Some(true),
-            "BackupWithinRpo",
+            REASON_BACKUP_WITHIN_RPO,
             format!("last successful backup at {} (RPO {rpo_minutes} min)", s.0),
         ),
     }

@@ -19,10 +19,6 @@ use crate::validate::ValidatedPlatform;
 pub const GROUP: &str = "monitoring.coreos.com";
 pub const VERSION: &str = "v1";
 
-/// Condition type and reasons.
-pub const MONITORING_READY: &str = "MonitoringReady";
-pub const REASON_NOT_INSTALLED: &str = "PrometheusOperatorNotInstalled";
-
 /// `ServiceMonitor` API resource.
 pub fn service_monitor_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
