@@ -1,7 +1,7 @@
 //! Record-level access to a patient's data — the ONE place routes ask who may see which
 //! patient's what. Every route scoped to a patient (patients, appointments, prescriptions, and
 //! whatever comes next, e.g. FHIR) takes the caller ([`AuthUser`]) and the patient, and gets back
-//! a decision ([`PatientAccess`]), a list scope ([`narrow_list`]) or the refusal:
+//! a decision ([`PatientAccess`]), a list scope ([`list_query`]) or the refusal:
 //!
 //! * [`decide`] / [`visible`]: the decision for one record whose care-team flag is known (pure;
 //!   the rules are [`rbac::patient_access`]). [`Need::Clinical`] for data that demographics do not
@@ -15,7 +15,8 @@
 //! * [`AccessLog`]: the audit events of a successful access (a `patient.break_glass` event with
 //!   the stated reason when access came through break-glass), written fail closed, with the
 //!   break-glass counter.
-//! * [`narrow_list`]: narrows a list query to the records the caller's scope allows.
+//! * [`Resource`], [`load`] and [`list_query`]: read one row of a patient-scoped resource with the
+//!   caller's access, or list the rows the caller's scope allows.
 
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -185,50 +186,112 @@ pub async fn check(
     admit(state, auth, target, in_care_team, need).await
 }
 
+/// Where the rows of a resource scoped to one patient are: its audit resource type, its columns
+/// (those of its `FromRow` row type but `in_care_team`), the `FROM` clause joining
+/// `patients p`, its id and patient id columns, and what of the patient it opens.
+#[derive(Debug, Clone, Copy)]
+pub struct Resource {
+    pub resource_type: &'static str,
+    pub columns: &'static str,
+    pub from: &'static str,
+    pub id_col: &'static str,
+    pub patient_col: &'static str,
+    pub need: Need,
+}
+
+/// The row type of a [`Resource`], read with the caller's care-team flag for its patient.
+pub trait PatientScoped: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin {
+    const RESOURCE: Resource;
+    /// The row's patient and the caller's care-team flag for them.
+    fn scope(&self) -> (Uuid, bool);
+}
+
+/// Load row `id` of `R`'s resource with the caller's access to its patient ([`admit`]: `404`
+/// when missing or hidden, `403` outside the care team, denials audited).
+pub async fn load<R: PatientScoped>(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+) -> Result<(R, PatientAccess), Error> {
+    let resource = R::RESOURCE;
+    let row: R = store::read_for_caller(
+        &state.pool,
+        resource.columns,
+        resource.from,
+        resource.id_col,
+        id,
+        auth.user_id,
+    )
+    .await?
+    .ok_or(Error::NotFound)?;
+    let (patient, in_care_team) = row.scope();
+    let target = Target {
+        resource_type: resource.resource_type,
+        resource_id: Some(id),
+        patient,
+    };
+    let access = admit(state, auth, &target, Some(in_care_team), resource.need).await?;
+    Ok((row, access))
+}
+
 /// Which records a list may return to the caller.
 pub fn list_scope(auth: &AuthUser) -> ListScope {
     rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some())
 }
 
-/// Narrows a list query (joining `patients p` and a `caller` row with `caller.me`) to the
-/// records the caller's [`list_scope`] allows; `patient_col` names the patient id column.
-pub fn narrow_list(qb: &mut QueryBuilder<Postgres>, auth: &AuthUser, patient_col: &str) {
-    store::push_list_scope(qb, list_scope(auth), auth.patient_id, patient_col);
+/// The list query of a [`Resource`] for the caller: its rows with the caller's care-team flag,
+/// of live patients, narrowed to the caller's [`list_scope`]. Add filters, order and limit, then
+/// skip the rows [`visible`] closes.
+pub fn list_query(auth: &AuthUser, resource: &Resource) -> QueryBuilder<Postgres> {
+    let mut qb = store::select_for_caller(resource.columns, resource.from, auth.user_id);
+    store::push_list_scope(
+        &mut qb,
+        list_scope(auth),
+        auth.patient_id,
+        resource.patient_col,
+    );
+    qb
 }
 
-/// The audit events of a successful access, written together (fail closed) by [`Self::write`].
-#[derive(Debug, Default)]
+/// The audit events of a successful access to resources of one type (`patient`,
+/// `appointment`, ...), written together (fail closed) by [`Self::write`].
+#[derive(Debug)]
 pub struct AccessLog {
+    resource_type: &'static str,
     events: Vec<AuditEvent>,
     break_glass: u64,
 }
 
 impl AccessLog {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(resource_type: &'static str) -> Self {
+        Self {
+            resource_type,
+            events: Vec::new(),
+            break_glass: 0,
+        }
     }
 
-    /// Log access `access` to a resource of patient `patient`: the action's event and, through
-    /// break-glass, a `patient.break_glass` event; both carry the stated reason as `purpose`.
+    /// Log access `access` to resource `resource_id` of patient `patient`: the action's event
+    /// and, through break-glass, a `patient.break_glass` event; both carry the stated reason as
+    /// `purpose`.
     #[must_use = "`add` returns the log with the events added"]
     pub fn add(
         mut self,
         auth: &AuthUser,
         action: &str,
-        resource_type: &str,
         resource_id: impl ToString,
         patient: Uuid,
         access: PatientAccess,
     ) -> Self {
         let resource_id = resource_id.to_string();
-        let mut ev = AuditEvent::by(auth, action, resource_type)
+        let mut ev = AuditEvent::by(auth, action, self.resource_type)
             .resource(&resource_id)
             .patient(patient);
         if access == PatientAccess::BreakGlass {
             let reason = auth.break_glass_reason.clone().unwrap_or_default();
             ev = ev.purpose(&reason);
             self.events.push(
-                AuditEvent::by(auth, actions::BREAK_GLASS, resource_type)
+                AuditEvent::by(auth, actions::BREAK_GLASS, self.resource_type)
                     .resource(&resource_id)
                     .patient(patient)
                     .purpose(&reason),
@@ -249,10 +312,11 @@ impl AccessLog {
         self.events.last_mut()
     }
 
-    /// Nothing was accessed (an empty list): log `event` instead.
-    pub fn or_else(mut self, event: impl FnOnce() -> AuditEvent) -> Self {
+    /// Nothing was accessed (an empty list): log `action` on the resource type instead.
+    pub fn or_action(mut self, auth: &AuthUser, action: &str) -> Self {
         if self.events.is_empty() {
-            self.events.push(event());
+            self.events
+                .push(AuditEvent::by(auth, action, self.resource_type));
         }
         self
     }

@@ -13,6 +13,17 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{self, KeyRing};
 
+/// Minimum audit retention, in days, enforced by the database trigger (six years);
+/// `CADUCEUS_AUDIT_RETENTION_DAYS` below it is raised to it ([`crate::audit::purge_expired`]).
+pub const MIN_AUDIT_RETENTION_DAYS: u32 = 2190;
+/// Lowest accepted `CADUCEUS_PATIENT_RETENTION_DAYS`: six years, the HIPAA documentation retention
+/// (45 CFR 164.316(b)(2)) and the audit trail's own minimum ([`MIN_AUDIT_RETENTION_DAYS`]), so a
+/// record never disappears while the audit events about it must still be kept. Many
+/// jurisdictions require longer for medical records (hence the default).
+pub const MIN_PATIENT_RETENTION_DAYS: u32 = MIN_AUDIT_RETENTION_DAYS;
+/// Default `CADUCEUS_PATIENT_RETENTION_DAYS`: ten years (common adult medical-record retention).
+pub const DEFAULT_PATIENT_RETENTION_DAYS: u32 = 3650;
+
 /// All runtime settings of the API server.
 #[derive(Clone)]
 pub struct Config {
@@ -28,7 +39,7 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     pub login_rate_limit_per_minute: u32,
     pub audit_retention_days: u32,
-    /// Soft-deleted patients are purged after this many days (≥ [`crate::retention::MIN_PATIENT_RETENTION_DAYS`]).
+    /// Soft-deleted patients are purged after this many days (≥ [`MIN_PATIENT_RETENTION_DAYS`]).
     pub patient_retention_days: u32,
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// Proxies whose `X-Forwarded-For` is believed (`CADUCEUS_TRUSTED_PROXIES`; empty = none).
@@ -162,16 +173,20 @@ impl Config {
         let ttl = positive(env, "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES", 15)?;
         let rpm = positive(env, "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE", 600)?;
         let login_rpm = positive(env, "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE", 5)?;
-        let retention = positive(env, "CADUCEUS_AUDIT_RETENTION_DAYS", 2190)?;
+        let retention = positive(
+            env,
+            "CADUCEUS_AUDIT_RETENTION_DAYS",
+            MIN_AUDIT_RETENTION_DAYS,
+        )?;
         let patient_retention = positive(
             env,
             "CADUCEUS_PATIENT_RETENTION_DAYS",
-            crate::retention::DEFAULT_PATIENT_RETENTION_DAYS,
+            DEFAULT_PATIENT_RETENTION_DAYS,
         )?;
-        if patient_retention < crate::retention::MIN_PATIENT_RETENTION_DAYS {
+        if patient_retention < MIN_PATIENT_RETENTION_DAYS {
             return Err(ConfigError(format!(
                 "CADUCEUS_PATIENT_RETENTION_DAYS={patient_retention} is below the minimum of {} days (6 years)",
-                crate::retention::MIN_PATIENT_RETENTION_DAYS
+                MIN_PATIENT_RETENTION_DAYS
             )));
         }
         let mut cors_allowed_origins = Vec::new();

@@ -358,6 +358,21 @@ where
     }
 }
 
+/// PHI- and secret-free description of a database error.
+pub fn error_kind(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!(
+            "database error (SQLSTATE {})",
+            db.code().unwrap_or_default()
+        ),
+        sqlx::Error::Io(io) => format!("i/o error: {io}"),
+        sqlx::Error::Tls(_) => "TLS error".into(),
+        sqlx::Error::Configuration(_) => "invalid DATABASE_URL".into(),
+        sqlx::Error::PoolTimedOut => "timed out connecting".into(),
+        other => format!("{other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,11 @@
 //! | [`config`] | env configuration (`docs/contracts.md`), refuses bad keys |
 //! | [`state`] | [`state::AppState`]: pool, config, key ring, metrics, audit writer, limiter |
 //! | [`error`] | the one [`error::Error`] → RFC 9457 problem+json; [`error::ApiJson`] body extractor + [`error::Validate`] |
-//! | [`auth`] | login/refresh/logout/me/register, the [`auth::AuthUser`] extractor (JWT + live session check) and [`auth::Authorized`] (+ role check, before the body) |
+//! | [`auth`] | the [`auth::AuthUser`] extractor (JWT + live session check) and [`auth::Authorized`] (+ role check, before the body); [`auth::routes`]: login/refresh/logout/me/register |
 //! | [`rbac`] | THE permission matrix ([`rbac::allows`]) and record-level rules ([`rbac::patient_access`]) |
 //! | [`access`] | who may see which patient's what: decisions, the one refusal, break-glass, audit of access |
 //! | [`store`] | SQL of the hot paths and the grouped lookups/writes the state holds |
-//! | [`audit`] | [`audit::AuditEvent`], the group-commit [`audit::AuditWriter`], `/audit-events` |
+//! | [`audit`] | `/audit-events`, chain verification, retention of the trail; re-exports [`audit::AuditEvent`] and the group-commit [`audit::AuditWriter`] (in [`store::audit`]) |
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
 //! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
 //! | [`patients`] | patient records and care teams |
@@ -19,12 +19,23 @@
 //! | [`prescriptions`] | prescribing, interaction check (reference data in migration 0101) |
 //! | [`users`] | accounts (admin) |
 //! | [`health`] | probes, admin router (`/metrics`, `/health/detailed`, `/internal/compliance`), [`health::MIGRATOR`] |
-//! | [`ratelimit`] | Redis GCRA limiter + local `governor` fallback |
-//! | [`middleware`] | request id, security headers, problem normalisation, HTTP metrics, logs |
+//! | [`ratelimit`] | Redis GCRA limiter + local `governor` fallback (applied by [`middleware::rate_limit`]) |
+//! | [`middleware`] | request id, security headers, problem normalisation, HTTP metrics, logs, rate limiting |
+//! | [`request`] | what a request says about its client: request id, client IP, [`request::RequestMeta`] |
 //! | [`retention`] | daily purge of soft-deleted patients past `CADUCEUS_PATIENT_RETENTION_DAYS` |
 //! | [`rotate`] | `rotate-keys` (add new encrypted tables to [`rotate::ENCRYPTED_TABLES`]) |
 //! | [`openapi`] | OpenAPI 3.1 document + docs page (add handlers to its `paths(...)`) |
 //! | [`testing`] | test helpers (fresh app on a `#[sqlx::test]` pool + Redis, users of every role) |
+//!
+//! ## Layers (imports run one way; `tests/layers.rs` fails on an import against them or a circle)
+//!
+//! routes ([`patients`], [`appointments`], [`prescriptions`], [`users`], [`auth::routes`],
+//! [`health`], [`openapi`], [`rotate`]) → domain ([`access`], [`audit`], [`auth`], [`middleware`],
+//! [`retention`]) → [`state`] → store ([`store`], [`batch`], [`ratelimit`]) → base ([`config`],
+//! [`crypto`], [`error`], [`metrics`], [`rbac`], [`pagination`], [`request`]). The state sits
+//! above the store because it holds the store's handles (batchers, audit writer, limiter); the
+//! store takes pools and connections, never the state. A new module gets its line in
+//! `tests/layers.rs`.
 //!
 //! ## Writing a resource module (e.g. `src/appointments/mod.rs`)
 //!
@@ -46,7 +57,7 @@
 //! [`rotate::ENCRYPTED_TABLES`] if it has ciphertexts, and migrations `0100_...sql` and up.
 //! Record-level checks for a patient: [`access`] — [`access::check`] / [`access::admit`]
 //! (404/403 + denial audit in one call), [`access::decide`] / [`access::visible`] for decisions,
-//! [`access::narrow_list`] for list filters and [`access::AccessLog`] for the audit events of the
+//! [`access::load`] / [`access::list_query`] for reads and lists and [`access::AccessLog`] for the audit events of the
 //! access (break-glass included). Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
 //!
 //! ## Tests
@@ -85,6 +96,7 @@ pub mod patients;
 pub mod prescriptions;
 pub mod ratelimit;
 pub mod rbac;
+pub mod request;
 pub mod retention;
 pub mod rotate;
 pub mod state;
@@ -101,6 +113,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use config::Config;
+pub use error::error_kind;
 pub use state::AppState;
 
 fn cors(config: &Config) -> CorsLayer {
@@ -129,7 +142,7 @@ fn cors(config: &Config) -> CorsLayer {
 /// The public API router (port 8080).
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
-        .merge(auth::router(state.config.self_registration))
+        .merge(auth::routes::router(state.config.self_registration))
         .merge(users::router())
         .merge(patients::router())
         .merge(appointments::router())
@@ -138,7 +151,7 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            ratelimit::limit,
+            middleware::rate_limit,
         ));
     let router = Router::new()
         .nest("/api/v1", api)
@@ -302,19 +315,4 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// PHI- and secret-free description of a database error.
-pub fn error_kind(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(db) => format!(
-            "database error (SQLSTATE {})",
-            db.code().unwrap_or_default()
-        ),
-        sqlx::Error::Io(io) => format!("i/o error: {io}"),
-        sqlx::Error::Tls(_) => "TLS error".into(),
-        sqlx::Error::Configuration(_) => "invalid DATABASE_URL".into(),
-        sqlx::Error::PoolTimedOut => "timed out connecting".into(),
-        other => format!("{other}"),
-    }
 }

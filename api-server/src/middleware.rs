@@ -1,66 +1,26 @@
 //! Cross-cutting HTTP middleware: request id, security headers, problem+json normalisation,
-//! HTTP metrics and PHI-free access logs ([`observe`]), plus the [`RequestMeta`] extractor.
+//! HTTP metrics and PHI-free access logs ([`observe`]), the client address ([`resolve_client_ip`])
+//! and rate limiting ([`rate_limit`]). What a request says about its client is in
+//! [`crate::request`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-use crate::error::Problem;
+use crate::error::{Error, Problem};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Decision, Limiter};
+use crate::state::AppState;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request id of the current request (request extension).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Client metadata recorded in audit events.
-#[derive(Debug, Clone)]
-pub struct RequestMeta {
-    pub request_id: String,
-    pub client_ip: String,
-    pub user_agent: Option<String>,
-}
-
-impl RequestMeta {
-    pub fn from_parts(parts: &Parts) -> Self {
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect());
-        Self {
-            request_id,
-            client_ip: client_ip(&parts.extensions),
-            user_agent,
-        }
-    }
-}
-
-/// The client address resolved by [`resolve_client_ip`] (request extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
-/// Client IP: the one [`resolve_client_ip`] found (peer, or `X-Forwarded-For` behind a trusted
-/// proxy), else the peer from `ConnectInfo` (set by `serve`; tests insert it), else `unknown`.
-pub fn client_ip(ext: &http::Extensions) -> String {
-    if let Some(ClientIp(ip)) = ext.get::<ClientIp>() {
-        return ip.to_string();
-    }
-    ext.get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use crate::request::{client_ip, ClientIp, RequestId, RequestMeta};
 
 /// The client address of a request that came from `peer` with these `X-Forwarded-For` values
 /// (in header order), trusting only proxies in `trusted`.
@@ -105,7 +65,7 @@ fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
 /// Resolve the client address once per request (`CADUCEUS_TRUSTED_PROXIES`) and store it as
 /// [`ClientIp`]: rate limiting and the audit trail's `client_ip` read it via [`client_ip`].
 pub async fn resolve_client_ip(
-    State(state): State<crate::state::AppState>,
+    State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -250,6 +210,48 @@ pub async fn catch_panic(req: Request, next: Next) -> Response {
                 .into_response_with(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+fn set_headers(headers: &mut HeaderMap, d: &Decision) {
+    for (name, value) in [
+        ("ratelimit-limit", d.limit as u64),
+        ("ratelimit-remaining", d.remaining as u64),
+        ("ratelimit-reset", d.reset_secs),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// Rate limiting ([`crate::ratelimit::Limiter`]) on the `/api/v1` router: per client IP, per
+/// user of a verified bearer token and, for logins, per IP more strictly.
+pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let limiter: Arc<Limiter> = state.limiter.clone();
+    let ip = client_ip(req.extensions());
+    let mut buckets = vec![(format!("ip:{ip}"), false)];
+    if req.method() == Method::POST && req.uri().path().ends_with("/auth/login") {
+        buckets.push((format!("login:{ip}"), true));
+    }
+    if let Some(claims) = crate::auth::bearer_claims(&state, req.headers()) {
+        buckets.push((format!("user:{}", claims.sub), false));
+        // verified once here; the AuthUser extractor reuses it
+        req.extensions_mut()
+            .insert(crate::auth::VerifiedBearer(claims));
+    }
+    let decision = limiter.check(&buckets).await;
+    if !decision.allowed {
+        state.metrics.rate_limited_total.inc();
+        let mut resp = Error::RateLimited {
+            retry_after_secs: decision.retry_after_secs.max(1),
+        }
+        .into_response();
+        set_headers(resp.headers_mut(), &decision);
+        return resp;
+    }
+    let mut resp = next.run(req).await;
+    set_headers(resp.headers_mut(), &decision);
+    resp
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json."),
     paths(
-        crate::auth::login, crate::auth::refresh, crate::auth::logout, crate::auth::me, crate::auth::register,
+        crate::auth::routes::login, crate::auth::routes::refresh, crate::auth::routes::logout,
+        crate::auth::routes::me, crate::auth::routes::register,
         crate::users::create, crate::users::list, crate::users::read, crate::users::update,
         crate::patients::create, crate::patients::list, crate::patients::read, crate::patients::update,
         crate::patients::remove, crate::patients::add_care_team,

@@ -1,4 +1,5 @@
-//! Rate limiting shared by all replicas through Redis, with a local fallback.
+//! Rate limiting shared by all replicas through Redis, with a local fallback. The [`Limiter`]
+//! lives in the state; [`crate::middleware::rate_limit`] applies it to the `/api/v1` router.
 //!
 //! Algorithm: GCRA (generic cell rate algorithm), executed atomically in Redis by a Lua script
 //! ([`GCRA_SCRIPT`], Redis server time, so replicas agree). Concurrent requests are decided by one
@@ -15,19 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
-
-use crate::error::Error;
-use crate::state::AppState;
 
 /// GCRA for a group of requests in one round trip (see [`Limiter::check`]).
 ///
@@ -375,47 +369,6 @@ impl Limiter {
         }
         Some(ok)
     }
-}
-
-fn set_headers(headers: &mut HeaderMap, d: &Decision) {
-    for (name, value) in [
-        ("ratelimit-limit", d.limit as u64),
-        ("ratelimit-remaining", d.remaining as u64),
-        ("ratelimit-reset", d.reset_secs),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-            headers.insert(name, v);
-        }
-    }
-}
-
-/// Middleware on the `/api/v1` router.
-pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let limiter: Arc<Limiter> = state.limiter.clone();
-    let ip = crate::middleware::client_ip(req.extensions());
-    let mut buckets = vec![(format!("ip:{ip}"), false)];
-    if req.method() == Method::POST && req.uri().path().ends_with("/auth/login") {
-        buckets.push((format!("login:{ip}"), true));
-    }
-    if let Some(claims) = crate::auth::bearer_claims(&state, req.headers()) {
-        buckets.push((format!("user:{}", claims.sub), false));
-        // verified once here; the AuthUser extractor reuses it
-        req.extensions_mut()
-            .insert(crate::auth::VerifiedBearer(claims));
-    }
-    let decision = limiter.check(&buckets).await;
-    if !decision.allowed {
-        state.metrics.rate_limited_total.inc();
-        let mut resp = Error::RateLimited {
-            retry_after_secs: decision.retry_after_secs.max(1),
-        }
-        .into_response();
-        set_headers(resp.headers_mut(), &decision);
-        return resp;
-    }
-    let mut resp = next.run(req).await;
-    set_headers(resp.headers_mut(), &decision);
-    resp
 }
 
 #[cfg(test)]

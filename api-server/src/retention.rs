@@ -18,13 +18,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, actions, AuditEvent};
 
-/// Lowest accepted `CADUCEUS_PATIENT_RETENTION_DAYS`: six years, the HIPAA documentation retention
-/// (45 CFR 164.316(b)(2)) and the audit trail's own minimum ([`audit::MIN_RETENTION_DAYS`]), so a
-/// record never disappears while the audit events about it must still be kept. Many
-/// jurisdictions require longer for medical records (hence the default).
-pub const MIN_PATIENT_RETENTION_DAYS: u32 = audit::MIN_RETENTION_DAYS;
-/// Default `CADUCEUS_PATIENT_RETENTION_DAYS`: ten years (common adult medical-record retention).
-pub const DEFAULT_PATIENT_RETENTION_DAYS: u32 = 3650;
+pub use crate::config::{DEFAULT_PATIENT_RETENTION_DAYS, MIN_PATIENT_RETENTION_DAYS};
 
 /// Patients purged per transaction.
 const BATCH: i64 = 100;

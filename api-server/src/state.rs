@@ -8,12 +8,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgPool};
 
-use crate::audit::AuditWriter;
 use crate::batch::Batcher;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
+use crate::store::audit::AuditWriter;
 use crate::store::patients::{PatientInsert, SessionPatientLookup};
 use crate::store::sessions::SessionLookup;
 

@@ -27,19 +27,18 @@ use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
-use sqlx::{FromRow, Postgres, QueryBuilder};
+use sqlx::FromRow;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Need, Target};
+use crate::access::{self, AccessLog, Need, PatientScoped, Resource, Target};
 use crate::audit::AuditEvent;
-use crate::auth::{AuthUser, Authorized};
+use crate::auth::Authorized;
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, PatientAccess, Role};
 use crate::state::AppState;
-use crate::store::patients::in_care_team_sql;
 
 /// Audit action names of this module (stable; clients filter on them).
 pub mod actions {
@@ -261,6 +260,24 @@ struct AppointmentRow {
 const COLUMNS: &str = "a.id, a.patient_id, a.practitioner_id, a.start_at, a.end_at, a.reason, \
     a.status, a.created_by, a.created_at, a.updated_at";
 
+/// Appointments for [`crate::access::load`] and [`crate::access::list_query`]: the care team (and
+/// the patient) opens them fully, others in the schedule without the reason; a patient account
+/// asking for someone else's appointment gets `404`.
+impl PatientScoped for AppointmentRow {
+    const RESOURCE: Resource = Resource {
+        resource_type: "appointment",
+        columns: COLUMNS,
+        from: "appointments a JOIN patients p ON p.id = a.patient_id",
+        id_col: "a.id",
+        patient_col: "a.patient_id",
+        need: Need::Record,
+    };
+
+    fn scope(&self) -> (Uuid, bool) {
+        (self.patient_id, self.in_care_team)
+    }
+}
+
 fn reason_aad(id: Uuid) -> Aad<'static> {
     Aad {
         table: TABLE,
@@ -304,33 +321,6 @@ impl AppointmentRow {
             updated_at: self.updated_at,
         })
     }
-}
-
-/// Load an appointment of a live patient with the caller's access; denials are audited.
-async fn load_for(
-    state: &AppState,
-    auth: &AuthUser,
-    id: Uuid,
-) -> Result<(AppointmentRow, PatientAccess), Error> {
-    let sql = format!(
-        "SELECT {COLUMNS}, {} AS in_care_team FROM appointments a \
-         JOIN patients p ON p.id = a.patient_id WHERE a.id = $1 AND p.deleted_at IS NULL",
-        in_care_team_sql("$2")
-    );
-    let row: AppointmentRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(auth.user_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(Error::NotFound)?;
-    // a patient account asking for someone else's appointment: indistinguishable from 404
-    let target = Target {
-        resource_type: "appointment",
-        resource_id: Some(id),
-        patient: row.patient_id,
-    };
-    let access = access::admit(state, auth, &target, Some(row.in_care_team), Need::Record).await?;
-    Ok((row, access))
 }
 
 /// The practitioner must be an active physician or nurse.
@@ -461,17 +451,10 @@ pub async fn read(
     Authorized(auth, _): Authorized<perm::AppointmentRead>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Appointment>, Error> {
-    let (row, access) = load_for(&state, &auth, id).await?;
+    let (row, access) = access::load::<AppointmentRow>(&state, &auth, id).await?;
     let appointment = row.to_api(&state.keys, access)?;
-    AccessLog::new()
-        .add(
-            &auth,
-            actions::READ,
-            "appointment",
-            id,
-            row.patient_id,
-            access,
-        )
+    AccessLog::new(AppointmentRow::RESOURCE.resource_type)
+        .add(&auth, actions::READ, id, row.patient_id, access)
         .write(&state)
         .await?;
     Ok(Json(appointment))
@@ -506,14 +489,7 @@ pub async fn list(
             return Err(Error::validation("to", "must be after from"));
         }
     }
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {COLUMNS}, {} AS in_care_team FROM appointments a \
-         JOIN patients p ON p.id = a.patient_id CROSS JOIN (SELECT ",
-        in_care_team_sql("caller.me")
-    ));
-    qb.push_bind(auth.user_id)
-        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
-    access::narrow_list(&mut qb, &auth, "a.patient_id");
+    let mut qb = access::list_query(&auth, &AppointmentRow::RESOURCE);
     if let Some(p) = filter.patient_id {
         qb.push(" AND a.patient_id = ").push_bind(p);
     }
@@ -544,25 +520,16 @@ pub async fn list(
     let rows: Vec<AppointmentRow> = qb.build_query_as().fetch_all(&state.pool).await?;
     let page = Page::from_rows(rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(page.items.len());
-    let mut log = AccessLog::new();
+    let mut log = AccessLog::new(AppointmentRow::RESOURCE.resource_type);
     for row in &page.items {
         let Some(access) = access::visible(&auth, row.patient_id, row.in_care_team, Need::Record)
         else {
             continue;
         };
         items.push(row.to_api(&state.keys, access)?);
-        log = log.add(
-            &auth,
-            actions::LIST,
-            "appointment",
-            row.id,
-            row.patient_id,
-            access,
-        );
+        log = log.add(&auth, actions::LIST, row.id, row.patient_id, access);
     }
-    log.or_else(|| AuditEvent::by(&auth, actions::LIST, "appointment"))
-        .write(&state)
-        .await?;
+    log.or_action(&auth, actions::LIST).write(&state).await?;
     Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
@@ -583,7 +550,7 @@ pub async fn update(
     Path(id): Path<Uuid>,
     ApiJson(patch): ApiJson<AppointmentPatch>,
 ) -> Result<Json<Appointment>, Error> {
-    let (row, access) = load_for(&state, &auth, id).await?;
+    let (row, access) = access::load::<AppointmentRow>(&state, &auth, id).await?;
     if patch.reason.is_some() && !access.clinical() {
         let target = Target {
             resource_type: "appointment.reason",
@@ -657,15 +624,8 @@ pub async fn update(
         Error::conflict("the appointment was changed concurrently; fetch it and retry")
     })?;
     // audited before COMMIT (rolled back without its audit record)
-    AccessLog::new()
-        .add(
-            &auth,
-            actions::UPDATE,
-            "appointment",
-            id,
-            row.patient_id,
-            access,
-        )
+    AccessLog::new(AppointmentRow::RESOURCE.resource_type)
+        .add(&auth, actions::UPDATE, id, row.patient_id, access)
         .write(&state)
         .await?;
     tx.commit().await.map_err(write_error)?;
@@ -696,7 +656,7 @@ pub async fn cancel(
     Authorized(auth, _): Authorized<perm::AppointmentUpdate>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Appointment>, Error> {
-    let (mut row, access) = load_for(&state, &auth, id).await?;
+    let (mut row, access) = access::load::<AppointmentRow>(&state, &auth, id).await?;
     let current = row.status()?;
     if !current.can_become(Status::Cancelled) {
         return Err(transition_conflict(current, Status::Cancelled));
@@ -717,15 +677,8 @@ pub async fn cancel(
     row.updated_at = updated_at;
     let appointment = row.to_api(&state.keys, access)?;
     // audited before COMMIT (rolled back without its audit record)
-    AccessLog::new()
-        .add(
-            &auth,
-            actions::CANCEL,
-            "appointment",
-            id,
-            row.patient_id,
-            access,
-        )
+    AccessLog::new(AppointmentRow::RESOURCE.resource_type)
+        .add(&auth, actions::CANCEL, id, row.patient_id, access)
         .write(&state)
         .await?;
     tx.commit().await?;

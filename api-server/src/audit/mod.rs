@@ -1,13 +1,17 @@
-//! Audit trail: events, the group-commit writer, and the admin endpoints.
+//! Audit trail: the admin endpoints (`/audit-events`, `/audit-events/verify`), chain
+//! verification, retention of the trail and the undo of unaudited changes. The events, their
+//! action names and the group-commit writer live in [`crate::store::audit`] (re-exported here).
 //!
-//! Record an event with `state.audit.record(AuditEvent::new(&auth.meta, action, resource))`
+//! Record an event with `state.audit.record(AuditEvent::by(&auth, action, resource))`
 //! (see [`AuditEvent`] builders) and `?` the result BEFORE returning PHI: an unwritable audit
 //! trail turns into `503 audit-unavailable` (fail closed). Events never carry PHI: ids, action
-//! names, outcome, client metadata and the stated purpose only.
+//! names, outcome, client metadata and the stated purpose only. Access to a patient's data is
+//! audited through [`crate::access::AccessLog`].
 
-mod writer;
-
-pub use writer::{write_now, AuditWriter};
+pub use crate::store::audit::{
+    actions, write_now, AuditEvent, AuditWriter, Outcome, CHAIN_LOCK, HEAD_SQL,
+};
+use crate::store::audit::{canonical, chain_hash};
 
 use axum::extract::{Query, State};
 use axum::routing::get;
@@ -18,167 +22,11 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::{AuthUser, Authorized};
+use crate::auth::Authorized;
 use crate::error::Error;
-use crate::middleware::RequestMeta;
 use crate::pagination::{Page, PageParams};
 use crate::rbac::perm;
 use crate::state::AppState;
-
-/// Advisory lock key serialising writers of the hash chain (any replica).
-pub const CHAIN_LOCK: i64 = 0x00CA_D0CE_A0D1;
-
-/// The chain head `(id, hash)`: the newest audit row or, when retention has purged every row,
-/// the newest purge anchor (`audit_purges`), so the chain continues after it instead of
-/// restarting at id 1 and the reported head never moves backwards. No row: the empty chain.
-pub const HEAD_SQL: &str = "SELECT id, hash FROM ( \
-       (SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1) \
-       UNION ALL \
-       (SELECT through_id, through_hash FROM audit_purges ORDER BY through_id DESC LIMIT 1) \
-     ) h ORDER BY id DESC LIMIT 1";
-
-/// Outcome of an audited operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Success,
-    Denied,
-    Error,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Denied => "denied",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// Action names used in `audit_events.action` (stable; clients filter on them).
-pub mod actions {
-    pub const LOGIN_SUCCESS: &str = "auth.login";
-    pub const LOGIN_FAILURE: &str = "auth.login_failed";
-    pub const LOCKOUT: &str = "auth.lockout";
-    pub const REFRESH: &str = "auth.refresh";
-    pub const REFRESH_REUSE: &str = "auth.refresh_reuse";
-    pub const LOGOUT: &str = "auth.logout";
-    pub const REGISTER: &str = "auth.register";
-    pub const PERMISSION_DENIED: &str = "access.denied";
-    pub const USER_CREATE: &str = "user.create";
-    pub const USER_UPDATE: &str = "user.update";
-    pub const USER_LIST: &str = "user.list";
-    pub const USER_READ: &str = "user.read";
-    pub const PATIENT_CREATE: &str = "patient.create";
-    pub const PATIENT_READ: &str = "patient.read";
-    pub const PATIENT_LIST: &str = "patient.list";
-    pub const PATIENT_SEARCH: &str = "patient.search";
-    pub const PATIENT_UPDATE: &str = "patient.update";
-    pub const PATIENT_DELETE: &str = "patient.delete";
-    pub const BREAK_GLASS: &str = "patient.break_glass";
-    pub const CARE_TEAM_ADD: &str = "patient.care_team_add";
-    pub const AUDIT_READ: &str = "audit.read";
-    pub const AUDIT_VERIFY: &str = "audit.verify";
-    pub const KEYS_ROTATE: &str = "keys.rotate";
-    /// A soft-deleted patient hard-deleted after `CADUCEUS_PATIENT_RETENTION_DAYS` (`serve`).
-    pub const PATIENT_PURGE: &str = "patient.purge";
-}
-
-/// One audit record before it is chained.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub actor_id: Option<Uuid>,
-    pub actor_role: Option<String>,
-    pub action: String,
-    pub resource_type: String,
-    pub resource_id: Option<String>,
-    pub patient_id: Option<Uuid>,
-    pub outcome: Outcome,
-    pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
-    pub purpose: Option<String>,
-}
-
-impl AuditEvent {
-    /// A successful event with client metadata; no actor yet.
-    pub fn new(meta: &RequestMeta, action: &str, resource_type: &str) -> Self {
-        Self {
-            actor_id: None,
-            actor_role: None,
-            action: action.to_string(),
-            resource_type: resource_type.to_string(),
-            resource_id: None,
-            patient_id: None,
-            outcome: Outcome::Success,
-            client_ip: Some(meta.client_ip.clone()),
-            user_agent: meta.user_agent.clone(),
-            request_id: Some(meta.request_id.clone()),
-            purpose: None,
-        }
-    }
-
-    /// Event performed by an operator through the command line (no HTTP request, no actor).
-    pub fn cli(action: &str, resource_type: &str) -> Self {
-        Self {
-            actor_id: None,
-            actor_role: None,
-            action: action.to_string(),
-            resource_type: resource_type.to_string(),
-            resource_id: None,
-            patient_id: None,
-            outcome: Outcome::Success,
-            client_ip: None,
-            user_agent: Some(format!("caduceus-api/{} cli", env!("CARGO_PKG_VERSION"))),
-            request_id: None,
-            purpose: None,
-        }
-    }
-
-    /// Event performed by the server itself (scheduled maintenance; no request, no actor).
-    pub fn system(action: &str, resource_type: &str) -> Self {
-        Self {
-            user_agent: Some(format!(
-                "caduceus-api/{} scheduler",
-                env!("CARGO_PKG_VERSION")
-            )),
-            ..Self::cli(action, resource_type)
-        }
-    }
-
-    /// Event performed by an authenticated user.
-    pub fn by(auth: &AuthUser, action: &str, resource_type: &str) -> Self {
-        Self::new(&auth.meta, action, resource_type).actor(auth.user_id, auth.role.as_str())
-    }
-
-    pub fn actor(mut self, id: Uuid, role: &str) -> Self {
-        self.actor_id = Some(id);
-        self.actor_role = Some(role.to_string());
-        self
-    }
-
-    pub fn resource(mut self, id: impl ToString) -> Self {
-        self.resource_id = Some(id.to_string());
-        self
-    }
-
-    pub fn patient(mut self, id: Uuid) -> Self {
-        self.patient_id = Some(id);
-        self
-    }
-
-    pub fn outcome(mut self, outcome: Outcome) -> Self {
-        self.outcome = outcome;
-        self
-    }
-
-    /// Stated purpose (break-glass reason, override reason). Truncated to 500 characters.
-    pub fn purpose(mut self, purpose: &str) -> Self {
-        self.purpose = Some(purpose.chars().take(500).collect());
-        self
-    }
-}
 
 /// Routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
@@ -307,12 +155,12 @@ pub async fn undo_unaudited(
     what: &str,
 ) {
     if let Err(e) = undo.execute(pool).await {
-        tracing::error!(error = %crate::error_kind(&e), change = what, "an unaudited change could not be undone");
+        tracing::error!(error = %crate::error::error_kind(&e), change = what, "an unaudited change could not be undone");
     }
 }
 
 /// Minimum audit retention enforced by the database trigger (six years).
-pub const MIN_RETENTION_DAYS: u32 = 2190;
+pub use crate::config::MIN_AUDIT_RETENTION_DAYS as MIN_RETENTION_DAYS;
 
 /// Delete the prefix of the chain older than `max(retention_days, 2190)` days and record the
 /// anchor in `audit_purges`. Returns the number of rows deleted.
@@ -411,10 +259,7 @@ pub async fn verify_chain(pool: &sqlx::PgPool) -> Result<VerifyResult, sqlx::Err
                 request_id: r.request_id,
                 purpose: r.purpose,
             };
-            let recomputed = writer::chain_hash(
-                &r.prev_hash,
-                &writer::canonical(r.id, r.occurred_at, &event),
-            );
+            let recomputed = chain_hash(&r.prev_hash, &canonical(r.id, r.occurred_at, &event));
             if r.id != expected_id || r.prev_hash != expected_prev || recomputed != r.hash {
                 return Ok(VerifyResult {
                     valid: false,

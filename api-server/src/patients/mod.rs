@@ -22,20 +22,38 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Target};
+use crate::access::{self, AccessLog, Resource, Target};
 use crate::audit::{actions, AuditEvent};
 use crate::auth::{AuthUser, Authorized};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Permission, Role};
 use crate::state::AppState;
-use crate::store::patients::{in_care_team_sql, write_phi, Inserted, PendingPatient, ROW_COLUMNS};
+use crate::store::patients::{write_phi, Inserted, PendingPatient, ROW_COLUMNS};
 
 use model::{NewPatient, Patient, PatientPatch, PatientRow};
+
+/// Patient records for [`crate::access`].
+const PATIENTS: Resource = Resource {
+    resource_type: "patient",
+    columns: ROW_COLUMNS,
+    from: "patients p",
+    id_col: "p.id",
+    patient_col: "p.id",
+    need: access::Need::Record,
+};
+
+/// Count one patient operation (`create`, `read`, `list`, `update`, `delete`).
+fn count(state: &AppState, operation: &str) {
+    state
+        .metrics
+        .patient_operations_total
+        .with_label_values(&[operation])
+        .inc();
+}
 
 /// Routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
@@ -105,11 +123,7 @@ pub async fn create(
         crate::audit::undo_unaudited(&state.pool, undo, "patient create").await;
         return Err(e);
     }
-    state
-        .metrics
-        .patient_operations_total
-        .with_label_values(&["create"])
-        .inc();
+    count(&state, "create");
     let patient = Patient::from_phi(id, body, access.clinical(), created_at, created_at);
     Ok((StatusCode::CREATED, Json(patient)))
 }
@@ -126,15 +140,11 @@ pub async fn read(
 ) -> Result<Json<Patient>, Error> {
     let (auth, id, row, access) = caller.access(&state).await?;
     let phi = model::decrypt(&state.keys, &row)?;
-    AccessLog::new()
-        .add(&auth, actions::PATIENT_READ, "patient", id, id, access)
+    AccessLog::new("patient")
+        .add(&auth, actions::PATIENT_READ, id, id, access)
         .write(&state)
         .await?;
-    state
-        .metrics
-        .patient_operations_total
-        .with_label_values(&["read"])
-        .inc();
+    count(&state, "read");
     Ok(Json(Patient::from_phi(
         id,
         phi,
@@ -168,12 +178,7 @@ pub async fn list(
     auth.require(&state, Permission::PatientList).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {ROW_COLUMNS}, {} AS in_care_team FROM patients p CROSS JOIN (SELECT ",
-        in_care_team_sql("caller.me")
-    ));
-    qb.push_bind(auth.user_id)
-        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
+    let mut qb = access::list_query(&auth, &PATIENTS);
     let searched =
         filter.mrn.is_some() || filter.family_name.is_some() || filter.birth_date.is_some();
     match (&filter.mrn, &filter.family_name, filter.birth_date) {
@@ -193,7 +198,6 @@ pub async fn list(
             )]))
         }
     }
-    access::narrow_list(&mut qb, &auth, "p.id");
     if let Some(c) = cursor {
         qb.push(" AND p.id > ").push_bind(c);
     }
@@ -206,14 +210,14 @@ pub async fn list(
         actions::PATIENT_LIST
     };
     let mut items = Vec::with_capacity(page.items.len());
-    let mut log = AccessLog::new();
+    let mut log = AccessLog::new("patient");
     for row in &page.items {
         let Some(access) = access::visible(&auth, row.id, row.in_care_team, access::Need::Record)
         else {
             continue;
         };
         let phi = model::decrypt(&state.keys, row)?;
-        log = log.add(&auth, action, "patient", row.id, row.id, access);
+        log = log.add(&auth, action, row.id, row.id, access);
         items.push(Patient::from_phi(
             row.id,
             phi,
@@ -222,15 +226,11 @@ pub async fn list(
             row.updated_at,
         ));
     }
-    log.or_else(|| AuditEvent::by(&auth, action, "patient"))
+    log.or_action(&auth, action)
         .count_break_glass_once()
         .write(&state)
         .await?;
-    state
-        .metrics
-        .patient_operations_total
-        .with_label_values(&["list"])
-        .inc();
+    count(&state, "list");
     Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
@@ -285,8 +285,8 @@ pub async fn update(
     let updated_at = updated_at.ok_or_else(|| {
         Error::conflict("the record was changed concurrently; fetch it and retry")
     })?;
-    let audited = AccessLog::new()
-        .add(&auth, actions::PATIENT_UPDATE, "patient", id, id, access)
+    let audited = AccessLog::new("patient")
+        .add(&auth, actions::PATIENT_UPDATE, id, id, access)
         .write(&state)
         .await;
     if let Err(e) = audited {
@@ -301,11 +301,7 @@ pub async fn update(
         crate::audit::undo_unaudited(&state.pool, undo.build(), "patient update").await;
         return Err(e);
     }
-    state
-        .metrics
-        .patient_operations_total
-        .with_label_values(&["update"])
-        .inc();
+    count(&state, "update");
     Ok(Json(Patient::from_phi(
         id,
         phi,
@@ -352,11 +348,7 @@ pub async fn remove(
         crate::audit::undo_unaudited(&state.pool, undo, "patient delete").await;
         return Err(e);
     }
-    state
-        .metrics
-        .patient_operations_total
-        .with_label_values(&["delete"])
-        .inc();
+    count(&state, "delete");
     Ok(StatusCode::NO_CONTENT)
 }
 

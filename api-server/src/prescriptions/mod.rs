@@ -21,18 +21,18 @@ use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
-use sqlx::{FromRow, Postgres, QueryBuilder};
+use sqlx::FromRow;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Need, Target};
+use crate::access::{self, AccessLog, Need, PatientScoped, Resource, Target};
 use crate::audit::{AuditEvent, Outcome};
-use crate::auth::{AuthUser, Authorized};
+use crate::auth::Authorized;
 use crate::crypto::{Aad, KeyRing};
 use crate::error::{ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::patients::model as patient_model;
-use crate::rbac::{perm, PatientAccess};
+use crate::rbac::perm;
 use crate::state::AppState;
 use crate::store::patients::in_care_team_sql;
 
@@ -254,6 +254,23 @@ const COLUMNS: &str = "r.id, r.patient_id, r.prescriber_id, r.medication_name, r
     r.dose, r.route, r.frequency, r.notes, r.override_reason, r.interactions, r.duration_days, \
     r.status, r.starts_at, r.ends_at, r.discontinued_at, r.discontinued_by, r.created_at, r.updated_at";
 
+/// Prescriptions for [`crate::access::load`] and [`crate::access::list_query`]: clinical, so only
+/// full (or break-glass) access opens them.
+impl PatientScoped for PrescriptionRow {
+    const RESOURCE: Resource = Resource {
+        resource_type: "prescription",
+        columns: COLUMNS,
+        from: "prescriptions r JOIN patients p ON p.id = r.patient_id",
+        id_col: "r.id",
+        patient_col: "r.patient_id",
+        need: Need::Clinical,
+    };
+
+    fn scope(&self) -> (Uuid, bool) {
+        (self.patient_id, self.in_care_team)
+    }
+}
+
 fn aad(id: Uuid, column: &str) -> Aad<'_> {
     Aad {
         table: TABLE,
@@ -303,34 +320,6 @@ impl PrescriptionRow {
     }
 }
 
-/// Load a prescription of a live patient with the caller's access (denials audited).
-async fn load_for(
-    state: &AppState,
-    auth: &AuthUser,
-    id: Uuid,
-) -> Result<(PrescriptionRow, PatientAccess), Error> {
-    let sql = format!(
-        "SELECT {COLUMNS}, {} AS in_care_team FROM prescriptions r \
-         JOIN patients p ON p.id = r.patient_id WHERE r.id = $1 AND p.deleted_at IS NULL",
-        in_care_team_sql("$2")
-    );
-    let row: PrescriptionRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(auth.user_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(Error::NotFound)?;
-    // prescriptions are clinical: only full (or break-glass) access opens them
-    let target = Target {
-        resource_type: "prescription",
-        resource_id: Some(id),
-        patient: row.patient_id,
-    };
-    let access =
-        access::admit(state, auth, &target, Some(row.in_care_team), Need::Clinical).await?;
-    Ok((row, access))
-}
-
 fn interaction_conflict(found: &[Interaction]) -> Error {
     let mut ext = Map::new();
     ext.insert("interactions".into(), json!(found));
@@ -371,7 +360,7 @@ pub async fn create(
     if !access.clinical() {
         drop(tx);
         let target = Target {
-            resource_type: "prescription",
+            resource_type: PrescriptionRow::RESOURCE.resource_type,
             resource_id: None,
             patient: body.patient_id,
         };
@@ -481,10 +470,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
 
-    let mut log = AccessLog::new().add(
+    let mut log = AccessLog::new(PrescriptionRow::RESOURCE.resource_type).add(
         &auth,
         actions::CREATE,
-        "prescription",
         id,
         body.patient_id,
         access,
@@ -541,17 +529,10 @@ pub async fn read(
     Authorized(auth, _): Authorized<perm::PrescriptionRead>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Prescription>, Error> {
-    let (row, access) = load_for(&state, &auth, id).await?;
+    let (row, access) = access::load::<PrescriptionRow>(&state, &auth, id).await?;
     let p = row.decrypt(&state.keys)?;
-    AccessLog::new()
-        .add(
-            &auth,
-            actions::READ,
-            "prescription",
-            id,
-            row.patient_id,
-            access,
-        )
+    AccessLog::new(PrescriptionRow::RESOURCE.resource_type)
+        .add(&auth, actions::READ, id, row.patient_id, access)
         .write(&state)
         .await?;
     Ok(Json(p))
@@ -580,15 +561,8 @@ pub async fn list(
 ) -> Result<Json<Page<Prescription>>, Error> {
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {COLUMNS}, {} AS in_care_team FROM prescriptions r \
-         JOIN patients p ON p.id = r.patient_id CROSS JOIN (SELECT ",
-        in_care_team_sql("caller.me")
-    ));
-    qb.push_bind(auth.user_id)
-        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
     // rows without full access are dropped below (admins/receptionists never get here)
-    access::narrow_list(&mut qb, &auth, "r.patient_id");
+    let mut qb = access::list_query(&auth, &PrescriptionRow::RESOURCE);
     if let Some(p) = filter.patient_id {
         qb.push(" AND r.patient_id = ").push_bind(p);
     }
@@ -614,25 +588,16 @@ pub async fn list(
     let rows: Vec<PrescriptionRow> = qb.build_query_as().fetch_all(&state.pool).await?;
     let page = Page::from_rows(rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(page.items.len());
-    let mut log = AccessLog::new();
+    let mut log = AccessLog::new(PrescriptionRow::RESOURCE.resource_type);
     for row in &page.items {
         let Some(access) = access::visible(&auth, row.patient_id, row.in_care_team, Need::Clinical)
         else {
             continue;
         };
         items.push(row.decrypt(&state.keys)?);
-        log = log.add(
-            &auth,
-            actions::LIST,
-            "prescription",
-            row.id,
-            row.patient_id,
-            access,
-        );
+        log = log.add(&auth, actions::LIST, row.id, row.patient_id, access);
     }
-    log.or_else(|| AuditEvent::by(&auth, actions::LIST, "prescription"))
-        .write(&state)
-        .await?;
+    log.or_action(&auth, actions::LIST).write(&state).await?;
     Ok(Json(Page {
         items,
         next_cursor: page.next_cursor,
@@ -650,7 +615,7 @@ pub async fn discontinue(
     Authorized(auth, _): Authorized<perm::PrescriptionDiscontinue>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Prescription>, Error> {
-    let (mut row, access) = load_for(&state, &auth, id).await?;
+    let (mut row, access) = access::load::<PrescriptionRow>(&state, &auth, id).await?;
     let mut tx = state.pool.begin().await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE prescriptions SET status = 'discontinued', discontinued_at = now(), \
@@ -677,15 +642,8 @@ pub async fn discontinue(
     row.updated_at = at;
     let p = row.decrypt(&state.keys)?;
     // audited before COMMIT (rolled back without its audit record)
-    AccessLog::new()
-        .add(
-            &auth,
-            actions::DISCONTINUE,
-            "prescription",
-            id,
-            row.patient_id,
-            access,
-        )
+    AccessLog::new(PrescriptionRow::RESOURCE.resource_type)
+        .add(&auth, actions::DISCONTINUE, id, row.patient_id, access)
         .write(&state)
         .await?;
     tx.commit().await?;

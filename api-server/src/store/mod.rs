@@ -1,6 +1,8 @@
 //! The store: SQL of the hot paths and the grouped lookups/writes ([`crate::batch`]) that
-//! [`crate::state::AppState`] holds. Below the domain ([`crate::access`], [`crate::audit`],
-//! [`crate::auth`]): it takes pools and connections, never the state, and decides nothing.
+//! [`crate::state::AppState`] holds: sessions, patient reads and registrations, and the audit
+//! trail's writer. Below the domain ([`crate::access`], [`crate::audit`], [`crate::auth`]): it
+//! takes pools and connections, never the state, and decides nothing.
 
+pub mod audit;
 pub mod patients;
 pub mod sessions;

@@ -4,6 +4,7 @@
 //! see is decided in [`crate::access`].
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -96,6 +97,43 @@ pub fn push_list_scope(
         }
         ListScope::All => {}
     }
+}
+
+/// `SELECT` of `columns` and the caller's care-team flag (`in_care_team`) from `from` (which
+/// is or joins `patients p`), live patients only; the caller `user` is `caller.me`. Add the
+/// scope, filters, order and limit.
+pub fn select_for_caller(columns: &str, from: &str, user: Uuid) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {columns}, {} AS in_care_team FROM {from} CROSS JOIN (SELECT ",
+        in_care_team_sql("caller.me")
+    ));
+    qb.push_bind(user)
+        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
+    qb
+}
+
+/// The row whose `id_col` is `id` of `columns` from `from` (which joins `patients p`), with the
+/// care-team flag of `user`; `None` when missing or its patient is deleted.
+pub async fn read_for_caller<R>(
+    pool: &PgPool,
+    columns: &str,
+    from: &str,
+    id_col: &str,
+    id: Uuid,
+    user: Uuid,
+) -> Result<Option<R>, sqlx::Error>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns}, {} AS in_care_team FROM {from} \
+         WHERE {id_col} = $1 AND p.deleted_at IS NULL",
+        in_care_team_sql("$2")
+    )))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The caller's (`user`) care-team flag for live patient `patient`; `None`: no such live patient.
