@@ -22,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use support::cluster::{install_crd, uninstall_crd, Env, Setup, CRD_LOCK};
+use support::cluster::{crds_exclusive, install_crd, uninstall_crd, Env, Setup};
 
 /// `spec.managedBy` of the tests' Jobs: the built-in Job controller does not touch them.
 const TEST_JOB_MANAGER: &str = "caduceus.io/test-harness";
@@ -826,7 +826,7 @@ const CNPG_CRDS: [(&str, &str, &str); 2] = [
 
 #[tokio::test]
 async fn cloudnativepg_backups_are_delegated_and_its_status_is_reflected() {
-    let _crds = CRD_LOCK.lock().await;
+    let _crds = crds_exclusive().await;
     let mut env = Env::start().await;
     // CloudNativePG's own CRDs: our Cluster and ScheduledBackup meet their real schemas.
     for (file, kind, _) in CNPG_CRDS {

@@ -790,7 +790,7 @@ fn assert_monitoring_objects(env: &Env) {
 
 #[tokio::test]
 async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() {
-    let _crds = support::cluster::CRD_LOCK.lock().await;
+    let _crds = support::cluster::crds_exclusive().await;
     let mut env = Env::start().await;
     install_prometheus_operator_crds(&mut env).await;
     env.create_platform(spec(json!({
@@ -820,7 +820,7 @@ async fn with_the_prometheus_operator_crds_the_monitoring_objects_are_applied() 
 
 #[tokio::test]
 async fn without_the_crds_monitoring_is_reported_and_installing_them_later_creates_the_objects() {
-    let _crds = support::cluster::CRD_LOCK.lock().await;
+    let _crds = support::cluster::crds_exclusive().await;
     let mut env = Env::start().await;
     uninstall_prometheus_operator_crds(&env).await;
     env.create_platform(spec(json!({

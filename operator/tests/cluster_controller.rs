@@ -21,7 +21,7 @@ use kube::{
     ResourceExt,
 };
 use serde_json::{json, Value};
-use support::cluster::{install_crd, uninstall_crd, Env, Setup, CHILD_KINDS, CRD_LOCK};
+use support::cluster::{crds_exclusive, install_crd, uninstall_crd, Env, Setup, CHILD_KINDS};
 
 /// Objects the control plane itself puts into every namespace (not the operator's children).
 fn is_system_object(kind: &str, name: &str) -> bool {
@@ -500,7 +500,7 @@ async fn an_invalid_spec_yields_degraded_with_a_clear_reason() {
 
 #[tokio::test]
 async fn cloudnativepg_without_its_crd_reports_it_then_creates_the_cluster_once_installed() {
-    let _crds = CRD_LOCK.lock().await;
+    let _crds = crds_exclusive().await;
     let mut env = Env::start().await;
     uninstall_crd(&env.admin, "clusters.postgresql.cnpg.io").await;
     env.create_platform(

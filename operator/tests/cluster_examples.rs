@@ -14,7 +14,7 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use serde_json::{json, Value};
 use support::cluster::{
-    install_crd, repo_file, uninstall_crd, yaml_documents, Env, Setup, CRD_LOCK,
+    crds_exclusive, install_crd, repo_file, uninstall_crd, yaml_documents, Env, Setup,
 };
 
 /// The HealthcarePlatform of an example file.
@@ -125,7 +125,7 @@ async fn cnpg_cluster_ready(env: &Env, cluster: &str) {
 
 #[tokio::test]
 async fn every_example_reconciles_with_the_charts_rbac_on_a_real_api_server() {
-    let _crds = CRD_LOCK.lock().await;
+    let _crds = crds_exclusive().await;
     let setup = Env::without_controller(Setup::default()).await;
     for (file, _, _, _) in THIRD_PARTY {
         install_crd(&setup.admin, setup.cluster.third_party_crd(file)).await;

@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use serde_json::{json, Value};
-use support::cluster::{install_crd, Env, Setup, CRD_LOCK};
+use support::cluster::{crds_exclusive, install_crd, Env, Setup};
 
 /// Rollouts replace pods one by one (and a StatefulSet whose claim templates change is replaced
 /// first): longer waits than the default.
@@ -240,7 +240,7 @@ async fn scaling_autoscaling_and_ingress_follow_the_spec() {
 
 #[tokio::test]
 async fn cloudnativepg_platform_upgrades_and_grows_its_cluster() {
-    let _crds = CRD_LOCK.lock().await;
+    let _crds = crds_exclusive().await;
     let mut env = Env::start_with(lifecycle_setup()).await;
     install_crd(
         &env.admin,

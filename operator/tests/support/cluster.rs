@@ -362,9 +362,38 @@ pub async fn uninstall_crd(client: &Client, name: &str) {
     }
 }
 
-/// CRD tests change what the whole cluster serves: they hold this lock (one at a time per test
-/// process; test binaries run one after another).
-pub static CRD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// CRD tests change what the whole cluster serves: they hold this lock exclusively
+/// ([`crds_exclusive`]), and every other [`Env`] of the test process holds it shared for its
+/// lifetime, so no other test's operator applies a custom resource while its CRD is installed or
+/// removed (the API server refuses that with 403 "create not allowed while custom resource
+/// definition is terminating", which the RBAC check would count). Test binaries run one after
+/// another.
+static CRD_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+thread_local! {
+    /// Whether the test on this thread holds [`CRD_LOCK`] exclusively (its `Env` then takes no
+    /// shared guard). A test's body runs on its own thread.
+    static CRDS_EXCLUSIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The exclusive hold of [`CRD_LOCK`] (see [`crds_exclusive`]).
+pub struct CrdsExclusive {
+    _guard: tokio::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl Drop for CrdsExclusive {
+    fn drop(&mut self) {
+        CRDS_EXCLUSIVE.with(|e| e.set(false));
+    }
+}
+
+/// Waits until no other test of this process has an `Env`, and keeps them out until dropped:
+/// for tests that install or remove CRDs. Take it before `Env::start`.
+pub async fn crds_exclusive() -> CrdsExclusive {
+    let guard = CRD_LOCK.write().await;
+    CRDS_EXCLUSIVE.with(|e| e.set(true));
+    CrdsExclusive { _guard: guard }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The operator's API calls
@@ -791,6 +820,8 @@ pub struct Env {
     stop: Option<oneshot::Sender<()>>,
     controller: Option<JoinHandle<()>>,
     watches: Vec<JoinHandle<()>>,
+    /// Shared hold of [`CRD_LOCK`] (none in the test that holds it exclusively).
+    _crds: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Env {
@@ -810,6 +841,10 @@ impl Env {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "caduceus_operator=warn".into()),
             )
             .try_init();
+        let crds = match CRDS_EXCLUSIVE.with(|e| e.get()) {
+            true => None,
+            false => Some(CRD_LOCK.read().await),
+        };
         let cluster = TestCluster::get().await;
         let admin = cluster.admin_client();
         let call_log = CallLog::default();
@@ -848,6 +883,7 @@ impl Env {
             stop: None,
             controller: None,
             watches,
+            _crds: crds,
         }
     }
 
