@@ -13,23 +13,28 @@
 //!   Moderate and minor findings never block; they are returned in `interactions`.
 
 pub mod interactions;
+pub mod model;
+
+use model::{aad, PrescriptionRow};
+pub use model::{
+    Medication, NewPrescription, Prescription, PrescriptionStatus, RouteOfAdministration,
+    ENC_COLUMNS, TABLE,
+};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map};
-use sqlx::FromRow;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Need, PatientScoped, Resource, Target};
+use crate::access::{self, AccessLog, Need, PatientScoped, Target};
 use crate::audit::{AuditEvent, Outcome};
 use crate::auth::Authorized;
-use crate::crypto::{Aad, KeyRing};
-use crate::error::{ApiJson, Error, FieldError, Validate};
+use crate::error::{ApiJson, Error};
 use crate::pagination::{Page, PageParams};
 use crate::patients::model as patient_model;
 use crate::rbac::perm;
@@ -50,274 +55,12 @@ pub mod actions {
     pub const INTERACTION_REFUSED: &str = "prescription.interaction_refused";
 }
 
-pub const TABLE: &str = "prescriptions";
-
-/// Encrypted columns (for `rotate-keys`).
-pub const ENC_COLUMNS: [&str; 8] = [
-    "medication_name",
-    "medication_code",
-    "dose",
-    "route",
-    "frequency",
-    "notes",
-    "override_reason",
-    "interactions",
-];
-
 /// Routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/prescriptions", get(list).post(create))
         .route("/prescriptions/{id}", get(read))
         .route("/prescriptions/{id}/discontinue", post(discontinue))
-}
-
-/// Route of administration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteOfAdministration {
-    Oral,
-    Sublingual,
-    Buccal,
-    Intravenous,
-    Intramuscular,
-    Subcutaneous,
-    Topical,
-    Transdermal,
-    Inhaled,
-    Nasal,
-    Ophthalmic,
-    Otic,
-    Rectal,
-    Vaginal,
-}
-
-impl RouteOfAdministration {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Oral => "oral",
-            Self::Sublingual => "sublingual",
-            Self::Buccal => "buccal",
-            Self::Intravenous => "intravenous",
-            Self::Intramuscular => "intramuscular",
-            Self::Subcutaneous => "subcutaneous",
-            Self::Topical => "topical",
-            Self::Transdermal => "transdermal",
-            Self::Inhaled => "inhaled",
-            Self::Nasal => "nasal",
-            Self::Ophthalmic => "ophthalmic",
-            Self::Otic => "otic",
-            Self::Rectal => "rectal",
-            Self::Vaginal => "vaginal",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(json!(s)).ok()
-    }
-}
-
-/// The prescribed medication.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Medication {
-    /// Generic or brand name, e.g. `Warfarin 5 mg tablet` (1 to 200 characters).
-    pub name: String,
-    /// RxNorm code (ingredient RXCUIs are matched by the interaction check).
-    pub code: Option<String>,
-}
-
-/// `POST /prescriptions` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPrescription {
-    pub patient_id: Uuid,
-    pub medication: Medication,
-    /// e.g. `5 mg` (1 to 100 characters).
-    pub dose: String,
-    pub route: RouteOfAdministration,
-    /// e.g. `once daily` (1 to 100 characters).
-    pub frequency: String,
-    /// 1 to 365.
-    pub duration_days: i32,
-    /// Up to 2000 characters.
-    pub notes: Option<String>,
-    /// Required to prescribe despite a major interaction; audited as the purpose (1 to 500 characters).
-    pub override_reason: Option<String>,
-}
-
-fn text(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
-    let n = v.trim().chars().count();
-    if n == 0 || n > max {
-        errs.push(FieldError::new(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
-    }
-}
-
-impl Validate for NewPrescription {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errs = Vec::new();
-        text(&mut errs, "medication.name", &self.medication.name, 200);
-        if let Some(c) = &self.medication.code {
-            let c = c.trim();
-            if c.is_empty() || c.len() > 32 || !c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
-                errs.push(FieldError::new(
-                    "medication.code",
-                    "must be 1 to 32 letters or digits",
-                ));
-            }
-        }
-        text(&mut errs, "dose", &self.dose, 100);
-        text(&mut errs, "frequency", &self.frequency, 100);
-        if !(1..=365).contains(&self.duration_days) {
-            errs.push(FieldError::new("duration_days", "must be 1 to 365"));
-        }
-        if let Some(n) = &self.notes {
-            if n.chars().count() > 2000 {
-                errs.push(FieldError::new("notes", "must be at most 2000 characters"));
-            }
-        }
-        if let Some(r) = &self.override_reason {
-            text(&mut errs, "override_reason", r, 500);
-        }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
-    }
-}
-
-/// Effective status: `active` (running), `completed` (duration elapsed), `discontinued`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PrescriptionStatus {
-    Active,
-    Completed,
-    Discontinued,
-}
-
-/// A prescription as returned by the API.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Prescription {
-    pub id: Uuid,
-    pub patient_id: Uuid,
-    pub prescriber_id: Uuid,
-    pub medication: Medication,
-    pub dose: String,
-    pub route: RouteOfAdministration,
-    pub frequency: String,
-    pub duration_days: i32,
-    pub notes: Option<String>,
-    pub status: PrescriptionStatus,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    /// Interactions found when it was prescribed (overridden majors, moderate/minor warnings).
-    pub interactions: Vec<Interaction>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub override_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discontinued_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discontinued_by: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, FromRow)]
-struct PrescriptionRow {
-    id: Uuid,
-    patient_id: Uuid,
-    prescriber_id: Uuid,
-    medication_name: Vec<u8>,
-    medication_code: Option<Vec<u8>>,
-    dose: Vec<u8>,
-    route: Vec<u8>,
-    frequency: Vec<u8>,
-    notes: Option<Vec<u8>>,
-    override_reason: Option<Vec<u8>>,
-    interactions: Option<Vec<u8>>,
-    duration_days: i32,
-    status: String,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    discontinued_at: Option<DateTime<Utc>>,
-    discontinued_by: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    in_care_team: bool,
-}
-
-const COLUMNS: &str = "r.id, r.patient_id, r.prescriber_id, r.medication_name, r.medication_code, \
-    r.dose, r.route, r.frequency, r.notes, r.override_reason, r.interactions, r.duration_days, \
-    r.status, r.starts_at, r.ends_at, r.discontinued_at, r.discontinued_by, r.created_at, r.updated_at";
-
-/// Prescriptions for [`crate::access::load`] and [`crate::access::list_query`]: clinical, so only
-/// full (or break-glass) access opens them.
-impl PatientScoped for PrescriptionRow {
-    const RESOURCE: Resource = Resource {
-        resource_type: "prescription",
-        columns: COLUMNS,
-        from: "prescriptions r JOIN patients p ON p.id = r.patient_id",
-        id_col: "r.id",
-        patient_col: "r.patient_id",
-        need: Need::Clinical,
-    };
-
-    fn scope(&self) -> (Uuid, bool) {
-        (self.patient_id, self.in_care_team)
-    }
-}
-
-fn aad(id: Uuid, column: &str) -> Aad<'_> {
-    Aad {
-        table: TABLE,
-        row: id,
-        column,
-    }
-}
-
-impl PrescriptionRow {
-    fn decrypt(&self, keys: &KeyRing) -> Result<Prescription, Error> {
-        let d = |col: &str, v: &[u8]| keys.decrypt_str(aad(self.id, col), v);
-        let d_opt = |col: &str, v: &Option<Vec<u8>>| v.as_ref().map(|b| d(col, b)).transpose();
-        let malformed = || Error::internal(anyhow::anyhow!("malformed prescription row"));
-        let interactions: Vec<Interaction> = match d_opt("interactions", &self.interactions)? {
-            Some(s) => serde_json::from_str(&s).map_err(|_| malformed())?,
-            None => Vec::new(),
-        };
-        let status = match self.status.as_str() {
-            "discontinued" => PrescriptionStatus::Discontinued,
-            "active" if self.ends_at <= Utc::now() => PrescriptionStatus::Completed,
-            "active" => PrescriptionStatus::Active,
-            _ => return Err(malformed()),
-        };
-        Ok(Prescription {
-            id: self.id,
-            patient_id: self.patient_id,
-            prescriber_id: self.prescriber_id,
-            medication: Medication {
-                name: d("medication_name", &self.medication_name)?,
-                code: d_opt("medication_code", &self.medication_code)?,
-            },
-            dose: d("dose", &self.dose)?,
-            route: RouteOfAdministration::parse(&d("route", &self.route)?).ok_or_else(malformed)?,
-            frequency: d("frequency", &self.frequency)?,
-            duration_days: self.duration_days,
-            notes: d_opt("notes", &self.notes)?,
-            status,
-            starts_at: self.starts_at,
-            ends_at: self.ends_at,
-            interactions,
-            override_reason: d_opt("override_reason", &self.override_reason)?,
-            discontinued_at: self.discontinued_at,
-            discontinued_by: self.discontinued_by,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
 }
 
 fn interaction_conflict(found: &[Interaction]) -> Error {
