@@ -38,6 +38,26 @@ impl FieldError {
     }
 }
 
+/// Add an error to `errs` unless text `value` of `field` has 1 to `max` characters once trimmed.
+pub fn check_text(errs: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
+    let n = value.trim().chars().count();
+    if n == 0 || n > max {
+        errs.push(FieldError::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
+    }
+}
+
+/// The outcome of a [`Validate::validate`] that collected `errs`.
+pub fn validated(errs: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
 /// RFC 9457 problem details body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {

@@ -10,6 +10,10 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use caduceus_contract::self_report::{
+    AuditReport, CacheReport, EncryptionReport, RateLimitReport, SelfReport, SessionsReport,
+};
+
 use crate::state::AppState;
 
 /// Embedded migrations (`api-server/migrations`), used by `migrate`, readiness and tests.
@@ -189,33 +193,57 @@ async fn detailed(State(state): State<AppState>) -> Response {
 /// `cache` of the self-report: whether a Redis URL is configured and Redis answered a `PING`
 /// just now (`/health/ready` cannot tell: Redis down only degrades it, the rate limiter falls
 /// back to per-process limits). The operator's `CacheReady` of an External cache comes from it.
-pub async fn cache_report(state: &AppState) -> serde_json::Value {
+pub async fn cache_report(state: &AppState) -> CacheReport {
     let (configured, reachable) = match state.limiter.ping().await {
         None => (false, false),
         Some(ok) => (true, ok),
     };
-    json!({"configured": configured, "reachable": reachable})
+    CacheReport {
+        configured,
+        reachable,
+    }
+}
+
+/// The compliance self-report (the contract crate's type, which the operator parses).
+pub async fn self_report(state: &AppState) -> SelfReport {
+    let schema_version = schema_state(&state.pool).await.map(|s| s.0).unwrap_or(0);
+    let (chain_head_id, chain_head_hash) = chain_head(&state.pool).await;
+    let c = &state.config;
+    SelfReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        schema_version,
+        encryption: EncryptionReport {
+            active: true,
+            active_key_id: state.keys.active_key_id().to_string(),
+            key_ids: state.keys.key_ids(),
+        },
+        audit: AuditReport {
+            chain_head_id,
+            chain_head_hash,
+            write_failures: state.metrics.audit_write_failures_total.get(),
+            retention_days: i64::from(c.audit_retention_days),
+        },
+        sessions: SessionsReport {
+            idle_timeout_minutes: minutes(c.session_idle_timeout),
+            access_token_ttl_minutes: minutes(c.access_token_ttl),
+        },
+        rate_limit: RateLimitReport {
+            enabled: true,
+            backend: state.limiter.backend().to_string(),
+            requests_per_minute: i64::from(c.rate_limit_per_minute),
+            login_attempts_per_minute: i64::from(c.login_rate_limit_per_minute),
+        },
+        database_tls: c.database_tls(),
+        cache: Some(cache_report(state).await),
+    }
+}
+
+/// Whole minutes of a duration (settings are whole minutes).
+fn minutes(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs() / 60).unwrap_or(i64::MAX)
 }
 
 async fn compliance(State(state): State<AppState>) -> Response {
-    let schema_version = schema_state(&state.pool).await.map(|s| s.0).unwrap_or(0);
-    let (head_id, head_hash) = chain_head(&state.pool).await;
-    let cache = cache_report(&state).await;
-    let c = &state.config;
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "schema_version": schema_version,
-        "encryption": {"active": true, "active_key_id": state.keys.active_key_id(), "key_ids": state.keys.key_ids()},
-        "audit": {"chain_head_id": head_id, "chain_head_hash": head_hash,
-                  "write_failures": state.metrics.audit_write_failures_total.get(),
-                  "retention_days": c.audit_retention_days},
-        "sessions": {"idle_timeout_minutes": c.session_idle_timeout.as_secs() / 60,
-                     "access_token_ttl_minutes": c.access_token_ttl.as_secs() / 60},
-        "rate_limit": {"enabled": true, "backend": state.limiter.backend(),
-                       "requests_per_minute": c.rate_limit_per_minute,
-                       "login_attempts_per_minute": c.login_rate_limit_per_minute},
-        "database_tls": c.database_tls(),
-        "cache": cache,
-    }))
+    Json(self_report(&state).await)
     .into_response()
 }

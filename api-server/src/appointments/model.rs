@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::access::{Need, PatientScoped, Resource};
 use crate::crypto::{Aad, KeyRing};
-use crate::error::{Error, FieldError, Validate};
+use crate::error::{check_text, validated, Error, FieldError, Validate};
 use crate::rbac::PatientAccess;
 
 const TABLE: &str = "appointments";
@@ -122,21 +122,7 @@ pub(super) fn check_times(errs: &mut Vec<FieldError>, start: DateTime<Utc>, end:
 
 fn check_reason(errs: &mut Vec<FieldError>, reason: Option<&str>) {
     if let Some(r) = reason {
-        let n = r.trim().chars().count();
-        if n == 0 || n > REASON_MAX_CHARS {
-            errs.push(FieldError::new(
-                "reason",
-                format!("must be 1 to {REASON_MAX_CHARS} characters"),
-            ));
-        }
-    }
-}
-
-fn into_result(errs: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs)
+        check_text(errs, "reason", r, REASON_MAX_CHARS);
     }
 }
 
@@ -145,7 +131,7 @@ impl Validate for NewAppointment {
         let mut errs = Vec::new();
         check_times(&mut errs, self.start, self.end);
         check_reason(&mut errs, self.reason.as_deref());
-        into_result(errs)
+        validated(errs)
     }
 }
 
@@ -175,7 +161,7 @@ impl Validate for AppointmentPatch {
             errs.push(FieldError::new("", "at least one field must be given"));
         }
         check_reason(&mut errs, self.reason.as_deref());
-        into_result(errs)
+        validated(errs)
     }
 }
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{idle_expired, password, revoke_session, tokens, AuthUser};
-use crate::error::{ApiJson, Error, FieldError, Validate};
+use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::rbac::Role;
 use crate::request::RequestMeta;
 use crate::state::AppState;
@@ -50,11 +50,7 @@ impl Validate for LoginRequest {
         if self.password.is_empty() {
             errs.push(FieldError::new("password", "is required"));
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
+        validated(errs)
     }
 }
 
@@ -342,11 +338,7 @@ impl Validate for RegisterRequest {
         if let Err(e) = crate::users::check_display_name(&self.display_name) {
             errs.push(e);
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
+        validated(errs)
     }
 }
 

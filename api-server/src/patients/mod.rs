@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::access::{self, AccessLog, Resource, Target};
 use crate::audit::{actions, AuditEvent};
 use crate::auth::{AuthUser, Authorized};
-use crate::error::{ApiJson, Error, FieldError, Validate};
+use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Permission, Role};
 use crate::state::AppState;
@@ -66,11 +66,7 @@ pub fn router() -> Router<AppState> {
 impl Validate for NewPatient {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let errs = self.check();
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
+        validated(errs)
     }
 }
 

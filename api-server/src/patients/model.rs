@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::crypto::{Aad, CryptoError, KeyRing};
-use crate::error::FieldError;
+use crate::error::{check_text, FieldError};
 pub use crate::store::patients::{Encrypted, PatientRow, ENC_COLUMNS, ROW_COLUMNS};
 
 pub const TABLE: &str = "patients";
@@ -113,16 +113,6 @@ impl PatientPatch {
     }
 }
 
-fn text(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
-    let n = v.trim().chars().count();
-    if n == 0 || n > max {
-        errs.push(FieldError::new(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
-    }
-}
-
 fn list(errs: &mut Vec<FieldError>, field: &str, v: &[String]) {
     if v.len() > 100 {
         errs.push(FieldError::new(field, "must have at most 100 entries"));
@@ -148,8 +138,8 @@ impl NewPatient {
                 "must be 1 to 64 letters/digits (spaces and hyphens ignored)",
             ));
         }
-        text(&mut errs, "given_name", &self.given_name, 100);
-        text(&mut errs, "family_name", &self.family_name, 100);
+        check_text(&mut errs, "given_name", &self.given_name, 100);
+        check_text(&mut errs, "family_name", &self.family_name, 100);
         let today = Utc::now().date_naive();
         if self.birth_date > today
             || self.birth_date < NaiveDate::from_ymd_opt(1870, 1, 1).unwrap_or(today)
@@ -178,18 +168,18 @@ impl NewPatient {
             }
         }
         if let Some(a) = &self.address {
-            text(&mut errs, "address", a, 500);
+            check_text(&mut errs, "address", a, 500);
         }
         list(&mut errs, "allergies", &self.allergies);
         list(&mut errs, "medications", &self.medications);
         list(&mut errs, "conditions", &self.conditions);
         if let Some(c) = &self.emergency_contact {
-            text(&mut errs, "emergency_contact.name", &c.name, 200);
+            check_text(&mut errs, "emergency_contact.name", &c.name, 200);
             if let Some(r) = &c.relationship {
-                text(&mut errs, "emergency_contact.relationship", r, 100);
+                check_text(&mut errs, "emergency_contact.relationship", r, 100);
             }
             if let Some(p) = &c.phone {
-                text(&mut errs, "emergency_contact.phone", p, 32);
+                check_text(&mut errs, "emergency_contact.phone", p, 32);
             }
         }
         errs

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::interactions::Interaction;
 use crate::access::{Need, PatientScoped, Resource};
 use crate::crypto::{Aad, KeyRing};
-use crate::error::{Error, FieldError, Validate};
+use crate::error::{check_text, validated, Error, FieldError, Validate};
 
 pub const TABLE: &str = "prescriptions";
 
@@ -101,20 +101,10 @@ pub struct NewPrescription {
     pub override_reason: Option<String>,
 }
 
-fn text(errs: &mut Vec<FieldError>, field: &str, v: &str, max: usize) {
-    let n = v.trim().chars().count();
-    if n == 0 || n > max {
-        errs.push(FieldError::new(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
-    }
-}
-
 impl Validate for NewPrescription {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errs = Vec::new();
-        text(&mut errs, "medication.name", &self.medication.name, 200);
+        check_text(&mut errs, "medication.name", &self.medication.name, 200);
         if let Some(c) = &self.medication.code {
             let c = c.trim();
             if c.is_empty() || c.len() > 32 || !c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
@@ -124,8 +114,8 @@ impl Validate for NewPrescription {
                 ));
             }
         }
-        text(&mut errs, "dose", &self.dose, 100);
-        text(&mut errs, "frequency", &self.frequency, 100);
+        check_text(&mut errs, "dose", &self.dose, 100);
+        check_text(&mut errs, "frequency", &self.frequency, 100);
         if !(1..=365).contains(&self.duration_days) {
             errs.push(FieldError::new("duration_days", "must be 1 to 365"));
         }
@@ -135,13 +125,9 @@ impl Validate for NewPrescription {
             }
         }
         if let Some(r) = &self.override_reason {
-            text(&mut errs, "override_reason", r, 500);
+            check_text(&mut errs, "override_reason", r, 500);
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
+        validated(errs)
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::audit::{actions, AuditEvent};
 use crate::auth::{password, Authorized};
 use crate::crypto::{Aad, KeyRing};
-use crate::error::{ApiJson, Error, FieldError, Validate};
+use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Role};
 use crate::state::AppState;
@@ -287,11 +287,7 @@ impl Validate for CreateUser {
                 "is only allowed for patient accounts",
             ));
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
+        validated(errs)
     }
 }
 
@@ -400,11 +396,7 @@ impl Validate for UpdateUser {
                 errs.push(e);
             }
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs)
-        }
+        validated(errs)
     }
 }
 
