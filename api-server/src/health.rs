@@ -244,6 +244,5 @@ fn minutes(d: std::time::Duration) -> i64 {
 }
 
 async fn compliance(State(state): State<AppState>) -> Response {
-    Json(self_report(&state).await)
-    .into_response()
+    Json(self_report(&state).await).into_response()
 }

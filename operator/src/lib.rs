@@ -29,7 +29,6 @@
 
 pub mod apply;
 pub mod compliance;
-pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod desired;

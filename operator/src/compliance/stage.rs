@@ -13,10 +13,12 @@ use super::report::{self, ComplianceEvent};
 use super::self_report::{url_for, SelfReport, SelfReportClient};
 use super::{assess, Assessment, LiveEvidence, Override};
 use crate::apply::{describe, MonitoringState, Observed};
-use crate::conditions::{COMPLIANT, MONITORING_READY, REASON_PROMETHEUS_OPERATOR_NOT_INSTALLED};
 use crate::crd::{CacheProvider, ComplianceStatus, HealthcarePlatform};
 use crate::desired::Children;
 use crate::validate::ValidatedPlatform;
+use caduceus_contract::conditions::{
+    COMPLIANT, MONITORING_READY, REASON_PROMETHEUS_OPERATOR_NOT_INSTALLED,
+};
 
 /// What the compliance stage hands to the status stage.
 #[derive(Clone, Debug)]

@@ -9,11 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{tz::TimeZone, SignedDuration, Timestamp};
 
 use super::backup::CONTAINER;
-use crate::conditions::{
+use crate::crd::BackupStatus;
+use caduceus_contract::conditions::{
     REASON_BACKUPS_DISABLED, REASON_BACKUP_FAILED, REASON_BACKUP_WITHIN_RPO, REASON_NO_BACKUP_YET,
     REASON_RPO_EXCEEDED,
 };
-use crate::crd::BackupStatus;
 
 /// Label Kubernetes puts on a Job's pods.
 const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];

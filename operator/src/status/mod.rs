@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::apply::{describe, ApplyError, Observed};
 use crate::compliance::self_report::SelfReport;
-use crate::conditions::*;
 use crate::crd::{
     ApiServerStatus, BackupStatus, CacheProvider, DatabaseProvider, EndpointStatus,
     HealthcarePlatform, HealthcarePlatformStatus, Phase, RestoreStatus,
@@ -23,6 +22,7 @@ use crate::desired::restore::Progress;
 use crate::desired::{backup, backup_cnpg, ingress};
 use crate::names::{Names, API_HTTP_PORT, FIELD_MANAGER};
 use crate::validate::{ValidatedPlatform, ValidationError};
+use caduceus_contract::conditions::*;
 
 /// What the reconcile achieved.
 pub enum Outcome<'a> {
