@@ -14,7 +14,7 @@
 //! | [`audit`] | `/audit-events`, chain verification, retention of the trail; re-exports [`audit::AuditEvent`] and the group-commit [`audit::AuditWriter`] (in [`store::audit`]) |
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
 //! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
-//! | [`patients`] | patient records and care teams |
+//! | [`patients`] | patient records and care teams (handlers; `extract.rs`: the session-and-record extractor; `model.rs`: types and PHI encryption) |
 //! | [`appointments`] | scheduling, status transitions, no double booking (exclusion constraint) |
 //! | [`prescriptions`] | prescribing, interaction check (reference data in migration 0101) |
 //! | [`users`] | accounts (admin) |
@@ -55,10 +55,14 @@
 //! ```
 //! then add `.merge(appointments::router())` in [`app`], handlers to `openapi.rs`, the table to
 //! [`rotate::ENCRYPTED_TABLES`] if it has ciphertexts, and migrations `0100_...sql` and up.
-//! Record-level checks for a patient: [`access`] — [`access::check`] / [`access::admit`]
-//! (404/403 + denial audit in one call), [`access::decide`] / [`access::visible`] for decisions,
-//! [`access::load`] / [`access::list_query`] for reads and lists and [`access::AccessLog`] for the audit events of the
-//! access (break-glass included). Lists: [`pagination::PageParams`] + [`pagination::Page::from_rows`].
+//! Record-level checks for a patient go through [`access`], never around it: implement
+//! [`access::PatientScoped`] for the row type (its [`access::Resource`]: columns, `FROM` joining
+//! `patients p`, [`access::Need`]), then [`access::load`] reads one row with the caller's access
+//! (404/403 and the denial's audit included) and [`access::list_query`] starts a list narrowed to
+//! the caller's scope; [`access::visible`] decides each listed row; [`access::check`] decides for
+//! a bare patient id (no row read). Log what was opened with [`access::AccessLog`] (break-glass
+//! included) and `?` its `write` before answering. Lists: [`pagination::PageParams`] +
+//! [`pagination::Page::from_rows`].
 //!
 //! ## Tests
 //!
