@@ -11,7 +11,7 @@
 //! | [`rbac`] | THE permission matrix ([`rbac::allows`]) and record-level rules ([`rbac::patient_access`]) |
 //! | [`access`] | who may see which patient's what: decisions, the one refusal, break-glass, audit of access |
 //! | [`store`] | SQL of the hot paths and the grouped lookups/writes the state holds |
-//! | [`audit`] | `/audit-events`, chain verification, retention of the trail; re-exports [`audit::AuditEvent`] and the group-commit [`audit::AuditWriter`] (in [`store::audit`]) |
+//! | [`audit`] | chain verification, retention of the trail, `/audit-events` ([`audit::routes`]); re-exports [`audit::AuditEvent`] and the group-commit [`audit::AuditWriter`] (in [`store::audit`]) |
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
 //! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
 //! | [`patients`] | patient records and care teams (handlers; `extract.rs`: the session-and-record extractor; `model.rs`: types and PHI encryption) |
@@ -29,7 +29,7 @@
 //!
 //! ## Layers (imports run one way; `tests/layers.rs` fails on an import against them or a circle)
 //!
-//! routes ([`patients`], [`appointments`], [`prescriptions`], [`users`], [`auth::routes`],
+//! routes ([`patients`], [`appointments`], [`prescriptions`], [`users`], [`auth::routes`], [`audit::routes`],
 //! [`health`], [`openapi`], [`rotate`]) → domain ([`access`], [`audit`], [`auth`], [`middleware`],
 //! [`retention`]) → [`state`] → store ([`store`], [`batch`], [`ratelimit`]) → base ([`config`],
 //! [`crypto`], [`error`], [`metrics`], [`rbac`], [`pagination`], [`request`]). The state sits
@@ -151,7 +151,7 @@ pub fn app(state: AppState) -> Router {
         .merge(patients::router())
         .merge(appointments::router())
         .merge(prescriptions::router())
-        .merge(audit::router())
+        .merge(audit::routes::router())
         .merge(openapi::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -45,7 +45,7 @@ impl Modify for BearerAuth {
         crate::appointments::update, crate::appointments::cancel,
         crate::prescriptions::create, crate::prescriptions::list, crate::prescriptions::read,
         crate::prescriptions::discontinue,
-        crate::audit::list, crate::audit::verify,
+        crate::audit::routes::list, crate::audit::routes::verify,
         crate::health::live, crate::health::ready,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, crate::rbac::Role)),

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "routes",
         &[
             "appointments",
+            "audit::routes",
             "auth::routes",
             "health",
             "openapi",
