@@ -3,6 +3,7 @@
 //! [`Config::from_env`] is what `serve` uses: it refuses to start (with a message naming the
 //! variable) on anything missing, short or malformed. `migrate` needs only `DATABASE_URL`.
 
+use caduceus_contract::settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,14 +16,14 @@ use crate::crypto::{self, KeyRing};
 
 /// Minimum audit retention, in days, enforced by the database trigger (six years);
 /// `CADUCEUS_AUDIT_RETENTION_DAYS` below it is raised to it ([`crate::audit::purge_expired`]).
-pub const MIN_AUDIT_RETENTION_DAYS: u32 = 2190;
+pub const MIN_AUDIT_RETENTION_DAYS: u32 = settings::SIX_YEARS_DAYS;
 /// Lowest accepted `CADUCEUS_PATIENT_RETENTION_DAYS`: six years, the HIPAA documentation retention
 /// (45 CFR 164.316(b)(2)) and the audit trail's own minimum ([`MIN_AUDIT_RETENTION_DAYS`]), so a
 /// record never disappears while the audit events about it must still be kept. Many
 /// jurisdictions require longer for medical records (hence the default).
-pub const MIN_PATIENT_RETENTION_DAYS: u32 = MIN_AUDIT_RETENTION_DAYS;
+pub const MIN_PATIENT_RETENTION_DAYS: u32 = settings::PATIENT_RETENTION_DAYS.min;
 /// Default `CADUCEUS_PATIENT_RETENTION_DAYS`: ten years (common adult medical-record retention).
-pub const DEFAULT_PATIENT_RETENTION_DAYS: u32 = 3650;
+pub const DEFAULT_PATIENT_RETENTION_DAYS: u32 = settings::PATIENT_RETENTION_DAYS.default;
 
 /// All runtime settings of the API server.
 #[derive(Clone)]
@@ -109,8 +110,10 @@ fn parse_or<T: std::str::FromStr>(env: &dyn Env, name: &str, default: T) -> Resu
     }
 }
 
-fn positive(env: &dyn Env, name: &str, default: u32) -> Result<u32, ConfigError> {
-    let v: u32 = parse_or(env, name, default)?;
+/// A whole-number setting of the contract, its default when unset; 0 is refused.
+fn positive(env: &dyn Env, setting: settings::Number) -> Result<u32, ConfigError> {
+    let name = setting.name;
+    let v: u32 = parse_or(env, name, setting.default)?;
     if v == 0 {
         return Err(ConfigError(format!("{name} must be greater than 0")));
     }
@@ -130,7 +133,7 @@ pub fn database_url(env: &dyn Env) -> Result<String, ConfigError> {
 
 /// The PHI key ring named by `CADUCEUS_PHI_KEYS_FILE`.
 pub fn phi_keys(env: &dyn Env) -> Result<KeyRing, ConfigError> {
-    let path = PathBuf::from(required(env, "CADUCEUS_PHI_KEYS_FILE")?);
+    let path = PathBuf::from(required(env, settings::PHI_KEYS_FILE)?);
     KeyRing::load(&path).map_err(|e| ConfigError(format!("CADUCEUS_PHI_KEYS_FILE: {e}")))
 }
 
@@ -157,32 +160,24 @@ impl Config {
         };
         let http_addr = parse_or(
             env,
-            "CADUCEUS_HTTP_ADDR",
-            SocketAddr::from(([0, 0, 0, 0], 8080)),
+            settings::HTTP_ADDR,
+            SocketAddr::from(([0, 0, 0, 0], settings::API_HTTP_PORT)),
         )?;
         let admin_addr = parse_or(
             env,
-            "CADUCEUS_ADMIN_ADDR",
-            SocketAddr::from(([0, 0, 0, 0], 9090)),
+            settings::ADMIN_ADDR,
+            SocketAddr::from(([0, 0, 0, 0], settings::API_ADMIN_PORT)),
         )?;
-        let jwt_path = PathBuf::from(required(env, "CADUCEUS_JWT_KEY_FILE")?);
+        let jwt_path = PathBuf::from(required(env, settings::JWT_KEY_FILE)?);
         let jwt_key = crypto::load_jwt_key(&jwt_path)
             .map_err(|e| ConfigError(format!("CADUCEUS_JWT_KEY_FILE: {e}")))?;
         let phi_keys = phi_keys(env)?;
-        let idle = positive(env, "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES", 15)?;
-        let ttl = positive(env, "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES", 15)?;
-        let rpm = positive(env, "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE", 600)?;
-        let login_rpm = positive(env, "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE", 5)?;
-        let retention = positive(
-            env,
-            "CADUCEUS_AUDIT_RETENTION_DAYS",
-            MIN_AUDIT_RETENTION_DAYS,
-        )?;
-        let patient_retention = positive(
-            env,
-            "CADUCEUS_PATIENT_RETENTION_DAYS",
-            DEFAULT_PATIENT_RETENTION_DAYS,
-        )?;
+        let idle = positive(env, settings::SESSION_IDLE_TIMEOUT_MINUTES)?;
+        let ttl = positive(env, settings::ACCESS_TOKEN_TTL_MINUTES)?;
+        let rpm = positive(env, settings::RATE_LIMIT_REQUESTS_PER_MINUTE)?;
+        let login_rpm = positive(env, settings::RATE_LIMIT_LOGIN_PER_MINUTE)?;
+        let retention = positive(env, settings::AUDIT_RETENTION_DAYS)?;
+        let patient_retention = positive(env, settings::PATIENT_RETENTION_DAYS)?;
         if patient_retention < MIN_PATIENT_RETENTION_DAYS {
             return Err(ConfigError(format!(
                 "CADUCEUS_PATIENT_RETENTION_DAYS={patient_retention} is below the minimum of {} days (6 years)",
@@ -190,7 +185,7 @@ impl Config {
             )));
         }
         let mut cors_allowed_origins = Vec::new();
-        if let Some(list) = env.get("CADUCEUS_CORS_ALLOWED_ORIGINS") {
+        if let Some(list) = env.get(settings::CORS_ALLOWED_ORIGINS) {
             for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
                 if !(origin.starts_with("https://") || origin.starts_with("http://"))
                     || origin == "*"
@@ -209,7 +204,7 @@ impl Config {
         }
         let trusted_proxies = trusted_proxies(env)?;
         let self_registration = match env
-            .get("CADUCEUS_SELF_REGISTRATION")
+            .get(settings::SELF_REGISTRATION)
             .as_deref()
             .map(str::trim)
         {
@@ -222,7 +217,7 @@ impl Config {
             }
         };
         let log_level = env
-            .get("CADUCEUS_LOG_LEVEL")
+            .get(settings::LOG_LEVEL)
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
@@ -269,7 +264,7 @@ impl Config {
 /// `CADUCEUS_TRUSTED_PROXIES`: comma-separated CIDRs (a bare address means that one host);
 /// unset or empty = trust no proxy.
 pub fn trusted_proxies(env: &dyn Env) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    let Some(list) = env.get("CADUCEUS_TRUSTED_PROXIES") else {
+    let Some(list) = env.get(settings::TRUSTED_PROXIES) else {
         return Ok(Vec::new());
     };
     list.split(',')

@@ -2,6 +2,8 @@
 //! (usage errors: exit 2).
 
 use std::io::Write;
+
+use caduceus_contract::settings;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,17 +27,17 @@ struct Cli {
 #[derive(Args)]
 struct Location {
     /// s3://bucket/prefix or file:///absolute/path
-    #[arg(long, env = "CADUCEUS_BACKUP_DESTINATION")]
+    #[arg(long, env = settings::BACKUP_DESTINATION)]
     destination: String,
     /// S3 endpoint URL for S3-compatible stores (path-style requests); credentials from AWS_*.
-    #[arg(long, env = "CADUCEUS_BACKUP_S3_ENDPOINT")]
+    #[arg(long, env = settings::BACKUP_S3_ENDPOINT)]
     s3_endpoint: Option<String>,
 }
 
 #[derive(Args)]
 struct KeyArg {
     /// Backup key file (JSON, see `keygen`).
-    #[arg(long, env = "CADUCEUS_BACKUP_KEY_FILE")]
+    #[arg(long, env = settings::BACKUP_KEY_FILE)]
     key_file: PathBuf,
 }
 
@@ -67,7 +69,7 @@ enum Cmd {
         #[command(flatten)]
         location: Location,
         /// Accepted for symmetry with the other commands; listing needs no key.
-        #[arg(long, env = "CADUCEUS_BACKUP_KEY_FILE")]
+        #[arg(long, env = settings::BACKUP_KEY_FILE)]
         key_file: Option<PathBuf>,
     },
     /// Download, authenticate, checksum and `pg_restore --list` a backup.
@@ -89,7 +91,7 @@ enum Cmd {
         min_count: usize,
         #[command(flatten)]
         location: Location,
-        #[arg(long, env = "CADUCEUS_BACKUP_KEY_FILE")]
+        #[arg(long, env = settings::BACKUP_KEY_FILE)]
         key_file: Option<PathBuf>,
         #[arg(long)]
         termination_log: Option<PathBuf>,

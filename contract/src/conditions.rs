@@ -82,3 +82,5 @@ pub const REASON_PAUSED: &str = "Paused";
 pub const REASON_RECONCILING: &str = "Reconciling";
 /// `Stopped` is false: the platform runs.
 pub const REASON_RUNNING: &str = "Running";
+/// `MonitoringReady`: `monitoring.enabled` is false.
+pub const REASON_MONITORING_DISABLED: &str = "MonitoringDisabled";

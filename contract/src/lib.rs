@@ -6,3 +6,4 @@
 
 pub mod conditions;
 pub mod self_report;
+pub mod settings;

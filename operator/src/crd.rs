@@ -9,6 +9,7 @@
 //! the API server instead of being half-applied; [`crate::validate`] repeats the checks for
 //! `render` and for clusters that skipped the schema.
 
+use caduceus_contract::settings;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, Toleration};
@@ -699,11 +700,11 @@ fn default_monitoring_namespace() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SecuritySpec {
     /// Automatic logoff after this many idle minutes.
-    #[serde(default = "default_fifteen")]
+    #[serde(default = "default_idle_timeout")]
     #[schemars(range(min = 1, max = 1440))]
     pub session_idle_timeout_minutes: i32,
     /// Access token (JWT) lifetime in minutes.
-    #[serde(default = "default_fifteen")]
+    #[serde(default = "default_token_ttl")]
     #[schemars(range(min = 1, max = 1440))]
     pub access_token_ttl_minutes: i32,
     /// Rate limits.
@@ -737,8 +738,8 @@ pub struct SecuritySpec {
 impl Default for SecuritySpec {
     fn default() -> Self {
         Self {
-            session_idle_timeout_minutes: default_fifteen(),
-            access_token_ttl_minutes: default_fifteen(),
+            session_idle_timeout_minutes: default_idle_timeout(),
+            access_token_ttl_minutes: default_token_ttl(),
             rate_limit: RateLimitSpec::default(),
             audit_retention_days: default_audit_retention(),
             patient_retention_days: default_patient_retention(),
@@ -749,14 +750,21 @@ impl Default for SecuritySpec {
     }
 }
 
-fn default_fifteen() -> i32 {
-    15
+/// A contract default as the CRD's `i32` (every bound is far below `i32::MAX`).
+const fn contract_default(n: settings::Number) -> i32 {
+    n.default as i32
+}
+fn default_idle_timeout() -> i32 {
+    contract_default(settings::SESSION_IDLE_TIMEOUT_MINUTES)
+}
+fn default_token_ttl() -> i32 {
+    contract_default(settings::ACCESS_TOKEN_TTL_MINUTES)
 }
 fn default_audit_retention() -> i32 {
-    2190
+    contract_default(settings::AUDIT_RETENTION_DAYS)
 }
 fn default_patient_retention() -> i32 {
-    3650
+    contract_default(settings::PATIENT_RETENTION_DAYS)
 }
 
 /// Rate limits of the API.
@@ -783,10 +791,10 @@ impl Default for RateLimitSpec {
 }
 
 fn default_rpm() -> i32 {
-    600
+    contract_default(settings::RATE_LIMIT_REQUESTS_PER_MINUTE)
 }
 fn default_login_rpm() -> i32 {
-    5
+    contract_default(settings::RATE_LIMIT_LOGIN_PER_MINUTE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1368,6 +1376,76 @@ mod tests {
         assert!(spec.network_policy.enabled);
         assert_eq!(spec.database.provider, DatabaseProvider::Embedded);
         assert_eq!(spec, HealthcarePlatformSpec::default());
+    }
+
+    /// The CRD's bounds and defaults of the settings the API reads are the contract's.
+    #[test]
+    fn security_settings_have_the_contract_bounds_and_defaults() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(HealthcarePlatform::crd()).unwrap();
+        let security = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["spec"]["properties"]["security"]["properties"];
+        let spec = HealthcarePlatformSpec::default().security;
+        for (field, setting, value) in [
+            (
+                "sessionIdleTimeoutMinutes",
+                settings::SESSION_IDLE_TIMEOUT_MINUTES,
+                spec.session_idle_timeout_minutes,
+            ),
+            (
+                "accessTokenTtlMinutes",
+                settings::ACCESS_TOKEN_TTL_MINUTES,
+                spec.access_token_ttl_minutes,
+            ),
+            (
+                "auditRetentionDays",
+                settings::AUDIT_RETENTION_DAYS,
+                spec.audit_retention_days,
+            ),
+            (
+                "patientRetentionDays",
+                settings::PATIENT_RETENTION_DAYS,
+                spec.patient_retention_days,
+            ),
+        ] {
+            let schema = &security[field];
+            assert_eq!(
+                schema["minimum"].as_f64(),
+                Some(f64::from(setting.min)),
+                "{field}"
+            );
+            assert_eq!(
+                schema["maximum"].as_f64(),
+                Some(f64::from(setting.max)),
+                "{field}"
+            );
+            assert_eq!(i64::from(value), i64::from(setting.default), "{field}");
+        }
+        let rate = &security["rateLimit"]["properties"];
+        for (field, setting, value) in [
+            (
+                "requestsPerMinute",
+                settings::RATE_LIMIT_REQUESTS_PER_MINUTE,
+                spec.rate_limit.requests_per_minute,
+            ),
+            (
+                "loginAttemptsPerMinute",
+                settings::RATE_LIMIT_LOGIN_PER_MINUTE,
+                spec.rate_limit.login_attempts_per_minute,
+            ),
+        ] {
+            assert_eq!(
+                rate[field]["minimum"].as_f64(),
+                Some(f64::from(setting.min)),
+                "{field}"
+            );
+            assert_eq!(
+                rate[field]["maximum"].as_f64(),
+                Some(f64::from(setting.max)),
+                "{field}"
+            );
+            assert_eq!(i64::from(value), i64::from(setting.default), "{field}");
+        }
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub const JWT_KEY: &str = "jwt.key";
 /// Key of the PHI key ring in the API secret.
 pub const PHI_KEYS: &str = "phi-keys.json";
 
-pub const API_HTTP_PORT: i32 = 8080;
-pub const API_METRICS_PORT: i32 = 9090;
+pub const API_HTTP_PORT: i32 = caduceus_contract::settings::API_HTTP_PORT as i32;
+pub const API_METRICS_PORT: i32 = caduceus_contract::settings::API_ADMIN_PORT as i32;
 pub const POSTGRES_PORT: i32 = 5432;
 pub const REDIS_PORT: i32 = 6379;
 

@@ -5,6 +5,7 @@
 //! `render` and `compliance-report` work without a cluster, and adds checks CEL cannot express
 //! (quantities, requests ≤ limits, CIDRs).
 
+use caduceus_contract::settings;
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,22 +22,22 @@ use crate::names::{Names, MAX_PLATFORM_NAME_LEN};
 pub const RESERVED_ENV: [&str; 4] = [
     "DATABASE_URL",
     "REDIS_URL",
-    "CADUCEUS_JWT_KEY_FILE",
-    "CADUCEUS_PHI_KEYS_FILE",
+    settings::JWT_KEY_FILE,
+    settings::PHI_KEYS_FILE,
 ];
 
 /// API settings the operator sets from `spec.security`; `apiServer.env` may not set them (an
 /// env entry would silently win over the ConfigMap).
 pub const SPEC_ENV: [(&str, &str); 2] = [
     (
-        "CADUCEUS_PATIENT_RETENTION_DAYS",
+        settings::PATIENT_RETENTION_DAYS.name,
         "spec.security.patientRetentionDays",
     ),
-    ("CADUCEUS_TRUSTED_PROXIES", "spec.security.trustedProxies"),
+    (settings::TRUSTED_PROXIES, "spec.security.trustedProxies"),
 ];
 
 /// Least `spec.security.patientRetentionDays` (6 years), as the API requires.
-pub const MIN_PATIENT_RETENTION_DAYS: i32 = 2190;
+pub const MIN_PATIENT_RETENTION_DAYS: i32 = settings::PATIENT_RETENTION_DAYS.min as i32;
 
 /// A platform that passed validation: everything the builders need.
 #[derive(Clone, Debug, PartialEq)]

@@ -130,14 +130,20 @@ pub fn enforce(
 
     // apiServer.env entries that would override governed settings or carry literal credentials.
     let env_rule = |name: &str, value: Option<&str>| -> Option<RuleId> {
-        match name {
-            "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES" => Some(RuleId::SessionIdleTimeout),
-            "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES" => Some(RuleId::AccessTokenTtl),
-            "CADUCEUS_AUDIT_RETENTION_DAYS" => Some(RuleId::AuditRetention),
-            "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE" | "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE" => {
-                Some(RuleId::RateLimiting)
-            }
-            _ => value
+        use caduceus_contract::settings::*;
+        let governed = [
+            (
+                SESSION_IDLE_TIMEOUT_MINUTES.name,
+                RuleId::SessionIdleTimeout,
+            ),
+            (ACCESS_TOKEN_TTL_MINUTES.name, RuleId::AccessTokenTtl),
+            (AUDIT_RETENTION_DAYS.name, RuleId::AuditRetention),
+            (RATE_LIMIT_REQUESTS_PER_MINUTE.name, RuleId::RateLimiting),
+            (RATE_LIMIT_LOGIN_PER_MINUTE.name, RuleId::RateLimiting),
+        ];
+        match governed.iter().find(|(n, _)| *n == name) {
+            Some((_, rule)) => Some(*rule),
+            None => value
                 .filter(|v| (credential_like(name) && !v.is_empty()) || has_url_credentials(v))
                 .map(|_| RuleId::NoSecretsInConfig),
         }

@@ -3,6 +3,7 @@
 //!
 //! A rule whose evidence is not available is `NotEvaluated` with the reason, never `Pass`.
 
+use caduceus_contract::settings;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -25,7 +26,7 @@ use crate::validate::ValidatedPlatform;
 /// Most minutes of idle time / token lifetime the rules accept.
 pub const MAX_SESSION_MINUTES: i32 = 15;
 /// HIPAA documentation retention: 6 years.
-pub const MIN_AUDIT_RETENTION_DAYS: i32 = 2190;
+pub const MIN_AUDIT_RETENTION_DAYS: i32 = settings::SIX_YEARS_DAYS as i32;
 /// Most login attempts per minute per client the rate-limiting rule accepts.
 pub const MAX_LOGIN_ATTEMPTS_PER_MINUTE: i32 = 10;
 /// Replicas the availability rule asks for.
@@ -34,11 +35,11 @@ pub const MIN_API_REPLICAS: i32 = 2;
 /// The API's environment variables the compliance rules govern; `apiServer.env` must not
 /// override them.
 pub const GOVERNED_ENV: [&str; 5] = [
-    "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
-    "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES",
-    "CADUCEUS_AUDIT_RETENTION_DAYS",
-    "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE",
-    "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE",
+    settings::SESSION_IDLE_TIMEOUT_MINUTES.name,
+    settings::ACCESS_TOKEN_TTL_MINUTES.name,
+    settings::AUDIT_RETENTION_DAYS.name,
+    settings::RATE_LIMIT_REQUESTS_PER_MINUTE.name,
+    settings::RATE_LIMIT_LOGIN_PER_MINUTE.name,
 ];
 
 /// Evidence only a cluster can give.
@@ -210,13 +211,13 @@ fn check(rule: RuleId, i: &Inputs<'_>) -> Check {
         RuleId::RedisAuth => redis_auth(i),
         RuleId::SessionIdleTimeout => minutes_at_most(
             i,
-            "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
+            settings::SESSION_IDLE_TIMEOUT_MINUTES.name,
             "idle timeout",
             |r| r.sessions.idle_timeout_minutes,
         ),
         RuleId::AccessTokenTtl => minutes_at_most(
             i,
-            "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES",
+            settings::ACCESS_TOKEN_TTL_MINUTES.name,
             "access-token lifetime",
             |r| r.sessions.access_token_ttl_minutes,
         ),
@@ -580,7 +581,7 @@ fn minutes_at_most(
 }
 
 fn audit_retention(i: &Inputs<'_>) -> Check {
-    let configured = match int_setting(i.children, "CADUCEUS_AUDIT_RETENTION_DAYS") {
+    let configured = match int_setting(i.children, settings::AUDIT_RETENTION_DAYS.name) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -901,17 +902,17 @@ fn backup_rpo(i: &Inputs<'_>) -> Check {
 }
 
 fn rate_limiting(i: &Inputs<'_>) -> Check {
-    let rpm = match int_setting(i.children, "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE") {
+    let rpm = match int_setting(i.children, settings::RATE_LIMIT_REQUESTS_PER_MINUTE.name) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let login = match int_setting(i.children, "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE") {
+    let login = match int_setting(i.children, settings::RATE_LIMIT_LOGIN_PER_MINUTE.name) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
     let overridden: Vec<&str> = [
-        "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE",
-        "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE",
+        settings::RATE_LIMIT_REQUESTS_PER_MINUTE.name,
+        settings::RATE_LIMIT_LOGIN_PER_MINUTE.name,
     ]
     .into_iter()
     .filter(|n| env_overridden(i.children, n))

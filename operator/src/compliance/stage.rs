@@ -17,7 +17,8 @@ use crate::crd::{CacheProvider, ComplianceStatus, HealthcarePlatform};
 use crate::desired::Children;
 use crate::validate::ValidatedPlatform;
 use caduceus_contract::conditions::{
-    COMPLIANT, MONITORING_READY, REASON_PROMETHEUS_OPERATOR_NOT_INSTALLED,
+    COMPLIANT, MONITORING_READY, REASON_APPLIED, REASON_MONITORING_DISABLED,
+    REASON_PROMETHEUS_OPERATOR_NOT_INSTALLED,
 };
 
 /// What the compliance stage hands to the status stage.
@@ -62,7 +63,7 @@ pub fn monitoring_condition(
         MonitoringState::Applied => (
             MONITORING_READY,
             "True",
-            "Applied",
+            REASON_APPLIED,
             "ServiceMonitors, PrometheusRule and Grafana dashboard ConfigMap are applied".into(),
         ),
         MonitoringState::PrometheusOperatorNotInstalled => (
@@ -74,7 +75,7 @@ pub fn monitoring_condition(
         MonitoringState::Disabled => (
             MONITORING_READY,
             "False",
-            "MonitoringDisabled",
+            REASON_MONITORING_DISABLED,
             "spec.monitoring.enabled is false".into(),
         ),
     }

@@ -12,6 +12,7 @@
 //! - CloudNativePG platforms get no CronJob: backups are delegated to CloudNativePG
 //!   ([`super::backup_cnpg`]).
 
+use caduceus_contract::settings;
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
@@ -158,7 +159,7 @@ pub(crate) fn s3_env(s3: &S3Destination) -> Vec<EnvVar> {
         ),
     ];
     if let Some(endpoint) = &s3.endpoint {
-        out.push(env("CADUCEUS_BACKUP_S3_ENDPOINT", endpoint.clone()));
+        out.push(env(settings::BACKUP_S3_ENDPOINT, endpoint.clone()));
     }
     out
 }
@@ -199,9 +200,9 @@ pub fn db_ca_volume(p: &ValidatedPlatform) -> Option<Volume> {
 pub fn agent_container(p: &ValidatedPlatform, name: &str, args: Vec<String>) -> Container {
     let mut env_vars = vec![
         database_url_env(p),
-        env("CADUCEUS_BACKUP_DESTINATION", destination_url(p)),
+        env(settings::BACKUP_DESTINATION, destination_url(p)),
         env(
-            "CADUCEUS_BACKUP_KEY_FILE",
+            settings::BACKUP_KEY_FILE,
             format!("{BACKUP_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
         ),
     ];

@@ -1,6 +1,7 @@
 //! ConfigMap of the API: the non-secret settings, under the environment variable names of
 //! docs/contracts.md. Secrets never go here (they come from Secret refs).
 
+use caduceus_contract::settings;
 use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
@@ -11,42 +12,42 @@ use crate::validate::ValidatedPlatform;
 pub fn build(p: &ValidatedPlatform) -> ConfigMap {
     let sec = &p.spec.security;
     let data = string_map([
-        ("CADUCEUS_HTTP_ADDR", format!("0.0.0.0:{API_HTTP_PORT}")),
-        ("CADUCEUS_ADMIN_ADDR", format!("0.0.0.0:{API_METRICS_PORT}")),
+        (settings::HTTP_ADDR, format!("0.0.0.0:{API_HTTP_PORT}")),
+        (settings::ADMIN_ADDR, format!("0.0.0.0:{API_METRICS_PORT}")),
         (
-            "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
+            settings::SESSION_IDLE_TIMEOUT_MINUTES.name,
             sec.session_idle_timeout_minutes.to_string(),
         ),
         (
-            "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES",
+            settings::ACCESS_TOKEN_TTL_MINUTES.name,
             sec.access_token_ttl_minutes.to_string(),
         ),
         (
-            "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE",
+            settings::RATE_LIMIT_REQUESTS_PER_MINUTE.name,
             sec.rate_limit.requests_per_minute.to_string(),
         ),
         (
-            "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE",
+            settings::RATE_LIMIT_LOGIN_PER_MINUTE.name,
             sec.rate_limit.login_attempts_per_minute.to_string(),
         ),
         (
-            "CADUCEUS_AUDIT_RETENTION_DAYS",
+            settings::AUDIT_RETENTION_DAYS.name,
             sec.audit_retention_days.to_string(),
         ),
         (
-            "CADUCEUS_PATIENT_RETENTION_DAYS",
+            settings::PATIENT_RETENTION_DAYS.name,
             sec.patient_retention_days.to_string(),
         ),
-        ("CADUCEUS_TRUSTED_PROXIES", sec.trusted_proxies.join(",")),
+        (settings::TRUSTED_PROXIES, sec.trusted_proxies.join(",")),
         (
-            "CADUCEUS_CORS_ALLOWED_ORIGINS",
+            settings::CORS_ALLOWED_ORIGINS,
             sec.cors_allowed_origins.join(","),
         ),
         (
-            "CADUCEUS_SELF_REGISTRATION",
+            settings::SELF_REGISTRATION,
             sec.self_registration.to_string(),
         ),
-        ("CADUCEUS_LOG_LEVEL", p.spec.api_server.log_level.clone()),
+        (settings::LOG_LEVEL, p.spec.api_server.log_level.clone()),
     ]);
     ConfigMap {
         metadata: child_meta(p, p.names.api_config(), Component::ApiServer),

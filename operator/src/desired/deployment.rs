@@ -10,6 +10,7 @@
 //!   in the API pods; until it succeeded the Deployment is held at 0 replicas
 //!   ([`ValidatedPlatform::api_held`]).
 
+use caduceus_contract::settings;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
@@ -142,7 +143,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         env: Some(vec![
             database_url_env(p),
             EnvVar {
-                name: "CADUCEUS_LOG_LEVEL".into(),
+                name: settings::LOG_LEVEL.into(),
                 value: Some(api.log_level.clone()),
                 ..Default::default()
             },
@@ -162,12 +163,12 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         database_url_env(p),
         redis_url_env(p),
         EnvVar {
-            name: "CADUCEUS_JWT_KEY_FILE".into(),
+            name: settings::JWT_KEY_FILE.into(),
             value: Some(format!("{API_SECRETS_MOUNT}/{JWT_KEY}")),
             ..Default::default()
         },
         EnvVar {
-            name: "CADUCEUS_PHI_KEYS_FILE".into(),
+            name: settings::PHI_KEYS_FILE.into(),
             value: Some(format!("{API_SECRETS_MOUNT}/{PHI_KEYS}")),
             ..Default::default()
         },

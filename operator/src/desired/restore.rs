@@ -18,6 +18,7 @@
 //!   [`progress`] and records a success in `status.restore`; from then on nothing here is built
 //!   again, so the Job being deleted [`JOB_TTL_SECONDS`] after it finished changes nothing.
 
+use caduceus_contract::settings;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec,
@@ -78,7 +79,7 @@ fn container_and_volumes(
     let mut env_vars = vec![
         database_url_env(p),
         env(
-            "CADUCEUS_BACKUP_KEY_FILE",
+            settings::BACKUP_KEY_FILE,
             format!("{RESTORE_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
         ),
     ];
@@ -116,12 +117,12 @@ fn container_and_volumes(
     volumes.extend(db_ca_volume(p));
     match (&from.source.s3, &from.source.claim_name) {
         (Some(s3), None) => {
-            env_vars.push(env("CADUCEUS_BACKUP_DESTINATION", s3_url(s3)));
+            env_vars.push(env(settings::BACKUP_DESTINATION, s3_url(s3)));
             env_vars.extend(s3_env(s3));
         }
         (None, Some(claim)) => {
             env_vars.push(env(
-                "CADUCEUS_BACKUP_DESTINATION",
+                settings::BACKUP_DESTINATION,
                 format!("file://{RESTORE_SOURCE_MOUNT}"),
             ));
             mounts.push(VolumeMount {

@@ -1,0 +1,136 @@
+//! The environment settings that cross a process boundary: the operator writes them (the API's
+//! ConfigMap and Deployment, the backup Jobs) and the API server / backup agent read them.
+//! Names, defaults and bounds are defined here once; docs/contracts.md is tested against
+//! [`ALL`].
+
+/// A whole-number setting with its default and the bounds the operator's CRD enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Number {
+    pub name: &'static str,
+    pub default: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// Automatic logoff after this many idle minutes (`spec.security.sessionIdleTimeoutMinutes`).
+pub const SESSION_IDLE_TIMEOUT_MINUTES: Number = Number {
+    name: "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
+    default: 15,
+    min: 1,
+    max: 1440,
+};
+/// Access token (JWT) lifetime in minutes (`spec.security.accessTokenTtlMinutes`).
+pub const ACCESS_TOKEN_TTL_MINUTES: Number = Number {
+    name: "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES",
+    default: 15,
+    min: 1,
+    max: 1440,
+};
+/// Requests per minute per client IP and per user (`spec.security.rateLimit.requestsPerMinute`).
+pub const RATE_LIMIT_REQUESTS_PER_MINUTE: Number = Number {
+    name: "CADUCEUS_RATE_LIMIT_REQUESTS_PER_MINUTE",
+    default: 600,
+    min: 1,
+    max: 1_000_000,
+};
+/// Login attempts per minute per client IP (`spec.security.rateLimit.loginAttemptsPerMinute`).
+pub const RATE_LIMIT_LOGIN_PER_MINUTE: Number = Number {
+    name: "CADUCEUS_RATE_LIMIT_LOGIN_PER_MINUTE",
+    default: 5,
+    min: 1,
+    max: 1000,
+};
+/// HIPAA's six years (45 CFR 164.316(b)(2)): the least audit retention the compliance rules
+/// accept, and the least patient retention anyone may configure.
+pub const SIX_YEARS_DAYS: u32 = 2190;
+/// Audit records are kept this many days (`spec.security.auditRetentionDays`; the compliance
+/// rule `audit-retention` asks for at least [`SIX_YEARS_DAYS`]).
+pub const AUDIT_RETENTION_DAYS: Number = Number {
+    name: "CADUCEUS_AUDIT_RETENTION_DAYS",
+    default: SIX_YEARS_DAYS,
+    min: 1,
+    max: 36500,
+};
+/// Soft-deleted patients are purged this many days after deletion
+/// (`spec.security.patientRetentionDays`); never below [`SIX_YEARS_DAYS`].
+pub const PATIENT_RETENTION_DAYS: Number = Number {
+    name: "CADUCEUS_PATIENT_RETENTION_DAYS",
+    default: 3650,
+    min: SIX_YEARS_DAYS,
+    max: 36500,
+};
+
+/// Public API address (`0.0.0.0:<port>`).
+pub const HTTP_ADDR: &str = "CADUCEUS_HTTP_ADDR";
+/// Admin address: `/metrics`, `/health/detailed`, the self-report.
+pub const ADMIN_ADDR: &str = "CADUCEUS_ADMIN_ADDR";
+/// The API's public port (its default `CADUCEUS_HTTP_ADDR` and the Service's target).
+pub const API_HTTP_PORT: u16 = 8080;
+/// The API's admin port (its default `CADUCEUS_ADMIN_ADDR`, scraped and read by the operator).
+pub const API_ADMIN_PORT: u16 = 9090;
+/// File holding the HS256 JWT secret (base64 of at least 32 bytes).
+pub const JWT_KEY_FILE: &str = "CADUCEUS_JWT_KEY_FILE";
+/// File holding the PHI key ring (JSON).
+pub const PHI_KEYS_FILE: &str = "CADUCEUS_PHI_KEYS_FILE";
+/// Comma-separated CIDRs / addresses of trusted reverse proxies.
+pub const TRUSTED_PROXIES: &str = "CADUCEUS_TRUSTED_PROXIES";
+/// Comma-separated CORS origins.
+pub const CORS_ALLOWED_ORIGINS: &str = "CADUCEUS_CORS_ALLOWED_ORIGINS";
+/// `true` enables patient self-registration.
+pub const SELF_REGISTRATION: &str = "CADUCEUS_SELF_REGISTRATION";
+/// tracing filter of the API (and of the operator).
+pub const LOG_LEVEL: &str = "CADUCEUS_LOG_LEVEL";
+/// Where the backup agent writes / reads archives (`s3://…`, `file://…`).
+pub const BACKUP_DESTINATION: &str = "CADUCEUS_BACKUP_DESTINATION";
+/// S3 endpoint of the backup agent (path-style).
+pub const BACKUP_S3_ENDPOINT: &str = "CADUCEUS_BACKUP_S3_ENDPOINT";
+/// File holding the backup encryption key.
+pub const BACKUP_KEY_FILE: &str = "CADUCEUS_BACKUP_KEY_FILE";
+
+/// The whole-number settings.
+pub const NUMBERS: [Number; 6] = [
+    SESSION_IDLE_TIMEOUT_MINUTES,
+    ACCESS_TOKEN_TTL_MINUTES,
+    RATE_LIMIT_REQUESTS_PER_MINUTE,
+    RATE_LIMIT_LOGIN_PER_MINUTE,
+    AUDIT_RETENTION_DAYS,
+    PATIENT_RETENTION_DAYS,
+];
+
+/// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
+pub const ALL: [&str; 17] = [
+    HTTP_ADDR,
+    ADMIN_ADDR,
+    JWT_KEY_FILE,
+    PHI_KEYS_FILE,
+    SESSION_IDLE_TIMEOUT_MINUTES.name,
+    ACCESS_TOKEN_TTL_MINUTES.name,
+    RATE_LIMIT_REQUESTS_PER_MINUTE.name,
+    RATE_LIMIT_LOGIN_PER_MINUTE.name,
+    AUDIT_RETENTION_DAYS.name,
+    PATIENT_RETENTION_DAYS.name,
+    TRUSTED_PROXIES,
+    CORS_ALLOWED_ORIGINS,
+    SELF_REGISTRATION,
+    LOG_LEVEL,
+    BACKUP_DESTINATION,
+    BACKUP_S3_ENDPOINT,
+    BACKUP_KEY_FILE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_lie_within_their_bounds_and_names_are_unique() {
+        for n in NUMBERS {
+            assert!(n.min <= n.default && n.default <= n.max, "{}", n.name);
+        }
+        let mut names = ALL.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert!(ALL.iter().all(|n| n.starts_with("CADUCEUS_")));
+    }
+}
