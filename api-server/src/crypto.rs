@@ -14,10 +14,10 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use caduceus_contract::key_files::{self, KeyFileError, PhiKeyRingFile};
 use hmac::{Hmac, Mac};
 use rand_core::{OsRng, RngCore};
 use ring::aead::{LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use serde::Deserialize;
 use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -83,15 +83,6 @@ impl Aad<'_> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyRingFile {
-    version: u32,
-    active_key_id: String,
-    keys: BTreeMap<String, String>,
-    blind_index_key: String,
-}
-
 /// The PHI key ring: data keys by id, the active key id, and the blind-index key.
 #[derive(Clone)]
 pub struct KeyRing {
@@ -109,30 +100,10 @@ impl fmt::Debug for KeyRing {
     }
 }
 
-fn valid_key_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 32
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-fn decode_key(what: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let bytes = Zeroizing::new(
-        B64.decode(value.trim())
-            .map_err(|_| KeyError::KeyBytes(what.to_string()))?,
-    );
-    if bytes.len() != 32 {
-        return Err(KeyError::KeyBytes(what.to_string()));
-    }
-    Ok(bytes)
-}
-
 impl KeyRing {
     /// Parse the key-ring JSON (contracts format).
     pub fn from_json(text: &str) -> Result<Self, KeyError> {
-        let file: KeyRingFile = serde_json::from_str(text).map_err(|e| {
+        let file: PhiKeyRingFile = serde_json::from_str(text).map_err(|e| {
             // serde_json messages name fields and positions, never the (secret) values
             let msg = e.to_string();
             let what = if msg.starts_with("missing field") || msg.starts_with("unknown field") {
@@ -145,28 +116,24 @@ impl KeyRing {
             };
             KeyError::Json(format!("{what} (line {} column {})", e.line(), e.column()))
         })?;
-        if file.version != 1 {
-            return Err(KeyError::Version(file.version));
-        }
+        file.check().map_err(|e| match e {
+            KeyFileError::Version(v) => KeyError::Version(v),
+            KeyFileError::KeyId(id) => KeyError::KeyId(id),
+            KeyFileError::KeyBytes(what) => KeyError::KeyBytes(what),
+            KeyFileError::ActiveMissing(id) => KeyError::ActiveMissing(id),
+        })?;
         let mut keys = BTreeMap::new();
         for (id, b64) in &file.keys {
-            if !valid_key_id(id) {
-                return Err(KeyError::KeyId(id.clone()));
-            }
-            let raw = decode_key(&format!("key {id:?}"), b64)?;
-            let cipher = UnboundKey::new(&AES_256_GCM, &raw)
-                .map_err(|_| KeyError::KeyBytes(format!("key {id:?}")))?;
+            let bad = || KeyError::KeyBytes(format!("key {id:?}"));
+            let raw = key_files::decode_key(b64).ok_or_else(bad)?;
+            let cipher = UnboundKey::new(&AES_256_GCM, raw.as_ref()).map_err(|_| bad())?;
             keys.insert(id.clone(), LessSafeKey::new(cipher));
         }
-        if !valid_key_id(&file.active_key_id) {
-            return Err(KeyError::KeyId(file.active_key_id));
-        }
-        if !keys.contains_key(&file.active_key_id) {
-            return Err(KeyError::ActiveMissing(file.active_key_id));
-        }
-        let blind_index_key = decode_key("blind_index_key", &file.blind_index_key)?;
+        let blind_index_key = key_files::decode_key(&file.blind_index_key)
+            .map(|k| Zeroizing::new(k.to_vec()))
+            .ok_or_else(|| KeyError::KeyBytes("blind_index_key".into()))?;
         Ok(Self {
-            active_key_id: file.active_key_id,
+            active_key_id: file.active_key_id.clone(),
             keys,
             blind_index_key,
         })
@@ -317,13 +284,15 @@ pub fn generate_key_ring_json() -> String {
         chrono::Utc::now().format("%Y%m%d"),
         hex::encode(suffix)
     );
-    let value = serde_json::json!({
-        "version": 1,
-        "active_key_id": id,
-        "keys": { id.clone(): random_b64(32) },
-        "blind_index_key": random_b64(32),
-    });
-    format!("{value}\n")
+    let ring = PhiKeyRingFile {
+        version: key_files::VERSION,
+        active_key_id: id.clone(),
+        keys: BTreeMap::from([(id, random_b64(32))]),
+        blind_index_key: random_b64(32),
+    };
+    // Serialising a struct of strings cannot fail.
+    let json = Zeroizing::new(serde_json::to_string(&ring).unwrap_or_default());
+    format!("{}\n", json.as_str())
 }
 
 /// Fresh JWT key file content: standard base64 of 64 random bytes.

@@ -4,10 +4,8 @@
 use std::fmt;
 use std::path::Path;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use caduceus_contract::key_files::{self, BackupKeyFile, KeyFileError};
 use rand::RngCore;
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
 /// Length of an AES-256 key in bytes.
@@ -31,13 +29,6 @@ pub enum KeyError {
     Key,
 }
 
-#[derive(Deserialize)]
-struct KeyFile {
-    version: u32,
-    key_id: String,
-    key: String,
-}
-
 /// An AES-256 backup key with its public identifier.
 pub struct BackupKey {
     key_id: String,
@@ -55,12 +46,7 @@ impl fmt::Debug for BackupKey {
 
 /// True when `id` has the form `bk-<12 lowercase hex digits>`.
 pub fn valid_key_id(id: &str) -> bool {
-    id.strip_prefix("bk-").is_some_and(|hex| {
-        hex.len() == 12
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    key_files::valid_backup_key_id(id)
 }
 
 impl BackupKey {
@@ -79,26 +65,17 @@ impl BackupKey {
 
     /// Parse the JSON key file format.
     pub fn from_json(text: &str) -> Result<Self, KeyError> {
-        let file: KeyFile = serde_json::from_str(text.trim()).map_err(|_| KeyError::Json)?;
-        let KeyFile {
-            version,
-            key_id,
+        let file: BackupKeyFile = serde_json::from_str(text.trim()).map_err(|_| KeyError::Json)?;
+        file.check().map_err(|e| match e {
+            KeyFileError::Version(v) => KeyError::Version(v),
+            KeyFileError::KeyId(_) => KeyError::KeyId,
+            KeyFileError::KeyBytes(_) | KeyFileError::ActiveMissing(_) => KeyError::Key,
+        })?;
+        let key = key_files::decode_key(&file.key).ok_or(KeyError::Key)?;
+        Ok(Self {
+            key_id: file.key_id.clone(),
             key,
-        } = file;
-        let encoded = Zeroizing::new(key);
-        if version != 1 {
-            return Err(KeyError::Version(version));
-        }
-        if !valid_key_id(&key_id) {
-            return Err(KeyError::KeyId);
-        }
-        let decoded = Zeroizing::new(STANDARD.decode(encoded.trim()).map_err(|_| KeyError::Key)?);
-        if decoded.len() != KEY_LEN {
-            return Err(KeyError::Key);
-        }
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        key.copy_from_slice(&decoded);
-        Ok(Self { key_id, key })
+        })
     }
 
     /// Read and parse a key file.
@@ -115,12 +92,13 @@ impl BackupKey {
 
     /// The key file JSON (contains the secret key: only for `keygen`).
     pub fn to_json(&self) -> Zeroizing<String> {
-        let encoded = Zeroizing::new(STANDARD.encode(self.key.as_ref()));
-        Zeroizing::new(format!(
-            r#"{{"version":1,"key_id":"{}","key":"{}"}}"#,
-            self.key_id,
-            encoded.as_str()
-        ))
+        let file = BackupKeyFile {
+            version: key_files::VERSION,
+            key_id: self.key_id.clone(),
+            key: key_files::encode_key(self.key.as_ref()),
+        };
+        // Serialising a struct of strings cannot fail.
+        Zeroizing::new(serde_json::to_string(&file).unwrap_or_default())
     }
 
     pub fn key_id(&self) -> &str {
@@ -135,6 +113,8 @@ impl BackupKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
 
     #[test]
     fn generated_key_round_trips_through_json() {

@@ -5,5 +5,6 @@
 //! condition names. docs/contracts.md is tested against this crate.
 
 pub mod conditions;
+pub mod key_files;
 pub mod self_report;
 pub mod settings;

@@ -3,15 +3,14 @@
 //!
 //! A rule whose evidence is not available is `NotEvaluated` with the reason, never `Pass`.
 
+use caduceus_contract::key_files::{KeyFileError, PhiKeyRingFile};
 use caduceus_contract::settings;
-use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::catalogue::{rules_for, Rule, RuleId};
 use super::self_report::SelfReport;
@@ -258,30 +257,6 @@ fn is_placeholder(s: &Secret) -> bool {
         .is_some_and(|a| a.contains_key(ANNOTATION_PLACEHOLDER))
 }
 
-#[derive(Deserialize)]
-struct PhiKeyRing {
-    version: u32,
-    active_key_id: String,
-    keys: BTreeMap<String, String>,
-    blind_index_key: String,
-}
-
-fn key_len(b64: &str) -> Option<usize> {
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()
-        .map(|k| k.len())
-}
-
-fn valid_key_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    id.len() <= 32
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
 fn phi_key_valid(i: &Inputs<'_>) -> Check {
     let secret = &i.children.api_secrets;
     if is_placeholder(secret) {
@@ -292,7 +267,7 @@ fn phi_key_valid(i: &Inputs<'_>) -> Check {
     let Some(raw) = secret_value(secret, PHI_KEYS) else {
         return fail(format!("{PHI_KEYS} is missing from the API secrets"));
     };
-    let ring: PhiKeyRing = match serde_json::from_slice(raw) {
+    let ring: PhiKeyRingFile = match serde_json::from_slice(raw) {
         Ok(r) => r,
         Err(_) => {
             return fail(format!(
@@ -300,25 +275,22 @@ fn phi_key_valid(i: &Inputs<'_>) -> Check {
             ))
         }
     };
-    if ring.version != 1 {
-        return fail(format!(
-            "key ring version {} is not supported (expected 1)",
-            ring.version
-        ));
-    }
-    if !ring.keys.contains_key(&ring.active_key_id) {
-        return fail("the active key id is not in the key ring");
-    }
-    if let Some(bad) = ring.keys.keys().find(|id| !valid_key_id(id)) {
-        return fail(format!(
-            "key id `{bad}` does not match ^[a-z0-9][a-z0-9-]{{0,31}}$"
-        ));
-    }
-    if let Some((id, _)) = ring.keys.iter().find(|(_, k)| key_len(k) != Some(32)) {
-        return fail(format!("key `{id}` is not 32 bytes of standard base64"));
-    }
-    if key_len(&ring.blind_index_key) != Some(32) {
-        return fail("the blind-index key is not 32 bytes of standard base64");
+    if let Err(e) = ring.check() {
+        return fail(match e {
+            KeyFileError::Version(v) => {
+                format!("key ring version {v} is not supported (expected 1)")
+            }
+            KeyFileError::ActiveMissing(_) => "the active key id is not in the key ring".into(),
+            KeyFileError::KeyId(id) => {
+                format!("key id `{id}` does not match ^[a-z0-9][a-z0-9-]{{0,31}}$")
+            }
+            KeyFileError::KeyBytes(what) if what == "blind_index_key" => {
+                "the blind-index key is not 32 bytes of standard base64".into()
+            }
+            KeyFileError::KeyBytes(what) => {
+                format!("{what} is not 32 bytes of standard base64")
+            }
+        });
     }
     pass(format!(
         "key ring valid: {} key(s), active key `{}`",

@@ -114,6 +114,9 @@ fn default_platform_with_healthy_evidence_passes_every_rule() {
     assert_eq!(a.passed(), RULES.len());
 }
 
+/// Standard base64 of 32 zero bytes.
+const KEY32: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
 #[test]
 fn phi_key_valid_passes_fails_and_needs_the_cluster() {
     let a = run(&audit(|_| {}), no_change);
@@ -125,13 +128,26 @@ fn phi_key_valid_passes_fails_and_needs_the_cluster() {
         p.names.api_secrets(),
         BTreeMap::from([(
             crate::names::PHI_KEYS.to_string(),
-            ByteString(br#"{"version":1,"active_key_id":"k-2","keys":{"k-1":"AAAA"},"blind_index_key":"AAAA"}"#.to_vec()),
+            ByteString(format!(r#"{{"version":1,"active_key_id":"k-2","keys":{{"k-1":"{KEY32}"}},"blind_index_key":"{KEY32}"}}"#).into_bytes()),
         )]),
     );
     let children = build_children(&p, &existing, &mut SecretGenerator::random());
     let a = assess(&p, &children, Some(&live(&children)), vec![], now());
     let m = assert_verdict(&a, RuleId::PhiKeyValid, Verdict::Fail);
     assert!(m.contains("active key id"), "{m}");
+
+    // A key that is not 32 bytes (the API would refuse to start with it).
+    existing.insert(
+        p.names.api_secrets(),
+        BTreeMap::from([(
+            crate::names::PHI_KEYS.to_string(),
+            ByteString(format!(r#"{{"version":1,"active_key_id":"k-1","keys":{{"k-1":"AAAA"}},"blind_index_key":"{KEY32}"}}"#).into_bytes()),
+        )]),
+    );
+    let children = build_children(&p, &existing, &mut SecretGenerator::random());
+    let a = assess(&p, &children, Some(&live(&children)), vec![], now());
+    let m = assert_verdict(&a, RuleId::PhiKeyValid, Verdict::Fail);
+    assert!(m.contains("k-1") && m.contains("32 bytes"), "{m}");
 
     let offline = assess_static(&p, now());
     assert_verdict(&offline, RuleId::PhiKeyValid, Verdict::NotEvaluated);

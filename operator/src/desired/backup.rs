@@ -12,11 +12,10 @@
 //! - CloudNativePG platforms get no CronJob: backups are delegated to CloudNativePG
 //!   ([`super::backup_cnpg`]).
 
+use caduceus_contract::key_files::{self, BackupKeyFile};
 use caduceus_contract::settings;
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, KeyToPath, LocalObjectReference, PersistentVolumeClaim,
@@ -432,23 +431,27 @@ pub fn pvc(p: &ValidatedPlatform) -> Option<PersistentVolumeClaim> {
 
 /// `backup-key.json` in the contracts format from fresh random bytes.
 fn new_key_file(generator: &SecretGenerator) -> String {
-    match generator {
+    let file = match generator {
         SecretGenerator::Random { .. } => {
-            let mut key = [0u8; 32];
+            let mut key = [0u8; key_files::KEY_LEN];
             let mut id = [0u8; 6];
             rand::rng().fill_bytes(&mut key);
             rand::rng().fill_bytes(&mut id);
             let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            format!(
-                r#"{{"version":1,"key_id":"bk-{id}","key":"{}"}}"#,
-                STANDARD.encode(key)
-            )
+            BackupKeyFile {
+                version: key_files::VERSION,
+                key_id: format!("bk-{id}"),
+                key: key_files::encode_key(&key),
+            }
         }
-        SecretGenerator::Placeholder => format!(
-            r#"{{"version":1,"key_id":"bk-000000000000","key":"{}"}}"#,
-            super::secrets::PLACEHOLDER
-        ),
-    }
+        SecretGenerator::Placeholder => BackupKeyFile {
+            version: key_files::VERSION,
+            key_id: "bk-000000000000".into(),
+            key: super::secrets::PLACEHOLDER.into(),
+        },
+    };
+    // Serialising a struct of strings cannot fail.
+    serde_json::to_string(&file).unwrap_or_default()
 }
 
 /// `<platform>-backup-key`, generated when absent and never overwritten (its data is read from
@@ -644,6 +647,8 @@ mod tests {
     use crate::crd::{PvcDestination, S3Destination};
     use crate::desired::security::container_violations;
     use crate::desired::test_support::platform;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
 
     fn s3(endpoint: Option<&str>) -> S3Destination {
         S3Destination {

@@ -4,6 +4,7 @@
 //! of the Secrets that already exist and keeps every key it finds, generating only missing keys.
 //! The values never reach logs, status, events or error messages.
 
+use caduceus_contract::key_files::{self, PhiKeyRingFile};
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -13,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::ByteString;
 use rand::RngCore;
-use serde::Serialize;
 
 use super::{bytes, child_meta, postgres_tls};
 use crate::crd::{CacheProvider, DatabaseProvider, DatabaseStatus};
@@ -105,15 +105,6 @@ impl SecretGenerator {
             SecretGenerator::Placeholder => "k-placeholder".to_string(),
         }
     }
-}
-
-/// The PHI key ring file (`phi-keys.json`, docs/contracts.md).
-#[derive(Serialize)]
-struct PhiKeyRing {
-    version: u32,
-    active_key_id: String,
-    keys: BTreeMap<String, String>,
-    blind_index_key: String,
 }
 
 fn secret(
@@ -341,8 +332,8 @@ pub fn api_secrets(
     }
     if !data.contains_key(PHI_KEYS) {
         let key_id = generator.key_id();
-        let ring = PhiKeyRing {
-            version: 1,
+        let ring = PhiKeyRingFile {
+            version: key_files::VERSION,
             active_key_id: key_id.clone(),
             keys: BTreeMap::from([(key_id, generator.key_b64(32))]),
             blind_index_key: generator.key_b64(32),

@@ -1,0 +1,238 @@
+//! The key files the operator generates into Secrets and the API server / backup agent read
+//! (docs/contracts.md, "Key files"): the PHI key ring (`phi-keys.json`) and the backup key
+//! (`backup-key.json`). One type and one check per format; the readers turn the decoded keys
+//! into ciphers. Messages name fields and key ids, never key material.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The only version of both formats.
+pub const VERSION: u32 = 1;
+/// Length of every key (AES-256, HMAC-SHA256 blind index).
+pub const KEY_LEN: usize = 32;
+
+/// What is wrong with a key file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyFileError {
+    /// `version` is not [`VERSION`].
+    Version(u32),
+    /// A key id that does not have the format's shape (the id itself; ids are not secret).
+    KeyId(String),
+    /// The named key is not standard base64 of exactly [`KEY_LEN`] bytes.
+    KeyBytes(String),
+    /// The key ring's `active_key_id` is not one of its keys.
+    ActiveMissing(String),
+}
+
+/// Standard base64 of exactly [`KEY_LEN`] bytes (surrounding whitespace ignored).
+pub fn decode_key(b64: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
+    let bytes = Zeroizing::new(STANDARD.decode(b64.trim()).ok()?);
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    if bytes.len() != KEY_LEN {
+        return None;
+    }
+    key.copy_from_slice(&bytes);
+    Some(key)
+}
+
+/// Standard base64 of a key.
+pub fn encode_key(key: &[u8]) -> String {
+    STANDARD.encode(key)
+}
+
+/// A PHI key id: `^[a-z0-9][a-z0-9-]{0,31}$`.
+pub fn valid_phi_key_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// A backup key id: `bk-<12 lowercase hex digits>`.
+pub fn valid_backup_key_id(id: &str) -> bool {
+    id.strip_prefix("bk-").is_some_and(|hex| {
+        hex.len() == 12
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// `phi-keys.json`: data keys by id (standard base64 of 32 bytes), the id new writes use, and
+/// the blind-index key. Wiped from memory when dropped; `Debug` shows no key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhiKeyRingFile {
+    pub version: u32,
+    pub active_key_id: String,
+    pub keys: BTreeMap<String, String>,
+    pub blind_index_key: String,
+}
+
+impl Drop for PhiKeyRingFile {
+    fn drop(&mut self) {
+        for key in self.keys.values_mut() {
+            key.zeroize();
+        }
+        self.blind_index_key.zeroize();
+    }
+}
+
+impl std::fmt::Debug for PhiKeyRingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhiKeyRingFile")
+            .field("version", &self.version)
+            .field("active_key_id", &self.active_key_id)
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PhiKeyRingFile {
+    /// Checks the version, every key id and key, the blind-index key and that the active key
+    /// is in the ring.
+    pub fn check(&self) -> Result<(), KeyFileError> {
+        if self.version != VERSION {
+            return Err(KeyFileError::Version(self.version));
+        }
+        for (id, key) in &self.keys {
+            if !valid_phi_key_id(id) {
+                return Err(KeyFileError::KeyId(id.clone()));
+            }
+            if decode_key(key).is_none() {
+                return Err(KeyFileError::KeyBytes(format!("key {id:?}")));
+            }
+        }
+        if !valid_phi_key_id(&self.active_key_id) {
+            return Err(KeyFileError::KeyId(self.active_key_id.clone()));
+        }
+        if !self.keys.contains_key(&self.active_key_id) {
+            return Err(KeyFileError::ActiveMissing(self.active_key_id.clone()));
+        }
+        if decode_key(&self.blind_index_key).is_none() {
+            return Err(KeyFileError::KeyBytes("blind_index_key".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `backup-key.json`: `{"version":1,"key_id":"bk-<12 hex>","key":"<base64 of 32 bytes>"}`.
+/// Wiped from memory when dropped; `Debug` shows no key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct BackupKeyFile {
+    pub version: u32,
+    pub key_id: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for BackupKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupKeyFile")
+            .field("version", &self.version)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupKeyFile {
+    /// Checks the version, the key id and the key.
+    pub fn check(&self) -> Result<(), KeyFileError> {
+        if self.version != VERSION {
+            return Err(KeyFileError::Version(self.version));
+        }
+        if !valid_backup_key_id(&self.key_id) {
+            return Err(KeyFileError::KeyId(self.key_id.clone()));
+        }
+        if decode_key(&self.key).is_none() {
+            return Err(KeyFileError::KeyBytes("key".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> PhiKeyRingFile {
+        PhiKeyRingFile {
+            version: 1,
+            active_key_id: "k-1".into(),
+            keys: BTreeMap::from([("k-1".to_string(), encode_key(&[7u8; 32]))]),
+            blind_index_key: encode_key(&[9u8; 32]),
+        }
+    }
+
+    #[test]
+    fn a_generated_key_ring_checks_and_round_trips() {
+        let r = ring();
+        assert_eq!(r.check(), Ok(()));
+        let json = serde_json::to_string(&r).unwrap();
+        let back: PhiKeyRingFile = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(decode_key(&r.keys["k-1"]).unwrap().as_ref(), &[7u8; 32]);
+    }
+
+    #[test]
+    fn every_defect_of_a_key_ring_is_named() {
+        let mut r = ring();
+        r.version = 2;
+        assert_eq!(r.check(), Err(KeyFileError::Version(2)));
+        let mut r = ring();
+        r.keys.insert("Bad".into(), encode_key(&[1u8; 32]));
+        assert_eq!(r.check(), Err(KeyFileError::KeyId("Bad".into())));
+        let mut r = ring();
+        r.keys.insert("k-2".into(), encode_key(&[1u8; 31]));
+        assert_eq!(r.check(), Err(KeyFileError::KeyBytes("key \"k-2\"".into())));
+        let mut r = ring();
+        r.active_key_id = "k-9".into();
+        assert_eq!(r.check(), Err(KeyFileError::ActiveMissing("k-9".into())));
+        let mut r = ring();
+        r.blind_index_key = "not base64!".into();
+        assert_eq!(
+            r.check(),
+            Err(KeyFileError::KeyBytes("blind_index_key".into()))
+        );
+        let unknown = r#"{"version":1,"active_key_id":"k","keys":{},"blind_index_key":"","x":1}"#;
+        assert!(serde_json::from_str::<PhiKeyRingFile>(unknown).is_err());
+    }
+
+    #[test]
+    fn debug_output_shows_no_key() {
+        let r = ring();
+        let shown = format!("{r:?}");
+        assert!(!shown.contains(&r.keys["k-1"]) && !shown.contains(&r.blind_index_key));
+        assert!(shown.contains("k-1"));
+    }
+
+    #[test]
+    fn backup_key_files_check_id_and_key() {
+        let ok = BackupKeyFile {
+            version: 1,
+            key_id: "bk-0123456789ab".into(),
+            key: encode_key(&[3u8; 32]),
+        };
+        assert_eq!(ok.check(), Ok(()));
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            format!(
+                r#"{{"version":1,"key_id":"bk-0123456789ab","key":"{}"}}"#,
+                ok.key
+            )
+        );
+        for bad_id in ["bk-0123456789AB", "bk-0123", "xx-0123456789ab"] {
+            let mut f = ok.clone();
+            f.key_id = bad_id.into();
+            assert_eq!(f.check(), Err(KeyFileError::KeyId(bad_id.into())));
+        }
+        let mut short = ok.clone();
+        short.key = encode_key(&[3u8; 16]);
+        assert_eq!(short.check(), Err(KeyFileError::KeyBytes("key".into())));
+    }
+}
