@@ -39,6 +39,20 @@ pub const SPEC_ENV: [(&str, &str); 2] = [
 /// Least `spec.security.patientRetentionDays` (6 years), as the API requires.
 pub const MIN_PATIENT_RETENTION_DAYS: i32 = settings::PATIENT_RETENTION_DAYS.min as i32;
 
+/// A standard 5-field cron expression (what a CronJob's `schedule` and the backup status's
+/// next-run computation read), checked by the `croner` parser: fields in range, valid names and
+/// steps; no seconds, no year.
+fn valid_schedule(schedule: &str) -> bool {
+    use croner::parser::{CronParser, Seconds, Year};
+    schedule.split_whitespace().count() == 5
+        && CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(schedule)
+            .is_ok()
+}
+
 /// A platform that passed validation: everything the builders need.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedPlatform {
@@ -514,10 +528,10 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
     if let Some(pvc) = &backup.destination.pvc {
         check_quantity(c, "spec.backup.destination.pvc.size", &pvc.size, true);
     }
-    if backup.schedule.split_whitespace().count() != 5 {
+    if !valid_schedule(&backup.schedule) {
         c.fail(
             "spec.backup.schedule",
-            "must be a 5-field cron expression such as `0 * * * *`",
+            "must be a 5-field cron expression such as `0 * * * *` (minute hour day-of-month month day-of-week, each within its range)",
         );
     }
     c.range("spec.backup.rpoMinutes", backup.rpo_minutes, 5, 10080);
@@ -782,6 +796,33 @@ mod tests {
         assert_eq!(v.namespace, "clinic");
         assert_eq!(v.api_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(v.api_replicas(), 2);
+    }
+
+    #[test]
+    fn backup_schedules_are_checked_by_a_cron_parser() {
+        for ok in [
+            "0 * * * *",
+            "*/15 2 * * MON-FRI",
+            "30 3 1,15 * *",
+            "0 0 * JAN SUN",
+        ] {
+            let mut spec = HealthcarePlatformSpec::default();
+            spec.backup.schedule = ok.into();
+            assert!(validate(&platform(spec), "default").is_ok(), "{ok}");
+        }
+        for bad in [
+            "0 99 * * *",
+            "61 * * * *",
+            "0 * * *",
+            "0 0 * * * *",
+            "@hourly",
+            "x * * * *",
+        ] {
+            let mut spec = HealthcarePlatformSpec::default();
+            spec.backup.schedule = bad.into();
+            let err = validate(&platform(spec), "default").unwrap_err();
+            assert_eq!(fields(err), ["spec.backup.schedule"], "{bad}");
+        }
     }
 
     #[test]
