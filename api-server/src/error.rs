@@ -10,7 +10,8 @@
 //! JSON of the wrong shape or failing [`Validate`] → 422 with per-field `errors`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -107,7 +108,7 @@ impl Problem {
                 "unsupported-media-type",
                 "expected Content-Type: application/json",
             ),
-            422 => ("validation", "the request body is not valid"),
+            422 => ("validation", "the request is not valid (see errors)"),
             429 => ("rate-limited", "too many requests"),
             503 => ("unavailable", "service temporarily unavailable"),
             s if s >= 500 => ("internal", "internal error"),
@@ -266,7 +267,7 @@ impl IntoResponse for Error {
                 let mut p = Problem::new(
                     status,
                     "validation",
-                    Some("the request body is not valid".into()),
+                    Some("the request is not valid (see errors)".into()),
                 );
                 p.errors = errors;
                 p
@@ -375,6 +376,34 @@ where
                 _ => Error::BadRequest("the request body could not be read".into()),
             }),
         }
+    }
+}
+
+/// Query parameters deserialised into `T`. A parameter that does not parse (a number out of
+/// range, an unknown enum value, a malformed date) is the same 422 validation problem as a
+/// parameter the handler refuses (`limit=0`): `errors[].field` names the parameter; the value is
+/// never echoed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            Error::Validation(vec![FieldError::new(
+                &field,
+                "is not a valid value for this query parameter",
+            )])
+        })
     }
 }
 

@@ -10,7 +10,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response as DocResponse};
 use utoipa::{Modify, OpenApi};
 
 use crate::state::AppState;
@@ -32,6 +34,88 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Declares what every route can answer besides what its handler documents, as the server
+/// really answers it: every error is `application/problem+json`; a protected route answers 401
+/// without a valid token; a route with a body answers 400 (not JSON), 413 (too large), 415
+/// (not `application/json`) and 422 (invalid fields); a route with query parameters answers
+/// 422 naming the parameter; a route with a path parameter answers 400 when it does not parse;
+/// every `/api/v1` route answers 429 when rate-limited.
+struct ProblemResponses;
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+fn problem(description: &str) -> RefOr<DocResponse> {
+    let mut r = DocResponse::new(description);
+    r.content.insert(
+        PROBLEM_JSON.into(),
+        RefOr::T(Content::new(Some(RefOr::Ref(Ref::from_schema_name(
+            "Problem",
+        ))))),
+    );
+    RefOr::T(r)
+}
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    if !(status.starts_with('4') || status.starts_with('5')) {
+                        continue;
+                    }
+                    if let RefOr::T(r) = response {
+                        if let Some(content) = r.content.shift_remove("application/json") {
+                            r.content.insert(PROBLEM_JSON.into(), content);
+                        }
+                    }
+                }
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| problem(description));
+                };
+                let params = op.parameters.iter().flatten().filter_map(|p| match p {
+                    RefOr::T(p) => Some(p.parameter_in.clone()),
+                    RefOr::Ref(_) => None,
+                });
+                let (mut query, mut path_param) = (false, false);
+                for location in params {
+                    query |= matches!(location, ParameterIn::Query);
+                    path_param |= matches!(location, ParameterIn::Path);
+                }
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add("401", "missing, invalid or expired bearer token");
+                }
+                if op.request_body.is_some() {
+                    add("400", "the body is not well-formed JSON");
+                    add("413", "the body is too large");
+                    add("415", "the body is not application/json");
+                    add("422", "a field is not valid (`errors` names it)");
+                }
+                if query {
+                    add("422", "a query parameter is not valid (`errors` names it)");
+                }
+                if path_param {
+                    add("400", "a path parameter does not parse");
+                }
+                if path.starts_with("/api/v1/") {
+                    add("429", "rate-limited (`Retry-After` says when to retry)");
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json."),
@@ -49,7 +133,7 @@ impl Modify for BearerAuth {
         crate::health::live, crate::health::ready,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, crate::rbac::Role)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "auth", description = "Login, token refresh, logout"),
         (name = "users", description = "Accounts (admin)"),
@@ -140,4 +224,69 @@ async fn docs() -> Response {
         DOCS_HTML,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, &serde_json::Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                out.push((path.clone(), method.clone(), op));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_declares_the_errors_the_server_sends() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let ops = operations(&doc);
+        assert!(ops.len() > 20, "{}", ops.len());
+        for (path, method, op) in ops {
+            let responses = op["responses"].as_object().unwrap();
+            for (status, r) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = r["content"].as_object().unwrap();
+                    assert!(
+                        content.keys().all(|k| k == PROBLEM_JSON),
+                        "{method} {path} {status}: {content:?}"
+                    );
+                }
+            }
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                assert!(responses.contains_key("401"), "{method} {path}: no 401");
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
+            let query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if query {
+                assert!(responses.contains_key("422"), "{method} {path}: no 422");
+            }
+            if path.starts_with("/api/v1/") {
+                assert!(responses.contains_key("429"), "{method} {path}: no 429");
+            }
+        }
+    }
+
+    #[test]
+    fn the_page_size_bounds_are_in_the_schema() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let params = doc["paths"]["/api/v1/patients"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 100);
+    }
 }

@@ -20,6 +20,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page size, 1..=100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Opaque cursor from a previous page's `next_cursor`.
     pub cursor: Option<String>,

@@ -433,11 +433,12 @@ async fn validation_and_malformed_input(pool: PgPool) {
         &app.get("/api/v1/appointments/not-a-uuid", &rec.token).await,
         400,
     );
-    assert_problem(
-        &app.get("/api/v1/appointments?from=yesterday", &rec.token)
-            .await,
-        400,
-    );
+    // A query parameter that does not parse is a 422 naming it (as one the handler refuses).
+    let r = app
+        .get("/api/v1/appointments?from=yesterday", &rec.token)
+        .await;
+    assert_problem(&r, 422);
+    assert_eq!(r.json["errors"][0]["field"], "from", "{}", r.text);
     let (s, e) = slot(1, 30);
     assert_problem(
         &app.get(
@@ -451,10 +452,25 @@ async fn validation_and_malformed_input(pool: PgPool) {
         .await,
         422,
     );
-    assert_problem(
-        &app.get("/api/v1/appointments?limit=0", &rec.token).await,
-        422,
-    );
+    // A query parameter the handler refuses and one that does not even parse get the same
+    // answer, naming the parameter (never echoing the value).
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=9223372036854775808",
+        "limit=ten",
+    ] {
+        let r = app
+            .get(&format!("/api/v1/appointments?{query}"), &rec.token)
+            .await;
+        assert_problem(&r, 422);
+        assert_eq!(r.json["errors"][0]["field"], "limit", "{query}: {}", r.text);
+        assert!(
+            !r.text.contains("922337") && !r.text.contains("ten"),
+            "{}",
+            r.text
+        );
+    }
     assert_problem(
         &app.get("/api/v1/appointments?cursor=%%%", &rec.token).await,
         422,

@@ -563,11 +563,12 @@ async fn validation_and_malformed_input(pool: PgPool) {
         .unwrap();
     assert_problem(&app.send(req).await, 415);
     assert_problem(&app.get("/api/v1/prescriptions/123", &doc.token).await, 400);
-    assert_problem(
-        &app.get("/api/v1/prescriptions?status=paused", &doc.token)
-            .await,
-        400,
-    );
+    // An unknown enum value of a query parameter is a 422 naming the parameter.
+    let r = app
+        .get("/api/v1/prescriptions?status=paused", &doc.token)
+        .await;
+    assert_problem(&r, 422);
+    assert_eq!(r.json["errors"][0]["field"], "status", "{}", r.text);
     assert_problem(
         &app.get("/api/v1/prescriptions?limit=101", &doc.token).await,
         422,

@@ -20,7 +20,7 @@
 //! | `arrived` | `fulfilled`, `cancelled` (left before being seen) |
 //! | `fulfilled`, `cancelled`, `noshow` | — (final) |
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::access::{self, AccessLog, Need, PatientScoped, Target};
 use crate::audit::AuditEvent;
 use crate::auth::Authorized;
+use crate::error::ApiQuery;
 use crate::error::{ApiJson, Error};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Role};
@@ -217,8 +218,8 @@ pub struct AppointmentFilter {
 pub async fn list(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::AppointmentRead>,
-    Query(filter): Query<AppointmentFilter>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<AppointmentFilter>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Appointment>>, Error> {
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;

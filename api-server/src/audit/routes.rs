@@ -1,6 +1,6 @@
 //! The audit trail's admin endpoints: `GET /audit-events` and `GET /audit-events/verify`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{actions, verify_chain, AuditEvent, VerifyResult};
 use crate::auth::Authorized;
+use crate::error::ApiQuery;
 use crate::error::Error;
 use crate::pagination::{Page, PageParams};
 use crate::rbac::perm;
@@ -69,8 +70,8 @@ pub struct AuditFilter {
 pub async fn list(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::AuditRead>,
-    Query(filter): Query<AuditFilter>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<AuditFilter>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<AuditRecord>>, Error> {
     let limit = page.limit()?;
     let cursor: Option<i64> = page.cursor_i64()?;

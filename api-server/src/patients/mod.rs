@@ -16,7 +16,7 @@ pub mod model;
 
 pub use extract::CallerAndPatient;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::access::{self, AccessLog, Resource, Target};
 use crate::audit::{actions, AuditEvent};
 use crate::auth::{AuthUser, Authorized};
+use crate::error::ApiQuery;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Permission, Role};
@@ -168,8 +169,8 @@ pub struct PatientFilter {
 pub async fn list(
     State(state): State<AppState>,
     auth: AuthUser,
-    Query(filter): Query<PatientFilter>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<PatientFilter>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Patient>>, Error> {
     auth.require(&state, Permission::PatientList).await?;
     let limit = page.limit()?;

@@ -21,7 +21,7 @@ pub use model::{
     ENC_COLUMNS, TABLE,
 };
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,6 +34,7 @@ use uuid::Uuid;
 use crate::access::{self, AccessLog, Need, PatientScoped, Target};
 use crate::audit::{AuditEvent, Outcome};
 use crate::auth::Authorized;
+use crate::error::ApiQuery;
 use crate::error::{ApiJson, Error};
 use crate::pagination::{Page, PageParams};
 use crate::patients::model as patient_model;
@@ -299,8 +300,8 @@ pub struct PrescriptionFilter {
 pub async fn list(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::PrescriptionRead>,
-    Query(filter): Query<PrescriptionFilter>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<PrescriptionFilter>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Prescription>>, Error> {
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;

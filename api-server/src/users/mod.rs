@@ -1,6 +1,6 @@
 //! User accounts (admin): `POST /users`, `GET /users`, `GET/PATCH /users/{id}`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::audit::{actions, AuditEvent};
 use crate::auth::{password, Authorized};
 use crate::crypto::{Aad, KeyRing};
+use crate::error::ApiQuery;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::pagination::{Page, PageParams};
 use crate::rbac::{perm, Role};
@@ -331,7 +332,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::UsersManage>,
-    Query(page): Query<PageParams>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<User>>, Error> {
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
