@@ -60,7 +60,9 @@ impl FromRef<AppState> for Metrics {
 /// (session check, patient read and create, audit) takes no pooled connections; the pool serves
 /// every other query. (On the 2-core bench machine 8, 16 and 32 pooled connections could not be told apart;
 /// see README, bench.)
-pub const POOL_SIZE: u32 = 16 - BATCH_KINDS * crate::batch::WORKERS as u32 - AUDIT_CONNECTIONS;
+pub const POOL_SIZE: u32 = caduceus_contract::settings::API_CONNECTIONS_PER_POD
+    - BATCH_KINDS * crate::batch::WORKERS as u32
+    - AUDIT_CONNECTIONS;
 
 /// The audit writer's own connection ([`crate::audit::AuditWriter`]).
 pub const AUDIT_CONNECTIONS: u32 = 1;

@@ -87,6 +87,11 @@ pub const BACKUP_S3_ENDPOINT: &str = "CADUCEUS_BACKUP_S3_ENDPOINT";
 /// File holding the backup encryption key.
 pub const BACKUP_KEY_FILE: &str = "CADUCEUS_BACKUP_KEY_FILE";
 
+/// Postgres connections one API pod opens at most (its pool, its grouped-statement workers and
+/// its audit writer): the API divides it up, the operator sizes the embedded database's
+/// `max_connections` from it.
+pub const API_CONNECTIONS_PER_POD: u32 = 16;
+
 /// The whole-number settings.
 pub const NUMBERS: [Number; 6] = [
     SESSION_IDLE_TIMEOUT_MINUTES,

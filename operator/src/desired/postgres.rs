@@ -103,7 +103,8 @@ fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
 /// its audit writer
 /// (`caduceus-api`: `state::POOL_SIZE` + `state::BATCH_KINDS` × `batch::WORKERS` +
 /// `state::AUDIT_CONNECTIONS`; docs/contracts.md).
-pub const API_CONNECTIONS_PER_POD: i32 = 16;
+pub const API_CONNECTIONS_PER_POD: i32 =
+    caduceus_contract::settings::API_CONNECTIONS_PER_POD as i32;
 /// Connections beyond the API pods': backup and restore jobs, `migrate` init containers,
 /// `rotate-keys`/`create-admin`, an operator's `psql`, and Postgres' own superuser reserve.
 const OTHER_CONNECTIONS: i32 = 20;
