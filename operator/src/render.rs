@@ -16,8 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::crd::HealthcarePlatform;
-use crate::desired::monitoring::MonitoringObjects;
-use crate::desired::{build_children, BackupObjects, Children, ExistingSecrets, SecretGenerator};
+use crate::desired::{build_children, ChildObject, Children, ExistingSecrets, SecretGenerator};
 use crate::names::ANNOTATION_PLACEHOLDER;
 use crate::validate::{validate, ValidationError};
 
@@ -142,98 +141,15 @@ pub fn children_to_values_with(
     children: &Children,
     options: RenderOptions,
 ) -> Result<Vec<Value>, serde_json::Error> {
-    let Children {
-        postgres_credentials,
-        postgres_tls,
-        redis_credentials,
-        api_secrets,
-        postgres,
-        cnpg_cluster,
-        redis,
-        api_service_account,
-        api_config,
-        api_deployment,
-        api_service,
-        api_hpa,
-        api_pdb,
-        api_ingress,
-        network_policies,
-        backup,
-        monitoring,
-    } = children;
-    let BackupObjects {
-        cron_job,
-        key_secret,
-        pvc,
-        on_demand_job,
-        scheduled_backup,
-    } = backup;
-    let mut out = Vec::new();
-    for np in network_policies {
-        out.push(serde_json::to_value(np)?);
-    }
-    for s in postgres_credentials
-        .iter()
-        .chain(postgres_tls.iter())
-        .chain(redis_credentials.iter())
-        .chain(key_secret.iter())
-    {
-        out.push(secret_value(s)?);
-    }
-    out.push(secret_value(api_secrets)?);
-    out.push(serde_json::to_value(api_service_account)?);
-    out.push(serde_json::to_value(api_config)?);
-    if let Some(pg) = postgres {
-        out.push(serde_json::to_value(&pg.headless_service)?);
-        out.push(serde_json::to_value(&pg.service)?);
-        out.push(serde_json::to_value(&pg.stateful_set)?);
-    }
-    if let Some(c) = cnpg_cluster {
-        out.push(serde_json::to_value(c)?);
-    }
-    if let Some(r) = redis {
-        out.push(serde_json::to_value(&r.service)?);
-        out.push(serde_json::to_value(&r.stateful_set)?);
-    }
-    out.push(serde_json::to_value(api_deployment)?);
-    out.push(serde_json::to_value(api_service)?);
-    if let Some(h) = api_hpa {
-        out.push(serde_json::to_value(h)?);
-    }
-    if let Some(p) = api_pdb {
-        out.push(serde_json::to_value(p)?);
-    }
-    if let Some(i) = api_ingress {
-        out.push(serde_json::to_value(i)?);
-    }
-    if let Some(c) = pvc {
-        out.push(serde_json::to_value(c)?);
-    }
-    if let Some(c) = cron_job {
-        out.push(serde_json::to_value(c)?);
-    }
-    if let Some(j) = on_demand_job {
-        out.push(serde_json::to_value(j)?);
-    }
-    if let Some(b) = scheduled_backup {
-        out.push(serde_json::to_value(b)?);
-    }
-    if let (
-        Some(MonitoringObjects {
-            api_service_monitor,
-            operator_service_monitor,
-            prometheus_rule,
-            dashboard,
-        }),
-        true,
-    ) = (monitoring, options.prometheus_operator)
-    {
-        out.push(serde_json::to_value(api_service_monitor)?);
-        out.push(serde_json::to_value(operator_service_monitor)?);
-        out.push(serde_json::to_value(prometheus_rule)?);
-        out.push(serde_json::to_value(dashboard)?);
-    }
-    Ok(out)
+    children
+        .objects()
+        .into_iter()
+        .filter(|d| options.prometheus_operator || !d.needs_prometheus_operator)
+        .map(|d| match d.object {
+            ChildObject::Secret(s) => secret_value(s),
+            other => other.to_value(),
+        })
+        .collect()
 }
 
 /// Renders every platform of a YAML stream to multi-document YAML, as applied on a cluster that

@@ -207,65 +207,9 @@ pub async fn observe(client: &Client, p: &ValidatedPlatform) -> Result<Observed,
 
 /// Metadata of every child (tests, finalizer bookkeeping).
 pub fn all_metas(children: &Children) -> Vec<ObjectMeta> {
-    let Children {
-        postgres_credentials,
-        postgres_tls,
-        redis_credentials,
-        api_secrets,
-        postgres,
-        cnpg_cluster,
-        redis,
-        api_service_account,
-        api_config,
-        api_deployment,
-        api_service,
-        api_hpa,
-        api_pdb,
-        api_ingress,
-        network_policies,
-        backup,
-        monitoring,
-    } = children;
-    let BackupObjects {
-        cron_job,
-        key_secret,
-        pvc,
-        on_demand_job,
-        scheduled_backup,
-    } = backup;
-    let mut out = Vec::new();
-    out.extend(postgres_credentials.iter().map(|s| s.metadata.clone()));
-    out.extend(postgres_tls.iter().map(|s| s.metadata.clone()));
-    out.extend(redis_credentials.iter().map(|s| s.metadata.clone()));
-    out.push(api_secrets.metadata.clone());
-    if let Some(pg) = postgres {
-        out.push(pg.stateful_set.metadata.clone());
-        out.push(pg.headless_service.metadata.clone());
-        out.push(pg.service.metadata.clone());
-    }
-    out.extend(cnpg_cluster.iter().map(|c| c.metadata.clone()));
-    if let Some(r) = redis {
-        out.push(r.stateful_set.metadata.clone());
-        out.push(r.service.metadata.clone());
-    }
-    out.push(api_service_account.metadata.clone());
-    out.push(api_config.metadata.clone());
-    out.push(api_deployment.metadata.clone());
-    out.push(api_service.metadata.clone());
-    out.extend(api_hpa.iter().map(|h| h.metadata.clone()));
-    out.extend(api_pdb.iter().map(|h| h.metadata.clone()));
-    out.extend(api_ingress.iter().map(|h| h.metadata.clone()));
-    out.extend(network_policies.iter().map(|n| n.metadata.clone()));
-    out.extend(cron_job.iter().map(|c| c.metadata.clone()));
-    out.extend(key_secret.iter().map(|s| s.metadata.clone()));
-    out.extend(pvc.iter().map(|c| c.metadata.clone()));
-    out.extend(on_demand_job.iter().map(|j| j.metadata.clone()));
-    out.extend(scheduled_backup.iter().map(|b| b.metadata.clone()));
-    if let Some(m) = monitoring {
-        out.push(m.api_service_monitor.metadata.clone());
-        out.push(m.operator_service_monitor.metadata.clone());
-        out.push(m.prometheus_rule.metadata.clone());
-        out.push(m.dashboard.metadata.clone());
-    }
-    out
+    children
+        .objects()
+        .into_iter()
+        .map(|d| d.object.meta().clone())
+        .collect()
 }

@@ -3,8 +3,10 @@
 //! injected [`SecretGenerator`].
 //!
 //! One file per child kind. To add a kind: write `desired/<kind>.rs`, add one field to
-//! [`Children`] and fill it in [`build_children`]; `apply` destructures `Children` without `..`,
-//! so the compiler points at the one place that must apply the new field.
+//! [`Children`] and fill it in [`build_children`]. Two places destructure `Children` without
+//! `..`, so the compiler points at both: [`Children::objects`] (the one ordered list that
+//! `render` and every listing of the children derive from; a new Kubernetes kind also gets a
+//! [`ChildObject`] variant) and `apply::Applier::apply_all` (how each child is applied).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +38,7 @@ pub mod ingress;
 pub mod monitoring;
 pub mod monitoring_dashboard;
 pub mod network_policy;
+pub mod objects;
 pub mod pdb;
 pub mod postgres;
 pub mod postgres_tls;
@@ -46,6 +49,7 @@ pub mod security;
 pub mod service;
 pub mod service_account;
 
+pub use objects::{ChildObject, Desired};
 pub use secrets::{ExistingSecrets, SecretGenerator};
 
 /// The embedded database: StatefulSet plus its two Services.
