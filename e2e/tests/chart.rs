@@ -238,9 +238,7 @@ fn operator_pods_can_reach_the_platforms_compliance_endpoint() {
     // Each platform's NetworkPolicy admits pods labelled app.kubernetes.io/name=OPERATOR_APP_NAME
     // on the API's admin port; the chart's pods must carry that label and be allowed out to it.
     let operator_name = names_const("OPERATOR_APP_NAME");
-    let port: i64 = names_const("API_METRICS_PORT")
-        .parse()
-        .expect("numeric port");
+    let port = i64::from(caduceus_contract::settings::API_ADMIN_PORT);
     for objects in [helm_template(&[]).expect("default"), template_full()] {
         let deployment = of_kind(&objects, "apps", "Deployment")[0];
         assert_eq!(
