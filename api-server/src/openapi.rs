@@ -279,6 +279,28 @@ mod tests {
         }
     }
 
+    /// Bounds the handlers enforce (`check_text`, range checks) are in the request schemas.
+    #[test]
+    fn enforced_field_bounds_are_in_the_schemas() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field, key, bound) in [
+            ("NewPatient", "given_name", "maxLength", 100),
+            ("NewPatient", "family_name", "minLength", 1),
+            ("PatientPatch", "family_name", "maxLength", 100),
+            ("NewPrescription", "dose", "maxLength", 100),
+            ("NewPrescription", "frequency", "maxLength", 100),
+            ("NewPrescription", "duration_days", "minimum", 1),
+            ("NewPrescription", "duration_days", "maximum", 365),
+            ("NewPrescription", "override_reason", "maxLength", 500),
+            ("NewAppointment", "reason", "maxLength", 1000),
+            ("AppointmentPatch", "reason", "maxLength", 1000),
+        ] {
+            let property = &schemas[schema]["properties"][field];
+            assert_eq!(property[key], bound, "{schema}.{field}.{key}: {property}");
+        }
+    }
+
     #[test]
     fn the_page_size_bounds_are_in_the_schema() {
         let doc: serde_json::Value = serde_json::from_str(document()).unwrap();

@@ -103,6 +103,7 @@ pub struct NewAppointment {
     /// RFC 3339 end (exclusive); after `start`, at most 12 hours later, in the future.
     pub end: DateTime<Utc>,
     /// Reason for the visit (PHI, encrypted at rest; 1 to 1000 characters).
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: Option<String>,
 }
 
@@ -144,6 +145,7 @@ pub struct AppointmentPatch {
     pub practitioner_id: Option<Uuid>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: Option<String>,
     pub status: Option<Status>,
 }

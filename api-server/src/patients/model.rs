@@ -52,7 +52,9 @@ pub struct EmergencyContact {
 pub struct NewPatient {
     /// Medical record number, unique (compared after removing spaces/hyphens, case-insensitive).
     pub mrn: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub given_name: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub family_name: String,
     /// `YYYY-MM-DD`
     pub birth_date: NaiveDate,
@@ -74,7 +76,9 @@ pub struct NewPatient {
 #[serde(deny_unknown_fields)]
 pub struct PatientPatch {
     pub mrn: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     pub given_name: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     pub family_name: Option<String>,
     pub birth_date: Option<NaiveDate>,
     pub sex: Option<Sex>,

@@ -89,15 +89,19 @@ pub struct NewPrescription {
     pub patient_id: Uuid,
     pub medication: Medication,
     /// e.g. `5 mg` (1 to 100 characters).
+    #[schema(min_length = 1, max_length = 100)]
     pub dose: String,
     pub route: RouteOfAdministration,
     /// e.g. `once daily` (1 to 100 characters).
+    #[schema(min_length = 1, max_length = 100)]
     pub frequency: String,
     /// 1 to 365.
+    #[schema(minimum = 1, maximum = 365)]
     pub duration_days: i32,
     /// Up to 2000 characters.
     pub notes: Option<String>,
     /// Required to prescribe despite a major interaction; audited as the purpose (1 to 500 characters).
+    #[schema(min_length = 1, max_length = 500)]
     pub override_reason: Option<String>,
 }
 
