@@ -151,10 +151,11 @@ pub enum Error {
     PayloadTooLarge,
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("locked: {0}")]
-    Locked(String),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// Too much work queued (e.g. password hashing): `503` with `Retry-After`.
+    #[error("busy")]
+    Busy { retry_after_secs: u64 },
     #[error("audit trail unavailable")]
     AuditUnavailable,
     #[error("unavailable: {0}")]
@@ -189,9 +190,10 @@ impl Error {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Locked(_) => StatusCode::LOCKED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::AuditUnavailable | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable | Self::Unavailable(_) | Self::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -272,7 +274,16 @@ impl IntoResponse for Error {
                 p.errors = errors;
                 p
             }
-            Self::Locked(d) => Problem::new(status, "account-locked", Some(d)),
+            Self::Busy { retry_after_secs } => {
+                retry_after = Some(retry_after_secs);
+                Problem::new(
+                    status,
+                    "busy",
+                    Some(format!(
+                        "the server is busy; retry after {retry_after_secs} s"
+                    )),
+                )
+            }
             Self::RateLimited { retry_after_secs } => {
                 retry_after = Some(retry_after_secs);
                 Problem::new(

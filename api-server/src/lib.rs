@@ -227,6 +227,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let (http_addr, admin_addr) = (config.http_addr, config.admin_addr);
     let state = AppState::new(config, pool.clone())?;
+    // the dummy hash of unknown e-mails, computed before the first login needs it
+    tokio::task::spawn_blocking(|| {
+        std::sync::LazyLock::force(&auth::password::DUMMY_HASH);
+    });
     let api_listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {http_addr}: {e}"))?;
@@ -255,6 +259,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     tracing::info!(patients = n, "purged soft-deleted patients past retention")
                 }
                 Err(e) => tracing::warn!(error = %error_kind(&e), "patient retention purge failed"),
+            }
+            if let Err(e) = auth::routes::purge_login_attempts(&purge_pool).await {
+                tracing::warn!(error = %error_kind(&e), "login attempt purge failed");
             }
             match users::encrypt_legacy_emails(&purge_pool, &purge_keys, 500).await {
                 Ok(0) => {}

@@ -229,6 +229,11 @@ fn set_headers(headers: &mut HeaderMap, d: &Decision) {
 pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let limiter: Arc<Limiter> = state.limiter.clone();
     let ip = client_ip(req.extensions());
+    // IPv6 clients by their /64
+    let ip = ip
+        .parse::<IpAddr>()
+        .map(crate::ratelimit::ip_bucket)
+        .unwrap_or(ip);
     let mut buckets = vec![(format!("ip:{ip}"), false)];
     if req.method() == Method::POST && req.uri().path().ends_with("/auth/login") {
         buckets.push((format!("login:{ip}"), true));

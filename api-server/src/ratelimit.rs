@@ -5,7 +5,9 @@
 //! ([`GCRA_SCRIPT`], Redis server time, so replicas agree). Concurrent requests are decided by one
 //! script call per group ([`redis_worker`]), exactly as one call each would decide them. Limits are per minute with a burst of
 //! the full minute's allowance. Keys: `<prefix>rl:ip:<ip>`, `<prefix>rl:user:<user id>` and, for
-//! `POST /auth/login`, `<prefix>rl:login:<ip>` with the stricter login limit.
+//! `POST /auth/login`, `<prefix>rl:login:<ip>` with the stricter login limit. An IPv6 client is
+//! counted by its /64 ([`ip_bucket`]): one host usually holds a whole /64 and can pick a fresh
+//! address for every request.
 //!
 //! When Redis does not answer (timeout 250 ms), the same limits are enforced per process by
 //! `governor` (GCRA in memory), `/health/ready` reports `degraded`, and the Redis path is retried
@@ -22,6 +24,19 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
+
+/// The part of a client address a per-IP bucket is keyed by: an IPv4 address (also when written
+/// as IPv4-mapped IPv6) as it is, an IPv6 address by its /64 network (`2001:db8:1:2::/64`).
+pub fn ip_bucket(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+    }
+}
 
 /// GCRA for a group of requests in one round trip (see [`Limiter::check`]).
 ///
@@ -381,6 +396,22 @@ mod tests {
         let conn = crate::state::redis_manager(&url).expect("redis url");
         let prefix = format!("test-rl-{}:", uuid::Uuid::now_v7());
         Arc::new(Limiter::new(Some(conn), &prefix, per_minute, per_minute))
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(ip_bucket(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(ip_bucket(ip("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(ip_bucket(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            ip_bucket(ip("2001:db8:1:2:dead:beef:0:7")),
+            ip_bucket(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            ip_bucket(ip("2001:db8:1:3::1")),
+            ip_bucket(ip("2001:db8:1:2::1"))
+        );
     }
 
     fn buckets(keys: &[&str]) -> Vec<(String, bool)> {

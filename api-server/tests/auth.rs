@@ -176,29 +176,128 @@ async fn idle_session_cannot_refresh(pool: PgPool) {
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
+/// The parts of a problem that do not change per request (no `request_id`, `instance`).
+fn problem_body(r: &caduceus_api::testing::TestResponse) -> serde_json::Value {
+    let mut v = r.json.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("request_id");
+        o.remove("instance");
+    }
+    v
+}
+
 #[sqlx::test]
 async fn lockout_after_five_failures(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let rec = app.user(Role::Receptionist).await;
-    for i in 0..4 {
-        let r = app.login(&rec.email, "definitely wrong").await;
-        assert_problem(&r, 401);
-        assert!(i < 4);
+    let wrong = app.login(&rec.email, "definitely wrong").await;
+    assert_problem(&wrong, 401);
+    for _ in 1..5 {
+        assert_problem(&app.login(&rec.email, "definitely wrong").await, 401);
     }
-    let r = app.login(&rec.email, "definitely wrong").await;
-    assert_problem(&r, 423);
-    // even the right password is refused while locked
+    // locked: even the right password is refused, with exactly the answer of a wrong password
     let r = app.login(&rec.email, TEST_PASSWORD).await;
-    assert_problem(&r, 423);
-    assert!(r.json["detail"].as_str().unwrap().contains("locked"));
-    assert!(audit_count(&app, "auth.lockout", None).await >= 2);
+    assert_problem(&r, 401);
+    assert_eq!(problem_body(&r), problem_body(&wrong));
+    assert!(!r.text.contains("lock"), "{}", r.text);
+    // audited: 5 failures, the lock, the attempt while locked
     assert_eq!(audit_count(&app, "auth.login_failed", None).await, 5);
-    // failures older than 15 minutes no longer count
-    sqlx::query("UPDATE login_failures SET at = now() - interval '16 minutes'")
+    assert_eq!(audit_count(&app, "auth.lockout", None).await, 2);
+    // a window older than 15 minutes no longer counts
+    sqlx::query("UPDATE login_attempts SET window_start = now() - interval '16 minutes'")
         .execute(&app.pool)
         .await
         .unwrap();
     assert_eq!(app.login(&rec.email, TEST_PASSWORD).await.status, 200);
+    // and a successful login starts the count over
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM login_attempts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+/// An unknown e-mail gets the same status and problem body as a wrong password, its failures are
+/// counted under its blind index exactly like a known account's, and it locks the same way.
+#[sqlx::test]
+async fn unknown_emails_are_counted_and_answered_like_known_ones(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let nurse = app.user(Role::Nurse).await;
+    let known = app.login(&nurse.email, "definitely wrong").await;
+    let unknown = app.login("Nobody@Test.Example", "definitely wrong").await;
+    assert_problem(&unknown, 401);
+    assert_eq!(problem_body(&unknown), problem_body(&known));
+    for _ in 1..5 {
+        assert_problem(
+            &app.login(" nobody@test.example", "definitely wrong").await,
+            401,
+        );
+    }
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM login_attempts WHERE email_bidx = $1")
+            .bind(caduceus_api::users::email_index(
+                &app.state.keys,
+                "nobody@test.example",
+            ))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 5, "one counter for the e-mail, whatever its case");
+    let locked = app.login("nobody@test.example", "definitely wrong").await;
+    assert_eq!(problem_body(&locked), problem_body(&known));
+    // the lock of the unknown e-mail is audited like a known account's, without an actor
+    assert_eq!(audit_count(&app, "auth.lockout", None).await, 2);
+}
+
+/// Parallel guesses are counted one by one (one statement per attempt): of 12 concurrent wrong
+/// passwords only the first 5 are checked, the other 7 are refused as locked; with a
+/// read-then-check count all 12 would be tested.
+#[sqlx::test]
+async fn parallel_guesses_are_counted_atomically(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let guesses = (0..12).map(|i| {
+        let app = app.clone();
+        let email = doc.email.clone();
+        async move { app.login(&email, &format!("guess number {i}")).await }
+    });
+    for r in futures::future::join_all(guesses).await {
+        assert_problem(&r, 401);
+    }
+    assert_eq!(audit_count(&app, "auth.login_failed", None).await, 5);
+    assert_eq!(audit_count(&app, "auth.lockout", None).await, 1 + 7);
+    assert_problem(&app.login(&doc.email, TEST_PASSWORD).await, 401);
+}
+
+/// Each failure makes the next attempt of the same e-mail wait longer (capped); other e-mails
+/// are not slowed down.
+#[sqlx::test]
+async fn failures_slow_down_the_next_attempts(pool: PgPool) {
+    use caduceus_api::auth::routes::login_delay;
+    use std::time::{Duration, Instant};
+    assert_eq!(login_delay(1), Duration::ZERO);
+    assert_eq!(login_delay(2), Duration::from_millis(100));
+    assert_eq!(login_delay(4), Duration::from_millis(400));
+    assert_eq!(login_delay(6), Duration::from_millis(1600));
+    assert_eq!(login_delay(7), Duration::from_secs(2));
+    assert_eq!(login_delay(1000), Duration::from_secs(2));
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    for _ in 0..3 {
+        app.login(&doc.email, "definitely wrong").await;
+    }
+    let t = Instant::now();
+    assert_eq!(app.login(&doc.email, TEST_PASSWORD).await.status, 200);
+    let slow = t.elapsed();
+    assert!(slow >= Duration::from_millis(400), "{slow:?}");
+    // the success reset the count: no delay any more
+    let t = Instant::now();
+    assert_eq!(app.login(&doc.email, TEST_PASSWORD).await.status, 200);
+    let fast = t.elapsed();
+    assert!(
+        slow >= fast + Duration::from_millis(300),
+        "{slow:?} vs {fast:?}"
+    );
 }
 
 #[sqlx::test]

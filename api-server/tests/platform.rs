@@ -421,6 +421,33 @@ async fn login_is_limited_more_strictly(pool: PgPool) {
     );
 }
 
+/// IPv6 clients are limited by their /64: a new address from the same /64 does not get a new
+/// allowance; another /64 does.
+#[sqlx::test]
+async fn ipv6_clients_are_limited_per_64(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.login_rate_limit_per_minute = 2;
+    let mut app = TestApp::with_config(pool, cfg).await;
+    let body = json!({"email": "nobody@test.example", "password": "whatever password"});
+    for host in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        app.client_ip = host.parse().unwrap();
+        let r = app
+            .call(Method::POST, "/api/v1/auth/login", None, Some(body.clone()))
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    app.client_ip = "2001:db8:1:2:ffff:1234:5678:9abc".parse().unwrap();
+    let r = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(body.clone()))
+        .await;
+    assert_problem(&r, 429);
+    app.client_ip = "2001:db8:1:3::1".parse().unwrap();
+    let r = app
+        .call(Method::POST, "/api/v1/auth/login", None, Some(body))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+}
+
 #[sqlx::test]
 async fn local_fallback_when_redis_is_down(pool: PgPool) {
     let mut cfg = test_config();

@@ -17,9 +17,45 @@ use crate::request::RequestMeta;
 use crate::state::AppState;
 use crate::store::audit::{actions, AuditEvent, Outcome};
 
-/// Failed logins within [`LOCKOUT_WINDOW_MINUTES`] that lock an account.
-pub const LOCKOUT_THRESHOLD: i64 = 5;
-pub const LOCKOUT_WINDOW_MINUTES: i64 = 15;
+/// Failed logins of one e-mail within [`LOCKOUT_WINDOW_MINUTES`] that lock it: later attempts
+/// in the window are refused exactly like a wrong password.
+pub const LOCKOUT_THRESHOLD: i32 = 5;
+pub const LOCKOUT_WINDOW_MINUTES: i32 = 15;
+/// Progressive delay: an attempt after `n` consecutive failures of its e-mail waits
+/// `DELAY_BASE_MS × 2^(n-1)`, at most [`DELAY_CAP_MS`], before it is checked.
+pub const DELAY_BASE_MS: u64 = 100;
+pub const DELAY_CAP_MS: u64 = 2_000;
+
+/// The wait before checking the `attempt`-th attempt of a window (1 = no failure before it).
+pub fn login_delay(attempt: i32) -> std::time::Duration {
+    let failures = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+    if failures == 0 {
+        return std::time::Duration::ZERO;
+    }
+    let ms = DELAY_BASE_MS.saturating_mul(1u64 << (failures - 1).min(20));
+    std::time::Duration::from_millis(ms.min(DELAY_CAP_MS))
+}
+
+/// Count one login attempt of an e-mail (its blind index) and return its number in the current
+/// window: one statement, so concurrent attempts each get their own number (no read-then-check).
+const COUNT_ATTEMPT_SQL: &str = "INSERT INTO login_attempts AS a (email_bidx, attempts) VALUES ($1, 1) \
+     ON CONFLICT (email_bidx) DO UPDATE SET \
+       attempts = CASE WHEN a.window_start <= now() - make_interval(mins => $2) THEN 1 ELSE a.attempts + 1 END, \
+       window_start = CASE WHEN a.window_start <= now() - make_interval(mins => $2) THEN now() ELSE a.window_start END \
+     RETURNING attempts";
+
+/// Delete the attempt counters whose window has ended (daily, by `serve`): an e-mail that was
+/// only guessed leaves no row behind for long.
+pub async fn purge_login_attempts(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM login_attempts WHERE window_start <= now() - make_interval(mins => $1)",
+    )
+    .bind(LOCKOUT_WINDOW_MINUTES)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// Routes under `/api/v1`. `/auth/register` exists only when self-registration is enabled.
 pub fn router(self_registration: bool) -> Router<AppState> {
     let r = Router::new()
@@ -113,74 +149,74 @@ async fn issue_tokens(
 }
 
 /// Log in with email and password.
+///
+/// Every attempt does the same work whether the e-mail is unknown, the account locked or
+/// inactive, or the password wrong, and gets the same answer (`401`, same problem body): count
+/// the attempt for the e-mail's blind index (atomically), wait the progressive delay, look the
+/// account up, run one Argon2id verification (against a dummy hash when there is nothing to
+/// verify), write the audit event. Only the first [`LOCKOUT_THRESHOLD`] attempts of a window
+/// can succeed.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
-              (status = 423, description = "locked after 5 failures in 15 minutes", body = crate::error::Problem),
-              (status = 429, body = crate::error::Problem)))]
+    responses((status = 200, body = TokenResponse),
+              (status = 401, description = "wrong e-mail or password, inactive account, or locked after 5 failures in 15 minutes (one answer for all)", body = crate::error::Problem),
+              (status = 429, body = crate::error::Problem),
+              (status = 503, description = "password hashing is saturated (Retry-After), or the database or audit trail is unavailable", body = crate::error::Problem)))]
 pub async fn login(
     State(state): State<AppState>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Error> {
     let invalid = || Error::Unauthorized("invalid email or password".into());
+    let bidx = crate::users::email_index(&state.keys, &body.email);
+    let attempt: i32 = sqlx::query_scalar(COUNT_ATTEMPT_SQL)
+        .bind(&bidx)
+        .bind(LOCKOUT_WINDOW_MINUTES)
+        .fetch_one(&state.pool)
+        .await?;
+    tokio::time::sleep(login_delay(attempt)).await;
     // e-mails are encrypted: look up by blind index (or a not yet converted plaintext row)
     let user: Option<LoginRow> = sqlx::query_as(
         "SELECT id, password_hash, role, active FROM users \
          WHERE email_bidx = $1 OR (email IS NOT NULL AND lower(email) = lower($2))",
     )
-    .bind(crate::users::email_index(&state.keys, &body.email))
+    .bind(&bidx)
     .bind(body.email.trim())
     .fetch_optional(&state.pool)
     .await?;
-    let Some(user) = user else {
-        password::verify(body.password, password::DUMMY_HASH.into()).await?;
-        state
-            .audit
-            .record(
-                AuditEvent::new(&meta, actions::LOGIN_FAILURE, "session").outcome(Outcome::Denied),
-            )
-            .await?;
-        return Err(invalid());
-    };
-    let failures: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM login_failures WHERE user_id = $1 AND at > now() - make_interval(mins => $2::int)",
-    )
-    .bind(user.id)
-    .bind(LOCKOUT_WINDOW_MINUTES as i32)
-    .fetch_one(&state.pool)
-    .await?;
-    let locked = || {
-        Error::Locked(format!(
-            "the account is locked after {LOCKOUT_THRESHOLD} failed logins; try again in {LOCKOUT_WINDOW_MINUTES} minutes"
-        ))
-    };
-    // a refused login of a known account, audited as `action`
-    let denied = |action: &str| {
-        AuditEvent::new(&meta, action, "session")
-            .actor(user.id, &user.role)
-            .outcome(Outcome::Denied)
-    };
-    if failures >= LOCKOUT_THRESHOLD {
-        state.audit.record(denied(actions::LOCKOUT)).await?;
-        return Err(locked());
-    }
-    let ok = password::verify(body.password, user.password_hash.clone()).await?;
-    if !ok || !user.active {
-        sqlx::query("INSERT INTO login_failures (user_id) VALUES ($1)")
-            .bind(user.id)
-            .execute(&state.pool)
-            .await?;
-        state.audit.record(denied(actions::LOGIN_FAILURE)).await?;
-        if failures + 1 >= LOCKOUT_THRESHOLD {
-            state.audit.record(denied(actions::LOCKOUT)).await?;
-            return Err(locked());
+    let locked = attempt > LOCKOUT_THRESHOLD;
+    let phc = user
+        .as_ref()
+        .filter(|_| !locked)
+        .map(|u| u.password_hash.clone());
+    let verified = password::verify_or_dummy(body.password, phc).await?;
+    let user = match user {
+        Some(u) if verified && u.active => u,
+        other => {
+            // a refused attempt, audited with the account when there is one
+            let event = |action: &str| {
+                let ev = AuditEvent::new(&meta, action, "session").outcome(Outcome::Denied);
+                match &other {
+                    Some(u) => ev.actor(u.id, &u.role),
+                    None => ev,
+                }
+            };
+            let mut events = vec![event(if locked {
+                actions::LOCKOUT
+            } else {
+                actions::LOGIN_FAILURE
+            })];
+            if attempt == LOCKOUT_THRESHOLD {
+                // this failure locks the e-mail
+                events.push(event(actions::LOCKOUT));
+            }
+            state.audit.record_all(events).await?;
+            return Err(invalid());
         }
-        return Err(invalid());
-    }
+    };
     let session = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
-    sqlx::query("DELETE FROM login_failures WHERE user_id = $1")
-        .bind(user.id)
+    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
+        .bind(&bidx)
         .execute(&mut *tx)
         .await?;
     sqlx::query("INSERT INTO sessions (id, user_id) VALUES ($1, $2)")
