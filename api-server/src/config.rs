@@ -36,6 +36,8 @@ pub struct Config {
     pub jwt_key: Arc<Zeroizing<Vec<u8>>>,
     pub phi_keys: Arc<KeyRing>,
     pub session_idle_timeout: Duration,
+    /// Sessions older than this (from the login) are ended (`CADUCEUS_MAX_SESSION_HOURS`).
+    pub max_session_age: Duration,
     pub access_token_ttl: Duration,
     pub rate_limit_per_minute: u32,
     pub login_rate_limit_per_minute: u32,
@@ -173,6 +175,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("CADUCEUS_JWT_KEY_FILE: {e}")))?;
         let phi_keys = phi_keys(env)?;
         let idle = positive(env, settings::SESSION_IDLE_TIMEOUT_MINUTES)?;
+        let max_session_hours = positive(env, settings::MAX_SESSION_HOURS)?;
         let ttl = positive(env, settings::ACCESS_TOKEN_TTL_MINUTES)?;
         let rpm = positive(env, settings::RATE_LIMIT_REQUESTS_PER_MINUTE)?;
         let login_rpm = positive(env, settings::RATE_LIMIT_LOGIN_PER_MINUTE)?;
@@ -233,6 +236,7 @@ impl Config {
             jwt_key: Arc::new(jwt_key),
             phi_keys: Arc::new(phi_keys),
             session_idle_timeout: Duration::from_secs(u64::from(idle) * 60),
+            max_session_age: Duration::from_secs(u64::from(max_session_hours) * 3600),
             access_token_ttl: Duration::from_secs(u64::from(ttl) * 60),
             rate_limit_per_minute: rpm,
             login_rate_limit_per_minute: login_rpm,
@@ -340,6 +344,7 @@ mod tests {
         assert_eq!(c.http_addr.port(), 8080);
         assert_eq!(c.admin_addr.port(), 9090);
         assert_eq!(c.session_idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.max_session_age, Duration::from_secs(12 * 3600));
         assert_eq!(c.rate_limit_per_minute, 600);
         assert_eq!(c.login_rate_limit_per_minute, 5);
         assert_eq!(c.audit_retention_days, 2190);
@@ -392,6 +397,7 @@ mod tests {
                 "0",
                 "greater than 0",
             ),
+            ("CADUCEUS_MAX_SESSION_HOURS", "0", "greater than 0"),
             ("CADUCEUS_SELF_REGISTRATION", "yes", "true or false"),
             (
                 "CADUCEUS_TRUSTED_PROXIES",

@@ -65,6 +65,7 @@ pub fn test_config() -> Config {
         jwt_key: Arc::new(jwt),
         phi_keys: Arc::new(keys),
         session_idle_timeout: Duration::from_secs(15 * 60),
+        max_session_age: Duration::from_secs(12 * 3600),
         access_token_ttl: Duration::from_secs(15 * 60),
         rate_limit_per_minute: 100_000,
         login_rate_limit_per_minute: 10_000,

@@ -671,3 +671,143 @@ async fn legacy_plaintext_emails_are_converted(pool: PgPool) {
     .unwrap_err();
     assert_eq!(err.status(), 409);
 }
+
+/// POST /auth/refresh with `token`.
+async fn refresh(app: &TestApp, token: &str) -> caduceus_api::testing::TestResponse {
+    app.call(
+        axum::http::Method::POST,
+        "/api/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": token})),
+    )
+    .await
+}
+
+/// A password change or reset (admin `PATCH /users/{id} {password}`) and a deactivation end
+/// every session of the account: access tokens and refresh tokens alike.
+#[sqlx::test]
+async fn password_change_and_deactivation_end_every_session(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let nurse = app.user(Role::Nurse).await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let r = app.login(&nurse.email, TEST_PASSWORD).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        sessions.push((
+            r.json["access_token"].as_str().unwrap().to_string(),
+            r.json["refresh_token"].as_str().unwrap().to_string(),
+        ));
+    }
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{}", nurse.id),
+            &admin.token,
+            json!({"password": "a brand new password"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for (access, refresh_token) in &sessions {
+        assert_problem(&app.get("/api/v1/me", access).await, 401);
+        assert_problem(&refresh(&app, refresh_token).await, 401);
+    }
+    assert_problem(&app.get("/api/v1/me", &nurse.token).await, 401);
+    let reasons: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT revoked_reason FROM sessions WHERE user_id = $1")
+            .bind(nurse.id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(reasons.len(), 3);
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.as_deref() == Some("password_changed")),
+        "{reasons:?}"
+    );
+    // the new password works; the admin's own session is untouched
+    let r = app.login(&nurse.email, "a brand new password").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let refresh_token = r.json["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(app.get("/api/v1/me", &admin.token).await.status, 200);
+    // deactivation: the refresh token of the new session stops working too
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{}", nurse.id),
+            &admin.token,
+            json!({"active": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_problem(&refresh(&app, &refresh_token).await, 401);
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(nurse.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 0);
+}
+
+/// A session ends `CADUCEUS_MAX_SESSION_HOURS` after its login, however active it is: refresh
+/// is refused (refreshing does not extend it) and its access tokens stop working.
+#[sqlx::test]
+async fn sessions_end_at_the_maximum_age(pool: PgPool) {
+    let mut cfg = test_config();
+    cfg.max_session_age = std::time::Duration::from_secs(3600);
+    let app = TestApp::with_config(pool, cfg).await;
+    let doc = app.user(Role::Physician).await;
+    let r = app.login(&doc.email, TEST_PASSWORD).await;
+    let refresh_token = r.json["refresh_token"].as_str().unwrap().to_string();
+    // logged in 50 minutes ago, active all along: still fine
+    sqlx::query(
+        "UPDATE sessions SET created_at = now() - interval '50 minutes' WHERE user_id = $1",
+    )
+    .bind(doc.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = refresh(&app, &refresh_token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let refresh_token = r.json["refresh_token"].as_str().unwrap().to_string();
+    let access = r.json["access_token"].as_str().unwrap().to_string();
+    // 61 minutes after the login, although it was just refreshed and used
+    sqlx::query(
+        "UPDATE sessions SET created_at = now() - interval '61 minutes', last_seen_at = now() \
+         WHERE user_id = $1",
+    )
+    .bind(doc.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = refresh(&app, &refresh_token).await;
+    assert_problem(&r, 401);
+    assert!(
+        r.json["detail"].as_str().unwrap().contains("maximum age"),
+        "{}",
+        r.text
+    );
+    assert_problem(&app.get("/api/v1/me", &access).await, 401);
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(doc.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason.as_deref(), Some("max_age"));
+    // the access check ends an old session by itself too
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '2 hours' WHERE id = $1")
+        .bind(doc.session_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app.get("/api/v1/me", &doc.token).await;
+    assert_problem(&r, 401);
+    assert!(
+        r.json["detail"].as_str().unwrap().contains("maximum age"),
+        "{}",
+        r.text
+    );
+}

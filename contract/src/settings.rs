@@ -19,6 +19,14 @@ pub const SESSION_IDLE_TIMEOUT_MINUTES: Number = Number {
     min: 1,
     max: 1440,
 };
+/// Maximum age of a session in hours (`spec.security.maxSessionHours`): counted from the login,
+/// whatever the activity; after it the session cannot be used or refreshed.
+pub const MAX_SESSION_HOURS: Number = Number {
+    name: "CADUCEUS_MAX_SESSION_HOURS",
+    default: 12,
+    min: 1,
+    max: 24,
+};
 /// Access token (JWT) lifetime in minutes (`spec.security.accessTokenTtlMinutes`).
 pub const ACCESS_TOKEN_TTL_MINUTES: Number = Number {
     name: "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES",
@@ -93,8 +101,9 @@ pub const BACKUP_KEY_FILE: &str = "CADUCEUS_BACKUP_KEY_FILE";
 pub const API_CONNECTIONS_PER_POD: u32 = 16;
 
 /// The whole-number settings.
-pub const NUMBERS: [Number; 6] = [
+pub const NUMBERS: [Number; 7] = [
     SESSION_IDLE_TIMEOUT_MINUTES,
+    MAX_SESSION_HOURS,
     ACCESS_TOKEN_TTL_MINUTES,
     RATE_LIMIT_REQUESTS_PER_MINUTE,
     RATE_LIMIT_LOGIN_PER_MINUTE,
@@ -103,12 +112,13 @@ pub const NUMBERS: [Number; 6] = [
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
     PHI_KEYS_FILE,
     SESSION_IDLE_TIMEOUT_MINUTES.name,
+    MAX_SESSION_HOURS.name,
     ACCESS_TOKEN_TTL_MINUTES.name,
     RATE_LIMIT_REQUESTS_PER_MINUTE.name,
     RATE_LIMIT_LOGIN_PER_MINUTE.name,

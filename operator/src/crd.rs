@@ -703,6 +703,11 @@ pub struct SecuritySpec {
     #[serde(default = "default_idle_timeout")]
     #[schemars(range(min = 1, max = 1440))]
     pub session_idle_timeout_minutes: i32,
+    /// Maximum age of a session in hours, counted from the login whatever the activity
+    /// (`CADUCEUS_MAX_SESSION_HOURS`): an older session cannot be used or refreshed.
+    #[serde(default = "default_max_session_hours")]
+    #[schemars(range(min = 1, max = 24))]
+    pub max_session_hours: i32,
     /// Access token (JWT) lifetime in minutes.
     #[serde(default = "default_token_ttl")]
     #[schemars(range(min = 1, max = 1440))]
@@ -739,6 +744,7 @@ impl Default for SecuritySpec {
     fn default() -> Self {
         Self {
             session_idle_timeout_minutes: default_idle_timeout(),
+            max_session_hours: default_max_session_hours(),
             access_token_ttl_minutes: default_token_ttl(),
             rate_limit: RateLimitSpec::default(),
             audit_retention_days: default_audit_retention(),
@@ -756,6 +762,9 @@ const fn contract_default(n: settings::Number) -> i32 {
 }
 fn default_idle_timeout() -> i32 {
     contract_default(settings::SESSION_IDLE_TIMEOUT_MINUTES)
+}
+fn default_max_session_hours() -> i32 {
+    contract_default(settings::MAX_SESSION_HOURS)
 }
 fn default_token_ttl() -> i32 {
     contract_default(settings::ACCESS_TOKEN_TTL_MINUTES)
@@ -1371,6 +1380,7 @@ mod tests {
         let spec: HealthcarePlatformSpec = serde_json::from_str("{}").unwrap();
         assert_eq!(spec.api_server.replicas, 2);
         assert_eq!(spec.security.session_idle_timeout_minutes, 15);
+        assert_eq!(spec.security.max_session_hours, 12);
         assert_eq!(spec.security.audit_retention_days, 2190);
         assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
         assert!(spec.network_policy.enabled);
@@ -1391,6 +1401,11 @@ mod tests {
                 "sessionIdleTimeoutMinutes",
                 settings::SESSION_IDLE_TIMEOUT_MINUTES,
                 spec.session_idle_timeout_minutes,
+            ),
+            (
+                "maxSessionHours",
+                settings::MAX_SESSION_HOURS,
+                spec.max_session_hours,
             ),
             (
                 "accessTokenTtlMinutes",

@@ -28,7 +28,11 @@ pub const RESERVED_ENV: [&str; 4] = [
 
 /// API settings the operator sets from `spec.security`; `apiServer.env` may not set them (an
 /// env entry would silently win over the ConfigMap).
-pub const SPEC_ENV: [(&str, &str); 2] = [
+pub const SPEC_ENV: [(&str, &str); 3] = [
+    (
+        settings::MAX_SESSION_HOURS.name,
+        "spec.security.maxSessionHours",
+    ),
     (
         settings::PATIENT_RETENTION_DAYS.name,
         "spec.security.patientRetentionDays",
@@ -465,6 +469,12 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         sec.session_idle_timeout_minutes,
         1,
         1440,
+    );
+    c.range(
+        "spec.security.maxSessionHours",
+        sec.max_session_hours,
+        settings::MAX_SESSION_HOURS.min as i32,
+        settings::MAX_SESSION_HOURS.max as i32,
     );
     c.range(
         "spec.security.accessTokenTtlMinutes",

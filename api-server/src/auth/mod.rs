@@ -89,6 +89,37 @@ pub(crate) fn idle_expired(state: &AppState, last_seen: DateTime<Utc>) -> bool {
     Utc::now() - last_seen > idle
 }
 
+/// The session was opened (logged in) longer ago than `CADUCEUS_MAX_SESSION_HOURS`.
+pub(crate) fn too_old(state: &AppState, created: DateTime<Utc>) -> bool {
+    let max = chrono::Duration::from_std(state.config.max_session_age)
+        .unwrap_or(chrono::Duration::hours(12));
+    Utc::now() - created > max
+}
+
+/// The answer to a session past its maximum age (after it is revoked).
+pub(crate) fn too_old_error() -> Error {
+    Error::Unauthorized("the session reached its maximum age; log in again".into())
+}
+
+/// End every session of `user` (password change or reset, deactivation, role change): their
+/// refresh tokens stop working, and so do their access tokens (every request checks the
+/// session).
+pub(crate) async fn revoke_all_sessions(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    reason: &str,
+) -> Result<u64, Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = $2 \
+         WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
@@ -119,7 +150,8 @@ pub(crate) fn verified_claims(
 impl AuthUser {
     /// The caller, given the verified token's claims and the session row they name (`None`: no
     /// such session for this user). The one place that decides whether a session is live:
-    /// not revoked, account active, not idle (an idle session is revoked here); `last_seen_at`
+    /// not revoked, account active, younger than the maximum session age, not idle (an old or
+    /// idle session is revoked here); `last_seen_at`
     /// is refreshed at most every [`TOUCH_INTERVAL_SECS`].
     pub(crate) async fn from_session(
         parts: &Parts,
@@ -134,6 +166,10 @@ impl AuthUser {
         }
         if !row.active {
             return Err(Error::Unauthorized("the account is deactivated".into()));
+        }
+        if too_old(state, row.created_at) {
+            revoke_session(state, claims.sid, "max_age").await?;
+            return Err(too_old_error());
         }
         if idle_expired(state, row.last_seen_at) {
             revoke_session(state, claims.sid, "idle_timeout").await?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{idle_expired, password, revoke_session, tokens, AuthUser};
+use super::{idle_expired, password, revoke_session, tokens, too_old, too_old_error, AuthUser};
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::rbac::Role;
 use crate::request::RequestMeta;
@@ -242,6 +242,7 @@ struct RefreshRow {
     session_id: Uuid,
     rotated_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
     user_id: Uuid,
     role: String,
@@ -279,7 +280,7 @@ pub async fn refresh(
 ) -> Result<Json<TokenResponse>, Error> {
     let hash = tokens::refresh_hash(&body.refresh_token);
     let row: Option<RefreshRow> = sqlx::query_as(
-        "SELECT r.session_id, r.rotated_at, s.revoked_at, s.last_seen_at, s.user_id, u.role, u.active \
+        "SELECT r.session_id, r.rotated_at, s.revoked_at, s.created_at, s.last_seen_at, s.user_id, u.role, u.active \
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id \
          WHERE r.token_hash = $1",
     )
@@ -294,6 +295,11 @@ pub async fn refresh(
     }
     if row.revoked_at.is_some() || !row.active {
         return Err(Error::Unauthorized("the session has ended".into()));
+    }
+    if too_old(&state, row.created_at) {
+        // counted from the login: refreshing does not extend it
+        revoke_session(&state, row.session_id, "max_age").await?;
+        return Err(too_old_error());
     }
     if idle_expired(&state, row.last_seen_at) {
         revoke_session(&state, row.session_id, "idle_timeout").await?;

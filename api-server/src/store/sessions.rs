@@ -12,6 +12,10 @@ pub struct SessionCheck {
     /// Position in the grouped lookup ([`crate::batch::index`]).
     pub(crate) ord: i64,
     pub(crate) revoked_at: Option<DateTime<Utc>>,
+    /// The login (the maximum session age counts from it). Aliased: the patient lookup selects
+    /// the record's `created_at` beside it.
+    #[sqlx(rename = "session_created_at")]
+    pub(crate) created_at: DateTime<Utc>,
     pub(crate) last_seen_at: DateTime<Utc>,
     pub(crate) active: bool,
     pub(crate) role: String,
@@ -20,7 +24,7 @@ pub struct SessionCheck {
 
 /// The session and account columns of a [`SessionCheck`], from `sessions s JOIN users u`.
 pub(crate) const SESSION_COLUMNS: &str =
-    "s.revoked_at, s.last_seen_at, u.active, u.role, u.patient_id";
+    "s.revoked_at, s.created_at AS session_created_at, s.last_seen_at, u.active, u.role, u.patient_id";
 
 pub(crate) static SESSION_LOOKUP_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {

@@ -115,9 +115,9 @@ const USER_COLUMNS: &str =
     "id, email, email_enc, role, display_name, active, patient_id, created_at, updated_at";
 
 pub fn check_email(email: &str) -> Result<(), FieldError> {
-    let e = email.trim();
-    let ok = e.len() <= 254
-        && !e.chars().any(char::is_whitespace)
+    let e = email;
+    let ok = e.chars().count() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && matches!(e.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'));
     if ok {
         Ok(())
@@ -127,8 +127,7 @@ pub fn check_email(email: &str) -> Result<(), FieldError> {
 }
 
 pub fn check_display_name(name: &str) -> Result<(), FieldError> {
-    let n = name.trim().chars().count();
-    if n == 0 || n > 200 {
+    if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(FieldError::new(
             "display_name",
             "must be 1 to 200 characters",
@@ -262,9 +261,22 @@ pub async fn encrypt_legacy_emails(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// `local@domain.tld`, no spaces or control characters, at most 254 characters.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+@[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\.[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]$"
+    )]
     pub email: String,
+    /// 12 to 256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
     pub role: Role,
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub display_name: String,
     /// Required for (and only allowed on) `patient` accounts: the linked patient record.
     pub patient_id: Option<Uuid>,
@@ -375,12 +387,20 @@ pub async fn read(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub display_name: Option<String>,
     /// `false` deactivates the account and ends its sessions.
     pub active: Option<bool>,
     pub role: Option<Role>,
     /// Link a patient account to its record.
     pub patient_id: Option<Uuid>,
+    /// 12 to 256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: Option<String>,
 }
 
@@ -404,7 +424,9 @@ impl Validate for UpdateUser {
 /// Update or deactivate a user (admin).
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UpdateUser,
     responses((status = 200, body = User), (status = 403, body = crate::error::Problem),
-              (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+              (status = 404, body = crate::error::Problem),
+              (status = 409, description = "an admin deactivating or demoting their own account, or the patient record is already linked to another account", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -428,6 +450,7 @@ pub async fn update(
             "admins cannot deactivate or demote themselves",
         ));
     }
+    let password_changed = body.password.is_some();
     let hash = match body.password {
         Some(p) => Some(password::hash(p).await?),
         None => None,
@@ -459,15 +482,19 @@ pub async fn update(
         }
         Err(e) => return Err(e.into()),
     };
-    if !user.active || body.role.is_some() {
-        // deactivation or a role change ends every session of the account
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = now(), revoked_reason = 'user_deactivated' \
-             WHERE user_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    // deactivation, a password change (or reset) and a role change end every session of the
+    // account: its refresh tokens and access tokens stop working at once
+    let ended_by = if !user.active {
+        Some("user_deactivated")
+    } else if password_changed {
+        Some("password_changed")
+    } else if body.role.is_some() {
+        Some("role_changed")
+    } else {
+        None
+    };
+    if let Some(reason) = ended_by {
+        crate::auth::revoke_all_sessions(&mut tx, id, reason).await?;
     }
     // audited before COMMIT (rolled back without its audit record)
     state

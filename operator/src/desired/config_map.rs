@@ -19,6 +19,10 @@ pub fn build(p: &ValidatedPlatform) -> ConfigMap {
             sec.session_idle_timeout_minutes.to_string(),
         ),
         (
+            settings::MAX_SESSION_HOURS.name,
+            sec.max_session_hours.to_string(),
+        ),
+        (
             settings::ACCESS_TOKEN_TTL_MINUTES.name,
             sec.access_token_ttl_minutes.to_string(),
         ),
@@ -81,11 +85,13 @@ mod tests {
     fn settings_use_contract_names() {
         let cm = build(&platform(|s| {
             s.security.session_idle_timeout_minutes = 10;
+            s.security.max_session_hours = 8;
             s.security.cors_allowed_origins =
                 vec!["https://a.example".into(), "https://b.example".into()];
         }));
         let d = cm.data.unwrap();
         assert_eq!(d["CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES"], "10");
+        assert_eq!(d["CADUCEUS_MAX_SESSION_HOURS"], "8");
         assert_eq!(d["CADUCEUS_ACCESS_TOKEN_TTL_MINUTES"], "15");
         assert_eq!(d["CADUCEUS_AUDIT_RETENTION_DAYS"], "2190");
         assert_eq!(d["CADUCEUS_PATIENT_RETENTION_DAYS"], "3650");
