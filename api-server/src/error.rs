@@ -360,6 +360,63 @@ fn data_error_fields(text: &str) -> Vec<FieldError> {
     }
 }
 
+/// Whether the request says its body is JSON (`application/json`, `application/*+json`), as
+/// axum's `Json` decides it.
+fn json_content_type(headers: &http::HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or_default().trim();
+    match essence.split_once('/') {
+        Some((ty, sub)) => {
+            ty.eq_ignore_ascii_case("application")
+                && (sub.eq_ignore_ascii_case("json")
+                    || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+        }
+        None => false,
+    }
+}
+
+/// The message of a text field that contains a NUL character: Postgres cannot store one in
+/// `text` (SQLSTATE 22021), so it is refused before any handler sees it.
+pub const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+/// The first field of a JSON body whose string value (or key) contains a NUL character, as a
+/// path (`emergency_contact.name`, `allergies[1]`); `None` when there is none. A JSON text can
+/// only carry NUL as the escape `\u0000`, so bodies without that sequence are not parsed again.
+fn nul_field(body: &[u8]) -> Option<String> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !body.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    fn walk(v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::String(s) => s.contains('\0').then(|| path.to_string()),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| walk(item, &format!("{path}[{i}]"))),
+            Value::Object(map) => map.iter().find_map(|(k, item)| {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if k.contains('\0') {
+                    return Some(path.to_string());
+                }
+                walk(item, &sub)
+            }),
+            _ => None,
+        }
+    }
+    walk(&value, "")
+}
+
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
@@ -368,25 +425,40 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => {
-                value.validate().map_err(Error::Validation)?;
-                Ok(Self(value))
-            }
-            Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => {
-                    Error::Validation(data_error_fields(&e.body_text()))
-                }
-                JsonRejection::JsonSyntaxError(_) => {
-                    Error::BadRequest("the request body is not well-formed JSON".into())
-                }
-                JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
-                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    Error::PayloadTooLarge
-                }
-                _ => Error::BadRequest("the request body could not be read".into()),
-            }),
+        if !json_content_type(req.headers()) {
+            return Err(Error::UnsupportedMediaType);
         }
+        let body = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(Error::PayloadTooLarge)
+            }
+            Err(_) => {
+                return Err(Error::BadRequest(
+                    "the request body could not be read".into(),
+                ))
+            }
+        };
+        let value = match axum::Json::<T>::from_bytes(&body) {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => {
+                return Err(match rejection {
+                    JsonRejection::JsonDataError(e) => {
+                        Error::Validation(data_error_fields(&e.body_text()))
+                    }
+                    JsonRejection::JsonSyntaxError(_) => {
+                        Error::BadRequest("the request body is not well-formed JSON".into())
+                    }
+                    _ => Error::BadRequest("the request body could not be read".into()),
+                })
+            }
+        };
+        // no text with NUL reaches a handler (or the database), whatever the field
+        if let Some(field) = nul_field(&body) {
+            return Err(Error::Validation(vec![FieldError::new(field, NUL_MESSAGE)]));
+        }
+        value.validate().map_err(Error::Validation)?;
+        Ok(Self(value))
     }
 }
 
@@ -406,6 +478,22 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // a NUL in any parameter (Postgres cannot store or compare it: SQLSTATE 22021)
+        if let Some((key, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            let named = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            let field = if named {
+                key.to_string()
+            } else {
+                String::new()
+            };
+            return Err(Error::Validation(vec![FieldError::new(field, NUL_MESSAGE)]));
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de).map(Self).map_err(|e| {
             let field = e.path().to_string();
@@ -451,6 +539,30 @@ mod tests {
         assert_eq!(f, vec![FieldError::new("mrn", "is required")]);
         let f = data_error_fields("Failed to deserialize the JSON body into the target type: invalid type: string \"Alice\", expected struct");
         assert!(!format!("{f:?}").contains("Alice"));
+    }
+
+    #[test]
+    fn nul_fields_are_found_by_path() {
+        assert_eq!(nul_field(br#"{"a":"x"}"#), None);
+        // an escaped backslash followed by u0000 is text, not NUL
+        assert_eq!(nul_field(br#"{"a":"\\u0000"}"#), None);
+        assert_eq!(nul_field(br#"{"a":"x\u0000"}"#).as_deref(), Some("a"));
+        assert_eq!(
+            nul_field(br#"{"a":"x","e":{"name":"\u0000"}}"#).as_deref(),
+            Some("e.name")
+        );
+        assert_eq!(
+            nul_field(br#"{"l":["ok","b\u0000"]}"#).as_deref(),
+            Some("l[1]")
+        );
+        assert!(json_content_type(&http::HeaderMap::from_iter([(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/merge-patch+json; charset=utf-8")
+        )])));
+        assert!(!json_content_type(&http::HeaderMap::from_iter([(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain")
+        )])));
     }
 
     #[test]

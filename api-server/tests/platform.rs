@@ -748,3 +748,65 @@ async fn forwarded_for_is_trusted_only_from_trusted_proxies(pool: PgPool) {
     }
     assert_eq!(statuses, vec![200, 429]);
 }
+
+/// A NUL character in any text that would reach the database — a query parameter, the login
+/// e-mail, a body string at any depth — is a 422 naming the field, never a 500 (Postgres refuses
+/// NUL in text with SQLSTATE 22021).
+#[sqlx::test]
+async fn nul_characters_are_refused_naming_the_field(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let rec = app.user(Role::Receptionist).await;
+    let field_of = |r: &caduceus_api::testing::TestResponse| {
+        assert_problem(r, 422);
+        assert_eq!(
+            r.json["errors"][0]["message"], "must not contain NUL characters",
+            "{}",
+            r.text
+        );
+        r.json["errors"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let r = app
+        .get("/api/v1/audit-events?action=auth.login%00x", &admin.token)
+        .await;
+    assert_eq!(field_of(&r), "action");
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "a\u{0}b@test.example", "password": "whatever password"})),
+        )
+        .await;
+    assert_eq!(field_of(&r), "email");
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "nul@test.example", "password": "a long enough password",
+                   "role": "nurse", "display_name": "Nurse \u{0}Nul"}),
+        )
+        .await;
+    assert_eq!(field_of(&r), "display_name");
+    let mut body = common::patient_body("nul");
+    body["emergency_contact"]["name"] = json!("Con\u{0}tact");
+    let r = app.post("/api/v1/patients", &rec.token, body).await;
+    assert_eq!(field_of(&r), "emergency_contact.name");
+    let mut body = common::patient_body("nul2");
+    body["allergies"] = json!(["ok", "pea\u{0}nut"]);
+    let r = app.post("/api/v1/patients", &rec.token, body).await;
+    assert_eq!(field_of(&r), "allergies[1]");
+    // the text "\\u0000" (a backslash, then u0000) is not a NUL
+    let r = app
+        .post(
+            "/api/v1/users",
+            &admin.token,
+            json!({"email": "backslash@test.example", "password": "a long enough password",
+                   "role": "nurse", "display_name": "Back\\u0000slash"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
