@@ -14,7 +14,7 @@ use caduceus_contract::self_report::{
     AuditReport, CacheReport, EncryptionReport, RateLimitReport, SelfReport, SessionsReport,
 };
 
-use crate::state::AppState;
+use crate::state::{AppState, CachedProbe, READY_CACHE_TTL};
 
 /// Embedded migrations (`api-server/migrations`), used by `migrate`, readiness and tests.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -35,8 +35,9 @@ pub fn admin_router() -> Router<AppState> {
         .route("/internal/compliance", get(compliance))
 }
 
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "alive")))]
+/// Liveness: the process answers (touches nothing).
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "alive"),
+    (status = 429, description = "more probes from one client than any kubelet sends", body = crate::error::Problem)))]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -101,16 +102,42 @@ pub async fn readiness(state: &AppState) -> Readiness {
 }
 
 /// Readiness: Postgres reachable, migrations applied; Redis down = `degraded` (still 200).
+/// Answered from the last check when it is younger than [`READY_CACHE_TTL`] (a flood of probes
+/// runs one check per second, not one per probe, and takes no pool connections meanwhile).
 #[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness),
+              (status = 429, description = "more probes from one client than any kubelet sends", body = crate::error::Problem)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let r = readiness(&state).await;
-    let code = if r.status == "unavailable" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let mut cache = state.ready_cache.lock().await;
+    let fresh = cache
+        .as_ref()
+        .filter(|c| c.at.elapsed() < READY_CACHE_TTL)
+        .cloned();
+    let probe = match fresh {
+        Some(c) => c,
+        None => {
+            let r = readiness(&state).await;
+            let status = if r.status == "unavailable" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            let c = CachedProbe {
+                at: std::time::Instant::now(),
+                status,
+                body: serde_json::to_vec(&r).unwrap_or_default().into(),
+            };
+            *cache = Some(c.clone());
+            c
+        }
     };
-    (code, Json(r)).into_response()
+    drop(cache);
+    (
+        probe.status,
+        [(header::CONTENT_TYPE, "application/json")],
+        probe.body,
+    )
+        .into_response()
 }
 
 async fn refresh_gauges(state: &AppState) {

@@ -159,7 +159,10 @@ pub fn app(state: AppState) -> Router {
         ));
     let router = Router::new()
         .nest("/api/v1", api)
-        .merge(health::router())
+        .merge(health::router().layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::probe_rate_limit,
+        )))
         .fallback(middleware::not_found);
     with_common_layers(router, &state).with_state(state)
 }

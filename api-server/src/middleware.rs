@@ -259,6 +259,23 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
     resp
 }
 
+/// Rate limiting of the health probes (per client address, per process; see
+/// [`crate::ratelimit::PROBES_PER_MINUTE`]): generous enough for any kubelet, a flood gets `429`.
+pub async fn probe_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ip = client_ip(req.extensions());
+    let client = ip
+        .parse::<IpAddr>()
+        .map(crate::ratelimit::ip_bucket)
+        .unwrap_or(ip);
+    match state.limiter.check_probe(&client) {
+        Ok(()) => next.run(req).await,
+        Err(retry_after_secs) => {
+            state.metrics.rate_limited_total.inc();
+            Error::RateLimited { retry_after_secs }.into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod client_ip_tests {
     use super::resolve_forwarded;

@@ -163,6 +163,13 @@ async fn redis_worker(
     }
 }
 
+/// Health probes (`/health/live`, `/health/ready`, `/health`) allowed per client address (IPv6:
+/// per /64) and minute, per process. A kubelet probes each container every few seconds (at most
+/// once a second per probe), far below this; a flood is refused with `429`.
+pub const PROBES_PER_MINUTE: u32 = 600;
+/// Probes one client may send at once before the per-minute rate applies.
+pub const PROBE_BURST: u32 = 100;
+
 /// After a Redis failure, use the local limiter for this long before trying Redis again.
 const REDIS_RETRY_AFTER_MS: u64 = 5_000;
 
@@ -201,6 +208,8 @@ pub struct Limiter {
     redis_retry_at_ms: AtomicU64,
     general: LocalLimiter,
     login: LocalLimiter,
+    /// Health probes per client (per process, never Redis: a probe must not depend on it).
+    probes: LocalLimiter,
     general_limit: u32,
     login_limit: u32,
 }
@@ -237,6 +246,11 @@ impl Limiter {
             prefix: prefix.to_string(),
             general: RateLimiter::keyed(quota(per_minute)).with_middleware(),
             login: RateLimiter::keyed(quota(login_per_minute)).with_middleware(),
+            probes: RateLimiter::keyed(
+                quota(PROBES_PER_MINUTE)
+                    .allow_burst(NonZeroU32::new(PROBE_BURST).unwrap_or(NonZeroU32::MIN)),
+            )
+            .with_middleware(),
             general_limit: per_minute,
             login_limit: login_per_minute,
         }
@@ -329,6 +343,17 @@ impl Limiter {
                     retry_after_secs: wait.as_secs() + 1,
                     reset_secs: wait.as_secs() + 1,
                 }
+            }
+        }
+    }
+
+    /// One health probe of `client` (an [`ip_bucket`]): allowed, or the seconds to wait.
+    pub fn check_probe(&self, client: &str) -> Result<(), u64> {
+        match self.probes.check_key(&client.to_string()) {
+            Ok(_) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(wait.as_secs() + 1)
             }
         }
     }

@@ -46,6 +46,21 @@ pub struct Shared {
     /// Grouped patient registrations (`POST /patients`): one statement and one commit per batch.
     pub patient_inserts: Batcher<PatientInsert>,
     pub limiter: Arc<Limiter>,
+    /// The last readiness answer (`/health/ready`, `/health`), reused for
+    /// [`READY_CACHE_TTL`]; its lock makes concurrent probes wait for one check instead of each
+    /// taking a pool connection.
+    pub ready_cache: tokio::sync::Mutex<Option<CachedProbe>>,
+}
+
+/// How long a readiness answer is reused.
+pub const READY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// A readiness answer as sent: status and JSON body.
+#[derive(Clone)]
+pub struct CachedProbe {
+    pub at: std::time::Instant,
+    pub status: http::StatusCode,
+    pub body: axum::body::Bytes,
 }
 
 impl FromRef<AppState> for Metrics {
@@ -165,6 +180,7 @@ impl AppState {
             metrics,
             audit,
             limiter,
+            ready_cache: tokio::sync::Mutex::new(None),
         })))
     }
 }

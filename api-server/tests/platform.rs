@@ -810,3 +810,57 @@ async fn nul_characters_are_refused_naming_the_field(pool: PgPool) {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
+
+/// `/health/ready` answers from a check at most a second old: a flood of probes costs one check
+/// per second (no pool connection per probe); a change shows after the second.
+#[sqlx::test]
+async fn readiness_is_answered_from_a_one_second_cache(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let r = app.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["migrations"], "ok");
+    // a migration goes missing: the cached answer stands for up to a second
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let probes = (0..50).map(|_| app.call(Method::GET, "/health/ready", None, None));
+    for r in futures::future::join_all(probes).await {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = app.call(Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.json["migrations"], "pending");
+}
+
+/// Probes are rate limited per client address, generously: a burst of 100 (far more than any
+/// kubelet sends) passes, a flood beyond it gets 429 problems; other clients are not affected.
+#[sqlx::test]
+async fn probes_are_rate_limited_per_client(pool: PgPool) {
+    let mut app = TestApp::new(pool).await;
+    app.client_ip = [10, 1, 2, 3].into();
+    for i in 0..caduceus_api::ratelimit::PROBE_BURST {
+        let uri = if i % 2 == 0 {
+            "/health/live"
+        } else {
+            "/health/ready"
+        };
+        let r = app.call(Method::GET, uri, None, None).await;
+        assert_eq!(r.status, 200, "probe {i}: {}", r.text);
+    }
+    let r = app.call(Method::GET, "/health/live", None, None).await;
+    assert_problem(&r, 429);
+    assert!(r.header("retry-after").is_some());
+    let mut kubelet = app.clone();
+    kubelet.client_ip = [10, 9, 9, 9].into();
+    assert_eq!(
+        kubelet
+            .call(Method::GET, "/health/ready", None, None)
+            .await
+            .status,
+        200
+    );
+}
