@@ -85,11 +85,25 @@ impl<L: Lookup> Clone for Batcher<L> {
 impl<L: Lookup> Batcher<L> {
     /// Spawn [`WORKERS`] tasks on the current runtime; they connect with `options` (the pool's).
     pub fn spawn(options: Arc<PgConnectOptions>, lookup: L) -> Self {
+        Self::spawn_with_timeout(options, lookup, CLIENT_STATEMENT_TIMEOUT)
+    }
+
+    /// [`Batcher::spawn`] with another client-side statement timeout (tests).
+    pub fn spawn_with_timeout(
+        options: Arc<PgConnectOptions>,
+        lookup: L,
+        statement_timeout: std::time::Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let lookup = Arc::new(lookup);
         for _ in 0..WORKERS {
-            tokio::spawn(worker(options.clone(), lookup.clone(), rx.clone()));
+            tokio::spawn(worker(
+                options.clone(),
+                lookup.clone(),
+                rx.clone(),
+                statement_timeout,
+            ));
         }
         Self { tx }
     }
@@ -117,6 +131,7 @@ async fn worker<L: Lookup>(
     options: Arc<PgConnectOptions>,
     lookup: Arc<L>,
     rx: Arc<Mutex<mpsc::Receiver<Job<L>>>>,
+    statement_timeout: std::time::Duration,
 ) {
     let mut batch: Vec<Job<L>> = Vec::with_capacity(MAX_BATCH);
     let mut conn: Option<WorkerConnection> = None;
@@ -129,7 +144,7 @@ async fn worker<L: Lookup>(
             }
         }
         let (keys, replies): (Vec<L::Key>, Vec<Reply<L::Row>>) = batch.drain(..).unzip();
-        match fetch(&options, &mut conn, &*lookup, &keys).await {
+        match fetch(&options, &mut conn, &*lookup, &keys, statement_timeout).await {
             Ok(rows) => {
                 let mut slots: Vec<Option<L::Row>> = replies.iter().map(|_| None).collect();
                 for (i, row) in rows {
@@ -167,11 +182,19 @@ async fn fetch<L: Lookup>(
     conn: &mut Option<WorkerConnection>,
     lookup: &L,
     keys: &[L::Key],
+    statement_timeout: std::time::Duration,
 ) -> Result<Vec<(usize, L::Row)>, sqlx::Error> {
     let mut retried = false;
     loop {
         let c = open(conn, options).await?;
-        match lookup.fetch(c, keys).await {
+        let Ok(fetched) = tokio::time::timeout(statement_timeout, lookup.fetch(c, keys)).await
+        else {
+            // no answer, not even the server's own statement timeout: the connection is dead
+            // (or the server is); drop it and fail the batch rather than wait on
+            *conn = None;
+            return Err(timed_out("the statement"));
+        };
+        match fetched {
             Err(e) if broken(&e) => {
                 *conn = None;
                 if retried {
@@ -182,6 +205,21 @@ async fn fetch<L: Lookup>(
             done => return done,
         }
     }
+}
+
+/// Client-side limit of one grouped statement (or audit write): the server's own
+/// `statement_timeout` on the workers' connections (`state::WORKER_STATEMENT_TIMEOUT_MS`, 10 s)
+/// plus 5 s (a test in `state.rs` keeps them in step). It fires only when the server does not answer at all (a dead connection whose
+/// peer vanished without closing it, a frozen server): the connection is dropped, the batch
+/// fails (`503`), the next one opens a new connection.
+pub const CLIENT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The error of an operation the client gave up on (counts as [`broken`]).
+pub fn timed_out(what: &str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} timed out on the client side"),
+    ))
 }
 
 /// Give up opening a worker's connection after this long (the pool's acquire timeout).
@@ -331,6 +369,87 @@ mod tests {
             assert!(matches!(got, Err(Error::Internal(_))), "{got:?}");
         }
         assert_eq!(b.get(6).await.expect("lookup"), Some(60));
+    }
+
+    /// A TCP proxy to `target` that forwards until `frozen` is set, then holds both directions
+    /// without closing (a server gone without a FIN). Returns its port.
+    async fn freezing_proxy(
+        target: (String, u16),
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect((target.0.as_str(), target.1))
+                    .await
+                    .expect("connect to postgres");
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to, frozen) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                        frozen.clone(),
+                    ),
+                    (Box::new(sr), Box::new(cw), frozen.clone()),
+                ] {
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            while frozen.load(Ordering::SeqCst) {
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        // keep the other half open: frozen, not closed
+                        std::future::pending::<()>().await;
+                    });
+                }
+            }
+        });
+        port
+    }
+
+    /// A server that stops answering without closing the connection: the batch fails after the
+    /// client-side statement timeout (503) instead of waiting forever, and the next batch runs
+    /// on a new connection.
+    #[sqlx::test(migrations = false)]
+    async fn a_silent_server_fails_the_batch_after_the_client_timeout(pool: PgPool) {
+        let opts = pool.connect_options();
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = freezing_proxy(
+            (opts.get_host().to_string(), opts.get_port()),
+            frozen.clone(),
+        )
+        .await;
+        let via_proxy = Arc::new((*opts).clone().host("127.0.0.1").port(port));
+        let b = Batcher::spawn_with_timeout(
+            via_proxy,
+            Tens(Arc::new(AtomicUsize::new(0))),
+            std::time::Duration::from_millis(500),
+        );
+        assert_eq!(b.get(2).await.expect("lookup"), Some(20));
+        frozen.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), b.get(4))
+            .await
+            .expect("the worker gave up on its own");
+        assert!(matches!(got, Err(Error::Unavailable(_))), "{got:?}");
+        assert!(t.elapsed() >= std::time::Duration::from_millis(500));
+        frozen.store(false, Ordering::SeqCst);
+        assert_eq!(
+            b.get(6).await.expect("lookup on a new connection"),
+            Some(60)
+        );
     }
 
     #[sqlx::test(migrations = false)]

@@ -199,6 +199,16 @@ mod tests {
         );
     }
 
+    /// The client-side limit of a worker's statement leaves the server's own timeout 5 s to
+    /// answer first.
+    #[test]
+    fn the_client_side_statement_timeout_follows_the_servers() {
+        assert_eq!(
+            crate::batch::CLIENT_STATEMENT_TIMEOUT,
+            std::time::Duration::from_millis(super::WORKER_STATEMENT_TIMEOUT_MS + 5_000)
+        );
+    }
+
     /// The workers' own connections commit durably even where the database default is
     /// `synchronous_commit = off` (they acknowledge audit rows and new patients), and cancel a
     /// statement after [`super::WORKER_STATEMENT_TIMEOUT_MS`].

@@ -1,4 +1,4 @@
-//! The API's Postgres sockets have Nagle's algorithm off (`TCP_NODELAY`). sqlx 0.9.0 stopped
+//! The API's Postgres sockets have Nagle's algorithm off (`TCP_NODELAY`) and TCP keepalive on. sqlx 0.9.0 stopped
 //! setting it; `vendor/sqlx-core` puts it back (see vendor/README.md). Without it, a query larger
 //! than one TLS record waits 40 ms for the server's delayed ACK. This test fails if a sqlx upgrade
 //! or the removal of the patch loses the option again.
@@ -43,6 +43,25 @@ async fn postgres_sockets_disable_nagle() {
         assert!(
             sock.tcp_nodelay().expect("TCP_NODELAY readable"),
             "the Postgres socket to {peer} has Nagle's algorithm on"
+        );
+        // TCP keepalive (vendor/sqlx-core too): a server gone without a FIN is noticed after
+        // 30 s idle + 3 probes 10 s apart, not never
+        assert!(
+            sock.keepalive().expect("SO_KEEPALIVE readable"),
+            "no keepalive to {peer}"
+        );
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("TCP_KEEPIDLE readable"),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_interval()
+                .expect("TCP_KEEPINTVL readable"),
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(
+            sock.tcp_keepalive_retries().expect("TCP_KEEPCNT readable"),
+            3
         );
         checked += 1;
     }

@@ -106,7 +106,20 @@ async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metric
         }
         let events: Vec<&AuditEvent> = batch.iter().map(|(e, _)| e).collect();
         let written = match crate::batch::open(&mut conn, &options).await {
-            Ok(c) => append(c, &mut head, &events).await,
+            Ok(c) => match tokio::time::timeout(
+                crate::batch::CLIENT_STATEMENT_TIMEOUT,
+                append(c, &mut head, &events),
+            )
+            .await
+            {
+                Ok(done) => done,
+                // no answer at all: a dead connection; the batch may or may not have
+                // committed, so the next one reads the head under the lock
+                Err(_) => {
+                    head = None;
+                    Err(crate::batch::timed_out("the audit write"))
+                }
+            },
             Err(e) => Err(e),
         };
         let ok = match written {

@@ -194,6 +194,15 @@ pub async fn connect_tcp<Ws: WithSocket>(
         // delayed ACK: 40 ms.
         let stream = tokio::net::TcpStream::connect((host, port)).await?;
         stream.set_nodelay(true)?;
+        // Caduceus patch (transact-rs/sqlx#3540, proposed in #4355, unreleased in 0.9.0): TCP
+        // keepalive, so a connection whose server vanished without closing it (failover, a
+        // dropped NAT mapping) fails within about a minute instead of waiting forever on a read.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(30))
+            .with_interval(std::time::Duration::from_secs(10));
+        #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+        let keepalive = keepalive.with_retries(3);
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         return Ok(with_socket.with_socket(stream).await);
     }
 
