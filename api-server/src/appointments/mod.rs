@@ -207,7 +207,7 @@ pub struct AppointmentFilter {
     pub practitioner_id: Option<Uuid>,
     /// Appointments ending after this instant (RFC 3339).
     pub from: Option<DateTime<Utc>>,
-    /// Appointments starting before this instant (RFC 3339).
+    /// Appointments starting before this instant (RFC 3339); after `from` when both are given.
     pub to: Option<DateTime<Utc>>,
 }
 

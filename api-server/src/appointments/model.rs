@@ -103,7 +103,11 @@ pub struct NewAppointment {
     /// RFC 3339 end (exclusive); after `start`, at most 12 hours later, in the future.
     pub end: DateTime<Utc>,
     /// Reason for the visit (PHI, encrypted at rest; 1 to 1000 characters).
-    #[schema(min_length = 1, max_length = 1000)]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub reason: Option<String>,
 }
 
@@ -145,7 +149,11 @@ pub struct AppointmentPatch {
     pub practitioner_id: Option<Uuid>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
-    #[schema(min_length = 1, max_length = 1000)]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub reason: Option<String>,
     pub status: Option<Status>,
 }

@@ -13,7 +13,7 @@ use super::{actions, verify_chain, AuditEvent, VerifyResult};
 use crate::auth::Authorized;
 use crate::error::ApiQuery;
 use crate::error::Error;
-use crate::pagination::{Page, PageParams};
+use crate::pagination::{Page, SeqPageParams};
 use crate::rbac::perm;
 use crate::state::AppState;
 
@@ -64,14 +64,14 @@ pub struct AuditFilter {
 
 /// List audit events (admin), newest first.
 #[utoipa::path(get, path = "/api/v1/audit-events", tag = "audit",
-    params(AuditFilter, PageParams),
+    params(AuditFilter, SeqPageParams),
     responses((status = 200, body = Page<AuditRecord>), (status = 403, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::AuditRead>,
     ApiQuery(filter): ApiQuery<AuditFilter>,
-    ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(page): ApiQuery<SeqPageParams>,
 ) -> Result<Json<Page<AuditRecord>>, Error> {
     let limit = page.limit()?;
     let cursor: Option<i64> = page.cursor_i64()?;

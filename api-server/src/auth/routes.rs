@@ -56,7 +56,8 @@ pub async fn purge_login_attempts(pool: &sqlx::PgPool) -> Result<u64, sqlx::Erro
     .map(|r| r.rows_affected())
 }
 
-/// Routes under `/api/v1`. `/auth/register` exists only when self-registration is enabled.
+/// Routes under `/api/v1`. `POST /auth/register` answers 404 unless self-registration is
+/// enabled (the route is there either way, as in the document: another method is a 405).
 pub fn router(self_registration: bool) -> Router<AppState> {
     let r = Router::new()
         .route("/auth/login", post(login))
@@ -66,14 +67,27 @@ pub fn router(self_registration: bool) -> Router<AppState> {
     if self_registration {
         r.route("/auth/register", post(register))
     } else {
-        r
+        r.route("/auth/register", post(registration_disabled))
     }
+}
+
+/// `POST /auth/register` without self-registration: 404, before the body is read.
+async fn registration_disabled() -> Error {
+    Error::NotFound
 }
 
 /// `POST /auth/login` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    /// Not blank, at most 254 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 254,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub email: String,
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
 }
 
@@ -82,9 +96,16 @@ impl Validate for LoginRequest {
         let mut errs = Vec::new();
         if self.email.trim().is_empty() {
             errs.push(FieldError::new("email", "is required"));
+        } else if self.email.chars().count() > 254 {
+            errs.push(FieldError::new("email", "must be at most 254 characters"));
         }
         if self.password.is_empty() {
             errs.push(FieldError::new("password", "is required"));
+        } else if self.password.chars().count() > password::MAX_PASSWORD_CHARS {
+            errs.push(FieldError::new(
+                "password",
+                "must be at most 256 characters",
+            ));
         }
         validated(errs)
     }
@@ -93,12 +114,14 @@ impl Validate for LoginRequest {
 /// `POST /auth/refresh` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub refresh_token: String,
 }
 
 impl Validate for RefreshRequest {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        if self.refresh_token.is_empty() || self.refresh_token.len() > 200 {
+        if self.refresh_token.is_empty() || self.refresh_token.chars().count() > 200 {
             return Err(vec![FieldError::new("refresh_token", "is required")]);
         }
         Ok(())
@@ -363,8 +386,21 @@ pub async fn me(
 /// `POST /auth/register` body.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
+    /// `local@domain.tld`, no spaces or control characters, at most 254 characters.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+@[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\.[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]$"
+    )]
     pub email: String,
+    /// 12 to 256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub display_name: String,
 }
 

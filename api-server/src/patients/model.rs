@@ -41,32 +41,85 @@ impl Sex {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmergencyContact {
+    /// 1 to 200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub name: String,
+    /// 1 to 100 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub relationship: Option<String>,
+    /// 1 to 32 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub phone: Option<String>,
 }
+
+/// An entry of `allergies`, `medications` or `conditions`: 1 to 200 characters, not blank.
+#[derive(ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 200,
+    pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+)]
+pub struct ListEntry(pub String);
 
 /// All PHI of one record, in clear (memory only).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPatient {
-    /// Medical record number, unique (compared after removing spaces/hyphens, case-insensitive).
+    /// Medical record number, unique (compared after removing spaces/hyphens, case-insensitive):
+    /// 1 to 64 letters/digits, with spaces and hyphens, at most 100 characters in all.
+    #[schema(max_length = 100, pattern = r"^[ -]*([A-Za-z0-9][ -]*){1,64}$")]
     pub mrn: String,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub given_name: String,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub family_name: String,
-    /// `YYYY-MM-DD`
+    /// `YYYY-MM-DD`, a past date after 1870-01-01.
     pub birth_date: NaiveDate,
     pub sex: Sex,
+    /// Digits, spaces and `+ - ( ) .`, at most 32 characters, not blank.
+    #[schema(max_length = 32, pattern = r"^[0-9 +().-]*[0-9+().-][0-9 +().-]*$")]
     pub phone: Option<String>,
+    /// An e-mail address (`local@domain.tld`, no spaces or control characters), at most 254 characters.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+@[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\.[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]$"
+    )]
     pub email: Option<String>,
+    /// 1 to 500 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub address: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<ListEntry>, max_items = 100)]
     pub allergies: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<ListEntry>, max_items = 100)]
     pub medications: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<ListEntry>, max_items = 100)]
     pub conditions: Vec<String>,
     pub emergency_contact: Option<EmergencyContact>,
 }
@@ -75,18 +128,44 @@ pub struct NewPatient {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientPatch {
+    /// As in [`NewPatient`]: 1 to 64 letters/digits, with spaces and hyphens, at most 100 characters.
+    #[schema(max_length = 100, pattern = r"^[ -]*([A-Za-z0-9][ -]*){1,64}$")]
     pub mrn: Option<String>,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub given_name: Option<String>,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub family_name: Option<String>,
     pub birth_date: Option<NaiveDate>,
     pub sex: Option<Sex>,
+    /// Digits, spaces and `+ - ( ) .`, at most 32 characters, not blank.
+    #[schema(max_length = 32, pattern = r"^[0-9 +().-]*[0-9+().-][0-9 +().-]*$")]
     pub phone: Option<String>,
+    /// An e-mail address (`local@domain.tld`, no spaces or control characters), at most 254 characters.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+@[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\.[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^.\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]$"
+    )]
     pub email: Option<String>,
+    /// 1 to 500 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub address: Option<String>,
+    #[schema(value_type = Option<Vec<ListEntry>>, max_items = 100)]
     pub allergies: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<ListEntry>>, max_items = 100)]
     pub medications: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<ListEntry>>, max_items = 100)]
     pub conditions: Option<Vec<String>>,
     pub emergency_contact: Option<EmergencyContact>,
 }
@@ -135,11 +214,18 @@ impl NewPatient {
     /// Field rules (messages never echo values).
     pub fn check(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        let mrn = crate::crypto::normalise_mrn(&self.mrn);
-        if mrn.is_empty() || mrn.len() > 64 || !mrn.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let letters = self.mrn.chars().filter(char::is_ascii_alphanumeric).count();
+        if letters == 0
+            || letters > 64
+            || self.mrn.chars().count() > 100
+            || !self
+                .mrn
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-')
+        {
             errs.push(FieldError::new(
                 "mrn",
-                "must be 1 to 64 letters/digits (spaces and hyphens ignored)",
+                "must be 1 to 64 letters/digits, with spaces and hyphens, at most 100 characters",
             ));
         }
         check_text(&mut errs, "given_name", &self.given_name, 100);

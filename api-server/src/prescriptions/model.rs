@@ -76,9 +76,15 @@ impl RouteOfAdministration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Medication {
-    /// Generic or brand name, e.g. `Warfarin 5 mg tablet` (1 to 200 characters).
+    /// Generic or brand name, e.g. `Warfarin 5 mg tablet` (1 to 200 characters, not blank).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub name: String,
-    /// RxNorm code (ingredient RXCUIs are matched by the interaction check).
+    /// RxNorm code (ingredient RXCUIs are matched by the interaction check): 1 to 32 letters or digits.
+    #[schema(pattern = r"^[A-Za-z0-9]{1,32}$")]
     pub code: Option<String>,
 }
 
@@ -89,19 +95,32 @@ pub struct NewPrescription {
     pub patient_id: Uuid,
     pub medication: Medication,
     /// e.g. `5 mg` (1 to 100 characters).
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub dose: String,
     pub route: RouteOfAdministration,
     /// e.g. `once daily` (1 to 100 characters).
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub frequency: String,
     /// 1 to 365.
     #[schema(minimum = 1, maximum = 365)]
     pub duration_days: i32,
     /// Up to 2000 characters.
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
     /// Required to prescribe despite a major interaction; audited as the purpose (1 to 500 characters).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"[^\t\n\v\f\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub override_reason: Option<String>,
 }
 
@@ -110,7 +129,6 @@ impl Validate for NewPrescription {
         let mut errs = Vec::new();
         check_text(&mut errs, "medication.name", &self.medication.name, 200);
         if let Some(c) = &self.medication.code {
-            let c = c.trim();
             if c.is_empty() || c.len() > 32 || !c.chars().all(|ch| ch.is_ascii_alphanumeric()) {
                 errs.push(FieldError::new(
                     "medication.code",
