@@ -8,12 +8,12 @@
 //! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
 //!   fields of the structs in `operator/src/desired/` (what the build stage returns and apply
 //!   applies);
-//! - deleted: `delete::<Kind>` and `delete_dynamic(.., "Kind", ..)` calls (CloudNativePG
-//!   ScheduledBackups: `delete_dynamic(.., SCHEDULED_BACKUP_KIND, ..)`);
+//! - deleted: `delete::<Kind>` calls, and the sweep: every kind the operator's registry
+//!   (`caduceus_operator::desired::kinds`) deletes when unwanted is listed and deleted;
 //! - called on a `let NAME: Api<Kind>`: `NAME.get(`/`.get_opt(`/`.list(`/`.patch(`/`.delete(`/
 //!   `.delete_collection(`/`.create(` need that verb; the same call anywhere else in the file
 //!   allows it (helpers such as `detach(&api, ..)` work on a generic `Api`);
-//! - watched: the `::<Kind>` on `.owns(`/`.watches(`/`watcher(` lines (`list`, `watch`);
+//! - watched: every built-in kind of the registry (`list`, `watch`);
 //! - the custom resource: status writes (`patch_status`/`replace_status`), the finalizer
 //!   (`FINALIZER`), owner references with `block_owner_deletion` (`finalizers` `update`);
 //! - Events through `kube::runtime::events::Recorder` (`create`, `patch` on events.k8s.io);
@@ -25,6 +25,7 @@ use std::fs;
 use std::path::Path;
 
 use caduceus_e2e::{helm_template, repo_root};
+use caduceus_operator::desired::kinds::{WhenUnwanted, CUSTOM_KINDS, TYPED_KINDS};
 use serde_json::Value;
 
 type Grants = BTreeMap<(String, String), BTreeSet<String>>;
@@ -208,21 +209,6 @@ fn turbofish(text: &str, method: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Kinds watched by the controller: the `K` of `::<K>` on lines with `.owns(`, `.watches(` or
-/// `watcher(`.
-fn watched(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| l.contains(".owns(") || l.contains(".watches(") || l.contains("watcher("))
-        .flat_map(|l| {
-            l.match_indices("::<").map(move |(i, _)| {
-                let rest = &l[i + 3..];
-                let end = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
-                rest[..end].to_string()
-            })
-        })
-        .collect()
-}
-
 /// What the operator's code needs (`required`) and may be granted (`allowed`), per resource.
 fn operator_usage() -> (Grants, Grants) {
     let mut files = Vec::new();
@@ -303,9 +289,29 @@ fn operator_usage() -> (Grants, Grants) {
             }
         }
     }
-    for ty in watched(&all) {
-        if let Some(key) = kinds.get(&ty) {
-            need(&mut required, key, &["list", "watch"]);
+    // The operator's registry of child kinds (`operator/src/desired/kinds.rs`): every built-in
+    // kind is watched; the kinds deleted when unwanted are listed and deleted by the sweep,
+    // custom ones too (when their CRDs are served).
+    for k in TYPED_KINDS {
+        let (_, _, group, resource) = KNOWN
+            .iter()
+            .find(|(_, t, _, _)| *t == k.kind)
+            .unwrap_or_else(|| panic!("KNOWN lacks the registered kind {}", k.kind));
+        let key = (group.to_string(), resource.to_string());
+        kinds.insert(k.kind.to_string(), key.clone());
+        need(&mut required, &key, &["list", "watch"]);
+        need(&mut allowed, &key, &["get", "list", "watch"]);
+        if k.unwanted == WhenUnwanted::Delete {
+            need(&mut required, &key, &["list", "delete"]);
+            need(&mut allowed, &key, &["delete"]);
+        }
+    }
+    for c in CUSTOM_KINDS {
+        let ar = (c.resource)();
+        let key = (ar.group.clone(), ar.plural.clone());
+        if c.unwanted == WhenUnwanted::Delete {
+            need(&mut required, &key, &["list", "delete"]);
+            need(&mut allowed, &key, &["list", "delete"]);
         }
     }
     // Dynamic kinds.
@@ -344,33 +350,6 @@ fn operator_usage() -> (Grants, Grants) {
                     &key,
                     &["get", "list", "watch", "patch", "create"],
                 );
-            }
-        }
-    }
-    // Dynamic deletes: `delete_dynamic(&resource, "Kind", ...)`.
-    for line in all.lines().filter(|l| l.contains("delete_dynamic(")) {
-        for (kind, group, resource) in [
-            (
-                "\"ServiceMonitor\"",
-                "monitoring.coreos.com",
-                "servicemonitors",
-            ),
-            (
-                "\"PrometheusRule\"",
-                "monitoring.coreos.com",
-                "prometheusrules",
-            ),
-            ("\"Cluster\"", "postgresql.cnpg.io", "clusters"),
-            (
-                "SCHEDULED_BACKUP_KIND",
-                "postgresql.cnpg.io",
-                "scheduledbackups",
-            ),
-        ] {
-            if line.contains(kind) {
-                let key = (group.to_string(), resource.to_string());
-                need(&mut required, &key, &["delete"]);
-                need(&mut allowed, &key, &["delete"]);
             }
         }
     }
@@ -531,10 +510,6 @@ fn scanner_finds_imports_api_types_and_turbofish() {
     assert_eq!(
         turbofish(text, "delete"),
         BTreeSet::from(["StatefulSet".to_string()])
-    );
-    assert_eq!(
-        watched(".owns(api::<Deployment>(&client, &ns), cfg)\n.owns(Api::<Secret>::all(c), cfg)"),
-        BTreeSet::from(["Deployment".to_string(), "Secret".to_string()])
     );
     let compact: String = "let pvcs: Api<PersistentVolumeClaim> = x; let mut s: Api<Secret> = y;"
         .chars()

@@ -144,7 +144,7 @@ pub fn children_to_values_with(
     children
         .objects()
         .into_iter()
-        .filter(|d| options.prometheus_operator || !d.needs_prometheus_operator)
+        .filter(|d| d.applies(true, options.prometheus_operator))
         .map(|d| match d.object {
             ChildObject::Secret(s) => secret_value(s),
             other => other.to_value(),

@@ -92,6 +92,23 @@ fn summary_template(template: &PodTemplateSpec) -> PodTemplateSpec {
     }
 }
 
+/// A kind the watch cache keeps a summary of (the status stage reads it).
+pub trait Summarized {
+    fn summary(&self) -> Option<Arc<dyn Any + Send + Sync>>;
+}
+
+impl Summarized for Deployment {
+    fn summary(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        deployment_summary(self)
+    }
+}
+
+impl Summarized for StatefulSet {
+    fn summary(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        stateful_set_summary(self)
+    }
+}
+
 /// Keeps what the status stage reads of a Deployment: generation, replicas, container images
 /// and the whole status.
 pub fn deployment_summary(d: &Deployment) -> Option<Arc<dyn Any + Send + Sync>> {

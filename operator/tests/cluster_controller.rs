@@ -13,7 +13,7 @@ use caduceus_operator::{
 };
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    core::v1::{PersistentVolumeClaim, Secret},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Secret},
     networking::v1::NetworkPolicy,
 };
 use kube::{
@@ -215,6 +215,89 @@ async fn a_second_reconcile_changes_nothing() {
         "a new platform reported drift: {:?}",
         env.events()
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn objects_the_platform_owns_but_no_longer_wants_are_swept_and_data_kinds_kept() {
+    let mut env = Env::without_controller(Setup::default()).await;
+    let hp = env.create_platform("sweep", minimal_spec()).await;
+    let names = Names::new("sweep");
+    // Left behind by an earlier version or an earlier spec, with the platform's labels and owner
+    // reference: what the operator finds on its first reconcile.
+    let labels = names.platform_selector();
+    let owner = json!([{
+        "apiVersion": "caduceus.io/v1alpha1", "kind": "HealthcarePlatform",
+        "name": "sweep", "uid": hp.uid().unwrap(), "controller": true
+    }]);
+    let meta = |name: &str, owned: bool| {
+        let mut m = json!({"name": name, "namespace": env.ns, "labels": labels});
+        if owned {
+            m["ownerReferences"] = owner.clone();
+        }
+        m
+    };
+    let policy = |name: &str, owned: bool| {
+        serde_json::from_value::<NetworkPolicy>(json!({
+            "metadata": meta(name, owned),
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        }))
+        .unwrap()
+    };
+    let policies: Api<NetworkPolicy> = env.api();
+    for (name, owned) in [("sweep-allow-old", true), ("sweep-not-owned", false)] {
+        policies
+            .create(&Default::default(), &policy(name, owned))
+            .await
+            .unwrap();
+    }
+    let config_maps: Api<ConfigMap> = env.api();
+    config_maps
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": meta("sweep-old-config", true)})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = env.api();
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": meta("sweep-old-key", true),
+                                           "stringData": {"key": "kept"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    env.start_controller();
+    env.settle_until_phase("sweep", Phase::Ready).await;
+    env.wait_for("the unwanted NetworkPolicy and ConfigMap swept", |e| {
+        e.stored("networking.k8s.io/v1", "NetworkPolicy", "sweep-allow-old")
+            .is_none()
+            && e.stored("v1", "ConfigMap", "sweep-old-config").is_none()
+    })
+    .await;
+    // Kept: a Secret (kind kept when unwanted: it may unlock data) and an object the platform
+    // does not own (labels alone do not make it the platform's).
+    assert!(secrets.get_opt("sweep-old-key").await.unwrap().is_some());
+    assert!(policies.get_opt("sweep-not-owned").await.unwrap().is_some());
+    // Every wanted child is still there.
+    for name in [
+        names.netpol_default_deny(),
+        names.netpol_api_ingress(),
+        names.netpol_postgres_ingress(),
+    ] {
+        assert!(
+            policies.get_opt(&name).await.unwrap().is_some(),
+            "{name} was swept"
+        );
+    }
+    assert!(config_maps
+        .get_opt(&names.api_config())
+        .await
+        .unwrap()
+        .is_some());
     env.stop().await;
 }
 

@@ -90,25 +90,29 @@ impl Applier<'_> {
         Ok(Applied::Written(live))
     }
 
-    pub(super) async fn apply_dynamic(
+    /// Server-side apply of a custom resource of one of the registered custom kinds
+    /// ([`crate::desired::kinds::CUSTOM_KINDS`]).
+    pub(super) async fn apply_custom(
         &self,
         obj: &DynamicObject,
-        drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<DynamicObject, ApplyError> {
-        self.apply_dynamic_as(obj, &cnpg::api_resource(), "Cluster", drift)
-            .await
-    }
-
-    /// Server-side apply of a custom resource of kind `kind` (`ar`).
-    pub(super) async fn apply_dynamic_as(
-        &self,
-        obj: &DynamicObject,
-        ar: &ApiResource,
-        kind: &'static str,
         drift: &mut Vec<(&'static str, String)>,
     ) -> Result<DynamicObject, ApplyError> {
         let name = obj.name_any();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace, ar);
+        let kind_name = obj
+            .types
+            .as_ref()
+            .map(|t| t.kind.as_str())
+            .unwrap_or_default();
+        let Some(custom) = crate::desired::kinds::custom_kind(kind_name) else {
+            return Err(ApplyError::Apply {
+                kind: "custom resource",
+                name,
+                detail: format!("kind {kind_name:?} is not a registered custom kind"),
+            });
+        };
+        let kind = custom.kind;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.namespace, &(custom.resource)());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = api
             .patch(&name, &params, &Patch::Apply(obj))
@@ -118,8 +122,7 @@ impl Applier<'_> {
                 name: name.clone(),
                 detail: describe(&e),
             })?;
-        let key = format!("{kind}/{}/{name}", self.namespace);
-        self.tracker.absent().remove(&key);
+        let key = child_key(kind, self.namespace, &name);
         let fp = Fingerprint {
             desired: desired_hash(obj),
             uid: live.metadata.uid.clone().unwrap_or_default(),
@@ -248,54 +251,6 @@ impl Applier<'_> {
             drift.push((kind, name));
         }
         Ok(Some(replaced))
-    }
-
-    /// Applies an embedded database / cache StatefulSet with its pod spec made exact.
-    pub(super) async fn apply_workload(
-        &self,
-        sts: &StatefulSet,
-        drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<Option<StatefulSet>, ApplyError> {
-        self.apply_exact(
-            sts,
-            POD_SPEC,
-            |live, want| same_pod_spec(stateful_set_pod(live), stateful_set_pod(want)),
-            drift,
-            true,
-        )
-        .await
-    }
-
-    /// Deletes a custom resource that must not exist; 404 is success. Skips objects already
-    /// known absent.
-    pub(super) async fn delete_dynamic(
-        &self,
-        ar: &ApiResource,
-        kind: &'static str,
-        name: &str,
-    ) -> Result<(), ApplyError> {
-        let key = format!("{kind}/{}/{name}", self.namespace);
-        if self.tracker.absent().contains(&key) {
-            return Ok(());
-        }
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.namespace, ar);
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => {
-                return Err(ApplyError::Delete {
-                    kind,
-                    name: name.to_string(),
-                    detail: describe(&e),
-                })
-            }
-        }
-        match self.tracker.applied.lock() {
-            Ok(mut m) => m.remove(&key),
-            Err(poisoned) => poisoned.into_inner().remove(&key),
-        };
-        self.tracker.absent().insert(key);
-        Ok(())
     }
 
     /// Deletes an object that must not exist; 404 is success. Skips objects already known absent.

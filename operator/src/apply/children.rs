@@ -1,11 +1,80 @@
-//! Every child of a platform, in order: NetworkPolicies first, then Secrets and configuration,
-//! the database and cache, the restore, the API, backups and monitoring.
+//! Every child of a platform, in the order of [`Children::objects`] (NetworkPolicies first, then
+//! Secrets and configuration, the database and cache, the restore, the API, backups and
+//! monitoring), each applied the way its kind is registered in [`crate::desired::kinds`]; then
+//! the sweep of what the platform owns but no longer wants.
 
 use super::*;
+use crate::desired::kinds::child_kinds;
+use crate::desired::ChildObject;
+
+/// Whether the apply of a kind returns the live object even when it skips the write (the kinds
+/// whose status the platform's status reads; the watch keeps a summary of them).
+macro_rules! need_live {
+    (Summary) => {
+        true
+    };
+    ($other:ident) => {
+        false
+    };
+}
+
+/// The apply of one object of type `$ty` in mode `$apply`.
+macro_rules! apply_as {
+    (ServerSide, $ty:ty, $watch:ident, $s:expr, $o:expr, $p:expr, $d:expr) => {
+        $s.apply_child($o, $d, need_live!($watch)).await?.live()
+    };
+    (Exact, $ty:ty, $watch:ident, $s:expr, $o:expr, $p:expr, $d:expr) => {
+        $s.apply_exact(
+            $o,
+            <$ty as ExactPart>::PATH,
+            <$ty as ExactPart>::same,
+            $d,
+            need_live!($watch),
+        )
+        .await?
+    };
+    (StatefulSet, $ty:ty, $watch:ident, $s:expr, $o:expr, $p:expr, $d:expr) => {
+        Box::pin($s.apply_stateful_set($o, &$p.names, $d)).await?
+    };
+    (CreateOnce, $ty:ty, $watch:ident, $s:expr, $o:expr, $p:expr, $d:expr) => {
+        $s.create_once($o, $d).await?
+    };
+}
+
+macro_rules! dispatch {
+    ($(($variant:ident, $ty:ty, $apply:ident, $unwanted:ident, $watch:ident)),* $(,)?) => {
+        /// What applying one desired object returned: the live object, when it was written or
+        /// the watch kept it. (Every kind has a variant; the status reads only some of them.)
+        /// Moved once per object: its size does not matter.
+        #[allow(dead_code, clippy::large_enum_variant)]
+        pub(super) enum Live {
+            $($variant(Option<$ty>),)*
+            Custom(DynamicObject),
+        }
+
+        impl Applier<'_> {
+            /// Applies one desired object the way its kind is registered.
+            pub(super) async fn apply_object(
+                &self,
+                p: &ValidatedPlatform,
+                object: ChildObject<'_>,
+                drift: &mut Vec<(&'static str, String)>,
+            ) -> Result<Live, ApplyError> {
+                Ok(match object {
+                    $(ChildObject::$variant(o) => {
+                        Live::$variant(apply_as!($apply, $ty, $watch, self, o, p, drift))
+                    })*
+                    ChildObject::Custom(o) => Live::Custom(self.apply_custom(o, drift).await?),
+                })
+            }
+        }
+    };
+}
+child_kinds!(dispatch);
 
 impl Applier<'_> {
-    /// Applies every child. `Children` is destructured without `..`: a new field is a compile
-    /// error here until it is applied. `restore_job` is [`restore::job`] of the same platform.
+    /// Applies every wanted child, then sweeps the unwanted ones. `restore_job` is
+    /// [`restore::job`] of the same platform (applied right before the API's Deployment).
     pub async fn apply_all(
         &self,
         p: &ValidatedPlatform,
@@ -13,169 +82,62 @@ impl Applier<'_> {
         restore_job: Option<Job>,
         cnpg_installed: bool,
     ) -> Result<Observed, ApplyError> {
-        let Children {
-            postgres_credentials,
-            postgres_tls,
-            redis_credentials,
-            api_secrets,
-            postgres,
-            cnpg_cluster,
-            redis,
-            api_service_account,
-            api_config,
-            api_deployment,
-            api_service,
-            api_hpa,
-            api_pdb,
-            api_ingress,
-            network_policies,
-            backup,
-            monitoring,
-        } = children;
-        let names = &p.names;
         let mut drift = Vec::new();
+        // Checked also when monitoring is off: the sweep removes monitoring objects left over.
+        let prometheus_operator = prometheus_operator_installed(&self.client).await?;
         let mut observed = Observed {
             cnpg_installed,
+            database: children
+                .postgres_tls
+                .as_ref()
+                .and_then(crate::desired::secrets::database_status),
+            monitoring: match (&children.monitoring, prometheus_operator) {
+                (None, _) => MonitoringState::Disabled,
+                (Some(_), true) => MonitoringState::Applied,
+                (Some(_), false) => MonitoringState::PrometheusOperatorNotInstalled,
+            },
             ..Default::default()
         };
-
-        // Network policies first: no platform pod ever runs unprotected.
-        for np in &network_policies {
-            self.apply_exact(
-                np,
-                "/spec",
-                |live, want| same_network_policy_spec(live.spec.as_ref(), want.spec.as_ref()),
-                &mut drift,
-                false,
-            )
-            .await?;
-        }
-        let wanted: HashSet<String> = network_policies
-            .iter()
-            .filter_map(|n| n.metadata.name.clone())
+        let wanted: Vec<ChildObject<'_>> = children
+            .objects()
+            .into_iter()
+            .filter(|d| d.applies(cnpg_installed, prometheus_operator))
+            .map(|d| d.object)
             .collect();
-        for name in names
-            .all_network_policies()
-            .into_iter()
-            .chain(backup::all_network_policy_names(p))
-            .chain(restore::all_network_policy_names(p))
-        {
-            if !wanted.contains(&name) {
-                self.delete::<NetworkPolicy>(&name).await?;
-            }
-        }
-        observed.network_policies = network_policies.len();
-
-        observed.database = postgres_tls
-            .as_ref()
-            .and_then(crate::desired::secrets::database_status);
-        // Secrets are applied with the data read from the cluster: never overwritten.
-        for secret in [postgres_credentials, postgres_tls, redis_credentials]
-            .into_iter()
-            .flatten()
-        {
-            self.apply(&secret, &mut drift).await?;
-        }
-        self.apply(&api_secrets, &mut drift).await?;
-        self.apply(&api_service_account, &mut drift).await?;
-        self.apply(&api_config, &mut drift).await?;
 
         // A refused storage decrease leaves that StatefulSet as it is, applies everything else
         // and fails the apply stage at the end.
         let mut refused: Option<ApplyError> = None;
-        let mut refuse = |result: Result<Option<StatefulSet>, ApplyError>| match result {
-            Ok(live) => Ok(live),
-            Err(e @ ApplyError::StorageDecrease { .. }) => {
-                refused.get_or_insert(e);
-                Ok(None)
+        let mut restore_job = Some(restore_job);
+        for object in &wanted {
+            // Before the Deployment: the restore runs while the API is held at 0 replicas.
+            if matches!(object, ChildObject::Deployment(_)) {
+                if let Some(job) = restore_job.take() {
+                    let ready = restore_database_ready(p, observed.postgres.as_ref());
+                    observed.restore = self.apply_restore(p, job, ready, &mut drift).await?;
+                }
             }
-            Err(e) => Err(e),
-        };
-        if let Some(PostgresObjects {
-            stateful_set,
-            headless_service,
-            service,
-        }) = postgres
-        {
-            self.apply(&headless_service, &mut drift).await?;
-            self.apply(&service, &mut drift).await?;
-            // Boxed (like the backup objects): keeps the reconcile future small.
-            observed.postgres = refuse(
-                Box::pin(self.apply_stateful_set(
-                    &stateful_set,
-                    Component::Database,
-                    "spec.database.storage.size",
-                    names,
-                    &mut drift,
-                ))
-                .await,
-            )?;
+            // Boxed: keeps the reconcile future small enough for a worker thread's stack.
+            let live = match Box::pin(self.apply_object(p, *object, &mut drift)).await {
+                Ok(live) => live,
+                Err(e @ ApplyError::StorageDecrease { .. }) => {
+                    refused.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            observe(&mut observed, object, live);
         }
-        if let Some(cluster) = cnpg_cluster {
-            if cnpg_installed {
-                observed.cnpg_cluster = Some(self.apply_dynamic(&cluster, &mut drift).await?);
-            }
+        if let Some(job) = restore_job {
+            let ready = restore_database_ready(p, observed.postgres.as_ref());
+            observed.restore = self.apply_restore(p, job, ready, &mut drift).await?;
         }
-        match redis {
-            Some(RedisObjects {
-                stateful_set,
-                service,
-            }) => {
-                self.apply(&service, &mut drift).await?;
-                observed.redis = refuse(
-                    Box::pin(self.apply_stateful_set(
-                        &stateful_set,
-                        Component::Cache,
-                        "spec.cache.persistence.size",
-                        names,
-                        &mut drift,
-                    ))
-                    .await,
-                )?;
-            }
-            None => {
-                self.delete::<StatefulSet>(&names.redis()).await?;
-                self.delete::<Service>(&names.redis()).await?;
-            }
+        Box::pin(self.sweep(p, &wanted, cnpg_installed, prometheus_operator)).await?;
+        if backup::agent_backups(p) {
+            let (backup_jobs, backup_pods) = list_backup_jobs(&self.client, p).await?;
+            observed.backup_jobs = backup_jobs;
+            observed.backup_pods = backup_pods;
         }
-
-        // Before the Deployment: the restore runs while the API is held at 0 replicas.
-        let database_ready = restore_database_ready(p, observed.postgres.as_ref());
-        observed.restore = self
-            .apply_restore(p, restore_job, database_ready, &mut drift)
-            .await?;
-
-        observed.deployment = self
-            .apply_exact(
-                &api_deployment,
-                POD_SPEC,
-                |live, want| same_pod_spec(deployment_pod(live), deployment_pod(want)),
-                &mut drift,
-                true,
-            )
-            .await?;
-        self.apply(&api_service, &mut drift).await?;
-        match api_hpa {
-            Some(hpa) => {
-                self.apply(&hpa, &mut drift).await?;
-            }
-            None => self.delete::<HorizontalPodAutoscaler>(&names.api()).await?,
-        }
-        match api_pdb {
-            Some(pdb) => {
-                self.apply(&pdb, &mut drift).await?;
-            }
-            None => self.delete::<PodDisruptionBudget>(&names.api()).await?,
-        }
-        match api_ingress {
-            Some(ing) => {
-                self.apply(&ing, &mut drift).await?;
-            }
-            None => self.delete::<Ingress>(&names.api()).await?,
-        }
-        // Boxed: keeps the reconcile future small enough for a worker thread's stack.
-        Box::pin(self.apply_backup(p, backup, cnpg_installed, &mut observed, &mut drift)).await?;
-        observed.monitoring = self.apply_monitoring(p, monitoring, &mut drift).await?;
         if let Some(e) = refused {
             return Err(e);
         }
@@ -220,128 +182,43 @@ impl Applier<'_> {
         Ok(restore::progress(live.as_ref(), &pods))
     }
 
-    /// Applies the backup objects, deletes the CronJob / ScheduledBackup when no longer wanted,
-    /// creates the on-demand Job once and lists the backup Jobs and pods for the status.
-    pub(super) async fn apply_backup(
+    /// Creates a Job unless it exists (returns the live Job when it was created).
+    pub(super) async fn create_once(
         &self,
-        p: &ValidatedPlatform,
-        objects: BackupObjects,
-        cnpg_installed: bool,
-        observed: &mut Observed,
+        job: &Job,
         drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<(), ApplyError> {
-        let BackupObjects {
-            cron_job,
-            key_secret,
-            pvc,
-            on_demand_job,
-            scheduled_backup,
-        } = objects;
-        let names = &p.names;
-        // Kept when no longer wanted: the key decrypts existing backups, the PVC holds them.
-        if let Some(secret) = key_secret {
-            self.apply(&secret, drift).await?;
-        }
-        if let Some(claim) = pvc {
-            self.apply(&claim, drift).await?;
-        }
-        match cron_job {
-            Some(cj) => {
-                self.apply_exact(
-                    &cj,
-                    "/spec/jobTemplate/spec/template/spec",
-                    |live, want| same_pod_spec(cron_job_pod(live), cron_job_pod(want)),
-                    drift,
-                    false,
-                )
-                .await?;
-            }
-            None => self.delete::<CronJob>(&names.backup_cron_job()).await?,
-        }
-        if p.spec.database.provider == DatabaseProvider::CloudNativePG && cnpg_installed {
-            let sb = backup_cnpg::scheduled_backup_resource();
-            match scheduled_backup {
-                Some(obj) => {
-                    self.apply_dynamic_as(&obj, &sb, SCHEDULED_BACKUP_KIND, drift)
-                        .await?;
-                }
-                None => {
-                    let name = names.cnpg_scheduled_backup();
-                    self.delete_dynamic(&sb, SCHEDULED_BACKUP_KIND, &name)
-                        .await?
-                }
-            }
-        }
+    ) -> Result<Option<Job>, ApplyError> {
+        let name = job.metadata.name.clone().unwrap_or_default();
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), self.namespace);
-        if let Some(job) = on_demand_job {
-            let name = job.metadata.name.clone().unwrap_or_default();
-            // Created once: a Job's pod template is immutable, and a finished Job must not run
-            // again because the platform changed.
-            let exists = jobs
-                .get_opt(&name)
-                .await
-                .map_err(|e| ApplyError::Read {
-                    kind: "Job",
-                    name: name.clone(),
-                    detail: describe(&e),
-                })?
-                .is_some();
-            if !exists {
-                self.apply(&job, drift).await?;
-            }
-            observed.on_demand_job = Some(name);
+        let exists = jobs
+            .get_opt(&name)
+            .await
+            .map_err(|e| ApplyError::Read {
+                kind: "Job",
+                name: name.clone(),
+                detail: describe(&e),
+            })?
+            .is_some();
+        if exists {
+            return Ok(None);
         }
-        if backup::agent_backups(p) {
-            let (backup_jobs, backup_pods) = list_backup_jobs(&self.client, p).await?;
-            observed.backup_jobs = backup_jobs;
-            observed.backup_pods = backup_pods;
-        }
-        Ok(())
+        self.apply(job, drift).await
     }
+}
 
-    /// Applies the monitoring objects when the Prometheus Operator CRDs are served; removes
-    /// them when monitoring is disabled.
-    pub(super) async fn apply_monitoring(
-        &self,
-        p: &ValidatedPlatform,
-        objects: Option<MonitoringObjects>,
-        drift: &mut Vec<(&'static str, String)>,
-    ) -> Result<MonitoringState, ApplyError> {
-        let installed = prometheus_operator_installed(&self.client).await?;
-        let names = &p.names;
-        match (objects, installed) {
-            (Some(m), true) => {
-                let sm = monitoring::service_monitor_resource();
-                self.apply_dynamic_as(&m.api_service_monitor, &sm, "ServiceMonitor", drift)
-                    .await?;
-                self.apply_dynamic_as(&m.operator_service_monitor, &sm, "ServiceMonitor", drift)
-                    .await?;
-                let pr = monitoring::prometheus_rule_resource();
-                self.apply_dynamic_as(&m.prometheus_rule, &pr, "PrometheusRule", drift)
-                    .await?;
-                self.apply(&m.dashboard, drift).await?;
-                Ok(MonitoringState::Applied)
-            }
-            (Some(_), false) => {
-                self.delete::<ConfigMap>(&names.dashboard()).await?;
-                Ok(MonitoringState::PrometheusOperatorNotInstalled)
-            }
-            (None, _) => {
-                if installed {
-                    let sm = monitoring::service_monitor_resource();
-                    for name in [
-                        names.api_service_monitor(),
-                        names.operator_service_monitor(),
-                    ] {
-                        self.delete_dynamic(&sm, "ServiceMonitor", &name).await?;
-                    }
-                    let pr = monitoring::prometheus_rule_resource();
-                    self.delete_dynamic(&pr, "PrometheusRule", &names.prometheus_rule())
-                        .await?;
-                }
-                self.delete::<ConfigMap>(&names.dashboard()).await?;
-                Ok(MonitoringState::Disabled)
-            }
-        }
+/// Records what the status stage needs of one applied object.
+fn observe(observed: &mut Observed, object: &ChildObject<'_>, live: Live) {
+    match live {
+        Live::NetworkPolicy(_) => observed.network_policies += 1,
+        Live::Deployment(d) => observed.deployment = d,
+        Live::StatefulSet(s) => match stateful_set_component(object.meta()) {
+            Some(Component::Database) => observed.postgres = s,
+            Some(Component::Cache) => observed.redis = s,
+            _ => {}
+        },
+        Live::Custom(c) if object.kind() == cnpg::KIND => observed.cnpg_cluster = Some(c),
+        // The only Job of the list: the on-demand backup of `caduceus.io/backup-now`.
+        Live::Job(_) => observed.on_demand_job = object.meta().name.clone(),
+        _ => {}
     }
 }

@@ -24,6 +24,49 @@ pub fn restore_database_ready(p: &ValidatedPlatform, postgres: Option<&StatefulS
 /// Where a Deployment's or StatefulSet's pod spec is.
 pub(super) const POD_SPEC: &str = "/spec/template/spec";
 
+/// The part of a kind applied with [`crate::desired::kinds::ApplyMode::Exact`]: where it is and
+/// when the live one is the same as the desired one.
+pub(super) trait ExactPart: Sized {
+    const PATH: &'static str;
+    fn same(live: &Self, want: &Self) -> bool;
+}
+
+impl ExactPart for NetworkPolicy {
+    const PATH: &'static str = "/spec";
+    fn same(live: &Self, want: &Self) -> bool {
+        same_network_policy_spec(live.spec.as_ref(), want.spec.as_ref())
+    }
+}
+
+impl ExactPart for Deployment {
+    const PATH: &'static str = POD_SPEC;
+    fn same(live: &Self, want: &Self) -> bool {
+        same_pod_spec(deployment_pod(live), deployment_pod(want))
+    }
+}
+
+impl ExactPart for StatefulSet {
+    const PATH: &'static str = POD_SPEC;
+    fn same(live: &Self, want: &Self) -> bool {
+        same_pod_spec(stateful_set_pod(live), stateful_set_pod(want))
+    }
+}
+
+impl ExactPart for CronJob {
+    const PATH: &'static str = "/spec/jobTemplate/spec/template/spec";
+    fn same(live: &Self, want: &Self) -> bool {
+        same_pod_spec(cron_job_pod(live), cron_job_pod(want))
+    }
+}
+
+/// The component (database or cache) of an embedded StatefulSet, from its labels.
+pub(super) fn stateful_set_component(meta: &ObjectMeta) -> Option<Component> {
+    let label = meta.labels.as_ref()?.get(crate::names::LABEL_COMPONENT)?;
+    [Component::Database, Component::Cache]
+        .into_iter()
+        .find(|c| c.as_str() == label)
+}
+
 pub(super) fn deployment_pod(d: &Deployment) -> Option<&PodSpec> {
     d.spec.as_ref().and_then(|s| s.template.spec.as_ref())
 }

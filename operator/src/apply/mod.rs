@@ -2,22 +2,18 @@
 //! (`force`), deletion of children that must no longer exist, CloudNativePG discovery, reading
 //! existing Secrets (so generated values are never overwritten), and drift detection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, PodSpec, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -26,12 +22,8 @@ use tracing::{info, warn};
 
 use crate::compliance::self_report::SelfReport;
 use crate::crd::{CacheProvider, DatabaseProvider};
-use crate::desired::backup_cnpg::SCHEDULED_BACKUP_KIND;
-use crate::desired::monitoring::{self, MonitoringObjects};
-use crate::desired::{
-    backup, backup_cnpg, cnpg, restore, BackupObjects, Children, ExistingSecrets, PostgresObjects,
-    RedisObjects,
-};
+use crate::desired::monitoring;
+use crate::desired::{backup, cnpg, restore, Children, ExistingSecrets};
 use crate::drift::{prune, same_pod_spec};
 use crate::names::{selector_string, Component, FIELD_MANAGER};
 use crate::validate::ValidatedPlatform;
@@ -214,6 +206,7 @@ mod applier;
 mod children;
 mod markers;
 mod reads;
+mod sweep;
 mod tracker;
 mod workloads;
 

@@ -1,4 +1,6 @@
 use super::*;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ConfigMap;
 
 #[test]
 fn quoted_values_are_redacted() {

@@ -24,6 +24,9 @@ pub struct DriftTracker {
     /// replacing again would only write (and report drift) on every reconcile. Replaced again
     /// once the object or the desired state changes.
     pub(super) futile: Mutex<HashMap<String, (String, String)>>,
+    /// The last clean sweep of each kind of each platform ([`super::sweep`]): the hash of the
+    /// names wanted then, and when.
+    pub(super) swept: Mutex<HashMap<String, (String, Instant)>>,
     /// What the controller's watches last saw of each child (see [`WatchCache`]).
     pub watched: WatchCache,
 }
@@ -94,6 +97,26 @@ impl DriftTracker {
             .is_some_and(|(d, v)| d == desired && v == version)
     }
 
+    /// Whether the sweep of `key` must list again: its wanted names changed since its last
+    /// clean sweep, or that sweep is older than [`REVERIFY_AFTER`].
+    pub(super) fn sweep_due(&self, key: &str, wanted: &str) -> bool {
+        let swept = match self.swept.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        !swept
+            .get(key)
+            .is_some_and(|(w, at)| w == wanted && at.elapsed() < REVERIFY_AFTER)
+    }
+
+    /// Records a clean sweep of `key` with the wanted names' hash `wanted`.
+    pub(super) fn swept(&self, key: String, wanted: String) {
+        match self.swept.lock() {
+            Ok(mut m) => m.insert(key, (wanted, Instant::now())),
+            Err(poisoned) => poisoned.into_inner().insert(key, (wanted, Instant::now())),
+        };
+    }
+
     pub(super) fn absent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         match self.known_absent.lock() {
             Ok(m) => m,
@@ -110,6 +133,13 @@ impl DriftTracker {
         }
         self.absent().retain(|k| !k.contains(&needle));
         self.futile().retain(|k, _| !k.contains(&needle));
+        let platform_suffix = format!("/{namespace}/{platform}");
+        match self.swept.lock() {
+            Ok(mut m) => m.retain(|k, _| !k.ends_with(&platform_suffix)),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .retain(|k, _| !k.ends_with(&platform_suffix)),
+        }
     }
 
     pub fn len(&self) -> usize {

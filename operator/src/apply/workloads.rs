@@ -8,19 +8,28 @@ impl Applier<'_> {
     /// changed (see [`volume_claims`]): templates that differ from the live ones make it be
     /// deleted (PVCs kept; pods too when they can be adopted) and created again;
     /// a grown storage request is then written to its existing PVCs; a smaller one is refused
-    /// ([`ApplyError::StorageDecrease`]) without touching the StatefulSet. `component` selects
-    /// its PVCs; `storage_field` names the spec field of the request in messages. `None` when
+    /// ([`ApplyError::StorageDecrease`]) without touching the StatefulSet. Its component label
+    /// selects its PVCs and names the spec field of the request in messages. `None` when
     /// the old StatefulSet is still being deleted (the next reconcile creates it; its
     /// deletion triggers one).
     pub(super) async fn apply_stateful_set(
         &self,
         sts: &StatefulSet,
-        component: Component,
-        storage_field: &'static str,
         names: &crate::names::Names,
         drift: &mut Vec<(&'static str, String)>,
     ) -> Result<Option<StatefulSet>, ApplyError> {
         let name = sts.metadata.name.clone().unwrap_or_default();
+        let (component, storage_field) = match stateful_set_component(&sts.metadata) {
+            Some(c @ Component::Database) => (c, "spec.database.storage.size"),
+            Some(c @ Component::Cache) => (c, "spec.cache.persistence.size"),
+            _ => {
+                return Err(ApplyError::Apply {
+                    kind: "StatefulSet",
+                    name,
+                    detail: "not labelled as the database or the cache".into(),
+                })
+            }
+        };
         let key = child_key("StatefulSet", self.namespace, &name);
         // Unchanged since its last apply, which also planned its claim templates and grew its
         // PVCs: nothing to read or write.
@@ -52,7 +61,15 @@ impl Applier<'_> {
                 }
             }
         }
-        let applied = self.apply_workload(sts, drift).await?;
+        let applied = self
+            .apply_exact(
+                sts,
+                <StatefulSet as ExactPart>::PATH,
+                <StatefulSet as ExactPart>::same,
+                drift,
+                true,
+            )
+            .await?;
         if sts.spec.as_ref().is_some_and(|s| {
             s.volume_claim_templates
                 .as_ref()

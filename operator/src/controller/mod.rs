@@ -9,14 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ObjectReference, PersistentVolumeClaim, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PartialObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -346,42 +339,39 @@ pub async fn run_with_context(
     });
 
     info!("controller starting");
-    // Every owned kind is watched (metadata only; Deployments and StatefulSets whole: their
-    // status is the platform's; the cache keeps a summary) and recorded in the watch cache, which lets a reconcile skip
-    // the apply of a child unchanged since its last apply.
-    Controller::new(platforms, watcher::Config::default())
-        .owns_stream(recorded::<Deployment, _>(
-            watcher(api::<Deployment>(&client, &ns), owned.clone()),
-            ctx.clone(),
-            watch_cache::deployment_summary,
-        ))
-        .owns_stream(recorded::<StatefulSet, _>(
-            watcher(api::<StatefulSet>(&client, &ns), owned.clone()),
-            ctx.clone(),
-            watch_cache::stateful_set_summary,
-        ))
-        .owns_stream(recorded_meta::<Service>(&client, &ns, &owned, &ctx))
-        .owns_stream(recorded_meta::<ConfigMap>(&client, &ns, &owned, &ctx))
-        .owns_stream(recorded_meta::<Secret>(&client, &ns, &owned, &ctx))
-        .owns_stream(recorded_meta::<ServiceAccount>(&client, &ns, &owned, &ctx))
-        .owns_stream(recorded_meta::<HorizontalPodAutoscaler>(
-            &client, &ns, &owned, &ctx,
-        ))
-        .owns_stream(recorded_meta::<PodDisruptionBudget>(
-            &client, &ns, &owned, &ctx,
-        ))
-        .owns_stream(recorded_meta::<Ingress>(&client, &ns, &owned, &ctx))
-        .owns_stream(recorded_meta::<NetworkPolicy>(&client, &ns, &owned, &ctx))
-        .owns_stream(recorded_meta::<CronJob>(&client, &ns, &owned, &ctx))
-        // The backup PVC is kept when its platform goes (no owner reference): watched only to
-        // skip unchanged applies.
-        .owns_stream(recorded_meta::<PersistentVolumeClaim>(
-            &client, &ns, &owned, &ctx,
-        ))
-        // Jobs of the CronJob are owned by it, not by the platform: mapped by their instance
-        // label, so a finished backup updates `status.backup` at once (and a finished restore
-        // Job, owned by the platform, `status.restore`).
-        .watches(api::<Job>(&client, &ns), owned, job_platform)
+    // Every kind of the registry (`desired::kinds::child_kinds!`) is watched as it says there
+    // (metadata only; Deployments and StatefulSets whole: their status is the platform's, the
+    // cache keeps a summary; Jobs by their instance label: those of the backup CronJob are owned
+    // by it, not by the platform) and recorded in the watch cache, which lets a reconcile skip
+    // the apply of a child unchanged since its last apply. An edited or deleted child triggers a
+    // reconcile of its platform.
+    macro_rules! watch_kind {
+        (Metadata, $ty:ty, $c:expr) => {
+            $c.owns_stream(recorded_meta::<$ty>(&client, &ns, &owned, &ctx))
+        };
+        (Summary, $ty:ty, $c:expr) => {
+            $c.owns_stream(recorded::<$ty, _>(
+                watcher(api::<$ty>(&client, &ns), owned.clone()),
+                ctx.clone(),
+                <$ty as watch_cache::Summarized>::summary,
+            ))
+        };
+        (ByInstanceLabel, $ty:ty, $c:expr) => {
+            $c.watches(
+                api::<$ty>(&client, &ns),
+                owned.clone(),
+                by_instance_label::<$ty>,
+            )
+        };
+    }
+    macro_rules! watch_all {
+        ($(($variant:ident, $ty:ty, $apply:ident, $unwanted:ident, $watch:ident)),* $(,)?) => {{
+            let c = Controller::new(platforms, watcher::Config::default());
+            $(let c = watch_kind!($watch, $ty, c);)*
+            c
+        }};
+    }
+    crate::desired::kinds::child_kinds!(watch_all)
         .reconcile_all_on(crd_changes)
         .with_config(RuntimeConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(async move {
@@ -448,10 +438,11 @@ where
     )
 }
 
-/// The platform a backup Job belongs to (`app.kubernetes.io/instance` in its namespace).
-fn job_platform(job: Job) -> Option<ObjectRef<HealthcarePlatform>> {
-    let ns = job.metadata.namespace.as_deref()?;
-    let name = job.metadata.labels.as_ref()?.get(LABEL_INSTANCE)?;
+/// The platform an object belongs to by its `app.kubernetes.io/instance` label (in its
+/// namespace).
+fn by_instance_label<K: Resource>(object: K) -> Option<ObjectRef<HealthcarePlatform>> {
+    let ns = object.meta().namespace.as_deref()?;
+    let name = object.meta().labels.as_ref()?.get(LABEL_INSTANCE)?;
     Some(ObjectRef::new(name).within(ns))
 }
 

@@ -2,11 +2,12 @@
 //! already exist) to Kubernetes objects. No client, no clock, no randomness except through the
 //! injected [`SecretGenerator`].
 //!
-//! One file per child kind. To add a kind: write `desired/<kind>.rs`, add one field to
-//! [`Children`] and fill it in [`build_children`]. Two places destructure `Children` without
-//! `..`, so the compiler points at both: [`Children::objects`] (the one ordered list that
-//! `render` and every listing of the children derive from; a new Kubernetes kind also gets a
-//! [`ChildObject`] variant) and `apply::Applier::apply_all` (how each child is applied).
+//! One file per child kind. To add a child: write `desired/<kind>.rs`, add one field to
+//! [`Children`] and fill it in [`build_children`]; [`Children::objects`] destructures `Children`
+//! without `..`, so the compiler points at the one line that puts it in the ordered list that
+//! render, apply, the sweep of unwanted objects and every listing of the children derive from.
+//! A Kubernetes kind no child had before is one more line in [`kinds::child_kinds!`] (how it is
+//! applied, kept or deleted when unwanted, and watched).
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,7 @@ pub mod config_map;
 pub mod deployment;
 pub mod hpa;
 pub mod ingress;
+pub mod kinds;
 pub mod monitoring;
 pub mod monitoring_dashboard;
 pub mod network_policy;
@@ -49,7 +51,7 @@ pub mod security;
 pub mod service;
 pub mod service_account;
 
-pub use objects::{ChildObject, Desired};
+pub use objects::{ChildObject, Desired, Needs};
 pub use secrets::{ExistingSecrets, SecretGenerator};
 
 /// The embedded database: StatefulSet plus its two Services.
@@ -85,7 +87,8 @@ pub struct BackupObjects {
     pub scheduled_backup: Option<DynamicObject>,
 }
 
-/// Every child of a platform. `None` / empty means "must not exist" (apply deletes it).
+/// Every child of a platform. `None` / empty means "not wanted": the sweep deletes an existing
+/// one unless its kind is kept when unwanted ([`kinds::WhenUnwanted`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
     /// Generated database credentials (Embedded database only).
@@ -109,7 +112,7 @@ pub struct Children {
     pub api_ingress: Option<Ingress>,
     /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies and,
     /// while a restore is pending, the restore pod's. (The restore Job itself is built by
-    /// [`restore::job`] and applied by `Applier::apply_all` next to these children.)
+    /// [`restore::job`] and applied by the apply stage before the API's Deployment.)
     pub network_policies: Vec<NetworkPolicy>,
     pub backup: BackupObjects,
     /// ServiceMonitors, PrometheusRule and dashboard (`monitoring.enabled`; applied only when the

@@ -18,11 +18,13 @@ use crate::validate::ValidatedPlatform;
 
 pub const GROUP: &str = "monitoring.coreos.com";
 pub const VERSION: &str = "v1";
+pub const SERVICE_MONITOR_KIND: &str = "ServiceMonitor";
+pub const PROMETHEUS_RULE_KIND: &str = "PrometheusRule";
 
 /// `ServiceMonitor` API resource.
 pub fn service_monitor_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, VERSION, "ServiceMonitor"),
+        &GroupVersionKind::gvk(GROUP, VERSION, SERVICE_MONITOR_KIND),
         "servicemonitors",
     )
 }
@@ -30,7 +32,7 @@ pub fn service_monitor_resource() -> ApiResource {
 /// `PrometheusRule` API resource.
 pub fn prometheus_rule_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, VERSION, "PrometheusRule"),
+        &GroupVersionKind::gvk(GROUP, VERSION, PROMETHEUS_RULE_KIND),
         "prometheusrules",
     )
 }

@@ -1,88 +1,82 @@
-//! The desired objects as one ordered list ([`Children::objects`]): what `render` prints and
-//! every listing of the children derives from it. The order is the apply order (NetworkPolicies
-//! first, then Secrets and configuration, the database and cache, the API, backups, monitoring).
+//! The desired objects as one ordered list ([`Children::objects`]): what `render` prints, what
+//! the apply stage applies (each the way its kind is registered in [`super::kinds`]) and what the
+//! sweep keeps; every listing of the children derives from it. The order is the apply order
+//! (NetworkPolicies first, then Secrets and configuration, the database and cache, the API,
+//! backups, monitoring).
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::kinds::child_kinds;
 use super::monitoring::MonitoringObjects;
 use super::{BackupObjects, Children, PostgresObjects, RedisObjects};
 
-/// One desired object, borrowed from [`Children`].
-#[derive(Clone, Copy, Debug)]
-pub enum ChildObject<'a> {
-    NetworkPolicy(&'a NetworkPolicy),
-    Secret(&'a Secret),
-    ServiceAccount(&'a ServiceAccount),
-    ConfigMap(&'a ConfigMap),
-    Service(&'a Service),
-    StatefulSet(&'a StatefulSet),
-    Deployment(&'a Deployment),
-    HorizontalPodAutoscaler(&'a HorizontalPodAutoscaler),
-    PodDisruptionBudget(&'a PodDisruptionBudget),
-    Ingress(&'a Ingress),
-    PersistentVolumeClaim(&'a PersistentVolumeClaim),
-    CronJob(&'a CronJob),
-    Job(&'a Job),
-    /// A custom resource (CloudNativePG Cluster / ScheduledBackup, ServiceMonitor,
-    /// PrometheusRule).
-    Custom(&'a DynamicObject),
+macro_rules! child_object {
+    ($(($variant:ident, $ty:ty, $apply:ident, $unwanted:ident, $watch:ident)),* $(,)?) => {
+        /// One desired object, borrowed from [`Children`]: a variant per kind of
+        /// [`child_kinds!`](super::kinds), and the custom resources.
+        #[derive(Clone, Copy, Debug)]
+        pub enum ChildObject<'a> {
+            $($variant(&'a $ty),)*
+            /// A custom resource (CloudNativePG Cluster / ScheduledBackup, ServiceMonitor,
+            /// PrometheusRule): one of [`super::kinds::CUSTOM_KINDS`].
+            Custom(&'a DynamicObject),
+        }
+
+        impl ChildObject<'_> {
+            pub fn meta(&self) -> &ObjectMeta {
+                match self {
+                    $(Self::$variant(o) => &o.metadata,)*
+                    Self::Custom(o) => &o.metadata,
+                }
+            }
+
+            /// The object's kind.
+            pub fn kind(&self) -> &str {
+                match self {
+                    $(Self::$variant(_) => <$ty as ::k8s_openapi::Resource>::KIND,)*
+                    Self::Custom(o) => o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or_default(),
+                }
+            }
+
+            /// The object as JSON (as it is applied).
+            pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+                match self {
+                    $(Self::$variant(o) => serde_json::to_value(o),)*
+                    Self::Custom(o) => serde_json::to_value(o),
+                }
+            }
+        }
+    };
+}
+child_kinds!(child_object);
+
+/// What must be served for an object to be applied (otherwise it is left out, and the sweep
+/// removes one that exists).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// The CloudNativePG CRDs (its Cluster and ScheduledBackup).
+    CloudNativePG,
+    /// The Prometheus Operator CRDs (the monitoring objects, dashboard included).
+    PrometheusOperator,
 }
 
-/// A desired object and whether it exists only where the Prometheus Operator CRDs are served
-/// (the monitoring objects: the apply stage applies them only then).
+/// A desired object and what it needs to be applied.
 #[derive(Clone, Copy, Debug)]
 pub struct Desired<'a> {
     pub object: ChildObject<'a>,
-    pub needs_prometheus_operator: bool,
+    pub needs: Needs,
 }
 
-impl ChildObject<'_> {
-    pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Self::NetworkPolicy(o) => &o.metadata,
-            Self::Secret(o) => &o.metadata,
-            Self::ServiceAccount(o) => &o.metadata,
-            Self::ConfigMap(o) => &o.metadata,
-            Self::Service(o) => &o.metadata,
-            Self::StatefulSet(o) => &o.metadata,
-            Self::Deployment(o) => &o.metadata,
-            Self::HorizontalPodAutoscaler(o) => &o.metadata,
-            Self::PodDisruptionBudget(o) => &o.metadata,
-            Self::Ingress(o) => &o.metadata,
-            Self::PersistentVolumeClaim(o) => &o.metadata,
-            Self::CronJob(o) => &o.metadata,
-            Self::Job(o) => &o.metadata,
-            Self::Custom(o) => &o.metadata,
-        }
-    }
-
-    /// The object as JSON (as it is applied).
-    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
-        match self {
-            Self::NetworkPolicy(o) => serde_json::to_value(o),
-            Self::Secret(o) => serde_json::to_value(o),
-            Self::ServiceAccount(o) => serde_json::to_value(o),
-            Self::ConfigMap(o) => serde_json::to_value(o),
-            Self::Service(o) => serde_json::to_value(o),
-            Self::StatefulSet(o) => serde_json::to_value(o),
-            Self::Deployment(o) => serde_json::to_value(o),
-            Self::HorizontalPodAutoscaler(o) => serde_json::to_value(o),
-            Self::PodDisruptionBudget(o) => serde_json::to_value(o),
-            Self::Ingress(o) => serde_json::to_value(o),
-            Self::PersistentVolumeClaim(o) => serde_json::to_value(o),
-            Self::CronJob(o) => serde_json::to_value(o),
-            Self::Job(o) => serde_json::to_value(o),
-            Self::Custom(o) => serde_json::to_value(o),
+impl Desired<'_> {
+    /// Whether it is applied on a cluster that serves what it needs.
+    pub fn applies(&self, cnpg: bool, prometheus_operator: bool) -> bool {
+        match self.needs {
+            Needs::Nothing => true,
+            Needs::CloudNativePG => cnpg,
+            Needs::PrometheusOperator => prometheus_operator,
         }
     }
 }
@@ -162,8 +156,15 @@ impl Children {
         let mut desired: Vec<Desired<'_>> = out
             .into_iter()
             .map(|object| Desired {
+                needs: match object {
+                    O::Custom(o) => o
+                        .types
+                        .as_ref()
+                        .and_then(|t| super::kinds::custom_kind(&t.kind))
+                        .map_or(Needs::Nothing, |c| c.needs),
+                    _ => Needs::Nothing,
+                },
                 object,
-                needs_prometheus_operator: false,
             })
             .collect();
         if let Some(MonitoringObjects {
@@ -182,7 +183,7 @@ impl Children {
                 ]
                 .map(|object| Desired {
                     object,
-                    needs_prometheus_operator: true,
+                    needs: Needs::PrometheusOperator,
                 }),
             );
         }
