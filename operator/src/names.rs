@@ -215,7 +215,8 @@ impl Names {
     pub fn netpol_redis_ingress(&self) -> String {
         self.suffixed("allow-redis-ingress")
     }
-    /// Every NetworkPolicy name the operator may create, so disabled ones can be removed.
+    /// Every NetworkPolicy name of `network_policy.rs` (tests; unwanted ones are swept).
+    #[cfg(test)]
     pub fn all_network_policies(&self) -> Vec<String> {
         vec![
             self.netpol_default_deny(),

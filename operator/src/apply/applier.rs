@@ -66,6 +66,35 @@ impl Applier<'_> {
             return Ok(Applied::Unchanged(copy));
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let live = self
+            .patch_recorded(
+                &api,
+                kind,
+                obj,
+                desired,
+                |live| change_marker(kind, live, obj),
+                drift,
+            )
+            .await?;
+        Ok(Applied::Written(live))
+    }
+
+    /// Server-side apply of `obj` (of kind `kind`) through `api`, recorded in the tracker with
+    /// its desired-state hash and the `marker` of the live object that tells someone else's
+    /// change from ours. Reports drift when the same desired state found the object changed.
+    async fn patch_recorded<K>(
+        &self,
+        api: &Api<K>,
+        kind: &'static str,
+        obj: &K,
+        desired: String,
+        marker: impl Fn(&K) -> String,
+        drift: &mut Vec<(&'static str, String)>,
+    ) -> Result<K, ApplyError>
+    where
+        K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = api
             .patch(&name, &params, &Patch::Apply(obj))
@@ -75,19 +104,19 @@ impl Applier<'_> {
                 name: name.clone(),
                 detail: describe(&e),
             })?;
+        let key = child_key(kind, self.namespace, &name);
         self.tracker.absent().remove(&key);
-        let marker = change_marker(kind, &live, obj);
         let fp = Fingerprint {
             desired,
             uid: live.meta().uid.clone().unwrap_or_default(),
-            marker,
+            marker: marker(&live),
             version: live.meta().resource_version.clone().unwrap_or_default(),
             at: Instant::now(),
         };
         if self.tracker.record(key, fp) {
             drift.push((kind, name));
         }
-        Ok(Applied::Written(live))
+        Ok(live)
     }
 
     /// Server-side apply of a custom resource of one of the registered custom kinds
@@ -110,34 +139,16 @@ impl Applier<'_> {
                 detail: format!("kind {kind_name:?} is not a registered custom kind"),
             });
         };
-        let kind = custom.kind;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), self.namespace, &(custom.resource)());
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let live = api
-            .patch(&name, &params, &Patch::Apply(obj))
-            .await
-            .map_err(|e| ApplyError::Apply {
-                kind,
-                name: name.clone(),
-                detail: describe(&e),
-            })?;
-        let key = child_key(kind, self.namespace, &name);
-        let fp = Fingerprint {
-            desired: desired_hash(obj),
-            uid: live.metadata.uid.clone().unwrap_or_default(),
-            marker: live
-                .metadata
+        let generation = |live: &DynamicObject| {
+            live.metadata
                 .generation
                 .map(|g| g.to_string())
-                .unwrap_or_default(),
-            version: live.metadata.resource_version.clone().unwrap_or_default(),
-            at: Instant::now(),
+                .unwrap_or_default()
         };
-        if self.tracker.record(key, fp) {
-            drift.push((kind, name));
-        }
-        Ok(live)
+        self.patch_recorded(&api, custom.kind, obj, desired_hash(obj), generation, drift)
+            .await
     }
 
     /// Applies a child, then makes the part at `path` exactly the desired one when `same` says

@@ -633,7 +633,8 @@ pub fn postgres_admits(
     }
 }
 
-/// Every NetworkPolicy name this module may create (so disabled ones can be deleted).
+/// Every NetworkPolicy name this module may create (tests; unwanted ones are swept).
+#[cfg(test)]
 pub fn all_network_policy_names(p: &ValidatedPlatform) -> Vec<String> {
     vec![
         p.names.netpol_backup_egress(),

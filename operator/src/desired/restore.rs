@@ -239,7 +239,8 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
     out
 }
 
-/// Every NetworkPolicy name this module may create (so unwanted ones can be deleted).
+/// Every NetworkPolicy name this module may create (tests; unwanted ones are swept).
+#[cfg(test)]
 pub fn all_network_policy_names(p: &ValidatedPlatform) -> Vec<String> {
     vec![
         p.names.netpol_restore_egress(),
