@@ -78,6 +78,7 @@ async fn registration_disabled() -> Error {
 
 /// `POST /auth/login` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Not blank, at most 254 characters.
     #[schema(
@@ -113,6 +114,7 @@ impl Validate for LoginRequest {
 
 /// `POST /auth/refresh` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// 1 to 200 characters.
     #[schema(min_length = 1, max_length = 200)]
