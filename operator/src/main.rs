@@ -1,6 +1,7 @@
 //! `caduceus-operator`: `run` (controller + HTTP server + leader election), `crd`, `render`,
 //! `compliance-report`.
 
+use caduceus_contract::operator_env as env;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,38 +68,34 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz server.
-    #[arg(long, env = "CADUCEUS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::METRICS_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], env::DEFAULT_METRICS_PORT)))]
     metrics_addr: SocketAddr,
     /// Elect a leader through a coordination.k8s.io Lease (required with more than one replica).
-    #[arg(long, env = "CADUCEUS_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = env::LEADER_ELECTION, default_value_t = env::DEFAULT_LEADER_ELECTION, action = ArgAction::Set)]
     leader_election: bool,
     /// Name of the Lease.
-    #[arg(
-        long,
-        env = "CADUCEUS_LEASE_NAME",
-        default_value = "caduceus-operator-leader"
-    )]
+    #[arg(long, env = env::LEASE_NAME, default_value = env::DEFAULT_LEASE_NAME)]
     lease_name: String,
     /// Namespace of the Lease (defaults to the pod's namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(long, env = env::POD_NAMESPACE, default_value = "default")]
     lease_namespace: String,
     /// Identity in the Lease and reportingInstance of Events (defaults to the pod name).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     identity: Option<String>,
     /// Lease duration in seconds (a new leader takes over at most this long after a crash).
-    #[arg(long, env = "CADUCEUS_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    #[arg(long, env = env::LEASE_DURATION_SECONDS, default_value_t = env::DEFAULT_LEASE_DURATION_SECONDS)]
     lease_duration_seconds: u64,
     /// Watch only this namespace (default: all).
-    #[arg(long, env = "CADUCEUS_WATCH_NAMESPACE")]
+    #[arg(long, env = env::WATCH_NAMESPACE)]
     watch_namespace: Option<String>,
     /// Periodic re-check of every platform, in seconds.
-    #[arg(long, env = "CADUCEUS_REQUEUE_SECONDS", default_value_t = 300)]
+    #[arg(long, env = env::REQUEUE_SECONDS, default_value_t = env::DEFAULT_REQUEUE_SECONDS)]
     requeue_seconds: u64,
     /// Platforms reconciled concurrently.
-    #[arg(long, env = "CADUCEUS_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = env::CONCURRENCY, default_value_t = env::DEFAULT_CONCURRENCY)]
     concurrency: u16,
     /// tracing filter, e.g. `info` or `info,caduceus_operator=debug`.
-    #[arg(long, env = "CADUCEUS_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = env::LOG_LEVEL, default_value = env::DEFAULT_LOG_LEVEL)]
     log_level: String,
 }
 
