@@ -17,13 +17,15 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, LocalObjectReference, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
+    ConfigMap, ConfigMapEnvSource, Container, EnvFromSource, EnvVar, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::pod::{
+    container_port, env, mount, pull_secrets, read_only_mount, secret_env, secret_volume,
+};
 use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, API_UID,
 };
@@ -38,21 +40,6 @@ use crate::validate::ValidatedPlatform;
 /// Path of the API binary in its image (docs/contracts.md).
 pub const API_BINARY: &str = "/usr/local/bin/caduceus-api";
 
-fn secret_ref_env(env: &str, secret: String, key: String) -> EnvVar {
-    EnvVar {
-        name: env.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret,
-                key,
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// `DATABASE_URL`, from the Secret of the configured provider.
 pub fn database_url_env(p: &ValidatedPlatform) -> EnvVar {
     let db = &p.spec.database;
@@ -62,26 +49,16 @@ pub fn database_url_env(p: &ValidatedPlatform) -> EnvVar {
         // Validation guarantees External has a secretRef; Embedded is the remaining case.
         _ => (p.names.postgres_credentials(), PG_URL_KEY.into()),
     };
-    secret_ref_env("DATABASE_URL", secret, key)
+    secret_env("DATABASE_URL", secret, key)
 }
 
 /// `REDIS_URL`, from a Secret; empty (not secret) when the cache is disabled.
 pub fn redis_url_env(p: &ValidatedPlatform) -> EnvVar {
     let cache = &p.spec.cache;
     match (&cache.provider, &cache.secret_ref) {
-        (CacheProvider::Disabled, _) => EnvVar {
-            name: "REDIS_URL".into(),
-            value: Some(String::new()),
-            ..Default::default()
-        },
-        (CacheProvider::External, Some(r)) => {
-            secret_ref_env("REDIS_URL", r.name.clone(), r.key.clone())
-        }
-        _ => secret_ref_env(
-            "REDIS_URL",
-            p.names.redis_credentials(),
-            REDIS_URL_KEY.into(),
-        ),
+        (CacheProvider::Disabled, _) => env("REDIS_URL", String::new()),
+        (CacheProvider::External, Some(r)) => secret_env("REDIS_URL", &r.name, &r.key),
+        _ => secret_env("REDIS_URL", p.names.redis_credentials(), REDIS_URL_KEY),
     }
 }
 
@@ -129,11 +106,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
     // The CA of the embedded Postgres, for `sslmode=verify-full` (only `ca.crt` is mounted).
     let db_ca_mount = backup::db_ca_mount(p);
     let db_ca_volume = backup::db_ca_volume(p);
-    let tmp_mount = VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    };
+    let tmp_mount = mount("tmp", "/tmp");
     let migrate = Container {
         name: "migrate".into(),
         image: Some(image.clone()),
@@ -142,11 +115,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         args: Some(vec!["migrate".into()]),
         env: Some(vec![
             database_url_env(p),
-            EnvVar {
-                name: settings::LOG_LEVEL.into(),
-                value: Some(api.log_level.clone()),
-                ..Default::default()
-            },
+            env(settings::LOG_LEVEL, api.log_level.clone()),
         ]),
         resources: Some(resources(&api.resources)),
         security_context: Some(container_security_context(API_UID)),
@@ -159,21 +128,19 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         ..Default::default()
     };
 
-    let mut env = vec![
+    let mut env_vars = vec![
         database_url_env(p),
         redis_url_env(p),
-        EnvVar {
-            name: settings::JWT_KEY_FILE.into(),
-            value: Some(format!("{API_SECRETS_MOUNT}/{JWT_KEY}")),
-            ..Default::default()
-        },
-        EnvVar {
-            name: settings::PHI_KEYS_FILE.into(),
-            value: Some(format!("{API_SECRETS_MOUNT}/{PHI_KEYS}")),
-            ..Default::default()
-        },
+        env(
+            settings::JWT_KEY_FILE,
+            format!("{API_SECRETS_MOUNT}/{JWT_KEY}"),
+        ),
+        env(
+            settings::PHI_KEYS_FILE,
+            format!("{API_SECRETS_MOUNT}/{PHI_KEYS}"),
+        ),
     ];
-    env.extend(api.env.iter().cloned());
+    env_vars.extend(api.env.iter().cloned());
 
     let server = Container {
         name: "api".into(),
@@ -188,20 +155,10 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
             }),
             ..Default::default()
         }]),
-        env: Some(env),
+        env: Some(env_vars),
         ports: Some(vec![
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: API_HTTP_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: API_METRICS_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
+            container_port("http", API_HTTP_PORT),
+            container_port("metrics", API_METRICS_PORT),
         ]),
         resources: Some(resources(&api.resources)),
         security_context: Some(container_security_context(API_UID)),
@@ -209,18 +166,10 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
         liveness_probe: Some(http_probe("/health/live", 10, 3)),
         readiness_probe: Some(http_probe("/health/ready", 5, 3)),
         volume_mounts: Some(
-            vec![
-                VolumeMount {
-                    name: "secrets".into(),
-                    mount_path: API_SECRETS_MOUNT.into(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-                tmp_mount,
-            ]
-            .into_iter()
-            .chain(db_ca_mount)
-            .collect(),
+            vec![read_only_mount("secrets", API_SECRETS_MOUNT), tmp_mount]
+                .into_iter()
+                .chain(db_ca_mount)
+                .collect(),
         ),
         ..Default::default()
     };
@@ -259,27 +208,12 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                     enable_service_links: Some(false),
                     security_context: Some(pod_security_context(API_UID)),
                     termination_grace_period_seconds: Some(30),
-                    image_pull_secrets: (!api.image.pull_secrets.is_empty()).then(|| {
-                        api.image
-                            .pull_secrets
-                            .iter()
-                            .map(|n| LocalObjectReference { name: n.clone() })
-                            .collect()
-                    }),
+                    image_pull_secrets: pull_secrets(p),
                     init_containers: Some(vec![migrate]),
                     containers: vec![server],
                     volumes: Some(
                         vec![
-                            Volume {
-                                name: "secrets".into(),
-                                secret: Some(SecretVolumeSource {
-                                    secret_name: Some(names.api_secrets()),
-                                    default_mode: Some(0o440),
-                                    optional: Some(false),
-                                    items: None,
-                                }),
-                                ..Default::default()
-                            },
+                            secret_volume("secrets", names.api_secrets(), &[], None, 0o440),
                             scratch_volume("tmp", "64Mi", false),
                         ]
                         .into_iter()

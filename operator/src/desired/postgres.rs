@@ -4,22 +4,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
-    StatefulSetSpec, StatefulSetUpdateStrategy,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, KeyToPath, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Service, ServiceSpec};
 
-use super::postgres_tls::{KEY_FILE_MODE, SERVER_CERT_KEY, SERVER_KEY_KEY, SERVER_TLS_DIR};
-use super::security::{
-    container_security_context, pod_security_context, resources, scratch_volume, DATA_UID,
+use super::data_store::{self, claim_template, stateful_set_spec};
+use super::pod::{
+    cluster_ip_service, container_port, env, exec_probe, mount, read_only_mount, secret_env,
+    secret_volume, service_port,
 };
+use super::postgres_tls::{KEY_FILE_MODE, SERVER_CERT_KEY, SERVER_KEY_KEY, SERVER_TLS_DIR};
+use super::security::scratch_volume;
 use super::{child_meta, PostgresObjects};
 use crate::crd::{DatabaseProvider, DEFAULT_POSTGRES_IMAGE};
 use crate::names::{
@@ -42,7 +37,8 @@ pub fn image(p: &ValidatedPlatform) -> String {
 const DATA_DIR: &str = "/var/lib/postgresql/data";
 /// `PGDATA`: a directory on the volume (not its root, which may hold `lost+found`).
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
-/// Name of the init container that hands the data directory over to [`DATA_UID`].
+/// Name of the init container that hands the data directory over to
+/// [`DATA_UID`](super::security::DATA_UID).
 pub const DATA_OWNER_CONTAINER: &str = "data-owner";
 
 /// Hands a data directory written by another uid (999, the image's `postgres` user, which earlier
@@ -84,21 +80,6 @@ rm -rf "$old" || echo "could not remove $old; delete it by hand" >&2
 echo "the data directory now belongs to uid $me"
 "#;
 
-fn secret_env(env: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: env.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Postgres connections one API pod opens at most: its pool, its grouped-statement workers and
 /// its audit writer
 /// (`caduceus-api`: `state::POOL_SIZE` + `state::BATCH_KINDS` × `batch::WORKERS` +
@@ -125,22 +106,15 @@ pub fn max_connections(p: &ValidatedPlatform) -> i32 {
 }
 
 fn pg_isready_probe(initial_delay: i32, period: i32, failures: i32) -> Probe {
-    Probe {
-        exec: Some(ExecAction {
-            command: Some(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!(
-                    "exec pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -h 127.0.0.1 -p {POSTGRES_PORT}"
-                ),
-            ]),
-        }),
-        initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(period),
-        timeout_seconds: Some(5),
-        failure_threshold: Some(failures),
-        ..Default::default()
-    }
+    exec_probe(
+        format!(
+            "exec pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -h 127.0.0.1 -p {POSTGRES_PORT}"
+        ),
+        initial_delay,
+        period,
+        5,
+        failures,
+    )
 }
 
 /// The StatefulSet and Services, or `None` unless the provider is `Embedded`. `tls_checksum`
@@ -152,17 +126,9 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
     }
     let names = &p.names;
     let db = &p.spec.database;
-    let selector = names.selector(Component::Database);
-    let labels = p.names.labels(
-        Component::Database,
-        &super::component_version(p, Component::Database),
-    );
     let credentials = names.postgres_credentials();
 
     let container = Container {
-        name: "postgres".into(),
-        image: Some(image(p)),
-        image_pull_policy: Some("IfNotPresent".into()),
         // TLS with the operator-issued certificate (`<platform>-postgres-tls`).
         args: Some(
             [
@@ -184,114 +150,68 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
             secret_env("POSTGRES_USER", &credentials, PG_USERNAME_KEY),
             secret_env("POSTGRES_PASSWORD", &credentials, PG_PASSWORD_KEY),
             secret_env("POSTGRES_DB", &credentials, PG_DATABASE_KEY),
-            EnvVar {
-                name: "PGDATA".into(),
-                value: Some(PGDATA.into()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "POSTGRES_INITDB_ARGS".into(),
-                value: Some("--auth-host=scram-sha-256 --data-checksums".into()),
-                ..Default::default()
-            },
+            env("PGDATA", PGDATA),
+            env(
+                "POSTGRES_INITDB_ARGS",
+                "--auth-host=scram-sha-256 --data-checksums",
+            ),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("postgres".into()),
-            container_port: POSTGRES_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        resources: Some(resources(&db.resources)),
-        security_context: Some(container_security_context(DATA_UID)),
+        ports: Some(vec![container_port("postgres", POSTGRES_PORT)]),
         startup_probe: Some(pg_isready_probe(5, 5, 60)),
         liveness_probe: Some(pg_isready_probe(0, 10, 6)),
         readiness_probe: Some(pg_isready_probe(0, 5, 3)),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: names.data_volume().into(),
-                mount_path: DATA_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "run".into(),
-                mount_path: "/var/run/postgresql".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "shm".into(),
-                mount_path: "/dev/shm".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tls".into(),
-                mount_path: SERVER_TLS_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
+            mount(names.data_volume(), DATA_DIR),
+            mount("run", "/var/run/postgresql"),
+            mount("tmp", "/tmp"),
+            mount("shm", "/dev/shm"),
+            read_only_mount("tls", SERVER_TLS_DIR),
         ]),
-        ..Default::default()
+        ..data_store::container("postgres", image(p), &db.resources)
     };
 
     let data_owner = Container {
-        name: DATA_OWNER_CONTAINER.into(),
-        image: Some(image(p)),
-        image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec![
             "/bin/sh".into(),
             "-c".into(),
             DATA_OWNER_SCRIPT.into(),
         ]),
-        env: Some(vec![EnvVar {
-            name: "PGDATA".into(),
-            value: Some(PGDATA.into()),
-            ..Default::default()
-        }]),
-        resources: Some(resources(&db.resources)),
-        security_context: Some(container_security_context(DATA_UID)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: names.data_volume().into(),
-            mount_path: DATA_DIR.into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
+        env: Some(vec![env("PGDATA", PGDATA)]),
+        volume_mounts: Some(vec![mount(names.data_volume(), DATA_DIR)]),
+        ..data_store::container(DATA_OWNER_CONTAINER, image(p), &db.resources)
     };
 
-    let claim = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(names.data_volume().into()),
-            // Never the version: claim templates are immutable (an upgrade would fail with 422).
-            labels: Some(names.claim_labels(Component::Database)),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: db.storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    db.storage.size.clone(),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    let claim = claim_template(
+        p,
+        Component::Database,
+        db.storage.storage_class_name.clone(),
+        db.storage.size.clone(),
+    );
+
+    let pod = PodSpec {
+        termination_grace_period_seconds: Some(60),
+        init_containers: Some(vec![data_owner]),
+        containers: vec![container],
+        volumes: Some(vec![
+            scratch_volume("run", "16Mi", false),
+            scratch_volume("tmp", "256Mi", false),
+            scratch_volume("shm", "256Mi", true),
+            // Root-owned, group fsGroup: Postgres accepts 0640 keys. Never the CA's key.
+            secret_volume(
+                "tls",
+                names.postgres_tls(),
+                &[SERVER_CERT_KEY, SERVER_KEY_KEY],
+                None,
+                KEY_FILE_MODE,
+            ),
+        ]),
         ..Default::default()
     };
-
+    let annotations = tls_checksum
+        .map(|c| BTreeMap::from([(ANNOTATION_TLS_CHECKSUM.to_string(), c.to_string())]));
     let stateful_set = StatefulSet {
         metadata: child_meta(p, names.postgres(), Component::Database),
         spec: Some(StatefulSetSpec {
-            replicas: Some(if p.spec.stopped { 0 } else { 1 }),
-            service_name: Some(names.postgres_headless()),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..Default::default()
-            },
             pod_management_policy: Some("OrderedReady".into()),
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -300,93 +220,31 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
                     ..Default::default()
                 }),
             }),
-            // PVCs outlive the StatefulSet; the finalizer deletes them only under
-            // deletionPolicy: Delete.
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
-            revision_history_limit: Some(5),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: tls_checksum.map(|c| {
-                        BTreeMap::from([(ANNOTATION_TLS_CHECKSUM.to_string(), c.to_string())])
-                    }),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context(DATA_UID)),
-                    termination_grace_period_seconds: Some(60),
-                    init_containers: Some(vec![data_owner]),
-                    containers: vec![container],
-                    volumes: Some(vec![
-                        scratch_volume("run", "16Mi", false),
-                        scratch_volume("tmp", "256Mi", false),
-                        scratch_volume("shm", "256Mi", true),
-                        Volume {
-                            name: "tls".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names.postgres_tls()),
-                                // Root-owned, group fsGroup: Postgres accepts 0640 keys.
-                                default_mode: Some(KEY_FILE_MODE),
-                                optional: Some(false),
-                                // Never the CA's key.
-                                items: Some(
-                                    [SERVER_CERT_KEY, SERVER_KEY_KEY]
-                                        .into_iter()
-                                        .map(|k| KeyToPath {
-                                            key: k.into(),
-                                            path: k.into(),
-                                            mode: None,
-                                        })
-                                        .collect(),
-                                ),
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
-                    ..Default::default()
-                }),
-            },
-            volume_claim_templates: Some(vec![claim]),
-            ..Default::default()
+            ..stateful_set_spec(
+                p,
+                Component::Database,
+                names.postgres_headless(),
+                annotations,
+                pod,
+                Some(vec![claim]),
+            )
         }),
         status: None,
     };
 
-    let port = ServicePort {
-        name: Some("postgres".into()),
-        port: POSTGRES_PORT,
-        target_port: Some(IntOrString::String("postgres".into())),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
+    let port = service_port("postgres", POSTGRES_PORT);
     let headless_service = Service {
         metadata: child_meta(p, names.postgres_headless(), Component::Database),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(selector.clone()),
+            selector: Some(names.selector(Component::Database)),
             ports: Some(vec![port.clone()]),
             ..Default::default()
         }),
         status: None,
     };
-    let service = Service {
-        metadata: child_meta(p, names.postgres(), Component::Database),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(selector),
-            ports: Some(vec![port]),
-            ..Default::default()
-        }),
-        status: None,
-    };
+    let service = cluster_ip_service(p, names.postgres(), Component::Database, vec![port]);
     Some(PostgresObjects {
         stateful_set,
         headless_service,

@@ -2,24 +2,16 @@
 //! comes from the generated Secret (as a config include, never on the command line), a Service
 //! and `redis-cli ping` probes authenticated through `REDISCLI_AUTH`.
 
-use std::collections::BTreeMap;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
 
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+use super::data_store::{self, claim_template, stateful_set_spec};
+use super::pod::{
+    cluster_ip_service, container_port, exec_probe, mount, read_only_mount, secret_env,
+    secret_volume, service_port,
 };
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, KeyToPath, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
-use super::security::{
-    container_security_context, pod_security_context, resources, scratch_volume, DATA_UID,
-};
-use super::{child_meta, component_version, RedisObjects};
+use super::security::scratch_volume;
+use super::{child_meta, RedisObjects};
 use crate::crd::{CacheProvider, DEFAULT_REDIS_IMAGE};
 use crate::names::{Component, REDIS_AUTH_CONF_KEY, REDIS_PASSWORD_KEY, REDIS_PORT};
 use crate::validate::ValidatedPlatform;
@@ -38,20 +30,13 @@ pub fn image(p: &ValidatedPlatform) -> String {
 const AUTH_DIR: &str = "/etc/redis/auth";
 
 fn ping_probe(initial_delay: i32, period: i32, failures: i32) -> Probe {
-    Probe {
-        exec: Some(ExecAction {
-            command: Some(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("redis-cli -h 127.0.0.1 -p {REDIS_PORT} ping | grep -q PONG"),
-            ]),
-        }),
-        initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(period),
-        timeout_seconds: Some(3),
-        failure_threshold: Some(failures),
-        ..Default::default()
-    }
+    exec_probe(
+        format!("redis-cli -h 127.0.0.1 -p {REDIS_PORT} ping | grep -q PONG"),
+        initial_delay,
+        period,
+        3,
+        failures,
+    )
 }
 
 /// The StatefulSet and Service, or `None` unless the cache provider is `Embedded`.
@@ -61,8 +46,6 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
         return None;
     }
     let names = &p.names;
-    let selector = names.selector(Component::Cache);
-    let labels = names.labels(Component::Cache, &component_version(p, Component::Cache));
     let persistent = cache.persistence.enabled;
 
     let args = vec![
@@ -83,92 +66,40 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
     ];
 
     let container = Container {
-        name: "redis".into(),
-        image: Some(image(p)),
-        image_pull_policy: Some("IfNotPresent".into()),
         command: Some(args),
-        env: Some(vec![EnvVar {
-            name: "REDISCLI_AUTH".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: names.redis_credentials(),
-                    key: REDIS_PASSWORD_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-        ports: Some(vec![ContainerPort {
-            name: Some("redis".into()),
-            container_port: REDIS_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        resources: Some(resources(&cache.resources)),
-        security_context: Some(container_security_context(DATA_UID)),
+        env: Some(vec![secret_env(
+            "REDISCLI_AUTH",
+            names.redis_credentials(),
+            REDIS_PASSWORD_KEY,
+        )]),
+        ports: Some(vec![container_port("redis", REDIS_PORT)]),
         liveness_probe: Some(ping_probe(10, 10, 6)),
         readiness_probe: Some(ping_probe(2, 5, 3)),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: names.data_volume().into(),
-                mount_path: "/data".into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "auth".into(),
-                mount_path: AUTH_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
+            mount(names.data_volume(), "/data"),
+            read_only_mount("auth", AUTH_DIR),
+            mount("tmp", "/tmp"),
         ]),
-        ..Default::default()
+        ..data_store::container("redis", image(p), &cache.resources)
     };
 
     let mut volumes = vec![
-        Volume {
-            name: "auth".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(names.redis_credentials()),
-                items: Some(vec![KeyToPath {
-                    key: REDIS_AUTH_CONF_KEY.into(),
-                    path: REDIS_AUTH_CONF_KEY.into(),
-                    mode: None,
-                }]),
-                default_mode: Some(0o440),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        },
+        secret_volume(
+            "auth",
+            names.redis_credentials(),
+            &[REDIS_AUTH_CONF_KEY],
+            None,
+            0o440,
+        ),
         scratch_volume("tmp", "64Mi", false),
     ];
     let claims = if persistent {
-        Some(vec![PersistentVolumeClaim {
-            metadata: ObjectMeta {
-                name: Some(names.data_volume().into()),
-                // Never the version: claim templates are immutable (an upgrade would fail).
-                labels: Some(names.claim_labels(Component::Cache)),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(vec!["ReadWriteOnce".into()]),
-                storage_class_name: cache.persistence.storage_class_name.clone(),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([(
-                        "storage".to_string(),
-                        cache.persistence.size.clone(),
-                    )])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }])
+        Some(vec![claim_template(
+            p,
+            Component::Cache,
+            cache.persistence.storage_class_name.clone(),
+            cache.persistence.size.clone(),
+        )])
     } else {
         volumes.push(scratch_volume(names.data_volume(), "512Mi", false));
         None
@@ -176,56 +107,27 @@ pub fn build(p: &ValidatedPlatform) -> Option<RedisObjects> {
 
     let stateful_set = StatefulSet {
         metadata: child_meta(p, names.redis(), Component::Cache),
-        spec: Some(StatefulSetSpec {
-            replicas: Some(if p.spec.stopped { 0 } else { 1 }),
-            service_name: Some(names.redis()),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
+        spec: Some(stateful_set_spec(
+            p,
+            Component::Cache,
+            names.redis(),
+            None,
+            PodSpec {
+                containers: vec![container],
+                volumes: Some(volumes),
                 ..Default::default()
             },
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
-            revision_history_limit: Some(5),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context(DATA_UID)),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
-            },
-            volume_claim_templates: claims,
-            ..Default::default()
-        }),
+            claims,
+        )),
         status: None,
     };
 
-    let service = Service {
-        metadata: child_meta(p, names.redis(), Component::Cache),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(selector),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: REDIS_PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        status: None,
-    };
+    let service = cluster_ip_service(
+        p,
+        names.redis(),
+        Component::Cache,
+        vec![service_port("redis", REDIS_PORT)],
+    );
     Some(RedisObjects {
         stateful_set,
         service,

@@ -1,34 +1,22 @@
 //! Service of the API: `http` 8080 (public API) and `metrics` 9090 (admin: metrics, detailed
 //! health, compliance self-report).
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::Service;
 
-use super::child_meta;
+use super::pod::{cluster_ip_service, service_port};
 use crate::names::{Component, API_HTTP_PORT, API_METRICS_PORT};
 use crate::validate::ValidatedPlatform;
 
 pub fn build(p: &ValidatedPlatform) -> Service {
-    let port = |name: &str, number: i32| ServicePort {
-        name: Some(name.into()),
-        port: number,
-        target_port: Some(IntOrString::String(name.into())),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    Service {
-        metadata: child_meta(p, p.names.api(), Component::ApiServer),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            selector: Some(p.names.selector(Component::ApiServer)),
-            ports: Some(vec![
-                port("http", API_HTTP_PORT),
-                port("metrics", API_METRICS_PORT),
-            ]),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    cluster_ip_service(
+        p,
+        p.names.api(),
+        Component::ApiServer,
+        vec![
+            service_port("http", API_HTTP_PORT),
+            service_port("metrics", API_METRICS_PORT),
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -1,22 +1,17 @@
 //! ServiceAccount of the API pods: no API token is mounted (the API never talks to Kubernetes).
 
-use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 
 use super::child_meta;
+use super::pod::pull_secrets;
 use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
 pub fn build(p: &ValidatedPlatform) -> ServiceAccount {
-    let pull_secrets = &p.spec.api_server.image.pull_secrets;
     ServiceAccount {
         metadata: child_meta(p, p.names.api(), Component::ApiServer),
         automount_service_account_token: Some(false),
-        image_pull_secrets: (!pull_secrets.is_empty()).then(|| {
-            pull_secrets
-                .iter()
-                .map(|name| LocalObjectReference { name: name.clone() })
-                .collect()
-        }),
+        image_pull_secrets: pull_secrets(p),
         secrets: None,
     }
 }
