@@ -7,7 +7,8 @@
 #    otherwise throw-away instances started from the system's binaries (scripts/services.sh).
 #    Unless you passed your own DATABASE_URL, the demo uses a fresh database `caduceus_local`
 #    (dropped and re-created on every run).
-# 2. Builds caduceus-api, generates keys once into .tmp/api-local/keys (`keys generate`), migrates.
+# 2. Builds caduceus-api, generates keys once into .tmp/api-local/keys (`keys generate`), runs
+#    `db-setup` as the owner (migrations and the runtime role), then serves as the runtime role.
 # 3. Starts the API, then seeds through the real API with curl: an admin (`create-admin`), one
 #    user per role, demo patients (one linked to the patient account), an appointment and a
 #    prescription.
@@ -116,7 +117,22 @@ export CADUCEUS_HTTP_ADDR="127.0.0.1:$PORT"
 export CADUCEUS_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT"
 export REDIS_URL
 
-"$BIN" migrate >&2 || die "migrate failed"
+# The owner (DATABASE_URL) migrates and sets up the API's runtime role; serve connects as that
+# role, which is neither superuser nor owner (it cannot rewrite the audit trail).
+APP_DB_USER="${CADUCEUS_APP_DB_USER:-caduceus_app_local}"
+APP_DB_PWFILE="$STATE_DIR/app-db-password"
+[ -s "$APP_DB_PWFILE" ] || (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$APP_DB_PWFILE")
+APP_DB_PASSWORD="$(cat "$APP_DB_PWFILE")"
+CADUCEUS_APP_DB_USER="$APP_DB_USER" CADUCEUS_APP_DB_PASSWORD="$APP_DB_PASSWORD" \
+    "$BIN" db-setup >&2 || die "db-setup failed"
+APP_DB_URL="$(python3 - "$DATABASE_URL" "$APP_DB_USER" "$APP_DB_PASSWORD" <<'EOF'
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+host = u.netloc.rsplit("@", 1)[-1]
+netloc = urllib.parse.quote(sys.argv[2], safe="") + ":" + urllib.parse.quote(sys.argv[3], safe="") + "@" + host
+print(urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment)))
+EOF
+)"
 
 ADMIN_EMAIL="admin@caduceus.local"
 PWFILE="$STATE_DIR/demo-password"
@@ -128,7 +144,7 @@ if ! out="$("$BIN" create-admin --email "$ADMIN_EMAIL" --password-file "$PWFILE"
     esac
 fi
 
-"$BIN" serve &
+DATABASE_URL="$APP_DB_URL" "$BIN" serve &
 API_PID=$!
 BASE="http://127.0.0.1:$PORT"
 for _ in $(seq 1 100); do
@@ -192,7 +208,7 @@ cat <<EOF
     API:      $BASE/api/v1
     Docs:     $BASE/api/v1/docs        (OpenAPI: $BASE/api/v1/openapi.json)
     Admin:    http://127.0.0.1:$ADMIN_PORT/metrics, /health/detailed, /internal/compliance
-    Database: $(printf '%s' "$DATABASE_URL" | sed -E 's#//[^@/]*@#//***@#')
+    Database: $(printf '%s' "$DATABASE_URL" | sed -E 's#//[^@/]*@#//***@#') (serving as role $APP_DB_USER)
 
   Demo accounts (password for all: $DEMO_PASSWORD)
     admin@caduceus.local         admin

@@ -209,24 +209,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let pool = state::connect_db(&config.database_url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {}", error_kind(&e)))?;
+    // The runtime role cannot migrate: the schema must be current (db-setup ran) before serving.
     match health::schema_state(&pool).await {
-        Ok((_, true)) => {
-            // account e-mails written before migration 0102 are encrypted before serving
-            let n = users::encrypt_legacy_emails(&pool, &config.phi_keys, 500)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot encrypt the plaintext account e-mails: {}",
-                        error_kind(&e)
-                    )
-                })?;
-            if n > 0 {
-                tracing::info!(rows = n, "encrypted plaintext account e-mails");
+        Ok((_, true)) => {}
+        Ok((version, false)) => anyhow::bail!(
+            "the database schema is at version {version} and migrations of this release are missing: run `caduceus-api db-setup` with the owner's credentials first"
+        ),
+        Err(e) => anyhow::bail!(
+            "cannot read the schema version ({}): run `caduceus-api db-setup` with the owner's credentials first",
+            error_kind(&e)
+        ),
+    }
+    // Never as a superuser or the owner: the runtime role cannot rewrite the audit trail.
+    store::roles::check_runtime_role(&pool)
+        .await
+        .map_err(|e| match e {
+            store::roles::RoleError::Database(db) => {
+                anyhow::anyhow!("cannot check the database role: {}", error_kind(&db))
             }
-        }
-        _ => {
-            tracing::warn!("database migrations are not fully applied; run `caduceus-api migrate`")
-        }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    // account e-mails written before migration 0102 are encrypted before serving
+    let n = users::encrypt_legacy_emails(&pool, &config.phi_keys, 500)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot encrypt the plaintext account e-mails: {}",
+                error_kind(&e)
+            )
+        })?;
+    if n > 0 {
+        tracing::info!(rows = n, "encrypted plaintext account e-mails");
     }
     let (http_addr, admin_addr) = (config.http_addr, config.admin_addr);
     let state = AppState::new(config, pool.clone())?;

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use caduceus_api::config::{self, Config, ProcessEnv};
+use caduceus_api::config::{self, Config, Env, ProcessEnv};
 use caduceus_api::{audit, crypto, health, rbac::Role, rotate, state, users};
+use caduceus_contract::settings;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -20,6 +21,10 @@ enum Command {
     Serve,
     /// Apply database migrations (needs only DATABASE_URL).
     Migrate,
+    /// Apply the migrations and create (or update) the API's runtime role with its grants, as
+    /// the owner: DATABASE_URL with the owner's credentials, CADUCEUS_APP_DB_USER (default
+    /// caduceus_app) and CADUCEUS_APP_DB_PASSWORD. `serve` then connects as that role.
+    DbSetup,
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -80,6 +85,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::from_env(&env)?;
             init_logs(&cfg.log_level);
             caduceus_api::serve(cfg).await
+        }
+        Command::DbSetup => {
+            let url = config::database_url(&env)?;
+            let role = env
+                .get(settings::APP_DB_USER)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| settings::DEFAULT_APP_DB_USER.to_string());
+            let password = env
+                .get(settings::APP_DB_PASSWORD)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} is required (the runtime role's password)",
+                        settings::APP_DB_PASSWORD
+                    )
+                })?;
+            caduceus_api::store::roles::valid_role_name(&role)?;
+            let pool = state::connect_db(&url).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to DATABASE_URL: {}",
+                    caduceus_api::error_kind(&e)
+                )
+            })?;
+            health::MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+            let (version, _) = health::schema_state(&pool).await?;
+            let action = caduceus_api::store::roles::setup_runtime_role(&pool, &role, &password)
+                .await
+                .map_err(|e| match e {
+                    caduceus_api::store::roles::RoleError::Database(db) => anyhow::anyhow!(
+                        "setting up role {role:?} failed: {}",
+                        caduceus_api::error_kind(&db)
+                    ),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            println!(
+                "migrations applied (schema version {version}); runtime role {role:?} {action:?}"
+            );
+            Ok(())
         }
         Command::Migrate => {
             let url = config::database_url(&env)?;

@@ -33,6 +33,38 @@ async fn db_url(pool: &PgPool) -> String {
     format!("{server}/{db}")
 }
 
+/// `url` with another user and password.
+fn as_user(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("url with scheme");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+/// `db-setup` of a runtime role of its own (roles are shared by the server's databases); the URL
+/// `serve` connects with.
+fn db_setup(owner_url: &str) -> String {
+    let role = format!("caduceus_app_t{}", uuid::Uuid::new_v4().simple());
+    let out = run(
+        &["db-setup"],
+        &[
+            ("DATABASE_URL", owner_url),
+            ("CADUCEUS_APP_DB_USER", &role),
+            ("CADUCEUS_APP_DB_PASSWORD", "runtime-Pa55"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("runtime role {role:?} Created")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    as_user(owner_url, &role, "runtime-Pa55")
+}
+
 #[test]
 fn version_and_key_generation() {
     let out = run(&["--version"], &[]);
@@ -382,6 +414,30 @@ async fn serve_over_tcp_and_shut_down_gracefully(pool: PgPool) {
     .await
     .unwrap();
     let (api, admin) = (free_port(), free_port());
+    let serve_env = |database_url: &str| -> Vec<(String, String)> {
+        vec![
+            ("DATABASE_URL".into(), database_url.into()),
+            ("REDIS_URL".into(), "redis://127.0.0.1:6379".into()),
+            (
+                "CADUCEUS_JWT_KEY_FILE".into(),
+                dir.path().join("jwt.key").display().to_string(),
+            ),
+            (
+                "CADUCEUS_PHI_KEYS_FILE".into(),
+                dir.path().join("phi-keys.json").display().to_string(),
+            ),
+            ("CADUCEUS_HTTP_ADDR".into(), format!("127.0.0.1:{api}")),
+            ("CADUCEUS_ADMIN_ADDR".into(), format!("127.0.0.1:{admin}")),
+        ]
+    };
+    // Never as the owner (here a superuser): refused with a message saying what to do.
+    let env = serve_env(&url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refused = run(&["serve"], &env);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("superuser") && err.contains("db-setup"), "{err}");
+    let url = db_setup(&url);
     let mut child = Command::new(BIN)
         .arg("serve")
         .env_clear()

@@ -94,6 +94,12 @@ pub const BACKUP_DESTINATION: &str = "CADUCEUS_BACKUP_DESTINATION";
 pub const BACKUP_S3_ENDPOINT: &str = "CADUCEUS_BACKUP_S3_ENDPOINT";
 /// File holding the backup encryption key.
 pub const BACKUP_KEY_FILE: &str = "CADUCEUS_BACKUP_KEY_FILE";
+/// The API's runtime database role that `caduceus-api db-setup` creates and grants (neither
+/// superuser nor owner; `serve` connects as it).
+pub const APP_DB_USER: &str = "CADUCEUS_APP_DB_USER";
+pub const DEFAULT_APP_DB_USER: &str = "caduceus_app";
+/// Its password (`db-setup` sets it; the operator generates it into `<platform>-postgres-app`).
+pub const APP_DB_PASSWORD: &str = "CADUCEUS_APP_DB_PASSWORD";
 
 /// Postgres connections one API pod opens at most (its pool, its grouped-statement workers and
 /// its audit writer): the API divides it up, the operator sizes the embedded database's
@@ -112,7 +118,7 @@ pub const NUMBERS: [Number; 7] = [
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 20] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
@@ -131,6 +137,8 @@ pub const ALL: [&str; 18] = [
     BACKUP_DESTINATION,
     BACKUP_S3_ENDPOINT,
     BACKUP_KEY_FILE,
+    APP_DB_USER,
+    APP_DB_PASSWORD,
 ];
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use caduceus_operator::crd::{
 use caduceus_operator::desired::{build_children, ExistingSecrets, SecretGenerator};
 use caduceus_operator::validate::validate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use support::api_process::{api_binary, free_port, serve_command};
+use support::api_process::{api_binary, db_setup, free_port, serve_command};
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL")
@@ -108,10 +108,10 @@ fn start_api(idle_timeout_minutes: u32) -> Api {
         );
     };
     run(&["keys", "generate", "--out", keys_dir.to_str().unwrap()]);
-    run(&["migrate"]);
+    let app_url = db_setup(&db_url);
 
     let (http_port, admin_port) = (free_port(), free_port());
-    let child = serve_command(&db_url, &keys_dir, http_port, admin_port)
+    let child = serve_command(&app_url, &keys_dir, http_port, admin_port)
         .env(
             "CADUCEUS_SESSION_IDLE_TIMEOUT_MINUTES",
             idle_timeout_minutes.to_string(),

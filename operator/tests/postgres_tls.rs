@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use caduceus_operator::compliance::self_report::SelfReportClient;
 use caduceus_operator::desired::postgres_tls::{self, TlsMaterial};
-use support::api_process::{api_binary, free_port, serve_command};
+use support::api_process::{api_binary, db_setup, free_port, serve_command};
 
 fn pg_bindir() -> PathBuf {
     if let Ok(d) = std::env::var("PG_BINDIR") {
@@ -245,7 +245,8 @@ async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certifica
         .unwrap();
     assert!(out.status.success(), "keys generate: {}", text(&out));
     let (http_port, admin_port) = (free_port(), free_port());
-    let mut serve = serve_command(&url, keys.path(), http_port, admin_port)
+    let app_url = db_setup(&url);
+    let mut serve = serve_command(&app_url, keys.path(), http_port, admin_port)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

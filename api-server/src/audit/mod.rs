@@ -69,49 +69,13 @@ pub use crate::config::MIN_AUDIT_RETENTION_DAYS as MIN_RETENTION_DAYS;
 /// anchor in `audit_purges`. Returns the number of rows deleted.
 pub async fn purge_expired(pool: &sqlx::PgPool, retention_days: u32) -> Result<u64, sqlx::Error> {
     let days = retention_days.max(MIN_RETENTION_DAYS) as i32;
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
-        .execute(&mut *tx)
+    // The runtime role may not delete audit rows: the owner's function does exactly this purge
+    // (migration 0110), under the writers' chain lock.
+    let deleted: i64 = sqlx::query_scalar("SELECT audit_purge_expired($1)")
+        .bind(days)
+        .fetch_one(pool)
         .await?;
-    // the purged prefix ends just before the first row that is still within retention
-    let through: Option<i64> = sqlx::query_scalar(
-        "SELECT COALESCE( \
-           (SELECT min(id) - 1 FROM audit_events WHERE occurred_at >= now() - make_interval(days => $1)), \
-           (SELECT max(id) FROM audit_events))",
-    )
-    .bind(days)
-    .fetch_one(&mut *tx)
-    .await?;
-    let first: Option<i64> = sqlx::query_scalar("SELECT min(id) FROM audit_events")
-        .fetch_one(&mut *tx)
-        .await?;
-    let (Some(through), Some(first)) = (through, first) else {
-        return Ok(0);
-    };
-    if through < first {
-        return Ok(0);
-    }
-    let hash: Vec<u8> = sqlx::query_scalar("SELECT hash FROM audit_events WHERE id = $1")
-        .bind(through)
-        .fetch_one(&mut *tx)
-        .await?;
-    let deleted = sqlx::query("DELETE FROM audit_events WHERE id <= $1")
-        .bind(through)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query(
-        "INSERT INTO audit_purges (through_id, through_hash, rows_deleted, retention_days) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(through)
-    .bind(hash)
-    .bind(deleted as i64)
-    .bind(days)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(deleted)
+    Ok(deleted.max(0) as u64)
 }
 
 /// Recompute the whole chain from the first record (or the last retention purge's anchor).

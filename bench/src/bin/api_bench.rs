@@ -39,6 +39,8 @@ use serde_json::{json, Value};
 const BENCH_DB: &str = "caduceus_bench";
 const PGBENCH_DB: &str = "caduceus_pgbench";
 const PASSWORD: &str = "benchmark-password-123";
+/// The API's runtime role in the benchmark database (`db-setup`).
+const BENCH_ROLE: &str = "caduceus_app_bench";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -466,10 +468,22 @@ async fn start_api(bin: &Path, db_url: &str, redis_url: &str, dir: &Path) -> Res
             .arg(&keys),
         "caduceus-api keys generate",
     )?;
+    // The owner migrates and sets up the runtime role; serve connects as that role.
     run(
-        Command::new(bin).arg("migrate").env("DATABASE_URL", db_url),
-        "caduceus-api migrate",
+        Command::new(bin)
+            .arg("db-setup")
+            .env("DATABASE_URL", db_url)
+            .env("CADUCEUS_APP_DB_USER", BENCH_ROLE)
+            .env("CADUCEUS_APP_DB_PASSWORD", PASSWORD),
+        "caduceus-api db-setup",
     )?;
+    let app_url = {
+        let (scheme, rest) = db_url
+            .split_once("://")
+            .ok_or_else(|| anyhow!("DATABASE_URL is not a URL"))?;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        format!("{scheme}://{BENCH_ROLE}:{PASSWORD}@{host}")
+    };
     let pw = dir.join("admin-password");
     std::fs::write(&pw, PASSWORD)?;
     run(
@@ -488,7 +502,7 @@ async fn start_api(bin: &Path, db_url: &str, redis_url: &str, dir: &Path) -> Res
     let (port, admin_port) = (free_port()?, free_port()?);
     let child = Command::new(bin)
         .arg("serve")
-        .env("DATABASE_URL", db_url)
+        .env("DATABASE_URL", &app_url)
         .env("REDIS_URL", redis_url)
         .env("CADUCEUS_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))

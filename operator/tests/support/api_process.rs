@@ -57,3 +57,30 @@ pub fn serve_command(
         .env("CADUCEUS_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"));
     serve
 }
+
+/// `url` with another user and password (host, database and parameters kept).
+pub fn as_user(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("url with scheme");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+/// `caduceus-api db-setup` as the owner of `owner_url` with a runtime role of its own (roles are
+/// shared by a server's databases); returns the URL `serve` connects with.
+pub fn db_setup(owner_url: &str) -> String {
+    let role = format!("caduceus_app_{}", free_port());
+    let out = Command::new(api_binary())
+        .arg("db-setup")
+        .env_clear()
+        .env("DATABASE_URL", owner_url)
+        .env("CADUCEUS_APP_DB_USER", &role)
+        .env("CADUCEUS_APP_DB_PASSWORD", "runtime-Pa55")
+        .output()
+        .expect("caduceus-api runs");
+    assert!(
+        out.status.success(),
+        "caduceus-api db-setup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    as_user(owner_url, &role, "runtime-Pa55")
+}
