@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{ArrayItems, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response as DocResponse};
 use utoipa::{Modify, OpenApi};
@@ -95,6 +96,9 @@ impl Modify for ProblemResponses {
                 }
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add("401", "missing, invalid or expired bearer token");
+                    // a session restricted to MFA enrolment (`mfa-enrollment-required`), on
+                    // every protected route but enrolment, /me and logout
+                    add("403", "not permitted (`type` …/mfa-enrollment-required: the session may only enrol in MFA)");
                 }
                 if op.request_body.is_some() {
                     add("400", "the body is not well-formed JSON");
@@ -116,13 +120,89 @@ impl Modify for ProblemResponses {
     }
 }
 
+/// Declares the NUL rule of [`crate::error::ApiJson`] and [`crate::error::ApiQuery`] (a NUL
+/// character in any string of a body or a query parameter is a 422): every string of a schema
+/// gets a pattern without NUL. A string without a pattern gets `^[^\x00]*$`; the not-blank
+/// pattern of the text fields (a class of one character) becomes the same class anchored between
+/// NUL-free runs; the other patterns are anchored ASCII or e-mail classes that exclude NUL
+/// already.
+struct NoNul;
+
+const NUL_FREE: &str = r"^[^\x00]*$";
+
+fn no_nul(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else { return };
+    match schema {
+        Schema::Object(o) => {
+            let string = match &o.schema_type {
+                SchemaType::Type(Type::String) => true,
+                SchemaType::Array(types) => types.contains(&Type::String),
+                _ => false,
+            };
+            if string {
+                o.pattern = match o.pattern.take() {
+                    None => Some(NUL_FREE.to_string()),
+                    Some(p) if p.starts_with("[^") && p.ends_with(']') && !p.contains("\\x00") => {
+                        Some(format!(r"^[^\x00]*[^\x00{}[^\x00]*$", &p[2..]))
+                    }
+                    Some(p) => Some(p),
+                };
+            }
+            for property in o.properties.values_mut() {
+                no_nul(property);
+            }
+        }
+        Schema::Array(a) => {
+            if let ArrayItems::RefOrSchema(items) = &mut a.items {
+                no_nul(items);
+            }
+        }
+        Schema::OneOf(x) => x.items.iter_mut().for_each(no_nul),
+        Schema::AllOf(x) => x.items.iter_mut().for_each(no_nul),
+        Schema::AnyOf(x) => x.items.iter_mut().for_each(no_nul),
+        _ => {}
+    }
+}
+
+impl Modify for NoNul {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.values_mut().for_each(no_nul);
+        }
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for p in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(p) = p else { continue };
+                    if matches!(p.parameter_in, ParameterIn::Query) {
+                        if let Some(schema) = p.schema.as_mut() {
+                            no_nul(schema);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json."),
     paths(
         crate::auth::routes::login, crate::auth::routes::refresh, crate::auth::routes::logout,
         crate::auth::routes::me, crate::auth::routes::register,
+        crate::auth::routes::mfa::login_mfa, crate::auth::routes::mfa::enroll,
+        crate::auth::routes::mfa::confirm, crate::auth::routes::mfa::disable,
         crate::users::create, crate::users::list, crate::users::read, crate::users::update,
+        crate::users::reset_mfa,
         crate::patients::create, crate::patients::list, crate::patients::read, crate::patients::update,
         crate::patients::remove, crate::patients::add_care_team,
         crate::appointments::create, crate::appointments::list, crate::appointments::read,
@@ -133,7 +213,7 @@ impl Modify for ProblemResponses {
         crate::health::live, crate::health::ready,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError, crate::rbac::Role)),
-    modifiers(&BearerAuth, &ProblemResponses),
+    modifiers(&BearerAuth, &ProblemResponses, &NoNul),
     tags(
         (name = "auth", description = "Login, token refresh, logout"),
         (name = "users", description = "Accounts (admin)"),
@@ -431,6 +511,35 @@ mod tests {
                 "code {c:?}"
             );
         }
+    }
+
+    /// A NUL anywhere in a body or query string is refused (`ApiJson`, `ApiQuery`): no string
+    /// of the document admits one.
+    #[test]
+    fn no_string_admits_nul() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field, ok) in [
+            ("RefreshRequest", "refresh_token", "abc"),
+            ("LoginRequest", "password", "pw"),
+            ("NewPrescription", "notes", ""),
+            ("NewPatient", "given_name", " a "),
+            ("NewPatient", "mrn", "A-1"),
+            ("NewPatient", "email", "a@b.c"),
+            ("ListEntry", "", "x"),
+        ] {
+            let p = pattern(schemas, schema, field);
+            assert!(p.is_match(ok), "{schema}.{field} {ok:?}");
+            assert!(!p.is_match(&format!("{ok}\0")), "{schema}.{field} NUL");
+        }
+        let given = pattern(schemas, "NewPatient", "given_name");
+        assert!(!given.is_match("\0"));
+        assert!(!given.is_match(" \t"));
+        let params = doc["paths"]["/api/v1/patients"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let mrn = params.iter().find(|p| p["name"] == "mrn").unwrap();
+        assert!(mrn["schema"]["pattern"].is_string(), "{mrn}");
     }
 
     #[test]
