@@ -1,6 +1,7 @@
 //! The Helm chart `charts/caduceus-operator`: CRDs in step with `crds/`, version in step with the
-//! crates, `helm lint --strict`, `helm template` (default and full values) validated for
-//! Kubernetes 1.33 and 1.37, hardened Deployment, values schema, and least-privilege RBAC.
+//! crates, `helm lint --strict`, `helm template` (default values: `rbac.scope` Cluster; full
+//! values and `rbac.scope` Namespaced) validated for Kubernetes 1.33 and 1.37, hardened
+//! Deployment, values schema. The RBAC rules themselves: `e2e/tests/rbac.rs`.
 
 use std::fs;
 use std::process::Command;
@@ -164,6 +165,60 @@ fn full_values_render_validates() {
     assert_eq!(pdb["spec"]["minAvailable"], 2);
 }
 
+const NAMESPACED: [&str; 4] = [
+    "--set",
+    "rbac.scope=Namespaced",
+    "--set",
+    "watchNamespace=clinical",
+];
+
+#[test]
+fn namespaced_rbac_lints_renders_and_validates() {
+    let helm = tool("helm").expect("helm");
+    let chart = repo_root().join("charts/caduceus-operator");
+    let out = run(Command::new(&helm)
+        .args(["lint", "--strict"])
+        .arg(&chart)
+        .args(NAMESPACED))
+    .expect("helm lint with rbac.scope Namespaced");
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let objects = helm_template(&NAMESPACED).expect("helm template with rbac.scope Namespaced");
+    let report = validate_objects("chart (rbac.scope Namespaced)", &objects).expect("validation");
+    assert!(report.skipped.is_empty());
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        assert!(
+            !objects.iter().any(|o| o["kind"] == kind),
+            "rbac.scope Namespaced renders a {kind}"
+        );
+    }
+    let namespaces = |kind: &str| -> Vec<String> {
+        let mut ns: Vec<String> = objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .map(|o| {
+                o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        ns.sort();
+        ns
+    };
+    // The operator's Role in the watched namespace, leader election in the release namespace.
+    assert_eq!(namespaces("Role"), ["caduceus-system", "clinical"]);
+    assert_eq!(namespaces("RoleBinding"), ["caduceus-system", "clinical"]);
+    let deployment = of_kind(&objects, "apps", "Deployment")[0];
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "CADUCEUS_WATCH_NAMESPACE" && e["value"] == "clinical"),
+        "the operator watches the namespace its Role is in"
+    );
+}
+
 /// Pod Security Standard "restricted", probes and resources.
 fn check_hardened(deployment: &Value) {
     let pod = &deployment["spec"]["template"]["spec"];
@@ -192,8 +247,16 @@ fn check_hardened(deployment: &Value) {
 
 #[test]
 fn values_schema_and_template_guards_reject_bad_values() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--set", "replicaCount=0"], "replicaCount"),
+        (&["--set", "rbac.scope=Namespace"], "rbac/scope"),
+        // Namespaced RBAC is granted in watchNamespace: the schema wants one...
+        (&["--set", "rbac.scope=Namespaced"], "/watchNamespace"),
+        // ...and so does the template (`--skip-schema-validation`).
+        (
+            &["--set", "rbac.scope=Namespaced", "--skip-schema-validation"],
+            "rbac.scope Namespaced needs watchNamespace",
+        ),
         (&["--set", "image.tag=latest"], "image/tag"),
         (&["--set", "metrics.port=70000"], "metrics/port"),
         (

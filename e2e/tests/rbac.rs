@@ -395,76 +395,159 @@ fn operator_usage() -> (Grants, Grants) {
     (required, allowed)
 }
 
-/// The chart's rules (default values): ClusterRole and Role separately.
-fn chart_rules() -> (Grants, Grants) {
-    let objects = helm_template(&[]).expect("helm template");
-    let mut cluster = Grants::new();
-    let mut namespaced = Grants::new();
-    for obj in &objects {
-        let target = match obj["kind"].as_str() {
-            Some("ClusterRole") => &mut cluster,
-            Some("Role") => &mut namespaced,
-            _ => continue,
-        };
-        for rule in obj["rules"].as_array().expect("rules") {
-            let list = |v: &Value| -> Vec<String> {
-                v.as_array()
-                    .expect("list")
-                    .iter()
-                    .map(|s| s.as_str().expect("string").to_string())
-                    .collect()
-            };
-            let (groups, resources, verbs) = (
-                list(&rule["apiGroups"]),
-                list(&rule["resources"]),
-                list(&rule["verbs"]),
-            );
-            for v in groups.iter().chain(&resources).chain(&verbs) {
-                assert!(
-                    !v.contains('*'),
-                    "wildcard `{v}` in {}",
-                    obj["metadata"]["name"]
-                );
-            }
-            assert!(rule["resourceNames"].is_null() || rule["resourceNames"].is_array());
-            for g in &groups {
-                for r in &resources {
-                    target
-                        .entry((g.clone(), r.clone()))
-                        .or_default()
-                        .extend(verbs.iter().cloned());
-                }
-            }
-        }
-    }
-    (cluster, namespaced)
+/// The chart's release namespace (`helm_template` renders into it).
+const RELEASE_NS: &str = "caduceus-system";
+
+/// The RBAC objects of one `helm template` render.
+#[derive(Default)]
+struct ChartRbac {
+    /// ClusterRole rules by name.
+    cluster_roles: BTreeMap<String, Grants>,
+    /// Role rules by (namespace, name).
+    roles: BTreeMap<(String, String), Grants>,
+    /// ClusterRoleBindings: (roleRef kind, roleRef name).
+    cluster_bindings: Vec<(String, String)>,
+    /// RoleBindings: (namespace, roleRef kind, roleRef name).
+    bindings: Vec<(String, String, String)>,
 }
 
-#[test]
-fn chart_rbac_is_exactly_what_the_operator_uses() {
-    let (required, allowed) = operator_usage();
-    let (cluster, namespaced) = chart_rules();
-    println!("operator code needs: {required:#?}");
-    let leases = ("coordination.k8s.io".to_string(), "leases".to_string());
-    assert!(
-        !cluster.contains_key(&leases),
-        "Leases belong in the namespaced Role, not the ClusterRole"
-    );
-    for key in namespaced.keys() {
-        assert_eq!(
-            key, &leases,
-            "the namespaced Role is for leader election only"
-        );
+impl ChartRbac {
+    /// What the chart's ServiceAccount may do cluster-wide (ClusterRoles bound by a
+    /// ClusterRoleBinding).
+    fn cluster_wide(&self) -> Grants {
+        let mut out = Grants::new();
+        for (kind, name) in &self.cluster_bindings {
+            assert_eq!(
+                kind, "ClusterRole",
+                "a ClusterRoleBinding binds a ClusterRole"
+            );
+            let rules = self
+                .cluster_roles
+                .get(name)
+                .unwrap_or_else(|| panic!("ClusterRoleBinding to a missing ClusterRole {name}"));
+            merge(&mut out, rules);
+        }
+        out
     }
-    let mut granted = cluster.clone();
-    for (k, v) in &namespaced {
-        granted
-            .entry(k.clone())
-            .or_default()
-            .extend(v.iter().cloned());
+
+    /// What it may do in each namespace through RoleBindings there.
+    fn per_namespace(&self) -> BTreeMap<String, Grants> {
+        let mut out: BTreeMap<String, Grants> = BTreeMap::new();
+        for (ns, kind, name) in &self.bindings {
+            let rules = match kind.as_str() {
+                "Role" => self.roles.get(&(ns.clone(), name.clone())),
+                "ClusterRole" => self.cluster_roles.get(name),
+                other => panic!("RoleBinding to a {other}"),
+            }
+            .unwrap_or_else(|| panic!("RoleBinding in {ns} to a missing {kind} {name}"));
+            merge(out.entry(ns.clone()).or_default(), rules);
+        }
+        out
     }
-    let mut problems = Vec::new();
-    for (key, verbs) in &required {
+
+    /// Everything granted anywhere.
+    fn everything(&self) -> Grants {
+        let mut out = self.cluster_wide();
+        for g in self.per_namespace().values() {
+            merge(&mut out, g);
+        }
+        out
+    }
+}
+
+fn merge(into: &mut Grants, from: &Grants) {
+    for (k, v) in from {
+        into.entry(k.clone()).or_default().extend(v.iter().cloned());
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("list")
+        .iter()
+        .map(|s| s.as_str().expect("string").to_string())
+        .collect()
+}
+
+/// The chart's RBAC objects rendered with `values` (`--set` pairs). Every binding's subject is
+/// the chart's ServiceAccount; no rule has a wildcard.
+fn chart_rbac(values: &[&str]) -> ChartRbac {
+    let mut args = Vec::new();
+    for v in values {
+        args.extend(["--set", v]);
+    }
+    let objects = helm_template(&args).expect("helm template");
+    let account = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .expect("the chart renders its ServiceAccount")
+        .to_string();
+    let mut out = ChartRbac::default();
+    for obj in &objects {
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        match kind {
+            "ClusterRole" | "Role" => {
+                let mut grants = Grants::new();
+                for rule in obj["rules"].as_array().expect("rules") {
+                    let (groups, resources, verbs) = (
+                        strings(&rule["apiGroups"]),
+                        strings(&rule["resources"]),
+                        strings(&rule["verbs"]),
+                    );
+                    for v in groups.iter().chain(&resources).chain(&verbs) {
+                        assert!(!v.contains('*'), "wildcard `{v}` in {kind} {name}");
+                    }
+                    assert!(rule["resourceNames"].is_null() || rule["resourceNames"].is_array());
+                    for g in &groups {
+                        for r in &resources {
+                            grants
+                                .entry((g.clone(), r.clone()))
+                                .or_default()
+                                .extend(verbs.iter().cloned());
+                        }
+                    }
+                }
+                if kind == "ClusterRole" {
+                    assert!(ns.is_none(), "ClusterRole {name} with a namespace");
+                    out.cluster_roles.insert(name, grants);
+                } else {
+                    let ns = ns.unwrap_or_else(|| panic!("Role {name} without a namespace"));
+                    out.roles.insert((ns, name), grants);
+                }
+            }
+            "ClusterRoleBinding" | "RoleBinding" => {
+                let subjects = obj["subjects"].as_array().expect("subjects");
+                assert_eq!(subjects.len(), 1, "{kind} {name}: one subject");
+                assert_eq!(subjects[0]["kind"], "ServiceAccount", "{kind} {name}");
+                assert_eq!(subjects[0]["name"], account.as_str(), "{kind} {name}");
+                assert_eq!(subjects[0]["namespace"], RELEASE_NS, "{kind} {name}");
+                let role_kind = obj["roleRef"]["kind"].as_str().expect("roleRef.kind");
+                let role_name = obj["roleRef"]["name"].as_str().expect("roleRef.name");
+                if kind == "ClusterRoleBinding" {
+                    assert!(ns.is_none(), "ClusterRoleBinding {name} with a namespace");
+                    out.cluster_bindings
+                        .push((role_kind.to_string(), role_name.to_string()));
+                } else {
+                    let ns = ns.unwrap_or_else(|| panic!("RoleBinding {name} without a namespace"));
+                    out.bindings
+                        .push((ns, role_kind.to_string(), role_name.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Problems of `granted` against what the operator's code needs and may use.
+fn compare(granted: &Grants, required: &Grants, allowed: &Grants, problems: &mut Vec<String>) {
+    for (key, verbs) in required {
         let have = granted.get(key).cloned().unwrap_or_default();
         let missing: Vec<_> = verbs.difference(&have).collect();
         if !missing.is_empty() {
@@ -473,7 +556,7 @@ fn chart_rbac_is_exactly_what_the_operator_uses() {
             ));
         }
     }
-    for (key, verbs) in &granted {
+    for (key, verbs) in granted {
         let Some(ok) = allowed.get(key) else {
             problems.push(format!(
                 "{key:?}: granted {verbs:?}, but the operator's code never touches it"
@@ -487,9 +570,170 @@ fn chart_rbac_is_exactly_what_the_operator_uses() {
             ));
         }
     }
+}
+
+fn leases() -> (String, String) {
+    ("coordination.k8s.io".to_string(), "leases".to_string())
+}
+
+/// `required`/`allowed` without Leases (leader election lives in the release namespace).
+fn without_leases(g: &Grants) -> Grants {
+    let mut g = g.clone();
+    g.remove(&leases());
+    g
+}
+
+/// The leader-election Role: Leases only, in the release namespace only.
+fn check_leader_election(rbac: &ChartRbac, required: &Grants, allowed: &Grants) -> Vec<String> {
+    let mut problems = Vec::new();
+    assert!(
+        !rbac.cluster_wide().contains_key(&leases()),
+        "Leases belong in the namespaced Role, not the ClusterRole"
+    );
+    let mut lease_grants = Grants::new();
+    for (ns, grants) in rbac.per_namespace() {
+        if let Some(verbs) = grants.get(&leases()) {
+            assert_eq!(
+                ns, RELEASE_NS,
+                "Leases granted outside the release namespace"
+            );
+            lease_grants.insert(leases(), verbs.clone());
+        }
+    }
+    let only = |g: &Grants| -> Grants {
+        g.iter()
+            .filter(|(k, _)| **k == leases())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    compare(
+        &lease_grants,
+        &only(required),
+        &only(allowed),
+        &mut problems,
+    );
+    problems
+}
+
+#[test]
+fn chart_rbac_is_exactly_what_the_operator_uses() {
+    let (required, allowed) = operator_usage();
+    println!("operator code needs: {required:#?}");
+    let rbac = chart_rbac(&[]);
+    // Default: rbac.scope Cluster. The operator's rules cluster-wide; the release namespace's
+    // Role is for leader election only.
+    for ((ns, name), grants) in &rbac.roles {
+        assert_eq!(ns, RELEASE_NS, "Role {name} outside the release namespace");
+        for key in grants.keys() {
+            assert_eq!(
+                key,
+                &leases(),
+                "the namespaced Role is for leader election only"
+            );
+        }
+    }
+    let mut problems = check_leader_election(&rbac, &required, &allowed);
+    compare(
+        &without_leases(&rbac.everything()),
+        &without_leases(&required),
+        &without_leases(&allowed),
+        &mut problems,
+    );
     assert!(
         problems.is_empty(),
-        "RBAC does not match operator/src:\n  {}",
+        "RBAC (rbac.scope Cluster) does not match operator/src:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn namespaced_rbac_grants_the_same_rules_in_the_watched_namespace_only() {
+    let (required, allowed) = operator_usage();
+    let cluster_mode = chart_rbac(&[]).cluster_wide();
+    // The watched namespace apart from the release namespace, and the same one.
+    for watched in ["clinical", RELEASE_NS] {
+        let rbac = chart_rbac(&[
+            "rbac.scope=Namespaced",
+            &format!("watchNamespace={watched}"),
+        ]);
+        assert!(
+            rbac.cluster_roles.is_empty() && rbac.cluster_bindings.is_empty(),
+            "rbac.scope Namespaced (watchNamespace {watched}): nothing cluster-wide, found \
+             ClusterRoles {:?} and ClusterRoleBindings {:?}",
+            rbac.cluster_roles.keys().collect::<Vec<_>>(),
+            rbac.cluster_bindings
+        );
+        let per_ns = rbac.per_namespace();
+        for ns in per_ns.keys() {
+            assert!(
+                ns == watched || ns == RELEASE_NS,
+                "rules bound in namespace {ns}, neither watched ({watched}) nor the release's"
+            );
+        }
+        // Every rule but the Lease's is bound in the watched namespace only.
+        if watched != RELEASE_NS {
+            let release = per_ns.get(RELEASE_NS).cloned().unwrap_or_default();
+            assert!(
+                without_leases(&release).is_empty(),
+                "the release namespace's Role is for leader election only: {release:?}"
+            );
+        }
+        let in_watched = without_leases(per_ns.get(watched).expect("a Role in the watched one"));
+        let mut problems = check_leader_election(&rbac, &required, &allowed);
+        compare(
+            &in_watched,
+            &without_leases(&required),
+            &without_leases(&allowed),
+            &mut problems,
+        );
+        assert!(
+            problems.is_empty(),
+            "RBAC (rbac.scope Namespaced, watchNamespace {watched}) does not match operator/src:\n  {}",
+            problems.join("\n  ")
+        );
+        assert_eq!(
+            in_watched, cluster_mode,
+            "the Role in the watched namespace has exactly the rules of the cluster-wide mode"
+        );
+    }
+}
+
+/// With a watch namespace the operator's every request is namespaced (or API discovery, which
+/// the built-in `system:discovery` ClusterRole allows every authenticated client): each
+/// `Api::all` in `operator/src` is the `None` arm of a match on the watch namespace. A
+/// cluster-scoped request anywhere else would need a ClusterRole in `rbac.scope: Namespaced`.
+#[test]
+fn operator_makes_no_cluster_wide_request_with_a_watch_namespace() {
+    let mut files = Vec::new();
+    sources(&repo_root().join("operator/src"), &mut files);
+    let mut problems = Vec::new();
+    for f in &files {
+        for (n, line) in f.text.lines().enumerate() {
+            for pat in ["Api::all(", "Api::all_with(", "Api::<"] {
+                let Some(i) = line.find(pat) else { continue };
+                if pat == "Api::<" && !line[i..].contains(">::all") {
+                    continue;
+                }
+                if !line.trim_start().starts_with("None =>") {
+                    problems.push(format!("{}:{}: {}", f.path, n + 1, line.trim()));
+                }
+            }
+        }
+        for pat in [
+            "CustomResourceDefinition",
+            "Namespace>",
+            "ClusterRole",
+            "Node>",
+        ] {
+            if f.text.contains(pat) {
+                problems.push(format!("{}: uses {pat} (cluster-scoped)", f.path));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "cluster-scoped requests outside the all-namespaces arm (rbac.scope Namespaced grants \
+         nothing cluster-wide):\n  {}",
         problems.join("\n  ")
     );
 }
