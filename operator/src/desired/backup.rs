@@ -18,25 +18,22 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, KeyToPath, LocalObjectReference, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Container, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Secret,
+    Volume,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::agent::{self, s3_env, s3_url, BACKUP_KEY_FILE, TERMINATION_LOG};
 use super::deployment::database_url_env;
-use super::postgres_tls::{API_DB_CA_DIR, CA_CERT_KEY};
-use super::security::{container_security_context, pod_security_context, scratch_volume};
+use super::pod::{claim_spec, env, mount};
 use super::{child_meta, ExistingSecrets, SecretGenerator};
 use crate::crd::{DatabaseProvider, S3Destination};
 use crate::names::{Component, ANNOTATION_PLACEHOLDER, LABEL_CNPG_CLUSTER, POSTGRES_PORT};
@@ -46,27 +43,16 @@ use crate::validate::ValidatedPlatform;
 /// tag is `<api version>-pg<database major>` so the image carries `pg_dump`/`pg_restore` of the
 /// database's major version.
 pub const BACKUP_IMAGE: &str = crate::crd::DEFAULT_BACKUP_IMAGE;
-/// Path of the agent in its image (docs/contracts.md).
-pub const BACKUP_BINARY: &str = "/usr/local/bin/caduceus-backup";
-/// uid/gid the agent runs as.
-pub const BACKUP_UID: i64 = 65532;
-/// Key of the key file in the backup-key Secret (docs/contracts.md).
-pub const BACKUP_KEY_FILE: &str = "backup-key.json";
 /// Where the key Secret is mounted.
 pub const BACKUP_KEY_MOUNT: &str = "/etc/caduceus/backup";
 /// Where a `pvc` destination is mounted.
 pub const BACKUP_PVC_MOUNT: &str = "/var/lib/caduceus-backup";
-/// Kubernetes termination message path; the agent writes its result line there.
-pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Name of the agent's container (status reads its termination message).
 pub const CONTAINER: &str = "backup";
 /// Platform annotation requesting an on-demand backup; each new value runs one Job.
 pub const ANNOTATION_BACKUP_NOW: &str = "caduceus.io/backup-now";
 /// Label on Jobs created for `caduceus.io/backup-now` (value: hash of the token).
 pub const LABEL_BACKUP_TRIGGER: &str = "caduceus.io/backup-trigger";
-/// Keys of the S3 credentials Secret.
-pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
-pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 /// An on-demand Job (and its pod, with the result line) is deleted this long after it finished;
 /// `status.backup` keeps what it recorded from it.
 pub const ON_DEMAND_JOB_TTL_SECONDS: i32 = 7 * 24 * 3600;
@@ -88,111 +74,12 @@ pub fn key_secret_name(p: &ValidatedPlatform) -> String {
         .unwrap_or_else(|| p.names.backup_key())
 }
 
-/// The agent image for this platform: `spec.backup.image`, the tag defaulting to
-/// `<api version>-pg<database major>`.
-pub fn image(p: &ValidatedPlatform) -> String {
-    p.spec
-        .backup
-        .image
-        .reference(&p.api_version, &p.spec.database.version)
-}
-
-/// `s3://bucket/prefix` of an S3 destination.
-pub fn s3_url(s3: &S3Destination) -> String {
-    let prefix = s3.prefix.trim_matches('/');
-    if prefix.is_empty() {
-        format!("s3://{}", s3.bucket)
-    } else {
-        format!("s3://{}/{prefix}", s3.bucket)
-    }
-}
-
 /// `s3://bucket/prefix` or the mounted PVC as `file://`.
 pub fn destination_url(p: &ValidatedPlatform) -> String {
     match &p.spec.backup.destination.s3 {
         Some(s3) => s3_url(s3),
         None => format!("file://{BACKUP_PVC_MOUNT}"),
     }
-}
-
-pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// S3 settings as environment: endpoint, region, addressing style, credentials from the Secret.
-pub(crate) fn s3_env(s3: &S3Destination) -> Vec<EnvVar> {
-    let mut out = vec![
-        env("AWS_REGION", s3.region.clone()),
-        env(
-            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
-            (!s3.force_path_style).to_string(),
-        ),
-        secret_env(
-            AWS_ACCESS_KEY_ID,
-            &s3.credentials_secret_ref,
-            AWS_ACCESS_KEY_ID,
-        ),
-        secret_env(
-            AWS_SECRET_ACCESS_KEY,
-            &s3.credentials_secret_ref,
-            AWS_SECRET_ACCESS_KEY,
-        ),
-    ];
-    if let Some(endpoint) = &s3.endpoint {
-        out.push(env(settings::BACKUP_S3_ENDPOINT, endpoint.clone()));
-    }
-    out
-}
-
-/// Name of the volume with the embedded database's CA (same as in the API Deployment).
-pub const DB_CA_VOLUME: &str = "db-ca";
-
-/// Mount of the embedded database's CA at the path the API uses, so `DATABASE_URL`'s
-/// `sslmode=verify-full&sslrootcert=...` verifies the server. `None` for other providers.
-pub fn db_ca_mount(p: &ValidatedPlatform) -> Option<VolumeMount> {
-    (p.spec.database.provider == DatabaseProvider::Embedded).then(|| VolumeMount {
-        name: DB_CA_VOLUME.into(),
-        mount_path: API_DB_CA_DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    })
-}
-
-/// The volume with only `ca.crt` of `<platform>-postgres-tls` (Embedded database only).
-pub fn db_ca_volume(p: &ValidatedPlatform) -> Option<Volume> {
-    (p.spec.database.provider == DatabaseProvider::Embedded).then(|| Volume {
-        name: DB_CA_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(p.names.postgres_tls()),
-            default_mode: Some(0o444),
-            optional: Some(false),
-            items: Some(vec![KeyToPath {
-                key: CA_CERT_KEY.into(),
-                path: CA_CERT_KEY.into(),
-                mode: None,
-            }]),
-        }),
-        ..Default::default()
-    })
 }
 
 /// The agent container running `args` (`backup`, `restore`, ...).
@@ -205,90 +92,17 @@ pub fn agent_container(p: &ValidatedPlatform, name: &str, args: Vec<String>) -> 
             format!("{BACKUP_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
         ),
     ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "backup-key".into(),
-            mount_path: BACKUP_KEY_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    ];
-    mounts.extend(db_ca_mount(p));
+    let mut mounts = agent::mounts(p, "backup-key", BACKUP_KEY_MOUNT);
     match &p.spec.backup.destination.s3 {
         Some(s3) => env_vars.extend(s3_env(s3)),
-        None => mounts.push(VolumeMount {
-            name: "backups".into(),
-            mount_path: BACKUP_PVC_MOUNT.into(),
-            ..Default::default()
-        }),
+        None => mounts.push(mount("backups", BACKUP_PVC_MOUNT)),
     }
-    Container {
-        name: name.into(),
-        image: Some(image(p)),
-        image_pull_policy: Some(p.spec.api_server.image.pull_policy.as_str().to_string()),
-        command: Some(vec![BACKUP_BINARY.into()]),
-        args: Some(args),
-        env: Some(env_vars),
-        volume_mounts: Some(mounts),
-        security_context: Some(container_security_context(BACKUP_UID)),
-        resources: Some(agent_resources()),
-        termination_message_path: Some(TERMINATION_LOG.into()),
-        termination_message_policy: Some("File".into()),
-        ..Default::default()
-    }
-}
-
-/// Requests and limits of an agent container (backup and restore).
-pub fn agent_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("100m".into())),
-            ("memory".to_string(), Quantity("128Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("1".into())),
-            ("memory".to_string(), Quantity("512Mi".into())),
-        ])),
-        ..Default::default()
-    }
-}
-
-/// `imagePullSecrets` of an agent pod: the API image's pull secrets (same registry).
-pub fn pull_secrets(p: &ValidatedPlatform) -> Option<Vec<LocalObjectReference>> {
-    let secrets = &p.spec.api_server.image.pull_secrets;
-    (!secrets.is_empty()).then(|| {
-        secrets
-            .iter()
-            .map(|n| LocalObjectReference { name: n.clone() })
-            .collect()
-    })
+    agent::container(p, name, args, env_vars, mounts)
 }
 
 /// Volumes of the agent pod: key Secret (0400), /tmp, and the PVC of a `pvc` destination.
 pub fn agent_volumes(p: &ValidatedPlatform) -> Vec<Volume> {
-    let mut volumes = vec![
-        Volume {
-            name: "backup-key".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(key_secret_name(p)),
-                items: Some(vec![KeyToPath {
-                    key: BACKUP_KEY_FILE.into(),
-                    path: BACKUP_KEY_FILE.into(),
-                    mode: Some(0o400),
-                }]),
-                default_mode: Some(0o400),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        },
-        scratch_volume("tmp", "64Mi", false),
-    ];
-    volumes.extend(db_ca_volume(p));
+    let mut volumes = agent::volumes(p, "backup-key", key_secret_name(p));
     if p.spec.backup.destination.s3.is_none() {
         volumes.push(Volume {
             name: "backups".into(),
@@ -308,15 +122,7 @@ fn pod_template(p: &ValidatedPlatform, container: Container) -> PodTemplateSpec 
             labels: Some(p.names.labels(Component::Backup, &p.api_version)),
             ..Default::default()
         }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(agent_volumes(p)),
-            restart_policy: Some("Never".into()),
-            automount_service_account_token: Some(false),
-            security_context: Some(pod_security_context(BACKUP_UID)),
-            image_pull_secrets: pull_secrets(p),
-            ..Default::default()
-        }),
+        spec: Some(agent::pod_spec(p, container, agent_volumes(p))),
     }
 }
 
@@ -416,15 +222,10 @@ pub fn pvc(p: &ValidatedPlatform) -> Option<PersistentVolumeClaim> {
     }
     Some(PersistentVolumeClaim {
         metadata: child_meta(p, p.names.backup_pvc(), Component::Backup),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: dest.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), dest.size.clone())])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(claim_spec(
+            dest.storage_class_name.clone(),
+            dest.size.clone(),
+        )),
         status: None,
     })
 }
@@ -646,10 +447,13 @@ pub fn all_network_policy_names(p: &ValidatedPlatform) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::crd::{PvcDestination, S3Destination};
+    use crate::desired::agent::BACKUP_BINARY;
     use crate::desired::security::container_violations;
     use crate::desired::test_support::platform;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
+    use k8s_openapi::api::core::v1::{EnvVar, PodSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn s3(endpoint: Option<&str>) -> S3Destination {
         S3Destination {

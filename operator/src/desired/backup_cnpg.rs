@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{json, Value};
 
-use super::backup::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY};
+use super::agent::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY};
 use super::backup_status::next_run;
 use super::child_meta;
 use super::cnpg::{GROUP, VERSION};

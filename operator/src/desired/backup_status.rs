@@ -8,15 +8,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{tz::TimeZone, SignedDuration, Timestamp};
 
+use super::agent::{is_pod_of, result_line, success_message, true_condition};
 use super::backup::CONTAINER;
 use crate::crd::BackupStatus;
 use caduceus_contract::conditions::{
     REASON_BACKUPS_DISABLED, REASON_BACKUP_FAILED, REASON_BACKUP_WITHIN_RPO, REASON_NO_BACKUP_YET,
     REASON_RPO_EXCEEDED,
 };
-
-/// Label Kubernetes puts on a Job's pods.
-const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];
 
 /// The fields of the agent's result line the status uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +25,7 @@ pub struct AgentResult {
 
 /// Parse the agent's result line (the last line of a termination message).
 pub fn parse_result(message: &str) -> Option<AgentResult> {
-    let line = message.lines().rev().find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let v = result_line(message)?;
     Some(AgentResult {
         name: v.get("name")?.as_str()?.to_string(),
         size: v.get("size")?.as_i64()?,
@@ -36,18 +33,11 @@ pub fn parse_result(message: &str) -> Option<AgentResult> {
 }
 
 fn condition_time(job: &Job, type_: &str) -> Option<Timestamp> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
-        .map(|c| {
-            c.last_transition_time
-                .as_ref()
-                .map(|t| t.0)
-                .or_else(|| c.last_probe_time.as_ref().map(|t| t.0))
-        })?
+    let c = true_condition(job, type_)?;
+    c.last_transition_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| c.last_probe_time.as_ref().map(|t| t.0))
 }
 
 /// When the Job succeeded, if it did.
@@ -71,28 +61,8 @@ fn failure_time(job: &Job) -> Option<Timestamp> {
 fn job_result(job: &Job, pods: &[Pod]) -> Option<AgentResult> {
     let job_name = job.metadata.name.as_deref()?;
     pods.iter()
-        .filter(|pod| {
-            pod.metadata.labels.as_ref().is_some_and(|l| {
-                JOB_NAME_LABELS
-                    .iter()
-                    .any(|k| l.get(*k).map(String::as_str) == Some(job_name))
-            })
-        })
-        .filter_map(|pod| {
-            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-            let terminated = statuses
-                .iter()
-                .find(|c| c.name == CONTAINER)?
-                .state
-                .as_ref()?
-                .terminated
-                .as_ref()?;
-            if terminated.exit_code != 0 {
-                return None;
-            }
-            parse_result(terminated.message.as_deref()?)
-        })
-        .next()
+        .filter(|pod| is_pod_of(pod, job_name))
+        .find_map(|pod| parse_result(success_message(pod, CONTAINER)?))
 }
 
 /// The next time `schedule` (5-field cron, UTC) fires after `now`; `None` if it cannot be parsed.

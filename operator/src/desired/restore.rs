@@ -21,20 +21,20 @@
 use caduceus_contract::settings;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec,
-    SecretVolumeSource, Volume, VolumeMount,
+    Container, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
-use super::backup::{
-    self, agent_resources, db_ca_mount, db_ca_volume, env, image, pull_secrets, s3_env, s3_url,
-    BACKUP_BINARY, BACKUP_KEY_FILE, BACKUP_UID, TERMINATION_LOG,
+use super::agent::{
+    self, container_state, is_pod_of, result_line, s3_env, s3_url, success_message, true_condition,
+    BACKUP_KEY_FILE, TERMINATION_LOG,
 };
+use super::backup;
 use super::child_meta;
 use super::deployment::database_url_env;
 use super::network_policy::dns_egress;
-use super::security::{container_security_context, pod_security_context, scratch_volume};
+use super::pod::{env, read_only_mount};
 use crate::crd::{DatabaseProvider, FromBackup};
 use crate::names::Component;
 use crate::validate::ValidatedPlatform;
@@ -53,9 +53,6 @@ pub const ACTIVE_DEADLINE_SECONDS: i64 = 24 * 3600;
 /// The finished Job (and its pod, with the logs) is deleted a week after it finished;
 /// `status.restore` keeps the result.
 pub const JOB_TTL_SECONDS: i32 = backup::ON_DEMAND_JOB_TTL_SECONDS;
-
-/// Labels Kubernetes puts on a Job's pods.
-const JOB_NAME_LABELS: [&str; 2] = ["batch.kubernetes.io/job-name", "job-name"];
 
 /// The backup to restore, while the restore is still to be done: `fromBackup` is set, not yet
 /// recorded in `status.restore`, the platform is not stopped (its database is down) and the
@@ -83,38 +80,8 @@ fn container_and_volumes(
             format!("{RESTORE_KEY_MOUNT}/{BACKUP_KEY_FILE}"),
         ),
     ];
-    let mut mounts = vec![
-        VolumeMount {
-            name: "restore-key".into(),
-            mount_path: RESTORE_KEY_MOUNT.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    ];
-    mounts.extend(db_ca_mount(p));
-    let mut volumes = vec![
-        Volume {
-            name: "restore-key".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(from.secret_ref.clone()),
-                items: Some(vec![KeyToPath {
-                    key: BACKUP_KEY_FILE.into(),
-                    path: BACKUP_KEY_FILE.into(),
-                    mode: Some(0o400),
-                }]),
-                default_mode: Some(0o400),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        },
-        scratch_volume("tmp", "64Mi", false),
-    ];
-    volumes.extend(db_ca_volume(p));
+    let mut mounts = agent::mounts(p, "restore-key", RESTORE_KEY_MOUNT);
+    let mut volumes = agent::volumes(p, "restore-key", from.secret_ref.clone());
     match (&from.source.s3, &from.source.claim_name) {
         (Some(s3), None) => {
             env_vars.push(env(settings::BACKUP_DESTINATION, s3_url(s3)));
@@ -125,12 +92,7 @@ fn container_and_volumes(
                 settings::BACKUP_DESTINATION,
                 format!("file://{RESTORE_SOURCE_MOUNT}"),
             ));
-            mounts.push(VolumeMount {
-                name: "restore-source".into(),
-                mount_path: RESTORE_SOURCE_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            mounts.push(read_only_mount("restore-source", RESTORE_SOURCE_MOUNT));
             volumes.push(Volume {
                 name: "restore-source".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -142,26 +104,14 @@ fn container_and_volumes(
         }
         _ => return None,
     }
-    let container = Container {
-        name: CONTAINER.into(),
-        image: Some(image(p)),
-        image_pull_policy: Some(p.spec.api_server.image.pull_policy.as_str().to_string()),
-        command: Some(vec![BACKUP_BINARY.into()]),
-        args: Some(vec![
-            "restore".into(),
-            from.name.clone(),
-            "--if-empty".into(),
-            "--termination-log".into(),
-            TERMINATION_LOG.into(),
-        ]),
-        env: Some(env_vars),
-        volume_mounts: Some(mounts),
-        security_context: Some(container_security_context(BACKUP_UID)),
-        resources: Some(agent_resources()),
-        termination_message_path: Some(TERMINATION_LOG.into()),
-        termination_message_policy: Some("File".into()),
-        ..Default::default()
-    };
+    let args = vec![
+        "restore".into(),
+        from.name.clone(),
+        "--if-empty".into(),
+        "--termination-log".into(),
+        TERMINATION_LOG.into(),
+    ];
+    let container = agent::container(p, CONTAINER, args, env_vars, mounts);
     Some((container, volumes))
 }
 
@@ -183,14 +133,8 @@ pub fn job(p: &ValidatedPlatform) -> Option<Job> {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(pod_security_context(BACKUP_UID)),
-                    image_pull_secrets: pull_secrets(p),
-                    ..Default::default()
+                    ..agent::pod_spec(p, container, volumes)
                 }),
             },
             ..Default::default()
@@ -292,29 +236,13 @@ fn reason_word(raw: &str) -> String {
         .collect()
 }
 
-fn true_condition<'a>(
-    job: &'a Job,
-    type_: &str,
-) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
-}
-
 /// The pods of this Job: its `job-name` label, and owned by this Job (not by a deleted Job of
 /// the same name whose pods are still terminating) when the owner is known.
 fn job_pods<'a>(job: &Job, pods: &'a [Pod]) -> impl Iterator<Item = &'a Pod> {
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone();
     pods.iter().filter(move |pod| {
-        let named = pod.metadata.labels.as_ref().is_some_and(|l| {
-            JOB_NAME_LABELS
-                .iter()
-                .any(|k| l.get(*k).map(String::as_str) == Some(name.as_str()))
-        });
+        let named = is_pod_of(pod, &name);
         let owned = match (&uid, &pod.metadata.owner_references) {
             (Some(uid), Some(owners)) => owners.iter().any(|o| o.uid == *uid),
             _ => true,
@@ -325,8 +253,7 @@ fn job_pods<'a>(job: &Job, pods: &'a [Pod]) -> impl Iterator<Item = &'a Pod> {
 
 /// Parses the agent's `restore` result line: `{"name":"..."|null,...,"skipped":bool}`.
 pub fn parse_result(message: &str) -> Option<RestoreResult> {
-    let line = message.lines().rev().find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let v = result_line(message)?;
     let skipped = v.get("skipped")?.as_bool()?;
     Some(RestoreResult {
         restored_backup: v.get("name").and_then(|n| n.as_str()).map(str::to_string),
@@ -336,37 +263,13 @@ pub fn parse_result(message: &str) -> Option<RestoreResult> {
 
 /// The result line of the Job's successful restore container, if a pod still has it.
 fn result(job: &Job, pods: &[Pod]) -> Option<RestoreResult> {
-    job_pods(job, pods).find_map(|pod| {
-        let terminated = pod
-            .status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == CONTAINER)?
-            .state
-            .as_ref()?
-            .terminated
-            .as_ref()?;
-        if terminated.exit_code != 0 {
-            return None;
-        }
-        parse_result(terminated.message.as_deref()?)
-    })
+    job_pods(job, pods).find_map(|pod| parse_result(success_message(pod, CONTAINER)?))
 }
 
 /// Why the restore container of a running pod cannot start, if it is waiting.
 fn waiting_reason(job: &Job, pods: &[Pod]) -> Option<String> {
     job_pods(job, pods).find_map(|pod| {
-        let reason = pod
-            .status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == CONTAINER)?
-            .state
-            .as_ref()?
+        let reason = container_state(pod, CONTAINER)?
             .waiting
             .as_ref()?
             .reason
@@ -419,6 +322,7 @@ mod tests {
     use crate::crd::{
         BackupSource, DatabaseBootstrap, HealthcarePlatformSpec, S3Destination, SecretKeyRef,
     };
+    use crate::desired::agent::{image, BACKUP_BINARY, BACKUP_UID};
     use crate::desired::security::container_violations;
     use crate::desired::test_support::platform;
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
