@@ -7,6 +7,8 @@
 //! * The AAD is `caduceus-phi/v1|<table>|<row id>|<column>` ([`Aad`]): a ciphertext copied to
 //!   another row or column fails authentication.
 //! * Blind indexes are `HMAC-SHA256(blind_index_key, domain || 0x00 || normalised value)`.
+//! * The audit chain key ([`AuditKey`]) is derived from the blind-index key with HKDF-SHA256
+//!   under its own label: the key ring file stays as it is, and the database never holds it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -89,6 +91,71 @@ pub struct KeyRing {
     active_key_id: String,
     keys: BTreeMap<String, LessSafeKey>,
     blind_index_key: Zeroizing<Vec<u8>>,
+    audit_key: AuditKey,
+}
+
+/// HKDF salt and info of the audit chain key (RFC 5869; domain separation from the blind
+/// indexes, which use the same input key).
+const AUDIT_KEY_SALT: &[u8] = b"caduceus-audit-chain";
+const AUDIT_KEY_INFO: &[u8] = b"caduceus-audit-chain/v1 hmac-sha256";
+
+/// The key of the audit hash chain: row hash = `HMAC-SHA256(key, prev_hash || canonical row)`
+/// (hash scheme 1, migration 0130). Derived as `HKDF-SHA256(ikm = blind_index_key, salt =
+/// "caduceus-audit-chain", info = "caduceus-audit-chain/v1 hmac-sha256", L = 32)`. The
+/// blind-index key is never rotated in place, so neither is this key; the database (and its
+/// owner) never sees it. Holds the keyed HMAC state only; `Debug` shows nothing.
+#[derive(Clone)]
+pub struct AuditKey {
+    mac: Hmac<Sha256>,
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// HKDF-SHA256 (RFC 5869) of one output block (L = 32): `T(1) = HMAC(HMAC(salt, ikm), info || 1)`.
+fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<Vec<u8>> {
+    let hmac = |key: &[u8]| {
+        // HMAC accepts keys of any length
+        #[allow(clippy::expect_used)]
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts any key length")
+    };
+    let mut extract = hmac(salt);
+    extract.update(ikm);
+    let prk = Zeroizing::new(extract.finalize().into_bytes().to_vec());
+    let mut expand = hmac(&prk);
+    expand.update(info);
+    expand.update(&[1]);
+    Zeroizing::new(expand.finalize().into_bytes().to_vec())
+}
+
+impl AuditKey {
+    /// The audit key derived from a blind-index key.
+    pub fn derive(blind_index_key: &[u8]) -> Self {
+        let key = hkdf_sha256_32(AUDIT_KEY_SALT, blind_index_key, AUDIT_KEY_INFO);
+        #[allow(clippy::expect_used)]
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+            .expect("HMAC-SHA256 accepts any key length");
+        Self { mac }
+    }
+
+    /// Keyed chain hash of one row: `HMAC-SHA256(key, prev || canonical)`.
+    pub fn chain_hash(&self, prev: &[u8], canonical: &[u8]) -> Vec<u8> {
+        let mut mac = self.mac.clone();
+        mac.update(prev);
+        mac.update(canonical);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `hash` is the keyed chain hash of `prev || canonical` (constant time).
+    pub fn verify(&self, prev: &[u8], canonical: &[u8], hash: &[u8]) -> bool {
+        let mut mac = self.mac.clone();
+        mac.update(prev);
+        mac.update(canonical);
+        mac.verify_slice(hash).is_ok()
+    }
 }
 
 impl fmt::Debug for KeyRing {
@@ -132,10 +199,12 @@ impl KeyRing {
         let blind_index_key = key_files::decode_key(&file.blind_index_key)
             .map(|k| Zeroizing::new(k.to_vec()))
             .ok_or_else(|| KeyError::KeyBytes("blind_index_key".into()))?;
+        let audit_key = AuditKey::derive(&blind_index_key);
         Ok(Self {
             active_key_id: file.active_key_id.clone(),
             keys,
             blind_index_key,
+            audit_key,
         })
     }
 
@@ -157,6 +226,11 @@ impl KeyRing {
 
     pub fn key_ids(&self) -> Vec<String> {
         self.keys.keys().cloned().collect()
+    }
+
+    /// The audit chain key derived from this ring's blind-index key.
+    pub fn audit_key(&self) -> &AuditKey {
+        &self.audit_key
     }
 
     /// Encrypt under the active key, bound to `aad`.
@@ -359,6 +433,36 @@ mod tests {
             .collect();
         let json = serde_json::json!({"version":1,"active_key_id":active,"keys":keys,"blind_index_key":B64.encode([9u8;32])});
         KeyRing::from_json(&json.to_string()).unwrap()
+    }
+
+    /// RFC 5869 test case 1: the first 32 bytes of its OKM are T(1).
+    #[test]
+    fn hkdf_matches_rfc_5869() {
+        let okm = hkdf_sha256_32(
+            &hex::decode("000102030405060708090a0b0c").unwrap(),
+            &[0x0b; 22],
+            &hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap(),
+        );
+        assert_eq!(
+            hex::encode(&*okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+        );
+    }
+
+    #[test]
+    fn the_audit_key_is_keyed_and_apart_from_the_blind_index() {
+        let a = ring("k-1", &[("k-1", [1u8; 32])]);
+        let other = AuditKey::derive(&[8u8; 32]);
+        let h = a.audit_key().chain_hash(b"prev", b"row");
+        assert_eq!(h.len(), 32);
+        assert!(a.audit_key().verify(b"prev", b"row", &h));
+        assert!(!a.audit_key().verify(b"prev", b"row2", &h));
+        assert!(
+            !other.verify(b"prev", b"row", &h),
+            "another key gives another hash"
+        );
+        assert_ne!(h, a.blind_index("prev", "row"));
+        assert_eq!(format!("{:?}", a.audit_key()), "AuditKey(..)");
     }
 
     fn aad(row: Uuid, column: &str) -> Aad<'_> {

@@ -1,7 +1,7 @@
 //! Health endpoints (public port) and the admin router (`/metrics`, `/health/detailed`,
 //! `/internal/compliance`; admin port only).
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,7 +11,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use caduceus_contract::self_report::{
-    AuditReport, CacheReport, EncryptionReport, RateLimitReport, SelfReport, SessionsReport,
+    AuditCheckpoint, AuditReport, CacheReport, CheckpointCheck, EncryptionReport, RateLimitReport,
+    SelfReport, SessionsReport,
 };
 
 use crate::state::{AppState, CachedProbe, READY_CACHE_TTL};
@@ -231,10 +232,19 @@ pub async fn cache_report(state: &AppState) -> CacheReport {
     }
 }
 
-/// The compliance self-report (the contract crate's type, which the operator parses).
-pub async fn self_report(state: &AppState) -> SelfReport {
+/// The compliance self-report (the contract crate's type, which the operator parses), with
+/// `checkpoints` (recorded by the reader outside the database) compared with the audit chain.
+pub async fn self_report(state: &AppState, checkpoints: &[AuditCheckpoint]) -> SelfReport {
     let schema_version = schema_state(&state.pool).await.map(|s| s.0).unwrap_or(0);
     let (chain_head_id, chain_head_hash) = chain_head(&state.pool).await;
+    let checkpoints = match compare_checkpoints(&state.pool, checkpoints).await {
+        Ok(c) => c,
+        Err(e) => {
+            // reported as not compared (empty); the reader then cannot pass the rule on them
+            tracing::warn!(error = %crate::error::error_kind(&e), "comparing audit checkpoints failed");
+            Vec::new()
+        }
+    };
     let c = &state.config;
     SelfReport {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -249,6 +259,7 @@ pub async fn self_report(state: &AppState) -> SelfReport {
             chain_head_hash,
             write_failures: state.metrics.audit_write_failures_total.get(),
             retention_days: i64::from(c.audit_retention_days),
+            checkpoints,
         },
         sessions: SessionsReport {
             idle_timeout_minutes: minutes(c.session_idle_timeout),
@@ -270,6 +281,21 @@ fn minutes(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs() / 60).unwrap_or(i64::MAX)
 }
 
-async fn compliance(State(state): State<AppState>) -> Response {
-    Json(self_report(&state).await).into_response()
+async fn compare_checkpoints(
+    pool: &sqlx::PgPool,
+    checkpoints: &[AuditCheckpoint],
+) -> Result<Vec<CheckpointCheck>, sqlx::Error> {
+    if checkpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = pool.acquire().await?;
+    crate::audit::check_checkpoints(&mut conn, checkpoints).await
+}
+
+/// `GET /internal/compliance[?checkpoint=<id>:<hex hash>...]`: `400` for a malformed checkpoint.
+async fn compliance(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    match crate::audit::checkpoints_from_query(query.as_deref()) {
+        Ok(checkpoints) => Json(self_report(&state, &checkpoints).await).into_response(),
+        Err(m) => (StatusCode::BAD_REQUEST, format!("checkpoint: {m}")).into_response(),
+    }
 }

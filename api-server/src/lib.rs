@@ -262,14 +262,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let retention = state.config.audit_retention_days;
     let patient_retention = state.config.patient_retention_days;
     let purge_keys = state.keys.clone();
+    let purge_audit = state.audit.clone();
     let purge = tokio::spawn(async move {
         loop {
             match audit::purge_expired(&purge_pool, retention).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "purged audit events past retention"),
+                Ok(n) => {
+                    tracing::info!(rows = n, "purged audit events past retention");
+                    // a keyed row after the new anchor vouches for it (audit::verify_chain_with)
+                    let event =
+                        audit::AuditEvent::system(audit::actions::AUDIT_PURGE, "audit_event")
+                            .purpose(&format!(
+                                "retention: {n} audit rows older than {retention} days"
+                            ));
+                    if let Err(e) = purge_audit.record(event).await {
+                        tracing::warn!(error = %e, "the audit purge could not be audited");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %error_kind(&e), "audit retention purge failed"),
             }
-            match retention::purge_deleted_patients(&purge_pool, patient_retention).await {
+            match retention::purge_deleted_patients(
+                &purge_pool,
+                purge_keys.audit_key(),
+                patient_retention,
+            )
+            .await
+            {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(patients = n, "purged soft-deleted patients past retention")

@@ -231,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 AdminOutcome::Created(user) => {
                     audit::write_now(
                         &pool,
+                        keys.audit_key(),
                         &audit::AuditEvent::cli(audit::actions::USER_CREATE, "user")
                             .resource(user.id),
                     )
@@ -264,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             audit::write_now(
                 &pool,
+                keys.audit_key(),
                 &audit::AuditEvent::cli(audit::actions::KEYS_ROTATE, "phi_key")
                     .resource(keys.active_key_id()),
             )

@@ -27,6 +27,7 @@ const BATCH: i64 = 100;
 /// [`MIN_PATIENT_RETENTION_DAYS`]) with their dependent rows. Returns the number purged.
 pub async fn purge_deleted_patients(
     pool: &PgPool,
+    audit_key: &crate::crypto::AuditKey,
     retention_days: u32,
 ) -> Result<u64, sqlx::Error> {
     let days = retention_days.max(MIN_PATIENT_RETENTION_DAYS);
@@ -49,6 +50,7 @@ pub async fn purge_deleted_patients(
         for id in &ids {
             audit::write_now(
                 pool,
+                audit_key,
                 &AuditEvent::system(actions::PATIENT_PURGE, "patient")
                     .resource(id)
                     .patient(*id)

@@ -169,7 +169,11 @@ impl AppState {
             config.login_rate_limit_per_minute,
         ));
         let options = worker_options(&pool);
-        let audit = AuditWriter::spawn(options.clone(), metrics.clone());
+        let audit = AuditWriter::spawn(
+            options.clone(),
+            metrics.clone(),
+            config.phi_keys.audit_key().clone(),
+        );
         Ok(Self(Arc::new(Shared {
             sessions: Batcher::spawn(options.clone(), SessionLookup),
             patient_reads: Batcher::spawn(options.clone(), SessionPatientLookup),

@@ -185,7 +185,9 @@ async fn chain_verification_detects_edits(pool: PgPool) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
+        .await
+        .unwrap();
     assert!(!v.valid);
     assert_eq!(v.first_invalid_id, Some(4));
 }
@@ -407,7 +409,7 @@ async fn concurrent_reads_share_audit_commits(pool: PgPool) {
         "expected batched commits, got {commits} for {events} events"
     );
     assert!(
-        caduceus_api::audit::verify_chain(&app.pool)
+        caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
             .await
             .unwrap()
             .valid
@@ -566,7 +568,9 @@ async fn retention_purges_only_expired_prefix(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(left, vec![3, 4]);
-    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
+        .await
+        .unwrap();
     assert!(v.valid, "{v:?}");
     assert_eq!(v.checked, 2);
     // the purge log is append-only too
@@ -590,7 +594,9 @@ async fn retention_purges_only_expired_prefix(pool: PgPool) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
+        .await
+        .unwrap();
     assert!(!v.valid);
     assert_eq!(v.first_invalid_id, Some(4));
 }
@@ -617,7 +623,9 @@ async fn two_replicas_keep_one_valid_chain(pool: PgPool) {
         .unwrap();
     assert_eq!(n, max, "ids are contiguous");
     assert_eq!(audit_count(&a, "patient.read", Some(&id)).await, 30);
-    let v = caduceus_api::audit::verify_chain(&a.pool).await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&a.pool, a.state.keys.audit_key())
+        .await
+        .unwrap();
     assert!(v.valid, "{v:?}");
     assert_eq!(v.checked, n);
 }
@@ -635,6 +643,7 @@ async fn writer_falls_back_to_the_lock_when_another_writer_appended(pool: PgPool
     for _ in 0..3 {
         caduceus_api::audit::write_now(
             &app.pool,
+            app.state.keys.audit_key(),
             &caduceus_api::audit::AuditEvent::cli("keys.rotate", "key_ring"),
         )
         .await
@@ -648,7 +657,9 @@ async fn writer_falls_back_to_the_lock_when_another_writer_appended(pool: PgPool
     assert_eq!(n, max, "ids are contiguous");
     assert_eq!(audit_count(&app, "patient.read", Some(&id)).await, 4);
     assert_eq!(audit_count(&app, "keys.rotate", None).await, 3);
-    let v = caduceus_api::audit::verify_chain(&app.pool).await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
+        .await
+        .unwrap();
     assert!(v.valid, "{v:?}");
     assert_eq!(v.checked, n);
 }
@@ -692,9 +703,316 @@ async fn a_writer_started_after_a_full_purge_continues_from_the_anchor(pool: PgP
         .unwrap();
     assert!(!ids.is_empty(), "the new process audited something");
     assert_eq!(ids[0], last + 1, "the chain continues after the anchor");
-    let v = caduceus_api::audit::verify_chain(&again.pool)
+    let v = caduceus_api::audit::verify_chain(&again.pool, again.state.keys.audit_key())
         .await
         .unwrap();
     assert!(v.valid, "{v:?}");
     assert_eq!(v.checked, i64::try_from(ids.len()).unwrap());
+}
+
+/// A stored row: id, time and the event the chain hashes.
+type StoredRow = (
+    i64,
+    chrono::DateTime<chrono::Utc>,
+    caduceus_api::audit::AuditEvent,
+);
+
+/// Rows as stored, with what the chain hashes (for the owner's rewrites below).
+async fn stored_rows(pool: &PgPool) -> Vec<StoredRow> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT id, occurred_at, actor_id, actor_role, action, resource_type, resource_id, patient_id, \
+         outcome, client_ip, user_agent, request_id, purpose FROM audit_events ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let outcome = match r.get::<String, _>("outcome").as_str() {
+                "success" => caduceus_api::audit::Outcome::Success,
+                "denied" => caduceus_api::audit::Outcome::Denied,
+                _ => caduceus_api::audit::Outcome::Error,
+            };
+            let event = caduceus_api::audit::AuditEvent {
+                actor_id: r.get("actor_id"),
+                actor_role: r.get("actor_role"),
+                action: r.get("action"),
+                resource_type: r.get("resource_type"),
+                resource_id: r.get("resource_id"),
+                patient_id: r.get("patient_id"),
+                outcome,
+                client_ip: r.get("client_ip"),
+                user_agent: r.get("user_agent"),
+                request_id: r.get("request_id"),
+                purpose: r.get("purpose"),
+            };
+            (r.get("id"), r.get("occurred_at"), event)
+        })
+        .collect()
+}
+
+/// What an owner without the key can do: rewrite `action` of row `target` and recompute the
+/// chain from there with plain SHA-256 (the pre-0130 scheme), labelling the rows `scheme`.
+async fn owner_rewrites_history(pool: &PgPool, target: i64, action: &str, scheme: i16) {
+    let rows = stored_rows(pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let mut prev: Option<Vec<u8>> = None;
+    for (id, at, mut event) in rows {
+        if id < target {
+            continue;
+        }
+        let prev_hash = match prev.take() {
+            Some(p) => p,
+            None => sqlx::query_scalar("SELECT prev_hash FROM audit_events WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap(),
+        };
+        if id == target {
+            event.action = action.to_string();
+        }
+        let hash = caduceus_api::audit::chain_hash(
+            &prev_hash,
+            &caduceus_api::audit::canonical(id, at, &event),
+        );
+        sqlx::query("UPDATE audit_events SET action = $2, prev_hash = $3, hash = $4, hash_scheme = $5 WHERE id = $1")
+            .bind(id)
+            .bind(&event.action)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .bind(scheme)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        prev = Some(hash);
+    }
+    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn head(pool: &PgPool) -> (i64, Vec<u8>) {
+    sqlx::query_as(caduceus_api::audit::HEAD_SQL)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_chain_recomputed_without_the_key_does_not_verify(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    create_patient(&app, &admin, "keyed1").await;
+    create_patient(&app, &admin, "keyed2").await;
+    let key = app.state.keys.audit_key();
+    let v = caduceus_api::audit::verify_chain(&app.pool, key)
+        .await
+        .unwrap();
+    assert!(v.valid && v.checked >= 2, "{v:?}");
+    let unkeyed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE hash_scheme <> 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(unkeyed, 0, "new rows are keyed");
+    // another key ring (another platform, or a guessed key) does not verify them
+    let other =
+        caduceus_api::crypto::KeyRing::from_json(&caduceus_api::crypto::generate_key_ring_json())
+            .unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, other.audit_key())
+        .await
+        .unwrap();
+    assert_eq!((v.valid, v.first_invalid_id), (false, Some(1)), "{v:?}");
+
+    // the owner rewrites row 1 and recomputes everything after it with SHA-256: labelled keyed
+    // (scheme 1), the HMAC does not match
+    owner_rewrites_history(&app.pool, 1, "auth.login", 1).await;
+    let v = caduceus_api::audit::verify_chain(&app.pool, key)
+        .await
+        .unwrap();
+    assert_eq!((v.valid, v.first_invalid_id), (false, Some(1)), "{v:?}");
+}
+
+#[sqlx::test]
+async fn unkeyed_rows_after_keyed_ones_are_refused_and_older_unkeyed_rows_still_verify(
+    pool: PgPool,
+) {
+    let app = TestApp::new(pool).await;
+    let key = app.state.keys.audit_key();
+    // rows of a release before the keyed chain: plain SHA-256, scheme 0
+    let mut prev = vec![0u8; 32];
+    for id in 1..=3i64 {
+        let at =
+            chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
+        let event = caduceus_api::audit::AuditEvent::cli("keys.rotate", "phi_key");
+        let hash =
+            caduceus_api::audit::chain_hash(&prev, &caduceus_api::audit::canonical(id, at, &event));
+        sqlx::query(
+            "INSERT INTO audit_events (id, occurred_at, action, resource_type, outcome, user_agent, prev_hash, hash, hash_scheme) \
+             VALUES ($1, $2, $3, $4, 'success', $5, $6, $7, 0)",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(&event.action)
+        .bind(&event.resource_type)
+        .bind(&event.user_agent)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        prev = hash;
+    }
+    let admin = app.user(Role::Admin).await;
+    create_patient(&app, &admin, "mixed").await;
+    create_patient(&app, &admin, "mixed2").await;
+    let schemes: Vec<i16> = sqlx::query_scalar("SELECT hash_scheme FROM audit_events ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(&schemes[..3], &[0, 0, 0]);
+    assert!(schemes[3..].iter().all(|s| *s == 1), "{schemes:?}");
+    let v = caduceus_api::audit::verify_chain(&app.pool, key)
+        .await
+        .unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.checked, schemes.len() as i64);
+
+    // the owner rewrites the second keyed row and recomputes from there the old way (scheme 0).
+    // (Relabelling every keyed row too would look like an old unkeyed chain: that is what the
+    // checkpoints kept outside the database catch, see verify_compares_checkpoints_...)
+    owner_rewrites_history(&app.pool, 5, "patient.read", 0).await;
+    let v = caduceus_api::audit::verify_chain(&app.pool, key)
+        .await
+        .unwrap();
+    assert_eq!((v.valid, v.first_invalid_id), (false, Some(5)), "{v:?}");
+    assert!(v.reason.unwrap().contains("unkeyed"));
+}
+
+#[sqlx::test]
+async fn a_purge_anchor_past_the_rows_is_refused(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    create_patient(&app, &admin, "fakeanchor").await;
+    let key = app.state.keys.audit_key();
+    let (head_id, head_hash) = head(&app.pool).await;
+    // the owner records an anchor at the head: nothing would be left to check
+    sqlx::query(
+        "INSERT INTO audit_purges (through_id, through_hash, rows_deleted, retention_days) VALUES ($1, $2, 0, 2190)",
+    )
+    .bind(head_id)
+    .bind(&head_hash)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, key)
+        .await
+        .unwrap();
+    assert!(!v.valid, "{v:?}");
+    assert_eq!(v.first_invalid_id, Some(1));
+    let r = app.get("/api/v1/audit-events/verify", &admin.token).await;
+    assert_eq!(r.json["valid"], false, "{}", r.text);
+
+    // an anchor no row follows (the owner deleted every row, retention or not) is not proof
+    let mut tx = app.pool.begin().await.unwrap();
+    for sql in [
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete",
+        "DELETE FROM audit_events",
+        "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let v = caduceus_api::audit::verify_chain(&app.pool, key)
+        .await
+        .unwrap();
+    assert_eq!((v.valid, v.checked), (false, 0), "{v:?}");
+}
+
+#[sqlx::test]
+async fn verify_compares_checkpoints_kept_outside_the_database(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    create_patient(&app, &admin, "checkpoint").await;
+    let (id, hash) = head(&app.pool).await;
+    let checkpoint = format!("{id}:{}", hex::encode(&hash));
+    let r = app
+        .get(
+            &format!(
+                "/api/v1/audit-events/verify?checkpoint={checkpoint}&checkpoint=0:{}",
+                "0".repeat(64)
+            ),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["valid"], true, "{}", r.text);
+    assert_eq!(
+        r.json["checkpoints"],
+        json!([{"id": id, "status": "match"}, {"id": 0, "status": "match"}])
+    );
+    // the self-report compares them too (the operator's periodic check)
+    let c = app
+        .admin_get(&format!("/internal/compliance?checkpoint={checkpoint}"))
+        .await;
+    assert_eq!(
+        c.json["audit"]["checkpoints"],
+        json!([{"id": id, "status": "match"}]),
+        "{}",
+        c.text
+    );
+    assert_eq!(
+        app.admin_get("/internal/compliance?checkpoint=1:zz")
+            .await
+            .status,
+        400
+    );
+    assert_problem(
+        &app.get("/api/v1/audit-events/verify?checkpoint=12", &admin.token)
+            .await,
+        422,
+    );
+
+    // rewritten history and one event appended: the head moved on, the checkpoint does not match
+    owner_rewrites_history(&app.pool, 1, "auth.login", 0).await;
+    create_patient(&app, &admin, "afterrewrite").await;
+    let r = app
+        .get(
+            &format!("/api/v1/audit-events/verify?checkpoint={checkpoint}"),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(r.json["valid"], false, "{}", r.text);
+    assert_eq!(
+        r.json["checkpoints"],
+        json!([{"id": id, "status": "mismatch"}])
+    );
+    let c = app
+        .admin_get(&format!("/internal/compliance?checkpoint={checkpoint}"))
+        .await;
+    assert_eq!(
+        c.json["audit"]["checkpoints"],
+        json!([{"id": id, "status": "mismatch"}])
+    );
+    // a checkpoint beyond the head: rows were removed
+    let beyond = format!("{}:{}", id + 1000, hex::encode(&hash));
+    let r = app
+        .get(
+            &format!("/api/v1/audit-events/verify?checkpoint={beyond}"),
+            &admin.token,
+        )
+        .await;
+    assert_eq!(
+        r.json["checkpoints"],
+        json!([{"id": id + 1000, "status": "missing"}])
+    );
+    assert_eq!(r.json["valid"], false);
 }

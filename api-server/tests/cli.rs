@@ -369,7 +369,7 @@ async fn migrate_create_admin_rotate(pool: PgPool) {
     );
     assert!(actions.contains(&"keys.rotate"), "{audited:?}");
     assert!(
-        caduceus_api::audit::verify_chain(&pool)
+        caduceus_api::audit::verify_chain(&pool, keys.audit_key())
             .await
             .unwrap()
             .valid
@@ -436,7 +436,10 @@ async fn serve_over_tcp_and_shut_down_gracefully(pool: PgPool) {
     let refused = run(&["serve"], &env);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("superuser") && err.contains("db-setup"), "{err}");
+    assert!(
+        err.contains("superuser") && err.contains("db-setup"),
+        "{err}"
+    );
     let url = db_setup(&url);
     let mut child = Command::new(BIN)
         .arg("serve")

@@ -509,7 +509,12 @@ async fn retention_purges_old_soft_deleted_patients(pool: PgPool) {
     }
 
     // default retention (10 years): only the 4000-day-old deletion goes
-    assert_eq!(purge_deleted_patients(&app.pool, 3650).await.unwrap(), 1);
+    assert_eq!(
+        purge_deleted_patients(&app.pool, app.state.keys.audit_key(), 3650)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(exists(ids[0].clone()).await, vec![0, 0, 0, 0, 0]);
     for id in &ids[1..] {
         assert!(exists(id.clone()).await.iter().all(|n| *n > 0), "{id} kept");
@@ -532,18 +537,28 @@ async fn retention_purges_old_soft_deleted_patients(pool: PgPool) {
     assert_eq!((actor, outcome.as_str()), (None, "success"));
     assert_eq!(purpose, "retention: soft-deleted more than 3650 days ago");
     // nothing left to do: a re-run purges nothing
-    assert_eq!(purge_deleted_patients(&app.pool, 3650).await.unwrap(), 0);
+    assert_eq!(
+        purge_deleted_patients(&app.pool, app.state.keys.audit_key(), 3650)
+            .await
+            .unwrap(),
+        0
+    );
 
     // a retention below six years is raised to 2190 days: the 3000-day-old deletion goes, the
     // 10-day-old one and the live record stay
-    assert_eq!(purge_deleted_patients(&app.pool, 30).await.unwrap(), 1);
+    assert_eq!(
+        purge_deleted_patients(&app.pool, app.state.keys.audit_key(), 30)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(exists(ids[1].clone()).await, vec![0, 0, 0, 0, 0]);
     for id in &ids[2..] {
         assert!(exists(id.clone()).await.iter().all(|n| *n > 0), "{id} kept");
     }
     assert_eq!(audit_count(&app, "patient.purge", None).await, 2);
     assert!(
-        caduceus_api::audit::verify_chain(&app.pool)
+        caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
             .await
             .unwrap()
             .valid

@@ -1,6 +1,6 @@
 //! The audit trail's admin endpoints: `GET /audit-events` and `GET /audit-events/verify`.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{actions, verify_chain, AuditEvent, VerifyResult};
+use super::{actions, checkpoints_from_query, verify_chain_with, AuditEvent, VerifyResult};
 use crate::auth::Authorized;
 use crate::error::ApiQuery;
 use crate::error::Error;
@@ -107,15 +107,33 @@ pub async fn list(
     Ok(Json(page))
 }
 
-/// Verify the audit hash chain (admin).
+/// Parameters of `GET /audit-events/verify`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyParams {
+    /// A checkpoint recorded outside the database, `<id>:<64 hex digits>` (the chain head
+    /// `id` and `hash` of a self-report or a backup manifest); repeat for several (at most 64).
+    /// Each is reported as `match`, `mismatch`, `purged` or `missing`; a mismatch or a missing
+    /// row makes the result invalid.
+    #[param(style = Form, explode)]
+    pub checkpoint: Option<Vec<String>>,
+}
+
+/// Verify the audit hash chain (admin), optionally against checkpoints kept outside the
+/// database.
 #[utoipa::path(get, path = "/api/v1/audit-events/verify", tag = "audit",
-    responses((status = 200, body = VerifyResult), (status = 403, body = crate::error::Problem)),
+    params(VerifyParams),
+    responses((status = 200, body = VerifyResult), (status = 403, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::AuditRead>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<VerifyResult>, Error> {
-    let result = verify_chain(&state.pool).await?;
+    let checkpoints = checkpoints_from_query(query.as_deref())
+        .map_err(|m| Error::validation("checkpoint", &m))?;
+    let result = verify_chain_with(&state.pool, state.keys.audit_key(), &checkpoints).await?;
     state
         .audit
         .record(AuditEvent::by(&auth, actions::AUDIT_VERIFY, "audit_event"))

@@ -5,7 +5,7 @@
 
 mod writer;
 
-pub(crate) use writer::{canonical, chain_hash};
+pub use writer::{canonical, chain_hash};
 pub use writer::{write_now, AuditWriter};
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,8 @@ pub mod actions {
     pub const CARE_TEAM_ADD: &str = "patient.care_team_add";
     pub const AUDIT_READ: &str = "audit.read";
     pub const AUDIT_VERIFY: &str = "audit.verify";
+    /// The retention purge deleted audit rows past retention (`serve`, daily; no actor).
+    pub const AUDIT_PURGE: &str = "audit.purge";
     pub const KEYS_ROTATE: &str = "keys.rotate";
     /// A soft-deleted patient hard-deleted after `CADUCEUS_PATIENT_RETENTION_DAYS` (`serve`).
     pub const PATIENT_PURGE: &str = "patient.purge";

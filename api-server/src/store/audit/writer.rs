@@ -20,6 +20,10 @@
 //! lock [`CHAIN_LOCK`] read the head, append, commit. Either way row `n + 1` always carries the
 //! hash of the committed row `n`.
 //!
+//! Hashes are keyed (hash scheme 1, migration 0130): `HMAC-SHA256(audit key, prev_hash ||
+//! canonical row)` with the [`AuditKey`] derived from the PHI key ring, which the database does
+//! not hold; one HMAC per row (the key's inner/outer state is computed once and cloned).
+//!
 //! The writer keeps its own connection (opened with `synchronous_commit = on`, see
 //! [`crate::state::worker_options`]) instead of taking one from the pool per batch: a pooled
 //! connection costs sqlx's ping round trip each time it goes back. A connection that broke is
@@ -37,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{AuditEvent, CHAIN_LOCK};
+use crate::crypto::AuditKey;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -59,10 +64,11 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Spawn the writer task on the current runtime; it connects with `options`.
-    pub fn spawn(options: Arc<PgConnectOptions>, metrics: Metrics) -> Self {
+    /// Spawn the writer task on the current runtime; it connects with `options` and keys the
+    /// chain with `key`.
+    pub fn spawn(options: Arc<PgConnectOptions>, metrics: Metrics, key: AuditKey) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(options, rx, metrics.clone()));
+        tokio::spawn(run(options, rx, metrics.clone(), key));
         Self { tx, metrics }
     }
 
@@ -95,7 +101,12 @@ impl AuditWriter {
     }
 }
 
-async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
+async fn run(
+    options: Arc<PgConnectOptions>,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: Metrics,
+    key: AuditKey,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     // the chain head this writer last committed; None = unknown (read it under the lock)
     let mut head: Option<Head> = None;
@@ -108,7 +119,7 @@ async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metric
         let written = match crate::batch::open(&mut conn, &options).await {
             Ok(c) => match tokio::time::timeout(
                 crate::batch::CLIENT_STATEMENT_TIMEOUT,
-                append(c, &mut head, &events),
+                append(c, &mut head, &events, &key),
             )
             .await
             {
@@ -148,7 +159,7 @@ async fn run(options: Arc<PgConnectOptions>, mut rx: mpsc::Receiver<Job>, metric
 }
 
 /// Canonical bytes of one record, hashed into the chain. Field order is fixed.
-pub(crate) fn canonical(id: i64, at: DateTime<Utc>, e: &AuditEvent) -> Vec<u8> {
+pub fn canonical(id: i64, at: DateTime<Utc>, e: &AuditEvent) -> Vec<u8> {
     let v = serde_json::json!([
         id,
         at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -167,7 +178,8 @@ pub(crate) fn canonical(id: i64, at: DateTime<Utc>, e: &AuditEvent) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-pub(crate) fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
+/// Unkeyed chain hash (hash scheme 0): rows written before migration 0130 only.
+pub fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(canonical);
@@ -175,9 +187,13 @@ pub(crate) fn chain_hash(prev: &[u8], canonical: &[u8]) -> Vec<u8> {
 }
 
 /// Write one event synchronously, without a writer task (CLI subcommands).
-pub async fn write_now(pool: &PgPool, event: &AuditEvent) -> Result<(), sqlx::Error> {
+pub async fn write_now(
+    pool: &PgPool,
+    key: &AuditKey,
+    event: &AuditEvent,
+) -> Result<(), sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    append(&mut conn, &mut None, &[event]).await
+    append(&mut conn, &mut None, &[event], key).await
 }
 
 /// Append a batch: the fast path after a known head, else (or on a conflict) the locked path.
@@ -185,9 +201,10 @@ async fn append(
     conn: &mut PgConnection,
     head: &mut Option<Head>,
     events: &[&AuditEvent],
+    key: &AuditKey,
 ) -> Result<(), sqlx::Error> {
     if let Some(known) = head.take() {
-        let rows = Rows::chain(&known, events);
+        let rows = Rows::chain(&known, events, key);
         match rows.insert(&mut *conn, known.0).await {
             Ok(true) => {
                 *head = Some(rows.head());
@@ -201,7 +218,7 @@ async fn append(
     }
     let mut attempt = 1;
     loop {
-        match write_locked(conn, events).await {
+        match write_locked(conn, events, key).await {
             Ok(Some(new_head)) => {
                 *head = Some(new_head);
                 return Ok(());
@@ -230,6 +247,7 @@ fn is_id_conflict(e: &sqlx::Error) -> bool {
 async fn write_locked(
     conn: &mut PgConnection,
     events: &[&AuditEvent],
+    key: &AuditKey,
 ) -> Result<Option<Head>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -240,7 +258,7 @@ async fn write_locked(
         .fetch_optional(&mut *tx)
         .await?;
     let head = head.unwrap_or((0, vec![0u8; 32]));
-    let rows = Rows::chain(&head, events);
+    let rows = Rows::chain(&head, events, key);
     if !rows.insert(&mut *tx, head.0).await? {
         return Ok(None); // dropping `tx` rolls back
     }
@@ -271,9 +289,10 @@ struct Rows {
 
 const INSERT_SQL: &str = "INSERT INTO audit_events (id, occurred_at, actor_id, actor_role, action, \
      resource_type, resource_id, patient_id, outcome, client_ip, user_agent, request_id, purpose, \
-     prev_hash, hash) \
+     prev_hash, hash, hash_scheme) \
      SELECT u.id, $2, u.actor_id, u.actor_role, u.action, u.resource_type, u.resource_id, \
-     u.patient_id, u.outcome, u.client_ip, u.user_agent, u.request_id, u.purpose, u.prev_hash, u.hash \
+     u.patient_id, u.outcome, u.client_ip, u.user_agent, u.request_id, u.purpose, u.prev_hash, u.hash, \
+     1::smallint \
      FROM unnest($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], \
      $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[], \
      $16::bytea[]) AS u(id, actor_id, actor_role, action, resource_type, resource_id, patient_id, \
@@ -281,8 +300,8 @@ const INSERT_SQL: &str = "INSERT INTO audit_events (id, occurred_at, actor_id, a
      WHERE COALESCE((SELECT max(id) FROM audit_events), $1) <= $1";
 
 impl Rows {
-    /// Ids and hashes continuing the chain after `head`; one timestamp for the batch.
-    fn chain(head: &Head, events: &[&AuditEvent]) -> Self {
+    /// Ids and keyed hashes continuing the chain after `head`; one timestamp for the batch.
+    fn chain(head: &Head, events: &[&AuditEvent], key: &AuditKey) -> Self {
         let now = Utc::now();
         let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
         let n = events.len();
@@ -307,7 +326,7 @@ impl Rows {
         let (mut id, mut prev) = (head.0, head.1.clone());
         for e in events {
             id += 1;
-            let hash = chain_hash(&prev, &canonical(id, at, e));
+            let hash = key.chain_hash(&prev, &canonical(id, at, e));
             r.id.push(id);
             r.actor_id.push(e.actor_id);
             r.actor_role.push(e.actor_role.clone());
@@ -373,8 +392,8 @@ mod tests {
     async fn the_append_guard_never_scans_the_audit_trail(pool: PgPool) {
         let mut conn = pool.acquire().await.expect("connection");
         sqlx::raw_sql(
-            "INSERT INTO audit_events (id, occurred_at, action, resource_type, outcome, prev_hash, hash) \
-             SELECT g, now(), 'test', 'test', 'success', '\\x00', '\\x00' \
+            "INSERT INTO audit_events (id, occurred_at, action, resource_type, outcome, prev_hash, hash, hash_scheme) \
+             SELECT g, now(), 'test', 'test', 'success', '\\x00', '\\x00', 1 \
              FROM generate_series(1, 2000) g; ANALYZE audit_events",
         )
         .execute(&mut *conn)
