@@ -58,6 +58,8 @@ pub const REDIS_PORT: i32 = 6379;
 /// Database name and role the operator creates for the API.
 pub const DATABASE_NAME: &str = "caduceus";
 pub const DATABASE_USER: &str = "caduceus";
+/// The API's runtime role (neither superuser nor owner; the contract's default).
+pub const DATABASE_APP_USER: &str = caduceus_contract::settings::DEFAULT_APP_DB_USER;
 
 /// Keys of the generated database credentials Secret.
 pub const PG_USERNAME_KEY: &str = "username";
@@ -157,6 +159,11 @@ impl Names {
         self.suffixed("postgres-credentials")
     }
     /// CA, server certificate and key of the embedded Postgres (operator-issued).
+    /// The API's runtime database role: name, password and `database-url` (`db-setup` creates
+    /// the role; the API connects as it).
+    pub fn postgres_app(&self) -> String {
+        self.suffixed("postgres-app")
+    }
     pub fn postgres_tls(&self) -> String {
         self.suffixed("postgres-tls")
     }
@@ -176,6 +183,10 @@ impl Names {
         self.suffixed("db")
     }
     /// Secret CloudNativePG creates for the application owner.
+    /// CloudNativePG's read-write Service of the cluster.
+    pub fn cnpg_rw_service(&self) -> String {
+        format!("{}-rw", self.cnpg_cluster())
+    }
     pub fn cnpg_app_secret(&self) -> String {
         self.suffixed("db-app")
     }
@@ -295,6 +306,7 @@ impl Names {
         vec![
             self.api_secrets(),
             self.postgres_credentials(),
+            self.postgres_app(),
             self.postgres_tls(),
             self.redis_credentials(),
             self.backup_key(),

@@ -729,7 +729,7 @@ async fn from_backup_restores_once_in_its_own_job_before_the_api_starts() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(init, ["migrate"], "no restore in the API pods");
+    assert_eq!(init, ["db-setup"], "no restore in the API pods");
     assert!(
         !pod["volumes"]
             .as_array()

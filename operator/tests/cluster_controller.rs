@@ -504,6 +504,7 @@ async fn deletion_with_retain_keeps_pvcs() {
     for secret in [
         names.api_secrets(),
         names.postgres_credentials(),
+        names.postgres_app(),
         names.postgres_tls(),
         names.redis_credentials(),
     ] {

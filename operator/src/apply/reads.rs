@@ -73,10 +73,15 @@ pub async fn read_existing_secrets(
     // CA is simply reissued, it unlocks no stored data.
     let tls =
         (p.spec.database.provider == DatabaseProvider::Embedded).then(|| p.names.postgres_tls());
+    // The runtime role's password is read too (kept), but it unlocks nothing stored: a lost one
+    // is generated again and set by db-setup / CloudNativePG.
+    let app =
+        (p.spec.database.provider != DatabaseProvider::External).then(|| p.names.postgres_app());
     // Read at once (never from a cache: a stale "absent" would regenerate a key).
     let reads = generated_secret_names(p)
         .into_iter()
         .chain(tls)
+        .chain(app)
         .map(|name| {
             let api = api.clone();
             async move {

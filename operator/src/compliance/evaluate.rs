@@ -362,8 +362,9 @@ fn database_tls(i: &Inputs<'_>) -> Check {
     }
     match p.spec.database.provider {
         DatabaseProvider::Embedded => {
-            let Some(creds) = &i.children.postgres_credentials else {
-                return fail("the embedded database has no credentials Secret");
+            // The API connects as its runtime role (`<platform>-postgres-app`).
+            let Some(creds) = &i.children.postgres_app else {
+                return fail("the API's database role has no credentials Secret");
             };
             let url = secret_value(creds, crate::names::PG_URL_KEY)
                 .map(|u| String::from_utf8_lossy(u).into_owned())

@@ -210,10 +210,10 @@ fn database_tls_embedded_external_and_reported() {
         Verdict::Pass,
     );
     assert!(m.contains("verify-full"), "{m}");
-    // A URL without verification fails ...
+    // A URL of the API's role without verification fails ...
     let a = run(&audit(|_| {}), |c, _| {
         if let Some(data) = c
-            .postgres_credentials
+            .postgres_app
             .as_mut()
             .and_then(|s| s.data.as_mut())
         {

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use super::child_meta;
 use crate::crd::{DatabaseProvider, DEFAULT_CNPG_POSTGRES_IMAGE};
-use crate::names::{Component, ANNOTATION_CNPG_HIBERNATION, DATABASE_NAME, DATABASE_USER};
+use crate::names::{
+    Component, ANNOTATION_CNPG_HIBERNATION, DATABASE_APP_USER, DATABASE_NAME, DATABASE_USER,
+};
 use crate::validate::ValidatedPlatform;
 
 pub const GROUP: &str = "postgresql.cnpg.io";
@@ -64,6 +66,20 @@ pub fn build(p: &ValidatedPlatform) -> Option<DynamicObject> {
             "limits": {"cpu": db.resources.limits.cpu.0, "memory": db.resources.limits.memory.0},
         },
         "bootstrap": {"initdb": {"database": DATABASE_NAME, "owner": DATABASE_USER}},
+        // The API's runtime role (neither superuser nor owner); its grants are set by the API
+        // pod's `db-setup` init container, run as the owner.
+        "managed": {"roles": [{
+            "name": DATABASE_APP_USER,
+            "ensure": "present",
+            "login": true,
+            "superuser": false,
+            "createdb": false,
+            "createrole": false,
+            "inherit": false,
+            "replication": false,
+            "bypassrls": false,
+            "passwordSecret": {"name": p.names.postgres_app()},
+        }]},
         "postgresql": {"parameters": {
             "max_connections": crate::desired::postgres::max_connections(p).to_string(),
         }},
@@ -105,6 +121,10 @@ mod tests {
             crate::desired::postgres::max_connections(&p).to_string()
         );
         assert_eq!(spec["enableSuperuserAccess"], false);
+        let role = &spec["managed"]["roles"][0];
+        assert_eq!(role["name"], "caduceus_app");
+        assert_eq!(role["superuser"], false);
+        assert_eq!(role["passwordSecret"]["name"], "demo-postgres-app");
         assert!(c.metadata.owner_references.is_some());
     }
 

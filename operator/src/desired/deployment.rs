@@ -2,9 +2,13 @@
 //!
 //! - Secrets only through Secret refs: `DATABASE_URL`/`REDIS_URL` via `secretKeyRef`, the JWT key
 //!   and PHI key ring as a read-only Secret volume at `/etc/caduceus/secrets`.
-//! - Schema migrations: an init container runs `caduceus-api migrate` in every new pod, so the
-//!   schema is migrated before a pod of the new version can become ready; the rolling update
-//!   (`maxUnavailable: 0`) keeps old pods serving until then.
+//! - Schema migrations and the runtime role: an init container runs `caduceus-api db-setup` with
+//!   the owner's credentials in every new pod (Embedded, CloudNativePG), so the schema is migrated
+//!   and the runtime role's grants are current before a pod of the new version can become ready;
+//!   the rolling update (`maxUnavailable: 0`) keeps old pods serving until then. The API itself
+//!   connects as the runtime role (`<platform>-postgres-app`), neither superuser nor owner. With
+//!   an External database the user runs `db-setup` and `database.secretRef` names the runtime
+//!   role's URL: no init container.
 //! - Probes `/health/live` and `/health/ready`; topology spread across zones and nodes.
 //! - `database.bootstrap.fromBackup`: the restore runs in its own Job ([`super::restore`]), never
 //!   in the API pods; until it succeeded the Deployment is held at 0 replicas
@@ -33,14 +37,15 @@ use super::{agent, child_meta, component_version, config_map};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::{
     Component, ANNOTATION_CONFIG_HASH, API_HTTP_PORT, API_METRICS_PORT, API_SECRETS_MOUNT,
-    CNPG_URI_KEY, JWT_KEY, PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
+    CNPG_URI_KEY, DATABASE_APP_USER, JWT_KEY, PG_PASSWORD_KEY, PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
 };
 use crate::validate::ValidatedPlatform;
 
 /// Path of the API binary in its image (docs/contracts.md).
 pub const API_BINARY: &str = "/usr/local/bin/caduceus-api";
 
-/// `DATABASE_URL`, from the Secret of the configured provider.
+/// `DATABASE_URL` of the owner (migrations, backups, restores), from the Secret of the
+/// configured provider (External: the one URL the user gives).
 pub fn database_url_env(p: &ValidatedPlatform) -> EnvVar {
     let db = &p.spec.database;
     let (secret, key) = match (&db.provider, &db.secret_ref) {
@@ -50,6 +55,14 @@ pub fn database_url_env(p: &ValidatedPlatform) -> EnvVar {
         _ => (p.names.postgres_credentials(), PG_URL_KEY.into()),
     };
     secret_env("DATABASE_URL", secret, key)
+}
+
+/// `DATABASE_URL` of the API server: its runtime role (External: the URL the user gives).
+pub fn api_database_url_env(p: &ValidatedPlatform) -> EnvVar {
+    match p.spec.database.provider {
+        DatabaseProvider::External => database_url_env(p),
+        _ => secret_env("DATABASE_URL", p.names.postgres_app(), PG_URL_KEY),
+    }
 }
 
 /// `REDIS_URL`, from a Secret; empty (not secret) when the cache is disabled.
@@ -107,14 +120,20 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
     let db_ca_mount = agent::db_ca_mount(p);
     let db_ca_volume = agent::db_ca_volume(p);
     let tmp_mount = mount("tmp", "/tmp");
-    let migrate = Container {
-        name: "migrate".into(),
+    let db_setup = (p.spec.database.provider != DatabaseProvider::External).then(|| Container {
+        name: "db-setup".into(),
         image: Some(image.clone()),
         image_pull_policy: Some(pull_policy.clone()),
         command: Some(vec![API_BINARY.into()]),
-        args: Some(vec!["migrate".into()]),
+        args: Some(vec!["db-setup".into()]),
         env: Some(vec![
             database_url_env(p),
+            env(settings::APP_DB_USER, DATABASE_APP_USER),
+            secret_env(
+                settings::APP_DB_PASSWORD,
+                p.names.postgres_app(),
+                PG_PASSWORD_KEY,
+            ),
             env(settings::LOG_LEVEL, api.log_level.clone()),
         ]),
         resources: Some(resources(&api.resources)),
@@ -126,10 +145,10 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                 .collect(),
         ),
         ..Default::default()
-    };
+    });
 
     let mut env_vars = vec![
-        database_url_env(p),
+        api_database_url_env(p),
         redis_url_env(p),
         env(
             settings::JWT_KEY_FILE,
@@ -209,7 +228,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                     security_context: Some(pod_security_context(API_UID)),
                     termination_grace_period_seconds: Some(30),
                     image_pull_secrets: pull_secrets(p),
-                    init_containers: Some(vec![migrate]),
+                    init_containers: db_setup.map(|c| vec![c]),
                     containers: vec![server],
                     volumes: Some(
                         vec![
@@ -304,9 +323,10 @@ mod tests {
         let db = env(api, "DATABASE_URL");
         assert!(db.value.is_none());
         let r = db.value_from.clone().unwrap().secret_key_ref.unwrap();
+        // The runtime role, never the owner.
         assert_eq!(
             (r.name.as_str(), r.key.as_str()),
-            ("demo-postgres-credentials", "database-url")
+            ("demo-postgres-app", "database-url")
         );
         let redis = env(api, "REDIS_URL")
             .value_from
@@ -349,9 +369,27 @@ mod tests {
         let d = build_default(|_| {});
         let pod = pod(&d);
         let init = &pod.init_containers.unwrap()[0];
-        assert_eq!(init.args.clone().unwrap(), ["migrate"]);
+        assert_eq!(init.args.clone().unwrap(), ["db-setup"]);
         assert_eq!(init.image, pod.containers[0].image);
-        assert!(env(init, "DATABASE_URL").value_from.is_some());
+        // As the owner, setting up the runtime role the server connects as.
+        let owner = env(init, "DATABASE_URL").value_from.clone().unwrap();
+        assert_eq!(
+            owner.secret_key_ref.unwrap().name,
+            "demo-postgres-credentials"
+        );
+        assert_eq!(
+            env(init, "CADUCEUS_APP_DB_USER").value.as_deref(),
+            Some("caduceus_app")
+        );
+        let password = env(init, "CADUCEUS_APP_DB_PASSWORD")
+            .value_from
+            .clone()
+            .unwrap();
+        let password = password.secret_key_ref.unwrap();
+        assert_eq!(
+            (password.name.as_str(), password.key.as_str()),
+            ("demo-postgres-app", "password")
+        );
         let strategy = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
         assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
     }
@@ -365,7 +403,10 @@ mod tests {
             .unwrap()
             .secret_key_ref
             .unwrap();
-        assert_eq!((r.name.as_str(), r.key.as_str()), ("demo-db-app", "uri"));
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("demo-postgres-app", "database-url")
+        );
         let d = build_default(|s| {
             s.database.provider = DatabaseProvider::External;
             s.database.secret_ref = Some(SecretKeyRef {
@@ -383,6 +424,8 @@ mod tests {
             .unwrap();
         assert_eq!((r.name.as_str(), r.key.as_str()), ("ext", "conn"));
         assert_eq!(env(c, "REDIS_URL").value.as_deref(), Some(""));
+        // External: the user runs db-setup; no init container with owner credentials.
+        assert!(pod(&d).init_containers.is_none());
     }
 
     #[test]
@@ -490,7 +533,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(init, ["migrate"], "no restore in the API pods");
+        assert_eq!(init, ["db-setup"], "no restore in the API pods");
         // No backup source reaches the API pods (no claim, no restore key, no S3 credentials).
         for v in held.volumes.iter().flatten() {
             assert!(v.persistent_volume_claim.is_none(), "{}", v.name);

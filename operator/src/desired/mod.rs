@@ -98,6 +98,8 @@ pub struct Children {
     pub postgres_credentials: Option<Secret>,
     /// Operator-issued CA, server certificate and key of the embedded database.
     pub postgres_tls: Option<Secret>,
+    /// The API's runtime database role (Embedded and CloudNativePG).
+    pub postgres_app: Option<Secret>,
     /// Generated Redis password and URL (Embedded cache only).
     pub redis_credentials: Option<Secret>,
     /// JWT key and PHI key ring of the API.
@@ -137,6 +139,7 @@ pub fn build_children(
     let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
+        postgres_app: secrets::postgres_app(p, existing, generator),
         postgres_tls,
         redis_credentials: secrets::redis_credentials(p, existing, generator),
         api_secrets: secrets::api_secrets(p, existing, generator),

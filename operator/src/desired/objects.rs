@@ -87,6 +87,7 @@ impl Children {
     pub fn objects(&self) -> Vec<Desired<'_>> {
         let Children {
             postgres_credentials,
+            postgres_app,
             postgres_tls,
             redis_credentials,
             api_secrets,
@@ -117,6 +118,7 @@ impl Children {
         out.extend(
             postgres_credentials
                 .iter()
+                .chain(postgres_app)
                 .chain(postgres_tls)
                 .chain(redis_credentials)
                 .chain(key_secret)

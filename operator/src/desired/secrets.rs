@@ -18,9 +18,9 @@ use rand::RngCore;
 use super::{bytes, child_meta, postgres_tls};
 use crate::crd::{CacheProvider, DatabaseProvider, DatabaseStatus};
 use crate::names::{
-    Component, ANNOTATION_PLACEHOLDER, DATABASE_NAME, DATABASE_USER, JWT_KEY, PG_DATABASE_KEY,
-    PG_PASSWORD_KEY, PG_URL_KEY, PG_USERNAME_KEY, PHI_KEYS, POSTGRES_PORT, REDIS_AUTH_CONF_KEY,
-    REDIS_PASSWORD_KEY, REDIS_PORT, REDIS_URL_KEY,
+    Component, ANNOTATION_PLACEHOLDER, DATABASE_APP_USER, DATABASE_NAME, DATABASE_USER, JWT_KEY,
+    PG_DATABASE_KEY, PG_PASSWORD_KEY, PG_URL_KEY, PG_USERNAME_KEY, PHI_KEYS, POSTGRES_PORT,
+    REDIS_AUTH_CONF_KEY, REDIS_PASSWORD_KEY, REDIS_PORT, REDIS_URL_KEY,
 };
 use crate::validate::ValidatedPlatform;
 
@@ -177,6 +177,51 @@ pub fn postgres_credentials(
     data.insert(PG_PASSWORD_KEY.into(), bytes(&password));
     data.insert(PG_URL_KEY.into(), bytes(&url));
     Some(secret(p, name, Component::Database, data, generator))
+}
+
+/// `<platform>-postgres-app`: the API's runtime role (Embedded and CloudNativePG): `username`,
+/// generated `password` (kept once generated) and `database-url` (the API's `DATABASE_URL`).
+/// The API pod's `db-setup` init container creates the role with this password as the owner
+/// (Embedded); CloudNativePG creates it as a managed role from this Secret (type
+/// `kubernetes.io/basic-auth`, which CloudNativePG requires). Not data-unlocking: regenerated
+/// when lost (db-setup / CloudNativePG set the new password).
+pub fn postgres_app(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &mut SecretGenerator,
+) -> Option<Secret> {
+    let host = match p.spec.database.provider {
+        DatabaseProvider::Embedded => p.names.service_host(&p.names.postgres(), &p.namespace),
+        DatabaseProvider::CloudNativePG => p
+            .names
+            .service_host(&p.names.cnpg_rw_service(), &p.namespace),
+        DatabaseProvider::External => return None,
+    };
+    let name = p.names.postgres_app();
+    let password = existing
+        .get_str(&name, PG_PASSWORD_KEY)
+        .unwrap_or_else(|| generator.password());
+    let query = match p.spec.database.provider {
+        DatabaseProvider::Embedded => format!("?{}", postgres_tls::url_query()),
+        // CloudNativePG serves TLS with its own CA; the URL asks for it without verifying the CA
+        // (as CloudNativePG's own `uri` does not mount it either).
+        _ => "?sslmode=require".to_string(),
+    };
+    let url = format!(
+        "postgres://{}:{}@{host}:{POSTGRES_PORT}/{}{query}",
+        url_encode(DATABASE_APP_USER),
+        url_encode(&password),
+        url_encode(DATABASE_NAME),
+    );
+    let data = BTreeMap::from([
+        (PG_USERNAME_KEY.to_string(), bytes(DATABASE_APP_USER)),
+        (PG_PASSWORD_KEY.to_string(), bytes(&password)),
+        (PG_DATABASE_KEY.to_string(), bytes(DATABASE_NAME)),
+        (PG_URL_KEY.to_string(), bytes(&url)),
+    ]);
+    let mut s = secret(p, name, Component::Database, data, generator);
+    s.type_ = Some("kubernetes.io/basic-auth".into());
+    Some(s)
 }
 
 /// The TLS Secret's values as they exist (non-UTF-8 values count as missing).
