@@ -171,7 +171,7 @@ cluster_step() {
     cargo test -p caduceus-operator --features cluster-tests --no-fail-fast \
         --test cluster_controller --test cluster_backup --test cluster_compliance \
         --test cluster_api_settings --test cluster_leader_election --test cluster_examples \
-        --test cluster_lifecycle \
+        --test cluster_lifecycle --test cluster_namespaced_rbac \
         -- --test-threads=4 || rc=1
     # The e2e suite runs the operator binary (current even when this step runs alone).
     { cargo build -p caduceus-operator && cargo test -p caduceus-e2e --test cluster -- --nocapture; } || rc=1

@@ -13,7 +13,10 @@
 //!
 //! Per test ([`Env`]): a namespace of its own labelled `pod-security.kubernetes.io/enforce:
 //! restricted`, a mirror of the namespace's objects kept by watches (the synchronous helpers read
-//! it), and a log of the operator's own API calls (verb, kind).
+//! it), and a log of the operator's own API calls (verb, kind). With
+//! [`Setup::namespaced_rbac`] the controller runs instead as a ServiceAccount of its own, which
+//! the chart rendered with `rbac.scope=Namespaced` for the test's namespace: a Role and
+//! RoleBinding there and nothing cluster-wide.
 
 use std::{
     collections::BTreeMap,
@@ -198,6 +201,21 @@ pub async fn apply_manifest(client: &Client, manager: &str, obj: &Value) -> Dyna
     .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind))
 }
 
+/// Deletes the object a manifest names (namespaced kinds only).
+pub async fn delete_manifest(client: &Client, obj: &Value) -> Result<(), kube::Error> {
+    let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: obj["apiVersion"].as_str().unwrap_or_default().into(),
+        kind: obj["kind"].as_str().unwrap_or_default().into(),
+    })
+    .expect("apiVersion/kind");
+    let (ar, _) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let ns = obj["metadata"]["namespace"].as_str().expect("namespace");
+    let name = obj["metadata"]["name"].as_str().expect("metadata.name");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.delete(name, &DeleteParams::background()).await?;
+    Ok(())
+}
+
 impl TestCluster {
     /// The shared cluster, set up on first use.
     pub async fn get() -> TestCluster {
@@ -255,14 +273,7 @@ impl TestCluster {
     /// A client with the chart ServiceAccount's identity whose calls (and refusals) are
     /// recorded in `log`.
     pub fn operator_client(&self, log: &CallLog) -> Client {
-        let log = log.clone();
-        kube::client::ClientBuilder::try_from(self.operator.clone())
-            .expect("operator client")
-            .with_layer(&tower::layer::layer_fn(move |inner| Recording {
-                inner,
-                log: log.clone(),
-            }))
-            .build()
+        client_with_log(self.operator.clone(), log)
     }
 
     /// The directory of the third-party CRDs `scripts/cluster.sh up` links beside the kubeconfig.
@@ -277,6 +288,18 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         serde_norway::from_str(&text).expect("CRD YAML")
     }
+}
+
+/// A client authenticating as `config` says whose calls (and refusals) are recorded in `log`.
+pub fn client_with_log(config: Config, log: &CallLog) -> Client {
+    let log = log.clone();
+    kube::client::ClientBuilder::try_from(config)
+        .expect("operator client")
+        .with_layer(&tower::layer::layer_fn(move |inner| Recording {
+            inner,
+            log: log.clone(),
+        }))
+        .build()
 }
 
 /// A Config that authenticates with a fresh token of the ServiceAccount (1 h).
@@ -753,6 +776,7 @@ pub struct Setup {
     wait: Duration,
     quiet: Duration,
     config: ControllerConfig,
+    namespaced_rbac: bool,
 }
 
 impl Default for Setup {
@@ -769,6 +793,7 @@ impl Default for Setup {
                 crd_recheck_interval: Duration::from_secs(1),
                 ..ControllerConfig::default()
             },
+            namespaced_rbac: false,
         }
     }
 }
@@ -783,6 +808,15 @@ impl Setup {
     /// How long the operator must not write for [`Env::wait_quiet`] to return.
     pub fn quiet(mut self, quiet: Duration) -> Self {
         self.quiet = quiet;
+        self
+    }
+
+    /// The controller runs as a ServiceAccount of its own whose only grants are what the chart
+    /// renders with `rbac.scope=Namespaced` and `watchNamespace` the test's namespace (a Role and
+    /// RoleBinding there, the leader-election Role in the release namespace), instead of the
+    /// shared ServiceAccount of the default, cluster-wide RBAC.
+    pub fn namespaced_rbac(mut self) -> Self {
+        self.namespaced_rbac = true;
         self
     }
 
@@ -820,6 +854,8 @@ pub struct Env {
     stop: Option<oneshot::Sender<()>>,
     controller: Option<JoinHandle<()>>,
     watches: Vec<JoinHandle<()>>,
+    /// What [`Setup::namespaced_rbac`] installed in the release namespace (removed by `stop`).
+    release_ns_objects: Vec<Value>,
     /// Shared hold of [`CRD_LOCK`] (none in the test that holds it exclusively).
     _crds: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
@@ -848,7 +884,7 @@ impl Env {
         let cluster = TestCluster::get().await;
         let admin = cluster.admin_client();
         let call_log = CallLog::default();
-        let client = cluster.operator_client(&call_log);
+        let mut client = cluster.operator_client(&call_log);
         let ns = fresh_namespace();
         apply_manifest(
             &admin,
@@ -869,6 +905,37 @@ impl Env {
             watches.push(mirror_kind(&admin, &ns, av, kind, &mirror).await);
         }
         setup.config.namespace = Some(ns.clone());
+        let mut release_ns_objects = Vec::new();
+        if setup.namespaced_rbac {
+            let values = [
+                format!("fullnameOverride=op-{ns}"),
+                "rbac.scope=Namespaced".to_string(),
+                format!("watchNamespace={ns}"),
+            ];
+            let rbac = tokio::task::spawn_blocking(move || {
+                chart_rbac(&values.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await
+            .expect("helm");
+            let mut account = None;
+            for obj in &rbac {
+                assert!(
+                    obj["metadata"]["namespace"].is_string(),
+                    "rbac.scope=Namespaced renders a cluster-scoped {}",
+                    obj["kind"]
+                );
+                if obj["kind"] == "ServiceAccount" {
+                    account = obj["metadata"]["name"].as_str().map(str::to_string);
+                }
+                if obj["metadata"]["namespace"] == OPERATOR_NS {
+                    release_ns_objects.push(obj.clone());
+                }
+                apply_manifest(&admin, "caduceus-tests", obj).await;
+            }
+            let account = account.expect("the chart renders a ServiceAccount");
+            let config = token_config(&admin, &cluster.admin, &account).await;
+            client = client_with_log(config, &call_log);
+        }
         Self {
             cluster,
             ns,
@@ -883,6 +950,7 @@ impl Env {
             stop: None,
             controller: None,
             watches,
+            release_ns_objects,
             _crds: crds,
         }
     }
@@ -941,6 +1009,9 @@ impl Env {
             let _ = namespaces
                 .delete(&self.ns, &DeleteParams::background())
                 .await;
+            for obj in &self.release_ns_objects {
+                let _ = delete_manifest(&self.admin, obj).await;
+            }
         }
     }
 
