@@ -3,7 +3,7 @@
 
 use caduceus_contract::operator_env as env;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -117,17 +117,9 @@ fn main() -> ExitCode {
             namespace,
             without_prometheus_operator,
         } => {
-            let input = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&file)
-            };
-            let input = match input {
+            let input = match read_input(&file) {
                 Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", file.display());
-                    return ExitCode::FAILURE;
-                }
+                Err(()) => return ExitCode::FAILURE,
             };
             let options = render::RenderOptions {
                 prometheus_operator: !without_prometheus_operator,
@@ -148,17 +140,9 @@ fn main() -> ExitCode {
             output,
             namespace,
         } => {
-            let input = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&file)
-            };
-            let input = match input {
+            let input = match read_input(&file) {
                 Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", file.display());
-                    return ExitCode::from(2);
-                }
+                Err(()) => return ExitCode::from(2),
             };
             let now = k8s_openapi::jiff::Timestamp::now();
             match compliance::cli::compliance_report(&input, &namespace, output, now) {
@@ -194,6 +178,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The text of `file` (`-`: standard input); an error is printed and gives `Err`.
+fn read_input(file: &Path) -> Result<String, ()> {
+    let input = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    input.map_err(|e| eprintln!("error: cannot read {}: {e}", file.display()))
 }
 
 fn init_tracing(filter: &str) {

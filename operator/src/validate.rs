@@ -357,25 +357,11 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
     }
 
     let db = &spec.database;
-    match db.provider {
-        DatabaseProvider::External => {
-            if db.secret_ref.is_none() {
-                c.fail(
-                    "spec.database.secretRef",
-                    "is required when database.provider is External",
-                );
-            }
-        }
-        DatabaseProvider::Embedded | DatabaseProvider::CloudNativePG => {
-            if db.secret_ref.is_some() {
-                c.fail(
-                    "spec.database.secretRef",
-                    "is only allowed when database.provider is External",
-                );
-            }
-            check_quantity(c, "spec.database.storage.size", &db.storage.size, true);
-            check_resources(c, "spec.database.resources", &db.resources);
-        }
+    let external = db.provider == DatabaseProvider::External;
+    check_secret_ref(c, "database", external, db.secret_ref.is_some());
+    if !external {
+        check_quantity(c, "spec.database.storage.size", &db.storage.size, true);
+        check_resources(c, "spec.database.resources", &db.resources);
     }
     if !is_version(&db.version, 2) {
         c.fail(
@@ -409,24 +395,12 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
     }
 
     let cache = &spec.cache;
-    match cache.provider {
-        CacheProvider::External => {
-            if cache.secret_ref.is_none() {
-                c.fail(
-                    "spec.cache.secretRef",
-                    "is required when cache.provider is External",
-                );
-            }
-        }
-        CacheProvider::Embedded | CacheProvider::Disabled => {
-            if cache.secret_ref.is_some() {
-                c.fail(
-                    "spec.cache.secretRef",
-                    "is only allowed when cache.provider is External",
-                );
-            }
-        }
-    }
+    check_secret_ref(
+        c,
+        "cache",
+        cache.provider == CacheProvider::External,
+        cache.secret_ref.is_some(),
+    );
     if let Some(repo) = &cache.image_repository {
         check_repository(
             c,
@@ -590,6 +564,21 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
                 "needs exactly one of s3 or claimName",
             ),
         }
+    }
+}
+
+/// `spec.<section>.secretRef` is given exactly when `<section>.provider` is External.
+fn check_secret_ref(c: &mut Checker, section: &str, external: bool, given: bool) {
+    if external && !given {
+        c.fail(
+            format!("spec.{section}.secretRef"),
+            format!("is required when {section}.provider is External"),
+        );
+    } else if !external && given {
+        c.fail(
+            format!("spec.{section}.secretRef"),
+            format!("is only allowed when {section}.provider is External"),
+        );
     }
 }
 

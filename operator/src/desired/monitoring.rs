@@ -250,14 +250,17 @@ pub fn rule_groups(p: &ValidatedPlatform) -> Vec<Value> {
         ),
     ];
     use crate::crd::{CacheProvider, DatabaseProvider};
+    // The expression of an embedded data store's "no ready pod" alert.
+    let no_ready_replica = |statefulset: String| {
+        format!(
+            r#"max(kube_statefulset_status_replicas_ready{{namespace="{ns}",statefulset="{statefulset}"}}) < 1"#
+        )
+    };
     if p.spec.database.provider == DatabaseProvider::Embedded {
         rules.push(alert(
             p,
             "CaduceusDatabaseDown",
-            format!(
-                r#"max(kube_statefulset_status_replicas_ready{{namespace="{ns}",statefulset="{}"}}) < 1"#,
-                names.postgres()
-            ),
+            no_ready_replica(names.postgres()),
             "5m",
             "critical",
             "The platform's Postgres has no ready pod",
@@ -268,10 +271,7 @@ pub fn rule_groups(p: &ValidatedPlatform) -> Vec<Value> {
         rules.push(alert(
             p,
             "CaduceusCacheDown",
-            format!(
-                r#"max(kube_statefulset_status_replicas_ready{{namespace="{ns}",statefulset="{}"}}) < 1"#,
-                names.redis()
-            ),
+            no_ready_replica(names.redis()),
             "5m",
             "warning",
             "The platform's Redis has no ready pod",
