@@ -8,6 +8,7 @@
 //! turns the result into `status.compliance`, the `Compliant` condition, Events and metrics.
 //! `compliance-report` runs [`assess_static`] on a spec file without a cluster.
 
+pub mod audit_chain;
 pub mod catalogue;
 pub mod cli;
 pub mod enforce;

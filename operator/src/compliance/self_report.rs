@@ -47,9 +47,26 @@ impl SelfReportClient {
 
     /// `GET url` and parse the self-report.
     pub async fn fetch(&self, url: &str) -> Result<SelfReport, SelfReportError> {
+        self.fetch_with(url, &[]).await
+    }
+
+    /// `GET url?checkpoint=<id>:<hash>...`: the self-report with the API's comparison of
+    /// `checkpoints` (audit chain heads recorded earlier, see [`super::audit_chain`]) with the
+    /// chain as it is now, in `audit.checkpoints`.
+    pub async fn fetch_with(
+        &self,
+        url: &str,
+        checkpoints: &[AuditCheckpoint],
+    ) -> Result<SelfReport, SelfReportError> {
+        let query: Vec<(&str, String)> = checkpoints
+            .iter()
+            .take(MAX_CHECKPOINTS)
+            .map(|c| (CHECKPOINT_PARAM, c.to_string()))
+            .collect();
         let response = self
             .http
             .get(url)
+            .query(&query)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
