@@ -480,12 +480,16 @@ fn checks_for(label: &str, platform: &Value, objects: &[Value]) -> Result<Checks
     };
 
     // The database and cache the platform's pods use.
-    let db_cidrs: Vec<String> = spec["database"]["externalCidrs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str().map(str::to_string))
-        .collect();
+    let cidrs = |of: &str| -> Vec<String> {
+        spec[of]["externalCidrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect()
+    };
+    let db_cidrs = cidrs("database");
+    let cache_cidrs = cidrs("cache");
     let database = match db_provider {
         "Embedded" => postgres
             .clone()
@@ -530,9 +534,13 @@ fn checks_for(label: &str, platform: &Value, objects: &[Value]) -> Result<Checks
                 .ok_or_else(|| anyhow!("{label}: Embedded cache but no Redis StatefulSet"))?,
         ),
         "External" => {
+            let ip = match cache_cidrs.first() {
+                Some(cidr) => host_in(cidr)?,
+                None => "198.51.100.30".to_string(),
+            };
             let port = spec["cache"]["externalPort"].as_u64().unwrap_or(6379);
             Some((
-                external("external cache 198.51.100.30", "198.51.100.30"),
+                external(format!("external cache {ip}"), &ip),
                 u16::try_from(port)?,
             ))
         }
@@ -734,6 +742,22 @@ fn checks_for(label: &str, platform: &Value, objects: &[Value]) -> Result<Checks
             &external(format!("{outside} (outside {first})"), outside),
             database.1,
             "database port outside externalCidrs",
+        );
+    }
+    if let (Some(first), Some((_, port))) = (cache_cidrs.first(), &cache) {
+        let outside = "192.0.2.60";
+        for cidr in &cache_cidrs {
+            if in_cidr(outside, cidr)? {
+                bail!(
+                    "{label}: {outside} is inside cache externalCidrs {cidr}: pick another address"
+                );
+            }
+        }
+        checks.deny(
+            &api,
+            &external(format!("{outside} (outside {first})"), outside),
+            *port,
+            "cache port outside externalCidrs",
         );
     }
     for backup in &backups {

@@ -405,7 +405,8 @@ pub struct DatabaseSpec {
     #[serde(default = "default_postgres_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub external_port: i32,
-    /// CIDRs the API may reach an External database in; empty means any address.
+    /// CIDRs the API may reach an External database in (required with network policies:
+    /// `[0.0.0.0/0, ::/0]` allows any address, explicitly).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_cidrs: Vec<String>,
     /// How a new platform's database starts (Embedded and External): `fromBackup` restores a
@@ -575,6 +576,10 @@ pub struct CacheSpec {
     #[serde(default = "default_redis_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub external_port: i32,
+    /// CIDRs the API may reach an External Redis in (required with network policies:
+    /// `[0.0.0.0/0, ::/0]` allows any address, explicitly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_cidrs: Vec<String>,
 }
 
 impl Default for CacheSpec {
@@ -587,6 +592,7 @@ impl Default for CacheSpec {
             persistence: PersistenceSpec::default(),
             secret_ref: None,
             external_port: default_redis_port(),
+            external_cidrs: Vec::new(),
         }
     }
 }
@@ -647,7 +653,8 @@ pub struct NetworkPolicySpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Who may reach the API on port 8080. Default: every pod in the platform's namespace.
-    /// Add your ingress controller's namespace here when the Ingress is enabled.
+    /// Add your ingress controller's namespace here when the Ingress is enabled. Must not be
+    /// empty (an empty list would admit every source).
     #[serde(default = "default_ingress_from")]
     pub ingress_from: Vec<NetworkPolicyPeer>,
     /// Namespace whose pods may scrape metrics on port 9090.

@@ -385,14 +385,13 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
     }
     c.range("spec.database.instances", db.instances, 1, 9);
     c.range("spec.database.externalPort", db.external_port, 1, 65535);
-    for (i, cidr) in db.external_cidrs.iter().enumerate() {
-        if !is_cidr(cidr) {
-            c.fail(
-                format!("spec.database.externalCidrs[{i}]"),
-                "must be a CIDR such as 10.0.0.0/8",
-            );
-        }
-    }
+    check_external_cidrs(
+        c,
+        "spec.database.externalCidrs",
+        &db.external_cidrs,
+        db.provider == DatabaseProvider::External && spec.network_policy.enabled,
+        "the database",
+    );
 
     let cache = &spec.cache;
     check_secret_ref(
@@ -428,8 +427,27 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         }
     }
     c.range("spec.cache.externalPort", cache.external_port, 1, 65535);
+    check_external_cidrs(
+        c,
+        "spec.cache.externalCidrs",
+        &cache.external_cidrs,
+        cache.provider == CacheProvider::External && spec.network_policy.enabled,
+        "Redis",
+    );
 
     let np = &spec.network_policy;
+    if np.enabled && np.ingress_from.is_empty() {
+        c.fail(
+            "spec.networkPolicy.ingressFrom",
+            "must name who may reach the API (an empty list admits every source): e.g. [{podSelector: {}}] for the platform's namespace, plus {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}} for your ingress controller",
+        );
+    }
+    if spec.api_server.ingress.enabled && spec.security.trusted_proxies.is_empty() {
+        c.fail(
+            "spec.security.trustedProxies",
+            "is required when the ingress is enabled: list your ingress controller's pod CIDR (e.g. [10.42.0.0/16]); otherwise every client has the controller's address, one client's failed logins lock out everyone, and the audit trail's client_ip is useless",
+        );
+    }
     if !is_dns1123_label(&np.monitoring_namespace) {
         c.fail(
             "spec.networkPolicy.monitoringNamespace",
@@ -750,6 +768,28 @@ fn is_version(s: &str, major_digits: usize) -> bool {
         .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|ch| ch.is_ascii_digit()))
 }
 
+/// CIDRs the API may reach an external service in: each a CIDR, and at least one when `required`
+/// (an External provider with network policies: an empty list would allow any address).
+fn check_external_cidrs(
+    c: &mut Checker,
+    field: &str,
+    cidrs: &[String],
+    required: bool,
+    what: &str,
+) {
+    if required && cidrs.is_empty() {
+        c.fail(
+            field,
+            format!("must list the CIDRs of {what} the API may reach (e.g. [10.40.0.0/16]); write [0.0.0.0/0, \"::/0\"] to allow any address explicitly"),
+        );
+    }
+    for (i, cidr) in cidrs.iter().enumerate() {
+        if !is_cidr(cidr) {
+            c.fail(format!("{field}[{i}]"), "must be a CIDR such as 10.0.0.0/8");
+        }
+    }
+}
+
 /// A trusted-proxy entry as the API parses `CADUCEUS_TRUSTED_PROXIES` (a CIDR, or an address
 /// meaning that one host), without the surrounding whitespace the comma-separated list would
 /// tolerate (the CRD's CEL `isCIDR`/`isIP` does not).
@@ -842,12 +882,53 @@ mod tests {
         let mut spec = HealthcarePlatformSpec::default();
         spec.database.provider = DatabaseProvider::External;
         let err = validate(&platform(spec.clone()), "default").unwrap_err();
-        assert_eq!(fields(err), ["spec.database.secretRef"]);
+        // With network policies, the CIDRs the API may reach are required too: an empty list
+        // would let it reach any address.
+        assert_eq!(
+            fields(err.clone()),
+            ["spec.database.secretRef", "spec.database.externalCidrs"]
+        );
+        assert!(err.to_string().contains("0.0.0.0/0"), "{err}");
         spec.database.secret_ref = Some(SecretKeyRef {
             name: "db".into(),
             key: "url".into(),
         });
+        spec.database.external_cidrs = vec!["10.40.0.0/16".into()];
+        validate(&platform(spec.clone()), "default").unwrap();
+        // Without network policies nothing restricts egress anyway: no CIDRs needed.
+        spec.database.external_cidrs.clear();
+        spec.network_policy.enabled = false;
         validate(&platform(spec), "default").unwrap();
+    }
+
+    #[test]
+    fn an_external_cache_needs_its_cidrs() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.cache.provider = CacheProvider::External;
+        spec.cache.secret_ref = Some(SecretKeyRef {
+            name: "r".into(),
+            key: "url".into(),
+        });
+        assert_eq!(
+            fields(validate(&platform(spec.clone()), "default").unwrap_err()),
+            ["spec.cache.externalCidrs"]
+        );
+        spec.cache.external_cidrs = vec!["10.41.0.0/16".into(), "not a cidr".into()];
+        assert_eq!(
+            fields(validate(&platform(spec.clone()), "default").unwrap_err()),
+            ["spec.cache.externalCidrs[1]"]
+        );
+        spec.cache.external_cidrs.pop();
+        validate(&platform(spec), "default").unwrap();
+    }
+
+    #[test]
+    fn an_empty_ingress_from_is_refused() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.network_policy.ingress_from.clear();
+        let err = validate(&platform(spec), "default").unwrap_err();
+        assert_eq!(fields(err.clone()), ["spec.networkPolicy.ingressFrom"]);
+        assert!(err.to_string().contains("podSelector"), "{err}");
     }
 
     #[test]
@@ -1107,10 +1188,20 @@ mod tests {
     fn ingress_needs_host() {
         let mut spec = HealthcarePlatformSpec::default();
         spec.api_server.ingress.enabled = true;
+        // And the trusted proxies: behind an ingress every client would otherwise share the
+        // controller's address (rate limits, lockouts, the audit trail's client_ip).
+        let err = validate(&platform(spec.clone()), "default").unwrap_err();
         assert_eq!(
-            fields(validate(&platform(spec), "default").unwrap_err()),
-            ["spec.apiServer.ingress.host"]
+            fields(err.clone()),
+            [
+                "spec.apiServer.ingress.host",
+                "spec.security.trustedProxies"
+            ]
         );
+        assert!(err.to_string().contains("10.42.0.0/16"), "{err}");
+        spec.api_server.ingress.host = Some("api.clinic.example.org".into());
+        spec.security.trusted_proxies = vec!["10.42.0.0/16".into()];
+        validate(&platform(spec), "default").unwrap();
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn spec(deletion_policy: &str) -> Value {
             "autoscaling": {"enabled": true, "minReplicas": 1, "maxReplicas": 3},
             "ingress": {"enabled": true, "host": "api.clinic.example"}
         },
+        "security": {"trustedProxies": ["10.42.0.0/16"]},
         "deletionPolicy": deletion_policy,
         "backup": {
             "schedule": "15 * * * *",

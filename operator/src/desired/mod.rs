@@ -213,15 +213,35 @@ pub(crate) mod test_support {
     use crate::crd::{HealthcarePlatform, HealthcarePlatformSpec};
     use crate::validate::{validate, ValidatedPlatform};
 
-    /// A validated platform named `demo` in namespace `clinic` with a UID.
+    /// A validated platform named `demo` in namespace `clinic` with a UID. What validation
+    /// requires of the setting under test is filled in when `f` leaves it out: the CIDRs of
+    /// External providers and the trusted proxies of an enabled Ingress (the validation tests
+    /// check those requirements themselves).
     pub fn platform(f: impl FnOnce(&mut HealthcarePlatformSpec)) -> ValidatedPlatform {
         let mut spec = HealthcarePlatformSpec::default();
         f(&mut spec);
+        complete(&mut spec);
         let mut hp = HealthcarePlatform::new("demo", spec);
         hp.metadata.namespace = Some("clinic".into());
         hp.metadata.uid = Some("0b6c3f3e-1111-4222-8333-444455556666".into());
         hp.metadata.generation = Some(1);
         validate(&hp, "default").expect("test platform is valid")
+    }
+
+    /// Fills in what validation requires and a test left out (see [`platform`]).
+    pub fn complete(spec: &mut HealthcarePlatformSpec) {
+        use crate::crd::{CacheProvider, DatabaseProvider};
+        if spec.database.provider == DatabaseProvider::External
+            && spec.database.external_cidrs.is_empty()
+        {
+            spec.database.external_cidrs = vec!["10.40.0.0/16".into()];
+        }
+        if spec.cache.provider == CacheProvider::External && spec.cache.external_cidrs.is_empty() {
+            spec.cache.external_cidrs = vec!["10.41.0.0/16".into()];
+        }
+        if spec.api_server.ingress.enabled && spec.security.trusted_proxies.is_empty() {
+            spec.security.trusted_proxies = vec!["10.42.0.0/16".into()];
+        }
     }
 }
 

@@ -162,18 +162,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
             ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
         }),
         DatabaseProvider::External => api_egress.push(NetworkPolicyEgressRule {
-            to: (!db.external_cidrs.is_empty()).then(|| {
-                db.external_cidrs
-                    .iter()
-                    .map(|cidr| NetworkPolicyPeer {
-                        ip_block: Some(IPBlock {
-                            cidr: cidr.clone(),
-                            except: None,
-                        }),
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
+            to: ip_blocks(&db.external_cidrs),
             ports: Some(vec![port(db.external_port, "TCP")]),
         }),
     }
@@ -184,7 +173,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
             ports: Some(vec![port(REDIS_PORT, "TCP")]),
         }),
         CacheProvider::External => api_egress.push(NetworkPolicyEgressRule {
-            to: None,
+            to: ip_blocks(&cache.external_cidrs),
             ports: Some(vec![port(cache.external_port, "TCP")]),
         }),
         CacheProvider::Disabled => {}
@@ -222,6 +211,23 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         ));
     }
     out
+}
+
+/// Peers of the given CIDRs (validation requires at least one; `None` only for a spec that
+/// skipped validation).
+fn ip_blocks(cidrs: &[String]) -> Option<Vec<NetworkPolicyPeer>> {
+    (!cidrs.is_empty()).then(|| {
+        cidrs
+            .iter()
+            .map(|cidr| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.clone(),
+                    except: None,
+                }),
+                ..Default::default()
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ fn t(secs: i64) -> Time {
 fn hp(f: impl FnOnce(&mut HealthcarePlatformSpec)) -> HealthcarePlatform {
     let mut spec = HealthcarePlatformSpec::default();
     f(&mut spec);
+    crate::desired::test_support::complete(&mut spec);
     let mut hp = HealthcarePlatform::new("demo", spec);
     hp.metadata.namespace = Some("clinic".into());
     hp.metadata.generation = Some(3);
