@@ -48,6 +48,11 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` is believed (`CADUCEUS_TRUSTED_PROXIES`; empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub self_registration: bool,
+    /// MFA policy (`CADUCEUS_MFA`).
+    pub mfa: MfaPolicy,
+    /// Roles that must use MFA when [`Config::mfa`] is [`MfaPolicy::Required`]
+    /// (`CADUCEUS_MFA_REQUIRED_ROLES`).
+    pub mfa_required_roles: Vec<crate::rbac::Role>,
     pub log_level: String,
     /// Prefix of every Redis key (tests use a unique one each). Not an env contract.
     pub redis_key_prefix: String,
@@ -67,6 +72,65 @@ impl std::fmt::Debug for Config {
             .field("phi_active_key_id", &self.phi_keys.active_key_id())
             .finish_non_exhaustive()
     }
+}
+
+/// Multi-factor authentication policy (`CADUCEUS_MFA`, `docs/api.md` "Multi-factor
+/// authentication").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaPolicy {
+    /// The roles of `CADUCEUS_MFA_REQUIRED_ROLES` must use MFA.
+    Required,
+    /// Any account may enrol; nobody must.
+    Optional,
+    /// No new enrolment; accounts that already use MFA keep being asked for it.
+    Disabled,
+}
+
+impl Config {
+    /// Whether an account of `role` must use MFA.
+    pub fn mfa_required_for(&self, role: crate::rbac::Role) -> bool {
+        self.mfa == MfaPolicy::Required && self.mfa_required_roles.contains(&role)
+    }
+}
+
+/// `CADUCEUS_MFA` and `CADUCEUS_MFA_REQUIRED_ROLES`.
+pub fn mfa(env: &dyn Env) -> Result<(MfaPolicy, Vec<crate::rbac::Role>), ConfigError> {
+    let policy = match env
+        .get(settings::MFA)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .as_deref()
+        .unwrap_or(settings::DEFAULT_MFA)
+    {
+        "required" => MfaPolicy::Required,
+        "optional" => MfaPolicy::Optional,
+        "disabled" => MfaPolicy::Disabled,
+        other => {
+            return Err(ConfigError(format!(
+                "CADUCEUS_MFA={other:?} must be required, optional or disabled"
+            )))
+        }
+    };
+    let list = env
+        .get(settings::MFA_REQUIRED_ROLES)
+        .unwrap_or_else(|| settings::DEFAULT_MFA_REQUIRED_ROLES.to_string());
+    let mut roles = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match crate::rbac::Role::parse(name) {
+            Some(r) if settings::MFA_ROLES.contains(&name) => {
+                if !roles.contains(&r) {
+                    roles.push(r)
+                }
+            }
+            _ => {
+                return Err(ConfigError(format!(
+                    "CADUCEUS_MFA_REQUIRED_ROLES: {name:?} is not one of {}",
+                    settings::MFA_ROLES.join(", ")
+                )))
+            }
+        }
+    }
+    Ok((policy, roles))
 }
 
 /// A configuration problem; the message names the variable and never echoes a secret.
@@ -219,6 +283,7 @@ impl Config {
                 )))
             }
         };
+        let (mfa, mfa_required_roles) = mfa(env)?;
         let log_level = env
             .get(settings::LOG_LEVEL)
             .filter(|v| !v.trim().is_empty())
@@ -245,6 +310,8 @@ impl Config {
             cors_allowed_origins,
             trusted_proxies,
             self_registration,
+            mfa,
+            mfa_required_roles,
             log_level,
             redis_key_prefix: "caduceus:".into(),
             body_limit_bytes: 256 * 1024,

@@ -129,6 +129,9 @@ impl Problem {
     }
 }
 
+/// Detail of the `403` to a session restricted to MFA enrolment.
+pub const MFA_ENROLLMENT_REQUIRED: &str = "multi-factor authentication enrolment is required for this account: enrol with POST /api/v1/auth/mfa/enroll, then confirm with POST /api/v1/auth/mfa/confirm";
+
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -138,6 +141,9 @@ pub enum Error {
     Unauthorized(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The session may only enrol in MFA (`403`, type `mfa-enrollment-required`).
+    #[error("forbidden: MFA enrolment required")]
+    MfaEnrollmentRequired,
     #[error("not found")]
     NotFound,
     #[error("conflict: {detail}")]
@@ -184,7 +190,7 @@ impl Error {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -257,6 +263,11 @@ impl IntoResponse for Error {
             Self::BadRequest(d) => Problem::new(status, "bad-request", Some(d)),
             Self::Unauthorized(d) => Problem::new(status, "unauthorized", Some(d)),
             Self::Forbidden(d) => Problem::new(status, "forbidden", Some(d)),
+            Self::MfaEnrollmentRequired => Problem::new(
+                status,
+                "mfa-enrollment-required",
+                Some(MFA_ENROLLMENT_REQUIRED.into()),
+            ),
             Self::NotFound => Problem::new(status, "not-found", Some("no such resource".into())),
             Self::Conflict { detail, extensions } => {
                 let mut p = Problem::new(status, "conflict", Some(detail));

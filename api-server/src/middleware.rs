@@ -235,7 +235,10 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
         .map(crate::ratelimit::ip_bucket)
         .unwrap_or(ip);
     let mut buckets = vec![(format!("ip:{ip}"), false)];
-    if req.method() == Method::POST && req.uri().path().ends_with("/auth/login") {
+    let path = req.uri().path();
+    if req.method() == Method::POST
+        && (path.ends_with("/auth/login") || path.ends_with("/auth/login/mfa"))
+    {
         buckets.push((format!("login:{ip}"), true));
     }
     if let Some(claims) = crate::auth::bearer_claims(&state, req.headers()) {

@@ -36,6 +36,11 @@ pub const ENCRYPTED_TABLES: &[EncryptedTable] = &[
         table: crate::users::TABLE,
         columns: &crate::users::ENC_COLUMNS,
     },
+    // TOTP secrets (row id = user id)
+    EncryptedTable {
+        table: crate::auth::mfa::TABLE,
+        columns: &crate::auth::mfa::ENC_COLUMNS,
+    },
 ];
 
 /// Rows re-encrypted per table.

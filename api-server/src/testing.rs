@@ -74,6 +74,8 @@ pub fn test_config() -> Config {
         cors_allowed_origins: Vec::new(),
         trusted_proxies: Vec::new(),
         self_registration: false,
+        mfa: crate::config::MfaPolicy::Optional,
+        mfa_required_roles: vec![Role::Admin, Role::Physician],
         log_level: "info".into(),
         redis_key_prefix: format!("caduceus-test:{}:", Uuid::new_v4()),
         body_limit_bytes: 256 * 1024,

@@ -103,6 +103,7 @@ fn caller(user: &TestUser, own_patient: Option<Uuid>, glass: Option<&str>) -> Au
             user_agent: None,
         },
         break_glass_reason: glass.map(str::to_string),
+        mfa_enrollment_only: false,
     }
 }
 

@@ -86,6 +86,22 @@ pub const TRUSTED_PROXIES: &str = "CADUCEUS_TRUSTED_PROXIES";
 pub const CORS_ALLOWED_ORIGINS: &str = "CADUCEUS_CORS_ALLOWED_ORIGINS";
 /// `true` enables patient self-registration.
 pub const SELF_REGISTRATION: &str = "CADUCEUS_SELF_REGISTRATION";
+/// Multi-factor authentication (TOTP) policy of the API (`spec.security.mfa`): `required` (the
+/// roles of [`MFA_REQUIRED_ROLES`] must use MFA: without it their login opens a session that may
+/// only enrol), `optional` (any account may enrol) or `disabled` (no new enrolment; accounts that
+/// already use MFA keep being asked for it).
+pub const MFA: &str = "CADUCEUS_MFA";
+/// The values of [`MFA`].
+pub const MFA_POLICIES: [&str; 3] = ["required", "optional", "disabled"];
+/// [`MFA`] when unset (the operator always sets it: `required` under the HIPAA profile).
+pub const DEFAULT_MFA: &str = "optional";
+/// Comma-separated roles that must use MFA when [`MFA`] is `required`
+/// (`spec.security.mfaRequiredRoles`).
+pub const MFA_REQUIRED_ROLES: &str = "CADUCEUS_MFA_REQUIRED_ROLES";
+/// The roles [`MFA_REQUIRED_ROLES`] may name (staff: patients may enrol, never must).
+pub const MFA_ROLES: [&str; 4] = ["admin", "physician", "nurse", "receptionist"];
+/// [`MFA_REQUIRED_ROLES`] when unset: the roles HIPAA's profile requires MFA of.
+pub const DEFAULT_MFA_REQUIRED_ROLES: &str = "admin,physician";
 /// tracing filter of the API (and of the operator).
 pub const LOG_LEVEL: &str = "CADUCEUS_LOG_LEVEL";
 /// Where the backup agent writes / reads archives (`s3://…`, `file://…`).
@@ -118,7 +134,7 @@ pub const NUMBERS: [Number; 7] = [
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 22] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
@@ -133,6 +149,8 @@ pub const ALL: [&str; 20] = [
     TRUSTED_PROXIES,
     CORS_ALLOWED_ORIGINS,
     SELF_REGISTRATION,
+    MFA,
+    MFA_REQUIRED_ROLES,
     LOG_LEVEL,
     BACKUP_DESTINATION,
     BACKUP_S3_ENDPOINT,
@@ -155,5 +173,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ALL.len());
         assert!(ALL.iter().all(|n| n.starts_with("CADUCEUS_")));
+        assert!(MFA_POLICIES.contains(&DEFAULT_MFA));
+        assert!(DEFAULT_MFA_REQUIRED_ROLES
+            .split(',')
+            .all(|r| MFA_ROLES.contains(&r)));
     }
 }

@@ -745,6 +745,78 @@ pub struct SecuritySpec {
     /// Enables `POST /auth/register`.
     #[serde(default)]
     pub self_registration: bool,
+    /// Multi-factor authentication (TOTP) of the API's accounts (`CADUCEUS_MFA`): `Required`
+    /// (the roles of `mfaRequiredRoles` must use it: without it their login opens a session that
+    /// may only enrol), `Optional` (any account may enrol) or `Disabled` (no new enrolment;
+    /// accounts already using MFA keep being asked for it). Unset: `Required` under the HIPAA
+    /// compliance profile, `Optional` otherwise. Compliance rule `mfa-required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<MfaPolicy>,
+    /// Roles that must use MFA when it is `Required` (`CADUCEUS_MFA_REQUIRED_ROLES`).
+    #[serde(default = "default_mfa_required_roles")]
+    #[schemars(length(min = 1, max = 4))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(x, x == r))").message("security.mfaRequiredRoles must not repeat a role"))]
+    pub mfa_required_roles: Vec<MfaRole>,
+}
+
+/// MFA policy of the API.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MfaPolicy {
+    Required,
+    Optional,
+    Disabled,
+}
+
+impl MfaPolicy {
+    /// The value of `CADUCEUS_MFA`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            MfaPolicy::Required => "required",
+            MfaPolicy::Optional => "optional",
+            MfaPolicy::Disabled => "disabled",
+        }
+    }
+}
+
+/// A staff role that can be required to use MFA.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaRole {
+    Admin,
+    Physician,
+    Nurse,
+    Receptionist,
+}
+
+impl MfaRole {
+    /// The role's name in the API (`CADUCEUS_MFA_REQUIRED_ROLES`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaRole::Admin => "admin",
+            MfaRole::Physician => "physician",
+            MfaRole::Nurse => "nurse",
+            MfaRole::Receptionist => "receptionist",
+        }
+    }
+}
+
+fn default_mfa_required_roles() -> Vec<MfaRole> {
+    vec![MfaRole::Admin, MfaRole::Physician]
+}
+
+impl SecuritySpec {
+    /// The MFA policy in effect: `spec.security.mfa`, or when unset `Required` under the HIPAA
+    /// profile and `Optional` otherwise.
+    pub fn effective_mfa(&self, profiles: &[ComplianceProfile]) -> MfaPolicy {
+        self.mfa
+            .unwrap_or(if profiles.contains(&ComplianceProfile::HIPAA) {
+                MfaPolicy::Required
+            } else {
+                MfaPolicy::Optional
+            })
+    }
 }
 
 impl Default for SecuritySpec {
@@ -759,6 +831,8 @@ impl Default for SecuritySpec {
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
             self_registration: false,
+            mfa: None,
+            mfa_required_roles: default_mfa_required_roles(),
         }
     }
 }
@@ -1389,6 +1463,20 @@ mod tests {
         assert_eq!(spec.security.session_idle_timeout_minutes, 15);
         assert_eq!(spec.security.max_session_hours, 12);
         assert_eq!(spec.security.audit_retention_days, 2190);
+        assert_eq!(spec.security.mfa, None);
+        assert_eq!(
+            spec.security.effective_mfa(&spec.compliance.profiles),
+            MfaPolicy::Required,
+            "HIPAA (the default profile) requires MFA"
+        );
+        assert_eq!(
+            spec.security.effective_mfa(&[ComplianceProfile::GDPR]),
+            MfaPolicy::Optional
+        );
+        assert_eq!(
+            spec.security.mfa_required_roles,
+            vec![MfaRole::Admin, MfaRole::Physician]
+        );
         assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
         assert!(spec.network_policy.enabled);
         assert_eq!(spec.database.provider, DatabaseProvider::Embedded);
@@ -1468,6 +1556,35 @@ mod tests {
             );
             assert_eq!(i64::from(value), i64::from(setting.default), "{field}");
         }
+    }
+
+    /// The roles and the default the CRD offers for MFA are the contract's.
+    #[test]
+    fn mfa_roles_and_default_are_the_contracts() {
+        let roles = [
+            MfaRole::Admin,
+            MfaRole::Physician,
+            MfaRole::Nurse,
+            MfaRole::Receptionist,
+        ];
+        assert_eq!(roles.map(MfaRole::as_str), settings::MFA_ROLES);
+        let default: Vec<&str> = default_mfa_required_roles()
+            .into_iter()
+            .map(MfaRole::as_str)
+            .collect();
+        assert_eq!(default.join(","), settings::DEFAULT_MFA_REQUIRED_ROLES);
+        for p in [
+            MfaPolicy::Required,
+            MfaPolicy::Optional,
+            MfaPolicy::Disabled,
+        ] {
+            assert!(settings::MFA_POLICIES.contains(&p.setting()));
+        }
+        let spec: HealthcarePlatformSpec =
+            serde_json::from_str(r#"{"security":{"mfa":"Disabled","mfaRequiredRoles":["nurse"]}}"#)
+                .unwrap();
+        assert_eq!(spec.security.mfa, Some(MfaPolicy::Disabled));
+        assert_eq!(spec.security.mfa_required_roles, vec![MfaRole::Nurse]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! instead as `auth: Authorized<perm::X>` ([`Authorized`]) so it runs before the body is parsed.
 
 mod authorized;
+pub mod mfa;
 pub mod password;
 pub mod routes;
 pub mod tokens;
@@ -41,7 +42,16 @@ pub struct AuthUser {
     pub meta: RequestMeta,
     /// Trimmed, non-empty `X-Break-Glass-Reason` header.
     pub break_glass_reason: Option<String>,
+    /// The session was opened with the password only by an account whose role must use MFA and
+    /// has not enrolled: only [`AnySession`] routes (enrolment, `/me`, logout) accept it.
+    pub mfa_enrollment_only: bool,
 }
+
+/// An authenticated caller whose session may be restricted to MFA enrolment
+/// ([`AuthUser::mfa_enrollment_only`]): the extractor of the enrolment routes, `/me` and logout.
+/// Every other route takes [`AuthUser`] (or [`Authorized`]), which answers such a session `403`
+/// (`mfa-enrollment-required`).
+pub struct AnySession(pub AuthUser);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -130,6 +140,18 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+impl FromRequestParts<AppState> for AnySession {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let claims = verified_claims(parts, state)?;
+        let row = state.sessions.get((claims.sid, claims.sub)).await?;
+        AuthUser::from_any_session(parts, state, &claims, row)
+            .await
+            .map(AnySession)
+    }
+}
+
 /// The claims of the request's bearer access token: verified by the rate limiter already
 /// ([`VerifiedBearer`]) or here (signature, `exp`, `iss`). `401` without a valid token.
 pub(crate) fn verified_claims(
@@ -154,6 +176,22 @@ impl AuthUser {
     /// idle session is revoked here); `last_seen_at`
     /// is refreshed at most every [`TOUCH_INTERVAL_SECS`].
     pub(crate) async fn from_session(
+        parts: &Parts,
+        state: &AppState,
+        claims: &tokens::Claims,
+        row: Option<SessionCheck>,
+    ) -> Result<Self, Error> {
+        let user = Self::from_any_session(parts, state, claims, row).await?;
+        if user.mfa_enrollment_only {
+            user.denied(state, "MfaEnrollmentRequired", None, None)
+                .await;
+            return Err(Error::MfaEnrollmentRequired);
+        }
+        Ok(user)
+    }
+
+    /// [`Self::from_session`], also for a session restricted to MFA enrolment.
+    pub(crate) async fn from_any_session(
         parts: &Parts,
         state: &AppState,
         claims: &tokens::Claims,
@@ -199,6 +237,7 @@ impl AuthUser {
             patient_id: row.patient_id,
             meta,
             break_glass_reason,
+            mfa_enrollment_only: row.mfa_enrollment_only,
         })
     }
 }

@@ -1,5 +1,8 @@
 //! Routes of authentication: `POST /auth/login`, `/auth/refresh`, `/auth/logout`,
-//! `/auth/register` (when self-registration is enabled) and `GET /me`.
+//! `/auth/register` (when self-registration is enabled) and `GET /me`; MFA (the login's second
+//! step, enrolment, disabling) in [`mfa`].
+
+pub mod mfa;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{idle_expired, password, revoke_session, tokens, too_old, too_old_error, AuthUser};
+use super::{idle_expired, password, revoke_session, tokens, too_old, too_old_error, AnySession};
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::rbac::Role;
 use crate::request::RequestMeta;
@@ -47,6 +50,10 @@ const COUNT_ATTEMPT_SQL: &str = "INSERT INTO login_attempts AS a (email_bidx, at
 /// Delete the attempt counters whose window has ended (daily, by `serve`): an e-mail that was
 /// only guessed leaves no row behind for long.
 pub async fn purge_login_attempts(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    // MFA login challenges live minutes; the spent and expired ones go with the counters
+    sqlx::query("DELETE FROM mfa_challenges WHERE expires_at <= now() OR used_at IS NOT NULL")
+        .execute(pool)
+        .await?;
     sqlx::query(
         "DELETE FROM login_attempts WHERE window_start <= now() - make_interval(mins => $1)",
     )
@@ -63,7 +70,8 @@ pub fn router(self_registration: bool) -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
-        .route("/me", get(me));
+        .route("/me", get(me))
+        .merge(mfa::router());
     if self_registration {
         r.route("/auth/register", post(register))
     } else {
@@ -139,6 +147,32 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Access-token lifetime in seconds.
     pub expires_in: i64,
+    /// Present (`true`) when the account's role must use MFA and it has not enrolled: the
+    /// session may only enrol (`POST /auth/mfa/enroll`, `POST /auth/mfa/confirm`), read `/me`
+    /// and log out; every other route answers `403` (`mfa-enrollment-required`) until the
+    /// enrolment is confirmed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_enrollment_required: bool,
+}
+
+/// The first step of a login to an account with MFA active: no session yet; send the token with
+/// a code to `POST /auth/login/mfa` within `expires_in` seconds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MfaChallenge {
+    /// Always `true`.
+    pub mfa_required: bool,
+    /// Single-use challenge token (not an access token).
+    pub mfa_token: String,
+    /// Seconds the challenge stays valid.
+    pub expires_in: i64,
+}
+
+/// What `POST /auth/login` answers: the tokens, or an MFA challenge.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaChallenge(MfaChallenge),
 }
 
 #[derive(sqlx::FromRow)]
@@ -170,6 +204,7 @@ async fn issue_tokens(
         refresh_token: refresh,
         token_type: "Bearer".into(),
         expires_in: ttl,
+        mfa_enrollment_required: false,
     })
 }
 
@@ -181,8 +216,13 @@ async fn issue_tokens(
 /// account up, run one Argon2id verification (against a dummy hash when there is nothing to
 /// verify), write the audit event. Only the first [`LOCKOUT_THRESHOLD`] attempts of a window
 /// can succeed.
+///
+/// An account with MFA active gets an MFA challenge instead of tokens (`mfa_required`,
+/// `mfa_token`): the session is created by `POST /auth/login/mfa` with a code. An account whose
+/// role must use MFA (`CADUCEUS_MFA=required`) and that has not enrolled gets tokens of a session
+/// restricted to enrolment (`mfa_enrollment_required: true`).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse),
+    responses((status = 200, description = "tokens, or an MFA challenge (`mfa_required: true`) for an account with MFA active", body = LoginResponse),
               (status = 401, description = "wrong e-mail or password, inactive account, or locked after 5 failures in 15 minutes (one answer for all)", body = crate::error::Problem),
               (status = 429, body = crate::error::Problem),
               (status = 503, description = "password hashing is saturated (Retry-After), or the database or audit trail is unavailable", body = crate::error::Problem)))]
@@ -190,7 +230,7 @@ pub async fn login(
     State(state): State<AppState>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<Json<TokenResponse>, Error> {
+) -> Result<Json<LoginResponse>, Error> {
     let invalid = || Error::Unauthorized("invalid email or password".into());
     let bidx = crate::users::email_index(&state.keys, &body.email);
     let attempt: i32 = sqlx::query_scalar(COUNT_ATTEMPT_SQL)
@@ -238,19 +278,28 @@ pub async fn login(
             return Err(invalid());
         }
     };
-    let session = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
-    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
-        .bind(&bidx)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO sessions (id, user_id) VALUES ($1, $2)")
-        .bind(session)
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
-    let resp = issue_tokens(&state, &mut tx, user.id, session, &user.role).await?;
-    tx.commit().await?;
+    let mut conn = state.pool.acquire().await?;
+    if super::mfa::is_active(&mut conn, user.id).await? {
+        // the second step: no session yet, and the failure counter stays (the codes tried
+        // next are counted with the passwords)
+        let token = super::mfa::create_challenge(&mut conn, user.id, &bidx).await?;
+        drop(conn);
+        state
+            .audit
+            .record(
+                AuditEvent::new(&meta, actions::MFA_CHALLENGE, "session")
+                    .actor(user.id, &user.role),
+            )
+            .await?;
+        return Ok(Json(LoginResponse::MfaChallenge(MfaChallenge {
+            mfa_required: true,
+            mfa_token: token,
+            expires_in: super::mfa::CHALLENGE_TTL_SECS,
+        })));
+    }
+    drop(conn);
+    let enrollment_only = Role::parse(&user.role).is_some_and(|r| state.config.mfa_required_for(r));
+    let (session, resp) = open_session(&state, &bidx, user.id, &user.role, enrollment_only).await?;
     state
         .audit
         .record(
@@ -259,7 +308,34 @@ pub async fn login(
                 .resource(session),
         )
         .await?;
-    Ok(Json(resp))
+    Ok(Json(LoginResponse::Tokens(resp)))
+}
+
+/// A completed login: the e-mail's failure counter is deleted, a session opened (restricted to
+/// MFA enrolment when `enrollment_only`), its tokens issued.
+pub(crate) async fn open_session(
+    state: &AppState,
+    email_bidx: &[u8],
+    user: Uuid,
+    role: &str,
+    enrollment_only: bool,
+) -> Result<(Uuid, TokenResponse), Error> {
+    let session = Uuid::now_v7();
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
+        .bind(email_bidx)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO sessions (id, user_id, mfa_enrollment_only) VALUES ($1, $2, $3)")
+        .bind(session)
+        .bind(user)
+        .bind(enrollment_only)
+        .execute(&mut *tx)
+        .await?;
+    let mut resp = issue_tokens(state, &mut tx, user, session, role).await?;
+    tx.commit().await?;
+    resp.mfa_enrollment_required = enrollment_only;
+    Ok((session, resp))
 }
 
 #[derive(sqlx::FromRow)]
@@ -364,7 +440,10 @@ pub async fn refresh(
 /// End the session: its refresh token and access tokens stop working at once.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     responses((status = 204), (status = 401, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn logout(State(state): State<AppState>, auth: AuthUser) -> Result<StatusCode, Error> {
+pub async fn logout(
+    State(state): State<AppState>,
+    AnySession(auth): AnySession,
+) -> Result<StatusCode, Error> {
     revoke_session(&state, auth.session_id, "logout").await?;
     state
         .audit
@@ -379,7 +458,7 @@ pub async fn logout(State(state): State<AppState>, auth: AuthUser) -> Result<Sta
     security(("bearer" = [])))]
 pub async fn me(
     State(state): State<AppState>,
-    auth: AuthUser,
+    AnySession(auth): AnySession,
 ) -> Result<Json<crate::users::User>, Error> {
     let user = crate::users::fetch(&state.pool, &state.keys, auth.user_id).await?;
     Ok(Json(user))

@@ -20,11 +20,14 @@ pub struct SessionCheck {
     pub(crate) active: bool,
     pub(crate) role: String,
     pub(crate) patient_id: Option<Uuid>,
+    /// The session may only enrol in MFA (migration 0120).
+    pub(crate) mfa_enrollment_only: bool,
 }
 
 /// The session and account columns of a [`SessionCheck`], from `sessions s JOIN users u`.
 pub(crate) const SESSION_COLUMNS: &str =
-    "s.revoked_at, s.created_at AS session_created_at, s.last_seen_at, u.active, u.role, u.patient_id";
+    "s.revoked_at, s.created_at AS session_created_at, s.last_seen_at, u.active, u.role, u.patient_id, \
+     s.mfa_enrollment_only";
 
 pub(crate) static SESSION_LOOKUP_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {

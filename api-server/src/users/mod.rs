@@ -1,8 +1,9 @@
-//! User accounts (admin): `POST /users`, `GET /users`, `GET/PATCH /users/{id}`.
+//! User accounts (admin): `POST /users`, `GET /users`, `GET/PATCH /users/{id}`,
+//! `POST /users/{id}/mfa/reset`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users", get(list).post(create))
         .route("/users/{id}", get(read).patch(update))
+        .route("/users/{id}/mfa/reset", post(reset_mfa))
 }
 
 /// A user account (never includes the password hash).
@@ -503,4 +505,43 @@ pub async fn update(
         .await?;
     tx.commit().await?;
     Ok(Json(user))
+}
+
+/// Remove an account's MFA (admin; e.g. a lost authenticator): its TOTP secret, recovery codes
+/// and open login challenges go, and every session of the account ends (`mfa_reset`). Its next
+/// login asks for no code, or opens a session restricted to enrolment when its role must use
+/// MFA. Audited (`user.mfa_reset`) before it is kept. An admin cannot reset their own MFA
+/// (`409`: another admin must, or `DELETE /auth/mfa` with a code).
+#[utoipa::path(post, path = "/api/v1/users/{id}/mfa/reset", tag = "users", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 403, body = crate::error::Problem),
+              (status = 404, body = crate::error::Problem),
+              (status = 409, description = "an admin resetting their own MFA", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    Authorized(auth, _): Authorized<perm::UsersManage>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, Error> {
+    if id == auth.user_id {
+        return Err(Error::conflict(
+            "admins cannot reset their own multi-factor authentication",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(Error::NotFound);
+    }
+    crate::auth::mfa::remove(&mut tx, id).await?;
+    crate::auth::revoke_all_sessions(&mut tx, id, "mfa_reset").await?;
+    // audited before COMMIT (rolled back without its audit record)
+    state
+        .audit
+        .record(AuditEvent::by(&auth, actions::USER_MFA_RESET, "user").resource(id))
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

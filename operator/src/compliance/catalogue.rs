@@ -58,6 +58,7 @@ pub enum RuleId {
     RedisAuth,
     SessionIdleTimeout,
     AccessTokenTtl,
+    MfaRequired,
     AuditRetention,
     AuditChainIntact,
     AuditWriteFailures,
@@ -113,7 +114,7 @@ use ComplianceProfile::{GDPR, HIPAA, SOC2};
 const ALL_PROFILES: &[ComplianceProfile] = &[HIPAA, GDPR, SOC2];
 
 /// The catalogue, in evaluation order.
-pub static RULES: [Rule; 17] = [
+pub static RULES: [Rule; 18] = [
     Rule {
         rule: RuleId::PhiKeyValid,
         id: "phi-key-valid",
@@ -190,6 +191,17 @@ pub static RULES: [Rule; 17] = [
         source: Source::Static,
         evaluation: "CADUCEUS_ACCESS_TOKEN_TTL_MINUTES of the API is at most 15; the self-report agrees when available",
         enforcement: "security.accessTokenTtlMinutes clamped to 15 and apiServer.env overrides removed",
+    },
+    Rule {
+        rule: RuleId::MfaRequired,
+        id: "mfa-required",
+        title: "Multi-factor authentication for staff",
+        clauses: &["HIPAA 45 CFR 164.312(d) person or entity authentication", "HIPAA 45 CFR 164.308(a)(5)(ii)(D) password management", "GDPR Art. 32(1)(b) confidentiality", "SOC2 CC6.1"],
+        profiles: ALL_PROFILES,
+        severity: Severity::High,
+        source: Source::Static,
+        evaluation: "CADUCEUS_MFA of the API (ConfigMap, not overridden by apiServer.env) is not disabled; under the HIPAA profile it is required and CADUCEUS_MFA_REQUIRED_ROLES names at least admin and physician",
+        enforcement: "security.mfa raised to Required under the HIPAA profile (Optional otherwise) when it is weaker, admin and physician added to security.mfaRequiredRoles under HIPAA, and apiServer.env overrides removed",
     },
     Rule {
         rule: RuleId::AuditRetention,
@@ -344,6 +356,20 @@ mod tests {
         let hipaa = rules_for(&[HIPAA]);
         assert!(hipaa.iter().any(|r| r.rule == RuleId::AuditRetention));
         assert_eq!(rules_for(&[HIPAA, GDPR, SOC2]).len(), RULES.len());
+    }
+
+    #[test]
+    fn mfa_rule_applies_to_every_profile_and_cites_authentication() {
+        for p in [HIPAA, GDPR, SOC2] {
+            assert!(rules_for(&[p])
+                .iter()
+                .any(|r| r.rule == RuleId::MfaRequired));
+        }
+        assert_eq!(RuleId::parse("mfa-required"), Some(RuleId::MfaRequired));
+        assert!(rule(RuleId::MfaRequired)
+            .clauses
+            .iter()
+            .any(|c| c.contains("164.312(d)")));
     }
 
     #[test]

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::catalogue::{rule, RuleId};
 use super::evaluate::{
-    credential_like, has_url_credentials, GOVERNED_ENV, MAX_LOGIN_ATTEMPTS_PER_MINUTE,
-    MAX_SESSION_MINUTES, MIN_API_REPLICAS, MIN_AUDIT_RETENTION_DAYS,
+    credential_like, has_url_credentials, GOVERNED_ENV, HIPAA_MFA_ROLES,
+    MAX_LOGIN_ATTEMPTS_PER_MINUTE, MAX_SESSION_MINUTES, MIN_API_REPLICAS, MIN_AUDIT_RETENTION_DAYS,
 };
-use crate::crd::HealthcarePlatformSpec;
+use crate::crd::{ComplianceProfile, HealthcarePlatformSpec, MfaPolicy, MfaRole};
 
 /// One overridden value. `from`/`to` never carry secret values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -86,6 +86,51 @@ pub fn enforce(
         sec.audit_retention_days = MIN_AUDIT_RETENTION_DAYS;
     }
 
+    if enforced(RuleId::MfaRequired) {
+        let hipaa = spec.compliance.profiles.contains(&ComplianceProfile::HIPAA);
+        let sec = &mut spec.security;
+        let effective = sec.effective_mfa(&spec.compliance.profiles);
+        let wanted = match effective {
+            MfaPolicy::Disabled if hipaa => Some(MfaPolicy::Required),
+            MfaPolicy::Disabled => Some(MfaPolicy::Optional),
+            MfaPolicy::Optional if hipaa => Some(MfaPolicy::Required),
+            _ => None,
+        };
+        if let Some(to) = wanted {
+            out.push(Override {
+                rule: RuleId::MfaRequired,
+                field: "spec.security.mfa".into(),
+                from: format!("{effective:?}"),
+                to: format!("{to:?}"),
+            });
+            sec.mfa = Some(to);
+        }
+        if hipaa {
+            let before = sec.mfa_required_roles.clone();
+            for role in [MfaRole::Admin, MfaRole::Physician] {
+                debug_assert!(HIPAA_MFA_ROLES.contains(&role.as_str()));
+                if !sec.mfa_required_roles.contains(&role) {
+                    sec.mfa_required_roles.push(role);
+                }
+            }
+            if sec.mfa_required_roles != before {
+                let names = |roles: &[MfaRole]| {
+                    roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                out.push(Override {
+                    rule: RuleId::MfaRequired,
+                    field: "spec.security.mfaRequiredRoles".into(),
+                    from: names(&before),
+                    to: names(&sec.mfa_required_roles),
+                });
+            }
+        }
+    }
+
     if enforced(RuleId::NetworkPolicyDefaultDeny) && !spec.network_policy.enabled {
         out.push(Override {
             rule: RuleId::NetworkPolicyDefaultDeny,
@@ -137,6 +182,8 @@ pub fn enforce(
                 RuleId::SessionIdleTimeout,
             ),
             (ACCESS_TOKEN_TTL_MINUTES.name, RuleId::AccessTokenTtl),
+            (MFA, RuleId::MfaRequired),
+            (MFA_REQUIRED_ROLES, RuleId::MfaRequired),
             (AUDIT_RETENTION_DAYS.name, RuleId::AuditRetention),
             (RATE_LIMIT_REQUESTS_PER_MINUTE.name, RuleId::RateLimiting),
             (RATE_LIMIT_LOGIN_PER_MINUTE.name, RuleId::RateLimiting),
@@ -227,6 +274,40 @@ mod tests {
         for x in &o {
             assert!(!x.message().contains("hunter2"));
         }
+    }
+
+    #[test]
+    fn mfa_is_raised_to_the_profile_minimum() {
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.security.mfa = Some(MfaPolicy::Optional);
+        spec.security.mfa_required_roles = vec![MfaRole::Nurse];
+        let o = enforce(&mut spec, |_| true);
+        assert_eq!(spec.security.mfa, Some(MfaPolicy::Required));
+        assert_eq!(
+            spec.security.mfa_required_roles,
+            vec![MfaRole::Nurse, MfaRole::Admin, MfaRole::Physician]
+        );
+        assert_eq!(o.len(), 2, "{o:?}");
+        assert_eq!(
+            (o[0].field.as_str(), o[0].from.as_str(), o[0].to.as_str()),
+            ("spec.security.mfa", "Optional", "Required")
+        );
+        assert_eq!(o[1].to, "nurse,admin,physician");
+        assert!(o[0].message().contains("164.312(d)"), "{}", o[0].message());
+        // outside HIPAA only Disabled is raised, to Optional
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.compliance.profiles = vec![ComplianceProfile::SOC2];
+        spec.security.mfa = Some(MfaPolicy::Disabled);
+        spec.security.mfa_required_roles = vec![MfaRole::Nurse];
+        let o = enforce(&mut spec, |_| true);
+        assert_eq!(spec.security.mfa, Some(MfaPolicy::Optional));
+        assert_eq!(spec.security.mfa_required_roles, vec![MfaRole::Nurse]);
+        assert_eq!(o.len(), 1);
+        // excepted: untouched
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.security.mfa = Some(MfaPolicy::Disabled);
+        assert!(enforce(&mut spec, |r| r != RuleId::MfaRequired).is_empty());
+        assert_eq!(spec.security.mfa, Some(MfaPolicy::Disabled));
     }
 
     #[test]

@@ -33,8 +33,10 @@ pub const MIN_API_REPLICAS: i32 = 2;
 
 /// The API's environment variables the compliance rules govern; `apiServer.env` must not
 /// override them.
-pub const GOVERNED_ENV: [&str; 5] = [
+pub const GOVERNED_ENV: [&str; 7] = [
     settings::SESSION_IDLE_TIMEOUT_MINUTES.name,
+    settings::MFA,
+    settings::MFA_REQUIRED_ROLES,
     settings::ACCESS_TOKEN_TTL_MINUTES.name,
     settings::AUDIT_RETENTION_DAYS.name,
     settings::RATE_LIMIT_REQUESTS_PER_MINUTE.name,
@@ -220,6 +222,7 @@ fn check(rule: RuleId, i: &Inputs<'_>) -> Check {
             "access-token lifetime",
             |r| r.sessions.access_token_ttl_minutes,
         ),
+        RuleId::MfaRequired => mfa_required(i),
         RuleId::AuditRetention => audit_retention(i),
         RuleId::AuditChainIntact => audit_chain_intact(i),
         RuleId::AuditWriteFailures => audit_write_failures(i),
@@ -551,6 +554,52 @@ fn minutes_at_most(
         }
     }
     pass(format!("{what} is {configured} min"))
+}
+
+/// Roles the HIPAA profile requires MFA of.
+pub const HIPAA_MFA_ROLES: [&str; 2] = ["admin", "physician"];
+
+fn mfa_required(i: &Inputs<'_>) -> Check {
+    let hipaa = i
+        .platform
+        .spec
+        .compliance
+        .profiles
+        .contains(&crate::crd::ComplianceProfile::HIPAA);
+    let Some(policy) = api_setting(i.children, settings::MFA) else {
+        return fail(format!("{} is not set", settings::MFA));
+    };
+    let roles = api_setting(i.children, settings::MFA_REQUIRED_ROLES).unwrap_or_default();
+    let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+    match policy.trim() {
+        "disabled" => fail("multi-factor authentication is disabled"),
+        "optional" if hipaa => fail(
+            "multi-factor authentication is optional; the HIPAA profile requires it of admin and physician accounts",
+        ),
+        "optional" => pass("multi-factor authentication is offered to every account (optional)"),
+        "required" => {
+            let missing: Vec<&str> = HIPAA_MFA_ROLES
+                .into_iter()
+                .filter(|r| !roles.contains(r))
+                .collect();
+            if hipaa && !missing.is_empty() {
+                fail(format!(
+                    "multi-factor authentication is not required of: {}",
+                    missing.join(", ")
+                ))
+            } else {
+                pass(format!(
+                    "multi-factor authentication required of: {}",
+                    roles.join(", ")
+                ))
+            }
+        }
+        _ => fail(format!(
+            "{} is not one of {}",
+            settings::MFA,
+            settings::MFA_POLICIES.join(", ")
+        )),
+    }
 }
 
 fn audit_retention(i: &Inputs<'_>) -> Check {

@@ -391,6 +391,80 @@ fn idle_timeout_and_token_ttl_audit_vs_enforce() {
 }
 
 #[test]
+fn mfa_required_fails_when_disabled_or_optional_under_hipaa() {
+    use crate::crd::{MfaPolicy, MfaRole};
+    // default (HIPAA): required of admin and physician
+    let m = assert_verdict(
+        &run(&audit(|_| {}), no_change),
+        RuleId::MfaRequired,
+        Verdict::Pass,
+    );
+    assert!(
+        m.contains("admin, physician") || m.contains("admin,physician"),
+        "{m}"
+    );
+    // Disabled fails under any profile
+    for profiles in [
+        vec![ComplianceProfile::HIPAA],
+        vec![ComplianceProfile::GDPR],
+    ] {
+        let p = audit(|s| {
+            s.compliance.profiles = profiles.clone();
+            s.security.mfa = Some(MfaPolicy::Disabled);
+        });
+        let m = assert_verdict(&run(&p, no_change), RuleId::MfaRequired, Verdict::Fail);
+        assert!(m.contains("disabled"), "{m}");
+    }
+    // Optional fails under HIPAA only
+    let optional = |s: &mut HealthcarePlatformSpec| s.security.mfa = Some(MfaPolicy::Optional);
+    assert_verdict(
+        &run(&audit(optional), no_change),
+        RuleId::MfaRequired,
+        Verdict::Fail,
+    );
+    let soc2 = audit(|s| {
+        s.compliance.profiles = vec![ComplianceProfile::SOC2];
+        s.security.mfa = Some(MfaPolicy::Optional);
+    });
+    assert_verdict(&run(&soc2, no_change), RuleId::MfaRequired, Verdict::Pass);
+    // Required, but not of physicians, under HIPAA
+    let p = audit(|s| {
+        s.security.mfa = Some(MfaPolicy::Required);
+        s.security.mfa_required_roles = vec![MfaRole::Admin, MfaRole::Nurse];
+    });
+    let m = assert_verdict(&run(&p, no_change), RuleId::MfaRequired, Verdict::Fail);
+    assert!(m.contains("physician"), "{m}");
+    // an apiServer.env override is judged as the API sees it
+    let env = |s: &mut HealthcarePlatformSpec| {
+        s.api_server.env = vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "CADUCEUS_MFA".into(),
+            value: Some("disabled".into()),
+            ..Default::default()
+        }];
+    };
+    assert_verdict(
+        &run(&audit(env), no_change),
+        RuleId::MfaRequired,
+        Verdict::Fail,
+    );
+    // Enforce: raised to Required, the override removed, the ConfigMap says required
+    let a = run(
+        &enforce(|s| {
+            s.security.mfa = Some(MfaPolicy::Disabled);
+            env(s)
+        }),
+        no_change,
+    );
+    assert_verdict(&a, RuleId::MfaRequired, Verdict::Pass);
+    let fields: Vec<&str> = a.overrides.iter().map(|o| o.field.as_str()).collect();
+    assert!(fields.contains(&"spec.security.mfa"), "{fields:?}");
+    assert!(
+        fields.contains(&"spec.apiServer.env[CADUCEUS_MFA]"),
+        "{fields:?}"
+    );
+}
+
+#[test]
 fn audit_retention_hipaa_only() {
     let short = |s: &mut HealthcarePlatformSpec| s.security.audit_retention_days = 365;
     assert_verdict(

@@ -51,6 +51,20 @@ pub fn build(p: &ValidatedPlatform) -> ConfigMap {
             settings::SELF_REGISTRATION,
             sec.self_registration.to_string(),
         ),
+        (
+            settings::MFA,
+            sec.effective_mfa(&p.spec.compliance.profiles)
+                .setting()
+                .to_string(),
+        ),
+        (
+            settings::MFA_REQUIRED_ROLES,
+            sec.mfa_required_roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         (settings::LOG_LEVEL, p.spec.api_server.log_level.clone()),
     ]);
     ConfigMap {
@@ -120,6 +134,29 @@ mod tests {
         let d = cm.data.unwrap();
         assert_eq!(d["CADUCEUS_PATIENT_RETENTION_DAYS"], "2555");
         assert_eq!(d["CADUCEUS_TRUSTED_PROXIES"], "10.42.0.0/16,192.168.0.10");
+    }
+
+    #[test]
+    fn mfa_policy_reaches_the_api() {
+        use crate::crd::{ComplianceProfile, MfaPolicy, MfaRole};
+        // default: HIPAA profile, MFA required of admins and physicians
+        let d = build(&platform(|_| {})).data.unwrap();
+        assert_eq!(d["CADUCEUS_MFA"], "required");
+        assert_eq!(d["CADUCEUS_MFA_REQUIRED_ROLES"], "admin,physician");
+        let d = build(&platform(|s| {
+            s.compliance.profiles = vec![ComplianceProfile::GDPR];
+        }))
+        .data
+        .unwrap();
+        assert_eq!(d["CADUCEUS_MFA"], "optional");
+        let d = build(&platform(|s| {
+            s.security.mfa = Some(MfaPolicy::Disabled);
+            s.security.mfa_required_roles = vec![MfaRole::Nurse, MfaRole::Admin];
+        }))
+        .data
+        .unwrap();
+        assert_eq!(d["CADUCEUS_MFA"], "disabled");
+        assert_eq!(d["CADUCEUS_MFA_REQUIRED_ROLES"], "nurse,admin");
     }
 
     #[test]

@@ -54,6 +54,20 @@ pub mod actions {
     pub const REFRESH_REUSE: &str = "auth.refresh_reuse";
     pub const LOGOUT: &str = "auth.logout";
     pub const REGISTER: &str = "auth.register";
+    /// The right password of an account with MFA: a login challenge was issued (no session).
+    pub const MFA_CHALLENGE: &str = "auth.mfa_challenge";
+    /// A TOTP secret was issued (enrolment started; not active until confirmed).
+    pub const MFA_ENROLL: &str = "auth.mfa_enroll";
+    /// Enrolment confirmed with a code: MFA active, recovery codes issued.
+    pub const MFA_CONFIRM: &str = "auth.mfa_confirm";
+    /// The account holder turned MFA off (with a current code).
+    pub const MFA_DISABLE: &str = "auth.mfa_disable";
+    /// A wrong, replayed or locked-out MFA code (login, confirmation or disabling).
+    pub const MFA_FAILED: &str = "auth.mfa_failed";
+    /// A login completed with a recovery code (that code is spent).
+    pub const MFA_RECOVERY_USED: &str = "auth.mfa_recovery_used";
+    /// An admin removed an account's MFA (its sessions end).
+    pub const USER_MFA_RESET: &str = "user.mfa_reset";
     pub const PERMISSION_DENIED: &str = "access.denied";
     pub const USER_CREATE: &str = "user.create";
     pub const USER_UPDATE: &str = "user.update";
