@@ -130,6 +130,18 @@ fn open(location: &Location) -> Result<Store, Error> {
     )?)
 }
 
+/// The key, the database and the store of a command that moves data between the two (checked in
+/// that order).
+fn open_with_database(
+    key: &KeyArg,
+    database_url: &str,
+    location: &Location,
+) -> Result<(BackupKey, PgTarget, Store), Error> {
+    let key = BackupKey::load(&key.key_file)?;
+    let target = PgTarget::parse(database_url)?;
+    Ok((key, target, open(location)?))
+}
+
 async fn run(cmd: Cmd) -> Result<String, Error> {
     let now = chrono::Utc::now();
     match cmd {
@@ -142,9 +154,7 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             min_count,
             ..
         } => {
-            let key = BackupKey::load(&key.key_file)?;
-            let target = PgTarget::parse(&database_url)?;
-            let store = open(&location)?;
+            let (key, target, store) = open_with_database(&key, &database_url, &location)?;
             let manifest = ops::backup(&store, &target, &key, now).await?;
             if let Some(days) = retention_days {
                 // The backup is safely stored; a pruning problem is reported, not fatal.
@@ -192,9 +202,7 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             key,
             ..
         } => {
-            let key = BackupKey::load(&key.key_file)?;
-            let target = PgTarget::parse(&database_url)?;
-            let store = open(&location)?;
+            let (key, target, store) = open_with_database(&key, &database_url, &location)?;
             json(&ops::restore(&store, &key, &name, &target, &maintenance_db, if_empty, now).await?)
         }
     }

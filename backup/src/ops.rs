@@ -66,6 +66,28 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+/// Starts `cmd`, the PostgreSQL tool `tool`, killed when dropped, with its stderr collected
+/// ([`collect_stderr`]); with a `target`, connected to it (`--no-password --dbname <url>` after
+/// the arguments already given, and its environment).
+fn spawn_tool(
+    tool: &'static str,
+    cmd: &mut Command,
+    target: Option<&PgTarget>,
+) -> Result<(Child, tokio::task::JoinHandle<String>), Error> {
+    if let Some(target) = target {
+        cmd.arg("--no-password")
+            .arg("--dbname")
+            .arg(target.libpq_url());
+        target.apply_env(cmd);
+    }
+    cmd.stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| Error::Spawn { tool, source })?;
+    let stderr = collect_stderr(&mut child);
+    Ok((child, stderr))
+}
+
 /// Collects a child's stderr (bounded) to explain failures.
 fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
     let stderr = child.stderr.take();
@@ -158,19 +180,9 @@ pub async fn backup(
     let name = backup_name(now);
     let mut cmd = Command::new("pg_dump");
     cmd.arg("--format=custom")
-        .arg("--no-password")
-        .arg("--dbname")
-        .arg(target.libpq_url())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    target.apply_env(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-        tool: "pg_dump",
-        source,
-    })?;
-    let stderr = collect_stderr(&mut child);
+        .stdout(Stdio::piped());
+    let (mut child, stderr) = spawn_tool("pg_dump", &mut cmd, Some(target))?;
     let Some(mut stdout) = child.stdout.take() else {
         return Err(Error::Invalid("pg_dump stdout not captured".into()));
     };
@@ -383,14 +395,8 @@ pub async fn verify(store: &Store, key: &BackupKey, name: &str) -> Result<Verifi
     let mut cmd = Command::new("pg_restore");
     cmd.arg("--list")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-        tool: "pg_restore",
-        source,
-    })?;
-    let stderr = collect_stderr(&mut child);
+        .stdout(Stdio::piped());
+    let (mut child, stderr) = spawn_tool("pg_restore", &mut cmd, None)?;
     let stdout = child.stdout.take();
     let toc = tokio::spawn(async move {
         let mut out = String::new();
@@ -597,19 +603,9 @@ async fn restore_into(
     cmd.arg("--exit-on-error")
         .arg("--no-owner")
         .arg("--no-privileges")
-        .arg("--no-password")
-        .arg("--dbname")
-        .arg(fresh.libpq_url())
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    fresh.apply_env(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-        tool: "pg_restore",
-        source,
-    })?;
-    let stderr = collect_stderr(&mut child);
+        .stdout(Stdio::null());
+    let (mut child, stderr) = spawn_tool("pg_restore", &mut cmd, Some(fresh))?;
     let Some(stdin) = child.stdin.take() else {
         return Err(Error::Invalid("pg_restore stdin not captured".into()));
     };
