@@ -201,6 +201,27 @@ pub async fn apply_manifest(client: &Client, manager: &str, obj: &Value) -> Dyna
     .unwrap_or_else(|e| panic!("applying {} {name}: {e}", gvk.kind))
 }
 
+/// Waits until the API server authorizes `config` by the RBAC objects just applied (its
+/// authorizer reads them from an informer cache, a moment behind; the first request of a
+/// controller started at once could be refused, and a refused first list ends it).
+async fn wait_rbac_effective(config: &Config, ns: &str) {
+    let client = Client::try_from(config.clone()).expect("client");
+    let api: Api<HealthcarePlatform> = Api::namespaced(client, ns);
+    let start = Instant::now();
+    loop {
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => panic!("listing platforms in {ns} as the namespaced ServiceAccount: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the namespaced RBAC of {ns} not in effect after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Deletes the object a manifest names (namespaced kinds only).
 pub async fn delete_manifest(client: &Client, obj: &Value) -> Result<(), kube::Error> {
     let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
@@ -934,6 +955,7 @@ impl Env {
             }
             let account = account.expect("the chart renders a ServiceAccount");
             let config = token_config(&admin, &cluster.admin, &account).await;
+            wait_rbac_effective(&config, &ns).await;
             client = client_with_log(config, &call_log);
         }
         Self {
