@@ -164,6 +164,10 @@ impl Names {
     pub fn postgres_app(&self) -> String {
         self.suffixed("postgres-app")
     }
+    /// ConfigMap with the embedded database's `pg_hba.conf` (TCP only over TLS).
+    pub fn postgres_hba(&self) -> String {
+        self.suffixed("postgres-hba")
+    }
     pub fn postgres_tls(&self) -> String {
         self.suffixed("postgres-tls")
     }

@@ -19,7 +19,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use caduceus_operator::compliance::self_report::SelfReportClient;
+use caduceus_operator::desired::postgres;
 use caduceus_operator::desired::postgres_tls::{self, TlsMaterial};
+
+/// The superuser password of the test server (TCP needs it: SCRAM).
+const PASSWORD: &str = "pg-Secret-1";
 use support::api_process::{api_binary, db_setup, free_port, serve_command};
 
 fn pg_bindir() -> PathBuf {
@@ -118,16 +122,20 @@ impl Postgres {
         chown_to_pg_user(&key);
 
         let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        chown_to_pg_user(&pwfile);
         let out = pg_command(&bindir.join("initdb"))
             .arg("-D")
             .arg(&data)
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", text(&out));
-        // TCP clients only over TLS; the Unix socket (for this test's own checks) is trusted.
-        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n";
-        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        // The operator's pg_hba.conf: TCP clients only over TLS, with SCRAM; the Unix socket
+        // (this test's own checks) as the image has it.
+        std::fs::write(data.join("pg_hba.conf"), postgres::PG_HBA).unwrap();
 
         let port = free_port();
         let options = format!(
@@ -151,7 +159,7 @@ impl Postgres {
 
     fn url(&self, host: &str, ca_file: &Path) -> String {
         format!(
-            "postgres://postgres@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            "postgres://postgres:{PASSWORD}@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
             self.port,
             ca_file.display()
         )
@@ -327,9 +335,9 @@ fn another_ca_or_a_name_outside_the_certificate_is_refused() {
         "a host outside the SANs",
     );
 
-    // Without TLS the server admits nobody over TCP.
+    // Without TLS the server admits nobody over TCP, not even with the right password.
     let out = migrate(&format!(
-        "postgres://postgres@localhost:{}/postgres?sslmode=disable",
+        "postgres://postgres:{PASSWORD}@localhost:{}/postgres?sslmode=disable",
         pg.port
     ));
     assert!(

@@ -60,6 +60,8 @@ pub use secrets::{ExistingSecrets, SecretGenerator};
 /// The embedded database: StatefulSet plus its two Services.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PostgresObjects {
+    /// `pg_hba.conf`: TCP only over TLS ([`postgres::PG_HBA`]).
+    pub hba: ConfigMap,
     pub stateful_set: StatefulSet,
     pub headless_service: Service,
     pub service: Service,

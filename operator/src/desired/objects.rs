@@ -128,11 +128,13 @@ impl Children {
         out.push(O::ServiceAccount(api_service_account));
         out.push(O::ConfigMap(api_config));
         if let Some(PostgresObjects {
+            hba,
             stateful_set,
             headless_service,
             service,
         }) = postgres
         {
+            out.push(O::ConfigMap(hba));
             out.push(O::Service(headless_service));
             out.push(O::Service(service));
             out.push(O::StatefulSet(stateful_set));

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, Probe, Service, ServiceSpec, Volume,
+};
 
 use super::data_store::{self, claim_template, stateful_set_spec};
 use super::pod::{
@@ -80,6 +82,30 @@ rm -rf "$old" || echo "could not remove $old; delete it by hand" >&2
 echo "the data directory now belongs to uid $me"
 "#;
 
+/// `pg_hba.conf` of the embedded database: TCP clients only over TLS (`hostssl`) and only with a
+/// SCRAM password — a plaintext TCP connection is refused whatever its credentials. The Unix
+/// socket (inside the container only: the image's init scripts, nothing else shares the pod)
+/// keeps the image's rule.
+pub const PG_HBA: &str = "\
+# Caduceus (operator-managed): TCP only over TLS, SCRAM passwords.
+local   all  all                trust
+hostssl all  all  0.0.0.0/0     scram-sha-256
+hostssl all  all  ::/0          scram-sha-256
+";
+/// Where [`PG_HBA`] is mounted.
+pub const HBA_DIR: &str = "/etc/caduceus/pg-hba";
+/// Its file name (the ConfigMap key).
+pub const HBA_FILE: &str = "pg_hba.conf";
+
+/// The ConfigMap holding [`PG_HBA`].
+pub fn hba_config_map(p: &ValidatedPlatform) -> ConfigMap {
+    ConfigMap {
+        metadata: child_meta(p, p.names.postgres_hba(), Component::Database),
+        data: Some(BTreeMap::from([(HBA_FILE.to_string(), PG_HBA.to_string())])),
+        ..Default::default()
+    }
+}
+
 /// Postgres connections one API pod opens at most: its pool, its grouped-statement workers and
 /// its audit writer
 /// (`caduceus-api`: `state::POOL_SIZE` + `state::BATCH_KINDS` × `batch::WORKERS` +
@@ -142,6 +168,8 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
                 "-c".into(),
                 "ssl_min_protocol_version=TLSv1.2".into(),
                 "-c".into(),
+                format!("hba_file={HBA_DIR}/{HBA_FILE}"),
+                "-c".into(),
                 format!("max_connections={}", max_connections(p)),
             ]
             .to_vec(),
@@ -166,6 +194,7 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
             mount("tmp", "/tmp"),
             mount("shm", "/dev/shm"),
             read_only_mount("tls", SERVER_TLS_DIR),
+            read_only_mount("hba", HBA_DIR),
         ]),
         ..data_store::container("postgres", image(p), &db.resources)
     };
@@ -204,6 +233,16 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
                 None,
                 KEY_FILE_MODE,
             ),
+            Volume {
+                name: "hba".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names.postgres_hba(),
+                    default_mode: Some(0o444),
+                    optional: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     };
@@ -246,6 +285,7 @@ pub fn build(p: &ValidatedPlatform, tls_checksum: Option<&str>) -> Option<Postgr
     };
     let service = cluster_ip_service(p, names.postgres(), Component::Database, vec![port]);
     Some(PostgresObjects {
+        hba: hba_config_map(p),
         stateful_set,
         headless_service,
         service,
@@ -257,6 +297,50 @@ mod tests {
     use super::*;
     use crate::desired::security::container_violations;
     use crate::desired::test_support::platform;
+
+    #[test]
+    fn tcp_clients_only_over_tls_with_scram() {
+        let rules: Vec<Vec<&str>> = PG_HBA
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        for rule in &rules {
+            match rule[0] {
+                "local" => {}
+                "hostssl" => assert_eq!(rule.last(), Some(&"scram-sha-256"), "{rule:?}"),
+                other => panic!("{other} admits TCP without TLS: {rule:?}"),
+            }
+        }
+        assert!(rules
+            .iter()
+            .any(|r| r[0] == "hostssl" && r[3] == "0.0.0.0/0"));
+        assert!(rules.iter().any(|r| r[0] == "hostssl" && r[3] == "::/0"));
+        let p = platform(|_| {});
+        let objects = build(&p, None).unwrap();
+        assert_eq!(objects.hba.data.unwrap()[HBA_FILE], PG_HBA);
+        let pod = objects.stateful_set.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert!(c
+            .args
+            .iter()
+            .flatten()
+            .any(|a| a == &format!("hba_file={HBA_DIR}/{HBA_FILE}")));
+        let m = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "hba")
+            .unwrap();
+        assert_eq!((m.mount_path.as_str(), m.read_only), (HBA_DIR, Some(true)));
+        let v = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "hba")
+            .unwrap();
+        assert_eq!(v.config_map.unwrap().name, "demo-postgres-hba");
+    }
 
     #[test]
     fn max_connections_covers_every_api_pod_the_deployment_can_run() {
