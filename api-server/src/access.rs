@@ -14,14 +14,19 @@
 //!   itself (e.g. inside a transaction it must drop first).
 //! * [`AccessLog`]: the audit events of a successful access (a `patient.break_glass` event with
 //!   the stated reason when access came through break-glass), written fail closed, with the
-//!   break-glass counter.
+//!   break-glass counter and the per-user break-glass limit (`429` beyond it, audited).
 //! * [`Resource`], [`load`] and [`list_query`]: read one row of a patient-scoped resource with the
 //!   caller's access, or list the rows the caller's scope allows.
+//!
+//! Break-glass opens single records: a record read by id (the patient, one appointment, one
+//! prescription), a write to one record (a prescription), and lists narrowed to one patient
+//! record ([`ListTarget::OnePatient`]: an exact MRN, the `patient_id` of appointments or
+//! prescriptions). Any other list or search answers with the care team's scope, header or not.
 
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::audit::{actions, AuditEvent};
+use crate::audit::{actions, AuditEvent, Outcome};
 use crate::auth::AuthUser;
 use crate::error::Error;
 use crate::rbac::{self, ListScope, PatientAccess, Permission, Relation};
@@ -90,10 +95,15 @@ pub fn visible(
     }
 }
 
-/// May the caller book an appointment for the patient, or move one to another practitioner
-/// ([`rbac::may_book_appointment`]; break-glass does not count).
-pub fn may_book(auth: &AuthUser, patient: Uuid, in_care_team: bool) -> bool {
-    rbac::may_book_appointment(auth.role, relation(auth, patient, in_care_team, false))
+/// May the caller book an appointment with `practitioner` for the patient, or move one to
+/// `practitioner` ([`rbac::may_book_appointment`]: for someone else it needs the right to assign
+/// the care team; break-glass does not count).
+pub fn may_book(auth: &AuthUser, patient: Uuid, in_care_team: bool, practitioner: Uuid) -> bool {
+    rbac::may_book_appointment(
+        auth.role,
+        relation(auth, patient, in_care_team, false),
+        practitioner == auth.user_id,
+    )
 }
 
 /// May the caller assign clinicians to the patient's care team ([`rbac::may_assign_care_team`];
@@ -181,7 +191,13 @@ pub async fn check(
     let in_care_team = if rbac::hidden_without_lookup(auth.role, auth.patient_id, target.patient) {
         None
     } else {
-        store::in_care_team(&state.pool, target.patient, auth.user_id).await?
+        store::in_care_team(
+            &state.pool,
+            target.patient,
+            auth.user_id,
+            state.config.care_team_access_days,
+        )
+        .await?
     };
     admit(state, auth, target, in_care_team, need).await
 }
@@ -220,7 +236,7 @@ pub async fn load<R: PatientScoped>(
         resource.from,
         resource.id_col,
         id,
-        auth.user_id,
+        (auth.user_id, state.config.care_team_access_days),
     )
     .await?
     .ok_or(Error::NotFound)?;
@@ -234,19 +250,44 @@ pub async fn load<R: PatientScoped>(
     Ok((row, access))
 }
 
+/// What a list request asks for, as far as break-glass is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListTarget {
+    /// Narrowed to one patient record by the route's own filter (an exact MRN; a `patient_id`):
+    /// break-glass may open it.
+    OnePatient,
+    /// Anything else: break-glass never widens it.
+    Many,
+}
+
 /// Which records a list may return to the caller.
-pub fn list_scope(auth: &AuthUser) -> ListScope {
-    rbac::patient_list_scope(auth.role, auth.break_glass_reason.is_some())
+pub fn list_scope(auth: &AuthUser, target: ListTarget) -> ListScope {
+    rbac::patient_list_scope(
+        auth.role,
+        auth.break_glass_reason.is_some(),
+        target == ListTarget::OnePatient,
+    )
 }
 
 /// The list query of a [`Resource`] for the caller: its rows with the caller's care-team flag,
-/// of live patients, narrowed to the caller's [`list_scope`]. Add filters, order and limit, then
-/// skip the rows [`visible`] closes.
-pub fn list_query(auth: &AuthUser, resource: &Resource) -> QueryBuilder<Postgres> {
-    let mut qb = store::select_for_caller(resource.columns, resource.from, auth.user_id);
+/// of live patients, narrowed to the caller's [`list_scope`]. Add filters (for
+/// [`ListTarget::OnePatient`], the one that narrows to one patient), order and limit, then skip
+/// the rows [`visible`] closes.
+pub fn list_query(
+    state: &AppState,
+    auth: &AuthUser,
+    resource: &Resource,
+    target: ListTarget,
+) -> QueryBuilder<Postgres> {
+    let mut qb = store::select_for_caller(
+        resource.columns,
+        resource.from,
+        auth.user_id,
+        state.config.care_team_access_days,
+    );
     store::push_list_scope(
         &mut qb,
-        list_scope(auth),
+        list_scope(auth, target),
         auth.patient_id,
         resource.patient_col,
     );
@@ -259,7 +300,9 @@ pub fn list_query(auth: &AuthUser, resource: &Resource) -> QueryBuilder<Postgres
 pub struct AccessLog {
     resource_type: &'static str,
     events: Vec<AuditEvent>,
-    break_glass: u64,
+    /// The request opened a record through break-glass: the caller, their role, and the
+    /// `patient.break_glass` event to audit (as denied) if the opening is refused.
+    break_glass: Option<(Uuid, &'static str, AuditEvent)>,
 }
 
 impl AccessLog {
@@ -267,7 +310,7 @@ impl AccessLog {
         Self {
             resource_type,
             events: Vec::new(),
-            break_glass: 0,
+            break_glass: None,
         }
     }
 
@@ -276,27 +319,37 @@ impl AccessLog {
     /// `purpose`.
     #[must_use = "`add` returns the log with the events added"]
     pub fn add(
-        mut self,
+        self,
         auth: &AuthUser,
         action: &str,
         resource_id: impl ToString,
         patient: Uuid,
         access: PatientAccess,
     ) -> Self {
-        let resource_id = resource_id.to_string();
-        let mut ev = AuditEvent::by(auth, action, self.resource_type)
-            .resource(&resource_id)
+        let ev = AuditEvent::by(auth, action, self.resource_type)
+            .resource(resource_id.to_string())
             .patient(patient);
+        self.add_event(auth, ev, access)
+    }
+
+    /// [`Self::add`] for an event built by the route (e.g. a refusal that discloses facts about
+    /// the record, with its own outcome): through break-glass, the reason becomes its `purpose`
+    /// and a `patient.break_glass` event for the same resource and patient is added.
+    #[must_use = "`add_event` returns the log with the events added"]
+    pub fn add_event(mut self, auth: &AuthUser, mut ev: AuditEvent, access: PatientAccess) -> Self {
         if access == PatientAccess::BreakGlass {
             let reason = auth.break_glass_reason.clone().unwrap_or_default();
             ev = ev.purpose(&reason);
-            self.events.push(
-                AuditEvent::by(auth, actions::BREAK_GLASS, self.resource_type)
-                    .resource(&resource_id)
-                    .patient(patient)
-                    .purpose(&reason),
-            );
-            self.break_glass += 1;
+            let mut glass = AuditEvent::by(auth, actions::BREAK_GLASS, self.resource_type)
+                .purpose(&reason)
+                .outcome(ev.outcome);
+            glass.resource_id = ev.resource_id.clone();
+            glass.patient_id = ev.patient_id;
+            if self.break_glass.is_none() {
+                let refused = glass.clone().outcome(Outcome::Denied);
+                self.break_glass = Some((auth.user_id, auth.role.as_str(), refused));
+            }
+            self.events.push(glass);
         }
         self.events.push(ev);
         self
@@ -321,21 +374,35 @@ impl AccessLog {
         self
     }
 
-    /// Count the request once in `break_glass_access_total`, however many records it opened
-    /// (patient lists and searches have always counted so; other resources count each record).
-    pub fn count_break_glass_once(mut self) -> Self {
-        self.break_glass = self.break_glass.min(1);
-        self
-    }
-
-    /// Write the events (fail closed: `?` it before returning data) and count break-glass use.
+    /// Write the events (fail closed: `?` it before returning data). A request that opened a
+    /// record through break-glass is one opening, however many rows of that record it returns:
+    /// it is charged to the caller's hourly break-glass bucket
+    /// ([`crate::ratelimit::BREAK_GLASS_PER_HOUR`]) and counted in `break_glass_access_total`
+    /// by role; beyond the limit nothing is returned: `429` with `Retry-After`, the attempt
+    /// audited as a denied `patient.break_glass` and counted in `break_glass_refused_total`.
     pub async fn write(self, state: &AppState) -> Result<(), Error> {
+        if let Some((user, role, refused)) = &self.break_glass {
+            let decision = state.limiter.check_break_glass(*user).await;
+            if !decision.allowed {
+                state
+                    .metrics
+                    .break_glass_refused_total
+                    .with_label_values(&[role])
+                    .inc();
+                state.metrics.rate_limited_total.inc();
+                state.audit.record(refused.clone()).await?;
+                return Err(Error::RateLimited {
+                    retry_after_secs: decision.retry_after_secs.max(1),
+                });
+            }
+        }
         state.audit.record_all(self.events).await?;
-        if self.break_glass > 0 {
+        if let Some((_, role, _)) = self.break_glass {
             state
                 .metrics
                 .break_glass_access_total
-                .inc_by(self.break_glass);
+                .with_label_values(&[role])
+                .inc();
         }
         Ok(())
     }

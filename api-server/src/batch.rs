@@ -535,7 +535,10 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            let args = vec![ids; args].join(", ");
+            let mut args = vec![ids; args].join(", ");
+            if name == "session_patient" {
+                args.push_str(", 30"); // the appointment access window in days
+            }
             let plan = crate::testing::generic_plan(&mut conn, name, &sql, &args).await;
             for table in tables {
                 assert!(plan.contains(&format!("{table}_pkey")), "{name}:\n{plan}");

@@ -44,6 +44,9 @@ pub struct Config {
     pub audit_retention_days: u32,
     /// Soft-deleted patients are purged after this many days (≥ [`MIN_PATIENT_RETENTION_DAYS`]).
     pub patient_retention_days: u32,
+    /// An appointment keeps its practitioner in the patient's care team until this many days
+    /// after its end (`CADUCEUS_CARE_TEAM_ACCESS_DAYS`, 1–3650).
+    pub care_team_access_days: u32,
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// Proxies whose `X-Forwarded-For` is believed (`CADUCEUS_TRUSTED_PROXIES`; empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -251,6 +254,13 @@ impl Config {
                 MIN_PATIENT_RETENTION_DAYS
             )));
         }
+        let care_team_access_days = positive(env, settings::CARE_TEAM_ACCESS_DAYS)?;
+        if care_team_access_days > settings::CARE_TEAM_ACCESS_DAYS.max {
+            return Err(ConfigError(format!(
+                "CADUCEUS_CARE_TEAM_ACCESS_DAYS={care_team_access_days} is above the maximum of {} days",
+                settings::CARE_TEAM_ACCESS_DAYS.max
+            )));
+        }
         let mut cors_allowed_origins = Vec::new();
         if let Some(list) = env.get(settings::CORS_ALLOWED_ORIGINS) {
             for origin in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
@@ -307,6 +317,7 @@ impl Config {
             login_rate_limit_per_minute: login_rpm,
             audit_retention_days: retention,
             patient_retention_days: patient_retention,
+            care_team_access_days,
             cors_allowed_origins,
             trusted_proxies,
             self_registration,
@@ -416,6 +427,7 @@ mod tests {
         assert_eq!(c.login_rate_limit_per_minute, 5);
         assert_eq!(c.audit_retention_days, 2190);
         assert_eq!(c.patient_retention_days, 3650);
+        assert_eq!(c.care_team_access_days, 30);
         assert!(c.trusted_proxies.is_empty());
         assert!(!c.self_registration);
         env.insert("REDIS_URL".into(), "".into());
@@ -485,6 +497,16 @@ mod tests {
                 "CADUCEUS_PATIENT_RETENTION_DAYS",
                 "ten years",
                 "CADUCEUS_PATIENT_RETENTION_DAYS",
+            ),
+            (
+                "CADUCEUS_CARE_TEAM_ACCESS_DAYS",
+                "0",
+                "CADUCEUS_CARE_TEAM_ACCESS_DAYS must be greater than 0",
+            ),
+            (
+                "CADUCEUS_CARE_TEAM_ACCESS_DAYS",
+                "3651",
+                "CADUCEUS_CARE_TEAM_ACCESS_DAYS=3651 is above the maximum of 3650 days",
             ),
             (
                 "CADUCEUS_CORS_ALLOWED_ORIGINS",

@@ -35,7 +35,10 @@ pub struct MetricSet {
     pub audit_write_failures_total: IntCounter,
     pub phi_access_denied_total: IntCounter,
     pub rate_limited_total: IntCounter,
-    pub break_glass_access_total: IntCounter,
+    /// Requests that opened a record through break-glass, by the caller's role.
+    pub break_glass_access_total: IntCounterVec,
+    /// Break-glass openings refused by the per-user hourly limit, by the caller's role.
+    pub break_glass_refused_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -86,9 +89,19 @@ impl Metrics {
                 "Requests denied by the permission check",
             )?,
             rate_limited_total: IntCounter::new("rate_limited_total", "Requests refused with 429")?,
-            break_glass_access_total: IntCounter::new(
-                "break_glass_access_total",
-                "Patient records opened with X-Break-Glass-Reason",
+            break_glass_access_total: IntCounterVec::new(
+                Opts::new(
+                    "break_glass_access_total",
+                    "Requests that opened a patient's record with X-Break-Glass-Reason, by role",
+                ),
+                &["role"],
+            )?,
+            break_glass_refused_total: IntCounterVec::new(
+                Opts::new(
+                    "break_glass_refused_total",
+                    "Break-glass openings refused by the per-user hourly limit, by role",
+                ),
+                &["role"],
             )?,
             registry,
         };
@@ -115,6 +128,8 @@ impl Metrics {
             .register(Box::new(m.rate_limited_total.clone()))?;
         m.registry
             .register(Box::new(m.break_glass_access_total.clone()))?;
+        m.registry
+            .register(Box::new(m.break_glass_refused_total.clone()))?;
         // make label sets visible from the start
         for op in ["create", "read", "list", "update", "delete"] {
             m.patient_operations_total.with_label_values(&[op]);
@@ -124,6 +139,15 @@ impl Metrics {
         }
         for state in ["idle", "in_use", "worker"] {
             m.db_pool_connections.with_label_values(&[state]);
+        }
+        // the roles that may break the glass
+        for role in crate::rbac::Role::ALL {
+            if crate::rbac::allows(role, crate::rbac::Permission::BreakGlass) {
+                m.break_glass_access_total
+                    .with_label_values(&[role.as_str()]);
+                m.break_glass_refused_total
+                    .with_label_values(&[role.as_str()]);
+            }
         }
         Ok(Self(std::sync::Arc::new(m)))
     }

@@ -5,7 +5,9 @@
 //! ([`GCRA_SCRIPT`], Redis server time, so replicas agree). Concurrent requests are decided by one
 //! script call per group ([`redis_worker`]), exactly as one call each would decide them. Limits are per minute with a burst of
 //! the full minute's allowance. Keys: `<prefix>rl:ip:<ip>`, `<prefix>rl:user:<user id>` and, for
-//! `POST /auth/login`, `<prefix>rl:login:<ip>` with the stricter login limit. An IPv6 client is
+//! `POST /auth/login`, `<prefix>rl:login:<ip>` with the stricter login limit; break-glass openings
+//! have their own hourly bucket per user, `<prefix>rl:break-glass:<user id>`
+//! ([`Limiter::check_break_glass`], [`BREAK_GLASS_PER_HOUR`]). An IPv6 client is
 //! counted by its /64 ([`ip_bucket`]): one host usually holds a whole /64 and can pick a fresh
 //! address for every request.
 //!
@@ -103,6 +105,31 @@ for _, key in ipairs(order) do
 end
 return out
 "#;
+
+/// GCRA for one bucket with its own period: `KEYS[1]`, `ARGV[1]` = limit per period,
+/// `ARGV[2]` = period in ms (burst: the whole period's allowance). Returns {allowed (0/1),
+/// remaining, retry_after_ms, reset_ms}. Used for the rare, hourly break-glass bucket.
+pub const PERIOD_GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local interval = period / limit
+local cur = tonumber(redis.call('GET', KEYS[1]) or now)
+if cur < now then cur = now end
+local new_tat = cur + interval
+local allow_at = new_tat - period
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now), math.ceil(cur - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+return {1, math.floor((period - (new_tat - now)) / interval), 0, math.ceil(new_tat - now)}
+"#;
+
+/// Break-glass openings allowed per user and hour (shared by the replicas through Redis): a
+/// request that opens a record through `X-Break-Glass-Reason` beyond it is refused with `429`
+/// (audited, counted in `break_glass_refused_total`).
+pub const BREAK_GLASS_PER_HOUR: u32 = 20;
 
 /// Most requests decided by one Redis call.
 const MAX_GROUP: usize = 256;
@@ -210,6 +237,10 @@ pub struct Limiter {
     login: LocalLimiter,
     /// Health probes per client (per process, never Redis: a probe must not depend on it).
     probes: LocalLimiter,
+    /// Break-glass openings per user when Redis does not answer.
+    break_glass: LocalLimiter,
+    /// [`PERIOD_GCRA_SCRIPT`].
+    period_script: redis::Script,
     general_limit: u32,
     login_limit: u32,
 }
@@ -251,6 +282,11 @@ impl Limiter {
                     .allow_burst(NonZeroU32::new(PROBE_BURST).unwrap_or(NonZeroU32::MIN)),
             )
             .with_middleware(),
+            break_glass: RateLimiter::keyed(Quota::per_hour(
+                NonZeroU32::new(BREAK_GLASS_PER_HOUR).unwrap_or(NonZeroU32::MIN),
+            ))
+            .with_middleware(),
+            period_script: redis::Script::new(PERIOD_GCRA_SCRIPT),
             general_limit: per_minute,
             login_limit: login_per_minute,
         }
@@ -393,6 +429,64 @@ impl Limiter {
         })
     }
 
+    /// One break-glass opening of `user` ([`BREAK_GLASS_PER_HOUR`] per hour): in Redis when it
+    /// answers (one bucket shared by the replicas), otherwise per process. A refused opening
+    /// charges nothing.
+    pub async fn check_break_glass(&self, user: uuid::Uuid) -> Decision {
+        let key = format!("break-glass:{user}");
+        let limit = BREAK_GLASS_PER_HOUR;
+        if let Some(conn) = &self.redis {
+            if unix_ms() >= self.redis_retry_at_ms.load(Ordering::Relaxed) {
+                let mut conn = conn.clone();
+                let mut inv = self.period_script.prepare_invoke();
+                inv.key(format!("{}rl:{key}", self.prefix))
+                    .arg(limit)
+                    .arg(3_600_000u64);
+                let call = inv.invoke_async::<Vec<i64>>(&mut conn);
+                match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+                    Ok(Ok(v)) if v.len() == 4 => {
+                        self.redis_healthy.store(true, Ordering::Relaxed);
+                        return Decision {
+                            allowed: v[0] == 1,
+                            limit,
+                            remaining: v[1].max(0) as u32,
+                            retry_after_secs: (v[2].max(0) as u64).div_ceil(1000),
+                            reset_secs: (v[3].max(0) as u64).div_ceil(1000),
+                        };
+                    }
+                    _ => {
+                        self.redis_retry_at_ms
+                            .store(unix_ms() + REDIS_RETRY_AFTER_MS, Ordering::Relaxed);
+                        if self.redis_healthy.swap(false, Ordering::Relaxed) {
+                            tracing::warn!(
+                                "redis unavailable; rate limiting falls back to the local limiter"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        match self.break_glass.check_key(&key) {
+            Ok(snapshot) => Decision {
+                allowed: true,
+                limit,
+                remaining: snapshot.remaining_burst_capacity(),
+                retry_after_secs: 0,
+                reset_secs: 0,
+            },
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Decision {
+                    allowed: false,
+                    limit,
+                    remaining: 0,
+                    retry_after_secs: wait.as_secs() + 1,
+                    reset_secs: wait.as_secs() + 1,
+                }
+            }
+        }
+    }
+
     /// Ping Redis (for readiness).
     pub async fn ping(&self) -> Option<bool> {
         let conn = self.redis.as_ref()?;
@@ -484,6 +578,28 @@ mod tests {
             "{} calls for 40 requests",
             l.redis_calls()
         );
+    }
+
+    /// The hourly break-glass bucket: [`BREAK_GLASS_PER_HOUR`] openings, then refusals with the
+    /// wait until the next one (about 3 minutes); other users are not affected.
+    #[tokio::test]
+    async fn break_glass_openings_are_limited_per_user_and_hour() {
+        let l = limiter(600);
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        for i in 0..BREAK_GLASS_PER_HOUR {
+            let d = l.check_break_glass(a).await;
+            assert!(d.allowed, "opening {i}");
+            assert_eq!(d.remaining, BREAK_GLASS_PER_HOUR - 1 - i);
+        }
+        let refused = l.check_break_glass(a).await;
+        assert!(!refused.allowed);
+        let per = 3600 / u64::from(BREAK_GLASS_PER_HOUR);
+        assert!(
+            (per - 2..=per + 1).contains(&refused.retry_after_secs),
+            "{refused:?}"
+        );
+        assert!(l.check_break_glass(b).await.allowed);
+        assert!(!l.degraded());
     }
 
     /// Within a group, a refused request charges none of its buckets: a client whose user bucket

@@ -13,16 +13,20 @@
 //! | `PatientRead` / `PatientList` | demographics | care team (full) | care team (full) | demographics | own record (full) |
 //! | `PatientUpdate` | demographics | care team (all fields) | care team (all fields) | demographics | |
 //! | `PatientDelete` (soft) | ✓ | | | | |
-//! | `CareTeamAssign` | ✓ | own care team | | ✓ | |
-//! | `BreakGlass` (X-Break-Glass-Reason) | | ✓ | | | |
-//! | `AppointmentBook` ([`may_book_appointment`]) | ✓ | own care team | own care team | ✓ | |
+//! | `CareTeamAssign` (assign and revoke) | ✓ | own care team | | ✓ | |
+//! | `BreakGlass` (X-Break-Glass-Reason: single records only, [`patient_list_scope`]) | | ✓ | | | |
+//! | `AppointmentBook` ([`may_book_appointment`]) | ✓ | own care team | own care team, only for themselves | ✓ | |
 //! | `AppointmentUpdate` | ✓ | care team | care team | ✓ | |
 //! | `AppointmentRead` | ✓ | ✓ | ✓ | ✓ | own |
 //! | `PrescriptionCreate` / `PrescriptionDiscontinue` | | ✓ | | | |
 //! | `PrescriptionRead` | | ✓ | ✓ | | own |
 //!
 //! Care team: a physician or nurse who registered the patient, was assigned
-//! (`POST /patients/{id}/care-team`) or has an appointment with the patient.
+//! (`POST /patients/{id}/care-team`, until `DELETE /patients/{id}/care-team/{user}`) or is the
+//! practitioner of an appointment with the patient that was neither cancelled nor a no-show and
+//! ended less than `CADUCEUS_CARE_TEAM_ACCESS_DAYS` ago. Booking (or moving) an appointment for
+//! another practitioner puts that practitioner in the care team, so it needs `CareTeamAssign`
+//! ([`may_book_appointment`]).
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -188,7 +192,8 @@ pub fn hidden_without_lookup(
 /// Which patient records a list/search may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListScope {
-    /// Every live record (admin, receptionist: demographics; physician with break-glass: full).
+    /// Every live record (admin, receptionist: demographics; physician with break-glass, only
+    /// for a request narrowed to one patient record: full).
     All,
     /// Records whose care team includes the caller.
     CareTeam,
@@ -196,11 +201,16 @@ pub enum ListScope {
     OwnRecord,
 }
 
-/// List scope for a role (`break_glass`: the request carries `X-Break-Glass-Reason`).
-pub fn patient_list_scope(role: Role, break_glass: bool) -> ListScope {
+/// List scope for a role (`break_glass`: the request carries `X-Break-Glass-Reason`;
+/// `one_patient`: the request is narrowed to one patient record — an exact MRN, or the
+/// `patient_id` of a record's appointments or prescriptions). Break-glass opens single records
+/// only: on any other list or search the header changes nothing (the care team's scope).
+pub fn patient_list_scope(role: Role, break_glass: bool, one_patient: bool) -> ListScope {
     match role {
         Role::Patient => ListScope::OwnRecord,
-        Role::Physician if break_glass && allows(role, Permission::BreakGlass) => ListScope::All,
+        Role::Physician if break_glass && one_patient && allows(role, Permission::BreakGlass) => {
+            ListScope::All
+        }
         Role::Physician | Role::Nurse => ListScope::CareTeam,
         Role::Admin | Role::Receptionist => ListScope::All,
     }
@@ -231,9 +241,13 @@ pub fn may_assign_care_team(role: Role, rel: Relation) -> bool {
 /// May the caller book an appointment for this patient (or move one to another practitioner)?
 /// Admins and receptionists schedule anyone; a physician or nurse only inside their own care
 /// team: booking yourself would otherwise put you in the care team, bypassing it like
-/// self-assignment would (pass the relation without break-glass).
-pub fn may_book_appointment(role: Role, rel: Relation) -> bool {
-    allows(role, Permission::AppointmentBook) && (!role.is_clinician() || rel.in_care_team)
+/// self-assignment would (pass the relation without break-glass). An appointment puts its
+/// practitioner in the care team, so booking for someone else (`for_self` false) also needs
+/// [`may_assign_care_team`]: a nurse books only for themselves.
+pub fn may_book_appointment(role: Role, rel: Relation, for_self: bool) -> bool {
+    allows(role, Permission::AppointmentBook)
+        && (!role.is_clinician() || rel.in_care_team)
+        && (for_self || may_assign_care_team(role, rel))
 }
 
 impl PatientAccess {
@@ -309,5 +323,35 @@ mod tests {
             patient_access(Role::Receptionist, none),
             PatientAccess::Demographics
         );
+    }
+
+    #[test]
+    fn break_glass_widens_only_a_list_narrowed_to_one_patient() {
+        use ListScope::*;
+        assert_eq!(patient_list_scope(Role::Physician, true, false), CareTeam);
+        assert_eq!(patient_list_scope(Role::Physician, true, true), All);
+        assert_eq!(patient_list_scope(Role::Physician, false, true), CareTeam);
+        assert_eq!(patient_list_scope(Role::Nurse, true, true), CareTeam);
+        assert_eq!(patient_list_scope(Role::Receptionist, false, false), All);
+        assert_eq!(patient_list_scope(Role::Patient, true, true), OwnRecord);
+    }
+
+    #[test]
+    fn booking_for_another_practitioner_needs_the_assign_permission() {
+        let team = Relation {
+            in_care_team: true,
+            ..Relation::default()
+        };
+        let none = Relation::default();
+        // a nurse in the care team books for themselves only
+        assert!(may_book_appointment(Role::Nurse, team, true));
+        assert!(!may_book_appointment(Role::Nurse, team, false));
+        // a physician in the care team may assign, so may book for others
+        assert!(may_book_appointment(Role::Physician, team, false));
+        assert!(!may_book_appointment(Role::Physician, none, true));
+        for r in [Role::Admin, Role::Receptionist] {
+            assert!(may_book_appointment(r, none, false));
+        }
+        assert!(!may_book_appointment(Role::Patient, none, true));
     }
 }

@@ -176,7 +176,12 @@ impl AppState {
         );
         Ok(Self(Arc::new(Shared {
             sessions: Batcher::spawn(options.clone(), SessionLookup),
-            patient_reads: Batcher::spawn(options.clone(), SessionPatientLookup),
+            patient_reads: Batcher::spawn(
+                options.clone(),
+                SessionPatientLookup {
+                    care_team_access_days: config.care_team_access_days,
+                },
+            ),
             patient_inserts: Batcher::spawn(options, PatientInsert),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),

@@ -71,6 +71,7 @@ pub fn test_config() -> Config {
         login_rate_limit_per_minute: 10_000,
         audit_retention_days: 2190,
         patient_retention_days: 3650,
+        care_team_access_days: 30,
         cors_allowed_origins: Vec::new(),
         trusted_proxies: Vec::new(),
         self_registration: false,

@@ -700,7 +700,14 @@ async fn break_glass_is_audited_and_counted(pool: PgPool) {
     let r = app.send(glass(&doc.token)).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["reason"], "Emergency");
-    assert_eq!(app.state.metrics.break_glass_access_total.get(), 1);
+    assert_eq!(
+        app.state
+            .metrics
+            .break_glass_access_total
+            .with_label_values(&["physician"])
+            .get(),
+        1
+    );
     let purpose: Option<String> = sqlx::query_scalar(
         "SELECT purpose FROM audit_events WHERE action = 'patient.break_glass' AND resource_type = 'appointment' AND actor_id = $1",
     )

@@ -264,7 +264,14 @@ async fn care_team_rules_and_break_glass(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(purpose.as_deref(), Some("unconscious patient in ER"));
-    assert_eq!(app.state.metrics.break_glass_access_total.get(), 1);
+    assert_eq!(
+        app.state
+            .metrics
+            .break_glass_access_total
+            .with_label_values(&["physician"])
+            .get(),
+        1
+    );
     let req = axum::http::Request::builder()
         .uri(&url)
         .header("authorization", format!("Bearer {}", nurse.token))
@@ -407,7 +414,14 @@ async fn break_glass_search_is_audited_per_record(pool: PgPool) {
     assert_eq!(r.json["items"][0]["id"], id.as_str());
     assert_eq!(r.json["items"][0]["access"], "full");
     assert_eq!(audit_count(&app, "patient.break_glass", Some(&id)).await, 1);
-    assert_eq!(app.state.metrics.break_glass_access_total.get(), 1);
+    assert_eq!(
+        app.state
+            .metrics
+            .break_glass_access_total
+            .with_label_values(&["physician"])
+            .get(),
+        1
+    );
 }
 
 /// Retention: soft-deleted patients older than `CADUCEUS_PATIENT_RETENTION_DAYS` (never fewer than

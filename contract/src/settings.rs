@@ -67,6 +67,15 @@ pub const PATIENT_RETENTION_DAYS: Number = Number {
     min: SIX_YEARS_DAYS,
     max: 36500,
 };
+/// Days after an appointment (its end) during which the appointment keeps its practitioner in
+/// the patient's care team (`spec.security.careTeamAccessDays`); cancelled and no-show
+/// appointments never count.
+pub const CARE_TEAM_ACCESS_DAYS: Number = Number {
+    name: "CADUCEUS_CARE_TEAM_ACCESS_DAYS",
+    default: 30,
+    min: 1,
+    max: 3650,
+};
 
 /// Public API address (`0.0.0.0:<port>`).
 pub const HTTP_ADDR: &str = "CADUCEUS_HTTP_ADDR";
@@ -123,7 +132,7 @@ pub const APP_DB_PASSWORD: &str = "CADUCEUS_APP_DB_PASSWORD";
 pub const API_CONNECTIONS_PER_POD: u32 = 16;
 
 /// The whole-number settings.
-pub const NUMBERS: [Number; 7] = [
+pub const NUMBERS: [Number; 8] = [
     SESSION_IDLE_TIMEOUT_MINUTES,
     MAX_SESSION_HOURS,
     ACCESS_TOKEN_TTL_MINUTES,
@@ -131,10 +140,11 @@ pub const NUMBERS: [Number; 7] = [
     RATE_LIMIT_LOGIN_PER_MINUTE,
     AUDIT_RETENTION_DAYS,
     PATIENT_RETENTION_DAYS,
+    CARE_TEAM_ACCESS_DAYS,
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 23] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
@@ -146,6 +156,7 @@ pub const ALL: [&str; 22] = [
     RATE_LIMIT_LOGIN_PER_MINUTE.name,
     AUDIT_RETENTION_DAYS.name,
     PATIENT_RETENTION_DAYS.name,
+    CARE_TEAM_ACCESS_DAYS.name,
     TRUSTED_PROXIES,
     CORS_ALLOWED_ORIGINS,
     SELF_REGISTRATION,

@@ -99,9 +99,11 @@ fn write_error(e: sqlx::Error) -> Error {
     e.into()
 }
 
-/// Book an appointment.
+/// Book an appointment. The appointment puts its practitioner in the patient's care team (until
+/// `CADUCEUS_CARE_TEAM_ACCESS_DAYS` after it), so booking for another practitioner needs the
+/// right to assign the care team (`403` for a nurse; a physician only in their own care team).
 #[utoipa::path(post, path = "/api/v1/appointments", tag = "appointments", request_body = NewAppointment,
-    responses((status = 201, body = Appointment), (status = 403, body = crate::error::Problem),
+    responses((status = 201, body = Appointment), (status = 403, description = "outside the care team, or booking for another practitioner without the right to assign the care team", body = crate::error::Problem),
               (status = 409, description = "overlaps another booking of the practitioner", body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
@@ -111,11 +113,15 @@ pub async fn create(
     ApiJson(body): ApiJson<NewAppointment>,
 ) -> Result<(StatusCode, Json<Appointment>), Error> {
     check_practitioner(&state, body.practitioner_id).await?;
-    let in_care_team =
-        crate::store::patients::in_care_team(&state.pool, body.patient_id, auth.user_id)
-            .await?
-            .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
-    if !access::may_book(&auth, body.patient_id, in_care_team) {
+    let in_care_team = crate::store::patients::in_care_team(
+        &state.pool,
+        body.patient_id,
+        auth.user_id,
+        state.config.care_team_access_days,
+    )
+    .await?
+    .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
+    if !access::may_book(&auth, body.patient_id, in_care_team, body.practitioner_id) {
         let target = Target {
             resource_type: "appointment",
             resource_id: None,
@@ -181,9 +187,10 @@ pub async fn create(
 
 /// Read one appointment.
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments",
-    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited, limited per user and hour)")),
     responses((status = 200, body = Appointment), (status = 403, body = crate::error::Problem),
-              (status = 404, body = crate::error::Problem)),
+              (status = 404, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
@@ -211,9 +218,13 @@ pub struct AppointmentFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// List appointments visible to the caller, ordered by start time.
-#[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments", params(AppointmentFilter, PageParams),
-    responses((status = 200, body = Page<Appointment>), (status = 422, body = crate::error::Problem)),
+/// List appointments visible to the caller, ordered by start time. `X-Break-Glass-Reason` opens
+/// only the appointments of one patient (`patient_id`); on any other list it changes nothing.
+/// A `cursor` must name an appointment of the caller's own list (else `422` naming `cursor`).
+#[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments",
+    params(AppointmentFilter, PageParams, ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians: opens the appointments of one patient (`patient_id`) outside the care team (audited, limited per user and hour); ignored on other lists")),
+    responses((status = 200, body = Page<Appointment>), (status = 422, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -228,26 +239,40 @@ pub async fn list(
             return Err(Error::validation("to", "must be after from"));
         }
     }
-    let mut qb = access::list_query(&auth, &AppointmentRow::RESOURCE);
-    if let Some(p) = filter.patient_id {
-        qb.push(" AND a.patient_id = ").push_bind(p);
-    }
-    if let Some(p) = filter.practitioner_id {
-        qb.push(" AND a.practitioner_id = ").push_bind(p);
-    }
-    if let Some(from) = filter.from {
-        qb.push(" AND a.end_at > ").push_bind(from);
-    }
-    if let Some(to) = filter.to {
-        qb.push(" AND a.start_at < ").push_bind(to);
-    }
+    // the caller's list with the filters (break-glass opens only one patient's appointments)
+    let scoped = || {
+        let target = match filter.patient_id {
+            Some(_) => access::ListTarget::OnePatient,
+            None => access::ListTarget::Many,
+        };
+        let mut qb = access::list_query(&state, &auth, &AppointmentRow::RESOURCE, target);
+        if let Some(p) = filter.patient_id {
+            qb.push(" AND a.patient_id = ").push_bind(p);
+        }
+        if let Some(p) = filter.practitioner_id {
+            qb.push(" AND a.practitioner_id = ").push_bind(p);
+        }
+        if let Some(from) = filter.from {
+            qb.push(" AND a.end_at > ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            qb.push(" AND a.start_at < ").push_bind(to);
+        }
+        qb
+    };
+    let mut qb = scoped();
     if let Some(c) = cursor {
-        let key: Option<(DateTime<Utc>,)> =
-            sqlx::query_as("SELECT start_at FROM appointments WHERE id = $1")
-                .bind(c)
-                .fetch_optional(&state.pool)
-                .await?;
-        let (start,) = key.ok_or_else(|| Error::validation("cursor", "is not a valid cursor"))?;
+        // the cursor is resolved inside the caller's own list: an appointment the caller may
+        // not see (or that does not exist) is the same 422, and its start time is never used
+        let mut key = scoped();
+        key.push(" AND a.id = ").push_bind(c);
+        let row: Option<AppointmentRow> = key.build_query_as().fetch_optional(&state.pool).await?;
+        let start = row
+            .filter(|r| {
+                access::visible(&auth, r.patient_id, r.in_care_team, Need::Record).is_some()
+            })
+            .map(|r| r.start_at)
+            .ok_or_else(|| Error::validation("cursor", "is not a valid cursor"))?;
         qb.push(" AND (a.start_at, a.id) > (")
             .push_bind(start)
             .push(", ")
@@ -275,10 +300,11 @@ pub async fn list(
     }))
 }
 
-/// Reschedule, change the reason, or move the status along the transition table.
+/// Reschedule, change the reason, or move the status along the transition table. Moving the
+/// appointment to another practitioner than the caller needs the right to assign the care team.
 #[utoipa::path(patch, path = "/api/v1/appointments/{id}", tag = "appointments", params(("id" = Uuid, Path)),
     request_body = AppointmentPatch,
-    responses((status = 200, body = Appointment), (status = 403, body = crate::error::Problem),
+    responses((status = 200, body = Appointment), (status = 403, description = "outside the care team, or moving the appointment to another practitioner without the right to assign the care team", body = crate::error::Problem),
               (status = 404, body = crate::error::Problem),
               (status = 409, description = "invalid status transition, overlap, or concurrent change", body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)),
@@ -322,7 +348,7 @@ pub async fn update(
         }
         let practitioner = patch.practitioner_id.unwrap_or(row.practitioner_id);
         if practitioner != row.practitioner_id {
-            if !access::may_book(&auth, row.patient_id, row.in_care_team) {
+            if !access::may_book(&auth, row.patient_id, row.in_care_team, practitioner) {
                 let target = Target {
                     resource_type: "appointment",
                     resource_id: Some(id),

@@ -1,5 +1,5 @@
 //! Patients: `POST/GET /patients`, `GET/PATCH/DELETE /patients/{id}`,
-//! `POST /patients/{id}/care-team`.
+//! `POST /patients/{id}/care-team`, `DELETE /patients/{id}/care-team/{user_id}`.
 //!
 //! PHI is encrypted per column ([`model::encrypt`]); lookups use blind indexes; every access is
 //! audited before the response is returned (fail closed). Record-level access is decided by
@@ -18,7 +18,7 @@ pub use extract::CallerAndPatient;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,10 @@ pub fn router() -> Router<AppState> {
         .route("/patients", get(list).post(create))
         .route("/patients/{id}", get(read).patch(update).delete(remove))
         .route("/patients/{id}/care-team", post(add_care_team))
+        .route(
+            "/patients/{id}/care-team/{user_id}",
+            delete(remove_care_team),
+        )
 }
 
 impl Validate for NewPatient {
@@ -127,9 +131,11 @@ pub async fn create(
 
 /// Read one patient.
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
-    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited, limited per user and hour)")),
     responses((status = 200, body = Patient), (status = 403, body = crate::error::Problem),
-              (status = 404, body = crate::error::Problem), (status = 503, description = "audit trail unavailable", body = crate::error::Problem)),
+              (status = 404, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem),
+              (status = 503, description = "audit trail unavailable", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
@@ -162,9 +168,13 @@ pub struct PatientFilter {
     pub birth_date: Option<NaiveDate>,
 }
 
-/// List / search patients visible to the caller.
-#[utoipa::path(get, path = "/api/v1/patients", tag = "patients", params(PatientFilter, PageParams),
-    responses((status = 200, body = Page<Patient>), (status = 422, body = crate::error::Problem)),
+/// List / search patients visible to the caller. `X-Break-Glass-Reason` opens only an exact-MRN
+/// lookup (one record); on any other list or search it changes nothing (the care team's scope).
+#[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
+    params(PatientFilter, PageParams, ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians: opens the record of an exact `mrn` lookup outside the care team (audited, limited per user and hour); ignored on other lists and searches")),
+    responses((status = 200, body = Page<Patient>), (status = 422, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem),
+              (status = 503, description = "audit trail unavailable", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -175,7 +185,12 @@ pub async fn list(
     auth.require(&state, Permission::PatientList).await?;
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
-    let mut qb = access::list_query(&auth, &PATIENTS);
+    // break-glass opens an exact-MRN lookup (one record), never a list or a name search
+    let target = match (&filter.mrn, &filter.family_name, filter.birth_date) {
+        (Some(_), None, None) => access::ListTarget::OnePatient,
+        _ => access::ListTarget::Many,
+    };
+    let mut qb = access::list_query(&state, &auth, &PATIENTS, target);
     let searched =
         filter.mrn.is_some() || filter.family_name.is_some() || filter.birth_date.is_some();
     match (&filter.mrn, &filter.family_name, filter.birth_date) {
@@ -223,10 +238,7 @@ pub async fn list(
             row.updated_at,
         ));
     }
-    log.or_action(&auth, action)
-        .count_break_glass_once()
-        .write(&state)
-        .await?;
+    log.or_action(&auth, action).write(&state).await?;
     count(&state, "list");
     Ok(Json(Page {
         items,
@@ -382,18 +394,7 @@ pub async fn add_care_team(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<CareTeamRequest>,
 ) -> Result<(StatusCode, Json<CareTeamMember>), Error> {
-    let in_care_team = crate::store::patients::in_care_team(&state.pool, id, auth.user_id).await?;
-    let Some(in_care_team) = in_care_team else {
-        return Err(Error::NotFound);
-    };
-    if !access::may_assign_care_team(&auth, id, in_care_team) {
-        let target = Target {
-            resource_type: "care_team",
-            resource_id: Some(id),
-            patient: id,
-        };
-        return Err(access::refuse_action(&state, &auth, &target).await);
-    }
+    check_care_team_assigner(&state, &auth, id).await?;
     let member: Option<(String, bool)> =
         sqlx::query_as("SELECT role, active FROM users WHERE id = $1")
             .bind(body.user_id)
@@ -434,4 +435,73 @@ pub async fn add_care_team(
             user_id: body.user_id,
         }),
     ))
+}
+
+/// The caller may assign (and revoke) members of live patient `id`'s care team
+/// ([`access::may_assign_care_team`]): `404` for a missing patient, `403` (audited) otherwise.
+async fn check_care_team_assigner(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+) -> Result<(), Error> {
+    let in_care_team = crate::store::patients::in_care_team(
+        &state.pool,
+        id,
+        auth.user_id,
+        state.config.care_team_access_days,
+    )
+    .await?;
+    let Some(in_care_team) = in_care_team else {
+        return Err(Error::NotFound);
+    };
+    if !access::may_assign_care_team(auth, id, in_care_team) {
+        let target = Target {
+            resource_type: "care_team",
+            resource_id: Some(id),
+            patient: id,
+        };
+        return Err(access::refuse_action(state, auth, &target).await);
+    }
+    Ok(())
+}
+
+/// Audit action of a revoked care-team assignment (resource: the member's user id).
+pub const CARE_TEAM_REMOVE: &str = "patient.care_team_remove";
+
+/// Revoke a clinician's explicit assignment to a patient's care team (who may assign may
+/// revoke). Registering the patient and a recent appointment (`CADUCEUS_CARE_TEAM_ACCESS_DAYS`)
+/// still count: this removes the assignment only.
+#[utoipa::path(delete, path = "/api/v1/patients/{id}/care-team/{user_id}", tag = "patients",
+    params(("id" = Uuid, Path, description = "the patient"), ("user_id" = Uuid, Path, description = "the assigned physician or nurse")),
+    responses((status = 204, description = "the assignment is revoked (audited as `patient.care_team_remove`)"),
+              (status = 403, body = crate::error::Problem),
+              (status = 404, description = "no such patient, or the user is not assigned to its care team", body = crate::error::Problem),
+              (status = 503, description = "audit trail unavailable", body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn remove_care_team(
+    State(state): State<AppState>,
+    Authorized(auth, _): Authorized<perm::CareTeamAssign>,
+    Path((id, user_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, Error> {
+    check_care_team_assigner(&state, &auth, id).await?;
+    let mut tx = state.pool.begin().await?;
+    let removed = sqlx::query("DELETE FROM care_team WHERE patient_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    if removed.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    // audited before COMMIT: without its audit record the assignment stays (dropping `tx`)
+    state
+        .audit
+        .record(
+            AuditEvent::by(&auth, CARE_TEAM_REMOVE, "care_team")
+                .resource(user_id)
+                .patient(id),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

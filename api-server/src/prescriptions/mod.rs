@@ -40,7 +40,7 @@ use crate::pagination::{Page, PageParams};
 use crate::patients::model as patient_model;
 use crate::rbac::perm;
 use crate::state::AppState;
-use crate::store::patients::in_care_team_sql;
+use crate::store::patients::{access_days, in_care_team_sql};
 
 use interactions::{Existing, Formulary, Interaction, Severity, Source};
 
@@ -75,10 +75,11 @@ fn interaction_conflict(found: &[Interaction]) -> Error {
 
 /// Prescribe (physicians). Checked against active prescriptions, the record's medications and allergies.
 #[utoipa::path(post, path = "/api/v1/prescriptions", tag = "prescriptions", request_body = NewPrescription,
-    params(("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    params(("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited, limited per user and hour)")),
     responses((status = 201, body = Prescription), (status = 403, body = crate::error::Problem),
-              (status = 409, description = "major interaction (listed in `interactions`); resend with `override_reason` to prescribe anyway", body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)),
+              (status = 409, description = "major interaction (listed in `interactions`); resend with `override_reason` to prescribe anyway (audited, as break-glass too when opened so)", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -92,11 +93,12 @@ pub async fn create(
         "SELECT {}, {} AS in_care_team FROM patients p \
          WHERE p.id = $1 AND p.deleted_at IS NULL FOR UPDATE OF p",
         patient_model::ROW_COLUMNS,
-        in_care_team_sql("$2")
+        in_care_team_sql("$2", "$3")
     );
     let patient: patient_model::PatientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(body.patient_id)
         .bind(auth.user_id)
+        .bind(access_days(state.config.care_team_access_days))
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::validation("patient_id", "no such patient"))?;
@@ -155,14 +157,14 @@ pub async fn create(
         .filter(|_| major);
     if major && override_reason.is_none() {
         drop(tx);
-        // the refusal discloses facts about the record: audit it (fail closed) before answering
-        state
-            .audit
-            .record(
-                AuditEvent::by(&auth, actions::INTERACTION_REFUSED, "prescription")
-                    .patient(body.patient_id)
-                    .outcome(Outcome::Denied),
-            )
+        // the refusal discloses facts about the record (allergies, medications): audit it (fail
+        // closed) before answering — through break-glass as a break-glass opening too
+        let refused = AuditEvent::by(&auth, actions::INTERACTION_REFUSED, "prescription")
+            .patient(body.patient_id)
+            .outcome(Outcome::Denied);
+        AccessLog::new(PrescriptionRow::RESOURCE.resource_type)
+            .add_event(&auth, refused, access)
+            .write(&state)
             .await?;
         return Err(interaction_conflict(&found));
     }
@@ -264,9 +266,10 @@ pub async fn create(
 
 /// Read one prescription.
 #[utoipa::path(get, path = "/api/v1/prescriptions/{id}", tag = "prescriptions",
-    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited)")),
+    params(("id" = Uuid, Path), ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians outside the care team: reason for emergency access (audited, limited per user and hour)")),
     responses((status = 200, body = Prescription), (status = 403, body = crate::error::Problem),
-              (status = 404, body = crate::error::Problem)),
+              (status = 404, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
@@ -292,10 +295,13 @@ pub struct PrescriptionFilter {
     pub status: Option<PrescriptionStatus>,
 }
 
-/// List prescriptions visible to the caller (oldest first).
-#[utoipa::path(get, path = "/api/v1/prescriptions", tag = "prescriptions", params(PrescriptionFilter, PageParams),
+/// List prescriptions visible to the caller (oldest first). `X-Break-Glass-Reason` opens only the
+/// prescriptions of one patient (`patient_id`); on any other list it changes nothing.
+#[utoipa::path(get, path = "/api/v1/prescriptions", tag = "prescriptions",
+    params(PrescriptionFilter, PageParams, ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians: opens the prescriptions of one patient (`patient_id`) outside the care team (audited, limited per user and hour); ignored on other lists")),
     responses((status = 200, body = Page<Prescription>), (status = 403, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)),
+              (status = 422, body = crate::error::Problem),
+              (status = 429, description = "break-glass openings of this user exhausted for now (see Retry-After)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -306,7 +312,12 @@ pub async fn list(
     let limit = page.limit()?;
     let cursor = page.cursor_uuid()?;
     // rows without full access are dropped below (admins/receptionists never get here)
-    let mut qb = access::list_query(&auth, &PrescriptionRow::RESOURCE);
+    // break-glass opens only one patient's prescriptions
+    let target = match filter.patient_id {
+        Some(_) => access::ListTarget::OnePatient,
+        None => access::ListTarget::Many,
+    };
+    let mut qb = access::list_query(&state, &auth, &PrescriptionRow::RESOURCE, target);
     if let Some(p) = filter.patient_id {
         qb.push(" AND r.patient_id = ").push_bind(p);
     }

@@ -64,14 +64,24 @@ pub const ENC_COLUMNS: [&str; 12] = [
 ];
 
 /// SQL for "the caller (`me`, an SQL expression) is in the care team of patient `p`": registered
-/// the patient, was assigned, or has a non-cancelled appointment with the patient.
-pub fn in_care_team_sql(me: &str) -> String {
+/// the patient, was assigned (`POST /patients/{id}/care-team`, until revoked), or is the
+/// practitioner of an appointment with the patient that was neither cancelled nor a no-show and
+/// ended less than `days` (an SQL expression of type `int`: `CADUCEUS_CARE_TEAM_ACCESS_DAYS`) days
+/// ago — appointment-derived access expires.
+pub fn in_care_team_sql(me: &str, days: &str) -> String {
     format!(
         "(p.created_by = {me} \
          OR EXISTS (SELECT 1 FROM care_team c WHERE c.patient_id = p.id AND c.user_id = {me}) \
          OR EXISTS (SELECT 1 FROM appointments a WHERE a.patient_id = p.id \
-                    AND a.practitioner_id = {me} AND a.status <> 'cancelled'))"
+                    AND a.practitioner_id = {me} AND a.status NOT IN ('cancelled', 'noshow') \
+                    AND a.end_at > now() - make_interval(days => {days})))"
     )
+}
+
+/// [`crate::config::Config::care_team_access_days`] as the `int` bound to [`in_care_team_sql`]'s
+/// `days` (the configuration keeps it within 1–3650).
+pub fn access_days(days: u32) -> i32 {
+    i32::try_from(days).unwrap_or(i32::MAX)
 }
 
 /// Narrows a list query (`qb`, which joins `patients p` and a `caller` row with `caller.me`) to the
@@ -93,34 +103,44 @@ pub fn push_list_scope(
             }
         },
         ListScope::CareTeam => {
-            qb.push(" AND ").push(in_care_team_sql("caller.me"));
+            qb.push(" AND ")
+                .push(in_care_team_sql("caller.me", "caller.days"));
         }
         ListScope::All => {}
     }
 }
 
 /// `SELECT` of `columns` and the caller's care-team flag (`in_care_team`) from `from` (which
-/// is or joins `patients p`), live patients only; the caller `user` is `caller.me`. Add the
-/// scope, filters, order and limit.
-pub fn select_for_caller(columns: &str, from: &str, user: Uuid) -> QueryBuilder<Postgres> {
+/// is or joins `patients p`), live patients only; the caller `user` is `caller.me`, the
+/// appointment access window ([`access_days`]) `caller.days`. Add the scope, filters, order and
+/// limit.
+pub fn select_for_caller(
+    columns: &str,
+    from: &str,
+    user: Uuid,
+    days: u32,
+) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new(format!(
         "SELECT {columns}, {} AS in_care_team FROM {from} CROSS JOIN (SELECT ",
-        in_care_team_sql("caller.me")
+        in_care_team_sql("caller.me", "caller.days")
     ));
     qb.push_bind(user)
-        .push("::uuid AS me) caller WHERE p.deleted_at IS NULL");
+        .push("::uuid AS me, ")
+        .push_bind(access_days(days))
+        .push("::int AS days) caller WHERE p.deleted_at IS NULL");
     qb
 }
 
 /// The row whose `id_col` is `id` of `columns` from `from` (which joins `patients p`), with the
-/// care-team flag of `user`; `None` when missing or its patient is deleted.
+/// care-team flag of `user` (appointment window `days`); `None` when missing or its patient is
+/// deleted.
 pub async fn read_for_caller<R>(
     pool: &PgPool,
     columns: &str,
     from: &str,
     id_col: &str,
     id: Uuid,
-    user: Uuid,
+    (user, days): (Uuid, u32),
 ) -> Result<Option<R>, sqlx::Error>
 where
     R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
@@ -128,26 +148,30 @@ where
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {columns}, {} AS in_care_team FROM {from} \
          WHERE {id_col} = $1 AND p.deleted_at IS NULL",
-        in_care_team_sql("$2")
+        in_care_team_sql("$2", "$3")
     )))
     .bind(id)
     .bind(user)
+    .bind(access_days(days))
     .fetch_optional(pool)
     .await
 }
 
-/// The caller's (`user`) care-team flag for live patient `patient`; `None`: no such live patient.
+/// The caller's (`user`) care-team flag for live patient `patient` (appointment window `days`);
+/// `None`: no such live patient.
 pub async fn in_care_team(
     pool: &PgPool,
     patient: Uuid,
     user: Uuid,
+    days: u32,
 ) -> Result<Option<bool>, sqlx::Error> {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NULL",
-        in_care_team_sql("$2")
+        in_care_team_sql("$2", "$3")
     )))
     .bind(patient)
     .bind(user)
+    .bind(access_days(days))
     .fetch_optional(pool)
     .await
 }
@@ -155,8 +179,11 @@ pub async fn in_care_team(
 /// Grouped session check and patient read: key = (session id, user id) of a verified access
 /// token and the patient id of the path. No row: no such session for this user. Otherwise the
 /// session's state ([`SessionCheck`]) and, when live, the record's ciphertexts with
-/// the caller's care-team flag (see [`crate::batch`]).
-pub struct SessionPatientLookup;
+/// the caller's care-team flag (see [`crate::batch`]). Holds the appointment access window
+/// (`CADUCEUS_CARE_TEAM_ACCESS_DAYS`).
+pub struct SessionPatientLookup {
+    pub care_team_access_days: u32,
+}
 
 /// What [`SessionPatientLookup`] finds for one key.
 pub struct SessionAndPatient {
@@ -190,7 +217,7 @@ pub(crate) static SESSION_PATIENT_LOOKUP_SQL: std::sync::LazyLock<String> =
              JOIN users u ON u.id = s.user_id \
              LEFT JOIN patients p ON p.id = q.pid AND p.deleted_at IS NULL",
             SESSION_COLUMNS,
-            in_care_team_sql("q.uid")
+            in_care_team_sql("q.uid", "$4::int")
         )
     });
 
@@ -217,6 +244,7 @@ impl crate::batch::Lookup for SessionPatientLookup {
                 .bind(&sids)
                 .bind(&uids)
                 .bind(&pids)
+                .bind(access_days(self.care_team_access_days))
                 .fetch_all(conn)
                 .await?;
         Ok(rows
