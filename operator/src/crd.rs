@@ -732,6 +732,12 @@ pub struct SecuritySpec {
     #[serde(default = "default_patient_retention")]
     #[schemars(range(min = 2190, max = 36500))]
     pub patient_retention_days: i32,
+    /// Days after an appointment (its end) during which the appointment keeps its practitioner
+    /// in the patient's care team (`CADUCEUS_CARE_TEAM_ACCESS_DAYS`); cancelled and no-show
+    /// appointments never count, explicit assignments last until revoked.
+    #[serde(default = "default_care_team_access_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub care_team_access_days: i32,
     /// Reverse proxies / ingress controllers whose `X-Forwarded-For` the API believes
     /// (`CADUCEUS_TRUSTED_PROXIES`): CIDRs such as `10.0.0.0/8` or single IP addresses. The
     /// client IP keys the per-IP rate limits and the audit trail. Empty trusts no proxy.
@@ -828,6 +834,7 @@ impl Default for SecuritySpec {
             rate_limit: RateLimitSpec::default(),
             audit_retention_days: default_audit_retention(),
             patient_retention_days: default_patient_retention(),
+            care_team_access_days: default_care_team_access_days(),
             trusted_proxies: Vec::new(),
             cors_allowed_origins: Vec::new(),
             self_registration: false,
@@ -855,6 +862,9 @@ fn default_audit_retention() -> i32 {
 }
 fn default_patient_retention() -> i32 {
     contract_default(settings::PATIENT_RETENTION_DAYS)
+}
+fn default_care_team_access_days() -> i32 {
+    contract_default(settings::CARE_TEAM_ACCESS_DAYS)
 }
 
 /// Rate limits of the API.
@@ -1516,6 +1526,11 @@ mod tests {
                 "patientRetentionDays",
                 settings::PATIENT_RETENTION_DAYS,
                 spec.patient_retention_days,
+            ),
+            (
+                "careTeamAccessDays",
+                settings::CARE_TEAM_ACCESS_DAYS,
+                spec.care_team_access_days,
             ),
         ] {
             let schema = &security[field];

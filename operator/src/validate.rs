@@ -28,7 +28,7 @@ pub const RESERVED_ENV: [&str; 4] = [
 
 /// API settings the operator sets from `spec.security`; `apiServer.env` may not set them (an
 /// env entry would silently win over the ConfigMap).
-pub const SPEC_ENV: [(&str, &str); 3] = [
+pub const SPEC_ENV: [(&str, &str); 4] = [
     (
         settings::MAX_SESSION_HOURS.name,
         "spec.security.maxSessionHours",
@@ -36,6 +36,10 @@ pub const SPEC_ENV: [(&str, &str); 3] = [
     (
         settings::PATIENT_RETENTION_DAYS.name,
         "spec.security.patientRetentionDays",
+    ),
+    (
+        settings::CARE_TEAM_ACCESS_DAYS.name,
+        "spec.security.careTeamAccessDays",
     ),
     (settings::TRUSTED_PROXIES, "spec.security.trustedProxies"),
 ];
@@ -497,6 +501,12 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         sec.patient_retention_days,
         MIN_PATIENT_RETENTION_DAYS,
         36500,
+    );
+    c.range(
+        "spec.security.careTeamAccessDays",
+        sec.care_team_access_days,
+        settings::CARE_TEAM_ACCESS_DAYS.min as i32,
+        settings::CARE_TEAM_ACCESS_DAYS.max as i32,
     );
     if sec.trusted_proxies.len() > 64 {
         c.fail(
@@ -1145,6 +1155,15 @@ mod tests {
         assert!(text.contains("must be a CIDR such as 10.0.0.0/8"), "{text}");
 
         spec.security.patient_retention_days = 2190;
+        for days in [0, 3651] {
+            let mut bad = spec.clone();
+            bad.security.trusted_proxies = Vec::new();
+            bad.security.care_team_access_days = days;
+            assert_eq!(
+                fields(validate(&platform(bad), "default").unwrap_err()),
+                ["spec.security.careTeamAccessDays"]
+            );
+        }
         spec.security.trusted_proxies = vec!["10.0.0.1".into(); 65];
         assert_eq!(
             fields(validate(&platform(spec), "default").unwrap_err()),
@@ -1158,6 +1177,7 @@ mod tests {
         for name in [
             "CADUCEUS_TRUSTED_PROXIES",
             "CADUCEUS_PATIENT_RETENTION_DAYS",
+            "CADUCEUS_CARE_TEAM_ACCESS_DAYS",
         ] {
             spec.api_server.env.push(EnvVar {
                 name: name.into(),
@@ -1168,7 +1188,11 @@ mod tests {
         let err = validate(&platform(spec), "default").unwrap_err();
         assert_eq!(
             fields(err.clone()),
-            ["spec.apiServer.env[0].name", "spec.apiServer.env[1].name"]
+            [
+                "spec.apiServer.env[0].name",
+                "spec.apiServer.env[1].name",
+                "spec.apiServer.env[2].name"
+            ]
         );
         let text = err.to_string();
         assert!(
@@ -1179,6 +1203,10 @@ mod tests {
         );
         assert!(
             text.contains("from spec.security.patientRetentionDays"),
+            "{text}"
+        );
+        assert!(
+            text.contains("from spec.security.careTeamAccessDays"),
             "{text}"
         );
         assert!(!text.contains("0.0.0.0/0"), "{text}");

@@ -117,6 +117,24 @@ fn cases() -> Vec<Case> {
             eval_time: "15m",
             extra_labels: vec![],
         },
+        // a refused opening fires at once; so does a surge of openings
+        Case {
+            alert: "CaduceusBreakGlassSurge",
+            firing: vec![(s(format!(r#"break_glass_refused_total{{{api},role="physician"}}"#)), "0 0 0 1 1 1 1 1 1 1")],
+            quiet: vec![
+                (s(format!(r#"break_glass_refused_total{{{api},role="physician"}}"#)), "0x10"),
+                (s(r#"break_glass_refused_total{job="other-api",namespace="clinic",role="physician"}"#.into()), "0 0 0 1 1 1 1 1 1 1"),
+            ],
+            eval_time: "5m",
+            extra_labels: vec![],
+        },
+        Case {
+            alert: "CaduceusBreakGlassSurge",
+            firing: vec![(s(format!(r#"break_glass_access_total{{{api},role="physician"}}"#)), "0+1x90")],
+            quiet: vec![(s(format!(r#"break_glass_access_total{{{api},role="physician"}}"#)), "0+0.2x90")],
+            eval_time: "70m",
+            extra_labels: vec![],
+        },
         Case {
             alert: "AuditLogFailure",
             firing: vec![(s(format!("audit_write_failures_total{{{api}}}")), "0 0 0 0 0 1 1 1 1 1")],
@@ -290,7 +308,7 @@ fn promtool_check_rules_accepts_the_rendered_prometheus_rule() {
     std::fs::write(&file, rules_yaml(&p)).unwrap();
     let (ok, out) = run_promtool(&["check", "rules", file.to_str().unwrap()], None);
     assert!(ok, "{out}");
-    assert!(out.contains("10 rules found"), "{out}");
+    assert!(out.contains("11 rules found"), "{out}");
 }
 
 #[test]

@@ -42,6 +42,10 @@ pub fn build(p: &ValidatedPlatform) -> ConfigMap {
             settings::PATIENT_RETENTION_DAYS.name,
             sec.patient_retention_days.to_string(),
         ),
+        (
+            settings::CARE_TEAM_ACCESS_DAYS.name,
+            sec.care_team_access_days.to_string(),
+        ),
         (settings::TRUSTED_PROXIES, sec.trusted_proxies.join(",")),
         (
             settings::CORS_ALLOWED_ORIGINS,
@@ -134,6 +138,16 @@ mod tests {
         let d = cm.data.unwrap();
         assert_eq!(d["CADUCEUS_PATIENT_RETENTION_DAYS"], "2555");
         assert_eq!(d["CADUCEUS_TRUSTED_PROXIES"], "10.42.0.0/16,192.168.0.10");
+    }
+
+    #[test]
+    fn care_team_access_days_reach_the_api() {
+        let d = build(&platform(|_| {})).data.unwrap();
+        assert_eq!(d["CADUCEUS_CARE_TEAM_ACCESS_DAYS"], "30");
+        let d = build(&platform(|s| s.security.care_team_access_days = 7))
+            .data
+            .unwrap();
+        assert_eq!(d["CADUCEUS_CARE_TEAM_ACCESS_DAYS"], "7");
     }
 
     #[test]

@@ -48,11 +48,12 @@ pub struct MonitoringObjects {
 }
 
 /// The alerts, in the order they appear in the PrometheusRule. Each has `docs/runbooks/<name>.md`.
-pub const ALERTS: [&str; 10] = [
+pub const ALERTS: [&str; 11] = [
     "CaduceusApiDown",
     "CaduceusApiHighErrorRate",
     "CaduceusApiHighLatency",
     "PHIAccessViolation",
+    "CaduceusBreakGlassSurge",
     "AuditLogFailure",
     "BackupMissed",
     "CaduceusComplianceViolation",
@@ -143,6 +144,10 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
+/// Break-glass openings per hour, platform-wide, above which `CaduceusBreakGlassSurge` fires (one
+/// user's whole hourly allowance in the API).
+const BREAK_GLASS_OPENINGS_PER_HOUR: u32 = 20;
+
 fn alert(
     p: &ValidatedPlatform,
     name: &str,
@@ -220,6 +225,17 @@ pub fn rule_groups(p: &ValidatedPlatform) -> Vec<Value> {
             "critical",
             "Spike of denied PHI accesses",
             "More than 10 requests for patient data were denied by the permission check in 10 minutes: possible misuse or a misconfigured client.",
+        ),
+        alert(
+            p,
+            "CaduceusBreakGlassSurge",
+            format!(
+                "sum(increase(break_glass_refused_total{{{api}}}[15m])) > 0 or sum(increase(break_glass_access_total{{{api}}}[1h])) > {BREAK_GLASS_OPENINGS_PER_HOUR}"
+            ),
+            "0m",
+            "critical",
+            "Unusual use of break-glass (emergency access)",
+            "A user exhausted their hourly break-glass openings (refused in the last 15 minutes), or more than 20 records were opened through break-glass in the last hour: emergency access may be misused.",
         ),
         alert(
             p,
@@ -387,7 +403,7 @@ mod tests {
             .iter()
             .any(|n| n == "CaduceusDatabaseDown" || n == "CaduceusCacheDown"));
         assert!(!names.iter().any(|n| n == "CaduceusHPAMaxedOut"));
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
     }
 
     #[test]
