@@ -528,15 +528,24 @@ mod tests {
         // short JWT key
         let short = dir.path().join("short.key");
         std::fs::write(&short, "AAAA\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut e = env.clone();
         e.insert("CADUCEUS_JWT_KEY_FILE".into(), short.display().to_string());
         assert!(Config::from_env(&e)
             .unwrap_err()
             .to_string()
             .contains("at least 32"));
+        // a key file readable by every account is refused, whatever it holds
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut e = env.clone();
+        e.insert("CADUCEUS_JWT_KEY_FILE".into(), short.display().to_string());
+        let err = Config::from_env(&e).unwrap_err().to_string();
+        assert!(err.contains("mode 0644") && err.contains("chmod 0600"), "{err}");
         // malformed PHI key ring
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{\"version\":1}").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut e = env;
         e.insert("CADUCEUS_PHI_KEYS_FILE".into(), bad.display().to_string());
         let err = Config::from_env(&e).unwrap_err().to_string();

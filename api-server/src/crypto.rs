@@ -211,12 +211,10 @@ impl KeyRing {
     /// Read and parse a key-ring file.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            );
+            caduceus_contract::key_files::read_key_file(path).map_err(|source| KeyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Self::from_json(&text)
     }
 
@@ -391,12 +389,11 @@ pub fn parse_jwt_key(text: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
 
 /// Read the JWT key file.
 pub fn load_jwt_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+    let text =
+        caduceus_contract::key_files::read_key_file(path).map_err(|source| KeyError::Read {
             path: path.display().to_string(),
             source,
-        })?,
-    );
+        })?;
     parse_jwt_key(&text)
 }
 

@@ -117,6 +117,15 @@ fn serve_refuses_bad_configuration() {
         "{\"version\":1,\"active_key_id\":\"k-x\",\"keys\":{},\"blind_index_key\":\"AAAA\"}",
     )
     .unwrap();
+    let private = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    private(&short, 0o600);
+    private(&bad_ring, 0o600);
+    // Readable by every account: refused before it is even parsed.
+    let open_to_all = dir.path().join("open.key");
+    std::fs::copy(dir.path().join("jwt.key"), &open_to_all).unwrap();
+    private(&open_to_all, 0o644);
     let db = "postgres://postgres@127.0.0.1:5432/postgres";
     for (env, needle) in [
         (
@@ -152,6 +161,15 @@ fn serve_refuses_bad_configuration() {
                 ("CADUCEUS_PHI_KEYS_FILE", bad_ring.to_str().unwrap()),
             ],
             "CADUCEUS_PHI_KEYS_FILE",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", db),
+                ("REDIS_URL", ""),
+                ("CADUCEUS_JWT_KEY_FILE", open_to_all.to_str().unwrap()),
+                ("CADUCEUS_PHI_KEYS_FILE", phi.as_str()),
+            ],
+            "mode 0644",
         ),
         (
             vec![

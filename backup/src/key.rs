@@ -81,12 +81,10 @@ impl BackupKey {
     /// Read and parse a key file.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            );
+            caduceus_contract::key_files::read_key_file(path).map_err(|source| KeyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Self::from_json(&text)
     }
 

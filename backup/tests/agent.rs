@@ -422,6 +422,11 @@ async fn wrong_key_is_refused_without_leaking_it() {
         serde_json::json!({"version": 1, "key_id": original["key_id"], "key": other["key"]});
     let forged_file = dir.path().join("forged.json");
     std::fs::write(&forged_file, forged.to_string()).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&forged_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
     let err = run_err(&[
         "verify",
         &name,
@@ -567,6 +572,21 @@ async fn failed_dump_leaves_no_backup_and_no_secret_in_errors() {
     assert!(err.contains("invalid destination"), "{err}");
     let bad_key = dir.path().join("bad.json");
     std::fs::write(&bad_key, "{}").expect("write");
+    // Readable by every account: refused before it is parsed.
+    let err = run_err(&[
+        "verify",
+        "latest",
+        "--destination",
+        &dest,
+        "--key-file",
+        bad_key.to_str().expect("path"),
+    ]);
+    assert!(
+        err.contains("mode 0644") && err.contains("chmod 0600"),
+        "{err}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bad_key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let err = run_err(&[
         "verify",
         "latest",

@@ -28,6 +28,31 @@ pub enum KeyFileError {
     ActiveMissing(String),
 }
 
+/// Reads a key file, refusing one that others can read or that anyone but its owner can
+/// change (`mode & 0o027 != 0`): keys must not be readable by every account of the machine.
+/// Group read stays allowed: Kubernetes mounts Secret files owned by root with the pod's
+/// `fsGroup` (the operator mounts them `0440`), and that group is how the process reads them.
+/// The text is zeroized when dropped.
+pub fn read_key_file(path: &std::path::Path) -> std::io::Result<Zeroizing<String>> {
+    let file = std::fs::File::open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o027 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "mode {mode:04o} lets other accounts read it or others change it; allow at most owner read/write and group read (chmod 0600 or 0640)"
+                ),
+            ));
+        }
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut &file, &mut text)?;
+    Ok(text)
+}
+
 /// Standard base64 of exactly [`KEY_LEN`] bytes (surrounding whitespace ignored).
 pub fn decode_key(b64: &str) -> Option<Zeroizing<[u8; KEY_LEN]>> {
     let bytes = Zeroizing::new(STANDARD.decode(b64.trim()).ok()?);
@@ -159,6 +184,28 @@ impl BackupKeyFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("caduceus-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.json");
+        std::fs::write(&path, "secret").unwrap();
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, true), (0o440, true), (0o644, false), (0o604, false), (0o660, false), (0o666, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = read_key_file(&path);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+                assert!(e.to_string().contains("chmod 0600"), "{e}");
+            } else {
+                assert_eq!(r.unwrap().as_str(), "secret");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn ring() -> PhiKeyRingFile {
         PhiKeyRingFile {

@@ -210,6 +210,9 @@ pub fn keygen(dir: &Path, file: &str) -> (PathBuf, serde_json::Value) {
     let value: serde_json::Value = serde_json::from_str(text.trim()).expect("keygen prints JSON");
     let path = dir.join(file);
     std::fs::write(&path, text).expect("write key");
+    // Key files others can read are refused: as Kubernetes mounts them (0440) or tighter.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
     (path, value)
 }
 
