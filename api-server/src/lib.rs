@@ -101,6 +101,7 @@ pub mod prescriptions;
 pub mod ratelimit;
 pub mod rbac;
 pub mod request;
+pub mod restores;
 pub mod retention;
 pub mod rotate;
 pub mod state;
@@ -255,9 +256,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin_addr}: {e}"))?;
     tracing::info!(%http_addr, %admin_addr, "caduceus-api listening");
 
-    // retention and conversions, at startup and then daily: the expired prefix of the audit
-    // chain, patients soft-deleted longer than their retention, and account e-mails still in
-    // plaintext (written by an older release during a rolling upgrade)
+    // retention and conversions, at startup and then daily: backup restores not yet audited,
+    // the expired prefix of the audit chain, patients soft-deleted longer than their retention,
+    // and account e-mails still in plaintext (written by an older release during a rolling
+    // upgrade)
     let purge_pool = pool.clone();
     let retention = state.config.audit_retention_days;
     let patient_retention = state.config.patient_retention_days;
@@ -265,6 +267,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let purge_audit = state.audit.clone();
     let purge = tokio::spawn(async move {
         loop {
+            // restores recorded by the backup agent (restores::audit_restores)
+            match restores::audit_restores(&purge_pool, purge_keys.audit_key()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(restores = n, "audited backup restores"),
+                Err(e) => {
+                    tracing::warn!(error = %error_kind(&e), "auditing backup restores failed")
+                }
+            }
             match audit::purge_expired(&purge_pool, retention).await {
                 Ok(0) => {}
                 Ok(n) => {

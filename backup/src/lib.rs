@@ -1,6 +1,7 @@
 //! Caduceus backup agent: `pg_dump -Fc` streamed through chunked AES-256-GCM (STREAM) to an S3
 //! bucket or a directory, with manifests, verification, retention and verified restores.
 
+pub mod auth;
 pub mod crypto;
 pub mod key;
 pub mod manifest;

@@ -41,6 +41,23 @@ struct KeyArg {
     key_file: PathBuf,
 }
 
+#[derive(Args)]
+struct AllowUnauthenticatedArg {
+    /// Accept a manifest without a MAC: a backup made by an agent before manifest MACs (named,
+    /// or as `latest` of a destination holding no authenticated backup). A manifest whose MAC
+    /// fails is never accepted.
+    #[arg(long)]
+    allow_unauthenticated: bool,
+}
+
+#[derive(Args)]
+struct PreRestoreArg {
+    /// Drop the databases earlier restores moved aside (`<db>_pre_restore_<ts>`, holding the
+    /// data from before the restore) once they are older than this many days.
+    #[arg(long, default_value_t = ops::DEFAULT_PRE_RESTORE_RETENTION_DAYS)]
+    pre_restore_retention_days: u32,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Dump a database, encrypt and upload it, write its manifest.
@@ -61,6 +78,8 @@ enum Cmd {
         /// With --retention-days: never prune below this many backups.
         #[arg(long, default_value_t = 1, requires = "retention_days")]
         min_count: usize,
+        #[command(flatten)]
+        pre_restore: PreRestoreArg,
     },
     /// Print a new backup key file.
     Keygen,
@@ -76,6 +95,8 @@ enum Cmd {
     Verify {
         /// Backup name or `latest`.
         name: String,
+        #[command(flatten)]
+        unauthenticated: AllowUnauthenticatedArg,
         #[command(flatten)]
         location: Location,
         #[command(flatten)]
@@ -110,6 +131,10 @@ enum Cmd {
         /// run from every pod: concurrent runs are serialised with an advisory lock).
         #[arg(long)]
         if_empty: bool,
+        #[command(flatten)]
+        unauthenticated: AllowUnauthenticatedArg,
+        #[command(flatten)]
+        pre_restore: PreRestoreArg,
         #[command(flatten)]
         location: Location,
         #[command(flatten)]
@@ -152,10 +177,23 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             key,
             retention_days,
             min_count,
+            pre_restore,
             ..
         } => {
             let (key, target, store) = open_with_database(&key, &database_url, &location)?;
             let manifest = ops::backup(&store, &target, &key, now).await?;
+            // Also a problem here is reported, not fatal: the backup is stored.
+            match ops::expire_pre_restore(&target, pre_restore.pre_restore_retention_days, now)
+                .await
+            {
+                Ok(dropped) if !dropped.is_empty() => eprintln!(
+                    "dropped {} database(s) moved aside by restores more than {} days ago",
+                    dropped.len(),
+                    pre_restore.pre_restore_retention_days
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: dropping expired pre-restore databases failed: {e}"),
+            }
             if let Some(days) = retention_days {
                 // The backup is safely stored; a pruning problem is reported, not fatal.
                 match ops::prune(&store, days, min_count.max(1), now).await {
@@ -178,11 +216,12 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             name,
             location,
             key,
+            unauthenticated,
             ..
         } => {
             let key = BackupKey::load(&key.key_file)?;
             let store = open(&location)?;
-            json(&ops::verify(&store, &key, &name).await?)
+            json(&ops::verify(&store, &key, &name, unauthenticated.allow_unauthenticated).await?)
         }
         Cmd::Prune {
             retention_days,
@@ -198,12 +237,24 @@ async fn run(cmd: Cmd) -> Result<String, Error> {
             database_url,
             maintenance_db,
             if_empty,
+            unauthenticated,
+            pre_restore,
             location,
             key,
             ..
         } => {
             let (key, target, store) = open_with_database(&key, &database_url, &location)?;
-            json(&ops::restore(&store, &key, &name, &target, &maintenance_db, if_empty, now).await?)
+            let options = ops::RestoreOptions {
+                maintenance_db,
+                if_empty,
+                allow_unauthenticated: unauthenticated.allow_unauthenticated,
+                pre_restore_retention_days: pre_restore.pre_restore_retention_days,
+            };
+            let restored = ops::restore(&store, &key, &name, &target, &options, now).await?;
+            for warning in &restored.warnings {
+                eprintln!("warning: {warning}");
+            }
+            json(&restored)
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Backup manifests, backup names and the retention rule.
 
+use caduceus_contract::self_report::AuditCheckpoint;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Manifest format version written by this agent.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Manifest format version written by this agent: 2 adds `audit_head` and `mac`
+/// ([`crate::auth`]); version 1 manifests (no MAC) are read as unauthenticated.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// Written next to each archive (`<name>.json`) after the archive upload completed; a backup
 /// without a manifest is incomplete and never listed, verified or restored.
@@ -27,6 +29,15 @@ pub struct Manifest {
     pub database: String,
     /// Object name of the archive, relative to the destination prefix.
     pub archive: String,
+    /// The audit chain head in the dump (the newest `audit_events` row, or the newest purge
+    /// anchor, read in the dump's snapshot): `{"id":…,"hash":"<64 hex>"}`, `null` when the
+    /// database has no audit trail. Checked against the restored database and printed by
+    /// `restore` as a checkpoint for `GET /audit-events/verify?checkpoint=<id>:<hash>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<AuditCheckpoint>,
+    /// Lowercase hex HMAC-SHA256 over every other field ([`crate::auth`]); absent in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl Manifest {
@@ -114,6 +125,8 @@ mod tests {
             schema_version: None,
             database: "db".into(),
             archive: format!("{name}.cbk"),
+            audit_head: None,
+            mac: None,
         }
     }
 

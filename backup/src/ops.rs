@@ -8,11 +8,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
+use crate::auth::{AuthError, Authenticity, MacKey};
 use crate::crypto::{CryptoError, StreamDecryptor, StreamEncryptor, DEFAULT_CHUNK_SIZE};
 use crate::key::BackupKey;
 use crate::manifest::{backup_name, rfc3339, select_for_pruning, Manifest, MANIFEST_VERSION};
 use crate::pg::{self, quote_ident, PgError, PgTarget};
 use crate::store::{Store, StoreError, MAX_PARTS_IN_FLIGHT};
+use caduceus_contract::self_report::AuditCheckpoint;
 
 /// Every failure of the agent; `Display` is the one-line message printed on stderr.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum Error {
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Pg(#[from] PgError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("cannot run {tool}: {source} (is it installed and on PATH?)")]
     Spawn {
         tool: &'static str,
@@ -175,11 +179,22 @@ pub async fn backup(
     let mut conn = target.connect().await?;
     let postgres_version = pg::server_version(&mut conn).await?;
     let schema_version = pg::schema_version(&mut conn).await?;
-    pg::close(conn).await;
+    // The audit chain head is read in the snapshot pg_dump dumps (exported from a transaction
+    // kept open until the dump ends): the manifest's head is exactly the dump's.
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut conn)
+        .await
+        .map_err(PgError::from)?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(PgError::from)?;
+    let audit_head = pg::audit_head(&mut conn).await?;
 
     let name = backup_name(now);
     let mut cmd = Command::new("pg_dump");
     cmd.arg("--format=custom")
+        .arg(format!("--snapshot={snapshot}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let (mut child, stderr) = spawn_tool("pg_dump", &mut cmd, Some(target))?;
@@ -239,13 +254,15 @@ pub async fn backup(
         }
     };
     // The archive becomes visible only if pg_dump succeeded.
-    if let Err(e) = finish_tool("pg_dump", child, stderr).await {
+    let dumped = finish_tool("pg_dump", child, stderr).await;
+    pg::close(conn).await; // ends the snapshot's transaction
+    if let Err(e) = dumped {
         let _ = writer.abort().await;
         return Err(e);
     }
     writer.finish().await.map_err(StoreError::from)?;
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
         archive: Store::archive_object(&name),
         name,
@@ -256,9 +273,56 @@ pub async fn backup(
         postgres_version,
         schema_version,
         database: target.database().to_string(),
+        audit_head,
+        mac: None,
     };
+    let mac_key = MacKey::derive(key);
+    mac_key.sign_manifest(&mut manifest);
     store.put_manifest(&manifest).await?;
+    store.put_pointer(&mac_key.pointer(&manifest)).await?;
     Ok(manifest)
+}
+
+/// The manifest of `name` (or `latest`), refused unless authenticated under `key`
+/// ([`crate::auth`]); manifests without a MAC (before manifest MACs) only with
+/// `allow_unauthenticated`. Returns it and whether its MAC verified.
+pub async fn authenticated_manifest(
+    store: &Store,
+    key: &BackupKey,
+    name: &str,
+    allow_unauthenticated: bool,
+) -> Result<(Manifest, bool), Error> {
+    let mac_key = MacKey::derive(key);
+    let manifest = if name == "latest" {
+        let listed = store.list().await?;
+        if let Some(newest) = listed.first() {
+            if newest.key_id != key.key_id() {
+                return Err(CryptoError::KeyMismatch {
+                    archive: newest.key_id.clone(),
+                    key: key.key_id().to_string(),
+                }
+                .into());
+            }
+        }
+        let pointer = store.pointer().await?;
+        mac_key
+            .resolve_latest(&listed, pointer.as_ref(), allow_unauthenticated)?
+            .cloned()
+            .ok_or(StoreError::Empty)?
+    } else {
+        store.manifest(name).await?
+    };
+    // A backup of another key is reported as such (rather than as a failed MAC).
+    if manifest.key_id != key.key_id() {
+        return Err(CryptoError::KeyMismatch {
+            archive: manifest.key_id.clone(),
+            key: key.key_id().to_string(),
+        }
+        .into());
+    }
+    mac_key.accept_named(&manifest, allow_unauthenticated)?;
+    let authenticated = mac_key.check_manifest(&manifest) == Authenticity::Authentic;
+    Ok((manifest, authenticated))
 }
 
 /// Where decrypted plaintext goes: a child's stdin, written by a blocking thread.
@@ -386,12 +450,23 @@ pub struct Verified {
     pub key_id: String,
     /// Entries in the dump's table of contents (`pg_restore --list`).
     pub toc_entries: usize,
+    /// The manifest's MAC verified (`false`: a backup before manifest MACs, accepted with
+    /// `--allow-unauthenticated`).
+    pub authenticated: bool,
+    /// The audit chain head recorded in the manifest.
+    pub audit_head: Option<AuditCheckpoint>,
 }
 
 /// `verify NAME|latest`: full download, authentication of every chunk, SHA-256 against the
 /// manifest, and `pg_restore --list` on the decrypted dump.
-pub async fn verify(store: &Store, key: &BackupKey, name: &str) -> Result<Verified, Error> {
-    let manifest = store.manifest(name).await?;
+pub async fn verify(
+    store: &Store,
+    key: &BackupKey,
+    name: &str,
+    allow_unauthenticated: bool,
+) -> Result<Verified, Error> {
+    let (manifest, authenticated) =
+        authenticated_manifest(store, key, name, allow_unauthenticated).await?;
     let mut cmd = Command::new("pg_restore");
     cmd.arg("--list")
         .stdin(Stdio::piped())
@@ -435,6 +510,8 @@ pub async fn verify(store: &Store, key: &BackupKey, name: &str) -> Result<Verifi
         sha256: manifest.sha256,
         key_id: manifest.key_id,
         toc_entries,
+        authenticated,
+        audit_head: manifest.audit_head,
     })
 }
 
@@ -475,21 +552,86 @@ pub struct Restored {
     pub schema_version: Option<i64>,
     /// `--if-empty` and the database already had tables: nothing was done.
     pub skipped: bool,
+    /// The manifest's MAC verified (`false`: a backup before manifest MACs, restored with
+    /// `--allow-unauthenticated`).
+    pub authenticated: bool,
+    /// The backup's audit chain head (equal to the restored database's), `null` without one.
+    pub audit_head: Option<AuditCheckpoint>,
+    /// The same as `<id>:<hash>`, for `GET /audit-events/verify?checkpoint=…`.
+    pub audit_checkpoint: Option<String>,
+    /// A `backup_restores` row was written for the API to audit the restore (`false`: the
+    /// database has no audit trail).
+    pub restore_recorded: bool,
+    /// Databases moved aside by earlier restores, dropped after the grace period.
+    pub expired_pre_restore_databases: Vec<String>,
+    /// Problems after the swap that did not undo the restore.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
-/// `restore NAME|latest`: restore into a fresh database `<db>_restore_<ts>`, verify it, then swap
-/// it in by renaming (`<db>` → `<db>_pre_restore_<ts>`, fresh → `<db>`) in one transaction. On any
-/// failure the fresh database is dropped and `<db>` is untouched. With `if_empty` (bootstrap of a
-/// new platform) nothing happens when `<db>` already has tables.
+impl Restored {
+    fn skipped(database: String) -> Self {
+        Self {
+            name: None,
+            database,
+            previous_database: None,
+            schema_version: None,
+            skipped: true,
+            authenticated: false,
+            audit_head: None,
+            audit_checkpoint: None,
+            restore_recorded: false,
+            expired_pre_restore_databases: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Default of `--pre-restore-retention-days`: how long a database replaced by a restore is
+/// kept (`<db>_pre_restore_<ts>`) before `restore` or `backup` drops it.
+pub const DEFAULT_PRE_RESTORE_RETENTION_DAYS: u32 = 7;
+
+/// How `restore` runs.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Database to connect to for CREATE/ALTER/DROP DATABASE.
+    pub maintenance_db: String,
+    /// Do nothing when the target already has tables.
+    pub if_empty: bool,
+    /// Accept a manifest without a MAC (a backup made before manifest MACs).
+    pub allow_unauthenticated: bool,
+    /// Drop `<db>_pre_restore_*` databases older than this many days after the restore.
+    pub pre_restore_retention_days: u32,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            maintenance_db: "postgres".into(),
+            if_empty: false,
+            allow_unauthenticated: false,
+            pre_restore_retention_days: DEFAULT_PRE_RESTORE_RETENTION_DAYS,
+        }
+    }
+}
+
+/// `restore NAME|latest`: restore an authenticated backup ([`authenticated_manifest`]) into a
+/// fresh database `<db>_restore_<ts>`, verify it (checksum, schema version, audit chain head),
+/// record the restore in it for the API's audit trail (`backup_restores`), then swap it in by
+/// renaming (`<db>` → `<db>_pre_restore_<ts>`, marked with the time, fresh → `<db>`) in one
+/// transaction. On any failure the fresh database is dropped and `<db>` is untouched. With
+/// `if_empty` (bootstrap of a new platform) nothing happens when `<db>` already has tables.
+/// Afterwards, databases earlier restores moved aside more than the grace period ago are dropped.
 pub async fn restore(
     store: &Store,
     key: &BackupKey,
     name: &str,
     target: &PgTarget,
-    maintenance_db: &str,
-    if_empty: bool,
+    options: &RestoreOptions,
     now: DateTime<Utc>,
 ) -> Result<Restored, Error> {
+    let maintenance_db = options.maintenance_db.as_str();
+    let if_empty = options.if_empty;
     let ts = now.format("%Y%m%d%H%M%S").to_string();
     let db = target.database().to_string();
     let fresh = pg::derived_name(&db, &format!("_restore_{ts}"));
@@ -516,31 +658,25 @@ pub async fn restore(
             pg::close(existing).await;
             if tables? > 0 {
                 pg::close(conn).await;
-                return Ok(Restored {
-                    name: None,
-                    database: db,
-                    previous_database: None,
-                    schema_version: None,
-                    skipped: true,
-                });
+                return Ok(Restored::skipped(db));
             }
         }
     }
-    let manifest = match store.manifest(name).await {
-        Ok(m) => m,
-        Err(e) => {
-            pg::close(conn).await;
-            return Err(e.into());
-        }
-    };
-    if manifest.key_id != key.key_id() {
-        pg::close(conn).await;
-        return Err(CryptoError::KeyMismatch {
-            archive: manifest.key_id.clone(),
-            key: key.key_id().to_string(),
-        }
-        .into());
-    }
+    let (manifest, authenticated) =
+        match authenticated_manifest(store, key, name, options.allow_unauthenticated).await {
+            Ok(m) => m,
+            Err(e) => {
+                pg::close(conn).await;
+                return Err(e);
+            }
+        };
+    let backup_time = manifest.parsed_time().ok_or_else(|| {
+        Error::Invalid(format!(
+            "manifest of backup {} has no valid time",
+            manifest.name
+        ))
+    })?;
+    let replaces = pg::database_exists(&mut conn, &db).await?;
     if pg::database_exists(&mut conn, &fresh).await? {
         pg::close(conn).await;
         return Err(Error::Invalid(format!("database {fresh} already exists")));
@@ -565,18 +701,66 @@ pub async fn restore(
                 manifest.schema_version
             )));
         }
-        swap(&mut conn, &db, &fresh, &previous).await
+        let mut fresh_conn = target.with_database(&fresh).connect().await?;
+        let recorded = async {
+            let restored_head = pg::audit_head(&mut fresh_conn).await?;
+            if manifest.audit_head.is_some() && restored_head != manifest.audit_head {
+                return Err(Error::RestoreVerification(
+                    "the restored audit chain head differs from the manifest's".into(),
+                ));
+            }
+            let record = pg::RestoreRecord {
+                backup_name: &manifest.name,
+                backup_time,
+                key_id: &manifest.key_id,
+                manifest_authenticated: authenticated,
+                audit_head: manifest.audit_head.as_ref(),
+                previous_database: replaces.then_some(previous.as_str()),
+                restored_at: now,
+            };
+            Ok(pg::record_restore(&mut fresh_conn, &record).await?)
+        }
+        .await;
+        pg::close(fresh_conn).await;
+        let recorded = recorded?;
+        let previous_database = swap(&mut conn, &db, &fresh, &previous, now).await?;
+        Ok((previous_database, recorded))
     }
     .await;
     match restored {
-        Ok(previous_database) => {
+        Ok((previous_database, restore_recorded)) => {
+            let mut warnings = Vec::new();
+            let expired = match pg::expire_pre_restore(
+                &mut conn,
+                &db,
+                options.pre_restore_retention_days,
+                now,
+                previous_database.as_deref(),
+            )
+            .await
+            {
+                Ok(dropped) => dropped,
+                Err(e) => {
+                    warnings.push(format!(
+                        "dropping expired pre-restore databases failed: {e}"
+                    ));
+                    Vec::new()
+                }
+            };
             pg::close(conn).await;
+            let audit_checkpoint = manifest.audit_head.as_ref().map(ToString::to_string);
             Ok(Restored {
                 name: Some(manifest.name),
                 database: db,
                 previous_database,
                 schema_version: manifest.schema_version,
                 skipped: false,
+                authenticated,
+                audit_head: manifest.audit_head,
+                audit_checkpoint,
+                restore_recorded,
+                expired_pre_restore_databases: expired,
+                warnings,
             })
         }
         Err(e) => {
@@ -590,6 +774,20 @@ pub async fn restore(
             Err(e)
         }
     }
+}
+
+/// Drop the databases restores of `target`'s database moved aside more than `retention_days`
+/// ago (connected to `target` itself: `pg_database` is shared). Returns the dropped names.
+pub async fn expire_pre_restore(
+    target: &PgTarget,
+    retention_days: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, Error> {
+    let mut conn = target.connect().await?;
+    let dropped =
+        pg::expire_pre_restore(&mut conn, target.database(), retention_days, now, None).await;
+    pg::close(conn).await;
+    Ok(dropped?)
 }
 
 /// Stream the decrypted dump into `pg_restore --exit-on-error` against `fresh`.
@@ -628,12 +826,14 @@ async fn restore_into(
     }
 }
 
-/// Atomically put `fresh` in place of `db`; returns the name the old database was moved to.
+/// Atomically put `fresh` in place of `db`; returns the name the old database was moved to
+/// (marked as moved aside `at`, [`pg::mark_pre_restore`], in the same transaction).
 async fn swap(
     conn: &mut sqlx::PgConnection,
     db: &str,
     fresh: &str,
     previous: &str,
+    at: DateTime<Utc>,
 ) -> Result<Option<String>, Error> {
     let exists = pg::database_exists(conn, db).await?;
     let mut last_err = None;
@@ -666,6 +866,12 @@ async fn swap(
                 )))
                 .execute(&mut *tx)
                 .await?;
+                pg::mark_pre_restore(&mut tx, previous, at)
+                    .await
+                    .map_err(|e| match e {
+                        PgError::Sql(e) => e,
+                        PgError::Url(m) => sqlx::Error::Protocol(m.into()),
+                    })?;
             }
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "ALTER DATABASE {} RENAME TO {}",

@@ -1,6 +1,7 @@
 //! Backup destinations: `s3://bucket/prefix` (any S3-compatible store) or `file:///path`, both
 //! through `object_store`. Layout under the prefix: `<name>.cbk` (archive) and `<name>.json`
-//! (manifest, written last).
+//! (manifest, written after the archive), and `latest.pointer` (the authenticated pointer to the
+//! newest backup, rewritten after each manifest; [`crate::auth`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,10 +17,13 @@ use object_store::{
     ClientOptions, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
 };
 
+use crate::auth::LatestPointer;
 use crate::manifest::{sort_newest_first, valid_name, Manifest};
 
 pub const ARCHIVE_SUFFIX: &str = ".cbk";
 pub const MANIFEST_SUFFIX: &str = ".json";
+/// The `latest` pointer object (no `.json` suffix: never listed as a backup, also by older agents).
+pub const POINTER_OBJECT: &str = "latest.pointer";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +44,10 @@ pub enum StoreError {
     Name,
     #[error("manifest {0} is not valid")]
     Manifest(String),
+    #[error(
+        "the latest pointer is not valid JSON of its format (modified?); restore a backup by name"
+    )]
+    Pointer,
 }
 
 /// A parsed `--destination`.
@@ -170,6 +178,28 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Write the `latest` pointer (after the manifest it names).
+    pub async fn put_pointer(&self, pointer: &LatestPointer) -> Result<(), StoreError> {
+        let body = serde_json::to_vec_pretty(pointer).map_err(|_| StoreError::Pointer)?;
+        self.inner
+            .put(&self.object(POINTER_OBJECT), PutPayload::from(body))
+            .await?;
+        Ok(())
+    }
+
+    /// The `latest` pointer, `None` when there is none (a destination written only by agents
+    /// before manifest MACs, or the pointer was deleted).
+    pub async fn pointer(&self) -> Result<Option<LatestPointer>, StoreError> {
+        let bytes = match self.inner.get(&self.object(POINTER_OBJECT)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| StoreError::Pointer)
     }
 
     async fn read_manifest(&self, location: &ObjPath, name: &str) -> Result<Manifest, StoreError> {

@@ -195,8 +195,7 @@ async fn bench(args: &Args, work: &std::path::Path, dbs: &mut Vec<String>) -> Re
             &key,
             &m.name,
             &agent_target,
-            "postgres",
-            false,
+            &ops::RestoreOptions::default(),
             chrono::Utc::now(),
         )
         .await?;

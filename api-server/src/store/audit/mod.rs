@@ -88,6 +88,9 @@ pub mod actions {
     pub const KEYS_ROTATE: &str = "keys.rotate";
     /// A soft-deleted patient hard-deleted after `CADUCEUS_PATIENT_RETENTION_DAYS` (`serve`).
     pub const PATIENT_PURGE: &str = "patient.purge";
+    /// A backup was restored into the database (recorded by `caduceus-backup restore` in
+    /// `backup_restores`, audited by `serve` at start; no actor).
+    pub const BACKUP_RESTORE: &str = "backup.restore";
 }
 
 /// One audit record before it is chained.
