@@ -811,3 +811,20 @@ async fn sessions_end_at_the_maximum_age(pool: PgPool) {
         r.text
     );
 }
+
+#[sqlx::test]
+async fn changing_ones_own_password_keeps_this_session_and_ends_the_others(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let admin = app.user(Role::Admin).await;
+    let (_, elsewhere) = app.session_for(admin.id, Role::Admin).await;
+    let r = app
+        .patch(
+            &format!("/api/v1/users/{}", admin.id),
+            &admin.token,
+            json!({"password": "my own new password"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.get("/api/v1/me", &admin.token).await.status, 200);
+    assert_problem(&app.get("/api/v1/me", &elsewhere).await, 401);
+}

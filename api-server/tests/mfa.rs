@@ -55,7 +55,7 @@ async fn enrol(app: &TestApp, user: &TestUser, step: u64) -> (Vec<u8>, Vec<Strin
             Method::POST,
             "/api/v1/auth/mfa/enroll",
             Some(&user.token),
-            None,
+            Some(json!({"password": TEST_PASSWORD})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -98,7 +98,7 @@ async fn enrol_confirm_and_log_in_with_a_second_step(pool: PgPool) {
             Method::POST,
             "/api/v1/auth/mfa/enroll",
             Some(&nurse.token),
-            None,
+            Some(json!({"password": TEST_PASSWORD})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -191,7 +191,7 @@ async fn enrol_confirm_and_log_in_with_a_second_step(pool: PgPool) {
             Method::POST,
             "/api/v1/auth/mfa/enroll",
             Some(&nurse.token),
-            None,
+            Some(json!({"password": TEST_PASSWORD})),
         )
         .await;
     assert_problem(&again, 409);
@@ -349,7 +349,12 @@ async fn a_role_that_must_use_mfa_gets_an_enrolment_only_session(pool: PgPool) {
     assert_eq!(app.get("/api/v1/me", &access).await.status, 200);
     let step = fresh_step().await;
     let e = app
-        .call(Method::POST, "/api/v1/auth/mfa/enroll", Some(&access), None)
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/enroll",
+            Some(&access),
+            Some(json!({"password": TEST_PASSWORD})),
+        )
         .await;
     assert_eq!(e.status, 200, "{}", e.text);
     let secret = decode_base32(e.json["secret"].as_str().unwrap());
@@ -485,7 +490,7 @@ async fn disabled_policy_refuses_enrolment_and_keeps_asking_enrolled_accounts(po
             Method::POST,
             "/api/v1/auth/mfa/enroll",
             Some(&other.token),
-            None,
+            Some(json!({"password": TEST_PASSWORD})),
         )
         .await;
     assert_problem(&r, 409);
@@ -535,4 +540,51 @@ async fn rotate_keys_re_encrypts_totp_secrets(pool: PgPool) {
             .status,
         200
     );
+}
+
+#[sqlx::test]
+async fn enrolment_needs_the_password_and_confirming_ends_the_other_sessions(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    // A second session of the same account (another device, or a stolen token).
+    let (_, other_token) = app.session_for(doc.id, Role::Physician).await;
+    assert_eq!(app.get("/api/v1/me", &other_token).await.status, 200);
+
+    // Without the password, or with a wrong one: no secret, and the failure is counted.
+    let none = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/enroll",
+            Some(&doc.token),
+            None,
+        )
+        .await;
+    assert!([400, 415, 422].contains(&none.status), "{}", none.text);
+    let wrong = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/mfa/enroll",
+            Some(&doc.token),
+            Some(json!({"password": "not-the-password-1"})),
+        )
+        .await;
+    assert_problem(&wrong, 422);
+    assert!(wrong.json.get("secret").is_none());
+    assert!(wrong.text.contains("password"), "{}", wrong.text);
+    assert!(audit_count(&app, "auth.mfa_failed", None).await >= 1);
+
+    // With it: enrol and confirm; every other session of the account ends.
+    let step = fresh_step().await;
+    enrol(&app, &doc, step).await;
+    assert_eq!(app.get("/api/v1/me", &doc.token).await.status, 200);
+    let ended = app.get("/api/v1/me", &other_token).await;
+    assert_problem(&ended, 401);
+    let reason: String = sqlx::query_scalar(
+        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(doc.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "mfa_enabled");
 }

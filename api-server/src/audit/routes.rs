@@ -115,9 +115,15 @@ pub struct VerifyParams {
     /// `id` and `hash` of a self-report or a backup manifest); repeat for several (at most 64).
     /// Each is reported as `match`, `mismatch`, `purged` or `missing`; a mismatch or a missing
     /// row makes the result invalid.
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, inline, max_items = 64, value_type = Option<Vec<CheckpointParam>>)]
     pub checkpoint: Option<Vec<String>>,
 }
+
+/// The schema of one `checkpoint` value (what `checkpoints_from_query` accepts).
+#[derive(ToSchema)]
+#[schema(pattern = r"^[0-9]{1,18}:[0-9a-fA-F]{64}$")]
+#[allow(dead_code)]
+struct CheckpointParam(String);
 
 /// Verify the audit hash chain (admin), optionally against checkpoints kept outside the
 /// database.

@@ -130,6 +130,26 @@ pub(crate) async fn revoke_all_sessions(
     Ok(done.rows_affected())
 }
 
+/// End every session of `user` but `keep` (the caller's own, when it proved itself again: a
+/// password change of one's own account, confirming MFA).
+pub(crate) async fn revoke_other_sessions(
+    conn: &mut sqlx::PgConnection,
+    user: Uuid,
+    keep: Uuid,
+    reason: &str,
+) -> Result<u64, Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
+         WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+    )
+    .bind(user)
+    .bind(keep)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 

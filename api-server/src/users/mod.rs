@@ -495,8 +495,16 @@ pub async fn update(
     } else {
         None
     };
-    if let Some(reason) = ended_by {
-        crate::auth::revoke_all_sessions(&mut tx, id, reason).await?;
+    match ended_by {
+        // One's own password: every other session ends, the caller's (which just proved it holds
+        // a valid session of the account) stays.
+        Some(reason) if id == auth.user_id && reason == "password_changed" => {
+            crate::auth::revoke_other_sessions(&mut tx, id, auth.session_id, reason).await?;
+        }
+        Some(reason) => {
+            crate::auth::revoke_all_sessions(&mut tx, id, reason).await?;
+        }
+        None => {}
     }
     // audited before COMMIT (rolled back without its audit record)
     state

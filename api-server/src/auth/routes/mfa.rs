@@ -16,7 +16,7 @@ use super::{
     LOCKOUT_WINDOW_MINUTES,
 };
 use crate::auth::mfa::{self, Factor};
-use crate::auth::{tokens, AnySession, AuthUser};
+use crate::auth::{password, tokens, AnySession, AuthUser};
 use crate::config::MfaPolicy;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::request::RequestMeta;
@@ -72,6 +72,30 @@ impl Validate for LoginMfaRequest {
             errs.push(e);
         }
         validated(errs)
+    }
+}
+
+/// `POST /auth/mfa/enroll` body: the account's password again, so a stolen session alone cannot
+/// put an attacker's authenticator on the account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollMfaRequest {
+    /// The account's current password.
+    #[schema(min_length = 1, max_length = 256)]
+    pub password: String,
+}
+
+impl Validate for EnrollMfaRequest {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let n = self.password.chars().count();
+        validated(if n == 0 || n > 256 {
+            vec![FieldError::new(
+                "password",
+                "is required (at most 256 characters)",
+            )]
+        } else {
+            Vec::new()
+        })
     }
 }
 
@@ -162,6 +186,18 @@ async fn email_bidx(state: &AppState, user: Uuid) -> Result<Vec<u8>, Error> {
 /// A refused code of an authenticated caller: audited (with the lockout when this failure
 /// locks the account); the error to answer.
 async fn refused_code(state: &AppState, auth: &AuthUser, attempt: i32, locked: bool) -> Error {
+    refused_secret(state, auth, attempt, locked, "code").await
+}
+
+/// A wrong `field` (code or password) of an authenticated MFA step: audited, counted with the
+/// failed logins; `429` once locked.
+async fn refused_secret(
+    state: &AppState,
+    auth: &AuthUser,
+    attempt: i32,
+    locked: bool,
+    field: &str,
+) -> Error {
     let mut events = vec![AuditEvent::by(auth, actions::MFA_FAILED, "user")
         .resource(auth.user_id)
         .outcome(Outcome::Denied)];
@@ -180,7 +216,7 @@ async fn refused_code(state: &AppState, auth: &AuthUser, attempt: i32, locked: b
             retry_after_secs: u64::from(LOCKOUT_WINDOW_MINUTES.unsigned_abs()) * 60,
         }
     } else {
-        Error::validation("code", "is not a valid code")
+        Error::validation(field, &format!("is not a valid {field}"))
     }
 }
 
@@ -272,20 +308,35 @@ pub async fn login_mfa(
 }
 
 /// Start (or restart) MFA enrolment: a new TOTP secret for the caller's account, as an otpauth
-/// URI and as base32. Not active until confirmed. Accepted from a session restricted to
+/// URI and as base32. Needs the account's password again (a wrong one counts with the failed
+/// logins: `422`, then `429`). Not active until confirmed. Accepted from a session restricted to
 /// enrolment. `409` when MFA is already active (turn it off first) or disabled on the platform.
-#[utoipa::path(post, path = "/api/v1/auth/mfa/enroll", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/mfa/enroll", tag = "auth", request_body = EnrollMfaRequest,
     responses((status = 200, body = MfaEnrollment),
+              (status = 422, description = "the password is not the account's", body = crate::error::Problem),
+              (status = 429, description = "too many failed codes and passwords: the account is locked for 15 minutes", body = crate::error::Problem),
               (status = 409, description = "MFA is already active on the account, or disabled on the platform (`CADUCEUS_MFA=disabled`)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn enroll(
     State(state): State<AppState>,
     AnySession(auth): AnySession,
+    ApiJson(body): ApiJson<EnrollMfaRequest>,
 ) -> Result<Json<MfaEnrollment>, Error> {
     if state.config.mfa == MfaPolicy::Disabled {
         return Err(Error::conflict(
             "multi-factor authentication is disabled on this platform",
         ));
+    }
+    // The password again: a session alone (stolen token, unlocked screen) is not enough.
+    let bidx = email_bidx(&state, auth.user_id).await?;
+    let phc: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(auth.user_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let attempt = count_attempt(&mut *state.pool.acquire().await?, &bidx).await?;
+    let locked = attempt > LOCKOUT_THRESHOLD;
+    if locked || !password::verify_or_dummy(body.password, phc).await? {
+        return Err(refused_secret(&state, &auth, attempt, locked, "password").await);
     }
     let account = crate::users::fetch(&state.pool, &state.keys, auth.user_id)
         .await?
@@ -381,6 +432,9 @@ pub async fn confirm(
     sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
         .bind(&bidx)
         .execute(&mut *tx)
+        .await?;
+    // Every other session was opened with the password alone: it ends.
+    crate::auth::revoke_other_sessions(&mut tx, auth.user_id, auth.session_id, "mfa_enabled")
         .await?;
     // audited before COMMIT: no MFA activated without its record
     state
