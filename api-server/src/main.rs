@@ -68,6 +68,48 @@ fn internal_kind(e: &anyhow::Error) -> String {
     }
 }
 
+/// A pool on `url` (DATABASE_URL); the error names the database error by SQLSTATE only.
+async fn connect_url(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    state::connect_db(url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to DATABASE_URL: {}",
+            caduceus_api::error_kind(&e)
+        )
+    })
+}
+
+/// A pool on DATABASE_URL.
+async fn connect(env: &ProcessEnv) -> anyhow::Result<sqlx::PgPool> {
+    connect_url(&config::database_url(env)?).await
+}
+
+/// Apply the migrations; the schema version after them.
+async fn migrate(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    health::MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+    let (version, _) = health::schema_state(pool).await?;
+    Ok(version)
+}
+
+/// Write a command's audit event now; `done` says what already happened if it fails.
+async fn audit_cli(
+    pool: &sqlx::PgPool,
+    keys: &crypto::KeyRing,
+    event: audit::AuditEvent,
+    done: &str,
+) -> anyhow::Result<()> {
+    audit::write_now(pool, keys.audit_key(), &event)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{done} but the audit event failed: {}",
+                caduceus_api::error_kind(&e)
+            )
+        })
+}
+
 fn init_logs(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -102,17 +144,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })?;
             caduceus_api::store::roles::valid_role_name(&role)?;
-            let pool = state::connect_db(&url).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot connect to DATABASE_URL: {}",
-                    caduceus_api::error_kind(&e)
-                )
-            })?;
-            health::MIGRATOR
-                .run(&pool)
-                .await
-                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-            let (version, _) = health::schema_state(&pool).await?;
+            let pool = connect_url(&url).await?;
+            let version = migrate(&pool).await?;
             let action = caduceus_api::store::roles::setup_runtime_role(&pool, &role, &password)
                 .await
                 .map_err(|e| match e {
@@ -128,18 +161,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let url = config::database_url(&env)?;
-            let pool = state::connect_db(&url).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot connect to DATABASE_URL: {}",
-                    caduceus_api::error_kind(&e)
-                )
-            })?;
-            health::MIGRATOR
-                .run(&pool)
-                .await
-                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-            let (version, _) = health::schema_state(&pool).await?;
+            let pool = connect(&env).await?;
+            let version = migrate(&pool).await?;
             println!("migrations applied; schema version {version}");
             Ok(())
         }
@@ -168,13 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             caduceus_api::auth::password::check_policy("password", &password)
                 .map_err(|e| anyhow::anyhow!("password file: password {}", e.message))?;
             let keys = config::phi_keys(&env)?;
-            let url = config::database_url(&env)?;
-            let pool = state::connect_db(&url).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot connect to DATABASE_URL: {}",
-                    caduceus_api::error_kind(&e)
-                )
-            })?;
+            let pool = connect(&env).await?;
             let db_err = |e: caduceus_api::error::Error| match e {
                 caduceus_api::error::Error::Internal(e) => {
                     anyhow::anyhow!("cannot create the admin: {}", internal_kind(&e))
@@ -229,19 +246,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     u.id
                 ),
                 AdminOutcome::Created(user) => {
-                    audit::write_now(
+                    audit_cli(
                         &pool,
-                        keys.audit_key(),
-                        &audit::AuditEvent::cli(audit::actions::USER_CREATE, "user")
+                        &keys,
+                        audit::AuditEvent::cli(audit::actions::USER_CREATE, "user")
                             .resource(user.id),
+                        "admin created",
                     )
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "admin created but the audit event failed: {}",
-                            caduceus_api::error_kind(&e)
-                        )
-                    })?;
+                    .await?;
                     println!("created admin {} ({})", user.email, user.id);
                     Ok(())
                 }
@@ -249,13 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::RotateKeys { batch_size } => {
             let keys = config::phi_keys(&env)?;
-            let url = config::database_url(&env)?;
-            let pool = state::connect_db(&url).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot connect to DATABASE_URL: {}",
-                    caduceus_api::error_kind(&e)
-                )
-            })?;
+            let pool = connect(&env).await?;
             let report = rotate::rotate_keys(&pool, &keys, batch_size, |table, done| {
                 println!(
                     "{table}: {done} rows re-encrypted under {}",
@@ -263,19 +269,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             })
             .await?;
-            audit::write_now(
+            audit_cli(
                 &pool,
-                keys.audit_key(),
-                &audit::AuditEvent::cli(audit::actions::KEYS_ROTATE, "phi_key")
+                &keys,
+                audit::AuditEvent::cli(audit::actions::KEYS_ROTATE, "phi_key")
                     .resource(keys.active_key_id()),
+                "rotation done",
             )
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "rotation done but the audit event failed: {}",
-                    caduceus_api::error_kind(&e)
-                )
-            })?;
+            .await?;
             println!(
                 "rotation complete: {} rows re-encrypted; every ciphertext now uses {}",
                 report.total(),
