@@ -487,17 +487,11 @@ pub struct RegisterRequest {
 
 impl Validate for RegisterRequest {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errs = Vec::new();
-        if let Err(e) = crate::users::check_email(&self.email) {
-            errs.push(e);
-        }
-        if let Err(e) = password::check_policy("password", &self.password) {
-            errs.push(e);
-        }
-        if let Err(e) = crate::users::check_display_name(&self.display_name) {
-            errs.push(e);
-        }
-        validated(errs)
+        validated(crate::users::check_account(
+            &self.email,
+            &self.password,
+            &self.display_name,
+        ))
     }
 }
 

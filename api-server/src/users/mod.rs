@@ -138,6 +138,19 @@ pub fn check_display_name(name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The rules of a new account's e-mail, password and display name (`POST /users`,
+/// `POST /auth/register`).
+pub fn check_account(email: &str, password: &str, display_name: &str) -> Vec<FieldError> {
+    [
+        check_email(email),
+        password::check_policy("password", password),
+        check_display_name(display_name),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
 /// Fetch one user.
 pub async fn fetch(pool: &PgPool, keys: &KeyRing, id: Uuid) -> Result<User, Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
@@ -286,16 +299,7 @@ pub struct CreateUser {
 
 impl Validate for CreateUser {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errs = Vec::new();
-        if let Err(e) = check_email(&self.email) {
-            errs.push(e);
-        }
-        if let Err(e) = password::check_policy("password", &self.password) {
-            errs.push(e);
-        }
-        if let Err(e) = check_display_name(&self.display_name) {
-            errs.push(e);
-        }
+        let mut errs = check_account(&self.email, &self.password, &self.display_name);
         if self.patient_id.is_some() && self.role != Role::Patient {
             errs.push(FieldError::new(
                 "patient_id",
