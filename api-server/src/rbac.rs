@@ -71,9 +71,41 @@ impl Role {
     }
 }
 
-/// Role-level permissions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
+/// Declares [`Permission`] and, in [`perm`], one marker type for each of its variants.
+macro_rules! permissions {
+    ($($name:ident),* $(,)?) => {
+        /// Role-level permissions.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Permission {
+            $($name,)*
+        }
+
+        /// Type-level permissions for the [`crate::auth::Authorized`] extractor: a handler declares
+        /// `auth: Authorized<perm::PatientCreate>` and the role check runs while the request head is
+        /// extracted, i.e. before the body is read, parsed or validated (axum runs the body extractor
+        /// last). So an unauthenticated caller gets 401, an unauthorised role 403 (audited), and only
+        /// then can a body be refused with 400/415/422.
+        pub mod perm {
+            use super::Permission;
+
+            /// A marker type standing for one [`Permission`].
+            pub trait Required: Send + Sync + 'static {
+                const PERMISSION: Permission;
+            }
+
+            $(
+                #[doc = concat!("[`Permission::", stringify!($name), "`]")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $name;
+                impl Required for $name {
+                    const PERMISSION: Permission = Permission::$name;
+                }
+            )*
+        }
+    };
+}
+
+permissions!(
     UsersManage,
     AuditRead,
     PatientCreate,
@@ -89,7 +121,7 @@ pub enum Permission {
     PrescriptionCreate,
     PrescriptionRead,
     PrescriptionDiscontinue,
-}
+);
 
 /// The matrix in the module docs.
 pub fn allows(role: Role, perm: Permission) -> bool {
@@ -106,50 +138,6 @@ pub fn allows(role: Role, perm: Permission) -> bool {
         BreakGlass | PrescriptionCreate | PrescriptionDiscontinue => role == Physician,
         PrescriptionRead => matches!(role, Physician | Nurse | Patient),
     }
-}
-
-/// Type-level permissions for the [`crate::auth::Authorized`] extractor: a handler declares
-/// `auth: Authorized<perm::PatientCreate>` and the role check runs while the request head is
-/// extracted, i.e. before the body is read, parsed or validated (axum runs the body extractor
-/// last). So an unauthenticated caller gets 401, an unauthorised role 403 (audited), and only
-/// then can a body be refused with 400/415/422.
-pub mod perm {
-    use super::Permission;
-
-    /// A marker type standing for one [`Permission`].
-    pub trait Required: Send + Sync + 'static {
-        const PERMISSION: Permission;
-    }
-
-    macro_rules! markers {
-        ($($name:ident),* $(,)?) => {
-            $(
-                #[doc = concat!("[`Permission::", stringify!($name), "`]")]
-                #[derive(Debug, Clone, Copy)]
-                pub struct $name;
-                impl Required for $name {
-                    const PERMISSION: Permission = Permission::$name;
-                }
-            )*
-        };
-    }
-
-    markers!(
-        UsersManage,
-        AuditRead,
-        PatientCreate,
-        PatientList,
-        PatientRead,
-        PatientUpdate,
-        PatientDelete,
-        CareTeamAssign,
-        AppointmentBook,
-        AppointmentRead,
-        AppointmentUpdate,
-        PrescriptionCreate,
-        PrescriptionRead,
-        PrescriptionDiscontinue,
-    );
 }
 
 /// Facts about the caller and one patient record.
