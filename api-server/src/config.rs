@@ -31,6 +31,10 @@ pub struct Config {
     pub database_url: String,
     /// `None` = no Redis (local rate limiter only).
     pub redis_url: Option<String>,
+    /// PEM CA bundle the Redis server certificate is verified against, read from
+    /// `CADUCEUS_REDIS_CA_FILE` at start (`None`: a `rediss://` server is verified against the
+    /// system roots).
+    pub redis_ca: Option<Vec<u8>>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub jwt_key: Arc<Zeroizing<Vec<u8>>>,
@@ -200,6 +204,35 @@ pub fn database_url(env: &dyn Env) -> Result<String, ConfigError> {
     Ok(url)
 }
 
+/// `CADUCEUS_REDIS_CA_FILE`: the PEM bundle the Redis server certificate is verified against,
+/// read now. With it, a Redis URL must be `rediss://` (the CA would otherwise go unused and the
+/// traffic unencrypted); without a Redis URL it is not used.
+pub fn redis_ca(env: &dyn Env, redis_url: Option<&str>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = env
+        .get(settings::REDIS_CA_FILE)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    let Some(url) = redis_url else {
+        return Ok(None);
+    };
+    if !url.starts_with("rediss://") {
+        return Err(ConfigError(
+            "CADUCEUS_REDIS_CA_FILE is set but REDIS_URL is not a rediss:// URL".into(),
+        ));
+    }
+    let pem = std::fs::read(&path)
+        .map_err(|e| ConfigError(format!("CADUCEUS_REDIS_CA_FILE: cannot read {path}: {e}")))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError(format!(
+            "CADUCEUS_REDIS_CA_FILE: {path} holds no PEM certificate"
+        )));
+    }
+    Ok(Some(pem))
+}
+
 /// The PHI key ring named by `CADUCEUS_PHI_KEYS_FILE`.
 pub fn phi_keys(env: &dyn Env) -> Result<KeyRing, ConfigError> {
     let path = PathBuf::from(required(env, settings::PHI_KEYS_FILE)?);
@@ -227,6 +260,7 @@ impl Config {
                 Some(v)
             }
         };
+        let redis_ca = redis_ca(env, redis_url.as_deref())?;
         let http_addr = parse_or(
             env,
             settings::HTTP_ADDR,
@@ -306,6 +340,7 @@ impl Config {
         Ok(Self {
             database_url,
             redis_url,
+            redis_ca,
             http_addr,
             admin_addr,
             jwt_key: Arc::new(jwt_key),

@@ -512,7 +512,7 @@ mod tests {
     /// A limiter on the test Redis with a fresh key prefix and `per_minute` for every bucket.
     fn limiter(per_minute: u32) -> Arc<Limiter> {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let conn = crate::state::redis_manager(&url).expect("redis url");
+        let conn = crate::state::redis_manager(&url, None).expect("redis url");
         let prefix = format!("test-rl-{}:", uuid::Uuid::now_v7());
         Arc::new(Limiter::new(Some(conn), &prefix, per_minute, per_minute))
     }

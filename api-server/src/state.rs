@@ -122,14 +122,28 @@ pub async fn connect_db(url: &str) -> Result<PgPool, sqlx::Error> {
 }
 
 /// A lazily connecting, auto-reconnecting Redis handle (never fails at startup on a down Redis).
-pub fn redis_manager(url: &str) -> anyhow::Result<ConnectionManager> {
+/// With `ca` (a PEM bundle, `CADUCEUS_REDIS_CA_FILE`) the `rediss://` server's certificate is
+/// verified against it alone, host name included; a `rediss://` URL without it is verified
+/// against the system roots. redis-rs's rustls client; the handshake fails on any other CA.
+pub fn redis_manager(url: &str, ca: Option<&[u8]>) -> anyhow::Result<ConnectionManager> {
     // TCP_NODELAY: the multiplexed connection pipelines requests, and with Nagle a command
     // written while an earlier one is unanswered waits for that answer's ACK.
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid Redis URL"))?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let client = redis::Client::open(info)
-        .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid Redis URL"))?;
+    let client = match ca {
+        // The error names the bundle's problem, never the URL (it carries the password).
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("CADUCEUS_REDIS_CA_FILE cannot be used: {e}"))?,
+        None => redis::Client::open(info)
+            .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid Redis URL"))?,
+    };
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(Duration::from_millis(500)))
@@ -159,7 +173,7 @@ impl AppState {
     pub fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
         let redis = match &config.redis_url {
-            Some(url) => Some(redis_manager(url)?),
+            Some(url) => Some(redis_manager(url, config.redis_ca.as_deref())?),
             None => None,
         };
         let limiter = Arc::new(Limiter::new(

@@ -60,6 +60,7 @@ pub fn test_config() -> Config {
     Config {
         database_url: "postgres://test@127.0.0.1/test".into(),
         redis_url: if redis.is_empty() { None } else { Some(redis) },
+        redis_ca: None,
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         jwt_key: Arc::new(jwt),

@@ -125,6 +125,11 @@ pub const APP_DB_USER: &str = "CADUCEUS_APP_DB_USER";
 pub const DEFAULT_APP_DB_USER: &str = "caduceus_app";
 /// Its password (`db-setup` sets it; the operator generates it into `<platform>-postgres-app`).
 pub const APP_DB_PASSWORD: &str = "CADUCEUS_APP_DB_PASSWORD";
+/// PEM file of the CA bundle that signs the Redis server certificate: with it, `REDIS_URL` must
+/// be `rediss://` and the server certificate is verified against this bundle only (the system
+/// roots are not consulted). Unset: a `rediss://` URL is verified against the system roots. The
+/// operator sets it for the embedded Redis (`<platform>-redis-tls`, only `ca.crt` mounted).
+pub const REDIS_CA_FILE: &str = "CADUCEUS_REDIS_CA_FILE";
 
 /// Postgres connections one API pod opens at most (its pool, its grouped-statement workers and
 /// its audit writer): the API divides it up, the operator sizes the embedded database's
@@ -144,7 +149,7 @@ pub const NUMBERS: [Number; 8] = [
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
@@ -168,6 +173,7 @@ pub const ALL: [&str; 23] = [
     BACKUP_KEY_FILE,
     APP_DB_USER,
     APP_DB_PASSWORD,
+    REDIS_CA_FILE,
 ];
 
 #[cfg(test)]

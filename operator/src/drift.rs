@@ -393,7 +393,7 @@ mod tests {
             s.api_server.resources =
                 crate::crd::ResourcesSpec::new("0.5", "1024Mi", "1000m", "1024Mi");
         });
-        deployment::build(&p, &config_map::build(&p))
+        deployment::build(&p, &config_map::build(&p), None)
             .spec
             .unwrap()
             .template
@@ -415,7 +415,7 @@ mod tests {
 
     fn redis_pod() -> PodSpec {
         let p = platform(|_| {});
-        redis::build(&p)
+        redis::build(&p, None)
             .unwrap()
             .stateful_set
             .spec

@@ -23,9 +23,13 @@ pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
 
 /// Pod-template annotation carrying a hash of the API ConfigMap, so a settings change rolls pods.
 pub const ANNOTATION_CONFIG_HASH: &str = "caduceus.io/config-hash";
-/// Postgres pod-template annotation carrying a hash of the server certificate and key, so a
-/// renewed certificate restarts Postgres.
+/// Postgres / Redis pod-template annotation carrying a hash of the server certificate and key,
+/// so a renewed certificate restarts the server.
 pub const ANNOTATION_TLS_CHECKSUM: &str = "caduceus.io/tls-checksum";
+/// API pod-template annotation carrying a hash of the embedded Redis's CA bundle: the API reads
+/// the bundle at start, so a new CA (published before the Redis certificate moves to it) rolls
+/// the API pods.
+pub const ANNOTATION_REDIS_CA_CHECKSUM: &str = "caduceus.io/redis-ca-checksum";
 /// Label the Grafana dashboard sidecar looks for.
 pub const LABEL_GRAFANA_DASHBOARD: &str = "grafana_dashboard";
 /// `app.kubernetes.io/name` of the operator's own pods and Service (Helm chart).
@@ -182,6 +186,10 @@ impl Names {
     pub fn redis_credentials(&self) -> String {
         self.suffixed("redis-credentials")
     }
+    /// CA, server certificate and key of the embedded Redis (operator-issued).
+    pub fn redis_tls(&self) -> String {
+        self.suffixed("redis-tls")
+    }
     /// CloudNativePG `Cluster`.
     pub fn cnpg_cluster(&self) -> String {
         self.suffixed("db")
@@ -303,7 +311,7 @@ impl Names {
     }
 
     /// Every Secret of a platform that holds data-unlocking material (credentials, keys, the
-    /// PHI key ring, the database CA and server key): `deletionPolicy: Retain` keeps all of them
+    /// PHI key ring, the database and cache CAs and server keys): `deletionPolicy: Retain` keeps all of them
     /// with the PVCs and backups they unlock. The one list the finalizer uses; a test checks
     /// that every Secret the build stage can produce is in it.
     pub fn retained_secrets(&self) -> Vec<String> {
@@ -313,6 +321,7 @@ impl Names {
             self.postgres_app(),
             self.postgres_tls(),
             self.redis_credentials(),
+            self.redis_tls(),
             self.backup_key(),
         ]
     }

@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn redis_persistence_on_and_off_recreates() {
         let cache = |on: bool| {
-            redis::build(&platform(|s| s.cache.persistence.enabled = on))
+            redis::build(&platform(|s| s.cache.persistence.enabled = on), None)
                 .unwrap()
                 .stateful_set
         };

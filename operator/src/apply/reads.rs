@@ -69,10 +69,11 @@ pub async fn read_existing_secrets(
 ) -> Result<ExistingSecrets, ApplyError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &p.namespace);
     let mut existing = ExistingSecrets::default();
-    // The TLS Secret is read (so its CA is kept) but is not in `generated_secret_names`: a lost
-    // CA is simply reissued, it unlocks no stored data.
+    // The TLS Secrets are read (so their CAs are kept) but are not in `generated_secret_names`: a
+    // lost CA is simply reissued, it unlocks no stored data.
     let tls =
         (p.spec.database.provider == DatabaseProvider::Embedded).then(|| p.names.postgres_tls());
+    let redis_tls = (p.spec.cache.provider == CacheProvider::Embedded).then(|| p.names.redis_tls());
     // The runtime role's password is read too (kept), but it unlocks nothing stored: a lost one
     // is generated again and set by db-setup / CloudNativePG.
     let app =
@@ -81,6 +82,7 @@ pub async fn read_existing_secrets(
     let reads = generated_secret_names(p)
         .into_iter()
         .chain(tls)
+        .chain(redis_tls)
         .chain(app)
         .map(|name| {
             let api = api.clone();

@@ -156,11 +156,14 @@ pub(super) async fn apply_platform(
     // Enforce stage: in `Enforce` mode non-compliant values are overridden before building.
     let evaluated_at = k8s_openapi::jiff::Timestamp::now();
     let (p, overrides) = compliance::prepare(&p, evaluated_at);
-    let tls_plan = secrets::postgres_tls_plan(&p, &existing, evaluated_at);
+    let tls_plans = [
+        secrets::postgres_tls_plan(&p, &existing, evaluated_at),
+        secrets::redis_tls_plan(&p, &existing, evaluated_at),
+    ];
     let children = build_children(&p, &existing, &mut SecretGenerator::random_at(evaluated_at));
     // `database.bootstrap.fromBackup`: the one-off restore Job (while it is pending).
     let restore_job = restore::job(&p);
-    let tls_renewed = tls_renewal_note(&p, &existing, &children, tls_plan.as_ref());
+    let tls_renewed = tls_renewal_note(&p, &existing, &children, &tls_plans);
     let desired = children.clone();
     let applier = Applier {
         client: ctx.client.clone(),
@@ -204,7 +207,7 @@ pub(super) async fn apply_platform(
         .await;
     }
     if let Some(note) = tls_renewed {
-        info!(platform = %key(&hp), "database certificates renewed");
+        info!(platform = %key(&hp), "certificates renewed");
         publish(ctx, &hp, EventType::Normal, "CertificateRenewed", note).await;
     }
     // Read once, for the compliance rules and the External cache's `CacheReady`.
@@ -243,18 +246,36 @@ pub(super) async fn apply_platform(
     })
 }
 
-/// The `CertificateRenewed` note when the built TLS Secret renews certificates of an existing
-/// one (not on the first issue, and not when issuing failed and the old values were kept).
+/// The `CertificateRenewed` note when a built TLS Secret renews certificates of an existing one
+/// (not on the first issue, and not when issuing failed and the old values were kept).
+/// `plans`: the database's and the cache's, as [`secrets::postgres_tls_plan`] and
+/// [`secrets::redis_tls_plan`] return them.
 pub(super) fn tls_renewal_note(
     p: &crate::validate::ValidatedPlatform,
     existing: &crate::desired::ExistingSecrets,
     children: &crate::desired::Children,
-    plan: Option<&crate::desired::postgres_tls::Plan>,
+    plans: &[Option<crate::desired::certs::Plan>; 2],
 ) -> Option<String> {
-    let built = children.postgres_tls.as_ref()?.data.as_ref()?;
-    let before = existing.by_name.get(&p.names.postgres_tls())?;
-    if built == before {
-        return None;
-    }
-    plan?.describe()
+    use crate::desired::{postgres_tls, redis_tls};
+    let sets = [
+        (
+            &children.postgres_tls,
+            p.names.postgres_tls(),
+            postgres_tls::SERVICE,
+        ),
+        (&children.redis_tls, p.names.redis_tls(), redis_tls::SERVICE),
+    ];
+    let notes: Vec<String> = sets
+        .into_iter()
+        .zip(plans)
+        .filter_map(|((built, name, service), plan)| {
+            let built = built.as_ref()?.data.as_ref()?;
+            let before = existing.by_name.get(&name)?;
+            if built == before {
+                return None;
+            }
+            plan.as_ref()?.describe(service)
+        })
+        .collect();
+    (!notes.is_empty()).then(|| notes.join("; "))
 }

@@ -22,22 +22,25 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, EnvFromSource, EnvVar, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, TopologySpreadConstraint,
+    PodTemplateSpec, Probe, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::certs::CA_CERT_KEY;
 use super::pod::{
     container_port, env, mount, pull_secrets, read_only_mount, secret_env, secret_volume,
 };
+use super::redis_tls::{self, API_REDIS_CA_DIR};
 use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, API_UID,
 };
 use super::{agent, child_meta, component_version, config_map};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::{
-    Component, ANNOTATION_CONFIG_HASH, API_HTTP_PORT, API_METRICS_PORT, API_SECRETS_MOUNT,
-    CNPG_URI_KEY, DATABASE_APP_USER, JWT_KEY, PG_PASSWORD_KEY, PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
+    Component, ANNOTATION_CONFIG_HASH, ANNOTATION_REDIS_CA_CHECKSUM, API_HTTP_PORT,
+    API_METRICS_PORT, API_SECRETS_MOUNT, CNPG_URI_KEY, DATABASE_APP_USER, JWT_KEY, PG_PASSWORD_KEY,
+    PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
 };
 use crate::validate::ValidatedPlatform;
 
@@ -104,8 +107,27 @@ fn spread(key: &str, selector: &BTreeMap<String, String>) -> TopologySpreadConst
     }
 }
 
-/// Builds the Deployment; `config` is the API ConfigMap (its hash rolls the pods).
-pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
+/// The embedded Redis's CA for the API: volume `redis-ca` with only `ca.crt` of
+/// `<platform>-redis-tls`, and `CADUCEUS_REDIS_CA_FILE` naming it (`None` unless the cache is
+/// embedded).
+fn redis_ca(p: &ValidatedPlatform) -> Option<(Volume, VolumeMount, EnvVar)> {
+    (p.spec.cache.provider == CacheProvider::Embedded).then(|| {
+        (
+            secret_volume("redis-ca", p.names.redis_tls(), &[CA_CERT_KEY], None, 0o444),
+            read_only_mount("redis-ca", API_REDIS_CA_DIR),
+            env(settings::REDIS_CA_FILE, redis_tls::api_ca_file()),
+        )
+    })
+}
+
+/// Builds the Deployment; `config` is the API ConfigMap (its hash rolls the pods), and
+/// `redis_ca_checksum` the hash of the embedded Redis's `ca.crt` (rolls the pods when a new CA is
+/// published: the API reads the bundle at start).
+pub fn build(
+    p: &ValidatedPlatform,
+    config: &ConfigMap,
+    redis_ca_checksum: Option<&str>,
+) -> Deployment {
     let names = &p.names;
     let api = &p.spec.api_server;
     let selector = names.selector(Component::ApiServer);
@@ -120,6 +142,10 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
     let db_ca_mount = agent::db_ca_mount(p);
     let db_ca_volume = agent::db_ca_volume(p);
     let tmp_mount = mount("tmp", "/tmp");
+    let (redis_ca_volume, redis_ca_mount, redis_ca_env) = match redis_ca(p) {
+        Some((v, m, e)) => (Some(v), Some(m), Some(e)),
+        None => (None, None, None),
+    };
     let db_setup = (p.spec.database.provider != DatabaseProvider::External).then(|| Container {
         name: "db-setup".into(),
         image: Some(image.clone()),
@@ -159,6 +185,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
             format!("{API_SECRETS_MOUNT}/{PHI_KEYS}"),
         ),
     ];
+    env_vars.extend(redis_ca_env);
     env_vars.extend(api.env.iter().cloned());
 
     let server = Container {
@@ -188,13 +215,17 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
             vec![read_only_mount("secrets", API_SECRETS_MOUNT), tmp_mount]
                 .into_iter()
                 .chain(db_ca_mount)
+                .chain(redis_ca_mount)
                 .collect(),
         ),
         ..Default::default()
     };
 
-    let annotations =
+    let mut annotations =
         BTreeMap::from([(ANNOTATION_CONFIG_HASH.to_string(), config_map::hash(config))]);
+    if let Some(c) = redis_ca_checksum {
+        annotations.insert(ANNOTATION_REDIS_CA_CHECKSUM.to_string(), c.to_string());
+    }
 
     Deployment {
         metadata: child_meta(p, names.api(), Component::ApiServer),
@@ -237,6 +268,7 @@ pub fn build(p: &ValidatedPlatform, config: &ConfigMap) -> Deployment {
                         ]
                         .into_iter()
                         .chain(db_ca_volume)
+                        .chain(redis_ca_volume)
                         .collect(),
                     ),
                     topology_spread_constraints: Some(vec![
@@ -278,7 +310,7 @@ mod tests {
 
     fn build_default(f: impl FnOnce(&mut crate::crd::HealthcarePlatformSpec)) -> Deployment {
         let p = platform(f);
-        build(&p, &config_map::build(&p))
+        build(&p, &config_map::build(&p), None)
     }
 
     #[test]
@@ -362,6 +394,62 @@ mod tests {
             .unwrap();
         assert_eq!(mount.read_only, Some(true));
         assert_eq!(mount.mount_path, "/etc/caduceus/secrets");
+    }
+
+    /// The embedded Redis's CA (only `ca.crt`) and `CADUCEUS_REDIS_CA_FILE` for the server; a
+    /// changed bundle rolls the pods. Nothing of it with another cache provider.
+    #[test]
+    fn the_embedded_redis_ca_is_mounted_and_named() {
+        let p = platform(|_| {});
+        let d = build(&p, &config_map::build(&p), Some("ca-hash"));
+        let annotations = d
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations;
+        assert_eq!(
+            annotations.unwrap()[ANNOTATION_REDIS_CA_CHECKSUM],
+            "ca-hash"
+        );
+        let pod = pod(&d);
+        let api = &pod.containers[0];
+        assert_eq!(
+            env(api, "CADUCEUS_REDIS_CA_FILE").value.as_deref(),
+            Some("/etc/caduceus/redis-ca/ca.crt")
+        );
+        assert!(api
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "redis-ca" && m.mount_path == "/etc/caduceus/redis-ca"));
+        let ca = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "redis-ca")
+            .unwrap()
+            .secret
+            .unwrap();
+        assert_eq!(ca.secret_name.as_deref(), Some("demo-redis-tls"));
+        let items = ca.items.unwrap();
+        assert_eq!(items.len(), 1, "the server key never reaches the API");
+        assert_eq!(items[0].key, "ca.crt");
+
+        let d = build_default(|s| s.cache.provider = CacheProvider::Disabled);
+        let without = super::tests::pod(&d);
+        assert!(!without
+            .volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "redis-ca"));
+        assert!(without.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "CADUCEUS_REDIS_CA_FILE"));
     }
 
     #[test]
@@ -522,7 +610,7 @@ mod tests {
         };
         let pending = platform(from_backup);
         assert!(pending.restore_pending);
-        let d = build(&pending, &config_map::build(&pending));
+        let d = build(&pending, &config_map::build(&pending), None);
         // Held at 0 explicitly (the HPA is not built while restoring, see hpa.rs).
         assert_eq!(d.spec.clone().unwrap().replicas, Some(0));
         assert!(crate::desired::hpa::build(&pending).is_none());
@@ -551,13 +639,13 @@ mod tests {
         // Restored: the HPA owns the replicas again.
         let mut restored = pending.clone();
         restored.restore_pending = false;
-        let d = build(&restored, &config_map::build(&restored));
+        let d = build(&restored, &config_map::build(&restored), None);
         assert_eq!(d.spec.unwrap().replicas, None);
         assert!(crate::desired::hpa::build(&restored).is_some());
         // Same pod template either way: lifting the hold rolls nothing.
         assert_eq!(
-            pod(&build(&restored, &config_map::build(&restored))),
-            pod(&build(&pending, &config_map::build(&pending)))
+            pod(&build(&restored, &config_map::build(&restored), None)),
+            pod(&build(&pending, &config_map::build(&pending), None))
         );
     }
 }

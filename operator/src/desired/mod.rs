@@ -32,6 +32,7 @@ pub mod agent;
 pub mod backup;
 pub mod backup_cnpg;
 pub mod backup_status;
+pub mod certs;
 pub mod cnpg;
 pub mod config_map;
 pub mod data_store;
@@ -48,6 +49,7 @@ pub mod pod;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod redis;
+pub mod redis_tls;
 pub mod restore;
 pub mod secrets;
 pub mod security;
@@ -104,6 +106,8 @@ pub struct Children {
     pub postgres_app: Option<Secret>,
     /// Generated Redis password and URL (Embedded cache only).
     pub redis_credentials: Option<Secret>,
+    /// Operator-issued CA, server certificate and key of the embedded cache.
+    pub redis_tls: Option<Secret>,
     /// JWT key and PHI key ring of the API.
     pub api_secrets: Secret,
     pub postgres: Option<PostgresObjects>,
@@ -139,17 +143,21 @@ pub fn build_children(
     network_policies.extend(restore::network_policies(p));
     let postgres_tls = secrets::postgres_tls(p, existing, generator);
     let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
+    let redis_tls = secrets::redis_tls(p, existing, generator);
+    let redis_checksum = redis_tls.as_ref().and_then(secrets::tls_checksum);
+    let redis_ca_checksum = redis_tls.as_ref().and_then(secrets::ca_checksum);
     Children {
         postgres_credentials: secrets::postgres_credentials(p, existing, generator),
         postgres_app: secrets::postgres_app(p, existing, generator),
         postgres_tls,
         redis_credentials: secrets::redis_credentials(p, existing, generator),
+        redis_tls,
         api_secrets: secrets::api_secrets(p, existing, generator),
         postgres: postgres::build(p, tls_checksum.as_deref()),
         cnpg_cluster: cnpg::build(p).map(|c| backup_cnpg::with_backup(p, c)),
-        redis: redis::build(p),
+        redis: redis::build(p, redis_checksum.as_deref()),
         api_service_account: service_account::build(p),
-        api_deployment: deployment::build(p, &config),
+        api_deployment: deployment::build(p, &config, redis_ca_checksum.as_deref()),
         api_config: config,
         api_service: service::build(p),
         api_hpa: hpa::build(p),

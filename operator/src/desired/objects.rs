@@ -90,6 +90,7 @@ impl Children {
             postgres_app,
             postgres_tls,
             redis_credentials,
+            redis_tls,
             api_secrets,
             postgres,
             cnpg_cluster,
@@ -121,6 +122,7 @@ impl Children {
                 .chain(postgres_app)
                 .chain(postgres_tls)
                 .chain(redis_credentials)
+                .chain(redis_tls)
                 .chain(key_secret)
                 .chain([api_secrets])
                 .map(O::Secret),

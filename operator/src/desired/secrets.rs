@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::ByteString;
 use rand::RngCore;
 
-use super::{bytes, child_meta, postgres_tls};
+use super::{bytes, certs, child_meta, postgres_tls, redis_tls};
 use crate::crd::{CacheProvider, DatabaseProvider, DatabaseStatus};
 use crate::names::{
     Component, ANNOTATION_PLACEHOLDER, DATABASE_APP_USER, DATABASE_NAME, DATABASE_USER, JWT_KEY,
@@ -225,14 +225,93 @@ pub fn postgres_app(
 }
 
 /// The TLS Secret's values as they exist (non-UTF-8 values count as missing).
-fn stored_tls(existing: &ExistingSecrets, name: &str) -> postgres_tls::Stored {
+fn stored_tls(existing: &ExistingSecrets, name: &str) -> certs::Stored {
     let get = |key: &str| existing.get_str(name, key);
-    postgres_tls::Stored::parse(
-        get(postgres_tls::CA_CERT_KEY).as_deref(),
-        get(postgres_tls::CA_KEY_KEY).as_deref(),
-        get(postgres_tls::SERVER_CERT_KEY).as_deref(),
-        get(postgres_tls::SERVER_KEY_KEY).as_deref(),
+    certs::Stored::parse(
+        get(certs::CA_CERT_KEY).as_deref(),
+        get(certs::CA_KEY_KEY).as_deref(),
+        get(certs::SERVER_CERT_KEY).as_deref(),
+        get(certs::SERVER_KEY_KEY).as_deref(),
     )
+}
+
+/// One operator-issued TLS Secret: which server it is for, its name, the names its server
+/// certificate covers and the component it belongs to.
+struct TlsSecret {
+    service: certs::Service,
+    name: String,
+    hosts: Vec<String>,
+    component: Component,
+}
+
+impl TlsSecret {
+    fn postgres(p: &ValidatedPlatform) -> Option<Self> {
+        (p.spec.database.provider == DatabaseProvider::Embedded).then(|| Self {
+            service: postgres_tls::SERVICE,
+            name: p.names.postgres_tls(),
+            hosts: postgres_tls::dns_names(p),
+            component: Component::Database,
+        })
+    }
+
+    fn redis(p: &ValidatedPlatform) -> Option<Self> {
+        (p.spec.cache.provider == CacheProvider::Embedded).then(|| Self {
+            service: redis_tls::SERVICE,
+            name: p.names.redis_tls(),
+            hosts: redis_tls::dns_names(p),
+            component: Component::Cache,
+        })
+    }
+
+    fn plan(&self, existing: &ExistingSecrets, now: Timestamp) -> certs::Plan {
+        certs::plan(&stored_tls(existing, &self.name), &self.hosts, now)
+    }
+
+    /// The Secret: issued when missing and renewed as [`certs::plan`] decides at the
+    /// generator's `now`; otherwise kept byte for byte. If issuing fails the Secret keeps what it
+    /// had (or stays without certificates): the server cannot start (never a silent plaintext
+    /// fallback).
+    fn build(
+        self,
+        p: &ValidatedPlatform,
+        existing: &ExistingSecrets,
+        generator: &mut SecretGenerator,
+    ) -> Secret {
+        let mut data = existing
+            .by_name
+            .get(&self.name)
+            .cloned()
+            .unwrap_or_default();
+        match generator {
+            SecretGenerator::Random { now } => {
+                let stored = stored_tls(existing, &self.name);
+                if let Ok((m, plan)) =
+                    certs::renew(self.service, &p.name, &stored, &self.hosts, *now)
+                {
+                    if plan.changes() {
+                        data.insert(certs::CA_CERT_KEY.into(), bytes(&m.ca_cert));
+                        data.insert(certs::SERVER_CERT_KEY.into(), bytes(&m.server_cert));
+                        data.insert(certs::SERVER_KEY_KEY.into(), bytes(&m.server_key));
+                        if let Some(key) = &m.ca_key {
+                            data.insert(certs::CA_KEY_KEY.into(), bytes(key));
+                        }
+                    }
+                }
+            }
+            SecretGenerator::Placeholder => {
+                for key in [
+                    certs::CA_CERT_KEY,
+                    certs::CA_KEY_KEY,
+                    certs::SERVER_CERT_KEY,
+                    certs::SERVER_KEY_KEY,
+                ] {
+                    data.entry(key.to_string())
+                        .or_insert_with(|| bytes(PLACEHOLDER));
+                }
+            }
+        }
+        secret(p, self.name, self.component, data, generator)
+    }
 }
 
 /// What [`postgres_tls`] does to the certificates at `now` (`None` unless the database is
@@ -241,71 +320,64 @@ pub fn postgres_tls_plan(
     p: &ValidatedPlatform,
     existing: &ExistingSecrets,
     now: Timestamp,
-) -> Option<postgres_tls::Plan> {
-    (p.spec.database.provider == DatabaseProvider::Embedded).then(|| {
-        postgres_tls::plan(
-            &stored_tls(existing, &p.names.postgres_tls()),
-            &postgres_tls::dns_names(p),
-            now,
-        )
-    })
+) -> Option<certs::Plan> {
+    TlsSecret::postgres(p).map(|t| t.plan(existing, now))
+}
+
+/// What [`redis_tls`] does to the certificates at `now` (`None` unless the cache is embedded).
+pub fn redis_tls_plan(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    now: Timestamp,
+) -> Option<certs::Plan> {
+    TlsSecret::redis(p).map(|t| t.plan(existing, now))
 }
 
 /// `<platform>-postgres-tls` for the embedded database: operator-issued CA bundle (`ca.crt`),
-/// the newest CA's key (`ca.key`), server certificate (`tls.crt`) and key (`tls.key`).
-/// Issued when missing and renewed as [`postgres_tls::plan`] decides at the generator's `now`;
-/// otherwise kept byte for byte. If issuing fails the Secret keeps what it had (or stays without
-/// certificates): Postgres cannot start and the `database-tls` compliance rule reports it (never
-/// a silent plaintext fallback).
+/// the newest CA's key (`ca.key`), server certificate (`tls.crt`) and key (`tls.key`), issued
+/// and renewed by [`certs`]. If issuing fails Postgres cannot start and the `database-tls`
+/// compliance rule reports it.
 pub fn postgres_tls(
     p: &ValidatedPlatform,
     existing: &ExistingSecrets,
     generator: &mut SecretGenerator,
 ) -> Option<Secret> {
-    if p.spec.database.provider != DatabaseProvider::Embedded {
-        return None;
-    }
-    let name = p.names.postgres_tls();
-    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
-    match generator {
-        SecretGenerator::Random { now } => {
-            let stored = stored_tls(existing, &name);
-            let hosts = postgres_tls::dns_names(p);
-            if let Ok((m, plan)) = postgres_tls::renew(&p.name, &stored, &hosts, *now) {
-                if plan.changes() {
-                    data.insert(postgres_tls::CA_CERT_KEY.into(), bytes(&m.ca_cert));
-                    data.insert(postgres_tls::SERVER_CERT_KEY.into(), bytes(&m.server_cert));
-                    data.insert(postgres_tls::SERVER_KEY_KEY.into(), bytes(&m.server_key));
-                    if let Some(key) = &m.ca_key {
-                        data.insert(postgres_tls::CA_KEY_KEY.into(), bytes(key));
-                    }
-                }
-            }
-        }
-        SecretGenerator::Placeholder => {
-            for key in [
-                postgres_tls::CA_CERT_KEY,
-                postgres_tls::CA_KEY_KEY,
-                postgres_tls::SERVER_CERT_KEY,
-                postgres_tls::SERVER_KEY_KEY,
-            ] {
-                data.entry(key.to_string())
-                    .or_insert_with(|| bytes(PLACEHOLDER));
-            }
-        }
-    }
-    Some(secret(p, name, Component::Database, data, generator))
+    TlsSecret::postgres(p).map(|t| t.build(p, existing, generator))
 }
 
-/// Checksum of the server certificate and key in a built TLS Secret (pod-template annotation
-/// that restarts Postgres when they change); `None` for `render`'s placeholder values.
-pub fn tls_checksum(secret: &Secret) -> Option<String> {
-    let placeholder = secret
+/// `<platform>-redis-tls` for the embedded cache: the same four keys as [`postgres_tls`], with
+/// its own CA, for the cache Service names.
+pub fn redis_tls(
+    p: &ValidatedPlatform,
+    existing: &ExistingSecrets,
+    generator: &mut SecretGenerator,
+) -> Option<Secret> {
+    TlsSecret::redis(p).map(|t| t.build(p, existing, generator))
+}
+
+/// Checksum of the CA bundle (`ca.crt`) in a built TLS Secret: on the API's pod template, so a
+/// changed bundle (a new CA during a renewal) reaches the API, which reads it at start, before
+/// the server certificate moves to the new CA. `None` for `render`'s placeholder values.
+pub fn ca_checksum(secret: &Secret) -> Option<String> {
+    if is_placeholder(secret) {
+        return None;
+    }
+    let ca = secret.data.as_ref()?.get(certs::CA_CERT_KEY)?;
+    Some(certs::checksum(&ca.0, &[]))
+}
+
+fn is_placeholder(secret: &Secret) -> bool {
+    secret
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(ANNOTATION_PLACEHOLDER));
-    if placeholder {
+        .is_some_and(|a| a.contains_key(ANNOTATION_PLACEHOLDER))
+}
+
+/// Checksum of the server certificate and key in a built TLS Secret (pod-template annotation
+/// that restarts Postgres / Redis when they change); `None` for `render`'s placeholder values.
+pub fn tls_checksum(secret: &Secret) -> Option<String> {
+    if is_placeholder(secret) {
         return None;
     }
     let data = secret.data.as_ref()?;
@@ -332,7 +404,7 @@ pub fn database_status(secret: &Secret) -> Option<DatabaseStatus> {
 }
 
 /// `<platform>-redis-credentials` for the embedded cache: password, `redis-url` (the API's
-/// `REDIS_URL`) and `auth.conf` (a Redis config include with `requirepass`, so the password is
+/// `REDIS_URL`, `rediss://`: Redis serves TLS only) and `auth.conf` (a Redis config include with `requirepass`, so the password is
 /// never on a command line).
 pub fn redis_credentials(
     p: &ValidatedPlatform,
@@ -346,13 +418,13 @@ pub fn redis_credentials(
     let password = existing
         .get_str(&name, REDIS_PASSWORD_KEY)
         .unwrap_or_else(|| generator.password());
-    let url = existing.get_str(&name, REDIS_URL_KEY).unwrap_or_else(|| {
-        format!(
-            "redis://:{}@{}:{REDIS_PORT}/0",
-            url_encode(&password),
-            p.names.service_host(&p.names.redis(), &p.namespace)
-        )
-    });
+    // Derived from the kept password (not kept itself), so every platform moves to TLS: the
+    // API verifies the server certificate against `<platform>-redis-tls`'s `ca.crt`.
+    let url = format!(
+        "rediss://:{}@{}:{REDIS_PORT}/0",
+        url_encode(&password),
+        p.names.service_host(&p.names.redis(), &p.namespace)
+    );
     let auth_conf = existing
         .get_str(&name, REDIS_AUTH_CONF_KEY)
         .unwrap_or_else(|| format!("requirepass \"{password}\"\n"));
@@ -571,7 +643,7 @@ mod tests {
         .unwrap();
         assert_eq!(plan.server, Some(postgres_tls::Reason::Expiring));
         // No value of the Secret reaches the Event text.
-        let note = plan.describe().unwrap();
+        let note = plan.describe(postgres_tls::SERVICE).unwrap();
         assert!(!note.contains("BEGIN"), "{note}");
     }
 
@@ -583,9 +655,64 @@ mod tests {
         assert_eq!(pw.len(), 32);
         assert_eq!(
             value(&s, "redis-url"),
-            format!("redis://:{pw}@demo-redis.clinic.svc:6379/0")
+            format!("rediss://:{pw}@demo-redis.clinic.svc:6379/0")
         );
         assert_eq!(value(&s, "auth.conf"), format!("requirepass \"{pw}\"\n"));
+        // A platform from before Redis served TLS moves to `rediss://`, keeping its password.
+        let mut existing = ExistingSecrets::default();
+        existing.insert(
+            "demo-redis-credentials",
+            BTreeMap::from([
+                ("password".to_string(), bytes("old pw")),
+                (
+                    "redis-url".to_string(),
+                    bytes("redis://:old%20pw@demo-redis.clinic.svc:6379/0"),
+                ),
+            ]),
+        );
+        let s = redis_credentials(&p, &existing, &mut random()).unwrap();
+        assert_eq!(
+            value(&s, "redis-url"),
+            "rediss://:old%20pw@demo-redis.clinic.svc:6379/0"
+        );
+    }
+
+    /// The cache's certificates: their own CA (not the database's), for the cache Service,
+    /// kept once issued, and only for an embedded cache.
+    #[test]
+    fn redis_tls_is_issued_once_with_its_own_ca() {
+        let p = platform(|_| {});
+        let first = redis_tls(&p, &ExistingSecrets::default(), &mut random()).unwrap();
+        assert_eq!(first.metadata.name.as_deref(), Some("demo-redis-tls"));
+        let server = &certs::parse_certificates(&value(&first, "tls.crt"))[0];
+        assert!(server.names.contains("demo-redis.clinic.svc"));
+        let db = postgres_tls(&p, &ExistingSecrets::default(), &mut random()).unwrap();
+        assert_ne!(value(&first, "ca.crt"), value(&db, "ca.crt"));
+        let mut existing = ExistingSecrets::default();
+        existing.insert("demo-redis-tls", first.data.clone().unwrap());
+        let second = redis_tls(&p, &existing, &mut random()).unwrap();
+        assert_eq!(first.data, second.data, "an existing CA is never replaced");
+        assert!(
+            !redis_tls_plan(&p, &existing, "2026-11-22T10:00:00Z".parse().unwrap())
+                .unwrap()
+                .changes()
+        );
+        assert_eq!(
+            ca_checksum(&first),
+            ca_checksum(&second),
+            "the API rolls only when ca.crt changes"
+        );
+        for provider in [CacheProvider::Disabled, CacheProvider::External] {
+            let p = platform(|s| {
+                s.cache.provider = provider;
+                s.cache.secret_ref =
+                    (provider == CacheProvider::External).then(|| crate::crd::SecretKeyRef {
+                        name: "r".into(),
+                        key: "url".into(),
+                    });
+            });
+            assert!(redis_tls(&p, &ExistingSecrets::default(), &mut random()).is_none());
+        }
     }
 
     #[test]
@@ -667,6 +794,7 @@ mod tests {
             "demo-postgres-credentials",
             "demo-postgres-tls",
             "demo-redis-credentials",
+            "demo-redis-tls",
             "demo-backup-key",
         ] {
             assert!(seen.contains(want), "{want} not built: {seen:?}");
