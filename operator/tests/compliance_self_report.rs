@@ -140,6 +140,7 @@ fn platform(
         name: "db".into(),
         key: "url".into(),
     });
+    spec.database.external_cidrs = vec!["127.0.0.0/8".into()];
     f(&mut spec);
     let mut hp = HealthcarePlatform::new("demo", spec);
     hp.metadata.namespace = Some("clinic".into());
