@@ -5,7 +5,7 @@
 //! |---|---|
 //! | app | `testing` (and the crate root, `lib.rs`: `app`, `serve`) |
 //! | routes | the resources' handlers and routers |
-//! | domain | access, audit, authentication, HTTP middleware, retention |
+//! | domain | access, audit, authentication, HTTP middleware, recorded restores, retention |
 //! | state | [`caduceus_api::state::AppState`] (holds the store's handles) |
 //! | store | SQL, the grouped lookups and writes, the audit writer, the rate limiter's buckets |
 //! | base | configuration, crypto, errors, metrics, the permission matrix, pagination, request metadata |
@@ -36,7 +36,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "domain",
-        &["access", "audit", "auth", "middleware", "retention"],
+        &[
+            "access",
+            "audit",
+            "auth",
+            "middleware",
+            "restores",
+            "retention",
+        ],
     ),
     ("state", &["state"]),
     ("store", &["batch", "ratelimit", "store"]),

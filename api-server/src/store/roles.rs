@@ -161,21 +161,13 @@ pub async fn setup_runtime_role(
     ] {
         exec_formatted(&mut tx, template, &[role]).await?;
     }
-    for table in APPEND_ONLY {
-        exec_formatted(
-            &mut tx,
-            "REVOKE UPDATE, DELETE ON %I FROM %I",
-            &[table, role],
-        )
-        .await?;
-    }
-    for table in READ_ONLY {
-        exec_formatted(
-            &mut tx,
-            "REVOKE INSERT, UPDATE, DELETE ON %I FROM %I",
-            &[table, role],
-        )
-        .await?;
+    for (tables, revoke) in [
+        (APPEND_ONLY, "REVOKE UPDATE, DELETE ON %I FROM %I"),
+        (READ_ONLY, "REVOKE INSERT, UPDATE, DELETE ON %I FROM %I"),
+    ] {
+        for table in tables {
+            exec_formatted(&mut tx, revoke, &[table, role]).await?;
+        }
     }
     tx.commit().await?;
     Ok(action)
