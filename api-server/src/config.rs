@@ -576,7 +576,10 @@ mod tests {
         let mut e = env.clone();
         e.insert("CADUCEUS_JWT_KEY_FILE".into(), short.display().to_string());
         let err = Config::from_env(&e).unwrap_err().to_string();
-        assert!(err.contains("mode 0644") && err.contains("chmod 0600"), "{err}");
+        assert!(
+            err.contains("mode 0644") && err.contains("chmod 0600"),
+            "{err}"
+        );
         // malformed PHI key ring
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{\"version\":1}").unwrap();

@@ -193,7 +193,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("k.json");
         std::fs::write(&path, "secret").unwrap();
-        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, true), (0o440, true), (0o644, false), (0o604, false), (0o660, false), (0o666, false)] {
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, true),
+            (0o440, true),
+            (0o644, false),
+            (0o604, false),
+            (0o660, false),
+            (0o666, false),
+        ] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let r = read_key_file(&path);
             assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");

@@ -212,11 +212,7 @@ fn database_tls_embedded_external_and_reported() {
     assert!(m.contains("verify-full"), "{m}");
     // A URL of the API's role without verification fails ...
     let a = run(&audit(|_| {}), |c, _| {
-        if let Some(data) = c
-            .postgres_app
-            .as_mut()
-            .and_then(|s| s.data.as_mut())
-        {
+        if let Some(data) = c.postgres_app.as_mut().and_then(|s| s.data.as_mut()) {
             data.insert(
                 crate::names::PG_URL_KEY.into(),
                 ByteString(b"postgres://u:p@h:5432/db?sslmode=prefer".to_vec()),
