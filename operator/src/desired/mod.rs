@@ -2,12 +2,12 @@
 //! already exist) to Kubernetes objects. No client, no clock, no randomness except through the
 //! injected [`SecretGenerator`].
 //!
-//! One file per child kind. To add a child: write `desired/<kind>.rs`, add one field to
-//! [`Children`] and fill it in [`build_children`]; [`Children::objects`] destructures `Children`
-//! without `..`, so the compiler points at the one line that puts it in the ordered list that
-//! render, apply, the sweep of unwanted objects and every listing of the children derive from.
-//! A Kubernetes kind no child had before is one more line in [`kinds::child_kinds!`] (how it is
-//! applied, kept or deleted when unwanted, and watched).
+//! One file per child kind. To add a child: write `desired/<kind>.rs` and add one line to the
+//! `children!` invocation below (`field: Type = builder expression`, at its place in the apply
+//! order): it declares the field of [`Children`], fills it in [`build_children`] and puts it in
+//! [`Children::objects`], the ordered list render, apply, the sweep of unwanted objects and every
+//! listing of the children derive from. A Kubernetes kind no child had before is one more line in
+//! [`kinds::child_kinds!`] (how it is applied, kept or deleted when unwanted, and watched).
 
 use std::collections::BTreeMap;
 
@@ -94,85 +94,97 @@ pub struct BackupObjects {
     pub scheduled_backup: Option<DynamicObject>,
 }
 
-/// Every child of a platform. `None` / empty means "not wanted": the sweep deletes an existing
-/// one unless its kind is kept when unwanted ([`kinds::WhenUnwanted`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Children {
-    /// Generated database credentials (Embedded database only).
-    pub postgres_credentials: Option<Secret>,
-    /// Operator-issued CA, server certificate and key of the embedded database.
-    pub postgres_tls: Option<Secret>,
-    /// The API's runtime database role (Embedded and CloudNativePG).
-    pub postgres_app: Option<Secret>,
-    /// Generated Redis password and URL (Embedded cache only).
-    pub redis_credentials: Option<Secret>,
-    /// Operator-issued CA, server certificate and key of the embedded cache.
-    pub redis_tls: Option<Secret>,
-    /// JWT key and PHI key ring of the API.
-    pub api_secrets: Secret,
-    pub postgres: Option<PostgresObjects>,
-    /// `postgresql.cnpg.io/v1` Cluster (CloudNativePG provider only).
-    pub cnpg_cluster: Option<DynamicObject>,
-    pub redis: Option<RedisObjects>,
-    pub api_service_account: ServiceAccount,
-    pub api_config: ConfigMap,
-    pub api_deployment: Deployment,
-    pub api_service: Service,
-    pub api_hpa: Option<HorizontalPodAutoscaler>,
-    pub api_pdb: Option<PodDisruptionBudget>,
-    pub api_ingress: Option<Ingress>,
+/// Declares [`Children`] (one field per child, in apply order), [`build_children`] (each field
+/// from its builder) and [`Children::objects`] (the ordered list apply, render, the sweep and
+/// every listing derive from) from one line per child: `field: Type = builder expression`.
+macro_rules! children {
+    (
+        prelude($p:ident, $existing:ident, $generator:ident) { $($prelude:stmt;)* }
+        $( $(#[$doc:meta])* $field:ident : $ty:ty = $init:expr ),* $(,)?
+    ) => {
+        /// Every child of a platform, in apply order. `None` / empty means "not wanted": the
+        /// sweep deletes an existing one unless its kind is kept when unwanted
+        /// ([`kinds::WhenUnwanted`]).
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Children {
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        /// Builds every child of a platform.
+        pub fn build_children(
+            $p: &ValidatedPlatform,
+            $existing: &ExistingSecrets,
+            $generator: &mut SecretGenerator,
+        ) -> Children {
+            $($prelude)*
+            Children { $( $field: $init, )* }
+        }
+
+        impl Children {
+            /// Every desired object, in apply order (the order of the fields).
+            pub fn objects(&self) -> Vec<Desired<'_>> {
+                let mut out = Vec::new();
+                $( objects::IntoDesired::push_into(&self.$field, &mut out); )*
+                out
+            }
+        }
+    };
+}
+
+// The children, in apply order: NetworkPolicies first (no platform pod ever runs unprotected),
+// Secrets and configuration, the database and cache, the API, backups, monitoring. Adding a
+// child is its builder and one line here.
+children! {
+    prelude(p, existing, generator) {
+        let config = config_map::build(p);
+        let postgres_tls = secrets::postgres_tls(p, existing, generator);
+        let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
+        let redis_tls = secrets::redis_tls(p, existing, generator);
+        let redis_checksum = redis_tls.as_ref().and_then(secrets::tls_checksum);
+        let redis_ca_checksum = redis_tls.as_ref().and_then(secrets::ca_checksum);
+        let api_deployment = deployment::build(p, &config, redis_ca_checksum.as_deref());
+    }
     /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies and,
     /// while a restore is pending, the restore pod's. (The restore Job itself is built by
     /// [`restore::job`] and applied by the apply stage before the API's Deployment.)
-    pub network_policies: Vec<NetworkPolicy>,
-    pub backup: BackupObjects,
+    network_policies: Vec<NetworkPolicy> = network_policy::build(p)
+        .into_iter()
+        .chain(backup::network_policies(p))
+        .chain(restore::network_policies(p))
+        .collect(),
+    /// Generated database credentials (Embedded database only).
+    postgres_credentials: Option<Secret> = secrets::postgres_credentials(p, existing, generator),
+    /// The API's runtime database role (Embedded and CloudNativePG).
+    postgres_app: Option<Secret> = secrets::postgres_app(p, existing, generator),
+    /// Operator-issued CA, server certificate and key of the embedded database.
+    postgres_tls: Option<Secret> = postgres_tls,
+    /// Generated Redis password and URL (Embedded cache only).
+    redis_credentials: Option<Secret> = secrets::redis_credentials(p, existing, generator),
+    /// Operator-issued CA, server certificate and key of the embedded cache.
+    redis_tls: Option<Secret> = redis_tls,
+    /// JWT key and PHI key ring of the API.
+    api_secrets: Secret = secrets::api_secrets(p, existing, generator),
+    api_service_account: ServiceAccount = service_account::build(p),
+    api_config: ConfigMap = config,
+    postgres: Option<PostgresObjects> = postgres::build(p, tls_checksum.as_deref()),
+    /// `postgresql.cnpg.io/v1` Cluster (CloudNativePG provider only).
+    cnpg_cluster: Option<DynamicObject> = cnpg::build(p).map(|c| backup_cnpg::with_backup(p, c)),
+    redis: Option<RedisObjects> = redis::build(p, redis_checksum.as_deref()),
+    api_deployment: Deployment = api_deployment,
+    api_service: Service = service::build(p),
+    api_hpa: Option<HorizontalPodAutoscaler> = hpa::build(p),
+    api_pdb: Option<PodDisruptionBudget> = pdb::build(p),
+    api_ingress: Option<Ingress> = ingress::build(p),
+    backup: BackupObjects = BackupObjects {
+        cron_job: backup::cron_job(p),
+        key_secret: backup::key_secret(p, existing, generator),
+        pvc: backup::pvc(p),
+        on_demand_job: backup::on_demand_job(p, p.backup_now.as_deref()),
+        scheduled_backup: backup_cnpg::scheduled_backup(p),
+    },
     /// ServiceMonitors, PrometheusRule and dashboard (`monitoring.enabled`; applied only when the
     /// Prometheus Operator CRDs are served).
-    pub monitoring: Option<monitoring::MonitoringObjects>,
-}
-
-/// Builds every child of a platform.
-pub fn build_children(
-    p: &ValidatedPlatform,
-    existing: &ExistingSecrets,
-    generator: &mut SecretGenerator,
-) -> Children {
-    let config = config_map::build(p);
-    let mut network_policies = network_policy::build(p);
-    network_policies.extend(backup::network_policies(p));
-    network_policies.extend(restore::network_policies(p));
-    let postgres_tls = secrets::postgres_tls(p, existing, generator);
-    let tls_checksum = postgres_tls.as_ref().and_then(secrets::tls_checksum);
-    let redis_tls = secrets::redis_tls(p, existing, generator);
-    let redis_checksum = redis_tls.as_ref().and_then(secrets::tls_checksum);
-    let redis_ca_checksum = redis_tls.as_ref().and_then(secrets::ca_checksum);
-    Children {
-        postgres_credentials: secrets::postgres_credentials(p, existing, generator),
-        postgres_app: secrets::postgres_app(p, existing, generator),
-        postgres_tls,
-        redis_credentials: secrets::redis_credentials(p, existing, generator),
-        redis_tls,
-        api_secrets: secrets::api_secrets(p, existing, generator),
-        postgres: postgres::build(p, tls_checksum.as_deref()),
-        cnpg_cluster: cnpg::build(p).map(|c| backup_cnpg::with_backup(p, c)),
-        redis: redis::build(p, redis_checksum.as_deref()),
-        api_service_account: service_account::build(p),
-        api_deployment: deployment::build(p, &config, redis_ca_checksum.as_deref()),
-        api_config: config,
-        api_service: service::build(p),
-        api_hpa: hpa::build(p),
-        api_pdb: pdb::build(p),
-        api_ingress: ingress::build(p),
-        network_policies,
-        backup: BackupObjects {
-            cron_job: backup::cron_job(p),
-            key_secret: backup::key_secret(p, existing, generator),
-            pvc: backup::pvc(p),
-            on_demand_job: backup::on_demand_job(p, p.backup_now.as_deref()),
-            scheduled_backup: backup_cnpg::scheduled_backup(p),
-        },
-        monitoring: monitoring::build(p),
-    }
+    monitoring: Option<monitoring::MonitoringObjects> = monitoring::build(p),
 }
 
 /// Owner reference to the platform (controller, blocks owner deletion). `None` offline.

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::kinds::child_kinds;
 use super::monitoring::MonitoringObjects;
-use super::{BackupObjects, Children, PostgresObjects, RedisObjects};
+use super::{BackupObjects, PostgresObjects, RedisObjects};
 
 macro_rules! child_object {
     ($(($variant:ident, $ty:ty, $apply:ident, $unwanted:ident, $watch:ident)),* $(,)?) => {
@@ -81,118 +81,92 @@ impl Desired<'_> {
     }
 }
 
-impl Children {
-    /// Every desired object, in apply order. `Children` is destructured without `..`: a new
-    /// field is a compile error here until it is listed.
-    pub fn objects(&self) -> Vec<Desired<'_>> {
-        let Children {
-            postgres_credentials,
-            postgres_app,
-            postgres_tls,
-            redis_credentials,
-            redis_tls,
-            api_secrets,
-            postgres,
-            cnpg_cluster,
-            redis,
-            api_service_account,
-            api_config,
-            api_deployment,
-            api_service,
-            api_hpa,
-            api_pdb,
-            api_ingress,
-            network_policies,
-            backup,
-            monitoring,
-        } = self;
-        let BackupObjects {
-            cron_job,
-            key_secret,
-            pvc,
-            on_demand_job,
-            scheduled_backup,
-        } = backup;
-        use ChildObject as O;
-        let mut out: Vec<ChildObject<'_>> = Vec::new();
-        out.extend(network_policies.iter().map(O::NetworkPolicy));
-        out.extend(
-            postgres_credentials
-                .iter()
-                .chain(postgres_app)
-                .chain(postgres_tls)
-                .chain(redis_credentials)
-                .chain(redis_tls)
-                .chain(key_secret)
-                .chain([api_secrets])
-                .map(O::Secret),
-        );
-        out.push(O::ServiceAccount(api_service_account));
-        out.push(O::ConfigMap(api_config));
-        if let Some(PostgresObjects {
-            hba,
-            stateful_set,
-            headless_service,
-            service,
-        }) = postgres
-        {
-            out.push(O::ConfigMap(hba));
-            out.push(O::Service(headless_service));
-            out.push(O::Service(service));
-            out.push(O::StatefulSet(stateful_set));
+/// A field of [`Children`]: pushes its desired objects, in apply order.
+pub trait IntoDesired {
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>);
+}
+
+impl<T: IntoDesired> IntoDesired for Option<T> {
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        if let Some(t) = self {
+            t.push_into(out);
         }
-        out.extend(cnpg_cluster.iter().map(O::Custom));
-        if let Some(RedisObjects {
-            stateful_set,
-            service,
-        }) = redis
-        {
-            out.push(O::Service(service));
-            out.push(O::StatefulSet(stateful_set));
+    }
+}
+
+impl<T: IntoDesired> IntoDesired for Vec<T> {
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        for t in self {
+            t.push_into(out);
         }
-        out.push(O::Deployment(api_deployment));
-        out.push(O::Service(api_service));
-        out.extend(api_hpa.iter().map(O::HorizontalPodAutoscaler));
-        out.extend(api_pdb.iter().map(O::PodDisruptionBudget));
-        out.extend(api_ingress.iter().map(O::Ingress));
-        out.extend(pvc.iter().map(O::PersistentVolumeClaim));
-        out.extend(cron_job.iter().map(O::CronJob));
-        out.extend(on_demand_job.iter().map(O::Job));
-        out.extend(scheduled_backup.iter().map(O::Custom));
-        let mut desired: Vec<Desired<'_>> = out
-            .into_iter()
-            .map(|object| Desired {
-                needs: match object {
-                    O::Custom(o) => o
-                        .types
-                        .as_ref()
-                        .and_then(|t| super::kinds::custom_kind(&t.kind))
-                        .map_or(Needs::Nothing, |c| c.needs),
-                    _ => Needs::Nothing,
-                },
-                object,
-            })
-            .collect();
-        if let Some(MonitoringObjects {
-            api_service_monitor,
-            operator_service_monitor,
-            prometheus_rule,
-            dashboard,
-        }) = monitoring
-        {
-            desired.extend(
-                [
-                    O::Custom(api_service_monitor),
-                    O::Custom(operator_service_monitor),
-                    O::Custom(prometheus_rule),
-                    O::ConfigMap(dashboard),
-                ]
-                .map(|object| Desired {
-                    object,
-                    needs: Needs::PrometheusOperator,
-                }),
-            );
+    }
+}
+
+macro_rules! into_desired {
+    ($(($variant:ident, $ty:ty, $apply:ident, $unwanted:ident, $watch:ident)),* $(,)?) => {
+        $(impl IntoDesired for $ty {
+            fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+                out.push(Desired {
+                    object: ChildObject::$variant(self),
+                    needs: Needs::Nothing,
+                });
+            }
+        })*
+    };
+}
+child_kinds!(into_desired);
+
+impl IntoDesired for DynamicObject {
+    /// A custom resource needs the CRDs of its registered kind.
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        let needs = self
+            .types
+            .as_ref()
+            .and_then(|t| super::kinds::custom_kind(&t.kind))
+            .map_or(Needs::Nothing, |c| c.needs);
+        out.push(Desired {
+            object: ChildObject::Custom(self),
+            needs,
+        });
+    }
+}
+
+impl IntoDesired for PostgresObjects {
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        self.hba.push_into(out);
+        self.headless_service.push_into(out);
+        self.service.push_into(out);
+        self.stateful_set.push_into(out);
+    }
+}
+
+impl IntoDesired for RedisObjects {
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        self.service.push_into(out);
+        self.stateful_set.push_into(out);
+    }
+}
+
+impl IntoDesired for BackupObjects {
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        self.key_secret.push_into(out);
+        self.pvc.push_into(out);
+        self.cron_job.push_into(out);
+        self.on_demand_job.push_into(out);
+        self.scheduled_backup.push_into(out);
+    }
+}
+
+impl IntoDesired for MonitoringObjects {
+    /// Applied only where the Prometheus Operator's CRDs are served (the dashboard too).
+    fn push_into<'a>(&'a self, out: &mut Vec<Desired<'a>>) {
+        let from = out.len();
+        self.api_service_monitor.push_into(out);
+        self.operator_service_monitor.push_into(out);
+        self.prometheus_rule.push_into(out);
+        self.dashboard.push_into(out);
+        for d in &mut out[from..] {
+            d.needs = Needs::PrometheusOperator;
         }
-        desired
     }
 }
