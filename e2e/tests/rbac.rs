@@ -5,9 +5,8 @@
 //! `#[cfg(test)]`, excluded):
 //! - kinds: `k8s_openapi::api::<group>::<version>::Kind` imports and paths; dynamic kinds by their
 //!   group strings (`postgresql.cnpg.io`, `monitoring.coreos.com`);
-//! - applied (server-side apply = `patch`, which may create): kinds that are owned (not borrowed)
-//!   fields of the structs in `operator/src/desired/` (what the build stage returns and apply
-//!   applies);
+//! - applied (server-side apply = `patch`, which may create): every kind of the operator's
+//!   registry (`caduceus_operator::desired::kinds`), which is what the desired list is made of;
 //! - deleted: `delete::<Kind>` calls, and the sweep: every kind the operator's registry
 //!   (`caduceus_operator::desired::kinds`) deletes when unwanted is listed and deleted;
 //! - called on a `let NAME: Api<Kind>`: `NAME.get(`/`.get_opt(`/`.list(`/`.patch(`/`.delete(`/
@@ -237,20 +236,9 @@ fn operator_usage() -> (Grants, Grants) {
     for key in kinds.values() {
         need(&mut allowed, key, &["get", "list", "watch"]);
     }
-    // Applied: fields of the desired stage's structs.
-    let build: String = files
-        .iter()
-        .filter(|f| f.path.contains("/desired/"))
-        .map(|f| f.text.as_str())
-        .collect();
-    for (ty, key) in &kinds {
-        let as_field = build.lines().any(|l| {
-            let l = l.trim();
-            let field_type = l.split_once(':').map(|x| x.1).unwrap_or("");
-            // Owned fields only: borrowed ones (`&'a [Pod]`) are observations handed in.
-            l.starts_with("pub ") && !field_type.contains('&') && contains_word(field_type, ty)
-        });
-        if as_field {
+    // Applied (server-side apply = `patch`, which may create): every kind of the registry.
+    for k in TYPED_KINDS {
+        if let Some(key) = kinds.get(k.kind) {
             need(&mut required, key, &["patch"]);
             need(&mut allowed, key, &["patch", "create"]);
         }
