@@ -14,29 +14,26 @@
 
 use caduceus_contract::key_files::{self, BackupKeyFile};
 use caduceus_contract::settings;
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Secret,
     Volume,
 };
-use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::agent::{self, s3_env, s3_url, BACKUP_KEY_FILE, TERMINATION_LOG};
 use super::deployment::database_url_env;
+use super::network_policy::{database_egress, policy, port, postgres_admits};
 use super::pod::{claim_spec, env, mount};
+use super::secrets::SecretData;
 use super::{child_meta, ExistingSecrets, SecretGenerator};
 use crate::crd::{DatabaseProvider, S3Destination};
-use crate::names::{Component, ANNOTATION_PLACEHOLDER, LABEL_CNPG_CLUSTER, POSTGRES_PORT};
+use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
 /// Default repository of the backup agent image (`spec.backup.image.repository`); the default
@@ -265,42 +262,11 @@ pub fn key_secret(
     if !agent_backups(p) || p.spec.backup.encryption_key_secret_ref.is_some() {
         return None;
     }
-    let name = p.names.backup_key();
-    let mut data: BTreeMap<String, ByteString> =
-        existing.by_name.get(&name).cloned().unwrap_or_default();
-    data.entry(BACKUP_KEY_FILE.to_string())
-        .or_insert_with(|| ByteString(new_key_file(generator).into_bytes()));
-    let mut metadata = child_meta(p, name, Component::Backup);
-    if matches!(generator, SecretGenerator::Placeholder) {
-        metadata.annotations = Some(BTreeMap::from([(
-            ANNOTATION_PLACEHOLDER.to_string(),
-            "true".to_string(),
-        )]));
-    }
-    Some(Secret {
-        metadata,
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Default::default()
-    })
-}
-
-pub(crate) fn port(number: i32) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        port: Some(IntOrString::Int(number)),
-        protocol: Some("TCP".into()),
-        end_port: None,
-    }
-}
-
-pub(crate) fn pods(labels: BTreeMap<String, String>) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(labels),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let mut data = SecretData::stored(existing, p.names.backup_key());
+    data.keep_or(BACKUP_KEY_FILE, || {
+        ByteString(new_key_file(generator).into_bytes())
+    });
+    Some(data.into_secret(p, Component::Backup, generator))
 }
 
 /// TCP port of the object store: the endpoint's explicit port, else 80 for `http://`, else 443.
@@ -322,48 +288,12 @@ pub fn object_store_port(s3: &S3Destination) -> i32 {
         .unwrap_or(if scheme == "http" { 80 } else { 443 })
 }
 
-/// Egress to the platform's database: the embedded Postgres pods, the CloudNativePG instance
-/// pods, or an External database's port (and CIDRs, when given). Shared by the backup and
-/// restore pods.
-pub fn database_egress(p: &ValidatedPlatform) -> NetworkPolicyEgressRule {
-    let names = &p.names;
-    let db = &p.spec.database;
-    match db.provider {
-        DatabaseProvider::External => NetworkPolicyEgressRule {
-            to: (!db.external_cidrs.is_empty()).then(|| {
-                db.external_cidrs
-                    .iter()
-                    .map(|cidr| NetworkPolicyPeer {
-                        ip_block: Some(IPBlock {
-                            cidr: cidr.clone(),
-                            except: None,
-                        }),
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ports: Some(vec![port(db.external_port)]),
-        },
-        DatabaseProvider::CloudNativePG => NetworkPolicyEgressRule {
-            to: Some(vec![pods(BTreeMap::from([(
-                LABEL_CNPG_CLUSTER.to_string(),
-                names.cnpg_cluster(),
-            )]))]),
-            ports: Some(vec![port(POSTGRES_PORT)]),
-        },
-        DatabaseProvider::Embedded => NetworkPolicyEgressRule {
-            to: Some(vec![pods(names.selector(Component::Database))]),
-            ports: Some(vec![port(POSTGRES_PORT)]),
-        },
-    }
-}
-
 /// Egress to an object store. Object stores have no stable addresses: any destination, only
 /// the store's port ([`object_store_port`]). Shared by the backup and restore pods.
 pub fn object_store_egress(s3: &S3Destination) -> NetworkPolicyEgressRule {
     NetworkPolicyEgressRule {
         to: None,
-        ports: Some(vec![port(object_store_port(s3))]),
+        ports: Some(vec![port(object_store_port(s3), "TCP")]),
     }
 }
 
@@ -386,18 +316,14 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
             .as_ref()
             .map(object_store_egress),
     );
-    let mut out = vec![NetworkPolicy {
-        metadata: child_meta(p, names.netpol_backup_egress(), Component::Backup),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(backup.clone()),
-                ..Default::default()
-            }),
-            policy_types: Some(vec!["Egress".into()]),
-            egress: Some(egress),
-            ingress: None,
-        }),
-    }];
+    let mut out = vec![policy(
+        p,
+        names.netpol_backup_egress(),
+        Component::Backup,
+        backup.clone(),
+        None,
+        Some(egress),
+    )];
     if db.provider == DatabaseProvider::Embedded {
         out.push(postgres_admits(
             p,
@@ -407,31 +333,6 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         ));
     }
     out
-}
-
-/// The embedded Postgres admits pods with `labels` (of `component`) on its port: the policy the
-/// backup and restore pods need besides their own egress.
-pub fn postgres_admits(
-    p: &ValidatedPlatform,
-    name: String,
-    component: Component,
-    labels: BTreeMap<String, String>,
-) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: child_meta(p, name, component),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(p.names.selector(Component::Database)),
-                ..Default::default()
-            }),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![pods(labels)]),
-                ports: Some(vec![port(POSTGRES_PORT)]),
-            }]),
-            egress: None,
-        }),
-    }
 }
 
 /// Every NetworkPolicy name this module may create (tests; unwanted ones are swept).
@@ -454,6 +355,7 @@ mod tests {
     use base64::Engine;
     use k8s_openapi::api::core::v1::{EnvVar, PodSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn s3(endpoint: Option<&str>) -> S3Destination {
         S3Destination {

@@ -32,7 +32,7 @@ fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
     }
 }
 
-fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
+pub(crate) fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(number)),
         protocol: Some(protocol.into()),
@@ -57,9 +57,12 @@ fn namespace(name: &str) -> NetworkPolicyPeer {
     }
 }
 
-fn policy(
+/// One NetworkPolicy of `component` selecting the pods with `pod_selector`. A direction given
+/// (`Some`) is named in `policyTypes`, so an empty rule list denies all of it.
+pub(crate) fn policy(
     p: &ValidatedPlatform,
     name: String,
+    component: Component,
     pod_selector: BTreeMap<String, String>,
     ingress: Option<Vec<NetworkPolicyIngressRule>>,
     egress: Option<Vec<NetworkPolicyEgressRule>>,
@@ -75,7 +78,7 @@ fn policy(
     // names the direction; the API server stores it as absent, so it is sent as absent (an
     // applied `[]` differs from the stored object on every apply and bumps its generation).
     NetworkPolicy {
-        metadata: child_meta(p, name, Component::Platform),
+        metadata: child_meta(p, name, component),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(pod_selector)),
             policy_types: Some(types),
@@ -106,6 +109,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         policy(
             p,
             names.netpol_default_deny(),
+            Component::Platform,
             names.platform_selector(),
             Some(Vec::new()),
             Some(Vec::new()),
@@ -113,6 +117,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         policy(
             p,
             names.netpol_dns_egress(),
+            Component::Platform,
             names.platform_selector(),
             None,
             Some(vec![dns_egress()]),
@@ -120,6 +125,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         policy(
             p,
             names.netpol_api_ingress(),
+            Component::Platform,
             api.clone(),
             Some(vec![
                 NetworkPolicyIngressRule {
@@ -147,25 +153,7 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         ),
     ];
 
-    let mut api_egress = Vec::new();
-    let db = &p.spec.database;
-    match db.provider {
-        DatabaseProvider::Embedded => api_egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![pods(names.selector(Component::Database))]),
-            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
-        }),
-        DatabaseProvider::CloudNativePG => api_egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![pods(BTreeMap::from([(
-                LABEL_CNPG_CLUSTER.to_string(),
-                names.cnpg_cluster(),
-            )]))]),
-            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
-        }),
-        DatabaseProvider::External => api_egress.push(NetworkPolicyEgressRule {
-            to: ip_blocks(&db.external_cidrs),
-            ports: Some(vec![port(db.external_port, "TCP")]),
-        }),
-    }
+    let mut api_egress = vec![database_egress(p)];
     let cache = &p.spec.cache;
     match cache.provider {
         CacheProvider::Embedded => api_egress.push(NetworkPolicyEgressRule {
@@ -181,27 +169,25 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
     out.push(policy(
         p,
         names.netpol_api_egress(),
+        Component::Platform,
         api.clone(),
         None,
         Some(api_egress),
     ));
 
-    if db.provider == DatabaseProvider::Embedded {
-        out.push(policy(
+    if p.spec.database.provider == DatabaseProvider::Embedded {
+        out.push(postgres_admits(
             p,
             names.netpol_postgres_ingress(),
-            names.selector(Component::Database),
-            Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![pods(api.clone())]),
-                ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
-            }]),
-            None,
+            Component::Platform,
+            api.clone(),
         ));
     }
     if cache.provider == CacheProvider::Embedded {
         out.push(policy(
             p,
             names.netpol_redis_ingress(),
+            Component::Platform,
             names.selector(Component::Cache),
             Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![pods(api)]),
@@ -211,6 +197,52 @@ pub fn build(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
         ));
     }
     out
+}
+
+/// Egress to the platform's database: the embedded Postgres pods, the CloudNativePG instance
+/// pods, or an External database's port (and CIDRs, when given). Shared by the API, backup and
+/// restore pods.
+pub fn database_egress(p: &ValidatedPlatform) -> NetworkPolicyEgressRule {
+    let names = &p.names;
+    let db = &p.spec.database;
+    match db.provider {
+        DatabaseProvider::Embedded => NetworkPolicyEgressRule {
+            to: Some(vec![pods(names.selector(Component::Database))]),
+            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
+        },
+        DatabaseProvider::CloudNativePG => NetworkPolicyEgressRule {
+            to: Some(vec![pods(BTreeMap::from([(
+                LABEL_CNPG_CLUSTER.to_string(),
+                names.cnpg_cluster(),
+            )]))]),
+            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
+        },
+        DatabaseProvider::External => NetworkPolicyEgressRule {
+            to: ip_blocks(&db.external_cidrs),
+            ports: Some(vec![port(db.external_port, "TCP")]),
+        },
+    }
+}
+
+/// The embedded Postgres admits pods with `labels` on its port (a policy of `component`): the
+/// API's, and the one the backup and restore pods need besides their own egress.
+pub fn postgres_admits(
+    p: &ValidatedPlatform,
+    name: String,
+    component: Component,
+    labels: BTreeMap<String, String>,
+) -> NetworkPolicy {
+    policy(
+        p,
+        name,
+        component,
+        p.names.selector(Component::Database),
+        Some(vec![NetworkPolicyIngressRule {
+            from: Some(vec![pods(labels)]),
+            ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
+        }]),
+        None,
+    )
 }
 
 /// Peers of the given CIDRs (validation requires at least one; `None` only for a spec that

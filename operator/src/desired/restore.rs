@@ -23,8 +23,8 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume,
 };
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::agent::{
     self, container_state, is_pod_of, result_line, s3_env, s3_url, success_message, true_condition,
@@ -33,7 +33,7 @@ use super::agent::{
 use super::backup;
 use super::child_meta;
 use super::deployment::database_url_env;
-use super::network_policy::dns_egress;
+use super::network_policy::{database_egress, dns_egress, policy, postgres_admits};
 use super::pod::{env, read_only_mount};
 use crate::crd::{DatabaseProvider, FromBackup};
 use crate::names::Component;
@@ -156,24 +156,19 @@ pub fn network_policies(p: &ValidatedPlatform) -> Vec<NetworkPolicy> {
     };
     let names = &p.names;
     let restore = names.selector(Component::Restore);
-    let mut egress = vec![dns_egress(), backup::database_egress(p)];
+    let mut egress = vec![dns_egress(), database_egress(p)];
     egress.extend(from.source.s3.as_ref().map(backup::object_store_egress));
-    let mut out = vec![NetworkPolicy {
-        metadata: child_meta(p, names.netpol_restore_egress(), Component::Restore),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(restore.clone()),
-                ..Default::default()
-            }),
-            // No ingress rules: sent as absent (an applied `[]` is stored as absent and would
-            // differ on every apply), `policyTypes` makes it deny all ingress.
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: None,
-            egress: Some(egress),
-        }),
-    }];
+    // No ingress rules: `policyTypes` names Ingress, so it denies all ingress.
+    let mut out = vec![policy(
+        p,
+        names.netpol_restore_egress(),
+        Component::Restore,
+        restore.clone(),
+        Some(Vec::new()),
+        Some(egress),
+    )];
     if p.spec.database.provider == DatabaseProvider::Embedded {
-        out.push(backup::postgres_admits(
+        out.push(postgres_admits(
             p,
             names.netpol_restore_to_postgres(),
             Component::Restore,
@@ -601,7 +596,7 @@ mod tests {
         let egress = own.egress.unwrap();
         assert_eq!(egress.len(), 3);
         assert_eq!(egress[0], dns_egress());
-        assert_eq!(egress[1], backup::database_egress(&p));
+        assert_eq!(egress[1], database_egress(&p));
         assert_eq!(ports(&egress[1].ports), [5432]);
         assert!(egress[2].to.is_none());
         assert_eq!(ports(&egress[2].ports), [9000], "the endpoint's port");

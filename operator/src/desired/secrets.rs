@@ -48,6 +48,55 @@ impl ExistingSecrets {
     }
 }
 
+/// The data of one generated Secret, starting from what the cluster stores: every stored key is
+/// kept, a missing one is generated once (and kept from then on).
+pub(crate) struct SecretData {
+    name: String,
+    data: BTreeMap<String, ByteString>,
+}
+
+impl SecretData {
+    /// The stored data of Secret `name` (none when it does not exist yet).
+    pub(crate) fn stored(existing: &ExistingSecrets, name: String) -> Self {
+        let data = existing.by_name.get(&name).cloned().unwrap_or_default();
+        SecretData { name, data }
+    }
+
+    /// The value of `key`: the stored one, else `generate()`'s, stored from now on.
+    pub(crate) fn keep_or(&mut self, key: &str, generate: impl FnOnce() -> ByteString) {
+        self.data.entry(key.to_string()).or_insert_with(generate);
+    }
+
+    /// The text of `key`: the stored one (when UTF-8), else `generate()`'s, stored from now on.
+    fn keep_text_or(&mut self, key: &str, generate: impl FnOnce() -> String) -> String {
+        if let Some(text) = self
+            .data
+            .get(key)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        {
+            return text;
+        }
+        let text = generate();
+        self.set(key, &text);
+        text
+    }
+
+    /// Sets `key` (a value derived from kept ones, built again every time).
+    fn set(&mut self, key: &str, value: &str) {
+        self.data.insert(key.to_string(), bytes(value));
+    }
+
+    /// The Secret of `component` holding the data.
+    pub(crate) fn into_secret(
+        self,
+        p: &ValidatedPlatform,
+        component: Component,
+        generator: &SecretGenerator,
+    ) -> Secret {
+        secret(p, self.name, component, self.data, generator)
+    }
+}
+
 /// Source of new secret values.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SecretGenerator {
@@ -152,16 +201,10 @@ pub fn postgres_credentials(
     if p.spec.database.provider != DatabaseProvider::Embedded {
         return None;
     }
-    let name = p.names.postgres_credentials();
-    let username = existing
-        .get_str(&name, PG_USERNAME_KEY)
-        .unwrap_or_else(|| DATABASE_USER.to_string());
-    let database = existing
-        .get_str(&name, PG_DATABASE_KEY)
-        .unwrap_or_else(|| DATABASE_NAME.to_string());
-    let password = existing
-        .get_str(&name, PG_PASSWORD_KEY)
-        .unwrap_or_else(|| generator.password());
+    let mut data = SecretData::stored(existing, p.names.postgres_credentials());
+    let username = data.keep_text_or(PG_USERNAME_KEY, || DATABASE_USER.to_string());
+    let database = data.keep_text_or(PG_DATABASE_KEY, || DATABASE_NAME.to_string());
+    let password = data.keep_text_or(PG_PASSWORD_KEY, || generator.password());
     // Derived from the kept parts (not kept itself), so every platform moves to verified TLS.
     let url = format!(
         "postgres://{}:{}@{}:{POSTGRES_PORT}/{}?{}",
@@ -171,12 +214,8 @@ pub fn postgres_credentials(
         url_encode(&database),
         postgres_tls::url_query(),
     );
-    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
-    data.insert(PG_USERNAME_KEY.into(), bytes(&username));
-    data.insert(PG_DATABASE_KEY.into(), bytes(&database));
-    data.insert(PG_PASSWORD_KEY.into(), bytes(&password));
-    data.insert(PG_URL_KEY.into(), bytes(&url));
-    Some(secret(p, name, Component::Database, data, generator))
+    data.set(PG_URL_KEY, &url);
+    Some(data.into_secret(p, Component::Database, generator))
 }
 
 /// `<platform>-postgres-app`: the API's runtime role (Embedded and CloudNativePG): `username`,
@@ -277,23 +316,19 @@ impl TlsSecret {
         existing: &ExistingSecrets,
         generator: &mut SecretGenerator,
     ) -> Secret {
-        let mut data = existing
-            .by_name
-            .get(&self.name)
-            .cloned()
-            .unwrap_or_default();
+        let mut data = SecretData::stored(existing, self.name);
         match generator {
             SecretGenerator::Random { now } => {
-                let stored = stored_tls(existing, &self.name);
+                let stored = stored_tls(existing, &data.name);
                 if let Ok((m, plan)) =
                     certs::renew(self.service, &p.name, &stored, &self.hosts, *now)
                 {
                     if plan.changes() {
-                        data.insert(certs::CA_CERT_KEY.into(), bytes(&m.ca_cert));
-                        data.insert(certs::SERVER_CERT_KEY.into(), bytes(&m.server_cert));
-                        data.insert(certs::SERVER_KEY_KEY.into(), bytes(&m.server_key));
+                        data.set(certs::CA_CERT_KEY, &m.ca_cert);
+                        data.set(certs::SERVER_CERT_KEY, &m.server_cert);
+                        data.set(certs::SERVER_KEY_KEY, &m.server_key);
                         if let Some(key) = &m.ca_key {
-                            data.insert(certs::CA_KEY_KEY.into(), bytes(key));
+                            data.set(certs::CA_KEY_KEY, key);
                         }
                     }
                 }
@@ -305,12 +340,11 @@ impl TlsSecret {
                     certs::SERVER_CERT_KEY,
                     certs::SERVER_KEY_KEY,
                 ] {
-                    data.entry(key.to_string())
-                        .or_insert_with(|| bytes(PLACEHOLDER));
+                    data.keep_or(key, || bytes(PLACEHOLDER));
                 }
             }
         }
-        secret(p, self.name, self.component, data, generator)
+        data.into_secret(p, self.component, generator)
     }
 }
 
@@ -414,10 +448,8 @@ pub fn redis_credentials(
     if p.spec.cache.provider != CacheProvider::Embedded {
         return None;
     }
-    let name = p.names.redis_credentials();
-    let password = existing
-        .get_str(&name, REDIS_PASSWORD_KEY)
-        .unwrap_or_else(|| generator.password());
+    let mut data = SecretData::stored(existing, p.names.redis_credentials());
+    let password = data.keep_text_or(REDIS_PASSWORD_KEY, || generator.password());
     // Derived from the kept password (not kept itself), so every platform moves to TLS: the
     // API verifies the server certificate against `<platform>-redis-tls`'s `ca.crt`.
     let url = format!(
@@ -425,14 +457,11 @@ pub fn redis_credentials(
         url_encode(&password),
         p.names.service_host(&p.names.redis(), &p.namespace)
     );
-    let auth_conf = existing
-        .get_str(&name, REDIS_AUTH_CONF_KEY)
-        .unwrap_or_else(|| format!("requirepass \"{password}\"\n"));
-    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
-    data.insert(REDIS_PASSWORD_KEY.into(), bytes(&password));
-    data.insert(REDIS_URL_KEY.into(), bytes(&url));
-    data.insert(REDIS_AUTH_CONF_KEY.into(), bytes(&auth_conf));
-    Some(secret(p, name, Component::Cache, data, generator))
+    data.set(REDIS_URL_KEY, &url);
+    data.keep_text_or(REDIS_AUTH_CONF_KEY, || {
+        format!("requirepass \"{password}\"\n")
+    });
+    Some(data.into_secret(p, Component::Cache, generator))
 }
 
 /// `<platform>-api-secrets`: `jwt.key` (base64 of 64 random bytes) and `phi-keys.json` (key ring
@@ -442,12 +471,9 @@ pub fn api_secrets(
     existing: &ExistingSecrets,
     generator: &mut SecretGenerator,
 ) -> Secret {
-    let name = p.names.api_secrets();
-    let mut data = existing.by_name.get(&name).cloned().unwrap_or_default();
-    if !data.contains_key(JWT_KEY) {
-        data.insert(JWT_KEY.into(), bytes(&generator.key_b64(64)));
-    }
-    if !data.contains_key(PHI_KEYS) {
+    let mut data = SecretData::stored(existing, p.names.api_secrets());
+    data.keep_or(JWT_KEY, || bytes(&generator.key_b64(64)));
+    data.keep_or(PHI_KEYS, || {
         let key_id = generator.key_id();
         let ring = PhiKeyRingFile {
             version: key_files::VERSION,
@@ -456,10 +482,9 @@ pub fn api_secrets(
             blind_index_key: generator.key_b64(32),
         };
         // Serialising a struct of strings into a Vec cannot fail.
-        let json = serde_json::to_vec(&ring).unwrap_or_default();
-        data.insert(PHI_KEYS.into(), ByteString(json));
-    }
-    secret(p, name, Component::ApiServer, data, generator)
+        ByteString(serde_json::to_vec(&ring).unwrap_or_default())
+    });
+    data.into_secret(p, Component::ApiServer, generator)
 }
 
 #[cfg(test)]
