@@ -220,6 +220,33 @@ pub struct Decision {
     pub reset_secs: u64,
 }
 
+/// A refusal of the local (`governor`) limiter.
+type LocalRefusal = governor::NotUntil<<DefaultClock as Clock>::Instant>;
+
+/// Whole seconds until a request refused by the local limiter may be retried (rounded up, at
+/// least 1).
+fn local_wait_secs(not_until: &LocalRefusal) -> u64 {
+    not_until
+        .wait_time_from(DefaultClock::default().now())
+        .as_secs()
+        + 1
+}
+
+impl Decision {
+    /// A request of a bucket with `limit` refused by the local limiter: nothing remains, and it
+    /// may be retried (and the bucket has room again) once `not_until` has passed.
+    fn denied(limit: u32, not_until: &LocalRefusal) -> Self {
+        let wait = local_wait_secs(not_until);
+        Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            retry_after_secs: wait,
+            reset_secs: wait,
+        }
+    }
+}
+
 /// The limiter: Redis when available, otherwise per-process GCRA.
 pub struct Limiter {
     /// For readiness pings.
@@ -370,16 +397,7 @@ impl Limiter {
                     reset_secs: (f64::from(limit - remaining.min(limit)) * per).ceil() as u64,
                 }
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Decision {
-                    allowed: false,
-                    limit,
-                    remaining: 0,
-                    retry_after_secs: wait.as_secs() + 1,
-                    reset_secs: wait.as_secs() + 1,
-                }
-            }
+            Err(not_until) => Decision::denied(limit, &not_until),
         }
     }
 
@@ -387,10 +405,7 @@ impl Limiter {
     pub fn check_probe(&self, client: &str) -> Result<(), u64> {
         match self.probes.check_key(&client.to_string()) {
             Ok(_) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(wait.as_secs() + 1)
-            }
+            Err(not_until) => Err(local_wait_secs(&not_until)),
         }
     }
 
@@ -474,16 +489,7 @@ impl Limiter {
                 retry_after_secs: 0,
                 reset_secs: 0,
             },
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Decision {
-                    allowed: false,
-                    limit,
-                    remaining: 0,
-                    retry_after_secs: wait.as_secs() + 1,
-                    reset_secs: wait.as_secs() + 1,
-                }
-            }
+            Err(not_until) => Decision::denied(limit, &not_until),
         }
     }
 
