@@ -37,6 +37,9 @@ pub struct Config {
     pub redis_ca: Option<Vec<u8>>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// HTTPS on both addresses (`CADUCEUS_TLS_CERT_FILE` / `CADUCEUS_TLS_KEY_FILE`, read at
+    /// start by [`crate::tls::from_env`]); `None`: plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     pub jwt_key: Arc<Zeroizing<Vec<u8>>>,
     pub phi_keys: Arc<KeyRing>,
     pub session_idle_timeout: Duration,
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("http_addr", &self.http_addr)
             .field("admin_addr", &self.admin_addr)
+            .field("tls", &self.tls.is_some())
             .field("redis", &self.redis_url.is_some())
             .field("phi_active_key_id", &self.phi_keys.active_key_id())
             .finish_non_exhaustive()
@@ -261,6 +265,7 @@ impl Config {
             }
         };
         let redis_ca = redis_ca(env, redis_url.as_deref())?;
+        let tls = crate::tls::from_env(env)?;
         let http_addr = parse_or(
             env,
             settings::HTTP_ADDR,
@@ -343,6 +348,7 @@ impl Config {
             redis_ca,
             http_addr,
             admin_addr,
+            tls,
             jwt_key: Arc::new(jwt_key),
             phi_keys: Arc::new(phi_keys),
             session_idle_timeout: Duration::from_secs(u64::from(idle) * 60),

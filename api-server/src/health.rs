@@ -272,6 +272,7 @@ pub async fn self_report(state: &AppState, checkpoints: &[AuditCheckpoint]) -> S
             login_attempts_per_minute: i64::from(c.login_rate_limit_per_minute),
         },
         database_tls: c.database_tls(),
+        api_tls: Some(c.tls.is_some()),
         cache: Some(cache_report(state).await),
     }
 }

@@ -107,9 +107,8 @@ pub mod rotate;
 pub mod state;
 pub mod store;
 pub mod testing;
+pub mod tls;
 pub mod users;
-
-use std::net::SocketAddr;
 
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::Router;
@@ -243,6 +242,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(rows = n, "encrypted plaintext account e-mails");
     }
     let (http_addr, admin_addr) = (config.http_addr, config.admin_addr);
+    let tls = config.tls.clone();
     let state = AppState::new(config, pool.clone())?;
     // the dummy hash of unknown e-mails, computed before the first login needs it
     tokio::task::spawn_blocking(|| {
@@ -254,7 +254,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(admin_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {admin_addr}: {e}"))?;
-    tracing::info!(%http_addr, %admin_addr, "caduceus-api listening");
+    if tls.is_some() {
+        tracing::info!(%http_addr, %admin_addr, "caduceus-api listening (HTTPS)");
+    } else {
+        tracing::warn!(
+            %http_addr,
+            %admin_addr,
+            "caduceus-api listening over plain HTTP: CADUCEUS_TLS_CERT_FILE and CADUCEUS_TLS_KEY_FILE are not set (local use only)"
+        );
+    }
 
     // retention and conversions, at startup and then daily: backup restores not yet audited,
     // the expired prefix of the audit chain, patients soft-deleted longer than their retention,
@@ -324,27 +332,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown signal received; draining");
         let _ = tx.send(true);
     });
-    // TCP_NODELAY on every accepted connection: with Nagle's algorithm a response written in
-    // more than one piece waits for the client's delayed ACK (up to 40 ms).
-    use axum::serve::ListenerExt;
-    let nodelay = |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    };
-    let api_listener = api_listener.tap_io(nodelay);
-    let admin_listener = admin_listener.tap_io(nodelay);
-    let api = axum::serve(
+    let api = tls::serve_router(
         api_listener,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(rx.clone()));
-    let admin = axum::serve(
+        tls.clone(),
+        app(state.clone()),
+        shutdown_signal(rx.clone()),
+    );
+    let admin = tls::serve_router(
         admin_listener,
-        admin_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(rx));
-    let (a, b) = tokio::join!(async { api.await }, async { admin.await });
+        tls,
+        admin_app(state.clone()),
+        shutdown_signal(rx),
+    );
+    let (a, b) = tokio::join!(api, admin);
     purge.abort();
     a?;
     b?;

@@ -63,6 +63,7 @@ pub fn test_config() -> Config {
         redis_ca: None,
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: None,
         jwt_key: Arc::new(jwt),
         phi_keys: Arc::new(keys),
         session_idle_timeout: Duration::from_secs(15 * 60),

@@ -17,6 +17,10 @@ pub struct SelfReport {
     pub sessions: SessionsReport,
     pub rate_limit: RateLimitReport,
     pub database_tls: bool,
+    /// Whether the API serves HTTPS (with [`crate::settings::TLS_CERT_FILE`]) on its public and
+    /// admin ports; `None` from API versions that do not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_tls: Option<bool>,
     /// Redis as the API sees it; `None` from API versions that do not report it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheReport>,

@@ -130,6 +130,16 @@ pub const APP_DB_PASSWORD: &str = "CADUCEUS_APP_DB_PASSWORD";
 /// roots are not consulted). Unset: a `rediss://` URL is verified against the system roots. The
 /// operator sets it for the embedded Redis (`<platform>-redis-tls`, only `ca.crt` mounted).
 pub const REDIS_CA_FILE: &str = "CADUCEUS_REDIS_CA_FILE";
+/// PEM file of the API's serving certificate (chain, leaf first). Set together with
+/// [`TLS_KEY_FILE`]: `serve` then speaks only HTTPS (TLS 1.2/1.3, rustls) on both its public and
+/// its admin address; unset, it serves plain HTTP and logs that it does (local runs, tests). The
+/// operator always sets it (`<platform>-api-internal-tls`, mounted at
+/// `/etc/caduceus/tls/tls.crt`). Read at start: a renewed certificate rolls the pods.
+pub const TLS_CERT_FILE: &str = "CADUCEUS_TLS_CERT_FILE";
+/// PEM file of the private key of [`TLS_CERT_FILE`] (PKCS#8, PKCS#1 or SEC1). Like every key
+/// file it must not be readable by other accounts (mode 0600/0640/0400/0440 at most,
+/// [`crate::key_files::read_key_file`]).
+pub const TLS_KEY_FILE: &str = "CADUCEUS_TLS_KEY_FILE";
 
 /// Postgres connections one API pod opens at most (its pool, its grouped-statement workers and
 /// its audit writer): the API divides it up, the operator sizes the embedded database's
@@ -149,7 +159,7 @@ pub const NUMBERS: [Number; 8] = [
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 26] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
@@ -174,6 +184,8 @@ pub const ALL: [&str; 24] = [
     APP_DB_USER,
     APP_DB_PASSWORD,
     REDIS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
 ];
 
 #[cfg(test)]
