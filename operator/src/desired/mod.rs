@@ -232,8 +232,35 @@ pub(crate) fn bytes(s: &str) -> ByteString {
 
 #[cfg(test)]
 pub(crate) mod test_support {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::networking::v1::NetworkPolicyPort;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
     use crate::crd::{HealthcarePlatform, HealthcarePlatformSpec};
     use crate::validate::{validate, ValidatedPlatform};
+
+    /// The port numbers of a NetworkPolicy rule (`-1` for a named port).
+    pub fn ports(rule_ports: &Option<Vec<NetworkPolicyPort>>) -> Vec<i32> {
+        rule_ports
+            .iter()
+            .flatten()
+            .map(|p| match p.port {
+                Some(IntOrString::Int(n)) => n,
+                _ => -1,
+            })
+            .collect()
+    }
+
+    /// The annotation `key` of a StatefulSet's pod template.
+    pub fn template_annotation(sts: &StatefulSet, key: &str) -> String {
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(key))
+            .unwrap_or_else(|| panic!("pod template annotation {key} missing"))
+            .clone()
+    }
 
     /// A validated platform named `demo` in namespace `clinic` with a UID. What validation
     /// requires of the setting under test is filled in when `f` leaves it out: the CIDRs of

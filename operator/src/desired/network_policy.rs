@@ -266,7 +266,7 @@ fn ip_blocks(cidrs: &[String]) -> Option<Vec<NetworkPolicyPeer>> {
 mod tests {
     use super::*;
     use crate::crd::SecretKeyRef;
-    use crate::desired::test_support::platform;
+    use crate::desired::test_support::{platform, ports};
 
     fn by_name(list: &[NetworkPolicy], name: &str) -> NetworkPolicySpec {
         list.iter()
@@ -275,17 +275,6 @@ mod tests {
             .spec
             .clone()
             .unwrap()
-    }
-
-    fn ports(rule_ports: &Option<Vec<NetworkPolicyPort>>) -> Vec<i32> {
-        rule_ports
-            .iter()
-            .flatten()
-            .map(|p| match p.port {
-                Some(IntOrString::Int(n)) => n,
-                _ => -1,
-            })
-            .collect()
     }
 
     #[test]

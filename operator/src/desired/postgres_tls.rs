@@ -70,7 +70,7 @@ pub fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::test_support::platform;
+    use crate::desired::test_support::{platform, template_annotation};
 
     #[test]
     fn names_cover_the_service_the_api_connects_to() {
@@ -90,16 +90,7 @@ mod tests {
             .unwrap()
             .stateful_set;
         assert_eq!(
-            sts.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()[crate::names::ANNOTATION_TLS_CHECKSUM],
+            template_annotation(&sts, crate::names::ANNOTATION_TLS_CHECKSUM),
             "abc"
         );
         let pod = sts.spec.unwrap().template.spec.unwrap();

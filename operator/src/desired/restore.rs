@@ -319,14 +319,12 @@ mod tests {
     };
     use crate::desired::agent::{image, BACKUP_BINARY, BACKUP_UID};
     use crate::desired::security::container_violations;
-    use crate::desired::test_support::platform;
+    use crate::desired::test_support::{platform, ports};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EnvVar,
         PodStatus,
     };
-    use k8s_openapi::api::networking::v1::NetworkPolicyPort;
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn s3() -> S3Destination {
         S3Destination {
@@ -376,17 +374,6 @@ mod tests {
 
     fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
         c.env.as_ref()?.iter().find(|e| e.name == name)
-    }
-
-    fn ports(rule_ports: &Option<Vec<NetworkPolicyPort>>) -> Vec<i32> {
-        rule_ports
-            .iter()
-            .flatten()
-            .map(|p| match p.port {
-                Some(IntOrString::Int(n)) => n,
-                _ => -1,
-            })
-            .collect()
     }
 
     #[test]

@@ -490,7 +490,7 @@ pub fn api_secrets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::test_support::platform;
+    use crate::desired::test_support::{platform, template_annotation};
 
     fn value(s: &Secret, key: &str) -> String {
         String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
@@ -610,21 +610,8 @@ mod tests {
             )
         };
         let checksum = |c: &crate::desired::Children| {
-            c.postgres
-                .as_ref()
-                .unwrap()
-                .stateful_set
-                .spec
-                .as_ref()
-                .unwrap()
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()[crate::names::ANNOTATION_TLS_CHECKSUM]
-                .clone()
+            let sts = &c.postgres.as_ref().unwrap().stateful_set;
+            template_annotation(sts, crate::names::ANNOTATION_TLS_CHECKSUM)
         };
         let first = build_children(&p, &ExistingSecrets::default(), &mut at(0));
         let tls = first.postgres_tls.clone().unwrap();
