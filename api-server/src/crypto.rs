@@ -9,6 +9,8 @@
 //! * Blind indexes are `HMAC-SHA256(blind_index_key, domain || 0x00 || normalised value)`.
 //! * The audit chain key ([`AuditKey`]) is derived from the blind-index key with HKDF-SHA256
 //!   under its own label: the key ring file stays as it is, and the database never holds it.
+//! * The list cursor key ([`CursorKey`], `crypto/cursor_key.rs`) is derived the same way under
+//!   another label.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +25,9 @@ use ring::aead::{LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+mod cursor_key;
+pub use cursor_key::{CursorKey, CURSOR_TAG_LEN};
 
 const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -229,6 +234,11 @@ impl KeyRing {
     /// The audit chain key derived from this ring's blind-index key.
     pub fn audit_key(&self) -> &AuditKey {
         &self.audit_key
+    }
+
+    /// The list cursor key derived from this ring's blind-index key.
+    pub fn cursor_key(&self) -> CursorKey {
+        CursorKey::derive(&self.blind_index_key)
     }
 
     /// Encrypt under the active key, bound to `aad`.

@@ -137,6 +137,10 @@ pub const MFA_ENROLLMENT_REQUIRED: &str = "multi-factor authentication enrolment
 pub enum Error {
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A query parameter that parses but is refused as a whole (a list `cursor` that is not
+    /// one of this caller's, list's and filters'): `400` with `errors` naming it.
+    #[error("bad request: invalid parameter")]
+    BadParameter(FieldError),
     #[error("unauthorized: {0}")]
     Unauthorized(String),
     #[error("forbidden: {0}")]
@@ -182,13 +186,18 @@ impl Error {
         Self::Validation(vec![FieldError::new(field, message)])
     }
 
+    /// `400` naming the query parameter `field` (see [`Self::BadParameter`]).
+    pub fn bad_parameter(field: &str, message: &str) -> Self {
+        Self::BadParameter(FieldError::new(field, message))
+    }
+
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         Self::Internal(e.into())
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadParameter(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -261,6 +270,15 @@ impl IntoResponse for Error {
         let mut retry_after = None;
         let problem = match self {
             Self::BadRequest(d) => Problem::new(status, "bad-request", Some(d)),
+            Self::BadParameter(error) => {
+                let mut p = Problem::new(
+                    status,
+                    "bad-request",
+                    Some("a query parameter is not valid (see errors)".into()),
+                );
+                p.errors = vec![error];
+                p
+            }
             Self::Unauthorized(d) => Problem::new(status, "unauthorized", Some(d)),
             Self::Forbidden(d) => Problem::new(status, "forbidden", Some(d)),
             Self::MfaEnrollmentRequired => Problem::new(

@@ -39,8 +39,9 @@ impl Modify for BearerAuth {
 /// really answers it: every error is `application/problem+json`; a protected route answers 401
 /// without a valid token; a route with a body answers 400 (not JSON), 413 (too large), 415
 /// (not `application/json`) and 422 (invalid fields); a route with query parameters answers
-/// 422 naming the parameter; a route with a path parameter answers 400 when it does not parse;
-/// every `/api/v1` route answers 429 when rate-limited.
+/// 422 naming the parameter; a list (a `cursor` query parameter) answers 400 naming `cursor` for
+/// a cursor it did not issue to the caller for the same filters; a route with a path parameter
+/// answers 400 when it does not parse; every `/api/v1` route answers 429 when rate-limited.
 struct ProblemResponses;
 
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -90,13 +91,14 @@ impl Modify for ProblemResponses {
                         .or_insert_with(|| problem(description));
                 };
                 let params = op.parameters.iter().flatten().filter_map(|p| match p {
-                    RefOr::T(p) => Some(p.parameter_in.clone()),
+                    RefOr::T(p) => Some((p.parameter_in.clone(), p.name == "cursor")),
                     RefOr::Ref(_) => None,
                 });
-                let (mut query, mut path_param) = (false, false);
-                for location in params {
+                let (mut query, mut path_param, mut cursor) = (false, false, false);
+                for (location, is_cursor) in params {
                     query |= matches!(location, ParameterIn::Query);
                     path_param |= matches!(location, ParameterIn::Path);
+                    cursor |= is_cursor && matches!(location, ParameterIn::Query);
                 }
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add("401", "missing, invalid or expired bearer token");
@@ -112,6 +114,9 @@ impl Modify for ProblemResponses {
                 }
                 if query {
                     add("422", "a query parameter is not valid (`errors` names it)");
+                }
+                if cursor {
+                    add("400", "`cursor` is not a cursor of this list for this caller and these filters, or has expired (`errors` names it)");
                 }
                 if path_param {
                     add("400", "a path parameter does not parse");
@@ -564,18 +569,40 @@ mod tests {
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
         assert_eq!(limit["schema"]["minimum"], 1);
         assert_eq!(limit["schema"]["maximum"], 100);
-        let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
-        assert_eq!(cursor["schema"]["format"], "uuid", "{cursor}");
-        let params = doc["paths"]["/api/v1/audit-events"]["get"]["parameters"]
-            .as_array()
-            .unwrap();
-        let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
-        assert!(
-            cursor["schema"]["type"]
-                .as_array()
-                .is_some_and(|t| t.contains(&"integer".into()))
-                || cursor["schema"]["type"] == "integer",
-            "{cursor}"
-        );
+    }
+
+    /// Every list's `cursor` is an opaque base64url string of bounded length, and a refused one
+    /// is a declared 400.
+    #[test]
+    fn cursors_are_opaque_bounded_strings() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let lists = [
+            "/api/v1/patients",
+            "/api/v1/appointments",
+            "/api/v1/prescriptions",
+            "/api/v1/users",
+            "/api/v1/audit-events",
+        ];
+        for path in lists {
+            let op = &doc["paths"][path]["get"];
+            let params = op["parameters"].as_array().unwrap();
+            let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
+            let schema = &cursor["schema"];
+            assert!(
+                schema["type"] == "string"
+                    || schema["type"]
+                        .as_array()
+                        .is_some_and(|t| t.contains(&"string".into())),
+                "{path}: {cursor}"
+            );
+            assert!(schema.get("format").is_none(), "{path}: {cursor}");
+            assert_eq!(
+                schema["maxLength"],
+                crate::pagination::CURSOR_MAX_LEN,
+                "{path}"
+            );
+            assert_eq!(schema["pattern"], "^[A-Za-z0-9_-]+$", "{path}");
+            assert!(op["responses"].get("400").is_some(), "{path}: no 400");
+        }
     }
 }

@@ -10,7 +10,7 @@ use sqlx::{Connection, Executor, PgPool};
 
 use crate::batch::Batcher;
 use crate::config::Config;
-use crate::crypto::KeyRing;
+use crate::crypto::{CursorKey, KeyRing};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
 use crate::store::audit::AuditWriter;
@@ -36,6 +36,8 @@ pub struct Shared {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub keys: Arc<KeyRing>,
+    /// The key of the list cursors' MAC ([`crate::pagination`]), derived from `keys`.
+    pub cursor_key: CursorKey,
     pub metrics: Metrics,
     pub audit: AuditWriter,
     /// Grouped session checks (every authenticated request).
@@ -197,6 +199,7 @@ impl AppState {
                 },
             ),
             patient_inserts: Batcher::spawn(options, PatientInsert),
+            cursor_key: config.phi_keys.cursor_key(),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),
             pool,

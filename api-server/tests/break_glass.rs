@@ -2,8 +2,8 @@
 //! exact-MRN lookup and the appointments or prescriptions of one `patient_id`; every other list
 //! or search keeps the care team's scope. Openings are limited per user and hour (`429` with
 //! `Retry-After`, audited and counted), an interaction refusal (`409`) through break-glass is
-//! audited as break-glass, and the appointment list's cursor is resolved inside the caller's own
-//! list.
+//! audited as break-glass, and an appointment list's cursor is good only for the caller and
+//! the list (filters included) it was issued for.
 
 mod common;
 
@@ -234,7 +234,7 @@ async fn an_interaction_refusal_through_break_glass_is_audited_as_break_glass(po
 }
 
 #[sqlx::test]
-async fn the_appointment_cursor_is_resolved_in_the_callers_scope(pool: PgPool) {
+async fn the_appointment_cursor_is_the_callers_own(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let rec = app.user(Role::Receptionist).await;
     let nurse = app.user(Role::Nurse).await;
@@ -260,45 +260,50 @@ async fn the_appointment_cursor_is_resolved_in_the_callers_scope(pool: PgPool) {
     let foreign = r.json["id"].as_str().unwrap().to_string();
 
     // a cursor of the caller's own list pages on
+    let r = app.get("/api/v1/appointments?limit=1", &nurse.token).await;
+    assert_eq!(ids(&r), vec![own_ids[0].clone()]);
+    let cursor = r.json["next_cursor"].as_str().unwrap().to_string();
     let r = app
         .get(
-            &format!("/api/v1/appointments?limit=1&cursor={}", own_ids[0]),
+            &format!("/api/v1/appointments?limit=1&cursor={cursor}"),
             &nurse.token,
         )
         .await;
     assert_eq!(ids(&r), vec![own_ids[1].clone()]);
-    // another patient's appointment and a made-up id get the same 422, naming the cursor
-    let refused = app
-        .get(
-            &format!("/api/v1/appointments?cursor={foreign}"),
-            &nurse.token,
-        )
-        .await;
-    assert_problem(&refused, 422);
-    assert_eq!(refused.json["errors"][0]["field"], "cursor");
-    let made_up = app
-        .get(
-            &format!("/api/v1/appointments?cursor={}", uuid::Uuid::now_v7()),
-            &nurse.token,
-        )
-        .await;
-    assert_problem(&made_up, 422);
-    assert_eq!(refused.json["errors"], made_up.json["errors"]);
-    assert_eq!(refused.json["detail"], made_up.json["detail"]);
-    // break-glass does not open the cursor of an unfiltered list either
-    let r = glass(
-        &app,
-        &format!("/api/v1/appointments?cursor={foreign}"),
-        &doc,
-    )
-    .await;
-    assert_eq!(r.status, 200, "the practitioner sees their own: {}", r.text);
+    // an appointment id (the old cursor form: the caller's own, another patient's, a made-up
+    // one) is the same 400 naming the cursor
+    let refused = |r: &TestResponse| {
+        assert_problem(r, 400);
+        assert_eq!(r.json["errors"][0]["field"], "cursor", "{}", r.text);
+        (r.json["errors"].clone(), r.json["detail"].clone())
+    };
+    let made_up = uuid::Uuid::now_v7().to_string();
+    let mut answers = Vec::new();
+    for id in [&own_ids[0], &foreign, &made_up] {
+        let r = app
+            .get(&format!("/api/v1/appointments?cursor={id}"), &nurse.token)
+            .await;
+        answers.push(refused(&r));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    // break-glass does not open another caller's cursor, even for the practitioner
     let outsider = app.user(Role::Physician).await;
+    for who in [&doc, &outsider] {
+        let r = glass(&app, &format!("/api/v1/appointments?cursor={cursor}"), who).await;
+        refused(&r);
+    }
+    // a cursor of a break-glass list of one patient is good for that list only
+    let one = format!("/api/v1/appointments?patient_id={mine}&limit=1");
+    let r = glass(&app, &one, &outsider).await;
+    assert_eq!(ids(&r), vec![own_ids[0].clone()]);
+    let glass_cursor = r.json["next_cursor"].as_str().unwrap().to_string();
+    let r = glass(&app, &format!("{one}&cursor={glass_cursor}"), &outsider).await;
+    assert_eq!(ids(&r), vec![own_ids[1].clone()]);
     let r = glass(
         &app,
-        &format!("/api/v1/appointments?cursor={foreign}"),
+        &format!("/api/v1/appointments?limit=1&cursor={glass_cursor}"),
         &outsider,
     )
     .await;
-    assert_problem(&r, 422);
+    refused(&r);
 }

@@ -34,7 +34,7 @@ use crate::audit::AuditEvent;
 use crate::auth::Authorized;
 use crate::error::ApiQuery;
 use crate::error::{ApiJson, Error};
-use crate::pagination::{Page, PageParams};
+use crate::pagination::{ListScope, Page, PageParams};
 use crate::rbac::{perm, Role};
 use crate::state::AppState;
 
@@ -220,7 +220,8 @@ pub struct AppointmentFilter {
 
 /// List appointments visible to the caller, ordered by start time. `X-Break-Glass-Reason` opens
 /// only the appointments of one patient (`patient_id`); on any other list it changes nothing.
-/// A `cursor` must name an appointment of the caller's own list (else `422` naming `cursor`).
+/// A `cursor` is good only for the caller, list and filters it was issued for (else `400`
+/// naming `cursor`).
 #[utoipa::path(get, path = "/api/v1/appointments", tag = "appointments",
     params(AppointmentFilter, PageParams, ("X-Break-Glass-Reason" = Option<String>, Header, description = "physicians: opens the appointments of one patient (`patient_id`) outside the care team (audited, limited per user and hour); ignored on other lists")),
     responses((status = 200, body = Page<Appointment>), (status = 422, body = crate::error::Problem),
@@ -232,57 +233,47 @@ pub async fn list(
     ApiQuery(filter): ApiQuery<AppointmentFilter>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Appointment>>, Error> {
-    let limit = page.limit()?;
-    let cursor = page.cursor_uuid()?;
+    // the cursor holds the last item's (start, id), authenticated for this caller and filters
+    let scope = ListScope::new("/api/v1/appointments", auth.user_id)
+        .filter("patient_id", filter.patient_id)
+        .filter("practitioner_id", filter.practitioner_id)
+        .filter("from", filter.from)
+        .filter("to", filter.to);
+    let paging = page.open::<(DateTime<Utc>, Uuid)>(&state.cursor_key, scope)?;
     if let (Some(from), Some(to)) = (filter.from, filter.to) {
         if to <= from {
             return Err(Error::validation("to", "must be after from"));
         }
     }
     // the caller's list with the filters (break-glass opens only one patient's appointments)
-    let scoped = || {
-        let target = match filter.patient_id {
-            Some(_) => access::ListTarget::OnePatient,
-            None => access::ListTarget::Many,
-        };
-        let mut qb = access::list_query(&state, &auth, &AppointmentRow::RESOURCE, target);
-        if let Some(p) = filter.patient_id {
-            qb.push(" AND a.patient_id = ").push_bind(p);
-        }
-        if let Some(p) = filter.practitioner_id {
-            qb.push(" AND a.practitioner_id = ").push_bind(p);
-        }
-        if let Some(from) = filter.from {
-            qb.push(" AND a.end_at > ").push_bind(from);
-        }
-        if let Some(to) = filter.to {
-            qb.push(" AND a.start_at < ").push_bind(to);
-        }
-        qb
+    let target = match filter.patient_id {
+        Some(_) => access::ListTarget::OnePatient,
+        None => access::ListTarget::Many,
     };
-    let mut qb = scoped();
-    if let Some(c) = cursor {
-        // the cursor is resolved inside the caller's own list: an appointment the caller may
-        // not see (or that does not exist) is the same 422, and its start time is never used
-        let mut key = scoped();
-        key.push(" AND a.id = ").push_bind(c);
-        let row: Option<AppointmentRow> = key.build_query_as().fetch_optional(&state.pool).await?;
-        let start = row
-            .filter(|r| {
-                access::visible(&auth, r.patient_id, r.in_care_team, Need::Record).is_some()
-            })
-            .map(|r| r.start_at)
-            .ok_or_else(|| Error::validation("cursor", "is not a valid cursor"))?;
+    let mut qb = access::list_query(&state, &auth, &AppointmentRow::RESOURCE, target);
+    if let Some(p) = filter.patient_id {
+        qb.push(" AND a.patient_id = ").push_bind(p);
+    }
+    if let Some(p) = filter.practitioner_id {
+        qb.push(" AND a.practitioner_id = ").push_bind(p);
+    }
+    if let Some(from) = filter.from {
+        qb.push(" AND a.end_at > ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        qb.push(" AND a.start_at < ").push_bind(to);
+    }
+    if let Some((start, id)) = paging.after {
         qb.push(" AND (a.start_at, a.id) > (")
             .push_bind(start)
             .push(", ")
-            .push_bind(c)
+            .push_bind(id)
             .push(")");
     }
     qb.push(" ORDER BY a.start_at, a.id LIMIT ")
-        .push_bind(limit + 1);
+        .push_bind(paging.limit + 1);
     let rows: Vec<AppointmentRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    let page = paging.page(rows, |r| (r.start_at, r.id));
     let mut items = Vec::with_capacity(page.items.len());
     let mut log = AccessLog::new(AppointmentRow::RESOURCE.resource_type);
     for row in &page.items {

@@ -13,7 +13,7 @@ use super::{actions, checkpoints_from_query, verify_chain_with, AuditEvent, Veri
 use crate::auth::Authorized;
 use crate::error::ApiQuery;
 use crate::error::Error;
-use crate::pagination::{Page, SeqPageParams};
+use crate::pagination::{ListScope, Page, PageParams};
 use crate::rbac::perm;
 use crate::state::AppState;
 
@@ -64,17 +64,22 @@ pub struct AuditFilter {
 
 /// List audit events (admin), newest first.
 #[utoipa::path(get, path = "/api/v1/audit-events", tag = "audit",
-    params(AuditFilter, SeqPageParams),
+    params(AuditFilter, PageParams),
     responses((status = 200, body = Page<AuditRecord>), (status = 403, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Authorized(auth, _): Authorized<perm::AuditRead>,
     ApiQuery(filter): ApiQuery<AuditFilter>,
-    ApiQuery(page): ApiQuery<SeqPageParams>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<AuditRecord>>, Error> {
-    let limit = page.limit()?;
-    let cursor: Option<i64> = page.cursor_i64()?;
+    let scope = ListScope::new("/api/v1/audit-events", auth.user_id)
+        .filter("actor", filter.actor)
+        .filter("patient_id", filter.patient_id)
+        .filter("action", filter.action.as_deref())
+        .filter("from", filter.from)
+        .filter("to", filter.to);
+    let paging = page.open::<i64>(&state.cursor_key, scope)?;
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT id, occurred_at, actor_id, actor_role, action, resource_type, resource_id, patient_id, \
          outcome, client_ip, user_agent, request_id, purpose, hash FROM audit_events WHERE true",
@@ -94,12 +99,13 @@ pub async fn list(
     if let Some(t) = filter.to {
         qb.push(" AND occurred_at < ").push_bind(t);
     }
-    if let Some(c) = cursor {
+    if let Some(c) = paging.after {
         qb.push(" AND id < ").push_bind(c);
     }
-    qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
+    qb.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(paging.limit + 1);
     let rows: Vec<AuditRecord> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    let page = paging.page(rows, |r| r.id);
     state
         .audit
         .record(AuditEvent::by(&auth, actions::AUDIT_READ, "audit_event"))

@@ -30,7 +30,7 @@ use crate::audit::{actions, AuditEvent};
 use crate::auth::{AuthUser, Authorized};
 use crate::error::ApiQuery;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
-use crate::pagination::{Page, PageParams};
+use crate::pagination::{ListScope, Page, PageParams};
 use crate::rbac::{perm, Permission, Role};
 use crate::state::AppState;
 use crate::store::patients::{write_phi, Inserted, PendingPatient, ROW_COLUMNS};
@@ -183,8 +183,11 @@ pub async fn list(
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Patient>>, Error> {
     auth.require(&state, Permission::PatientList).await?;
-    let limit = page.limit()?;
-    let cursor = page.cursor_uuid()?;
+    let scope = ListScope::new("/api/v1/patients", auth.user_id)
+        .filter("mrn", filter.mrn.as_deref())
+        .filter("family_name", filter.family_name.as_deref())
+        .filter("birth_date", filter.birth_date);
+    let paging = page.open::<Uuid>(&state.cursor_key, scope)?;
     // break-glass opens an exact-MRN lookup (one record), never a list or a name search
     let target = match (&filter.mrn, &filter.family_name, filter.birth_date) {
         (Some(_), None, None) => access::ListTarget::OnePatient,
@@ -210,12 +213,12 @@ pub async fn list(
             )]))
         }
     }
-    if let Some(c) = cursor {
+    if let Some(c) = paging.after {
         qb.push(" AND p.id > ").push_bind(c);
     }
-    qb.push(" ORDER BY p.id LIMIT ").push_bind(limit + 1);
+    qb.push(" ORDER BY p.id LIMIT ").push_bind(paging.limit + 1);
     let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    let page = paging.page(rows, |r| r.id);
     let action = if searched {
         actions::PATIENT_SEARCH
     } else {

@@ -36,7 +36,7 @@ use crate::audit::{AuditEvent, Outcome};
 use crate::auth::Authorized;
 use crate::error::ApiQuery;
 use crate::error::{ApiJson, Error};
-use crate::pagination::{Page, PageParams};
+use crate::pagination::{ListScope, Page, PageParams};
 use crate::patients::model as patient_model;
 use crate::rbac::perm;
 use crate::state::AppState;
@@ -309,8 +309,11 @@ pub async fn list(
     ApiQuery(filter): ApiQuery<PrescriptionFilter>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Prescription>>, Error> {
-    let limit = page.limit()?;
-    let cursor = page.cursor_uuid()?;
+    let scope = ListScope::new("/api/v1/prescriptions", auth.user_id)
+        .filter("patient_id", filter.patient_id)
+        .filter("prescriber_id", filter.prescriber_id)
+        .filter("status", filter.status.map(|s| format!("{s:?}")));
+    let paging = page.open::<Uuid>(&state.cursor_key, scope)?;
     // rows without full access are dropped below (admins/receptionists never get here)
     // break-glass opens only one patient's prescriptions
     let target = match filter.patient_id {
@@ -336,12 +339,12 @@ pub async fn list(
         }
         None => {}
     }
-    if let Some(c) = cursor {
+    if let Some(c) = paging.after {
         qb.push(" AND r.id > ").push_bind(c);
     }
-    qb.push(" ORDER BY r.id LIMIT ").push_bind(limit + 1);
+    qb.push(" ORDER BY r.id LIMIT ").push_bind(paging.limit + 1);
     let rows: Vec<PrescriptionRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    let page = paging.page(rows, |r| r.id);
     let mut items = Vec::with_capacity(page.items.len());
     let mut log = AccessLog::new(PrescriptionRow::RESOURCE.resource_type);
     for row in &page.items {

@@ -16,7 +16,7 @@ use crate::auth::{password, Authorized};
 use crate::crypto::{Aad, KeyRing};
 use crate::error::ApiQuery;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
-use crate::pagination::{Page, PageParams};
+use crate::pagination::{ListScope, Page, PageParams};
 use crate::rbac::{perm, Role};
 use crate::state::AppState;
 
@@ -352,14 +352,16 @@ pub async fn list(
     Authorized(auth, _): Authorized<perm::UsersManage>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<User>>, Error> {
-    let limit = page.limit()?;
-    let cursor = page.cursor_uuid()?;
+    let paging = page.open::<Uuid>(
+        &state.cursor_key,
+        ListScope::new("/api/v1/users", auth.user_id),
+    )?;
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
     );
     let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-        .bind(cursor)
-        .bind(limit + 1)
+        .bind(paging.after)
+        .bind(paging.limit + 1)
         .fetch_all(&state.pool)
         .await?
         .into_iter()
@@ -369,7 +371,7 @@ pub async fn list(
         .audit
         .record(AuditEvent::by(&auth, actions::USER_LIST, "user"))
         .await?;
-    Ok(Json(Page::from_rows(rows, limit, |u| u.id.to_string())))
+    Ok(Json(paging.page(rows, |u| u.id)))
 }
 
 /// Read one user (admin).
