@@ -338,6 +338,16 @@ impl Limiter {
         self.redis.is_some() && !self.redis_healthy.load(Ordering::Relaxed)
     }
 
+    /// A Redis call failed or timed out: the local limiter decides until the retry time (circuit
+    /// breaker); the first failure after Redis answered is logged.
+    fn redis_failed(&self) {
+        self.redis_retry_at_ms
+            .store(unix_ms() + REDIS_RETRY_AFTER_MS, Ordering::Relaxed);
+        if self.redis_healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!("redis unavailable; rate limiting falls back to the local limiter");
+        }
+    }
+
     async fn check_redis(
         &self,
         tx: &mpsc::Sender<Pending>,
@@ -367,13 +377,7 @@ impl Limiter {
                 Some(d)
             }
             _ => {
-                self.redis_retry_at_ms
-                    .store(unix_ms() + REDIS_RETRY_AFTER_MS, Ordering::Relaxed);
-                if self.redis_healthy.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "redis unavailable; rate limiting falls back to the local limiter"
-                    );
-                }
+                self.redis_failed();
                 None
             }
         }
@@ -469,15 +473,7 @@ impl Limiter {
                             reset_secs: (v[3].max(0) as u64).div_ceil(1000),
                         };
                     }
-                    _ => {
-                        self.redis_retry_at_ms
-                            .store(unix_ms() + REDIS_RETRY_AFTER_MS, Ordering::Relaxed);
-                        if self.redis_healthy.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(
-                                "redis unavailable; rate limiting falls back to the local limiter"
-                            );
-                        }
-                    }
+                    _ => self.redis_failed(),
                 }
             }
         }
