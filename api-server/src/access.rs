@@ -381,6 +381,29 @@ impl AccessLog {
     /// by role; beyond the limit nothing is returned: `429` with `Retry-After`, the attempt
     /// audited as a denied `patient.break_glass` and counted in `break_glass_refused_total`.
     pub async fn write(self, state: &AppState) -> Result<(), Error> {
+        self.admit(state).await?;
+        state.audit.record_all(self.events).await?;
+        Self::opened(state, self.break_glass);
+        Ok(())
+    }
+
+    /// [`Self::write`] for a change: the events are appended inside the change's open
+    /// transaction `conn`, durable with its COMMIT (nothing to undo when they cannot be
+    /// written: the change is not committed either). A refused break-glass opening is still
+    /// audited at once (it is not part of the change).
+    pub async fn write_in(
+        self,
+        state: &AppState,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<(), Error> {
+        self.admit(state).await?;
+        state.audit.write_in(conn, &self.events).await?;
+        Self::opened(state, self.break_glass);
+        Ok(())
+    }
+
+    /// Charge a break-glass opening to the caller's bucket; beyond it, audit the refusal: 429.
+    async fn admit(&self, state: &AppState) -> Result<(), Error> {
         if let Some((user, role, refused)) = &self.break_glass {
             let decision = state.limiter.check_break_glass(*user).await;
             if !decision.allowed {
@@ -396,14 +419,17 @@ impl AccessLog {
                 });
             }
         }
-        state.audit.record_all(self.events).await?;
-        if let Some((_, role, _)) = self.break_glass {
+        Ok(())
+    }
+
+    /// Count a break-glass opening whose events were written.
+    fn opened(state: &AppState, break_glass: Option<(Uuid, &'static str, AuditEvent)>) {
+        if let Some((_, role, _)) = break_glass {
             state
                 .metrics
                 .break_glass_access_total
                 .with_label_values(&[role])
                 .inc();
         }
-        Ok(())
     }
 }

@@ -198,7 +198,7 @@ impl AppState {
                     care_team_access_days: config.care_team_access_days,
                 },
             ),
-            patient_inserts: Batcher::spawn(options, PatientInsert),
+            patient_inserts: Batcher::spawn(options, PatientInsert::new(audit.key().clone())),
             cursor_key: config.phi_keys.cursor_key(),
             keys: config.phi_keys.clone(),
             config: Arc::new(config),

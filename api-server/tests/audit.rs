@@ -217,7 +217,7 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
         "{}",
         metrics.text
     );
-    // a create whose audit record cannot be written is taken back: no PHI stored unaudited
+    // a create whose audit record cannot be written is not committed: no PHI stored unaudited
     let r = app
         .post("/api/v1/patients", &doc.token, patient_body("unaudited"))
         .await;
@@ -227,7 +227,7 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(stored, 1, "only the patient created before the outage");
-    // an update or a delete whose audit record cannot be written is undone
+    // an update or a delete whose audit record cannot be written is not committed
     let url = format!("/api/v1/patients/{id}");
     let r = app
         .patch(&url, &doc.token, json!({"phone": "+1 555 0777"}))
@@ -247,10 +247,14 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
         200
     );
     let r = app.get(&url, &doc.token).await;
-    assert_eq!(r.status, 200, "the refused delete was undone: {}", r.text);
+    assert_eq!(
+        r.status, 200,
+        "the refused delete was not committed: {}",
+        r.text
+    );
     assert_eq!(
         r.json["phone"], "+1 555 0100",
-        "the refused update was undone"
+        "the refused update was not committed"
     );
     // and the client's retries succeed (the MRN is free; the record is where it was)
     create_patient(&app, &doc, "unaudited").await;
@@ -260,8 +264,93 @@ async fn fail_closed_when_audit_cannot_be_written(pool: PgPool) {
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
-/// Appointment bookings, prescriptions and care-team grants are audited before they commit:
-/// when the audit record cannot be written the change is rolled back (no unaudited booking holds
+/// A change and its audit record commit together, even when the client goes away while the
+/// record is being written and the write then fails: nothing is left committed without its
+/// record (before, the change committed first, and the undo after a failed audit write never ran
+/// once the request was abandoned). The audit insert is made slow and then refused by a trigger
+/// for the actions under test; each request is abandoned (client time-out) while it waits.
+#[sqlx::test]
+async fn an_abandoned_change_whose_audit_write_fails_is_not_committed(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let admin = app.user(Role::Admin).await;
+    let id = create_patient(&app, &doc, "abandoned").await;
+    let url = format!("/api/v1/patients/{id}");
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_refusal() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+           IF NEW.action IN ('patient.create', 'patient.update', 'patient.delete', 'user.create') THEN \
+             PERFORM pg_sleep(1); \
+             RAISE EXCEPTION 'audit trail refused'; \
+           END IF; \
+           RETURN NEW; \
+         END $$; \
+         CREATE TRIGGER slow_refusal BEFORE INSERT ON audit_events \
+           FOR EACH ROW EXECUTE FUNCTION slow_refusal()",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let abandon = std::time::Duration::from_millis(300);
+    let gone = tokio::time::timeout(
+        abandon,
+        app.patch(&url, &doc.token, json!({"phone": "+1 555 0999"})),
+    )
+    .await;
+    assert!(gone.is_err(), "the update waited for its audit record");
+    let gone = tokio::time::timeout(
+        abandon,
+        app.post(
+            "/api/v1/patients",
+            &doc.token,
+            patient_body("abandoned-new"),
+        ),
+    )
+    .await;
+    assert!(gone.is_err(), "the create waited for its audit record");
+    let gone = tokio::time::timeout(abandon, app.delete(&url, &admin.token)).await;
+    assert!(gone.is_err(), "the delete waited for its audit record");
+    let account = json!({"email": "abandoned@example.org", "password": "a long enough password",
+                         "role": "nurse", "display_name": "Abandoned"});
+    let gone = tokio::time::timeout(
+        std::time::Duration::from_millis(800), // after the password hashing
+        app.post("/api/v1/users", &admin.token, account),
+    )
+    .await;
+    assert!(
+        gone.is_err(),
+        "the account creation waited for its audit record"
+    );
+    // every refused audit insert has failed by now
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    sqlx::query("DROP TRIGGER slow_refusal ON audit_events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app.get(&url, &doc.token).await;
+    assert_eq!(r.status, 200, "the delete was not committed: {}", r.text);
+    assert_eq!(
+        r.json["phone"], "+1 555 0100",
+        "the update was not committed"
+    );
+    let patients: i64 = sqlx::query_scalar("SELECT count(*) FROM patients")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(patients, 1, "the new patient was not committed");
+    let accounts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE display_name = 'Abandoned'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(accounts, 0, "the new account was not committed");
+    for action in ["patient.update", "patient.delete"] {
+        assert_eq!(audit_count(&app, action, Some(&id)).await, 0, "{action}");
+    }
+}
+
+/// Appointment bookings, prescriptions and care-team grants are audited in their own
+/// transaction: when the audit record cannot be written the change is rolled back (no unaudited booking holds
 /// the practitioner's slot, no unaudited prescription takes part in interaction checks), and
 /// the client's retry succeeds once the audit trail is writable again.
 #[sqlx::test]
@@ -349,7 +438,7 @@ async fn writes_whose_audit_fails_are_rolled_back(pool: PgPool) {
     assert_eq!(
         count("users").await,
         users_before,
-        "the new account was taken back"
+        "the new account was not committed"
     );
     let r = app
         .post("/api/v1/appointments", &doc.token, booking.clone())
@@ -599,6 +688,71 @@ async fn retention_purges_only_expired_prefix(pool: PgPool) {
         .unwrap();
     assert!(!v.valid);
     assert_eq!(v.first_invalid_id, Some(4));
+}
+
+/// Changes append their audit rows in their own transactions (under the chain lock, held to
+/// their COMMIT) while the group-commit writer appends reads' rows on its fast path: every
+/// request succeeds (no change is aborted by a clash on the chain), ids stay contiguous and the
+/// chain verifies. A transaction holding the chain lock keeps the writer's fast path out.
+#[sqlx::test]
+async fn changes_and_reads_interleaved_keep_one_valid_chain(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let id = create_patient(&app, &doc, "interleaved").await;
+    let url = format!("/api/v1/patients/{id}");
+    // the writer knows the head (fast path) ...
+    assert_eq!(app.get(&url, &doc.token).await.status, 200);
+    // ... and a change's transaction holds the chain lock with an uncommitted row
+    let mut tx = app.pool.begin().await.unwrap();
+    let event = caduceus_api::audit::AuditEvent::cli("test.change", "test");
+    app.state
+        .audit
+        .write_in(&mut tx, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let read = tokio::spawn({
+        let (app, url, token) = (app.clone(), url.clone(), doc.token.clone());
+        async move { app.get(&url, &token).await.status }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !read.is_finished(),
+        "the read's audit row waits for the lock"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(read.await.unwrap(), 200);
+    // many changes and reads at once
+    let work = (0..40).map(|i| {
+        let (app, url, token) = (app.clone(), url.clone(), doc.token.clone());
+        async move {
+            let r = match i % 4 {
+                0 => {
+                    app.patch(&url, &token, json!({"phone": format!("+1 555 01{i:02}")}))
+                        .await
+                }
+                1 => {
+                    app.post("/api/v1/patients", &token, patient_body(&format!("il{i}")))
+                        .await
+                }
+                _ => app.get(&url, &token).await,
+            };
+            (i, r.status)
+        }
+    });
+    for (i, status) in futures::future::join_all(work).await {
+        // a concurrent PATCH may lose the optimistic check (409); nothing else may fail
+        assert!(matches!(status, 200 | 201 | 409), "request {i}: {status}");
+    }
+    let (n, max): (i64, i64) = sqlx::query_as("SELECT count(*), max(id) FROM audit_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, max, "ids are contiguous");
+    let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
+        .await
+        .unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.checked, n);
 }
 
 #[sqlx::test]

@@ -150,16 +150,12 @@ pub async fn create(
     // booking yourself puts you in the care team (see rbac.rs)
     let in_care_team = in_care_team || body.practitioner_id == auth.user_id;
     let access = access::on_write(&auth, body.patient_id, in_care_team);
-    // audited before COMMIT: if the audit record cannot be written the booking is rolled back
-    // (dropping `tx`) and does not hold the practitioner's slot
-    state
-        .audit
-        .record(
-            AuditEvent::by(&auth, actions::CREATE, "appointment")
-                .resource(id)
-                .patient(body.patient_id),
-        )
-        .await?;
+    // the booking and its audit record commit together: without the record the booking is
+    // rolled back (dropping `tx`) and does not hold the practitioner's slot
+    let event = AuditEvent::by(&auth, actions::CREATE, "appointment")
+        .resource(id)
+        .patient(body.patient_id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await.map_err(write_error)?;
     state.metrics.appointment_bookings_total.inc();
     let clinical = access.clinical();
@@ -379,10 +375,10 @@ pub async fn update(
     let (updated_at,) = updated.ok_or_else(|| {
         Error::conflict("the appointment was changed concurrently; fetch it and retry")
     })?;
-    // audited before COMMIT (rolled back without its audit record)
+    // the change and its audit record commit together (or not at all)
     AccessLog::new(AppointmentRow::RESOURCE.resource_type)
         .add(&auth, actions::UPDATE, id, row.patient_id, access)
-        .write(&state)
+        .write_in(&state, &mut tx)
         .await?;
     tx.commit().await.map_err(write_error)?;
     let clinical = access.clinical();
@@ -432,10 +428,10 @@ pub async fn cancel(
     row.status = Status::Cancelled.as_str().into();
     row.updated_at = updated_at;
     let appointment = row.to_api(&state.keys, access)?;
-    // audited before COMMIT (rolled back without its audit record)
+    // the change and its audit record commit together (or not at all)
     AccessLog::new(AppointmentRow::RESOURCE.resource_type)
         .add(&auth, actions::CANCEL, id, row.patient_id, access)
-        .write(&state)
+        .write_in(&state, &mut tx)
         .await?;
     tx.commit().await?;
     Ok(Json(appointment))

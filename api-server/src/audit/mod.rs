@@ -1,10 +1,12 @@
-//! Audit trail: chain verification, retention of the trail and the undo of unaudited changes;
+//! Audit trail: chain verification and retention of the trail;
 //! the admin endpoints (`/audit-events`, `/audit-events/verify`) are in [`routes`]. The events, their
 //! action names and the group-commit writer live in [`crate::store::audit`] (re-exported here).
 //!
 //! Record an event with `state.audit.record(AuditEvent::by(&auth, action, resource))`
 //! (see [`AuditEvent`] builders) and `?` the result BEFORE returning PHI: an unwritable audit
-//! trail turns into `503 audit-unavailable` (fail closed). Events never carry PHI: ids, action
+//! trail turns into `503 audit-unavailable` (fail closed). A change writes its events in its own
+//! transaction (`state.audit.write_in(&mut tx, &events)`, before COMMIT): the change and its
+//! record are durable together or not at all. Events never carry PHI: ids, action
 //! names, outcome, client metadata and the stated purpose only. Access to a patient's data is
 //! audited through [`crate::access::AccessLog`].
 
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, Postgres};
+use sqlx::FromRow;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -111,19 +113,6 @@ struct ChainRow {
     prev_hash: Vec<u8>,
     hash: Vec<u8>,
     hash_scheme: i16,
-}
-
-/// Take back a committed change whose audit record could not be written (fail closed: no change
-/// is kept unaudited). `undo` reverses it; if even that fails (typically the database is down as
-/// well), the failure is logged, without values, as `what` and the change stays.
-pub async fn undo_unaudited(
-    pool: &sqlx::PgPool,
-    undo: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
-    what: &str,
-) {
-    if let Err(e) = undo.execute(pool).await {
-        tracing::error!(error = %crate::error::error_kind(&e), change = what, "an unaudited change could not be undone");
-    }
 }
 
 /// Minimum audit retention enforced by the database trigger (six years).

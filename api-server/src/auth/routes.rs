@@ -299,26 +299,26 @@ pub async fn login(
     }
     drop(conn);
     let enrollment_only = Role::parse(&user.role).is_some_and(|r| state.config.mfa_required_for(r));
-    let (session, resp) = open_session(&state, &bidx, user.id, &user.role, enrollment_only).await?;
-    state
-        .audit
-        .record(
-            AuditEvent::new(&meta, actions::LOGIN_SUCCESS, "session")
-                .actor(user.id, &user.role)
-                .resource(session),
-        )
-        .await?;
+    let login = |session| {
+        vec![AuditEvent::new(&meta, actions::LOGIN_SUCCESS, "session")
+            .actor(user.id, &user.role)
+            .resource(session)]
+    };
+    let (_, resp) =
+        open_session(&state, &bidx, user.id, &user.role, enrollment_only, login).await?;
     Ok(Json(LoginResponse::Tokens(resp)))
 }
 
 /// A completed login: the e-mail's failure counter is deleted, a session opened (restricted to
-/// MFA enrolment when `enrollment_only`), its tokens issued.
+/// MFA enrolment when `enrollment_only`), its tokens issued, and the login's audit events
+/// (`audit(session id)`) written in the same transaction: no session exists without them.
 pub(crate) async fn open_session(
     state: &AppState,
     email_bidx: &[u8],
     user: Uuid,
     role: &str,
     enrollment_only: bool,
+    audit: impl FnOnce(Uuid) -> Vec<AuditEvent>,
 ) -> Result<(Uuid, TokenResponse), Error> {
     let session = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
@@ -333,6 +333,7 @@ pub(crate) async fn open_session(
         .execute(&mut *tx)
         .await?;
     let mut resp = issue_tokens(state, &mut tx, user, session, role).await?;
+    state.audit.write_in(&mut tx, &audit(session)).await?;
     tx.commit().await?;
     resp.mfa_enrollment_required = enrollment_only;
     Ok((session, resp))
@@ -425,15 +426,11 @@ pub async fn refresh(
         .execute(&mut *tx)
         .await?;
     let resp = issue_tokens(&state, &mut tx, row.user_id, row.session_id, &row.role).await?;
+    let event = AuditEvent::new(&meta, actions::REFRESH, "session")
+        .actor(row.user_id, &row.role)
+        .resource(row.session_id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
-    state
-        .audit
-        .record(
-            AuditEvent::new(&meta, actions::REFRESH, "session")
-                .actor(row.user_id, &row.role)
-                .resource(row.session_id),
-        )
-        .await?;
     Ok(Json(resp))
 }
 
@@ -505,23 +502,20 @@ pub async fn register(
     meta: RequestMeta,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<crate::users::User>), Error> {
-    let user = crate::users::insert(
-        &state.pool,
-        &state.keys,
-        &body.email,
-        body.password,
-        Role::Patient,
-        &body.display_name,
-        None,
-    )
-    .await?;
-    state
-        .audit
-        .record(
-            AuditEvent::new(&meta, actions::REGISTER, "user")
-                .actor(user.id, Role::Patient.as_str())
-                .resource(user.id),
-        )
-        .await?;
+    let hash = password::hash(body.password).await?;
+    let account = crate::users::NewAccount {
+        email: &body.email,
+        role: Role::Patient,
+        display_name: &body.display_name,
+        patient_id: None,
+    };
+    // the account and its audit record commit together (or not at all)
+    let mut tx = state.pool.begin().await?;
+    let user = crate::users::insert_hashed(&mut *tx, &state.keys, &account, hash).await?;
+    let event = AuditEvent::new(&meta, actions::REGISTER, "user")
+        .actor(user.id, Role::Patient.as_str())
+        .resource(user.id);
+    state.audit.write_in(&mut tx, &[event]).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(user)))
 }

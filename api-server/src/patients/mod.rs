@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::access::{self, AccessLog, Resource, Target};
-use crate::audit::{actions, AuditEvent};
+use crate::audit::{actions, AuditEvent, Outcome};
 use crate::auth::{AuthUser, Authorized};
 use crate::error::ApiQuery;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
@@ -97,33 +97,24 @@ pub async fn create(
         id,
         created_by: auth.user_id,
         enc: model::encrypt(&state.keys, id, &body),
+        // written in the insert's own transaction (see `PatientInsert`)
+        event: AuditEvent::by(&auth, actions::PATIENT_CREATE, "patient")
+            .resource(id)
+            .patient(id),
     };
     let created_at = match state.patient_inserts.get(pending).await? {
         Some(Inserted::Created(t)) => t,
         Some(Inserted::MrnTaken) => {
             return Err(Error::conflict("a patient with this MRN already exists"))
         }
+        Some(Inserted::Unaudited) => return Err(Error::AuditUnavailable),
         Some(Inserted::Failed) | None => {
             return Err(Error::internal(anyhow::anyhow!("patient insert failed")))
         }
     };
+    state.audit.written(Outcome::Success);
     // registering a patient puts a clinician in the care team
     let access = access::on_write(&auth, id, true);
-    let audited = state
-        .audit
-        .record(
-            AuditEvent::by(&auth, actions::PATIENT_CREATE, "patient")
-                .resource(id)
-                .patient(id),
-        )
-        .await;
-    if let Err(e) = audited {
-        // No PHI may be stored without its audit record, and the client is told the create
-        // failed (and may retry with the same MRN): take the row back. Nobody has seen it.
-        let undo = sqlx::query("DELETE FROM patients WHERE id = $1").bind(id);
-        crate::audit::undo_unaudited(&state.pool, undo, "patient create").await;
-        return Err(e);
-    }
     count(&state, "create");
     let patient = Patient::from_phi(id, body, access.clinical(), created_at, created_at);
     Ok((StatusCode::CREATED, Json(patient)))
@@ -271,13 +262,14 @@ pub async fn update(
         return Err(access::refuse_action(&state, &auth, &target).await);
     }
     let mut phi = model::decrypt(&state.keys, &row)?;
-    let before = phi.clone();
     patch.apply(&mut phi);
     let errs = phi.check();
     if !errs.is_empty() {
         return Err(Error::Validation(errs));
     }
-    // optimistic concurrency: the row must be unchanged since it was read
+    // optimistic concurrency: the row must be unchanged since it was read; the change and its
+    // audit rows commit together (or not at all)
+    let mut tx = state.pool.begin().await?;
     let written = write_phi(
         id,
         model::encrypt(&state.keys, id, &phi),
@@ -285,7 +277,7 @@ pub async fn update(
         None,
     )
     .build_query_scalar()
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await;
     let updated_at: Option<chrono::DateTime<chrono::Utc>> = match written {
         Ok(t) => t,
@@ -297,22 +289,11 @@ pub async fn update(
     let updated_at = updated_at.ok_or_else(|| {
         Error::conflict("the record was changed concurrently; fetch it and retry")
     })?;
-    let audited = AccessLog::new("patient")
+    AccessLog::new("patient")
         .add(&auth, actions::PATIENT_UPDATE, id, id, access)
-        .write(&state)
-        .await;
-    if let Err(e) = audited {
-        // no unaudited change to PHI: put the previous values back (unless the record changed
-        // again meanwhile, which then was audited itself)
-        let mut undo = write_phi(
-            id,
-            model::encrypt(&state.keys, id, &before),
-            updated_at,
-            Some(row.updated_at),
-        );
-        crate::audit::undo_unaudited(&state.pool, undo.build(), "patient update").await;
-        return Err(e);
-    }
+        .write_in(&state, &mut tx)
+        .await?;
+    tx.commit().await?;
     count(&state, "update");
     Ok(Json(Patient::from_phi(
         id,
@@ -332,34 +313,22 @@ pub async fn remove(
     Authorized(auth, _): Authorized<perm::PatientDelete>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, Error> {
-    let deleted_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+    let mut tx = state.pool.begin().await?;
+    let deleted: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
         "UPDATE patients SET deleted_at = now(), deleted_by = $2 WHERE id = $1 AND deleted_at IS NULL \
          RETURNING deleted_at",
     )
     .bind(id)
     .bind(auth.user_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    let deleted_at = deleted_at.ok_or(Error::NotFound)?;
-    let audited = state
-        .audit
-        .record(
-            AuditEvent::by(&auth, actions::PATIENT_DELETE, "patient")
-                .resource(id)
-                .patient(id),
-        )
-        .await;
-    if let Err(e) = audited {
-        // no unaudited delete: the record comes back
-        let undo = sqlx::query(
-            "UPDATE patients SET deleted_at = NULL, deleted_by = NULL \
-             WHERE id = $1 AND deleted_at = $2",
-        )
-        .bind(id)
-        .bind(deleted_at);
-        crate::audit::undo_unaudited(&state.pool, undo, "patient delete").await;
-        return Err(e);
-    }
+    deleted.ok_or(Error::NotFound)?;
+    // the delete and its audit row commit together (or not at all)
+    let event = AuditEvent::by(&auth, actions::PATIENT_DELETE, "patient")
+        .resource(id)
+        .patient(id);
+    state.audit.write_in(&mut tx, &[event]).await?;
+    tx.commit().await?;
     count(&state, "delete");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -421,15 +390,11 @@ pub async fn add_care_team(
     .bind(auth.user_id)
     .execute(&mut *tx)
     .await?;
-    // audited before COMMIT: without its audit record the grant is rolled back (dropping `tx`)
-    state
-        .audit
-        .record(
-            AuditEvent::by(&auth, actions::CARE_TEAM_ADD, "care_team")
-                .resource(body.user_id)
-                .patient(id),
-        )
-        .await?;
+    // the grant and its audit record commit together (or not at all)
+    let event = AuditEvent::by(&auth, actions::CARE_TEAM_ADD, "care_team")
+        .resource(body.user_id)
+        .patient(id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
@@ -496,15 +461,11 @@ pub async fn remove_care_team(
     if removed.rows_affected() == 0 {
         return Err(Error::NotFound);
     }
-    // audited before COMMIT: without its audit record the assignment stays (dropping `tx`)
-    state
-        .audit
-        .record(
-            AuditEvent::by(&auth, CARE_TEAM_REMOVE, "care_team")
-                .resource(user_id)
-                .patient(id),
-        )
-        .await?;
+    // the revocation and its audit record commit together (or not at all)
+    let event = AuditEvent::by(&auth, CARE_TEAM_REMOVE, "care_team")
+        .resource(user_id)
+        .patient(id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

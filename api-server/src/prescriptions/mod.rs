@@ -234,9 +234,9 @@ pub async fn create(
                 .purpose(reason),
         );
     }
-    // audited before COMMIT: if the audit record cannot be written the prescription is rolled
-    // back (dropping `tx`), so no unaudited prescription exists or takes part in later checks
-    log.write(&state).await?;
+    // the prescription and its audit records commit together: without them it is rolled back
+    // (dropping `tx`), so no unaudited prescription exists or takes part in later checks
+    log.write_in(&state, &mut tx).await?;
     tx.commit().await?;
     state.metrics.prescriptions_created_total.inc();
     Ok((
@@ -399,10 +399,10 @@ pub async fn discontinue(
     row.discontinued_by = Some(auth.user_id);
     row.updated_at = at;
     let p = row.decrypt(&state.keys)?;
-    // audited before COMMIT (rolled back without its audit record)
+    // the change and its audit record commit together (or not at all)
     AccessLog::new(PrescriptionRow::RESOURCE.resource_type)
         .add(&auth, actions::DISCONTINUE, id, row.patient_id, access)
-        .write(&state)
+        .write_in(&state, &mut tx)
         .await?;
     tx.commit().await?;
     Ok(Json(p))

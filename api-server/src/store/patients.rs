@@ -5,10 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{Connection, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::crypto::AuditKey;
 use crate::rbac::ListScope;
+use crate::store::audit::{append_in, AuditEvent};
 use crate::store::sessions::{SessionCheck, SESSION_COLUMNS};
 
 /// Stored row: ciphertexts + metadata (+ the caller's care-team flag computed in the query).
@@ -255,22 +257,37 @@ impl crate::batch::Lookup for SessionPatientLookup {
 }
 
 /// Grouped patient registration (see [`crate::batch`]): every `POST /patients` queued while a
-/// batch is in flight is inserted by ONE statement and made durable by ONE commit, instead of a
-/// transaction (and a WAL flush) each.
+/// batch is in flight is inserted by ONE statement, its audit rows appended in the SAME
+/// transaction ([`crate::store::audit::append_in`]), and both made durable by ONE commit,
+/// instead of a transaction (and a WAL flush) each: no patient is stored without its
+/// `patient.create` record, and there is nothing to undo when that record cannot be written.
 ///
 /// The statement is idempotent, as the batcher requires (it re-runs a batch whose connection
 /// broke, possibly after the first run committed): `ON CONFLICT DO NOTHING` skips a row that
 /// already exists, and a row whose own id (a fresh UUIDv7, known only to this request) is found
-/// in the table counts as created. A row skipped whose id is NOT in the table lost on the MRN:
-/// an existing patient, or an earlier row of the same batch with the same MRN. If the statement
-/// fails for any other reason, each row is tried alone so that one bad row cannot fail the rest.
-pub struct PatientInsert;
+/// in the table counts as created — and is not audited again (its record committed with it). A
+/// row skipped whose id is NOT in the table lost on the MRN: an existing patient, or an earlier
+/// row of the same batch with the same MRN. If the statement fails for any other reason, each
+/// row is tried alone (in a transaction of its own) so that one bad row cannot fail the rest.
+pub struct PatientInsert {
+    key: AuditKey,
+}
 
-/// One patient to insert: its new id, the registering user and the encrypted columns.
+impl PatientInsert {
+    /// Registration whose audit rows are chained with `key` (the writer's,
+    /// [`crate::store::audit::AuditWriter::key`]).
+    pub fn new(key: AuditKey) -> Self {
+        Self { key }
+    }
+}
+
+/// One patient to insert: its new id, the registering user, the encrypted columns and the
+/// `patient.create` event written with it.
 pub struct PendingPatient {
     pub id: Uuid,
     pub created_by: Uuid,
     pub enc: Encrypted,
+    pub event: AuditEvent,
 }
 
 /// What became of one [`PendingPatient`].
@@ -282,6 +299,8 @@ pub enum Inserted {
     MrnTaken,
     /// The row failed on its own (logged by SQLSTATE by the worker); nothing was stored.
     Failed,
+    /// The group's audit rows could not be written: nothing of the group was stored.
+    Unaudited,
 }
 
 pub(crate) static PATIENT_INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
@@ -298,18 +317,48 @@ pub(crate) static PATIENT_INSERT_SQL: std::sync::LazyLock<String> = std::sync::L
              SELECT id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc} FROM q ORDER BY ord \
              ON CONFLICT DO NOTHING RETURNING id, created_at) \
              SELECT q.ord, COALESCE(ins.created_at, \
-             (SELECT p.created_at FROM patients p WHERE p.id = q.id)) AS created_at \
+             (SELECT p.created_at FROM patients p WHERE p.id = q.id)) AS created_at, \
+             ins.id IS NOT NULL AS fresh \
              FROM q LEFT JOIN ins ON ins.id = q.id"
         )
     },
 );
 
 impl PatientInsert {
-    async fn insert(
+    /// Insert `rows` and append the audit rows of those inserted now, in one transaction.
+    async fn insert_audited(
+        &self,
         conn: &mut sqlx::PgConnection,
         rows: &[PendingPatient],
     ) -> Result<Vec<(usize, Inserted)>, sqlx::Error> {
-        let mut q = sqlx::query_as::<_, (i64, Option<chrono::DateTime<chrono::Utc>>)>(
+        let mut tx = conn.begin().await?;
+        let found = Self::insert(&mut tx, rows).await?;
+        let events: Vec<&AuditEvent> = found
+            .iter()
+            .filter(|(_, _, fresh)| *fresh)
+            .filter_map(|(i, _, _)| rows.get(*i).map(|r| &r.event))
+            .collect();
+        match append_in(&mut tx, &self.key, &events).await {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(db))
+                if !crate::batch::is_broken_code(db.code().as_deref()) =>
+            {
+                // dropping `tx` rolls the whole group back: none of it is stored
+                tracing::error!(rows = rows.len(), sqlstate = ?db.code(), "audit rows of a patient registration could not be written");
+                return Ok((0..rows.len()).map(|i| (i, Inserted::Unaudited)).collect());
+            }
+            Err(e) => return Err(e),
+        }
+        tx.commit().await?;
+        Ok(found.into_iter().map(|(i, r, _)| (i, r)).collect())
+    }
+
+    /// The grouped statement: each row's outcome, and whether it was inserted now.
+    async fn insert(
+        conn: &mut sqlx::PgConnection,
+        rows: &[PendingPatient],
+    ) -> Result<Vec<(usize, Inserted, bool)>, sqlx::Error> {
+        let mut q = sqlx::query_as::<_, (i64, Option<chrono::DateTime<chrono::Utc>>, bool)>(
             sqlx::AssertSqlSafe(PATIENT_INSERT_SQL.as_str()),
         )
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -339,9 +388,9 @@ impl PatientInsert {
         let found = q.fetch_all(conn).await?;
         Ok(found
             .into_iter()
-            .map(|(ord, at)| {
+            .map(|(ord, at, fresh)| {
                 let outcome = at.map_or(Inserted::MrnTaken, Inserted::Created);
-                (crate::batch::index(ord), outcome)
+                (crate::batch::index(ord), outcome, fresh)
             })
             .collect())
     }
@@ -357,14 +406,14 @@ impl crate::batch::Lookup for PatientInsert {
         conn: &mut sqlx::PgConnection,
         keys: &[PendingPatient],
     ) -> Result<Vec<(usize, Inserted)>, sqlx::Error> {
-        match Self::insert(conn, keys).await {
+        match self.insert_audited(conn, keys).await {
             Err(sqlx::Error::Database(db))
                 if keys.len() > 1 && !crate::batch::is_broken_code(db.code().as_deref()) =>
             {
                 tracing::warn!(rows = keys.len(), sqlstate = ?db.code(), "grouped patient insert failed; inserting row by row");
                 let mut out = Vec::with_capacity(keys.len());
                 for (i, row) in keys.iter().enumerate() {
-                    match Self::insert(conn, std::slice::from_ref(row)).await {
+                    match self.insert_audited(conn, std::slice::from_ref(row)).await {
                         Ok(mut one) => out.extend(one.pop().map(|(_, r)| (i, r))),
                         Err(sqlx::Error::Database(db))
                             if !crate::batch::is_broken_code(db.code().as_deref()) =>
@@ -442,12 +491,19 @@ mod tests {
             id,
             created_by: by,
             enc: model::encrypt(keys, id, &body),
+            event: AuditEvent::cli(crate::audit::actions::PATIENT_CREATE, "patient")
+                .resource(id)
+                .patient(id),
         }
     }
 
     /// Run one grouped insert; the outcome of each row, in batch order.
     async fn insert(conn: &mut sqlx::PgConnection, batch: &[PendingPatient]) -> Vec<Inserted> {
-        let mut rows = PatientInsert.fetch(conn, batch).await.expect("insert");
+        let key = crate::testing::test_config().phi_keys.audit_key().clone();
+        let mut rows = PatientInsert::new(key)
+            .fetch(conn, batch)
+            .await
+            .expect("insert");
         rows.sort_by_key(|(i, _)| *i);
         rows.into_iter().map(|(_, r)| r).collect()
     }

@@ -192,6 +192,38 @@ pub async fn insert(
     patient_id: Option<Uuid>,
 ) -> Result<User, Error> {
     let hash = password::hash(password).await?;
+    let account = NewAccount {
+        email,
+        role,
+        display_name,
+        patient_id,
+    };
+    insert_hashed(pool, keys, &account, hash).await
+}
+
+/// An account to insert ([`insert_hashed`]).
+#[derive(Clone, Copy)]
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub role: Role,
+    pub display_name: &'a str,
+    pub patient_id: Option<Uuid>,
+}
+
+/// [`insert`] with the password already hashed, on `db` (e.g. the transaction that also writes
+/// the account's audit record).
+pub async fn insert_hashed<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    keys: &KeyRing,
+    account: &NewAccount<'_>,
+    hash: String,
+) -> Result<User, Error> {
+    let NewAccount {
+        email,
+        role,
+        display_name,
+        patient_id,
+    } = *account;
     let id = Uuid::now_v7();
     let email = email.trim();
     let sql = format!(
@@ -210,7 +242,7 @@ pub async fn insert(
         .bind(display_name.trim())
         .bind(patient_id)
         .bind(email)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await;
     let duplicate = || Error::conflict("a user with this email already exists");
     match res {
@@ -320,26 +352,20 @@ pub async fn create(
     Authorized(auth, _): Authorized<perm::UsersManage>,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), Error> {
-    let user = insert(
-        &state.pool,
-        &state.keys,
-        &body.email,
-        body.password,
-        body.role,
-        &body.display_name,
-        body.patient_id,
-    )
-    .await?;
-    let audited = state
-        .audit
-        .record(AuditEvent::by(&auth, actions::USER_CREATE, "user").resource(user.id))
-        .await;
-    if let Err(e) = audited {
-        // no unaudited account: take it back (it has never been used; a retry works)
-        let undo = sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id);
-        crate::audit::undo_unaudited(&state.pool, undo, "account create").await;
-        return Err(e);
-    }
+    // hashed before the transaction opens: no connection is held during the hashing
+    let hash = password::hash(body.password).await?;
+    let account = NewAccount {
+        email: &body.email,
+        role: body.role,
+        display_name: &body.display_name,
+        patient_id: body.patient_id,
+    };
+    // the account and its audit record commit together (or not at all)
+    let mut tx = state.pool.begin().await?;
+    let user = insert_hashed(&mut *tx, &state.keys, &account, hash).await?;
+    let event = AuditEvent::by(&auth, actions::USER_CREATE, "user").resource(user.id);
+    state.audit.write_in(&mut tx, &[event]).await?;
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -512,11 +538,9 @@ pub async fn update(
         }
         None => {}
     }
-    // audited before COMMIT (rolled back without its audit record)
-    state
-        .audit
-        .record(AuditEvent::by(&auth, actions::USER_UPDATE, "user").resource(id))
-        .await?;
+    // the change and its audit record commit together (or not at all)
+    let event = AuditEvent::by(&auth, actions::USER_UPDATE, "user").resource(id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
     Ok(Json(user))
 }
@@ -551,11 +575,9 @@ pub async fn reset_mfa(
     }
     crate::auth::mfa::remove(&mut tx, id).await?;
     crate::auth::revoke_all_sessions(&mut tx, id, "mfa_reset").await?;
-    // audited before COMMIT (rolled back without its audit record)
-    state
-        .audit
-        .record(AuditEvent::by(&auth, actions::USER_MFA_RESET, "user").resource(id))
-        .await?;
+    // the reset and its audit record commit together (or not at all)
+    let event = AuditEvent::by(&auth, actions::USER_MFA_RESET, "user").resource(id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -292,18 +292,20 @@ pub async fn login_mfa(
         return Err(invalid());
     };
     tx.commit().await?;
-    let (session, resp) = open_session(&state, &bidx, user, &role, false).await?;
-    let mut events = vec![AuditEvent::new(&meta, actions::LOGIN_SUCCESS, "session")
-        .actor(user, &role)
-        .resource(session)];
-    if factor == Factor::RecoveryCode {
-        events.push(
-            AuditEvent::new(&meta, actions::MFA_RECOVERY_USED, "session")
-                .actor(user, &role)
-                .resource(session),
-        );
-    }
-    state.audit.record_all(events).await?;
+    let login = |session| {
+        let mut events = vec![AuditEvent::new(&meta, actions::LOGIN_SUCCESS, "session")
+            .actor(user, &role)
+            .resource(session)];
+        if factor == Factor::RecoveryCode {
+            events.push(
+                AuditEvent::new(&meta, actions::MFA_RECOVERY_USED, "session")
+                    .actor(user, &role)
+                    .resource(session),
+            );
+        }
+        events
+    };
+    let (_, resp) = open_session(&state, &bidx, user, &role, false, login).await?;
     Ok(Json(resp))
 }
 
@@ -436,11 +438,9 @@ pub async fn confirm(
     // Every other session was opened with the password alone: it ends.
     crate::auth::revoke_other_sessions(&mut tx, auth.user_id, auth.session_id, "mfa_enabled")
         .await?;
-    // audited before COMMIT: no MFA activated without its record
-    state
-        .audit
-        .record(AuditEvent::by(&auth, actions::MFA_CONFIRM, "user").resource(auth.user_id))
-        .await?;
+    // no MFA activated without its record: both commit together (or not at all)
+    let event = AuditEvent::by(&auth, actions::MFA_CONFIRM, "user").resource(auth.user_id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
     Ok(Json(MfaRecoveryCodes { recovery_codes }))
 }
@@ -486,10 +486,8 @@ pub async fn disable(
         .bind(&bidx)
         .execute(&mut *tx)
         .await?;
-    state
-        .audit
-        .record(AuditEvent::by(&auth, actions::MFA_DISABLE, "user").resource(auth.user_id))
-        .await?;
+    let event = AuditEvent::by(&auth, actions::MFA_DISABLE, "user").resource(auth.user_id);
+    state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

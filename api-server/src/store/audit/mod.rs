@@ -5,8 +5,8 @@
 
 mod writer;
 
+pub use writer::{append_in, write_now, AuditWriter};
 pub use writer::{canonical, chain_hash};
-pub use writer::{write_now, AuditWriter};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

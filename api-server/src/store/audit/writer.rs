@@ -24,6 +24,15 @@
 //! canonical row)` with the [`AuditKey`] derived from the PHI key ring, which the database does
 //! not hold; one HMAC per row (the key's inner/outer state is computed once and cloned).
 //!
+//! Audit rows of a change are written in the change's own transaction ([`append_in`], used
+//! through [`AuditWriter::write_in`]): the transaction takes [`CHAIN_LOCK`], reads the head and
+//! appends, and its COMMIT makes the change and its audit rows durable together, so there is
+//! nothing to undo when the audit write fails. The lock is held from the head read to that
+//! COMMIT, which is why the fast path takes it too (`pg_try_advisory_xact_lock` inside its one
+//! statement, inserting nothing when it is held): no fast-path row can appear in the middle of a
+//! transaction's append. Grouped writes ([`crate::store::patients::PatientInsert`]) append the
+//! whole group's rows in the group's one transaction, so their group commit is kept.
+//!
 //! The writer keeps its own connection (opened with `synchronous_commit = on`, see
 //! [`crate::state::worker_options`]) instead of taking one from the pool per batch: a pooled
 //! connection costs sqlx's ping round trip each time it goes back. A connection that broke is
@@ -41,6 +50,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{AuditEvent, CHAIN_LOCK};
+
+/// Longest a change's transaction waits for the chain lock ([`append_in`]): writers hold it
+/// for one append and COMMIT, milliseconds; a longer wait means a stuck writer.
+pub const CHAIN_LOCK_TIMEOUT_MS: u64 = 5_000;
 use crate::crypto::AuditKey;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -61,6 +74,7 @@ type Head = (i64, Vec<u8>);
 pub struct AuditWriter {
     tx: mpsc::Sender<Job>,
     metrics: Metrics,
+    key: AuditKey,
 }
 
 impl AuditWriter {
@@ -68,13 +82,52 @@ impl AuditWriter {
     /// chain with `key`.
     pub fn spawn(options: Arc<PgConnectOptions>, metrics: Metrics, key: AuditKey) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(options, rx, metrics.clone(), key));
-        Self { tx, metrics }
+        tokio::spawn(run(options, rx, metrics.clone(), key.clone()));
+        Self { tx, metrics, key }
+    }
+
+    /// The key that chains the trail (for grouped writes that append in their own transaction).
+    pub fn key(&self) -> &AuditKey {
+        &self.key
+    }
+
+    /// Append `events` inside the change's open transaction `conn` ([`append_in`]): they become
+    /// durable with its COMMIT, or vanish with its rollback. An error means the transaction must
+    /// not commit (drop it): `503 audit-unavailable`.
+    pub async fn write_in(
+        &self,
+        conn: &mut PgConnection,
+        events: &[AuditEvent],
+    ) -> Result<(), Error> {
+        let refs: Vec<&AuditEvent> = events.iter().collect();
+        match append_in(conn, &self.key, &refs).await {
+            Ok(()) => {
+                for e in events {
+                    self.written(e.outcome);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(events = events.len(), error = %crate::error::error_kind(&e), "audit write in the change's transaction failed");
+                self.metrics
+                    .audit_write_failures_total
+                    .inc_by(events.len() as u64);
+                Err(Error::AuditUnavailable)
+            }
+        }
+    }
+
+    /// Count one event written (`audit_events_total` by outcome).
+    pub fn written(&self, outcome: super::Outcome) {
+        self.metrics
+            .audit_events_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     /// Write one event durably; returns only after COMMIT. Errors mean "not recorded".
     pub async fn record(&self, event: AuditEvent) -> Result<(), Error> {
-        let outcome = event.outcome.as_str();
+        let outcome = event.outcome;
         let (ack, wait) = oneshot::channel();
         if self.tx.send((event, ack)).await.is_err() {
             self.metrics.audit_write_failures_total.inc();
@@ -82,10 +135,7 @@ impl AuditWriter {
         }
         match wait.await {
             Ok(true) => {
-                self.metrics
-                    .audit_events_total
-                    .with_label_values(&[outcome])
-                    .inc();
+                self.written(outcome);
                 Ok(())
             }
             _ => Err(Error::AuditUnavailable),
@@ -196,6 +246,40 @@ pub async fn write_now(
     append(&mut conn, &mut None, &[event], key).await
 }
 
+/// Append `events` inside the caller's open transaction `conn` (the change's own): take the
+/// chain lock (held until that transaction ends), read the head, append. Nothing is durable
+/// until the caller commits. The caller should make its change before calling this, so that the
+/// lock is held for as short a time as possible.
+pub async fn append_in(
+    conn: &mut PgConnection,
+    key: &AuditKey,
+    events: &[&AuditEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    // a bounded lock wait, then the change fails (503) instead of holding its connection and
+    // row locks indefinitely
+    sqlx::query("SELECT set_config('lock_timeout', $2, true), pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .bind(CHAIN_LOCK_TIMEOUT_MS.to_string())
+        .execute(&mut *conn)
+        .await?;
+    let head: Option<Head> = sqlx::query_as(super::HEAD_SQL)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let head = head.unwrap_or((0, vec![0u8; 32]));
+    let rows = Rows::chain(&head, events, key);
+    if rows.insert(&mut *conn, head.0).await? {
+        Ok(())
+    } else {
+        // only a writer that does not take the chain lock can get here (none of ours)
+        Err(sqlx::Error::Protocol(
+            "the audit chain head moved under the chain lock".into(),
+        ))
+    }
+}
+
 /// Append a batch: the fast path after a known head, else (or on a conflict) the locked path.
 async fn append(
     conn: &mut PgConnection,
@@ -297,7 +381,8 @@ const INSERT_SQL: &str = "INSERT INTO audit_events (id, occurred_at, actor_id, a
      $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::bytea[], \
      $16::bytea[]) AS u(id, actor_id, actor_role, action, resource_type, resource_id, patient_id, \
      outcome, client_ip, user_agent, request_id, purpose, prev_hash, hash) \
-     WHERE COALESCE((SELECT max(id) FROM audit_events), $1) <= $1";
+     WHERE COALESCE((SELECT max(id) FROM audit_events), $1) <= $1 \
+     AND (SELECT pg_try_advisory_xact_lock($17))";
 
 impl Rows {
     /// Ids and keyed hashes continuing the chain after `head`; one timestamp for the batch.
@@ -374,6 +459,7 @@ impl Rows {
             .bind(&self.purpose)
             .bind(&self.prev_hash)
             .bind(&self.hash)
+            .bind(CHAIN_LOCK)
             .execute(db)
             .await?;
         Ok(done.rows_affected() == self.id.len() as u64)
@@ -402,6 +488,7 @@ mod tests {
         let args = ["2000".to_string(), "now()".to_string()]
             .into_iter()
             .chain(std::iter::repeat_n("'{}'".to_string(), 14))
+            .chain(std::iter::once(super::CHAIN_LOCK.to_string()))
             .collect::<Vec<_>>()
             .join(", ");
         let plan = crate::testing::generic_plan(&mut conn, "append", INSERT_SQL, &args).await;
