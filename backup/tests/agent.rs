@@ -6,14 +6,6 @@ mod common;
 use common::*;
 use sqlx::Connection;
 
-fn file_dest(dir: &std::path::Path) -> String {
-    format!("file://{}", dir.join("backups").display())
-}
-
-fn archive_path(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    dir.join("backups").join(format!("{name}.cbk"))
-}
-
 #[tokio::test]
 async fn keygen_prints_the_contract_key_format() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,31 +23,21 @@ async fn keygen_prints_the_contract_key_format() {
 
 #[tokio::test]
 async fn round_trip_through_a_file_destination_restores_identical_data() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, key) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = file_dest(dir.path());
-    let db = TestDb::create("bk_rt_file").await;
-    let mut conn = db.conn().await;
-    seed(&mut conn).await;
-    let before = fingerprint(&mut conn).await;
-    conn.close().await.ok();
+    let store = Store::file();
+    let (db, before) = TestDb::seeded("bk_rt_file").await;
     assert!(before.iter().any(|(t, n, _)| t == "patients" && *n == 3000));
 
-    let tlog = dir.path().join("termination-log");
-    let result = run_ok(&[
+    let tlog = store.dir.path().join("termination-log");
+    let url = db.url();
+    let result = run_ok(&store.args(&[
         "backup",
         "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
+        &url,
         "--termination-log",
         tlog.to_str().expect("path"),
-    ]);
-    let name = result["name"].as_str().expect("name").to_string();
-    assert_eq!(result["key_id"], key["key_id"]);
+    ]));
+    let name = name_of(&result);
+    assert_eq!(result["key_id"], store.key["key_id"]);
     let mut fields: Vec<_> = result
         .as_object()
         .expect("object")
@@ -73,7 +55,7 @@ async fn round_trip_through_a_file_destination_restores_identical_data() {
     .expect("json");
     assert_eq!(logged, result);
     // The archive on disk is exactly what the result line describes, and not a plain dump.
-    let archive = std::fs::read(archive_path(dir.path(), &name)).expect("archive");
+    let archive = std::fs::read(store.archive(&name)).expect("archive");
     assert_eq!(archive.len() as u64, result["size"].as_u64().expect("size"));
     assert_eq!(
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&archive)),
@@ -90,7 +72,7 @@ async fn round_trip_through_a_file_destination_restores_identical_data() {
     );
 
     // Manifest: Postgres version and API schema version (highest successful migration = 7).
-    let listed = run(&["list", "--destination", &dest]);
+    let listed = run(&["list", "--destination", &store.dest]);
     assert!(listed.status.success());
     let manifest: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&listed.stdout).trim()).expect("one manifest");
@@ -102,14 +84,7 @@ async fn round_trip_through_a_file_destination_restores_identical_data() {
         .starts_with(char::is_numeric));
     assert_eq!(manifest["database"], db.name.as_str());
 
-    let verified = run_ok(&[
-        "verify",
-        &name,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let verified = run_ok(&store.args(&["verify", &name]));
     assert!(
         verified["toc_entries"].as_u64().expect("toc") >= 5,
         "{verified}"
@@ -121,29 +96,14 @@ async fn round_trip_through_a_file_destination_restores_identical_data() {
         .execute(&mut conn)
         .await
         .expect("damage");
-    let damaged = fingerprint(&mut conn).await;
-    assert_ne!(damaged, before);
     conn.close().await.ok();
+    let damaged = db.fingerprint().await;
+    assert_ne!(damaged, before);
 
-    let restored = run_ok(&[
-        "restore",
-        "latest",
-        "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let restored = run_ok(&store.args(&["restore", "latest", "--database-url", &url]));
     assert_eq!(restored["name"], name.as_str());
     assert_eq!(restored["schema_version"], 7);
-    let mut conn = db.conn().await;
-    assert_eq!(
-        fingerprint(&mut conn).await,
-        before,
-        "restored data differs"
-    );
-    conn.close().await.ok();
+    assert_eq!(db.fingerprint().await, before, "restored data differs");
     // The old database was kept, renamed, with its (damaged) contents.
     let previous = restored["previous_database"]
         .as_str()
@@ -165,56 +125,28 @@ async fn round_trip_through_a_file_destination_restores_identical_data() {
 #[tokio::test]
 async fn round_trip_through_s3_into_a_new_database() {
     let moto = Moto::start("backups");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = "s3://backups/platform-a/db";
-    let src = TestDb::create("bk_rt_s3").await;
-    let mut conn = src.conn().await;
-    seed(&mut conn).await;
-    let before = fingerprint(&mut conn).await;
-    conn.close().await.ok();
+    let store = Store::s3(&moto, "s3://backups/platform-a/db");
+    let (src, before) = TestDb::seeded("bk_rt_s3").await;
 
-    let s3 = [
-        "--destination",
-        dest,
-        "--key-file",
-        key_file,
-        "--s3-endpoint",
-        &moto.endpoint,
-    ];
-    let src_url = src.url();
-    let mut args = vec!["backup", "--database-url", &src_url[..]];
-    args.extend_from_slice(&s3);
-    let result = run_ok(&args);
-    let name = result["name"].as_str().expect("name").to_string();
-
-    let mut args = vec!["verify", &name[..]];
-    args.extend_from_slice(&s3);
-    run_ok(&args);
+    let name = store.backup_name(&src.url());
+    run_ok(&store.args(&["verify", &name]));
 
     // Restore into a database that does not exist yet (a new platform's bootstrap).
     let target = TestDb::absent("bk_rt_s3_new");
     let target_url = target.url();
-    let mut args = vec!["restore", "latest", "--database-url", &target_url[..]];
-    args.extend_from_slice(&s3);
-    let restored = run_ok(&args);
+    let restored = run_ok(&store.args(&["restore", "latest", "--database-url", &target_url]));
     assert_eq!(restored["name"], name.as_str());
     assert!(restored["previous_database"].is_null());
-    let mut conn = target.conn().await;
-    assert_eq!(fingerprint(&mut conn).await, before);
-    conn.close().await.ok();
+    assert_eq!(target.fingerprint().await, before);
 
     // Bootstrap mode: a populated database is left alone (every API pod may run this).
-    let mut args = vec![
+    let skipped = run_ok(&store.args(&[
         "restore",
         "latest",
         "--if-empty",
         "--database-url",
-        &target_url[..],
-    ];
-    args.extend_from_slice(&s3);
-    let skipped = run_ok(&args);
+        &target_url,
+    ]));
     assert_eq!(skipped["skipped"], true);
     assert!(skipped["name"].is_null());
     assert!(
@@ -226,78 +158,41 @@ async fn round_trip_through_s3_into_a_new_database() {
     // ... and an empty (just created) database is restored.
     let empty = TestDb::create("bk_rt_s3_empty").await;
     let empty_url = empty.url();
-    let mut args = vec![
+    let restored = run_ok(&store.args(&[
         "restore",
         "latest",
         "--if-empty",
         "--database-url",
-        &empty_url[..],
-    ];
-    args.extend_from_slice(&s3);
-    let restored = run_ok(&args);
+        &empty_url,
+    ]));
     assert_eq!(restored["skipped"], false);
     assert_eq!(restored["name"], name.as_str());
-    let mut conn = empty.conn().await;
-    assert_eq!(fingerprint(&mut conn).await, before);
-    conn.close().await.ok();
+    assert_eq!(empty.fingerprint().await, before);
 }
 
 #[tokio::test]
 async fn tampered_archive_is_detected_and_the_target_is_untouched() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = file_dest(dir.path());
-    let db = TestDb::create("bk_tamper").await;
-    let mut conn = db.conn().await;
-    seed(&mut conn).await;
-    let before = fingerprint(&mut conn).await;
-    conn.close().await.ok();
-    let result = run_ok(&[
-        "backup",
-        "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
-    let name = result["name"].as_str().expect("name").to_string();
+    let store = Store::file();
+    let (db, before) = TestDb::seeded("bk_tamper").await;
+    let url = db.url();
+    let name = store.backup_name(&url);
 
-    let path = archive_path(dir.path(), &name);
+    let path = store.archive(&name);
     let mut bytes = std::fs::read(&path).expect("archive");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&path, &bytes).expect("tamper");
 
-    let err = run_err(&[
-        "verify",
-        &name,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", &name]));
     assert!(err.contains("failed authentication"), "{err}");
 
-    let err = run_err(&[
-        "restore",
-        &name,
-        "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["restore", &name, "--database-url", &url]));
     assert!(err.contains("failed authentication"), "{err}");
-    let mut conn = db.conn().await;
     assert_eq!(
-        fingerprint(&mut conn).await,
+        db.fingerprint().await,
         before,
         "target changed by a failed restore"
     );
-    conn.close().await.ok();
     assert!(
         databases_like(&format!("{}_restore_", db.name))
             .await
@@ -311,13 +206,9 @@ async fn tampered_archive_is_detected_and_the_target_is_untouched() {
 
 #[tokio::test]
 async fn truncated_archive_is_detected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = file_dest(dir.path());
-    let db = TestDb::create("bk_trunc").await;
+    let store = Store::file();
+    let (db, _) = TestDb::seeded("bk_trunc").await;
     let mut conn = db.conn().await;
-    seed(&mut conn).await;
     // About 1 MB of incompressible data so the archive spans several 256 KiB chunks.
     sqlx::raw_sql(
         "CREATE EXTENSION IF NOT EXISTS pgcrypto;
@@ -327,29 +218,13 @@ async fn truncated_archive_is_detected() {
     .await
     .expect("seed blobs");
     conn.close().await.ok();
-    let result = run_ok(&[
-        "backup",
-        "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
-    let name = result["name"].as_str().expect("name").to_string();
-    let path = archive_path(dir.path(), &name);
+    let name = store.backup_name(&db.url());
+    let path = store.archive(&name);
     let bytes = std::fs::read(&path).expect("archive");
 
     // Plain truncation: the size no longer matches the manifest.
     std::fs::write(&path, &bytes[..bytes.len() - 100]).expect("truncate");
-    let err = run_err(&[
-        "verify",
-        &name,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", &name]));
     assert!(err.contains("truncated"), "{err}");
 
     // Truncation with a forged manifest (size and checksum adjusted): the STREAM construction
@@ -362,7 +237,7 @@ async fn truncated_archive_is_detected() {
         "seeded dump too small for this test"
     );
     std::fs::write(&path, &bytes[..cut]).expect("truncate at chunk boundary");
-    let manifest_path = dir.path().join("backups").join(format!("{name}.json"));
+    let manifest_path = store.manifest(&name);
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("manifest"))
             .expect("json");
@@ -372,14 +247,7 @@ async fn truncated_archive_is_detected() {
     )));
     std::fs::write(&manifest_path, manifest.to_string()).expect("forge manifest");
     // The manifest's MAC refuses the forged manifest first.
-    let err = run_err(&[
-        "verify",
-        &name,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", &name]));
     assert!(err.contains("fails authentication"), "{err}");
     // Even accepted as unauthenticated (MAC removed, explicit flag), the archive itself fails.
     manifest
@@ -388,82 +256,55 @@ async fn truncated_archive_is_detected() {
         .remove("mac")
         .expect("manifests carry a MAC");
     std::fs::write(&manifest_path, manifest.to_string()).expect("forge manifest");
-    let err = run_err(&[
-        "verify",
-        &name,
-        "--allow-unauthenticated",
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", &name, "--allow-unauthenticated"]));
     assert!(err.contains("failed authentication at chunk 0"), "{err}");
 }
 
 #[tokio::test]
 async fn wrong_key_is_refused_without_leaking_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let (other_file, other) = keygen(dir.path(), "other.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = file_dest(dir.path());
-    let db = TestDb::create("bk_wrongkey").await;
-    let mut conn = db.conn().await;
-    seed(&mut conn).await;
-    conn.close().await.ok();
-    let result = run_ok(&[
-        "backup",
-        "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
-    let name = result["name"].as_str().expect("name").to_string();
-
-    let err = run_err(&[
-        "verify",
-        &name,
-        "--destination",
-        &dest,
-        "--key-file",
-        other_file.to_str().expect("path"),
-    ]);
+    let store = Store::file();
+    let (other_file, other) = keygen(store.dir.path(), "other.json");
+    let (db, _) = TestDb::seeded("bk_wrongkey").await;
+    let url = db.url();
+    let name = store.backup_name(&url);
+    let other_file = other_file.to_str().expect("path");
+    let verify_with = |key_file: &str| {
+        run_err(&[
+            "verify",
+            &name,
+            "--destination",
+            &store.dest,
+            "--key-file",
+            key_file,
+        ])
+    };
+    let err = verify_with(other_file);
     assert!(err.contains("wrong key"), "{err}");
     assert!(!err.contains(other["key"].as_str().expect("key")));
 
     // Same key id, different key material: authentication fails on the first chunk.
-    let original: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(key_file).expect("key")).expect("json");
     let forged =
-        serde_json::json!({"version": 1, "key_id": original["key_id"], "key": other["key"]});
-    let forged_file = dir.path().join("forged.json");
+        serde_json::json!({"version": 1, "key_id": store.key["key_id"], "key": other["key"]});
+    let forged_file = store.dir.path().join("forged.json");
     std::fs::write(&forged_file, forged.to_string()).expect("write");
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&forged_file, std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
     }
+    let forged_file = forged_file.to_str().expect("path");
     // The manifest's MAC (under a key derived from the backup key) already fails.
-    let err = run_err(&[
-        "verify",
-        &name,
-        "--destination",
-        &dest,
-        "--key-file",
-        forged_file.to_str().expect("path"),
-    ]);
+    let err = verify_with(forged_file);
     assert!(err.contains("fails authentication"), "{err}");
     let err = run_err(&[
         "restore",
         &name,
         "--database-url",
-        &db.url(),
+        &url,
         "--destination",
-        &dest,
+        &store.dest,
         "--key-file",
-        forged_file.to_str().expect("path"),
+        forged_file,
     ]);
     assert!(err.contains("fails authentication"), "{err}");
     assert!(databases_like(&format!("{}_restore_", db.name))
@@ -474,23 +315,17 @@ async fn wrong_key_is_refused_without_leaking_it() {
 #[tokio::test]
 async fn pruning_keeps_min_count_on_s3() {
     let moto = Moto::start("prune");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
+    let store = Store::s3(&moto, "s3://prune/p");
     let db = TestDb::create("bk_prune").await;
     let url = db.url();
+    // Listing and pruning are given no key.
     let common = [
         "--destination",
-        "s3://prune/p",
+        &store.dest[..],
         "--s3-endpoint",
         &moto.endpoint[..],
     ];
-    let mut names = Vec::new();
-    for _ in 0..3 {
-        let mut args = vec!["backup", "--database-url", &url[..], "--key-file", key_file];
-        args.extend_from_slice(&common);
-        names.push(run_ok(&args)["name"].as_str().expect("name").to_string());
-    }
+    let names: Vec<String> = (0..3).map(|_| store.backup_name(&url)).collect();
     let list = |_: ()| -> Vec<String> {
         let mut args = vec!["list"];
         args.extend_from_slice(&common);
@@ -525,94 +360,59 @@ async fn pruning_keeps_min_count_on_s3() {
     assert_eq!(pruned["deleted"], serde_json::json!([names[0]]));
     assert_eq!(pruned["kept"], 2);
     assert_eq!(list(()), vec![names[2].clone(), names[1].clone()]);
-    let mut args = vec!["verify", &names[0][..], "--key-file", key_file];
-    args.extend_from_slice(&common);
-    let err = run_err(&args);
+    let err = run_err(&store.args(&["verify", &names[0]]));
     assert!(err.contains("not found"), "{err}");
 
     // `backup --retention-days/--min-count` (what the CronJob runs) prunes after backing up.
-    let mut args = vec![
+    let newest = name_of(&run_ok(&store.args(&[
         "backup",
         "--database-url",
-        &url[..],
-        "--key-file",
-        key_file,
+        &url,
         "--retention-days",
         "0",
         "--min-count",
         "2",
-    ];
-    args.extend_from_slice(&common);
-    let newest = run_ok(&args)["name"].as_str().expect("name").to_string();
+    ])));
     assert_eq!(list(()), vec![newest, names[2].clone()]);
 }
 
 #[tokio::test]
 async fn failed_dump_leaves_no_backup_and_no_secret_in_errors() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = file_dest(dir.path());
+    let store = Store::file();
     let mut url = url::Url::parse(&db_url(&unique("bk_missing"))).expect("url");
     url.set_password(Some("hunter2-secret")).expect("password");
-    let err = run_err(&[
-        "backup",
-        "--database-url",
-        url.as_str(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["backup", "--database-url", url.as_str()]));
     assert!(!err.contains("hunter2-secret"), "{err}");
-    let out = run(&["list", "--destination", &dest]);
+    let out = run(&["list", "--destination", &store.dest]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty(), "a failed backup was listed");
 
-    let err = run_err(&[
-        "verify",
-        "latest",
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", "latest"]));
     assert!(err.contains("no backups"), "{err}");
-    let err = run_err(&[
-        "verify",
-        "../etc/passwd",
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", "../etc/passwd"]));
     assert!(err.contains("invalid backup name"), "{err}");
     let err = run_err(&["list", "--destination", "ftp://x/y"]);
     assert!(err.contains("invalid destination"), "{err}");
-    let bad_key = dir.path().join("bad.json");
+    let bad_key = store.dir.path().join("bad.json");
     std::fs::write(&bad_key, "{}").expect("write");
+    let verify_latest_with_bad_key = || {
+        run_err(&[
+            "verify",
+            "latest",
+            "--destination",
+            &store.dest,
+            "--key-file",
+            bad_key.to_str().expect("path"),
+        ])
+    };
     // Readable by every account: refused before it is parsed.
-    let err = run_err(&[
-        "verify",
-        "latest",
-        "--destination",
-        &dest,
-        "--key-file",
-        bad_key.to_str().expect("path"),
-    ]);
+    let err = verify_latest_with_bad_key();
     assert!(
         err.contains("mode 0644") && err.contains("chmod 0600"),
         "{err}"
     );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bad_key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let err = run_err(&[
-        "verify",
-        "latest",
-        "--destination",
-        &dest,
-        "--key-file",
-        bad_key.to_str().expect("path"),
-    ]);
+    let err = verify_latest_with_bad_key();
     assert!(err.contains("key file"), "{err}");
 }

@@ -4,14 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use sqlx::Connection;
-
-fn backups(dir: &Path) -> PathBuf {
-    dir.join("backups")
-}
 
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
@@ -22,16 +18,14 @@ fn write_json(path: &Path, value: &serde_json::Value) {
 }
 
 /// Restores that must fail, leaving the target and the server as they were.
-async fn refused(args: &[&str], db: &TestDb, before: &[(String, i64, String)], expect: &str) {
+async fn refused(args: &[&str], db: &TestDb, before: &Fingerprint, expect: &str) {
     let err = run_err(args);
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
-    let mut conn = db.conn().await;
     assert_eq!(
-        fingerprint(&mut conn).await,
+        &db.fingerprint().await,
         before,
         "target changed by a refused restore"
     );
-    conn.close().await.ok();
     for infix in ["_restore_", "_pre_restore_"] {
         assert!(databases_like(&format!("{}{infix}", db.name))
             .await
@@ -39,37 +33,13 @@ async fn refused(args: &[&str], db: &TestDb, before: &[(String, i64, String)], e
     }
 }
 
-/// `keygen` with the key file readable by its owner only (as the agent requires).
-fn private_keygen(dir: &std::path::Path) -> (std::path::PathBuf, serde_json::Value) {
-    use std::os::unix::fs::PermissionsExt;
-    let (path, key) = keygen(dir, "k.json");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    (path, key)
-}
-
 #[tokio::test]
 async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = private_keygen(dir.path());
-    let key_file = key_file.to_str().expect("path");
-    let dest = format!("file://{}", backups(dir.path()).display());
-    let db = TestDb::create("bk_auth").await;
-    let mut conn = db.conn().await;
-    seed(&mut conn).await;
-    conn.close().await.ok();
-    let backup = || {
-        run_ok(&[
-            "backup",
-            "--database-url",
-            &db.url(),
-            "--destination",
-            &dest,
-            "--key-file",
-            key_file,
-        ])
-    };
-    let first = backup()["name"].as_str().expect("name").to_string();
-    let pointer_path = backups(dir.path()).join("latest.pointer");
+    let store = Store::file();
+    let (db, _) = TestDb::seeded("bk_auth").await;
+    let url = db.url();
+    let first = store.backup_name(&url);
+    let pointer_path = store.backups().join("latest.pointer");
     let first_pointer = read_json(&pointer_path);
     assert_eq!(first_pointer["name"], first.as_str());
     let mut conn = db.conn().await;
@@ -79,11 +49,11 @@ async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
         .expect("change");
     conn.close().await.ok();
     std::thread::sleep(std::time::Duration::from_millis(5));
-    let second = backup()["name"].as_str().expect("name").to_string();
+    let second = store.backup_name(&url);
     let second_pointer = read_json(&pointer_path);
     assert_eq!(second_pointer["name"], second.as_str());
 
-    let manifest_path = |name: &str| backups(dir.path()).join(format!("{name}.json"));
+    let manifest_path = |name: &str| store.manifest(name);
     let first_manifest = read_json(&manifest_path(&first));
     let second_manifest = read_json(&manifest_path(&second));
     assert_eq!(second_manifest["manifest_version"], 2);
@@ -93,20 +63,8 @@ async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
         "{second_manifest}"
     );
 
-    let mut conn = db.conn().await;
-    let before = fingerprint(&mut conn).await;
-    conn.close().await.ok();
-    let url = db.url();
-    let restore_latest = [
-        "restore",
-        "latest",
-        "--database-url",
-        &url,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ];
+    let before = db.fingerprint().await;
+    let restore_latest = store.args(&["restore", "latest", "--database-url", &url]);
 
     // The newest manifest pointed at the older archive (size and checksum adjusted): refused.
     let mut forged = second_manifest.clone();
@@ -115,14 +73,7 @@ async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
     }
     write_json(&manifest_path(&second), &forged);
     refused(&restore_latest, &db, &before, "fails authentication").await;
-    let err = run_err(&[
-        "verify",
-        &second,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let err = run_err(&store.args(&["verify", &second]));
     assert!(err.contains("fails authentication"), "{err}");
     // ... also with the MAC removed, and also with --allow-unauthenticated next to a pointer.
     forged.as_object_mut().expect("object").remove("mac");
@@ -165,7 +116,7 @@ async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
     refused(&restore_latest, &db, &before, "no latest pointer").await;
     // The newest backup deleted.
     write_json(&pointer_path, &second_pointer);
-    let second_archive = backups(dir.path()).join(format!("{second}.cbk"));
+    let second_archive = store.archive(&second);
     let archive_bytes = std::fs::read(&second_archive).expect("archive");
     std::fs::remove_file(manifest_path(&second)).expect("remove");
     std::fs::remove_file(&second_archive).expect("remove");
@@ -174,14 +125,7 @@ async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
     // Put back as written, `latest` is the second backup again.
     write_json(&manifest_path(&second), &second_manifest);
     std::fs::write(&second_archive, archive_bytes).expect("archive");
-    let verified = run_ok(&[
-        "verify",
-        "latest",
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let verified = run_ok(&store.args(&["verify", "latest"]));
     assert_eq!(verified["name"], second.as_str());
     assert_eq!(verified["authenticated"], true);
     let restored = run_ok(&restore_latest);
@@ -191,49 +135,22 @@ async fn forged_manifests_and_rolled_back_or_dangling_pointers_are_refused() {
 
 #[tokio::test]
 async fn backups_before_manifest_macs_restore_only_with_the_explicit_flag() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = private_keygen(dir.path());
-    let key_file = key_file.to_str().expect("path");
-    let dest = format!("file://{}", backups(dir.path()).display());
-    let db = TestDb::create("bk_legacy").await;
-    let mut conn = db.conn().await;
-    seed(&mut conn).await;
-    let before = fingerprint(&mut conn).await;
-    conn.close().await.ok();
-    let name = run_ok(&[
-        "backup",
-        "--database-url",
-        &db.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ])["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let store = Store::file();
+    let (db, before) = TestDb::seeded("bk_legacy").await;
+    let name = store.backup_name(&db.url());
     // What an agent before manifest MACs wrote: version 1, no MAC, no audit head, no pointer.
-    let manifest_path = backups(dir.path()).join(format!("{name}.json"));
+    let manifest_path = store.manifest(&name);
     let mut legacy = read_json(&manifest_path);
     let object = legacy.as_object_mut().expect("object");
     object.remove("mac");
     object.remove("audit_head");
     legacy["manifest_version"] = serde_json::json!(1);
     write_json(&manifest_path, &legacy);
-    std::fs::remove_file(backups(dir.path()).join("latest.pointer")).expect("pointer");
+    std::fs::remove_file(store.backups().join("latest.pointer")).expect("pointer");
 
     let target = TestDb::absent("bk_legacy_target");
     let url = target.url();
-    let mut args = vec![
-        "restore",
-        "latest",
-        "--database-url",
-        &url,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ];
+    let mut args = store.args(&["restore", "latest", "--database-url", &url]);
     let err = run_err(&args);
     assert!(
         err.contains("is not authenticated") && err.contains("--allow-unauthenticated"),
@@ -247,9 +164,7 @@ async fn backups_before_manifest_macs_restore_only_with_the_explicit_flag() {
     let restored = run_ok(&args);
     assert_eq!(restored["name"], name.as_str());
     assert_eq!(restored["authenticated"], false);
-    let mut conn = target.conn().await;
-    assert_eq!(fingerprint(&mut conn).await, before);
-    conn.close().await.ok();
+    assert_eq!(target.fingerprint().await, before);
 }
 
 async fn comment(db: &str) -> Option<String> {
@@ -284,35 +199,12 @@ async fn create_db(name: &str, comment: Option<&str>) {
 
 #[tokio::test]
 async fn pre_restore_databases_are_dropped_after_the_grace_period() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = private_keygen(dir.path());
-    let key_file = key_file.to_str().expect("path");
-    let dest = format!("file://{}", backups(dir.path()).display());
-    let db = TestDb::create("bk_pre").await;
-    let mut conn = db.conn().await;
-    seed(&mut conn).await;
-    conn.close().await.ok();
+    let store = Store::file();
+    let (db, _) = TestDb::seeded("bk_pre").await;
     let url = db.url();
-    let backup = [
-        "backup",
-        "--database-url",
-        &url,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ];
+    let backup = store.args(&["backup", "--database-url", &url]);
     run_ok(&backup);
-    let restore = [
-        "restore",
-        "latest",
-        "--database-url",
-        &url,
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ];
+    let restore = store.args(&["restore", "latest", "--database-url", &url]);
     let restored = run_ok(&restore);
     let kept = restored["previous_database"]
         .as_str()

@@ -8,12 +8,28 @@ use sqlx::Connection;
 
 const BOUND_KIB: u64 = 64 * 1024;
 
+/// Runs the agent with `args` (must succeed) while sampling its peak RSS, which must stay under
+/// [`BOUND_KIB`]: its stdout.
+fn run_bounded(what: &str, args: &[&str]) -> String {
+    let (out, peak_kib) = run_measuring_peak_rss(args);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{what}: agent peak RSS {peak_kib} KiB");
+    assert!(peak_kib > 0, "could not sample the agent's RSS");
+    assert!(
+        peak_kib < BOUND_KIB,
+        "{what} peak RSS {peak_kib} KiB exceeds {BOUND_KIB} KiB"
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
 #[tokio::test]
 async fn backup_and_verify_of_a_large_dump_stay_under_64_mib() {
     let moto = Moto::start("big");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
+    let store = Store::s3(&moto, "s3://big/x");
     let db = TestDb::create("bk_mem").await;
     let mut conn = db.conn().await;
     // ~215 MB of random (incompressible) bytes: pg_dump's compression cannot shrink it.
@@ -28,23 +44,7 @@ async fn backup_and_verify_of_a_large_dump_stay_under_64_mib() {
     conn.close().await.ok();
 
     let url = db.url();
-    let s3 = [
-        "--destination",
-        "s3://big/x",
-        "--key-file",
-        key_file,
-        "--s3-endpoint",
-        &moto.endpoint[..],
-    ];
-    let mut args = vec!["backup", "--database-url", &url[..]];
-    args.extend_from_slice(&s3);
-    let (out, peak_kib) = run_measuring_peak_rss(&args);
-    assert!(
-        out.status.success(),
-        "backup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let stdout = run_bounded("backup", &store.args(&["backup", "--database-url", &url]));
     let result: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("line")).expect("json");
     let size = result["size"].as_u64().expect("size");
@@ -52,25 +52,8 @@ async fn backup_and_verify_of_a_large_dump_stay_under_64_mib() {
         size > 200 * 1024 * 1024,
         "dump only {size} bytes: test needs > 200 MiB"
     );
-    println!("backup: archive {size} bytes, agent peak RSS {peak_kib} KiB");
-    assert!(peak_kib > 0, "could not sample the agent's RSS");
-    assert!(
-        peak_kib < BOUND_KIB,
-        "backup peak RSS {peak_kib} KiB exceeds {BOUND_KIB} KiB"
-    );
+    println!("backup: archive {size} bytes");
 
-    let name = result["name"].as_str().expect("name").to_string();
-    let mut args = vec!["verify", &name[..]];
-    args.extend_from_slice(&s3);
-    let (out, peak_kib) = run_measuring_peak_rss(&args);
-    assert!(
-        out.status.success(),
-        "verify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("verify: agent peak RSS {peak_kib} KiB");
-    assert!(
-        peak_kib < BOUND_KIB,
-        "verify peak RSS {peak_kib} KiB exceeds {BOUND_KIB} KiB"
-    );
+    let name = name_of(&result);
+    run_bounded("verify", &store.args(&["verify", &name]));
 }

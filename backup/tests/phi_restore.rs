@@ -7,31 +7,15 @@ use caduceus_api::rbac::Role;
 use caduceus_api::testing::{test_config, TestApp};
 use common::*;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
-
-async fn pool(url: &str) -> sqlx::PgPool {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .connect(url)
-        .await
-        .expect("pool")
-}
 
 #[tokio::test]
 async fn phi_still_decrypts_through_the_api_after_restore() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, _) = keygen(dir.path(), "k.json");
-    let key_file = key_file.to_str().expect("path");
-    let dest = format!("file://{}", dir.path().join("backups").display());
+    let store = Store::file();
     let src = TestDb::create("bk_phi").await;
 
     // One config (PHI key ring, JWT key) for the original and the restored deployment.
     let config = test_config();
-    let src_pool = pool(&src.url()).await;
-    caduceus_api::health::MIGRATOR
-        .run(&src_pool)
-        .await
-        .expect("migrate");
+    let src_pool = api_pool(&src.url()).await;
     let app = TestApp::with_config(src_pool.clone(), config.clone()).await;
     let doc = app.user(Role::Physician).await;
     let body = json!({
@@ -63,16 +47,8 @@ async fn phi_still_decrypts_through_the_api_after_restore() {
     assert_eq!(clear, 0, "PHI stored in clear");
     src_pool.close().await;
 
-    let result = run_ok(&[
-        "backup",
-        "--database-url",
-        &src.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
-    let manifest_line = run(&["list", "--destination", &dest]);
+    let name = store.backup_name(&src.url());
+    let manifest_line = run(&["list", "--destination", &store.dest]);
     let manifest: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&manifest_line.stdout).trim())
             .expect("manifest");
@@ -87,16 +63,8 @@ async fn phi_still_decrypts_through_the_api_after_restore() {
     );
 
     let target = TestDb::absent("bk_phi_restored");
-    let restored = run_ok(&[
-        "restore",
-        result["name"].as_str().expect("name"),
-        "--database-url",
-        &target.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let target_url = target.url();
+    let restored = run_ok(&store.args(&["restore", &name, "--database-url", &target_url]));
     assert_eq!(restored["schema_version"], applied);
 
     let restored_pool = pool(&target.url()).await;

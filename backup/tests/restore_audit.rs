@@ -11,23 +11,6 @@ use caduceus_api::testing::{test_config, TestApp};
 use caduceus_contract::self_report::AuditCheckpoint;
 use common::*;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
-
-async fn pool(url: &str) -> sqlx::PgPool {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .connect(url)
-        .await
-        .expect("pool")
-}
-
-/// `keygen` with the key file readable by its owner only (as the agent requires).
-fn private_keygen(dir: &std::path::Path) -> (std::path::PathBuf, serde_json::Value) {
-    use std::os::unix::fs::PermissionsExt;
-    let (path, key) = keygen(dir, "k.json");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    (path, key)
-}
 
 #[test]
 fn the_agent_reads_the_chain_head_the_way_the_api_defines_it() {
@@ -47,17 +30,10 @@ async fn head(pool: &sqlx::PgPool) -> (i64, String) {
 
 #[tokio::test]
 async fn the_manifest_carries_the_audit_head_and_the_api_audits_the_restore() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key_file, key) = private_keygen(dir.path());
-    let key_file = key_file.to_str().expect("path");
-    let dest = format!("file://{}", dir.path().join("backups").display());
+    let store = Store::file();
     let src = TestDb::create("bk_audit").await;
     let config = test_config();
-    let src_pool = pool(&src.url()).await;
-    caduceus_api::health::MIGRATOR
-        .run(&src_pool)
-        .await
-        .expect("migrate");
+    let src_pool = api_pool(&src.url()).await;
     let app = TestApp::with_config(src_pool.clone(), config.clone()).await;
     let admin = app.user(Role::Admin).await;
     let listed = app.get("/api/v1/users", &admin.token).await;
@@ -66,37 +42,18 @@ async fn the_manifest_carries_the_audit_head_and_the_api_audits_the_restore() {
     assert!(head_id > 0, "the API audited something");
     src_pool.close().await;
 
-    let result = run_ok(&[
-        "backup",
-        "--database-url",
-        &src.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
-    let name = result["name"].as_str().expect("name").to_string();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("backups").join(format!("{name}.json")))
-            .expect("manifest"),
-    )
-    .expect("json");
+    let name = store.backup_name(&src.url());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(store.manifest(&name)).expect("manifest"))
+            .expect("json");
     assert_eq!(
         manifest["audit_head"],
         json!({"id": head_id, "hash": head_hash})
     );
 
     let target = TestDb::absent("bk_audit_restored");
-    let restored = run_ok(&[
-        "restore",
-        &name,
-        "--database-url",
-        &target.url(),
-        "--destination",
-        &dest,
-        "--key-file",
-        key_file,
-    ]);
+    let target_url = target.url();
+    let restored = run_ok(&store.args(&["restore", &name, "--database-url", &target_url]));
     let checkpoint = format!("{head_id}:{head_hash}");
     assert_eq!(restored["audit_checkpoint"], checkpoint.as_str());
     assert_eq!(
@@ -148,7 +105,7 @@ async fn the_manifest_carries_the_audit_head_and_the_api_audits_the_restore() {
     let purpose = purpose.as_deref().expect("purpose");
     assert!(purpose.contains(&checkpoint), "{purpose}");
     assert!(
-        purpose.contains(key["key_id"].as_str().expect("key id")),
+        purpose.contains(store.key["key_id"].as_str().expect("key id")),
         "{purpose}"
     );
     assert!(actor.is_none());

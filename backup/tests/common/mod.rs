@@ -78,6 +78,24 @@ impl TestDb {
     pub async fn conn(&self) -> PgConnection {
         connect(&self.name).await
     }
+
+    /// A new database holding [`seed`]'s data, and its [`fingerprint`].
+    pub async fn seeded(prefix: &str) -> (Self, Fingerprint) {
+        let db = Self::create(prefix).await;
+        let mut conn = db.conn().await;
+        seed(&mut conn).await;
+        conn.close().await.ok();
+        let before = db.fingerprint().await;
+        (db, before)
+    }
+
+    /// The [`fingerprint`] of the database as it is now.
+    pub async fn fingerprint(&self) -> Fingerprint {
+        let mut conn = self.conn().await;
+        let print = fingerprint(&mut conn).await;
+        conn.close().await.ok();
+        print
+    }
 }
 
 impl Drop for TestDb {
@@ -151,7 +169,10 @@ pub async fn seed(conn: &mut PgConnection) {
 }
 
 /// Row count and content checksum of every user table, sorted by table name.
-pub async fn fingerprint(conn: &mut PgConnection) -> Vec<(String, i64, String)> {
+pub type Fingerprint = Vec<(String, i64, String)>;
+
+/// The [`Fingerprint`] of the database `conn` is connected to.
+pub async fn fingerprint(conn: &mut PgConnection) -> Fingerprint {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
     )
@@ -214,6 +235,103 @@ pub fn keygen(dir: &Path, file: &str) -> (PathBuf, serde_json::Value) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
     (path, value)
+}
+
+/// Where a test keeps its backups: a `file://` destination (or, with [`Store::s3`], a prefix in
+/// moto's S3) and a key file made by `keygen`, both in a temporary directory.
+pub struct Store {
+    pub dir: tempfile::TempDir,
+    pub key_file: String,
+    /// The key file's contents.
+    pub key: serde_json::Value,
+    pub dest: String,
+    endpoint: Option<String>,
+}
+
+impl Store {
+    /// A `file://` destination: `<temporary directory>/backups`.
+    pub fn file() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = format!("file://{}", dir.path().join("backups").display());
+        Self::new(dir, dest, None)
+    }
+
+    /// The destination `dest` (`s3://bucket/prefix`) on `moto`.
+    pub fn s3(moto: &Moto, dest: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::new(dir, dest.to_string(), Some(moto.endpoint.clone()))
+    }
+
+    fn new(dir: tempfile::TempDir, dest: String, endpoint: Option<String>) -> Self {
+        let (key_file, key) = keygen(dir.path(), "k.json");
+        let key_file = key_file.to_str().expect("path").to_string();
+        Self {
+            dir,
+            key_file,
+            key,
+            dest,
+            endpoint,
+        }
+    }
+
+    /// The directory of a `file://` destination.
+    pub fn backups(&self) -> PathBuf {
+        self.dir.path().join("backups")
+    }
+
+    /// The archive of backup `name` in a `file://` destination.
+    pub fn archive(&self, name: &str) -> PathBuf {
+        self.backups().join(format!("{name}.cbk"))
+    }
+
+    /// The manifest of backup `name` in a `file://` destination.
+    pub fn manifest(&self, name: &str) -> PathBuf {
+        self.backups().join(format!("{name}.json"))
+    }
+
+    /// `args` followed by this destination, its S3 endpoint and the key file.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(["--destination", &self.dest, "--key-file", &self.key_file]);
+        if let Some(endpoint) = &self.endpoint {
+            all.extend(["--s3-endpoint", endpoint]);
+        }
+        all
+    }
+
+    /// A backup of the database at `url` (must succeed): the result line.
+    pub fn backup(&self, url: &str) -> serde_json::Value {
+        run_ok(&self.args(&["backup", "--database-url", url]))
+    }
+
+    /// The name of a new backup of the database at `url`.
+    pub fn backup_name(&self, url: &str) -> String {
+        name_of(&self.backup(url))
+    }
+}
+
+/// The `name` of a result line or manifest.
+pub fn name_of(result: &serde_json::Value) -> String {
+    result["name"].as_str().expect("name").to_string()
+}
+
+/// A pool on the database at `url`, migrated to the API's schema (what the API's start-up does).
+pub async fn api_pool(url: &str) -> sqlx::PgPool {
+    let pool = pool(url).await;
+    caduceus_api::health::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrate");
+    pool
+}
+
+/// A pool on the database at `url`.
+pub async fn pool(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .expect("pool")
 }
 
 /// Environment for the agent: S3 credentials for moto.
