@@ -13,7 +13,7 @@
 //! | [`store`] | SQL of the hot paths and the grouped lookups/writes the state holds |
 //! | [`audit`] | chain verification, retention of the trail, `/audit-events` ([`audit::routes`]); re-exports [`audit::AuditEvent`] and the group-commit [`audit::AuditWriter`] (in [`store::audit`]) |
 //! | [`crypto`] | PHI key ring: AES-256-GCM with AAD (table,row,column), HMAC blind indexes |
-//! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`) and [`pagination::Page`] |
+//! | [`pagination`] | [`pagination::PageParams`] (`limit` ≤ 100, `cursor`: opaque, authenticated for caller, list and filters) and [`pagination::Page`] |
 //! | [`patients`] | patient records and care teams (handlers; `extract.rs`: the session-and-record extractor; `model.rs`: types and PHI encryption) |
 //! | [`appointments`] | scheduling, status transitions, no double booking (exclusion constraint) |
 //! | [`prescriptions`] | prescribing, interaction check (reference data in migration 0101) |
@@ -61,8 +61,8 @@
 //! (404/403 and the denial's audit included) and [`access::list_query`] starts a list narrowed to
 //! the caller's scope; [`access::visible`] decides each listed row; [`access::check`] decides for
 //! a bare patient id (no row read). Log what was opened with [`access::AccessLog`] (break-glass
-//! included) and `?` its `write` before answering. Lists: [`pagination::PageParams`] +
-//! [`pagination::Page::from_rows`].
+//! included) and `?` its `write` before answering. Lists: [`pagination::PageParams::open`] with
+//! the list's [`pagination::ListScope`] (route, caller, filters) + [`pagination::Paging::page`].
 //!
 //! ## Tests
 //!

@@ -4,9 +4,9 @@
 //! parameters with [`PageParams::open`] for its [`ListScope`] (route, caller, filters), fetches
 //! `limit + 1` rows after [`Paging::after`] ordered by a unique key, and builds the answer with
 //! [`Paging::page`]; `next_cursor` is absent on the last page. Cursors are opaque and
-//! authenticated ([`cursor`]): one that was tampered with, issued to another caller, for another
-//! list or other filters, has expired or is not a cursor at all is a `400` naming `cursor`,
-//! never a first page.
+//! authenticated (`pagination/cursor.rs`): one that was tampered with, issued to another
+//! caller, for another list or other filters, has expired or is not a cursor at all is a `400`
+//! naming `cursor`, never a first page.
 
 mod cursor;
 
