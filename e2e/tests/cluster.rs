@@ -949,7 +949,8 @@ fn wait_ready(suite: &Suite, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Bootstrap admin, login, create and read a patient through a port-forward to the API Service.
+/// Bootstrap admin, login, create and read a patient through a port-forward to the API Service
+/// (HTTPS, verified against the operator-issued CA for the Service name).
 async fn live_api(kube: &Kube, namespace: &str, name: &str) -> Result<()> {
     let api = format!("{name}-api");
     let email = format!("e2e-admin-{}@example.com", unique_suffix());
@@ -984,9 +985,29 @@ async fn live_api(kube: &Kube, namespace: &str, name: &str) -> Result<()> {
         );
     }
     let forward = PortForward::start(kube, namespace, &format!("service/{api}"), 8080)?;
-    let base = format!("http://127.0.0.1:{}", forward.port);
+    // The API serves HTTPS only, with the operator-issued certificate for its Service name:
+    // trust only the `ca.crt` of `<name>-api-internal-tls`, and reach that name through the
+    // port-forward.
+    let ca = kube.kubectl(&[
+        "get",
+        "secret",
+        &format!("{name}-api-internal-tls"),
+        "-n",
+        namespace,
+        "-o",
+        r#"go-template={{index .data "ca.crt" | base64decode}}"#,
+    ])?;
+    let host = format!("{api}.{namespace}.svc");
+    let base = format!("https://{host}:{}", forward.port);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+        .resolve(
+            &host,
+            std::net::SocketAddr::from(([127, 0, 0, 1], forward.port)),
+        )
         .build()?;
     let ready = http.get(format!("{base}/health/ready")).send().await?;
     if !ready.status().is_success() {

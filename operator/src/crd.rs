@@ -1290,7 +1290,8 @@ impl Phase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointStatus {
-    /// In-cluster URL, e.g. `http://demo-api.ns.svc:8080`.
+    /// In-cluster URL, e.g. `https://demo-api.ns.svc:8080` (the API serves HTTPS with the
+    /// operator-issued certificate of `<platform>-api-internal-tls`; trust its `ca.crt`).
     pub internal: String,
     /// Public URL through the Ingress, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -393,7 +393,7 @@ mod tests {
             s.api_server.resources =
                 crate::crd::ResourcesSpec::new("0.5", "1024Mi", "1000m", "1024Mi");
         });
-        deployment::build(&p, &config_map::build(&p), None)
+        deployment::build(&p, &config_map::build(&p), None, None)
             .spec
             .unwrap()
             .template

@@ -30,6 +30,10 @@ pub const ANNOTATION_TLS_CHECKSUM: &str = "caduceus.io/tls-checksum";
 /// the bundle at start, so a new CA (published before the Redis certificate moves to it) rolls
 /// the API pods.
 pub const ANNOTATION_REDIS_CA_CHECKSUM: &str = "caduceus.io/redis-ca-checksum";
+/// API pod-template annotation carrying a hash of the API's serving certificate and key
+/// (`<platform>-api-internal-tls`): the API reads them at start, so a renewed certificate rolls
+/// the API pods.
+pub const ANNOTATION_API_TLS_CHECKSUM: &str = "caduceus.io/api-tls-checksum";
 /// Label the Grafana dashboard sidecar looks for.
 pub const LABEL_GRAFANA_DASHBOARD: &str = "grafana_dashboard";
 /// `app.kubernetes.io/name` of the operator's own pods and Service (Helm chart).
@@ -149,8 +153,15 @@ impl Names {
     pub fn api_secrets(&self) -> String {
         self.suffixed("api-secrets")
     }
+    /// The user's Ingress certificate (default `tls.secretName` of the Ingress; never issued by
+    /// the operator).
     pub fn api_tls(&self) -> String {
         self.suffixed("api-tls")
+    }
+    /// CA, serving certificate and key of the API's own HTTPS listeners (operator-issued; not the
+    /// Ingress certificate of [`Names::api_tls`]).
+    pub fn api_internal_tls(&self) -> String {
+        self.suffixed("api-internal-tls")
     }
     /// StatefulSet and client Service of the embedded database.
     pub fn postgres(&self) -> String {
@@ -322,6 +333,7 @@ impl Names {
             self.postgres_tls(),
             self.redis_credentials(),
             self.redis_tls(),
+            self.api_internal_tls(),
             self.backup_key(),
         ]
     }
@@ -440,10 +452,13 @@ mod tests {
             "demo-postgres-credentials",
             "demo-postgres-tls",
             "demo-redis-credentials",
+            "demo-api-internal-tls",
             "demo-backup-key",
         ] {
             assert!(kept.iter().any(|k| k == want), "{want} not in {kept:?}");
         }
+        // The operator's certificate never takes the name of the user's Ingress certificate.
+        assert_ne!(n.api_internal_tls(), n.api_tls());
     }
 
     #[test]

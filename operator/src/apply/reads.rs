@@ -74,6 +74,8 @@ pub async fn read_existing_secrets(
     let tls =
         (p.spec.database.provider == DatabaseProvider::Embedded).then(|| p.names.postgres_tls());
     let redis_tls = (p.spec.cache.provider == CacheProvider::Embedded).then(|| p.names.redis_tls());
+    // The API's serving certificate exists for every platform.
+    let api_tls = p.names.api_internal_tls();
     // The runtime role's password is read too (kept), but it unlocks nothing stored: a lost one
     // is generated again and set by db-setup / CloudNativePG.
     let app =
@@ -83,6 +85,7 @@ pub async fn read_existing_secrets(
         .into_iter()
         .chain(tls)
         .chain(redis_tls)
+        .chain([api_tls])
         .chain(app)
         .map(|name| {
             let api = api.clone();

@@ -1,5 +1,10 @@
 //! The API server's compliance self-report (`GET /internal/compliance` on the admin port 9090,
 //! docs/contracts.md) and the client the operator reads it with.
+//!
+//! The admin port speaks HTTPS with the operator-issued certificate of
+//! `<platform>-api-internal-tls` ([`crate::desired::api_tls`]). The operator trusts nothing else
+//! for it: [`SelfReportClient::new`] trusts no CA at all (no system or built-in roots), and
+//! [`SelfReportClient::trusting`] only the bundle it is given, the `ca.crt` the operator issued.
 
 use std::time::Duration;
 
@@ -20,29 +25,64 @@ pub enum SelfReportError {
     Malformed { url: String, detail: String },
 }
 
-/// In-cluster URL of a platform's self-report: `http://<platform>-api.<ns>.svc:9090/internal/compliance`.
+/// In-cluster URL of a platform's self-report: `https://<platform>-api.<ns>.svc:9090/internal/compliance`
+/// (the host is the name the API's certificate is verified for).
 pub fn url_for(names: &Names, namespace: &str) -> String {
     format!(
-        "http://{}:{API_METRICS_PORT}{SELF_REPORT_PATH}",
+        "https://{}:{API_METRICS_PORT}{SELF_REPORT_PATH}",
         names.service_host(&names.api(), namespace)
     )
 }
 
-/// Reads self-reports over HTTP with a short timeout (a slow API must not stall reconciles).
+/// Reads self-reports with a short timeout (a slow API must not stall reconciles).
 #[derive(Clone, Debug)]
 pub struct SelfReportClient {
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl SelfReportClient {
+    /// A client that trusts no certificate authority: it reads `http://` URLs only (tests of
+    /// an API without TLS). See [`SelfReportClient::trusting`].
     pub fn new(timeout: Duration) -> Result<Self, SelfReportError> {
-        let http = reqwest::Client::builder()
+        let http = Self::builder(timeout)
+            .build()
+            .map_err(|e| SelfReportError::Client(e.to_string()))?;
+        Ok(Self { http, timeout })
+    }
+
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+    }
+
+    /// A client (same timeout) that reads only `https://` URLs and trusts only the CAs of
+    /// `ca_pem` (a PEM bundle: during a CA renewal it holds the old and the new CA) — the
+    /// `ca.crt` of the API's operator-issued certificate. The server's certificate must name
+    /// the URL's host.
+    pub fn trusting(&self, ca_pem: &[u8]) -> Result<Self, SelfReportError> {
+        let cas = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|_| SelfReportError::Client("the API's CA bundle is not PEM".into()))?;
+        if cas.is_empty() {
+            return Err(SelfReportError::Client(
+                "the API's CA bundle holds no certificate".into(),
+            ));
+        }
+        let http = cas
+            .into_iter()
+            .fold(Self::builder(self.timeout).https_only(true), |b, ca| {
+                b.add_root_certificate(ca)
+            })
             .build()
             .map_err(|e| SelfReportError::Client(e.to_string()))?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            timeout: self.timeout,
+        })
     }
 
     /// `GET url` and parse the self-report.
@@ -168,8 +208,17 @@ mod tests {
     fn url_points_at_the_admin_port_of_the_api_service() {
         assert_eq!(
             url_for(&Names::new("demo"), "clinic"),
-            "http://demo-api.clinic.svc:9090/internal/compliance"
+            "https://demo-api.clinic.svc:9090/internal/compliance"
         );
+    }
+
+    #[test]
+    fn a_bundle_without_certificates_is_refused() {
+        let client = SelfReportClient::new(Duration::from_millis(500)).unwrap();
+        for bad in [&b""[..], b"not pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n"] {
+            let err = client.trusting(bad).unwrap_err();
+            assert!(matches!(err, SelfReportError::Client(_)), "{err}");
+        }
     }
 
     #[tokio::test]

@@ -87,13 +87,16 @@ pub fn self_report_needed(p: &ValidatedPlatform) -> bool {
     p.spec.compliance.enabled || p.spec.cache.provider == CacheProvider::External
 }
 
-/// Reads the API's compliance self-report (`GET /internal/compliance` on the admin port) when
-/// [`self_report_needed`]; an error (never a pass) when no API pod is ready to answer or the
-/// read fails. `None` when not needed.
+/// Reads the API's compliance self-report (`GET /internal/compliance` on the admin port, HTTPS)
+/// when [`self_report_needed`], trusting only `api_ca`, the `ca.crt` of the API's certificate as
+/// the operator built it ([`crate::desired::api_tls::ca_bundle`]); an error (never a pass) when
+/// no API pod is ready to answer, there is no CA to trust or the read fails. `None` when not
+/// needed.
 pub async fn read_self_report(
     self_reports: &Result<SelfReportClient, String>,
     p: &ValidatedPlatform,
     observed: &Observed,
+    api_ca: Option<&[u8]>,
 ) -> Option<Result<SelfReport, String>> {
     if !self_report_needed(p) {
         return None;
@@ -106,10 +109,19 @@ pub async fn read_self_report(
         .unwrap_or(0);
     Some(match self_reports {
         Ok(_) if ready_api_pods == 0 => Err("no API pod is ready to answer".to_string()),
-        Ok(c) => c
-            .fetch(&url_for(&p.names, &p.namespace))
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(c) => match api_ca {
+            None => Err(format!(
+                "the CA of the API's certificate ({} ca.crt) is not available",
+                p.names.api_internal_tls()
+            )),
+            Some(ca) => match c.trusting(ca) {
+                Ok(c) => c
+                    .fetch(&url_for(&p.names, &p.namespace))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        },
         Err(e) => Err(e.clone()),
     })
 }
@@ -222,12 +234,42 @@ mod tests {
         let p = platform(|_| {});
         let client =
             SelfReportClient::new(std::time::Duration::from_millis(200)).map_err(|e| e.to_string());
-        let read = read_self_report(&client, &p, &Observed::default()).await;
+        let read = read_self_report(&client, &p, &Observed::default(), Some(b"ca")).await;
         assert_eq!(read, Some(Err("no API pod is ready to answer".to_string())));
         let off = platform(|s| s.compliance.enabled = false);
         assert_eq!(
-            read_self_report(&client, &off, &Observed::default()).await,
+            read_self_report(&client, &off, &Observed::default(), Some(b"ca")).await,
             None
         );
+    }
+
+    /// Without the CA of the API's certificate the operator reads nothing (it never falls back
+    /// to plain HTTP or to other roots).
+    #[tokio::test]
+    async fn no_ca_to_trust_is_an_error_not_a_pass() {
+        use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+        let p = platform(|_| {});
+        let client =
+            SelfReportClient::new(std::time::Duration::from_millis(200)).map_err(|e| e.to_string());
+        let observed = Observed {
+            deployment: Some(Deployment {
+                status: Some(DeploymentStatus {
+                    ready_replicas: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let read = read_self_report(&client, &p, &observed, None).await;
+        assert_eq!(
+            read,
+            Some(Err(
+                "the CA of the API's certificate (demo-api-internal-tls ca.crt) is not available"
+                    .to_string()
+            ))
+        );
+        let read = read_self_report(&client, &p, &observed, Some(b"not pem")).await;
+        assert!(read.unwrap().unwrap_err().contains("CA bundle"));
     }
 }

@@ -89,8 +89,18 @@ pub(super) async fn apply_platform(
 
     if hp.spec.paused {
         let mut observed = apply::observe(&ctx.client, &p).await?;
-        observed.self_report =
-            compliance::stage::read_self_report(&ctx.self_reports, &p, &observed).await;
+        // Nothing is built while paused: the CA to trust is the one in the cluster.
+        let api_ca = apply::read_existing_secrets(&ctx.client, &p)
+            .await
+            .ok()
+            .and_then(|existing| crate::desired::api_tls::existing_ca(&p, &existing));
+        observed.self_report = compliance::stage::read_self_report(
+            &ctx.self_reports,
+            &p,
+            &observed,
+            api_ca.as_deref(),
+        )
+        .await;
         write_status(ctx, &hp, Outcome::Observed(&p, &observed)).await?;
         return Ok(Action::requeue(cfg.requeue_interval));
     }
@@ -159,6 +169,7 @@ pub(super) async fn apply_platform(
     let tls_plans = [
         secrets::postgres_tls_plan(&p, &existing, evaluated_at),
         secrets::redis_tls_plan(&p, &existing, evaluated_at),
+        Some(crate::desired::api_tls::plan(&p, &existing, evaluated_at)),
     ];
     let children = build_children(&p, &existing, &mut SecretGenerator::random_at(evaluated_at));
     // `database.bootstrap.fromBackup`: the one-off restore Job (while it is pending).
@@ -211,8 +222,10 @@ pub(super) async fn apply_platform(
         publish(ctx, &hp, EventType::Normal, "CertificateRenewed", note).await;
     }
     // Read once, for the compliance rules and the External cache's `CacheReady`.
+    let api_ca = crate::desired::api_tls::ca_bundle(&desired.api_tls);
     observed.self_report =
-        compliance::stage::read_self_report(&ctx.self_reports, &p, &observed).await;
+        compliance::stage::read_self_report(&ctx.self_reports, &p, &observed, api_ca.as_deref())
+            .await;
     let update = compliance::stage::run(
         &ctx.client,
         &hp,
@@ -248,15 +261,16 @@ pub(super) async fn apply_platform(
 
 /// The `CertificateRenewed` note when a built TLS Secret renews certificates of an existing one
 /// (not on the first issue, and not when issuing failed and the old values were kept).
-/// `plans`: the database's and the cache's, as [`secrets::postgres_tls_plan`] and
-/// [`secrets::redis_tls_plan`] return them.
+/// `plans`: the database's, the cache's and the API's, as [`secrets::postgres_tls_plan`],
+/// [`secrets::redis_tls_plan`] and [`crate::desired::api_tls::plan`] return them.
 pub(super) fn tls_renewal_note(
     p: &crate::validate::ValidatedPlatform,
     existing: &crate::desired::ExistingSecrets,
     children: &crate::desired::Children,
-    plans: &[Option<crate::desired::certs::Plan>; 2],
+    plans: &[Option<crate::desired::certs::Plan>; 3],
 ) -> Option<String> {
-    use crate::desired::{postgres_tls, redis_tls};
+    use crate::desired::{api_tls, postgres_tls, redis_tls};
+    let api = Some(children.api_tls.clone());
     let sets = [
         (
             &children.postgres_tls,
@@ -264,6 +278,7 @@ pub(super) fn tls_renewal_note(
             postgres_tls::SERVICE,
         ),
         (&children.redis_tls, p.names.redis_tls(), redis_tls::SERVICE),
+        (&api, p.names.api_internal_tls(), api_tls::SERVICE),
     ];
     let notes: Vec<String> = sets
         .into_iter()

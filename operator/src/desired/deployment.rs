@@ -9,7 +9,8 @@
 //!   connects as the runtime role (`<platform>-postgres-app`), neither superuser nor owner. With
 //!   an External database the user runs `db-setup` and `database.secretRef` names the runtime
 //!   role's URL: no init container.
-//! - Probes `/health/live` and `/health/ready`; topology spread across zones and nodes.
+//! - HTTPS on both ports with the operator-issued `<platform>-api-internal-tls` ([`super::api_tls`]);
+//!   probes `/health/live` and `/health/ready` over HTTPS; topology spread across zones and nodes.
 //! - `database.bootstrap.fromBackup`: the restore runs in its own Job ([`super::restore`]), never
 //!   in the API pods; until it succeeded the Deployment is held at 0 replicas
 //!   ([`ValidatedPlatform::api_held`]).
@@ -35,12 +36,12 @@ use super::redis_tls::{self, API_REDIS_CA_DIR};
 use super::security::{
     container_security_context, pod_security_context, resources, scratch_volume, API_UID,
 };
-use super::{agent, child_meta, component_version, config_map};
+use super::{agent, api_tls, child_meta, component_version, config_map};
 use crate::crd::{CacheProvider, DatabaseProvider};
 use crate::names::{
-    Component, ANNOTATION_CONFIG_HASH, ANNOTATION_REDIS_CA_CHECKSUM, API_HTTP_PORT,
-    API_METRICS_PORT, API_SECRETS_MOUNT, CNPG_URI_KEY, DATABASE_APP_USER, JWT_KEY, PG_PASSWORD_KEY,
-    PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
+    Component, ANNOTATION_API_TLS_CHECKSUM, ANNOTATION_CONFIG_HASH, ANNOTATION_REDIS_CA_CHECKSUM,
+    API_HTTP_PORT, API_METRICS_PORT, API_SECRETS_MOUNT, CNPG_URI_KEY, DATABASE_APP_USER, JWT_KEY,
+    PG_PASSWORD_KEY, PG_URL_KEY, PHI_KEYS, REDIS_URL_KEY,
 };
 use crate::validate::ValidatedPlatform;
 
@@ -78,12 +79,14 @@ pub fn redis_url_env(p: &ValidatedPlatform) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+/// A probe of the API's public port; HTTPS, like everything the API serves (the kubelet does not
+/// verify the certificate).
+fn https_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
-            scheme: Some("HTTP".into()),
+            scheme: Some("HTTPS".into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -120,13 +123,15 @@ fn redis_ca(p: &ValidatedPlatform) -> Option<(Volume, VolumeMount, EnvVar)> {
     })
 }
 
-/// Builds the Deployment; `config` is the API ConfigMap (its hash rolls the pods), and
+/// Builds the Deployment; `config` is the API ConfigMap (its hash rolls the pods),
 /// `redis_ca_checksum` the hash of the embedded Redis's `ca.crt` (rolls the pods when a new CA is
-/// published: the API reads the bundle at start).
+/// published: the API reads the bundle at start) and `api_tls_checksum` the hash of the API's own
+/// certificate and key (rolls the pods onto a renewed certificate).
 pub fn build(
     p: &ValidatedPlatform,
     config: &ConfigMap,
     redis_ca_checksum: Option<&str>,
+    api_tls_checksum: Option<&str>,
 ) -> Deployment {
     let names = &p.names;
     let api = &p.spec.api_server;
@@ -186,6 +191,7 @@ pub fn build(
         ),
     ];
     env_vars.extend(redis_ca_env);
+    env_vars.extend(api_tls::env_vars());
     env_vars.extend(api.env.iter().cloned());
 
     let server = Container {
@@ -208,15 +214,19 @@ pub fn build(
         ]),
         resources: Some(resources(&api.resources)),
         security_context: Some(container_security_context(API_UID)),
-        startup_probe: Some(http_probe("/health/live", 2, 30)),
-        liveness_probe: Some(http_probe("/health/live", 10, 3)),
-        readiness_probe: Some(http_probe("/health/ready", 5, 3)),
+        startup_probe: Some(https_probe("/health/live", 2, 30)),
+        liveness_probe: Some(https_probe("/health/live", 10, 3)),
+        readiness_probe: Some(https_probe("/health/ready", 5, 3)),
         volume_mounts: Some(
-            vec![read_only_mount("secrets", API_SECRETS_MOUNT), tmp_mount]
-                .into_iter()
-                .chain(db_ca_mount)
-                .chain(redis_ca_mount)
-                .collect(),
+            vec![
+                read_only_mount("secrets", API_SECRETS_MOUNT),
+                api_tls::mount(),
+                tmp_mount,
+            ]
+            .into_iter()
+            .chain(db_ca_mount)
+            .chain(redis_ca_mount)
+            .collect(),
         ),
         ..Default::default()
     };
@@ -225,6 +235,9 @@ pub fn build(
         BTreeMap::from([(ANNOTATION_CONFIG_HASH.to_string(), config_map::hash(config))]);
     if let Some(c) = redis_ca_checksum {
         annotations.insert(ANNOTATION_REDIS_CA_CHECKSUM.to_string(), c.to_string());
+    }
+    if let Some(c) = api_tls_checksum {
+        annotations.insert(ANNOTATION_API_TLS_CHECKSUM.to_string(), c.to_string());
     }
 
     Deployment {
@@ -264,6 +277,7 @@ pub fn build(
                     volumes: Some(
                         vec![
                             secret_volume("secrets", names.api_secrets(), &[], None, 0o440),
+                            api_tls::volume(p),
                             scratch_volume("tmp", "64Mi", false),
                         ]
                         .into_iter()
@@ -310,7 +324,7 @@ mod tests {
 
     fn build_default(f: impl FnOnce(&mut crate::crd::HealthcarePlatformSpec)) -> Deployment {
         let p = platform(f);
-        build(&p, &config_map::build(&p), None)
+        build(&p, &config_map::build(&p), None, None)
     }
 
     #[test]
@@ -401,7 +415,7 @@ mod tests {
     #[test]
     fn the_embedded_redis_ca_is_mounted_and_named() {
         let p = platform(|_| {});
-        let d = build(&p, &config_map::build(&p), Some("ca-hash"));
+        let d = build(&p, &config_map::build(&p), Some("ca-hash"), None);
         let annotations = d
             .spec
             .clone()
@@ -610,7 +624,7 @@ mod tests {
         };
         let pending = platform(from_backup);
         assert!(pending.restore_pending);
-        let d = build(&pending, &config_map::build(&pending), None);
+        let d = build(&pending, &config_map::build(&pending), None, None);
         // Held at 0 explicitly (the HPA is not built while restoring, see hpa.rs).
         assert_eq!(d.spec.clone().unwrap().replicas, Some(0));
         assert!(crate::desired::hpa::build(&pending).is_none());
@@ -639,13 +653,13 @@ mod tests {
         // Restored: the HPA owns the replicas again.
         let mut restored = pending.clone();
         restored.restore_pending = false;
-        let d = build(&restored, &config_map::build(&restored), None);
+        let d = build(&restored, &config_map::build(&restored), None, None);
         assert_eq!(d.spec.unwrap().replicas, None);
         assert!(crate::desired::hpa::build(&restored).is_some());
         // Same pod template either way: lifting the hold rolls nothing.
         assert_eq!(
-            pod(&build(&restored, &config_map::build(&restored), None)),
-            pod(&build(&pending, &config_map::build(&pending), None))
+            pod(&build(&restored, &config_map::build(&restored), None, None)),
+            pod(&build(&pending, &config_map::build(&pending), None, None))
         );
     }
 }

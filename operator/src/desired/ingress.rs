@@ -1,4 +1,10 @@
-//! Optional Ingress of the API, always with TLS.
+//! Optional Ingress of the API, always with TLS — towards clients (the user's certificate,
+//! `tls.secretName`, default `<platform>-api-tls`) and towards the API, which serves only HTTPS
+//! ([`super::api_tls`]): [`BACKEND_PROTOCOL_ANNOTATION`] tells ingress-nginx to connect to the
+//! backend with TLS (docs/security.md lists what other controllers need). Annotations of
+//! `apiServer.ingress.annotations` win over the operator's.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -9,6 +15,9 @@ use super::child_meta;
 use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
+/// ingress-nginx: the protocol of the backend.
+pub const BACKEND_PROTOCOL_ANNOTATION: &str = "nginx.ingress.kubernetes.io/backend-protocol";
+
 /// The Ingress, or `None` when disabled.
 pub fn build(p: &ValidatedPlatform) -> Option<Ingress> {
     let spec = &p.spec.api_server.ingress;
@@ -18,9 +27,10 @@ pub fn build(p: &ValidatedPlatform) -> Option<Ingress> {
     // Validation guarantees a host when enabled.
     let host = spec.host.clone()?;
     let mut metadata = child_meta(p, p.names.api(), Component::ApiServer);
-    if !spec.annotations.is_empty() {
-        metadata.annotations = Some(spec.annotations.clone());
-    }
+    let mut annotations =
+        BTreeMap::from([(BACKEND_PROTOCOL_ANNOTATION.to_string(), "HTTPS".to_string())]);
+    annotations.extend(spec.annotations.clone());
+    metadata.annotations = Some(annotations);
     Some(Ingress {
         metadata,
         spec: Some(IngressSpec {
@@ -83,16 +93,31 @@ mod tests {
                 .insert("cert-manager.io/cluster-issuer".into(), "le".into());
         });
         let ing = build(&p).unwrap();
-        assert_eq!(
-            ing.metadata.annotations.unwrap()["cert-manager.io/cluster-issuer"],
-            "le"
-        );
+        let annotations = ing.metadata.annotations.unwrap();
+        assert_eq!(annotations["cert-manager.io/cluster-issuer"], "le");
+        // The API speaks only HTTPS: the controller must too.
+        assert_eq!(annotations[BACKEND_PROTOCOL_ANNOTATION], "HTTPS");
         let spec = ing.spec.unwrap();
         let tls = &spec.tls.unwrap()[0];
         assert_eq!(tls.secret_name.as_deref(), Some("demo-api-tls"));
         assert_eq!(tls.hosts.clone().unwrap(), ["api.example.org"]);
         assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
         assert_eq!(external_url(&p).as_deref(), Some("https://api.example.org"));
+    }
+
+    #[test]
+    fn the_users_annotations_win() {
+        let p = platform(|s| {
+            s.api_server.ingress.enabled = true;
+            s.api_server.ingress.host = Some("api.example.org".into());
+            s.api_server
+                .ingress
+                .annotations
+                .insert(BACKEND_PROTOCOL_ANNOTATION.into(), "GRPCS".into());
+        });
+        let annotations = build(&p).unwrap().metadata.annotations.unwrap();
+        assert_eq!(annotations[BACKEND_PROTOCOL_ANNOTATION], "GRPCS");
+        assert_eq!(annotations.len(), 1);
     }
 
     #[test]

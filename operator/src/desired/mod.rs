@@ -29,6 +29,7 @@ use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
 pub mod agent;
+pub mod api_tls;
 pub mod backup;
 pub mod backup_cnpg;
 pub mod backup_status;
@@ -142,7 +143,14 @@ children! {
         let redis_tls = secrets::redis_tls(p, existing, generator);
         let redis_checksum = redis_tls.as_ref().and_then(secrets::tls_checksum);
         let redis_ca_checksum = redis_tls.as_ref().and_then(secrets::ca_checksum);
-        let api_deployment = deployment::build(p, &config, redis_ca_checksum.as_deref());
+        let api_tls = api_tls::build(p, existing, generator);
+        let api_tls_checksum = secrets::tls_checksum(&api_tls);
+        let api_deployment = deployment::build(
+            p,
+            &config,
+            redis_ca_checksum.as_deref(),
+            api_tls_checksum.as_deref(),
+        );
     }
     /// Empty when `networkPolicy.enabled` is false. Includes the backup pods' policies and,
     /// while a restore is pending, the restore pod's. (The restore Job itself is built by
@@ -164,6 +172,8 @@ children! {
     redis_tls: Option<Secret> = redis_tls,
     /// JWT key and PHI key ring of the API.
     api_secrets: Secret = secrets::api_secrets(p, existing, generator),
+    /// Operator-issued CA, serving certificate and key of the API's HTTPS listeners.
+    api_tls: Secret = api_tls,
     api_service_account: ServiceAccount = service_account::build(p),
     api_config: ConfigMap = config,
     postgres: Option<PostgresObjects> = postgres::build(p, tls_checksum.as_deref()),

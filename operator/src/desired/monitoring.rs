@@ -1,4 +1,5 @@
-//! Prometheus Operator objects of a platform: a ServiceMonitor for the API, a ServiceMonitor
+//! Prometheus Operator objects of a platform: a ServiceMonitor for the API (HTTPS, verified
+//! against the CA of `<platform>-api-internal-tls`), a ServiceMonitor
 //! for this platform's compliance series on the operator, and a PrometheusRule with a few
 //! symptom-based alerts, each linking its runbook in `docs/runbooks/`. The Grafana dashboard
 //! ConfigMap is in [`super::monitoring_dashboard`].
@@ -12,7 +13,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{json, Value};
 
-use super::{child_meta, monitoring_dashboard};
+use super::certs::CA_CERT_KEY;
+use super::{api_tls, child_meta, monitoring_dashboard};
 use crate::names::{Component, LABEL_NAME, OPERATOR_APP_NAME, OPERATOR_METRICS_PORT_NAME};
 use crate::validate::ValidatedPlatform;
 
@@ -78,12 +80,19 @@ pub fn build(p: &ValidatedPlatform) -> Option<MonitoringObjects> {
         return None;
     }
     let names = &p.names;
+    // The admin port speaks HTTPS: Prometheus trusts the CA of the API's certificate (only
+    // `ca.crt` of the Secret is referenced) for the Service name.
     let api_sm = json!({
         "selector": {"matchLabels": names.selector(Component::ApiServer)},
         "namespaceSelector": {"matchNames": [p.namespace]},
         "endpoints": [{
             "port": "metrics",
             "path": "/metrics",
+            "scheme": "https",
+            "tlsConfig": {
+                "ca": {"secret": {"name": names.api_internal_tls(), "key": CA_CERT_KEY}},
+                "serverName": api_tls::server_name(p),
+            },
             "interval": "30s",
             "scrapeTimeout": "10s",
         }],
@@ -345,6 +354,20 @@ mod tests {
             "api-server"
         );
         assert_eq!(spec["endpoints"][0]["port"], "metrics");
+        // HTTPS, trusting only the CA of the API's certificate, for the Service name.
+        let api_endpoint = &spec["endpoints"][0];
+        assert_eq!(api_endpoint["scheme"], "https");
+        assert_eq!(
+            api_endpoint["tlsConfig"]["ca"]["secret"],
+            json!({"name": "demo-api-internal-tls", "key": "ca.crt"})
+        );
+        assert_eq!(
+            api_endpoint["tlsConfig"]["serverName"],
+            "demo-api.clinic.svc"
+        );
+        assert!(api_endpoint["tlsConfig"]
+            .get("insecureSkipVerify")
+            .is_none());
         let op = &m.operator_service_monitor.data["spec"];
         assert_eq!(op["namespaceSelector"]["matchNames"][0], "caduceus-system");
         assert_eq!(op["endpoints"][0]["port"], "http-metrics");

@@ -117,7 +117,7 @@ mod tests {
         );
 
         let config = crate::desired::config_map::build(&p);
-        let d = crate::desired::deployment::build(&p, &config, None);
+        let d = crate::desired::deployment::build(&p, &config, None, None);
         let pod = d.spec.unwrap().template.spec.unwrap();
         let ca = pod
             .volumes
@@ -153,7 +153,7 @@ mod tests {
             });
         });
         let config = crate::desired::config_map::build(&external);
-        let d = crate::desired::deployment::build(&external, &config, None);
+        let d = crate::desired::deployment::build(&external, &config, None, None);
         let pod = d.spec.unwrap().template.spec.unwrap();
         assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "db-ca"));
     }

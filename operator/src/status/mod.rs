@@ -219,7 +219,7 @@ fn observed_conditions(
     let names: &Names = &p.names;
     status.endpoint = Some(EndpointStatus {
         internal: format!(
-            "http://{}:{API_HTTP_PORT}",
+            "https://{}:{API_HTTP_PORT}",
             names.service_host(&names.api(), &p.namespace)
         ),
         external: ingress::external_url(p),

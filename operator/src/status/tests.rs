@@ -100,7 +100,7 @@ fn ready_only_when_pods_are_ready() {
     assert_eq!(api.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     assert_eq!(
         s.endpoint.unwrap().internal,
-        "http://demo-api.clinic.svc:8080"
+        "https://demo-api.clinic.svc:8080"
     );
 }
 
