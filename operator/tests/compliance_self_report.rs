@@ -12,7 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use caduceus_operator::compliance::self_report::{CacheReport, SelfReportClient};
 use caduceus_operator::compliance::{assess, LiveEvidence, RuleId, Verdict};
@@ -23,7 +23,7 @@ use caduceus_operator::crd::{
 use caduceus_operator::desired::{build_children, ExistingSecrets, SecretGenerator};
 use caduceus_operator::validate::validate;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use support::api_process::{api_binary, db_setup, free_port, serve_command};
+use support::api_process::{api_binary, db_setup, free_port, serve_command, wait_for_self_report};
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL")
@@ -149,22 +149,11 @@ fn platform(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_reads_a_running_api_self_report_and_evaluates_it() {
-    let api = start_api(30);
-    let url = format!("http://127.0.0.1:{}/internal/compliance", api.admin_port);
-    let client = SelfReportClient::new(Duration::from_secs(2)).unwrap();
-    let start = Instant::now();
-    let report = loop {
-        match client.fetch(&url).await {
-            Ok(r) => break r,
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "the API did not serve its self-report: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let mut api = start_api(30);
+    let admin_port = api.admin_port;
+    let report = wait_for_self_report(&mut api.child, admin_port)
+        .await
+        .unwrap_or_else(|err| panic!("the API {err}"));
 
     // The report describes the running server as configured.
     let ring: serde_json::Value =

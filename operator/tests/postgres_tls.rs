@@ -16,15 +16,16 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use caduceus_operator::compliance::self_report::SelfReportClient;
 use caduceus_operator::desired::postgres;
 use caduceus_operator::desired::postgres_tls::{self, TlsMaterial};
 
 /// The superuser password of the test server (TCP needs it: SCRAM).
 const PASSWORD: &str = "pg-Secret-1";
-use support::api_process::{api_binary, db_setup, free_port, serve_command};
+use support::api_process::{
+    api_binary, db_setup, free_port, generate_keys, output_text, serve_command,
+    wait_for_self_report, write_file,
+};
 
 fn pg_bindir() -> PathBuf {
     if let Ok(d) = std::env::var("PG_BINDIR") {
@@ -96,10 +97,6 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 /// A throw-away PostgreSQL serving TLS with the given certificate; stopped on drop.
 struct Postgres {
     bindir: PathBuf,
@@ -132,7 +129,7 @@ impl Postgres {
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", text(&out));
+        assert!(out.status.success(), "initdb: {}", output_text(&out));
         // The operator's pg_hba.conf: TCP clients only over TLS, with SCRAM; the Unix socket
         // (this test's own checks) as the image has it.
         std::fs::write(data.join("pg_hba.conf"), postgres::PG_HBA).unwrap();
@@ -153,7 +150,11 @@ impl Postgres {
             .output()
             .unwrap();
         let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default();
-        assert!(out.status.success(), "pg_ctl start: {}\n{log}", text(&out));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{log}",
+            output_text(&out)
+        );
         Self { bindir, dir, port }
     }
 
@@ -173,7 +174,7 @@ impl Postgres {
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-c", sql])
             .output()
             .expect("psql runs");
-        assert!(out.status.success(), "psql {sql}: {}", text(&out));
+        assert!(out.status.success(), "psql {sql}: {}", output_text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -199,19 +200,13 @@ fn migrate(database_url: &str) -> Output {
         .unwrap()
 }
 
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certificate() {
     let now = k8s_openapi::jiff::Timestamp::now();
     let tls = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
     let pg = Postgres::start(&tls);
     let files = tempfile::tempdir().unwrap();
-    let ca = write(files.path(), "ca.crt", &tls.ca_cert);
+    let ca = write_file(files.path(), "ca.crt", &tls.ca_cert);
 
     // The server really runs TLS with the issued certificate.
     assert_eq!(pg.sql("SHOW ssl"), "on");
@@ -219,7 +214,7 @@ async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certifica
     // migrate over verify-full.
     let url = pg.url("localhost", &ca);
     let out = migrate(&url);
-    assert!(out.status.success(), "migrate: {}", text(&out));
+    assert!(out.status.success(), "migrate: {}", output_text(&out));
     assert!(
         pg.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
             .parse::<u32>()
@@ -230,7 +225,7 @@ async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certifica
 
     // A bundle with a second CA (ca.crt during a CA renewal) is accepted too.
     let other = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
-    let bundle = write(
+    let bundle = write_file(
         files.path(),
         "bundle.crt",
         &format!("{}{}", other.ca_cert, tls.ca_cert),
@@ -239,19 +234,12 @@ async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certifica
     assert!(
         out.status.success(),
         "migrate with a two-CA bundle: {}",
-        text(&out)
+        output_text(&out)
     );
 
     // serve: the self-report says the database connection is verified TLS, and every TCP
     // connection of the API is encrypted (pg_hba admits nothing else).
-    let keys = tempfile::tempdir().unwrap();
-    let out = Command::new(api_binary())
-        .args(["keys", "generate", "--out"])
-        .arg(keys.path())
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "keys generate: {}", text(&out));
+    let keys = generate_keys();
     let (http_port, admin_port) = (free_port(), free_port());
     let app_url = db_setup(&url);
     let mut serve = serve_command(&app_url, keys.path(), http_port, admin_port)
@@ -259,29 +247,9 @@ async fn the_api_connects_verify_full_to_postgres_serving_the_operator_certifica
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let client = SelfReportClient::new(Duration::from_secs(2)).unwrap();
-    let report_url = format!("http://127.0.0.1:{admin_port}/internal/compliance");
-    let start = Instant::now();
-    let report = loop {
-        match client.fetch(&report_url).await {
-            Ok(r) => break r,
-            Err(e) => {
-                if let Ok(Some(status)) = serve.try_wait() {
-                    let mut err = String::new();
-                    if let Some(mut s) = serve.stderr.take() {
-                        use std::io::Read as _;
-                        let _ = s.read_to_string(&mut err);
-                    }
-                    panic!("the API exited ({status}): {err}");
-                }
-                if start.elapsed() > Duration::from_secs(30) {
-                    let _ = serve.kill();
-                    panic!("the API did not serve its self-report: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let report = wait_for_self_report(&mut serve, admin_port)
+        .await
+        .unwrap_or_else(|err| panic!("the API {err}"));
     let encrypted = pg.sql(
         "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s \
          JOIN pg_stat_activity a USING (pid) WHERE a.client_addr IS NOT NULL",
@@ -303,19 +271,19 @@ fn another_ca_or_a_name_outside_the_certificate_is_refused() {
     let tls = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
     let pg = Postgres::start(&tls);
     let files = tempfile::tempdir().unwrap();
-    let ca = write(files.path(), "ca.crt", &tls.ca_cert);
+    let ca = write_file(files.path(), "ca.crt", &tls.ca_cert);
     // Sanity: the right CA and name work.
     let out = migrate(&pg.url("localhost", &ca));
-    assert!(out.status.success(), "migrate: {}", text(&out));
+    assert!(out.status.success(), "migrate: {}", output_text(&out));
 
     let refused = |out: &Output, what: &str| {
         assert!(
             !out.status.success(),
             "{what} must be refused: {}",
-            text(out)
+            output_text(out)
         );
-        eprintln!("{what}: {}", text(out).trim());
-        let msg = text(out).to_ascii_lowercase();
+        eprintln!("{what}: {}", output_text(out).trim());
+        let msg = output_text(out).to_ascii_lowercase();
         assert!(
             msg.contains("certificate") || msg.contains("tls") || msg.contains("ssl"),
             "{what}: the error names the TLS problem: {msg}"
@@ -326,7 +294,7 @@ fn another_ca_or_a_name_outside_the_certificate_is_refused() {
 
     // A CA that did not sign the server certificate.
     let other = postgres_tls::issue("demo", &["localhost".to_string()], now).unwrap();
-    let other_ca = write(files.path(), "other.crt", &other.ca_cert);
+    let other_ca = write_file(files.path(), "other.crt", &other.ca_cert);
     refused(&migrate(&pg.url("localhost", &other_ca)), "another CA");
 
     // The right CA, but a host the certificate does not name (127.0.0.1 is not in its SANs).
@@ -343,6 +311,6 @@ fn another_ca_or_a_name_outside_the_certificate_is_refused() {
     assert!(
         !out.status.success(),
         "plaintext must be refused: {}",
-        text(&out)
+        output_text(&out)
     );
 }

@@ -27,12 +27,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use caduceus_operator::compliance::self_report::{CacheReport, SelfReportClient};
+use caduceus_operator::compliance::self_report::CacheReport;
 use caduceus_operator::crd::HealthcarePlatform;
 use caduceus_operator::desired::certs::{self, TlsMaterial};
 use caduceus_operator::desired::{build_children, redis_tls, ExistingSecrets, SecretGenerator};
 use caduceus_operator::validate::validate;
-use support::api_process::{api_binary, db_setup, free_port, serve_command};
+use support::api_process::{
+    db_setup, free_port, generate_keys, output_text, serve_command, wait_for_self_report,
+    write_file,
+};
 
 fn admin_url() -> String {
     std::env::var("DATABASE_URL")
@@ -57,10 +60,6 @@ fn psql(sql: &str) -> Output {
         .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .expect("psql runs")
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 /// The embedded Redis as the operator builds it (container command, credentials Secret),
@@ -170,7 +169,7 @@ impl Redis {
             .unwrap();
         (
             String::from_utf8_lossy(&out.stdout).trim() == "PONG",
-            text(&out),
+            output_text(&out),
         )
     }
 }
@@ -197,15 +196,12 @@ impl Database {
             .subsec_nanos();
         let name = format!("caduceus_redis_tls_{}_{nanos}", std::process::id());
         let out = psql(&format!("CREATE DATABASE \"{name}\""));
-        assert!(out.status.success(), "create database: {}", text(&out));
-        let keys = tempfile::tempdir().unwrap();
-        let out = Command::new(api_binary())
-            .args(["keys", "generate", "--out"])
-            .arg(keys.path())
-            .env_clear()
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "keys generate: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "create database: {}",
+            output_text(&out)
+        );
+        let keys = generate_keys();
         let app_url = db_setup(&with_database(&admin_url(), &name));
         Self {
             name,
@@ -242,38 +238,12 @@ async fn cache_report(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let client = SelfReportClient::new(Duration::from_secs(5)).unwrap();
-    let url = format!("http://127.0.0.1:{admin_port}/internal/compliance");
-    let start = Instant::now();
-    let result = loop {
-        match client.fetch(&url).await {
-            Ok(r) => break Ok(r.cache.expect("the API reports its cache")),
-            Err(e) => {
-                if let Ok(Some(_)) = serve.try_wait() {
-                    let mut err = String::new();
-                    if let Some(mut s) = serve.stderr.take() {
-                        use std::io::Read as _;
-                        let _ = s.read_to_string(&mut err);
-                    }
-                    break Err(err);
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "the API did not serve its self-report: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let result = wait_for_self_report(&mut serve, admin_port)
+        .await
+        .map(|r| r.cache.expect("the API reports its cache"));
     let _ = serve.kill();
     let _ = serve.wait();
     result
-}
-
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +253,7 @@ async fn the_api_reaches_redis_only_over_verified_tls() {
     let tls = certs::issue(redis_tls::SERVICE, "demo", &localhost, now).unwrap();
     let redis = Redis::start(&tls);
     let files = tempfile::tempdir().unwrap();
-    let ca = write(files.path(), "ca.crt", &tls.ca_cert);
+    let ca = write_file(files.path(), "ca.crt", &tls.ca_cert);
 
     // The probe works; a client without TLS gets no answer from the only port.
     let (ok, out) = redis.probe();
@@ -297,7 +267,7 @@ async fn the_api_reaches_redis_only_over_verified_tls() {
         String::from_utf8_lossy(&plain.stdout).trim(),
         "PONG",
         "plaintext must be refused: {}",
-        text(&plain)
+        output_text(&plain)
     );
 
     let db = Database::create();
@@ -317,7 +287,7 @@ async fn the_api_reaches_redis_only_over_verified_tls() {
     );
     // A bundle with a second CA (ca.crt during a CA renewal) is accepted too.
     let other = certs::issue(redis_tls::SERVICE, "demo", &localhost, now).unwrap();
-    let bundle = write(
+    let bundle = write_file(
         files.path(),
         "bundle.crt",
         &format!("{}{}", other.ca_cert, tls.ca_cert),
@@ -328,7 +298,7 @@ async fn the_api_reaches_redis_only_over_verified_tls() {
     );
 
     // Another CA: the handshake fails.
-    let other_ca = write(files.path(), "other.crt", &other.ca_cert);
+    let other_ca = write_file(files.path(), "other.crt", &other.ca_cert);
     assert_eq!(
         cache_report(&db, &redis.url, Some(&other_ca)).await,
         Ok(unreachable.clone())

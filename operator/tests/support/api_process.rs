@@ -1,7 +1,10 @@
 //! The real `caduceus-api` binary for tests that run it as a process.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use caduceus_operator::compliance::self_report::{SelfReport, SelfReportClient};
 
 /// The `caduceus-api` binary: `CADUCEUS_API_BIN`, or the one `cargo build -p caduceus-api` put
 /// next to this test's target directory.
@@ -83,4 +86,61 @@ pub fn db_setup(owner_url: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     as_user(owner_url, &role, "runtime-Pa55")
+}
+
+/// stdout and stderr of a finished command (for assertion messages).
+pub fn output_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Writes `content` to `dir/name`; the path.
+pub fn write_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+/// A temporary directory with the keys of `caduceus-api keys generate --out`.
+pub fn generate_keys() -> tempfile::TempDir {
+    let keys = tempfile::tempdir().unwrap();
+    let out = Command::new(api_binary())
+        .args(["keys", "generate", "--out"])
+        .arg(keys.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keys generate: {}", output_text(&out));
+    keys
+}
+
+/// The self-report of a spawned `caduceus-api serve` with its admin listener on `admin_port`,
+/// once it serves it; `Err(its stderr)` (when piped) if it exits first. Panics, stopping it,
+/// when it serves none within 30 s.
+pub async fn wait_for_self_report(
+    serve: &mut Child,
+    admin_port: u16,
+) -> Result<SelfReport, String> {
+    let client = SelfReportClient::new(Duration::from_secs(5)).unwrap();
+    let url = format!("http://127.0.0.1:{admin_port}/internal/compliance");
+    let start = Instant::now();
+    loop {
+        match client.fetch(&url).await {
+            Ok(report) => return Ok(report),
+            Err(e) => {
+                if let Ok(Some(status)) = serve.try_wait() {
+                    let mut err = format!("exited ({status}): ");
+                    if let Some(mut s) = serve.stderr.take() {
+                        use std::io::Read as _;
+                        let _ = s.read_to_string(&mut err);
+                    }
+                    return Err(err);
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = serve.kill();
+                    panic!("the API did not serve its self-report: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
