@@ -11,6 +11,7 @@
 //!   HTTPS;
 //! - a client trusting another CA, the operator's client without a CA, and plain HTTP on either
 //!   port read nothing;
+//! - the rule `api-tls` passes on that report (and fails on one saying plain HTTP);
 //! - a key file other accounts may read keeps the API from starting.
 //!
 //! Needs Postgres for `serve` (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`;
@@ -24,9 +25,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use caduceus_operator::compliance::self_report::{SelfReportClient, SelfReportError};
+use caduceus_operator::compliance::self_report::{SelfReport, SelfReportClient, SelfReportError};
+use caduceus_operator::compliance::{assess, LiveEvidence, RuleId, Verdict};
+use caduceus_operator::crd::{HealthcarePlatform, HealthcarePlatformSpec};
 use caduceus_operator::desired::api_tls;
 use caduceus_operator::desired::certs::{self, TlsMaterial};
+use caduceus_operator::desired::{build_children, ExistingSecrets, SecretGenerator};
+use caduceus_operator::validate::validate;
 use support::api_process::{api_binary, db_setup, free_port, serve_command};
 
 fn admin_url() -> String {
@@ -202,6 +207,39 @@ async fn the_api_serves_https_and_the_operator_trusts_only_the_issued_ca() {
         }
     };
     assert_eq!(report.api_tls, Some(true));
+    // The rule `api-tls` passes on the built platform and this report, and fails when the
+    // report says plain HTTP.
+    let verdict = |report: SelfReport| {
+        let mut hp = HealthcarePlatform::new("demo", HealthcarePlatformSpec::default());
+        hp.metadata.namespace = Some("clinic".into());
+        let p = validate(&hp, "clinic").unwrap();
+        let children = build_children(
+            &p,
+            &ExistingSecrets::default(),
+            &mut SecretGenerator::random_at(now),
+        );
+        let live = LiveEvidence {
+            network_policies: children.network_policies.clone(),
+            backup: None,
+            backup_jobs: Vec::new(),
+            self_report: Ok(report),
+            previous_chain_head: None,
+        };
+        let a = assess(&p, &children, Some(&live), Vec::new(), now);
+        let r = a
+            .results
+            .iter()
+            .find(|r| r.rule.rule == RuleId::ApiTls)
+            .unwrap();
+        (r.verdict, r.message.clone())
+    };
+    let (v, m) = verdict(report.clone());
+    assert_eq!(v, Verdict::Pass, "{m}");
+    let plain = SelfReport {
+        api_tls: Some(false),
+        ..report.clone()
+    };
+    assert_eq!(verdict(plain).0, Verdict::Fail);
 
     // The probes' paths on the public port, over HTTPS with the issued CA.
     let https = reqwest::Client::builder()

@@ -55,6 +55,7 @@ pub enum RuleId {
     FieldEncryptionActive,
     IngressTls,
     DatabaseTls,
+    ApiTls,
     RedisAuth,
     SessionIdleTimeout,
     AccessTokenTtl,
@@ -114,7 +115,7 @@ use ComplianceProfile::{GDPR, HIPAA, SOC2};
 const ALL_PROFILES: &[ComplianceProfile] = &[HIPAA, GDPR, SOC2];
 
 /// The catalogue, in evaluation order.
-pub static RULES: [Rule; 18] = [
+pub static RULES: [Rule; 19] = [
     Rule {
         rule: RuleId::PhiKeyValid,
         id: "phi-key-valid",
@@ -158,6 +159,17 @@ pub static RULES: [Rule; 18] = [
         source: Source::Static,
         evaluation: "embedded database: the API's DATABASE_URL uses sslmode=verify-full with sslrootcert and Postgres runs with ssl=on; otherwise (and additionally, when available) the self-report database_tls must be true",
         enforcement: "not enforced by this operator version: reported",
+    },
+    Rule {
+        rule: RuleId::ApiTls,
+        id: "api-tls",
+        title: "HTTPS to the API inside the platform",
+        clauses: &["HIPAA 45 CFR 164.312(e)(1) transmission security", "HIPAA 45 CFR 164.312(e)(2)(ii) encryption in transit", "GDPR Art. 32(1)(a) encryption", "SOC2 CC6.7"],
+        profiles: ALL_PROFILES,
+        severity: Severity::High,
+        source: Source::Static,
+        evaluation: "the API gets CADUCEUS_TLS_CERT_FILE and CADUCEUS_TLS_KEY_FILE (not blanked by apiServer.env), its probes use HTTPS and <p>-api-internal-tls holds an unexpired serving certificate; when available, the self-report api_tls must not be false",
+        enforcement: "always built that way (operator-issued certificate, renewed automatically); apiServer.env entries overriding the two settings are removed",
     },
     Rule {
         rule: RuleId::RedisAuth,

@@ -187,6 +187,8 @@ pub fn enforce(
             (AUDIT_RETENTION_DAYS.name, RuleId::AuditRetention),
             (RATE_LIMIT_REQUESTS_PER_MINUTE.name, RuleId::RateLimiting),
             (RATE_LIMIT_LOGIN_PER_MINUTE.name, RuleId::RateLimiting),
+            (TLS_CERT_FILE, RuleId::ApiTls),
+            (TLS_KEY_FILE, RuleId::ApiTls),
         ];
         match governed.iter().find(|(n, _)| *n == name) {
             Some((_, rule)) => Some(*rule),

@@ -33,7 +33,7 @@ pub const MIN_API_REPLICAS: i32 = 2;
 
 /// The API's environment variables the compliance rules govern; `apiServer.env` must not
 /// override them.
-pub const GOVERNED_ENV: [&str; 7] = [
+pub const GOVERNED_ENV: [&str; 9] = [
     settings::SESSION_IDLE_TIMEOUT_MINUTES.name,
     settings::MFA,
     settings::MFA_REQUIRED_ROLES,
@@ -41,6 +41,8 @@ pub const GOVERNED_ENV: [&str; 7] = [
     settings::AUDIT_RETENTION_DAYS.name,
     settings::RATE_LIMIT_REQUESTS_PER_MINUTE.name,
     settings::RATE_LIMIT_LOGIN_PER_MINUTE.name,
+    settings::TLS_CERT_FILE,
+    settings::TLS_KEY_FILE,
 ];
 
 /// Evidence only a cluster can give.
@@ -209,6 +211,7 @@ fn check(rule: RuleId, i: &Inputs<'_>) -> Check {
         RuleId::FieldEncryptionActive => field_encryption_active(i),
         RuleId::IngressTls => ingress_tls(i),
         RuleId::DatabaseTls => database_tls(i),
+        RuleId::ApiTls => transport::api_tls(i),
         RuleId::RedisAuth => redis_auth(i),
         RuleId::SessionIdleTimeout => minutes_at_most(
             i,
@@ -235,6 +238,8 @@ fn check(rule: RuleId, i: &Inputs<'_>) -> Check {
         RuleId::NoSecretsInConfig => no_secrets_in_config(i),
     }
 }
+
+mod transport;
 
 fn self_report<'a>(i: &'a Inputs<'_>) -> Result<&'a SelfReport, String> {
     match i.live {
