@@ -58,6 +58,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` is believed (`CADUCEUS_TRUSTED_PROXIES`; empty = none).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub self_registration: bool,
+    /// The identifier system of MRNs on the FHIR interface (`CADUCEUS_FHIR_MRN_SYSTEM`).
+    pub fhir_mrn_system: String,
     /// MFA policy (`CADUCEUS_MFA`).
     pub mfa: MfaPolicy,
     /// Roles that must use MFA when [`Config::mfa`] is [`MfaPolicy::Required`]
@@ -332,6 +334,17 @@ impl Config {
                 )))
             }
         };
+        let fhir_mrn_system = match env
+            .get(settings::FHIR_MRN_SYSTEM)
+            .map(|v| v.trim().to_string())
+        {
+            None => settings::DEFAULT_FHIR_MRN_SYSTEM.to_string(),
+            Some(v) if is_absolute_uri(&v) => v,
+            Some(_) => return Err(ConfigError(format!(
+                "{} must be an absolute URI (e.g. urn:oid:1.2.3 or https://hospital.example/mrn)",
+                settings::FHIR_MRN_SYSTEM
+            ))),
+        };
         let (mfa, mfa_required_roles) = mfa(env)?;
         let log_level = env
             .get(settings::LOG_LEVEL)
@@ -362,6 +375,7 @@ impl Config {
             cors_allowed_origins,
             trusted_proxies,
             self_registration,
+            fhir_mrn_system,
             mfa,
             mfa_required_roles,
             log_level,
@@ -405,6 +419,19 @@ pub fn trusted_proxies(env: &dyn Env) -> Result<Vec<ipnet::IpNet>, ConfigError> 
                 })
         })
         .collect()
+}
+
+/// An absolute URI as FHIR identifier systems need: a scheme (`urn`, `https`, ...), a colon,
+/// something after it, no whitespace or control characters.
+fn is_absolute_uri(v: &str) -> bool {
+    let Some((scheme, rest)) = v.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        && !rest.is_empty()
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]

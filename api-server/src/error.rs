@@ -155,6 +155,9 @@ pub enum Error {
         detail: String,
         extensions: Map<String, Value>,
     },
+    /// The version the client based its change on is not the current one (`If-Match`): `412`.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("payload too large")]
@@ -201,6 +204,7 @@ impl Error {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -292,6 +296,7 @@ impl IntoResponse for Error {
                 p.extensions = extensions;
                 p
             }
+            Self::PreconditionFailed(d) => Problem::new(status, "precondition-failed", Some(d)),
             Self::UnsupportedMediaType => Problem::from_status(status),
             Self::PayloadTooLarge => Problem::from_status(status),
             Self::Validation(errors) => {

@@ -91,6 +91,7 @@ pub mod batch;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod fhir;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
@@ -159,6 +160,13 @@ pub fn app(state: AppState) -> Router {
         ));
     let router = Router::new()
         .nest("/api/v1", api)
+        .nest(
+            fhir::BASE,
+            fhir::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::rate_limit,
+            )),
+        )
         .merge(health::router().layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::probe_rate_limit,

@@ -138,10 +138,11 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     // Our own problems get `instance` and `request_id`; any other error response (axum
     // rejections, fallback, 405, 408, 413) becomes a problem too, except deliberate JSON
     // bodies such as the readiness report.
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        // FHIR routes answer their errors as OperationOutcome (`fhir::wire`)
+        let v = v.as_bytes();
+        v.starts_with(b"application/json") || v.starts_with(b"application/fhir+json")
+    });
     let own_problem = resp.extensions().get::<Problem>().is_some();
     if (status.is_client_error() || status.is_server_error()) && (own_problem || !is_json) {
         let problem = resp.extensions_mut().remove::<Problem>();

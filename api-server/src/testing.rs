@@ -77,6 +77,7 @@ pub fn test_config() -> Config {
         cors_allowed_origins: Vec::new(),
         trusted_proxies: Vec::new(),
         self_registration: false,
+        fhir_mrn_system: caduceus_contract::settings::DEFAULT_FHIR_MRN_SYSTEM.to_string(),
         mfa: crate::config::MfaPolicy::Optional,
         mfa_required_roles: vec![Role::Admin, Role::Physician],
         log_level: "info".into(),

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "appointments",
             "audit::routes",
             "auth::routes",
+            "fhir",
             "health",
             "openapi",
             "patients",

@@ -95,6 +95,11 @@ pub const TRUSTED_PROXIES: &str = "CADUCEUS_TRUSTED_PROXIES";
 pub const CORS_ALLOWED_ORIGINS: &str = "CADUCEUS_CORS_ALLOWED_ORIGINS";
 /// `true` enables patient self-registration.
 pub const SELF_REGISTRATION: &str = "CADUCEUS_SELF_REGISTRATION";
+/// The identifier system (an absolute URI) of the platform's MRNs on the FHIR interface
+/// (`Patient.identifier.system`, the `identifier` search): `spec.api.fhir.mrnSystem`.
+pub const FHIR_MRN_SYSTEM: &str = "CADUCEUS_FHIR_MRN_SYSTEM";
+/// [`FHIR_MRN_SYSTEM`] when unset: a URN of this product (set the hospital's own system).
+pub const DEFAULT_FHIR_MRN_SYSTEM: &str = "urn:caduceus:mrn";
 /// Multi-factor authentication (TOTP) policy of the API (`spec.security.mfa`): `required` (the
 /// roles of [`MFA_REQUIRED_ROLES`] must use MFA: without it their login opens a session that may
 /// only enrol), `optional` (any account may enrol) or `disabled` (no new enrolment; accounts that
@@ -159,7 +164,7 @@ pub const NUMBERS: [Number; 8] = [
 ];
 
 /// Every `CADUCEUS_*` setting the operator passes to the API server or the backup agent.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 27] = [
     HTTP_ADDR,
     ADMIN_ADDR,
     JWT_KEY_FILE,
@@ -175,6 +180,7 @@ pub const ALL: [&str; 26] = [
     TRUSTED_PROXIES,
     CORS_ALLOWED_ORIGINS,
     SELF_REGISTRATION,
+    FHIR_MRN_SYSTEM,
     MFA,
     MFA_REQUIRED_ROLES,
     LOG_LEVEL,

@@ -76,6 +76,16 @@ impl<P: perm::Required> axum::extract::FromRequestParts<AppState> for CallerAndP
 }
 
 impl<P> CallerAndPatient<P> {
+    /// The record id of the path.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// When the live record last changed (`None`: missing or deleted); its version on FHIR.
+    pub fn updated_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.row.as_ref().map(|r| r.updated_at)
+    }
+
     /// The caller, the record id, the record and the caller's access to it (refusals and their
     /// audit in [`access::admit`]).
     pub async fn access(

@@ -157,6 +157,10 @@ pub struct PatientFilter {
     /// With `birth_date`: exact family name (case-insensitive) and birth date.
     pub family_name: Option<String>,
     pub birth_date: Option<NaiveDate>,
+    /// These records only (FHIR `_id`; not a query parameter of `/api/v1`).
+    #[serde(skip)]
+    #[param(ignore)]
+    pub ids: Vec<Uuid>,
 }
 
 /// List / search patients visible to the caller. `X-Break-Glass-Reason` opens only an exact-MRN
@@ -177,7 +181,8 @@ pub async fn list(
     let scope = ListScope::new("/api/v1/patients", auth.user_id)
         .filter("mrn", filter.mrn.as_deref())
         .filter("family_name", filter.family_name.as_deref())
-        .filter("birth_date", filter.birth_date);
+        .filter("birth_date", filter.birth_date)
+        .filter("ids", Some(ids_key(&filter.ids)));
     let paging = page.open::<Uuid>(&state.cursor_key, scope)?;
     // break-glass opens an exact-MRN lookup (one record), never a list or a name search
     let target = match (&filter.mrn, &filter.family_name, filter.birth_date) {
@@ -203,6 +208,11 @@ pub async fn list(
                 "filter by mrn alone, or by family_name together with birth_date",
             )]))
         }
+    }
+    if !filter.ids.is_empty() {
+        qb.push(" AND p.id = ANY(")
+            .push_bind(filter.ids.clone())
+            .push(")");
     }
     if let Some(c) = paging.after {
         qb.push(" AND p.id > ").push_bind(c);
@@ -238,6 +248,14 @@ pub async fn list(
         items,
         next_cursor: page.next_cursor,
     }))
+}
+
+/// The `ids` filter as it is bound into list cursors.
+fn ids_key(ids: &[Uuid]) -> String {
+    ids.iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Update a patient. Demographics-only callers (admin, receptionist) may not change clinical fields.

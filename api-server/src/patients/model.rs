@@ -168,6 +168,11 @@ pub struct PatientPatch {
     #[schema(value_type = Option<Vec<ListEntry>>, max_items = 100)]
     pub conditions: Option<Vec<String>>,
     pub emergency_contact: Option<EmergencyContact>,
+    /// Replace semantics for the optional contact fields (`phone`, `email`, `address`,
+    /// `emergency_contact`): absent means removed, not unchanged. Set by FHIR `PUT` (a whole
+    /// resource), never by JSON clients.
+    #[serde(skip)]
+    pub replace_optional: bool,
 }
 
 impl PatientPatch {
@@ -192,7 +197,14 @@ impl PatientPatch {
             medications,
             conditions
         );
-        set_opt!(phone, email, address, emergency_contact);
+        if self.replace_optional {
+            p.phone = self.phone;
+            p.email = self.email;
+            p.address = self.address;
+            p.emergency_contact = self.emergency_contact;
+        } else {
+            set_opt!(phone, email, address, emergency_contact);
+        }
     }
 }
 

@@ -1,0 +1,100 @@
+//! HL7 FHIR R4 (4.0.1) at `/fhir/R4`: one more adapter over the domain, beside the JSON routes.
+//! The handlers call the same domain entry points as `/api/v1` (authentication, the access
+//! module, the audit trail, field encryption); they translate between the FHIR model (crate
+//! `fhir-r4`, generated from the specification) and ours.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the router (from [`RESOURCES`]) and `GET /metadata` |
+//! | `capability.rs` | the per-resource declarations and the CapabilityStatement built from them |
+//! | `wire.rs` | content negotiation, OperationOutcome errors, versioned resource responses |
+//! | `search.rs` | search parameters and `searchset` Bundles |
+//! | `patient.rs` | `Patient` |
+
+pub mod capability;
+pub mod patient;
+pub mod search;
+pub mod wire;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use crate::state::AppState;
+use capability::ResourceCapability;
+
+/// Where the FHIR endpoint is mounted.
+pub const BASE: &str = "/fhir/R4";
+
+/// Every resource type served, in the CapabilityStatement's order.
+pub const RESOURCES: &[ResourceCapability] = &[patient::CAPABILITY];
+
+/// The FHIR router (mounted at [`BASE`]): every route of [`RESOURCES`], `GET /metadata`, and the
+/// wire layer ([`wire::fhir_wire`]) around all of them, unknown paths included.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/metadata", get(metadata))
+        .route("/Patient", get(patient::search).post(patient::create))
+        .route(
+            "/Patient/{id}",
+            get(patient::read)
+                .put(patient::update)
+                .delete(patient::delete),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(wire::fhir_wire))
+}
+
+/// `GET /metadata`: the CapabilityStatement (public, like every FHIR server's).
+async fn metadata(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let base = wire::base_url(&headers, state.config.tls.is_some());
+    match capability::capability_statement(&base, RESOURCES) {
+        Ok(statement) => wire::fhir_json(
+            StatusCode::OK,
+            &fhir_r4::r4::resources::Resource::CapabilityStatement(Box::new(statement)),
+        ),
+        Err(e) => axum::response::IntoResponse::into_response(crate::error::Error::internal(
+            anyhow::anyhow!("the CapabilityStatement is incomplete: {e}"),
+        )),
+    }
+}
+
+async fn not_found() -> crate::error::Error {
+    crate::error::Error::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CapabilityStatement lists exactly the declared resources, interactions and search
+    /// parameters, and every declared search parameter is accepted by the search parser.
+    #[test]
+    fn the_capability_statement_is_the_declarations() {
+        let cs =
+            capability::capability_statement("https://h/fhir/R4", RESOURCES).expect("complete");
+        let json = serde_json::to_value(fhir_r4::r4::resources::Resource::CapabilityStatement(
+            Box::new(cs),
+        ))
+        .expect("json");
+        assert_eq!(json["fhirVersion"], "4.0.1");
+        let served = json["rest"][0]["resource"].as_array().expect("resources");
+        assert_eq!(served.len(), RESOURCES.len());
+        for (r, cap) in served.iter().zip(RESOURCES) {
+            assert_eq!(r["type"], cap.type_name);
+            let params: Vec<&str> = r["searchParam"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            let declared: Vec<&str> = cap.search.iter().map(|p| p.name).collect();
+            assert_eq!(params, declared);
+            for p in &declared {
+                let q = format!("{p}=x");
+                let parsed = search::Search::parse(cap, Some(&q), &HeaderMap::new());
+                assert!(parsed.is_ok(), "{} {p}", cap.type_name);
+            }
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! FHIR `Patient` over the patient records: the handlers call the same domain entry points as
+//! `/api/v1/patients` ([`crate::patients`]: access decisions, audit, encryption, blind-index
+//! lookups), and only translate between the FHIR model and ours.
+//!
+//! Mapping: `identifier` = the MRN under the platform's system (`CADUCEUS_FHIR_MRN_SYSTEM`),
+//! `name` (official) = family + given, `gender`, `birthDate`, `telecom` = phone and e-mail,
+//! `address.text`, `contact` = the emergency contact. Clinical lists are served as
+//! AllergyIntolerance / Condition resources, not on Patient.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use fhir_r4::r4::resources::patient::{Patient as FhirPatient, PatientContact};
+use fhir_r4::r4::resources::Resource;
+use fhir_r4::r4::types;
+use uuid::Uuid;
+
+use super::capability::{coded, Interaction, ParamType, ResourceCapability, SearchParam};
+use super::search::{searchset, Match, Search};
+use super::wire::{self, FhirBody, Version};
+use crate::auth::{AuthUser, Authorized};
+use crate::error::{ApiJson, ApiQuery, Error, FieldError};
+use crate::patients::model::{EmergencyContact, NewPatient, Patient, PatientPatch, Sex};
+use crate::patients::{self, CallerAndPatient, PatientFilter};
+use crate::rbac::perm;
+use crate::state::AppState;
+
+/// What `/fhir/R4/Patient` serves.
+pub const CAPABILITY: ResourceCapability = ResourceCapability {
+    type_name: "Patient",
+    interactions: &[
+        Interaction::Read,
+        Interaction::SearchType,
+        Interaction::Create,
+        Interaction::Update,
+        Interaction::Delete,
+    ],
+    search: &[
+        SearchParam {
+            name: "_id",
+            kind: ParamType::Token,
+            doc: "the logical id",
+        },
+        SearchParam {
+            name: "identifier",
+            kind: ParamType::Token,
+            doc: "the MRN, `[system|]value` with the platform's MRN system; exact, through the MRN blind index",
+        },
+        SearchParam {
+            name: "family",
+            kind: ParamType::String,
+            doc: "exact family name (case-insensitive), together with `birthdate`: through the name + birth-date blind index",
+        },
+        SearchParam {
+            name: "birthdate",
+            kind: ParamType::Date,
+            doc: "exact birth date (`YYYY-MM-DD`, optional prefix `eq`), together with `family` or `name`",
+        },
+        SearchParam {
+            name: "name",
+            kind: ParamType::String,
+            doc: "as `family` (the family name, exact), together with `birthdate`",
+        },
+        SearchParam {
+            name: "given",
+            kind: ParamType::String,
+            doc: "exact given name (case-insensitive); narrows an `identifier`, `_id` or family + birth-date search",
+        },
+        SearchParam {
+            name: "gender",
+            kind: ParamType::Token,
+            doc: "male | female | other | unknown; narrows an `identifier`, `_id` or family + birth-date search",
+        },
+    ],
+    sorts: &[],
+    operations: &[],
+    doc: "Patient records: demographics for every role that may see the record, clinical data as AllergyIntolerance and Condition. Lookups go through blind indexes (records are encrypted per field), so searches are exact.",
+};
+
+/// The FHIR Patient of a record, with `meta.versionId`/`lastUpdated`.
+pub fn to_fhir(p: &Patient, mrn_system: &str) -> (FhirPatient, Version) {
+    let version = Version(p.updated_at);
+    let mut telecom = Vec::new();
+    let contact_point = |system: &str, value: &str| types::ContactPoint {
+        system: Some(coded(system)),
+        value: Some(types::String(value.to_string())),
+        ..Default::default()
+    };
+    if let Some(phone) = &p.phone {
+        telecom.push(contact_point("phone", phone));
+    }
+    if let Some(email) = &p.email {
+        telecom.push(contact_point("email", email));
+    }
+    let contact = p.emergency_contact.as_ref().map(|c| PatientContact {
+        relationship: vec![types::CodeableConcept {
+            coding: vec![types::Coding {
+                system: Some(types::Uri(
+                    "http://terminology.hl7.org/CodeSystem/v2-0131".into(),
+                )),
+                code: Some(types::Code("C".into())),
+                display: Some(types::String("Emergency Contact".into())),
+                ..Default::default()
+            }],
+            text: c.relationship.clone().map(types::String),
+            ..Default::default()
+        }],
+        name: Some(types::HumanName {
+            text: Some(types::String(c.name.clone())),
+            ..Default::default()
+        }),
+        telecom: c
+            .phone
+            .iter()
+            .map(|ph| contact_point("phone", ph))
+            .collect(),
+        ..Default::default()
+    });
+    let gender = serde_json::to_value(p.sex)
+        .ok()
+        .and_then(|v| v.as_str().map(coded));
+    let patient = FhirPatient {
+        id: Some(types::String(p.id.to_string())),
+        meta: Some(version.meta()),
+        identifier: vec![types::Identifier {
+            r#use: Some(coded("usual")),
+            r#type: Some(types::CodeableConcept {
+                coding: vec![types::Coding {
+                    system: Some(types::Uri(
+                        "http://terminology.hl7.org/CodeSystem/v2-0203".into(),
+                    )),
+                    code: Some(types::Code("MR".into())),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            system: Some(types::Uri(mrn_system.to_string())),
+            value: Some(types::String(p.mrn.clone())),
+            ..Default::default()
+        }],
+        active: Some(types::Boolean(true)),
+        name: vec![types::HumanName {
+            r#use: Some(coded("official")),
+            family: Some(types::String(p.family_name.clone())),
+            given: vec![types::String(p.given_name.clone())].into(),
+            ..Default::default()
+        }],
+        telecom,
+        gender,
+        birth_date: Some(types::Date(p.birth_date.format("%Y-%m-%d").to_string())),
+        address: p
+            .address
+            .iter()
+            .map(|a| types::Address {
+                text: Some(types::String(a.clone())),
+                ..Default::default()
+            })
+            .collect(),
+        contact: contact.into_iter().collect(),
+        ..Default::default()
+    };
+    (patient, version)
+}
+
+/// The JSON of a Patient with its `resourceType`.
+fn json(p: FhirPatient) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(Resource::Patient(Box::new(p)))
+        .map_err(|e| Error::internal(anyhow::Error::new(e)))
+}
+
+fn invalid(field: &str, message: &str) -> Error {
+    Error::Validation(vec![FieldError::new(field, message)])
+}
+
+/// The record of a FHIR Patient sent by a client (create, update). What Caduceus does not keep
+/// (photos, links, several names, ...) is refused rather than silently dropped, except
+/// `meta`, `text` and `id`.
+fn from_fhir(p: &FhirPatient, mrn_system: &str) -> Result<NewPatient, Error> {
+    let mut mrns = p
+        .identifier
+        .iter()
+        .filter(|i| i.system.as_ref().map(|s| s.0.as_str()) == Some(mrn_system));
+    let mrn = match (mrns.next(), mrns.next()) {
+        (Some(i), None) => i.value.as_ref().map(|v| v.0.clone()),
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "Patient.identifier",
+                "give one MRN (one identifier with the platform's MRN system)",
+            ))
+        }
+    }
+    .ok_or_else(|| {
+        invalid(
+            "Patient.identifier",
+            &format!("an identifier with system {mrn_system} (the MRN) is required"),
+        )
+    })?;
+    if p.name.len() != 1 {
+        return Err(invalid(
+            "Patient.name",
+            "give exactly one name (family and one given name)",
+        ));
+    }
+    let name = &p.name[0];
+    let family = name.family.as_ref().map(|f| f.0.clone());
+    let given: Vec<&types::String> = name.given.0.iter().flatten().collect();
+    let (Some(family), [given]) = (family, given.as_slice()) else {
+        return Err(invalid(
+            "Patient.name",
+            "needs family and exactly one given name",
+        ));
+    };
+    let birth = p
+        .birth_date
+        .as_ref()
+        .ok_or_else(|| invalid("Patient.birthDate", "is required"))?;
+    let birth_date = chrono::NaiveDate::parse_from_str(&birth.0, "%Y-%m-%d")
+        .map_err(|_| invalid("Patient.birthDate", "must be a full date (YYYY-MM-DD)"))?;
+    let sex: Sex = p
+        .gender
+        .as_ref()
+        .and_then(|g| serde_json::from_value(serde_json::Value::String(g.code())).ok())
+        .ok_or_else(|| {
+            invalid(
+                "Patient.gender",
+                "is required: male, female, other or unknown",
+            )
+        })?;
+    let mut phone = None;
+    let mut email = None;
+    for t in &p.telecom {
+        let value = t.value.as_ref().map(|v| v.0.clone());
+        match (t.system.as_ref().map(|s| s.code()).as_deref(), value) {
+            (Some("phone"), Some(v)) if phone.is_none() => phone = Some(v),
+            (Some("email"), Some(v)) if email.is_none() => email = Some(v),
+            _ => {
+                return Err(invalid(
+                    "Patient.telecom",
+                    "at most one phone and one email, each with a value",
+                ))
+            }
+        }
+    }
+    if p.address.len() > 1 {
+        return Err(invalid("Patient.address", "at most one address"));
+    }
+    let address = p.address.first().map(|a| {
+        a.text.as_ref().map(|t| t.0.clone()).unwrap_or_else(|| {
+            a.line
+                .0
+                .iter()
+                .flatten()
+                .map(|l| l.0.as_str())
+                .chain(a.city.iter().map(|c| c.0.as_str()))
+                .chain(a.postal_code.iter().map(|c| c.0.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    });
+    if p.contact.len() > 1 {
+        return Err(invalid(
+            "Patient.contact",
+            "at most one (emergency) contact",
+        ));
+    }
+    let emergency_contact = match p.contact.first() {
+        None => None,
+        Some(c) => Some(EmergencyContact {
+            name: c
+                .name
+                .as_ref()
+                .and_then(|n| {
+                    n.text.as_ref().map(|t| t.0.clone()).or_else(|| {
+                        let parts: Vec<&str> = n
+                            .given
+                            .0
+                            .iter()
+                            .flatten()
+                            .map(|g| g.0.as_str())
+                            .chain(n.family.iter().map(|f| f.0.as_str()))
+                            .collect();
+                        (!parts.is_empty()).then(|| parts.join(" "))
+                    })
+                })
+                .ok_or_else(|| invalid("Patient.contact.name", "is required"))?,
+            relationship: c
+                .relationship
+                .first()
+                .and_then(|r| r.text.as_ref().map(|t| t.0.clone())),
+            phone: c
+                .telecom
+                .first()
+                .and_then(|t| t.value.as_ref().map(|v| v.0.clone())),
+        }),
+    };
+    if !p.photo.is_empty() || !p.link.is_empty() || p.deceased.is_some() {
+        return Err(invalid(
+            "Patient",
+            "photo, link and deceased are not kept by this server",
+        ));
+    }
+    Ok(NewPatient {
+        mrn,
+        given_name: given.0.clone(),
+        family_name: family,
+        birth_date,
+        sex,
+        phone,
+        email,
+        address,
+        allergies: Vec::new(),
+        medications: Vec::new(),
+        conditions: Vec::new(),
+        emergency_contact,
+    })
+}
+
+/// Parse a Patient body and check its `resourceType`.
+fn body(value: serde_json::Value) -> Result<FhirPatient, Error> {
+    if value.get("resourceType").and_then(|t| t.as_str()) != Some("Patient") {
+        return Err(invalid("resourceType", "must be Patient"));
+    }
+    serde_json::from_value(value).map_err(|_| invalid("Patient", "is not a valid FHIR R4 Patient"))
+}
+
+fn location(headers: &HeaderMap, state: &AppState, p: &Patient) -> String {
+    let base = wire::base_url(headers, state.config.tls.is_some());
+    format!(
+        "{base}/Patient/{}/_history/{}",
+        p.id,
+        Version(p.updated_at).id()
+    )
+}
+
+/// `GET /Patient/{id}`.
+pub async fn read(
+    State(state): State<AppState>,
+    caller: CallerAndPatient<perm::PatientRead>,
+) -> Result<Response, Error> {
+    let axum::Json(p) = patients::read(State(state.clone()), caller).await?;
+    let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
+    Ok(wire::resource(StatusCode::OK, &json(fhir)?, version, None))
+}
+
+/// `POST /Patient`.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    authorized: Authorized<perm::PatientCreate>,
+    FhirBody(value): FhirBody<serde_json::Value>,
+) -> Result<Response, Error> {
+    let new = from_fhir(&body(value)?, &state.config.fhir_mrn_system)?;
+    crate::error::Validate::validate(&new).map_err(Error::Validation)?;
+    let (_, axum::Json(p)) =
+        patients::create(State(state.clone()), authorized, ApiJson(new)).await?;
+    let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
+    let loc = location(&headers, &state, &p);
+    Ok(wire::resource(
+        StatusCode::CREATED,
+        &json(fhir)?,
+        version,
+        Some(loc),
+    ))
+}
+
+/// `PUT /Patient/{id}`: the whole demographic record (clinical lists unchanged), with
+/// `If-Match` on `meta.versionId` (`412` when the record changed since).
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    caller: CallerAndPatient<perm::PatientUpdate>,
+    FhirBody(value): FhirBody<serde_json::Value>,
+) -> Result<Response, Error> {
+    let fhir = body(value)?;
+    if fhir.id.as_ref().map(|i| i.0.as_str()) != Some(caller.id().to_string().as_str()) {
+        return Err(invalid("Patient.id", "must be the id in the URL"));
+    }
+    let new = from_fhir(&fhir, &state.config.fhir_mrn_system)?;
+    if let (Some(if_match), Some(current)) = (
+        headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()),
+        caller.updated_at(),
+    ) {
+        if !Version(current).matches(if_match) {
+            return Err(Error::PreconditionFailed(
+                "the record changed since that version; read it again".into(),
+            ));
+        }
+    }
+    let patch = PatientPatch {
+        mrn: Some(new.mrn),
+        given_name: Some(new.given_name),
+        family_name: Some(new.family_name),
+        birth_date: Some(new.birth_date),
+        sex: Some(new.sex),
+        phone: new.phone,
+        email: new.email,
+        address: new.address,
+        emergency_contact: new.emergency_contact,
+        replace_optional: true,
+        ..Default::default()
+    };
+    let axum::Json(p) = patients::update(State(state.clone()), caller, ApiJson(patch)).await?;
+    let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
+    Ok(wire::resource(StatusCode::OK, &json(fhir)?, version, None))
+}
+
+/// `DELETE /Patient/{id}`: the soft delete of `/api/v1` (kept for the retention period).
+pub async fn delete(
+    State(state): State<AppState>,
+    authorized: Authorized<perm::PatientDelete>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, Error> {
+    patients::remove(State(state), authorized, Path(id)).await
+}
+
+/// `GET /Patient?...`: a searchset through the same list as `GET /api/v1/patients`.
+pub async fn search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    auth: AuthUser,
+) -> Result<Response, Error> {
+    let search = Search::parse(&CAPABILITY, uri.query(), &headers)?;
+    let filter = filter(&search, &state.config.fhir_mrn_system)?;
+    let given = search.one("given")?.map(str::to_lowercase);
+    let gender = search.one("gender")?.map(str::to_string);
+    let ids: Vec<Uuid> = match search.one("_id")? {
+        None => Vec::new(),
+        Some(v) => v
+            .split(',')
+            .map(|id| {
+                id.trim()
+                    .parse()
+                    .map_err(|_| Error::bad_parameter("_id", "must be ids"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let narrowed = filter.mrn.is_some() || filter.family_name.is_some() || !ids.is_empty();
+    if (given.is_some() || gender.is_some()) && !narrowed {
+        return Err(Error::bad_parameter(
+            "given",
+            "given and gender narrow an identifier, _id or family + birthdate search (records are found through blind indexes)",
+        ));
+    }
+    let filter = PatientFilter { ids, ..filter };
+    let axum::Json(page) = patients::list(
+        State(state.clone()),
+        auth,
+        ApiQuery(filter),
+        ApiQuery(search.page()),
+    )
+    .await?;
+    let mrn_system = &state.config.fhir_mrn_system;
+    let mut matches = Vec::with_capacity(page.items.len());
+    for p in &page.items {
+        if given
+            .as_deref()
+            .is_some_and(|g| p.given_name.to_lowercase() != g)
+        {
+            continue;
+        }
+        if let Some(g) = &gender {
+            let sex = serde_json::to_value(p.sex).ok();
+            if sex.as_ref().and_then(|s| s.as_str()) != Some(g.as_str()) {
+                continue;
+            }
+        }
+        let (fhir, _) = to_fhir(p, mrn_system);
+        matches.push(Match {
+            id: p.id.to_string(),
+            resource: json(fhir)?,
+        });
+    }
+    // the total is known when this is the only page; otherwise it is left out (FHIR allows it)
+    let total =
+        (search.cursor.is_none() && page.next_cursor.is_none()).then_some(matches.len() as i64);
+    let base = wire::base_url(&headers, state.config.tls.is_some());
+    let bundle = searchset(&base, "Patient", &search, total, matches, page.next_cursor);
+    Ok(wire::fhir_json(
+        StatusCode::OK,
+        &Resource::Bundle(Box::new(bundle)),
+    ))
+}
+
+/// The domain filter of a Patient search (`identifier`, `family`/`name` + `birthdate`).
+fn filter(search: &Search, mrn_system: &str) -> Result<PatientFilter, Error> {
+    let mrn = match search.one("identifier")? {
+        None => None,
+        Some(token) => Some(match token.split_once('|') {
+            Some((system, value)) if system.is_empty() || system == mrn_system => value.to_string(),
+            Some(_) => {
+                return Err(Error::bad_parameter(
+                    "identifier",
+                    &format!("only MRNs ({mrn_system}) can be searched"),
+                ))
+            }
+            None => token.to_string(),
+        }),
+    };
+    let family = match (search.one("family")?, search.one("name")?) {
+        (Some(f), None) | (None, Some(f)) => Some(f.to_string()),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(Error::bad_parameter(
+                "name",
+                "give family or name, not both",
+            ))
+        }
+    };
+    let birth_date = match search.one("birthdate")? {
+        None => None,
+        Some(v) => {
+            let v = v.strip_prefix("eq").unwrap_or(v);
+            Some(
+                chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+                    Error::bad_parameter(
+                        "birthdate",
+                        "must be a full date (YYYY-MM-DD, prefix eq only)",
+                    )
+                })?,
+            )
+        }
+    };
+    if family.is_some() != birth_date.is_some() {
+        return Err(Error::bad_parameter(
+            "birthdate",
+            "family (or name) and birthdate are searched together (one blind index)",
+        ));
+    }
+    Ok(PatientFilter {
+        mrn,
+        family_name: family,
+        birth_date,
+        ids: Vec::new(),
+    })
+}

@@ -1,0 +1,229 @@
+//! FHIR search requests and `searchset` Bundles.
+//!
+//! Each resource declares its search parameters once ([`super::capability::ResourceCapability`]);
+//! [`Search::parse`] accepts exactly those plus the result parameters every search has
+//! (`_count` ≤ 100, `_summary=count`, `_sort`, `_format`, and `_cursor`, our opaque paging
+//! token), refuses anything else with `400` unless the client sent `Prefer: handling=lenient`
+//! (then it is ignored and left out of the `self` link), and the CapabilityStatement is
+//! generated from the same declarations.
+
+use axum::http::HeaderMap;
+use fhir_r4::r4::resources::bundle::{Bundle, BundleEntry, BundleEntrySearch, BundleLink};
+use fhir_r4::r4::{codes, types};
+use serde_json::Value;
+
+use super::capability::ResourceCapability;
+use crate::error::Error;
+use crate::pagination::{PageParams, MAX_LIMIT};
+
+/// Result parameters every search accepts.
+pub const RESULT_PARAMS: &[&str] = &["_count", "_summary", "_sort", "_format", "_cursor"];
+
+/// A parsed search: the resource's own parameters (in request order) and the result
+/// parameters.
+#[derive(Debug, Default)]
+pub struct Search {
+    /// `(name, value)` of the resource's parameters, as sent (repeats kept).
+    pub params: Vec<(String, String)>,
+    pub count: Option<i64>,
+    /// `_summary=count`: the total only, no entries.
+    pub summary_count: bool,
+    /// `_sort`: the parameter name, and `true` for descending (`-date`).
+    pub sort: Option<(String, bool)>,
+    pub cursor: Option<String>,
+}
+
+impl Search {
+    /// Parse `query` against `cap`'s search parameters.
+    pub fn parse(
+        cap: &ResourceCapability,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Self, Error> {
+        let lenient = super::wire::lenient(headers);
+        let mut s = Search::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let (k, v) = (k.into_owned(), v.into_owned());
+            match k.as_str() {
+                "_count" => {
+                    let n: i64 = v
+                        .parse()
+                        .map_err(|_| Error::bad_parameter("_count", "must be a whole number"))?;
+                    if !(0..=MAX_LIMIT).contains(&n) {
+                        return Err(Error::bad_parameter("_count", "must be between 0 and 100"));
+                    }
+                    s.count = Some(n);
+                }
+                "_summary" => match v.as_str() {
+                    "count" => s.summary_count = true,
+                    "false" => {}
+                    _ => {
+                        return Err(Error::bad_parameter(
+                            "_summary",
+                            "only _summary=count (or false) is supported",
+                        ))
+                    }
+                },
+                "_sort" => {
+                    let (name, desc) = match v.strip_prefix('-') {
+                        Some(n) => (n.to_string(), true),
+                        None => (v.clone(), false),
+                    };
+                    if !cap.sorts.contains(&name.as_str()) {
+                        return Err(Error::bad_parameter(
+                            "_sort",
+                            &format!("{} can be sorted by: {}", cap.type_name, sorts(cap)),
+                        ));
+                    }
+                    s.sort = Some((name, desc));
+                }
+                "_format" => {}
+                "_cursor" => s.cursor = Some(v),
+                _ => {
+                    let base = k.split(':').next().unwrap_or_default();
+                    let known = cap.search.iter().any(|p| p.name == base);
+                    let modifier_ok = !k.contains(':') || k.ends_with(":exact");
+                    if known && modifier_ok {
+                        s.params.push((base.to_string(), v));
+                    } else if !lenient {
+                        return Err(Error::bad_parameter(
+                            base,
+                            &format!(
+                                "unknown or unsupported search parameter for {} (send Prefer: handling=lenient to ignore it; supported: {})",
+                                cap.type_name,
+                                cap.search.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Values of parameter `name`.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.params
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The single value of parameter `name` (`400` when repeated).
+    pub fn one<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, Error> {
+        let mut values = self.all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Error::bad_parameter(name, "may be given once"));
+        }
+        Ok(first)
+    }
+
+    /// The page request for the domain's list (`_count` → `limit`, `_cursor` → `cursor`).
+    pub fn page(&self) -> PageParams {
+        PageParams {
+            limit: self.count.filter(|c| *c > 0),
+            cursor: self.cursor.clone(),
+        }
+    }
+
+    /// The query string of this search without paging (for `self` and `next` links).
+    fn query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.params {
+            q.append_pair(k, v);
+        }
+        if let Some(c) = self.count {
+            q.append_pair("_count", &c.to_string());
+        }
+        if let Some((name, desc)) = &self.sort {
+            q.append_pair("_sort", &format!("{}{name}", if *desc { "-" } else { "" }));
+        }
+        if self.summary_count {
+            q.append_pair("_summary", "count");
+        }
+        q.finish()
+    }
+}
+
+fn sorts(cap: &ResourceCapability) -> String {
+    if cap.sorts.is_empty() {
+        "nothing".into()
+    } else {
+        cap.sorts.join(", ")
+    }
+}
+
+/// One found resource: its JSON (with `resourceType`) and id.
+pub struct Match {
+    pub id: String,
+    pub resource: Value,
+}
+
+/// A `searchset` Bundle: `total`, `self` and (when there is more) `next` links, one entry per
+/// match with its `fullUrl`.
+pub fn searchset(
+    base: &str,
+    type_name: &str,
+    search: &Search,
+    total: Option<i64>,
+    matches: Vec<Match>,
+    next_cursor: Option<String>,
+) -> Bundle {
+    let url = format!("{base}/{type_name}");
+    let query = search.query();
+    let link = |relation: &str, url: String| BundleLink {
+        relation: types::String(relation.to_string()),
+        url: types::Uri(url),
+        ..Default::default()
+    };
+    let with = |extra: Option<(&str, &str)>| {
+        let mut q = query.clone();
+        if let Some((k, v)) = extra {
+            let pair = form_urlencoded::Serializer::new(String::new())
+                .append_pair(k, v)
+                .finish();
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.push_str(&pair);
+        }
+        if q.is_empty() {
+            url.clone()
+        } else {
+            format!("{url}?{q}")
+        }
+    };
+    let mut links = vec![link(
+        "self",
+        with(search.cursor.as_deref().map(|c| ("_cursor", c))),
+    )];
+    if let Some(next) = next_cursor.filter(|_| !search.summary_count) {
+        links.push(link("next", with(Some(("_cursor", &next)))));
+    }
+    let entry = if search.summary_count {
+        Vec::new()
+    } else {
+        matches
+            .into_iter()
+            .map(|m| BundleEntry {
+                full_url: Some(types::Uri(format!("{url}/{}", m.id))),
+                resource: Some(m.resource),
+                search: Some(BundleEntrySearch {
+                    mode: Some(fhir_r4::r4::coded::Coded::Known(
+                        codes::SearchEntryMode::Match,
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect()
+    };
+    Bundle {
+        r#type: fhir_r4::r4::coded::Coded::Known(codes::BundleType::Searchset),
+        total: total.map(|t| types::UnsignedInt(u32::try_from(t.max(0)).unwrap_or(u32::MAX))),
+        link: links,
+        entry,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,370 @@
+//! The FHIR wire format around every `/fhir/R4` route: content negotiation (`Accept`, `_format`:
+//! JSON only, `406` otherwise; request bodies `application/fhir+json` or `application/json`,
+//! `415` otherwise), every error as an `OperationOutcome` (instead of the problem+json of the
+//! JSON routes) carrying the request id, and resource responses with `ETag` and
+//! `Last-Modified` from `meta`. PHI responses keep the global `Cache-Control: no-store`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use fhir_r4::r4::resources::operation_outcome::{OperationOutcome, OperationOutcomeIssue};
+use fhir_r4::r4::resources::Resource;
+use fhir_r4::r4::{codes, types};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, FieldError, Problem};
+use crate::middleware::RequestId;
+
+/// The FHIR JSON media type.
+pub const FHIR_JSON: &str = "application/fhir+json";
+const FHIR_JSON_UTF8: &str = "application/fhir+json; charset=utf-8";
+
+/// Media types (without parameters) whose responses we can serve: FHIR JSON and plain JSON.
+fn acceptable(media: &str) -> bool {
+    matches!(
+        media,
+        FHIR_JSON | "application/json" | "application/json+fhir" | "application/*" | "*/*"
+    )
+}
+
+/// `_format` values we serve (FHIR R4 §3.1.0.1.8).
+fn format_served(value: &str) -> bool {
+    matches!(value, "json" | "application/json" | FHIR_JSON)
+}
+
+/// The FHIR client's `Accept` and `_format` allow a JSON answer.
+fn negotiates_json(headers: &HeaderMap, query: Option<&str>) -> bool {
+    let format = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "_format")
+        .map(|(_, v)| v.into_owned());
+    if let Some(format) = format {
+        return format_served(format.split(';').next().unwrap_or_default().trim());
+    }
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    accept
+        .split(',')
+        .map(|part| part.split(';').next().unwrap_or_default().trim())
+        .any(|media| media.is_empty() || acceptable(media))
+}
+
+/// Layer of the FHIR router: refuse formats we do not serve, and turn every error response
+/// into an `OperationOutcome` (with the request id set by [`crate::middleware::observe`]).
+pub async fn fhir_wire(req: Request, next: Next) -> Response {
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    if !negotiates_json(req.headers(), req.uri().query()) {
+        return outcome(
+            StatusCode::NOT_ACCEPTABLE,
+            "only JSON is served: Accept application/fhir+json (or _format=json)",
+            &[],
+            request_id.as_deref(),
+        );
+    }
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let problem = resp
+        .extensions_mut()
+        .remove::<Problem>()
+        .unwrap_or_else(|| Problem::from_status(status));
+    let detail = problem
+        .detail
+        .clone()
+        .unwrap_or_else(|| problem.title.clone());
+    let mut fresh = outcome(status, &detail, &problem.errors, request_id.as_deref());
+    // keep headers set by inner layers (Retry-After, RateLimit-*, Allow, WWW-Authenticate)
+    for (name, value) in resp.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    fresh
+}
+
+/// The FHIR issue type of an HTTP error status.
+fn issue_code(status: StatusCode) -> codes::IssueType {
+    use codes::IssueType as T;
+    match status.as_u16() {
+        400 | 422 => T::Invalid,
+        401 => T::Login,
+        403 => T::Forbidden,
+        404 => T::NotFound,
+        405 | 406 | 415 => T::NotSupported,
+        408 => T::Timeout,
+        409 | 412 => T::Conflict,
+        410 => T::Deleted,
+        413 => T::TooLong,
+        429 => T::Throttled,
+        503 => T::Transient,
+        _ => T::Exception,
+    }
+}
+
+/// One issue per field error (or one for the whole error), severity `error` (`fatal` for a
+/// server error). Diagnostics never carry input values (they come from [`Problem`], which never
+/// echoes them); each names the request id for support.
+pub fn outcome(
+    status: StatusCode,
+    detail: &str,
+    fields: &[FieldError],
+    request_id: Option<&str>,
+) -> Response {
+    match operation_outcome(status, detail, fields, request_id) {
+        Some(o) => fhir_json(status, &Resource::OperationOutcome(Box::new(o))),
+        None => status.into_response(),
+    }
+}
+
+/// The `OperationOutcome` of an error ([`outcome`]).
+fn operation_outcome(
+    status: StatusCode,
+    detail: &str,
+    fields: &[FieldError],
+    request_id: Option<&str>,
+) -> Option<OperationOutcome> {
+    let severity = if status.is_server_error() {
+        codes::IssueSeverity::Fatal
+    } else {
+        codes::IssueSeverity::Error
+    };
+    let issue = |diagnostics: String, expression: Option<&str>| OperationOutcomeIssue {
+        severity: fhir_r4::r4::coded::Coded::Known(severity.clone()),
+        code: fhir_r4::r4::coded::Coded::Known(issue_code(status)),
+        diagnostics: Some(types::String(diagnostics)),
+        expression: expression
+            .map(|e| types::String(e.to_string()))
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let suffix = request_id
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default();
+    let mut issues: Vec<OperationOutcomeIssue> = fields
+        .iter()
+        .map(|f| {
+            issue(
+                format!("{}: {}{suffix}", f.field, f.message),
+                Some(&f.field),
+            )
+        })
+        .collect();
+    if issues.is_empty() {
+        issues.push(issue(format!("{detail}{suffix}"), None));
+    }
+    let issues = vec1::Vec1::try_from_vec(issues).ok()?;
+    OperationOutcome::builder().issue(issues).build().ok()
+}
+
+/// A FHIR JSON response (`application/fhir+json; charset=utf-8`).
+pub fn fhir_json(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(FHIR_JSON_UTF8),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => Error::internal(anyhow::Error::new(e)).into_response(),
+    }
+}
+
+/// The version of a resource: `meta.versionId` is the row's `updated_at` in microseconds since
+/// the epoch (every change moves it), `meta.lastUpdated` the same instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version(pub DateTime<Utc>);
+
+impl Version {
+    pub fn id(&self) -> String {
+        self.0.timestamp_micros().to_string()
+    }
+
+    pub fn meta(&self) -> types::Meta {
+        types::Meta {
+            version_id: Some(types::Id(self.id())),
+            last_updated: Some(types::Instant(
+                self.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// The weak ETag of this version (`W/"<versionId>"`).
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.id())
+    }
+
+    /// Whether an `If-Match` value names this version (`W/"v"`, `"v"` or `*`).
+    pub fn matches(&self, if_match: &str) -> bool {
+        if_match
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == self.id())
+    }
+}
+
+/// A resource response with `ETag` and `Last-Modified` (and `Location` on create).
+pub fn resource(
+    status: StatusCode,
+    body: &impl Serialize,
+    version: Version,
+    location: Option<String>,
+) -> Response {
+    let mut resp = fhir_json(status, body);
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&version.etag()) {
+        headers.insert(header::ETAG, v);
+    }
+    let modified = version.0.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+/// A FHIR resource in a request body: `Content-Type` `application/fhir+json` or
+/// `application/json` (`415` otherwise), parsed with the FHIR model (`400` naming the problem,
+/// never echoing the value).
+pub struct FhirBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FhirBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let media = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_string());
+        match media.as_deref() {
+            Some(FHIR_JSON | "application/json" | "application/json+fhir") => {}
+            _ => return Err(Error::UnsupportedMediaType),
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| Error::bad_parameter("body", "the body could not be read"))?;
+        serde_json::from_slice(&bytes).map(FhirBody).map_err(|e| {
+            // serde's messages name the element and the expected type, never the value
+            let what = match e.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    "the body is not valid JSON".to_string()
+                }
+                _ => format!(
+                    "the body is not a valid resource of this type (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            };
+            Error::bad_parameter("body", &what)
+        })
+    }
+}
+
+/// `Prefer: handling=lenient` (FHIR R4 §3.1.1.5.8): unknown search parameters are ignored
+/// instead of refused.
+pub fn lenient(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"))
+}
+
+/// The absolute base of the FHIR endpoint as the client reached it (`Host`, and `https` when
+/// the server terminates TLS or a proxy says so), for `fullUrl` and Bundle links.
+pub fn base_url(headers: &HeaderMap, tls: bool) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or("localhost");
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let scheme = if tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}{}", super::BASE)
+}
+
+/// Methods whose request carries a resource body.
+pub fn has_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        let mut h = HeaderMap::new();
+        assert!(negotiates_json(&h, None));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/fhir+xml"),
+        );
+        assert!(!negotiates_json(&h, None));
+        assert!(negotiates_json(&h, Some("_format=json")));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/fhir+json; fhirVersion=4.0, */*;q=0.1"),
+        );
+        assert!(negotiates_json(&h, None));
+        assert!(!negotiates_json(&h, Some("_format=xml")));
+    }
+
+    #[test]
+    fn versions_and_if_match() {
+        let v = Version(DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time"));
+        assert_eq!(v.id(), "1700000000123456");
+        assert!(v.matches("W/\"1700000000123456\""));
+        assert!(v.matches("\"1700000000123456\""));
+        assert!(v.matches("*"));
+        assert!(!v.matches("W/\"1\""));
+        assert_eq!(
+            v.meta().last_updated.map(|i| i.0).as_deref(),
+            Some("2023-11-14T22:13:20.123456Z")
+        );
+    }
+
+    #[test]
+    fn outcomes_name_fields_and_the_request_id() {
+        let o = operation_outcome(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            &[FieldError::new("birthDate", "must be in the past")],
+            Some("req-1"),
+        )
+        .expect("outcome");
+        let json = serde_json::to_value(Resource::OperationOutcome(Box::new(o))).expect("json");
+        assert_eq!(json["resourceType"], "OperationOutcome");
+        assert_eq!(json["issue"][0]["code"], "invalid");
+        assert_eq!(json["issue"][0]["severity"], "error");
+        assert_eq!(json["issue"][0]["expression"][0], "birthDate");
+        assert!(json["issue"][0]["diagnostics"]
+            .as_str()
+            .is_some_and(|d| d.contains("req-1")));
+    }
+}
