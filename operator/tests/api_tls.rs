@@ -22,7 +22,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use caduceus_operator::compliance::self_report::{SelfReport, SelfReportClient, SelfReportError};
@@ -32,78 +32,8 @@ use caduceus_operator::desired::api_tls;
 use caduceus_operator::desired::certs::{self, TlsMaterial};
 use caduceus_operator::desired::{build_children, ExistingSecrets, SecretGenerator};
 use caduceus_operator::validate::validate;
-use support::api_process::{api_binary, db_setup, free_port, serve_command};
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// `url` with database `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let root = base[start..].find('/').map_or(base, |i| &base[..start + i]);
-    if query.is_empty() {
-        format!("{root}/{db}")
-    } else {
-        format!("{root}/{db}?{query}")
-    }
-}
-
-fn psql(sql: &str) -> Output {
-    Command::new("psql")
-        .arg(admin_url())
-        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs")
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// A database with the API's schema and runtime role, and API keys; dropped at the end.
-struct Database {
-    name: String,
-    app_url: String,
-    keys: tempfile::TempDir,
-}
-
-impl Database {
-    fn create() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("caduceus_api_tls_{}_{nanos}", std::process::id());
-        let out = psql(&format!("CREATE DATABASE \"{name}\""));
-        assert!(out.status.success(), "create database: {}", text(&out));
-        let keys = tempfile::tempdir().unwrap();
-        let out = Command::new(api_binary())
-            .args(["keys", "generate", "--out"])
-            .arg(keys.path())
-            .env_clear()
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "keys generate: {}", text(&out));
-        let app_url = db_setup(&with_database(&admin_url(), &name));
-        Self {
-            name,
-            app_url,
-            keys,
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        ));
-    }
-}
+use support::api_process::{free_port, serve_command};
+use support::database::Database;
 
 /// The serving certificate and key as the Deployment mounts them (mode 0440).
 struct Mounted {
@@ -184,7 +114,7 @@ async fn the_api_serves_https_and_the_operator_trusts_only_the_issued_ca() {
     let localhost = ["localhost".to_string()];
     let tls = certs::issue(api_tls::SERVICE, "demo", &localhost, now).unwrap();
     let other = certs::issue(api_tls::SERVICE, "other", &localhost, now).unwrap();
-    let db = Database::create();
+    let db = Database::create("caduceus_api_tls");
     let files = mount(&tls, 0o440);
     let mut api = Api::start(&db, &files);
 
@@ -301,7 +231,7 @@ async fn the_api_serves_https_and_the_operator_trusts_only_the_issued_ca() {
 async fn a_key_other_accounts_may_read_keeps_the_api_from_starting() {
     let now = k8s_openapi::jiff::Timestamp::now();
     let tls = certs::issue(api_tls::SERVICE, "demo", &["localhost".to_string()], now).unwrap();
-    let db = Database::create();
+    let db = Database::create("caduceus_api_tls");
     let files = mount(&tls, 0o644);
     let mut api = Api::start(&db, &files);
     let start = Instant::now();
