@@ -227,3 +227,152 @@ pub fn searchset(
         ..Default::default()
     }
 }
+
+/// A FHIR date comparison (`date=ge2026-01-01`, `date=lt2026-01-01T10:00:00Z`): the prefix
+/// (`eq` when absent) and the instant it compares with. A date without a time means the start
+/// of that day (UTC) and, for `eq`, the whole day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateParam {
+    pub prefix: DatePrefix,
+    /// Start of the value's range.
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// End (exclusive) of the value's range: the next day for a date, the instant itself for a
+    /// date-time.
+    pub end: chrono::DateTime<chrono::Utc>,
+}
+
+/// The prefixes of a date search (FHIR R4 §3.1.1.4.6) we serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatePrefix {
+    Eq,
+    Ge,
+    Le,
+    Gt,
+    Lt,
+}
+
+impl DateParam {
+    /// Parse one value of date parameter `name`; `400` naming it otherwise.
+    pub fn parse(name: &str, value: &str) -> Result<Self, Error> {
+        let (prefix, rest) = match value.get(..2) {
+            Some("eq") => (DatePrefix::Eq, &value[2..]),
+            Some("ge") => (DatePrefix::Ge, &value[2..]),
+            Some("le") => (DatePrefix::Le, &value[2..]),
+            Some("gt") => (DatePrefix::Gt, &value[2..]),
+            Some("lt") => (DatePrefix::Lt, &value[2..]),
+            _ => (DatePrefix::Eq, value),
+        };
+        let bad = || {
+            Error::bad_parameter(
+                name,
+                "must be [eq|ge|le|gt|lt]YYYY-MM-DD or an RFC 3339 date-time",
+            )
+        };
+        if let Ok(day) = chrono::NaiveDate::parse_from_str(rest, "%Y-%m-%d") {
+            let start = day.and_hms_opt(0, 0, 0).ok_or_else(bad)?.and_utc();
+            return Ok(Self {
+                prefix,
+                start,
+                end: start + chrono::Duration::days(1),
+            });
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(rest)
+            .map_err(|_| bad())?
+            .with_timezone(&chrono::Utc);
+        Ok(Self {
+            prefix,
+            start: at,
+            end: at,
+        })
+    }
+
+    /// The matching instants as (inclusive lower bound, exclusive upper bound); `None` is
+    /// unbounded. Push them as `col >= lower AND col < upper`.
+    pub fn bounds(
+        &self,
+    ) -> (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        match self.prefix {
+            DatePrefix::Eq if self.start == self.end => (
+                Some(self.start),
+                Some(self.start + chrono::Duration::microseconds(1)),
+            ),
+            DatePrefix::Eq => (Some(self.start), Some(self.end)),
+            DatePrefix::Ge => (Some(self.start), None),
+            DatePrefix::Gt if self.start == self.end => {
+                (Some(self.start + chrono::Duration::microseconds(1)), None)
+            }
+            DatePrefix::Gt => (Some(self.end), None),
+            DatePrefix::Le if self.start == self.end => {
+                (None, Some(self.start + chrono::Duration::microseconds(1)))
+            }
+            DatePrefix::Le => (None, Some(self.end)),
+            DatePrefix::Lt => (None, Some(self.start)),
+        }
+    }
+}
+
+/// The id of a reference parameter (`patient=Patient/<id>`, `patient=<id>`, or an absolute URL
+/// ending in `<type>/<id>`), which must be a `type` reference; `400` naming `name` otherwise.
+pub fn reference_id(name: &str, value: &str, type_name: &str) -> Result<uuid::Uuid, Error> {
+    let tail = match value.rsplit_once('/') {
+        Some((head, id)) => {
+            if !(head == type_name || head.ends_with(&format!("/{type_name}"))) {
+                return Err(Error::bad_parameter(
+                    name,
+                    &format!("must reference a {type_name}"),
+                ));
+            }
+            id
+        }
+        None => value,
+    };
+    tail.parse()
+        .map_err(|_| Error::bad_parameter(name, &format!("must be a {type_name} id")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn date_prefixes() {
+        let day = |d| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 1, d, 0, 0, 0)
+                .single()
+                .expect("day")
+        };
+        let p = DateParam::parse("date", "2026-01-02").expect("eq");
+        assert_eq!(p.bounds(), (Some(day(2)), Some(day(3))));
+        let p = DateParam::parse("date", "ge2026-01-02").expect("ge");
+        assert_eq!(p.bounds(), (Some(day(2)), None));
+        let p = DateParam::parse("date", "gt2026-01-02").expect("gt");
+        assert_eq!(p.bounds(), (Some(day(3)), None));
+        let p = DateParam::parse("date", "le2026-01-02").expect("le");
+        assert_eq!(p.bounds(), (None, Some(day(3))));
+        let p = DateParam::parse("date", "lt2026-01-02").expect("lt");
+        assert_eq!(p.bounds(), (None, Some(day(2))));
+        let p = DateParam::parse("date", "lt2026-01-02T00:00:00Z").expect("instant");
+        assert_eq!(p.bounds(), (None, Some(day(2))));
+        assert!(DateParam::parse("date", "sa2026-01-02").is_err());
+        assert!(DateParam::parse("date", "2026-13-02").is_err());
+    }
+
+    #[test]
+    fn references() {
+        let id = uuid::Uuid::new_v4();
+        for v in [
+            id.to_string(),
+            format!("Patient/{id}"),
+            format!("https://h/fhir/R4/Patient/{id}"),
+        ] {
+            assert_eq!(reference_id("patient", &v, "Patient").expect("ref"), id);
+        }
+        assert!(reference_id("patient", &format!("Practitioner/{id}"), "Patient").is_err());
+        assert!(reference_id("patient", "Patient/x", "Patient").is_err());
+    }
+}
