@@ -5,7 +5,7 @@ mod common;
 
 use caduceus_api::rbac::Role;
 use caduceus_api::testing::TestApp;
-use common::{assert_problem, audit_count, create_patient, patient_body};
+use common::{assert_problem, audit_count, behind_the_apis_back, create_patient, patient_body};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -147,44 +147,25 @@ async fn chain_verification_detects_edits(pool: PgPool) {
     }
 
     // a superuser edits a row behind the API's back
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET actor_role = 'physician' WHERE id = 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    behind_the_apis_back(
+        &app.pool,
+        &["UPDATE audit_events SET actor_role = 'physician' WHERE id = 2"],
+    )
+    .await;
     let r = app.get("/api/v1/audit-events/verify", &admin.token).await;
     assert_eq!(r.json["valid"], false, "{}", r.text);
     assert_eq!(r.json["first_invalid_id"], 2);
     assert_eq!(r.json["checked"], 2);
 
     // deleting a row (after restoring) is detected as well
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET actor_role = 'admin' WHERE id = 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_events WHERE id = 3")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    behind_the_apis_back(
+        &app.pool,
+        &[
+            "UPDATE audit_events SET actor_role = 'admin' WHERE id = 2",
+            "DELETE FROM audit_events WHERE id = 3",
+        ],
+    )
+    .await;
     let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
         .await
         .unwrap();
@@ -631,20 +612,11 @@ async fn retention_purges_only_expired_prefix(pool: PgPool) {
     assert!(err.to_string().contains("append-only"), "{err}");
 
     // age the first two rows past six years (superuser, behind the API's back)
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET occurred_at = now() - interval '7 years' WHERE id <= 2")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    behind_the_apis_back(
+        &app.pool,
+        &["UPDATE audit_events SET occurred_at = now() - interval '7 years' WHERE id <= 2"],
+    )
+    .await;
     // a configured retention below six years is raised to the floor; rows 1-2 go
     assert_eq!(
         caduceus_api::audit::purge_expired(&app.pool, 30)
@@ -669,20 +641,7 @@ async fn retention_purges_only_expired_prefix(pool: PgPool) {
         .is_err());
 
     // deleting the oldest remaining row is still detected
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_events WHERE id = 3")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    behind_the_apis_back(&app.pool, &["DELETE FROM audit_events WHERE id = 3"]).await;
     let v = caduceus_api::audit::verify_chain(&app.pool, app.state.keys.audit_key())
         .await
         .unwrap();
@@ -829,15 +788,11 @@ async fn a_writer_started_after_a_full_purge_continues_from_the_anchor(pool: PgP
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    for sql in [
-        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete",
-        "UPDATE audit_events SET occurred_at = now() - interval '7 years'",
-        "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete",
-    ] {
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    behind_the_apis_back(
+        &app.pool,
+        &["UPDATE audit_events SET occurred_at = now() - interval '7 years'"],
+    )
+    .await;
     let purged = caduceus_api::audit::purge_expired(&app.pool, 2190)
         .await
         .unwrap();
@@ -1076,15 +1031,7 @@ async fn a_purge_anchor_past_the_rows_is_refused(pool: PgPool) {
     assert_eq!(r.json["valid"], false, "{}", r.text);
 
     // an anchor no row follows (the owner deleted every row, retention or not) is not proof
-    let mut tx = app.pool.begin().await.unwrap();
-    for sql in [
-        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete",
-        "DELETE FROM audit_events",
-        "ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete",
-    ] {
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    behind_the_apis_back(&app.pool, &["DELETE FROM audit_events"]).await;
     let v = caduceus_api::audit::verify_chain(&app.pool, key)
         .await
         .unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use caduceus_api::rbac::Role;
 use caduceus_api::testing::{test_config, TestApp, TEST_PASSWORD};
-use common::{assert_problem, audit_count};
+use common::{assert_problem, audit_count, revoked_reason};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -17,7 +17,7 @@ async fn login_refresh_logout(pool: PgPool) {
     assert_eq!(r.json["token_type"], "Bearer");
     assert_eq!(r.json["expires_in"], 900);
     let access = r.json["access_token"].as_str().unwrap().to_string();
-    let refresh = r.json["refresh_token"].as_str().unwrap().to_string();
+    let refresh_token = r.json["refresh_token"].as_str().unwrap().to_string();
     let me = app.get("/api/v1/me", &access).await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.json["role"], "nurse");
@@ -25,24 +25,17 @@ async fn login_refresh_logout(pool: PgPool) {
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM refresh_tokens WHERE token_hash = convert_to($1, 'UTF8')",
     )
-    .bind(&refresh)
+    .bind(&refresh_token)
     .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(stored, 0, "refresh tokens are stored hashed only");
 
     // refresh rotates
-    let r2 = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r2 = refresh(&app, &refresh_token).await;
     assert_eq!(r2.status, 200, "{}", r2.text);
     let refresh2 = r2.json["refresh_token"].as_str().unwrap().to_string();
-    assert_ne!(refresh, refresh2);
+    assert_ne!(refresh_token, refresh2);
     let access2 = r2.json["access_token"].as_str().unwrap().to_string();
 
     // logout revokes at once, access token included
@@ -57,14 +50,7 @@ async fn login_refresh_logout(pool: PgPool) {
     assert_eq!(out.status, 204, "{}", out.text);
     assert_problem(&app.get("/api/v1/me", &access2).await, 401);
     assert_problem(&app.get("/api/v1/me", &access).await, 401);
-    let r3 = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh2})),
-        )
-        .await;
+    let r3 = refresh(&app, &refresh2).await;
     assert_problem(&r3, 401);
     assert_eq!(audit_count(&app, "auth.login", None).await, 1);
     assert_eq!(audit_count(&app, "auth.refresh", None).await, 1);
@@ -87,47 +73,22 @@ async fn refresh_reuse_revokes_the_family(pool: PgPool) {
     let doc = app.user(Role::Physician).await;
     let r = app.login(&doc.email, TEST_PASSWORD).await;
     let first = r.json["refresh_token"].as_str().unwrap().to_string();
-    let r = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": first})),
-        )
-        .await;
+    let r = refresh(&app, &first).await;
     assert_eq!(r.status, 200);
     let second = r.json["refresh_token"].as_str().unwrap().to_string();
     let access = r.json["access_token"].as_str().unwrap().to_string();
     // replaying the rotated token (stolen) revokes the whole session
-    let replay = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": first})),
-        )
-        .await;
+    let replay = refresh(&app, &first).await;
     assert_problem(&replay, 401);
     assert!(replay.json["detail"].as_str().unwrap().contains("reuse"));
-    let legit = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": second})),
-        )
-        .await;
+    let legit = refresh(&app, &second).await;
     assert_problem(&legit, 401);
     assert_problem(&app.get("/api/v1/me", &access).await, 401);
     assert_eq!(audit_count(&app, "auth.refresh_reuse", None).await, 1);
-    let reason: Option<String> = sqlx::query_scalar(
-        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
-    )
-    .bind(doc.id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason.as_deref(), Some("refresh_reuse"));
+    assert_eq!(
+        revoked_reason(&app, doc.id).await.as_deref(),
+        Some("refresh_reuse")
+    );
 }
 
 #[sqlx::test]
@@ -135,7 +96,7 @@ async fn idle_session_cannot_refresh(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let doc = app.user(Role::Physician).await;
     let r = app.login(&doc.email, TEST_PASSWORD).await;
-    let refresh = r.json["refresh_token"].as_str().unwrap().to_string();
+    let refresh_token = r.json["refresh_token"].as_str().unwrap().to_string();
     let access = r.json["access_token"].as_str().unwrap().to_string();
     // the session has been idle longer than the 15 minute timeout
     sqlx::query(
@@ -145,34 +106,20 @@ async fn idle_session_cannot_refresh(pool: PgPool) {
     .execute(&app.pool)
     .await
     .unwrap();
-    let r = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r = refresh(&app, &refresh_token).await;
     assert_problem(&r, 401);
     assert!(r.json["detail"].as_str().unwrap().contains("inactivity"));
     assert_problem(&app.get("/api/v1/me", &access).await, 401);
 
     // activity within the timeout keeps the session alive
     let r = app.login(&doc.email, TEST_PASSWORD).await;
-    let refresh = r.json["refresh_token"].as_str().unwrap().to_string();
+    let refresh_token = r.json["refresh_token"].as_str().unwrap().to_string();
     sqlx::query("UPDATE sessions SET last_seen_at = now() - interval '14 minutes' WHERE user_id = $1 AND revoked_at IS NULL")
         .bind(doc.id)
         .execute(&app.pool)
         .await
         .unwrap();
-    let r = app
-        .call(
-            axum::http::Method::POST,
-            "/api/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r = refresh(&app, &refresh_token).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
@@ -789,14 +736,10 @@ async fn sessions_end_at_the_maximum_age(pool: PgPool) {
         r.text
     );
     assert_problem(&app.get("/api/v1/me", &access).await, 401);
-    let reason: Option<String> = sqlx::query_scalar(
-        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
-    )
-    .bind(doc.id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason.as_deref(), Some("max_age"));
+    assert_eq!(
+        revoked_reason(&app, doc.id).await.as_deref(),
+        Some("max_age")
+    );
     // the access check ends an old session by itself too
     sqlx::query("UPDATE sessions SET created_at = now() - interval '2 hours' WHERE id = $1")
         .bind(doc.session_id)

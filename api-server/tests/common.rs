@@ -66,3 +66,30 @@ pub async fn audit_count(app: &TestApp, action: &str, patient: Option<&str>) -> 
     .await
     .expect("count")
 }
+
+/// Why the revoked session of `user` was revoked (`revoked_reason`); the user must have exactly
+/// one revoked session.
+pub async fn revoked_reason(app: &TestApp, user: uuid::Uuid) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
+    )
+    .bind(user)
+    .fetch_one(&app.pool)
+    .await
+    .expect("one revoked session")
+}
+
+/// Runs `statements` in one transaction with the audit trail's append-only trigger disabled: a
+/// superuser editing the trail behind the API's back.
+pub async fn behind_the_apis_back(pool: &sqlx::PgPool, statements: &[&str]) {
+    let mut tx = pool.begin().await.expect("begin");
+    let disable = ["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete"];
+    let enable = ["ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete"];
+    for sql in disable.iter().chain(statements).chain(&enable) {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    tx.commit().await.expect("commit");
+}

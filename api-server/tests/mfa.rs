@@ -9,7 +9,7 @@ use caduceus_api::auth::mfa::{code_at, STEP_SECS};
 use caduceus_api::config::MfaPolicy;
 use caduceus_api::rbac::Role;
 use caduceus_api::testing::{test_config, TestApp, TestResponse, TestUser, TEST_PASSWORD};
-use common::{assert_problem, audit_count};
+use common::{assert_problem, audit_count, revoked_reason};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -48,32 +48,40 @@ async fn login_mfa(app: &TestApp, token: &str, code: &str) -> TestResponse {
     .await
 }
 
-/// Enrol `user` and confirm with the code of `step - 1`; the secret and the recovery codes.
-async fn enrol(app: &TestApp, user: &TestUser, step: u64) -> (Vec<u8>, Vec<String>) {
-    let r = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/enroll",
-            Some(&user.token),
-            Some(json!({"password": TEST_PASSWORD})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let secret = decode_base32(r.json["secret"].as_str().unwrap());
-    let c = app
-        .post(
-            "/api/v1/auth/mfa/confirm",
-            &user.token,
-            json!({"code": code(&secret, step - 1)}),
-        )
-        .await;
-    assert_eq!(c.status, 200, "{}", c.text);
-    let codes = c.json["recovery_codes"]
+/// `POST /auth/mfa/enroll` with the session `token` and the test password.
+async fn start_enrol(app: &TestApp, token: &str) -> TestResponse {
+    app.call(
+        Method::POST,
+        "/api/v1/auth/mfa/enroll",
+        Some(token),
+        Some(json!({"password": TEST_PASSWORD})),
+    )
+    .await
+}
+
+/// `POST /auth/mfa/confirm` with the session `token` and `code`.
+async fn confirm(app: &TestApp, token: &str, code: &str) -> TestResponse {
+    app.post("/api/v1/auth/mfa/confirm", token, json!({ "code": code }))
+        .await
+}
+
+/// The recovery codes of a successful confirmation.
+fn recovery_codes(confirmed: &TestResponse) -> Vec<String> {
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text);
+    confirmed.json["recovery_codes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+        .collect()
+}
+
+/// Enrol `user` and confirm with the code of `step - 1`; the secret and the recovery codes.
+async fn enrol(app: &TestApp, user: &TestUser, step: u64) -> (Vec<u8>, Vec<String>) {
+    let r = start_enrol(app, &user.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let secret = decode_base32(r.json["secret"].as_str().unwrap());
+    let codes = recovery_codes(&confirm(app, &user.token, &code(&secret, step - 1)).await);
     (secret, codes)
 }
 
@@ -93,14 +101,7 @@ async fn enrol_confirm_and_log_in_with_a_second_step(pool: PgPool) {
     let step = fresh_step().await;
 
     // enrolment: otpauth URI with issuer Caduceus and the e-mail as account
-    let r = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/enroll",
-            Some(&nurse.token),
-            Some(json!({"password": TEST_PASSWORD})),
-        )
-        .await;
+    let r = start_enrol(&app, &nurse.token).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let b32 = r.json["secret"].as_str().unwrap().to_string();
     let uri = r.json["otpauth_uri"].as_str().unwrap();
@@ -139,41 +140,16 @@ async fn enrol_confirm_and_log_in_with_a_second_step(pool: PgPool) {
         "{:06}",
         (code(&secret, step).parse::<u32>().unwrap() + 1) % 1_000_000
     );
-    let bad = app
-        .post(
-            "/api/v1/auth/mfa/confirm",
-            &nurse.token,
-            json!({"code": wrong}),
-        )
-        .await;
+    let bad = confirm(&app, &nurse.token, &wrong).await;
     assert_problem(&bad, 422);
     assert_eq!(audit_count(&app, "auth.mfa_failed", None).await, 1);
     // a code that is not six digits is a validation error naming the field
-    let bad = app
-        .post(
-            "/api/v1/auth/mfa/confirm",
-            &nurse.token,
-            json!({"code": "12345"}),
-        )
-        .await;
+    let bad = confirm(&app, &nurse.token, "12345").await;
     assert_problem(&bad, 422);
     assert_eq!(bad.json["errors"][0]["field"], "code");
 
     // confirmation with the previous step's code (±1 step): 10 recovery codes, stored hashed
-    let c = app
-        .post(
-            "/api/v1/auth/mfa/confirm",
-            &nurse.token,
-            json!({"code": code(&secret, step - 1)}),
-        )
-        .await;
-    assert_eq!(c.status, 200, "{}", c.text);
-    let codes: Vec<String> = c.json["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let codes = recovery_codes(&confirm(&app, &nurse.token, &code(&secret, step - 1)).await);
     assert_eq!(codes.len(), 10);
     let stored: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT code_hash FROM mfa_recovery_codes WHERE user_id = $1")
@@ -186,14 +162,7 @@ async fn enrol_confirm_and_log_in_with_a_second_step(pool: PgPool) {
         assert!(!stored.iter().any(|h| h == c.as_bytes()));
     }
     // enrolling again while active is refused
-    let again = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/enroll",
-            Some(&nurse.token),
-            Some(json!({"password": TEST_PASSWORD})),
-        )
-        .await;
+    let again = start_enrol(&app, &nurse.token).await;
     assert_problem(&again, 409);
 
     // login now answers a challenge, which is not an access token
@@ -348,23 +317,10 @@ async fn a_role_that_must_use_mfa_gets_an_enrolment_only_session(pool: PgPool) {
     // what it may do: /me, enrol, confirm
     assert_eq!(app.get("/api/v1/me", &access).await.status, 200);
     let step = fresh_step().await;
-    let e = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/enroll",
-            Some(&access),
-            Some(json!({"password": TEST_PASSWORD})),
-        )
-        .await;
+    let e = start_enrol(&app, &access).await;
     assert_eq!(e.status, 200, "{}", e.text);
     let secret = decode_base32(e.json["secret"].as_str().unwrap());
-    let c = app
-        .post(
-            "/api/v1/auth/mfa/confirm",
-            &access,
-            json!({"code": code(&secret, step)}),
-        )
-        .await;
+    let c = confirm(&app, &access, &code(&secret, step)).await;
     assert_eq!(c.status, 200, "{}", c.text);
     // confirmed: the same session is a full one
     assert_eq!(app.get("/api/v1/patients", &access).await.status, 200);
@@ -485,14 +441,7 @@ async fn disabled_policy_refuses_enrolment_and_keeps_asking_enrolled_accounts(po
     config.jwt_key = app.state.config.jwt_key.clone();
     let off = TestApp::with_config(pool2, config).await;
     let other = off.user(Role::Receptionist).await;
-    let r = off
-        .call(
-            Method::POST,
-            "/api/v1/auth/mfa/enroll",
-            Some(&other.token),
-            Some(json!({"password": TEST_PASSWORD})),
-        )
-        .await;
+    let r = start_enrol(&off, &other.token).await;
     assert_problem(&r, 409);
     // an account that uses MFA is still asked for it (no downgrade by configuration)
     challenge(&off.login(&nurse.email, TEST_PASSWORD).await);
@@ -579,12 +528,8 @@ async fn enrolment_needs_the_password_and_confirming_ends_the_other_sessions(poo
     assert_eq!(app.get("/api/v1/me", &doc.token).await.status, 200);
     let ended = app.get("/api/v1/me", &other_token).await;
     assert_problem(&ended, 401);
-    let reason: String = sqlx::query_scalar(
-        "SELECT revoked_reason FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL",
-    )
-    .bind(doc.id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason, "mfa_enabled");
+    assert_eq!(
+        revoked_reason(&app, doc.id).await.as_deref(),
+        Some("mfa_enabled")
+    );
 }
