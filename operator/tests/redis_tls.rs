@@ -24,7 +24,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caduceus_operator::compliance::self_report::CacheReport;
@@ -33,34 +33,9 @@ use caduceus_operator::desired::certs::{self, TlsMaterial};
 use caduceus_operator::desired::{build_children, redis_tls, ExistingSecrets, SecretGenerator};
 use caduceus_operator::validate::validate;
 use support::api_process::{
-    db_setup, free_port, generate_keys, output_text, serve_command, wait_for_self_report,
-    write_file,
+    free_port, output_text, serve_command, wait_for_self_report, write_file,
 };
-
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// `url` with database `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let root = base[start..].find('/').map_or(base, |i| &base[..start + i]);
-    if query.is_empty() {
-        format!("{root}/{db}")
-    } else {
-        format!("{root}/{db}?{query}")
-    }
-}
-
-fn psql(sql: &str) -> Output {
-    Command::new("psql")
-        .arg(admin_url())
-        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs")
-}
+use support::database::Database;
 
 /// The embedded Redis as the operator builds it (container command, credentials Secret),
 /// issued a certificate for `localhost` from the cache's CA; stopped on drop.
@@ -181,45 +156,6 @@ impl Drop for Redis {
     }
 }
 
-/// A database with the API's schema and runtime role, dropped at the end.
-struct Database {
-    name: String,
-    app_url: String,
-    keys: tempfile::TempDir,
-}
-
-impl Database {
-    fn create() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("caduceus_redis_tls_{}_{nanos}", std::process::id());
-        let out = psql(&format!("CREATE DATABASE \"{name}\""));
-        assert!(
-            out.status.success(),
-            "create database: {}",
-            output_text(&out)
-        );
-        let keys = generate_keys();
-        let app_url = db_setup(&with_database(&admin_url(), &name));
-        Self {
-            name,
-            app_url,
-            keys,
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        ));
-    }
-}
-
 /// `caduceus-api serve` with `REDIS_URL=redis_url` and `CADUCEUS_REDIS_CA_FILE=ca`: the `cache`
 /// part of its self-report once it serves it, or `Err(stderr)` when it exits.
 async fn cache_report(
@@ -270,7 +206,7 @@ async fn the_api_reaches_redis_only_over_verified_tls() {
         output_text(&plain)
     );
 
-    let db = Database::create();
+    let db = Database::create("caduceus_redis_tls");
     let reachable = CacheReport {
         configured: true,
         reachable: true,

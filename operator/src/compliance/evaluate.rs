@@ -415,10 +415,17 @@ fn database_tls(i: &Inputs<'_>) -> Check {
 /// What is wrong with the embedded database's certificate Secret, if anything (nothing to say
 /// offline, where the values are placeholders).
 fn certificate_problem(i: &Inputs<'_>) -> Option<String> {
-    use crate::desired::postgres_tls::{expiry, CA_CERT_KEY, SERVER_CERT_KEY};
     let Some(secret) = &i.children.postgres_tls else {
         return Some("the embedded database has no TLS Secret".into());
     };
+    tls_secret_problem(secret, "database", i.now)
+}
+
+/// What is wrong with an operator-issued TLS Secret (`ca.crt`, `tls.crt`) of the `server`
+/// (`database`, `API`) at `now`, if anything (nothing to say offline, where the values are
+/// placeholders).
+fn tls_secret_problem(secret: &Secret, server: &str, now: Timestamp) -> Option<String> {
+    use crate::desired::certs::{expiry, CA_CERT_KEY, SERVER_CERT_KEY};
     if is_placeholder(secret) {
         return None;
     }
@@ -428,12 +435,11 @@ fn certificate_problem(i: &Inputs<'_>) -> Option<String> {
             .unwrap_or_default()
     };
     match expiry(&text(CA_CERT_KEY), &text(SERVER_CERT_KEY)) {
-        None => Some(
-            "the database TLS Secret holds no valid CA and server certificate (issuing failed)"
-                .into(),
-        ),
-        Some((not_after, _)) if not_after <= i.now => Some(format!(
-            "the database server certificate expired at {not_after}"
+        None => Some(format!(
+            "the {server} TLS Secret holds no valid CA and server certificate (issuing failed)"
+        )),
+        Some((not_after, _)) if not_after <= now => Some(format!(
+            "the {server} server certificate expired at {not_after}"
         )),
         Some(_) => None,
     }

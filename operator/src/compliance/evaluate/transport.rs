@@ -7,9 +7,8 @@
 
 use caduceus_contract::settings;
 
-use super::{api_container, api_setting, fail, is_placeholder, pass, secret_value, self_report};
+use super::{api_container, api_setting, fail, pass, self_report, tls_secret_problem};
 use super::{Check, Inputs};
-use crate::desired::certs::{expiry, CA_CERT_KEY, SERVER_CERT_KEY};
 
 pub(super) fn api_tls(i: &Inputs<'_>) -> Check {
     if let Ok(r) = self_report(i) {
@@ -39,36 +38,12 @@ pub(super) fn api_tls(i: &Inputs<'_>) -> Check {
     if plain_probe {
         return fail("an API probe uses plain HTTP");
     }
-    match certificate_problem(i) {
+    match tls_secret_problem(&i.children.api_tls, "API", i.now) {
         Some(problem) => fail(problem),
         None => pass(format!(
             "the API serves HTTPS on its ports with the certificate of {}",
             i.platform.names.api_internal_tls()
         )),
-    }
-}
-
-/// What is wrong with the API's certificate Secret, if anything (nothing to say offline, where
-/// the values are placeholders).
-fn certificate_problem(i: &Inputs<'_>) -> Option<String> {
-    let secret = &i.children.api_tls;
-    if is_placeholder(secret) {
-        return None;
-    }
-    let text = |key: &str| {
-        secret_value(secret, key)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    match expiry(&text(CA_CERT_KEY), &text(SERVER_CERT_KEY)) {
-        None => Some(
-            "the API's TLS Secret holds no valid CA and serving certificate (issuing failed)"
-                .into(),
-        ),
-        Some((not_after, _)) if not_after <= i.now => Some(format!(
-            "the API's serving certificate expired at {not_after}"
-        )),
-        Some(_) => None,
     }
 }
 
