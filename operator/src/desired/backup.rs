@@ -350,10 +350,10 @@ mod tests {
     use crate::crd::{PvcDestination, S3Destination};
     use crate::desired::agent::BACKUP_BINARY;
     use crate::desired::security::container_violations;
-    use crate::desired::test_support::platform;
+    use crate::desired::test_support::{env_of, platform};
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
-    use k8s_openapi::api::core::v1::{EnvVar, PodSpec};
+    use k8s_openapi::api::core::v1::PodSpec;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -378,10 +378,6 @@ mod tests {
             .template
             .spec
             .expect("pod spec")
-    }
-
-    fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
-        c.env.as_ref()?.iter().find(|e| e.name == name)
     }
 
     #[test]

@@ -243,11 +243,17 @@ pub(crate) fn bytes(s: &str) -> ByteString {
 #[cfg(test)]
 pub(crate) mod test_support {
     use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{Container, EnvVar};
     use k8s_openapi::api::networking::v1::NetworkPolicyPort;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use crate::crd::{HealthcarePlatform, HealthcarePlatformSpec};
     use crate::validate::{validate, ValidatedPlatform};
+
+    /// The env var `name` of container `c`.
+    pub fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        c.env.as_ref()?.iter().find(|e| e.name == name)
+    }
 
     /// The port numbers of a NetworkPolicy rule (`-1` for a named port).
     pub fn ports(rule_ports: &Option<Vec<NetworkPolicyPort>>) -> Vec<i32> {

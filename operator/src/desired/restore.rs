@@ -319,11 +319,10 @@ mod tests {
     };
     use crate::desired::agent::{image, BACKUP_BINARY, BACKUP_UID};
     use crate::desired::security::container_violations;
-    use crate::desired::test_support::{platform, ports};
+    use crate::desired::test_support::{env_of, platform, ports};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EnvVar,
-        PodStatus,
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
     };
 
     fn s3() -> S3Destination {
@@ -370,10 +369,6 @@ mod tests {
             .template
             .spec
             .expect("pod spec")
-    }
-
-    fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
-        c.env.as_ref()?.iter().find(|e| e.name == name)
     }
 
     #[test]
