@@ -339,11 +339,13 @@ impl Config {
             .map(|v| v.trim().to_string())
         {
             None => settings::DEFAULT_FHIR_MRN_SYSTEM.to_string(),
-            Some(v) if is_absolute_uri(&v) => v,
-            Some(_) => return Err(ConfigError(format!(
+            Some(v) if settings::is_absolute_uri(&v) => v,
+            Some(_) => {
+                return Err(ConfigError(format!(
                 "{} must be an absolute URI (e.g. urn:oid:1.2.3 or https://hospital.example/mrn)",
                 settings::FHIR_MRN_SYSTEM
-            ))),
+            )))
+            }
         };
         let (mfa, mfa_required_roles) = mfa(env)?;
         let log_level = env
@@ -419,19 +421,6 @@ pub fn trusted_proxies(env: &dyn Env) -> Result<Vec<ipnet::IpNet>, ConfigError> 
                 })
         })
         .collect()
-}
-
-/// An absolute URI as FHIR identifier systems need: a scheme (`urn`, `https`, ...), a colon,
-/// something after it, no whitespace or control characters.
-fn is_absolute_uri(v: &str) -> bool {
-    let Some((scheme, rest)) = v.split_once(':') else {
-        return false;
-    };
-    let mut chars = scheme.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-        && !rest.is_empty()
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]

@@ -96,10 +96,25 @@ pub const CORS_ALLOWED_ORIGINS: &str = "CADUCEUS_CORS_ALLOWED_ORIGINS";
 /// `true` enables patient self-registration.
 pub const SELF_REGISTRATION: &str = "CADUCEUS_SELF_REGISTRATION";
 /// The identifier system (an absolute URI) of the platform's MRNs on the FHIR interface
-/// (`Patient.identifier.system`, the `identifier` search): `spec.api.fhir.mrnSystem`.
+/// (`Patient.identifier.system`, the `identifier` search): `spec.apiServer.fhir.mrnSystem`.
+/// Checked with [`is_absolute_uri`] on both sides.
 pub const FHIR_MRN_SYSTEM: &str = "CADUCEUS_FHIR_MRN_SYSTEM";
 /// [`FHIR_MRN_SYSTEM`] when unset: a URN of this product (set the hospital's own system).
 pub const DEFAULT_FHIR_MRN_SYSTEM: &str = "urn:caduceus:mrn";
+
+/// An absolute URI as [`FHIR_MRN_SYSTEM`] needs it (RFC 3986 §4.3, loosely): a scheme (a letter,
+/// then letters, digits, `+`, `.`, `-`), `:`, something, and no whitespace or control
+/// characters (`urn:oid:1.2.3`, `https://hospital.example/mrn`).
+pub fn is_absolute_uri(v: &str) -> bool {
+    let Some((scheme, rest)) = v.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        && !rest.is_empty()
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+}
 /// Multi-factor authentication (TOTP) policy of the API (`spec.security.mfa`): `required` (the
 /// roles of [`MFA_REQUIRED_ROLES`] must use MFA: without it their login opens a session that may
 /// only enrol), `optional` (any account may enrol) or `disabled` (no new enrolment; accounts that
@@ -197,6 +212,30 @@ pub const ALL: [&str; 27] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absolute_uris() {
+        for ok in [
+            DEFAULT_FHIR_MRN_SYSTEM,
+            "urn:oid:1.2.3",
+            "https://h.example/mrn",
+            "x+y.z-1:a",
+        ] {
+            assert!(is_absolute_uri(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "mrn",
+            ":x",
+            "1a:b",
+            "urn:",
+            "https://h/a b",
+            "ur n:x",
+            "urn:a\tb",
+        ] {
+            assert!(!is_absolute_uri(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn defaults_lie_within_their_bounds_and_names_are_unique() {

@@ -160,6 +160,9 @@ pub struct ApiServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub env: Vec<EnvVar>,
+    /// The FHIR R4 interface at `/fhir/R4`.
+    #[serde(default)]
+    pub fhir: FhirSpec,
 }
 
 impl Default for ApiServerSpec {
@@ -175,8 +178,37 @@ impl Default for ApiServerSpec {
             tolerations: Vec::new(),
             affinity: None,
             env: Vec::new(),
+            fhir: FhirSpec::default(),
         }
     }
+}
+
+/// Settings of the API's FHIR R4 interface.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FhirSpec {
+    /// `CADUCEUS_FHIR_MRN_SYSTEM`: the identifier system (an absolute URI, e.g.
+    /// `urn:oid:2.16.840.1.113883.3.1234` or `https://hospital.example/fhir/mrn`) of the
+    /// hospital's MRNs: `Patient.identifier.system` on `/fhir/R4`, and the system an
+    /// `identifier` search must name.
+    #[serde(default = "default_fhir_mrn_system")]
+    #[schemars(
+        length(min = 3, max = 2048),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s]+$")
+    )]
+    pub mrn_system: String,
+}
+
+impl Default for FhirSpec {
+    fn default() -> Self {
+        Self {
+            mrn_system: default_fhir_mrn_system(),
+        }
+    }
+}
+
+fn default_fhir_mrn_system() -> String {
+    settings::DEFAULT_FHIR_MRN_SYSTEM.to_string()
 }
 
 fn default_api_replicas() -> i32 {

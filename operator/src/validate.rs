@@ -26,9 +26,9 @@ pub const RESERVED_ENV: [&str; 4] = [
     settings::PHI_KEYS_FILE,
 ];
 
-/// API settings the operator sets from `spec.security`; `apiServer.env` may not set them (an
-/// env entry would silently win over the ConfigMap).
-pub const SPEC_ENV: [(&str, &str); 4] = [
+/// API settings the operator sets from the spec; `apiServer.env` may not set them (an env entry
+/// would silently win over the ConfigMap).
+pub const SPEC_ENV: [(&str, &str); 5] = [
     (
         settings::MAX_SESSION_HOURS.name,
         "spec.security.maxSessionHours",
@@ -42,6 +42,7 @@ pub const SPEC_ENV: [(&str, &str); 4] = [
         "spec.security.careTeamAccessDays",
     ),
     (settings::TRUSTED_PROXIES, "spec.security.trustedProxies"),
+    (settings::FHIR_MRN_SYSTEM, "spec.apiServer.fhir.mrnSystem"),
 ];
 
 /// Least `spec.security.patientRetentionDays` (6 years), as the API requires.
@@ -343,6 +344,12 @@ fn check_spec(c: &mut Checker, spec: &HealthcarePlatformSpec) {
         c.fail(
             "spec.apiServer.logLevel",
             "must be a tracing filter such as `info` or `caduceus_api=debug,info`",
+        );
+    }
+    if !settings::is_absolute_uri(&api.fhir.mrn_system) {
+        c.fail(
+            "spec.apiServer.fhir.mrnSystem",
+            "must be an absolute URI (scheme:rest without spaces), e.g. urn:oid:2.16.840.1.113883.3.1234 or https://hospital.example/fhir/mrn",
         );
     }
     for (i, env) in api.env.iter().enumerate() {
@@ -1112,6 +1119,34 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(fields(err), ["spec.cache.imageRepository"]);
+    }
+
+    #[test]
+    fn the_fhir_mrn_system_is_an_absolute_uri() {
+        let mut spec = HealthcarePlatformSpec::default();
+        assert_eq!(
+            spec.api_server.fhir.mrn_system,
+            settings::DEFAULT_FHIR_MRN_SYSTEM
+        );
+        spec.api_server.fhir.mrn_system = "https://hospital.example/fhir/mrn".into();
+        assert!(validate(&platform(spec.clone()), "default").is_ok());
+        for bad in ["hospital mrn", "mrn", "https://h.example/a b", ""] {
+            spec.api_server.fhir.mrn_system = bad.into();
+            let err = validate(&platform(spec.clone()), "default").unwrap_err();
+            let text = err.to_string();
+            assert_eq!(fields(err), ["spec.apiServer.fhir.mrnSystem"], "{bad:?}");
+            assert!(text.contains("must be an absolute URI"), "{text}");
+        }
+        let mut spec = HealthcarePlatformSpec::default();
+        spec.api_server.env.push(EnvVar {
+            name: settings::FHIR_MRN_SYSTEM.into(),
+            value: Some("urn:x".into()),
+            ..Default::default()
+        });
+        let err = validate(&platform(spec), "default").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("is set by the operator from spec.apiServer.fhir.mrnSystem"));
     }
 
     #[test]

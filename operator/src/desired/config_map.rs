@@ -70,6 +70,10 @@ pub fn build(p: &ValidatedPlatform) -> ConfigMap {
                 .join(","),
         ),
         (settings::LOG_LEVEL, p.spec.api_server.log_level.clone()),
+        (
+            settings::FHIR_MRN_SYSTEM,
+            p.spec.api_server.fhir.mrn_system.clone(),
+        ),
     ]);
     ConfigMap {
         metadata: child_meta(p, p.names.api_config(), Component::ApiServer),
@@ -138,6 +142,24 @@ mod tests {
         let d = cm.data.unwrap();
         assert_eq!(d["CADUCEUS_PATIENT_RETENTION_DAYS"], "2555");
         assert_eq!(d["CADUCEUS_TRUSTED_PROXIES"], "10.42.0.0/16,192.168.0.10");
+    }
+
+    #[test]
+    fn the_fhir_mrn_system_reaches_the_api() {
+        let d = build(&platform(|_| {})).data.unwrap();
+        assert_eq!(
+            d["CADUCEUS_FHIR_MRN_SYSTEM"],
+            settings::DEFAULT_FHIR_MRN_SYSTEM
+        );
+        let d = build(&platform(|s| {
+            s.api_server.fhir.mrn_system = "urn:oid:2.16.840.1.113883.3.1234".into()
+        }))
+        .data
+        .unwrap();
+        assert_eq!(
+            d["CADUCEUS_FHIR_MRN_SYSTEM"],
+            "urn:oid:2.16.840.1.113883.3.1234"
+        );
     }
 
     #[test]
