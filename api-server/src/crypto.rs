@@ -6,9 +6,13 @@
 //!   under an older key still decrypt until `caduceus-api rotate-keys` re-encrypts them.
 //! * The AAD is `caduceus-phi/v1|<table>|<row id>|<column>` ([`Aad`]): a ciphertext copied to
 //!   another row or column fails authentication.
-//! * Blind indexes are `HMAC-SHA256(blind_index_key, domain || 0x00 || normalised value)`.
-//! * The audit chain key ([`AuditKey`]) is derived from the blind-index key with HKDF-SHA256
-//!   under its own label: the key ring file stays as it is, and the database never holds it.
+//! * Blind indexes are `HMAC-SHA256(blind-index key, domain || 0x00 || normalised value)`, under
+//!   the blind-index keys of the ring by id (`crypto/blind_index.rs`): new indexes use the active
+//!   one, lookups match any key of the ring until `caduceus-api rotate-blind-index` has
+//!   recomputed every row.
+//! * The audit chain key ([`AuditKey`]) is derived from the ring's fixed `audit_key` (a one-key
+//!   ring's `blind_index_key`) with HKDF-SHA256 under its own label: changing the active
+//!   blind-index key never changes it, and the database never holds it.
 //! * The list cursor key ([`CursorKey`], `crypto/cursor_key.rs`) is derived the same way under
 //!   another label.
 
@@ -26,7 +30,9 @@ use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+mod blind_index;
 mod cursor_key;
+pub use blind_index::{BlindIndexKeys, BlindIndexes, BIDX_LOCK_CLASS};
 pub use cursor_key::{CursorKey, CURSOR_TAG_LEN};
 
 const FORMAT_V1: u8 = 1;
@@ -51,6 +57,9 @@ pub enum KeyError {
     KeyBytes(String),
     #[error("PHI key ring: active_key_id {0:?} is not in keys")]
     ActiveMissing(String),
+    /// The blind-index keys' form or active id (the contract's message).
+    #[error("PHI key ring: {0}")]
+    BlindIndex(String),
     #[error("JWT key file: {0}")]
     Jwt(String),
 }
@@ -90,25 +99,29 @@ impl Aad<'_> {
     }
 }
 
-/// The PHI key ring: data keys by id, the active key id, and the blind-index key.
+/// The PHI key ring: data keys by id, the active key id, the blind-index keys, and the keys
+/// derived from the fixed audit key.
 #[derive(Clone)]
 pub struct KeyRing {
     active_key_id: String,
     keys: BTreeMap<String, LessSafeKey>,
-    blind_index_key: Zeroizing<Vec<u8>>,
+    blind: BlindIndexKeys,
     audit_key: AuditKey,
+    cursor_key: CursorKey,
 }
 
 /// HKDF salt and info of the audit chain key (RFC 5869; domain separation from the blind
-/// indexes, which use the same input key).
+/// indexes, which may use the same input key).
 const AUDIT_KEY_SALT: &[u8] = b"caduceus-audit-chain";
 const AUDIT_KEY_INFO: &[u8] = b"caduceus-audit-chain/v1 hmac-sha256";
 
 /// The key of the audit hash chain: row hash = `HMAC-SHA256(key, prev_hash || canonical row)`
-/// (hash scheme 1, migration 0130). Derived as `HKDF-SHA256(ikm = blind_index_key, salt =
-/// "caduceus-audit-chain", info = "caduceus-audit-chain/v1 hmac-sha256", L = 32)`. The
-/// blind-index key is never rotated in place, so neither is this key; the database (and its
-/// owner) never sees it. Holds the keyed HMAC state only; `Debug` shows nothing.
+/// (hash scheme 1, migration 0130). Derived as `HKDF-SHA256(ikm = audit key, salt =
+/// "caduceus-audit-chain", info = "caduceus-audit-chain/v1 hmac-sha256", L = 32)`, where the
+/// audit key is the ring's `audit_key` (a one-key ring's `blind_index_key`, which a converted
+/// ring keeps as its `audit_key`): rotating the blind-index keys leaves it unchanged, and the
+/// database (and its owner) never sees it. Holds the keyed HMAC state only; `Debug` shows
+/// nothing.
 #[derive(Clone)]
 pub struct AuditKey {
     mac: Hmac<Sha256>,
@@ -137,9 +150,9 @@ fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<Vec<u8>> {
 }
 
 impl AuditKey {
-    /// The audit key derived from a blind-index key.
-    pub fn derive(blind_index_key: &[u8]) -> Self {
-        let key = hkdf_sha256_32(AUDIT_KEY_SALT, blind_index_key, AUDIT_KEY_INFO);
+    /// The audit chain key derived from a ring's audit key.
+    pub fn derive(audit_key: &[u8]) -> Self {
+        let key = hkdf_sha256_32(AUDIT_KEY_SALT, audit_key, AUDIT_KEY_INFO);
         #[allow(clippy::expect_used)]
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
             .expect("HMAC-SHA256 accepts any key length");
@@ -168,6 +181,8 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("active_key_id", &self.active_key_id)
             .field("key_ids", &self.key_ids())
+            .field("active_blind_index_key_id", &self.blind.active_id())
+            .field("blind_index_key_ids", &self.blind.ids())
             .finish_non_exhaustive()
     }
 }
@@ -193,6 +208,9 @@ impl KeyRing {
             KeyFileError::KeyId(id) => KeyError::KeyId(id),
             KeyFileError::KeyBytes(what) => KeyError::KeyBytes(what),
             KeyFileError::ActiveMissing(id) => KeyError::ActiveMissing(id),
+            other @ (KeyFileError::BlindIndexForm | KeyFileError::ActiveBlindIndexMissing(_)) => {
+                KeyError::BlindIndex(other.to_string())
+            }
         })?;
         let mut keys = BTreeMap::new();
         for (id, b64) in &file.keys {
@@ -201,15 +219,30 @@ impl KeyRing {
             let cipher = UnboundKey::new(&AES_256_GCM, raw.as_ref()).map_err(|_| bad())?;
             keys.insert(id.clone(), LessSafeKey::new(cipher));
         }
-        let blind_index_key = key_files::decode_key(&file.blind_index_key)
-            .map(|k| Zeroizing::new(k.to_vec()))
-            .ok_or_else(|| KeyError::KeyBytes("blind_index_key".into()))?;
-        let audit_key = AuditKey::derive(&blind_index_key);
+        let (blind, audit_key, cursor_key) = file
+            .blind_index(|b| {
+                // `check` has decoded every one of these keys
+                let decode = |b64: &str| key_files::decode_key(b64).unwrap_or_default();
+                let raw: Vec<(&str, Zeroizing<[u8; key_files::KEY_LEN]>)> =
+                    b.keys.iter().map(|(id, k)| (*id, decode(k))).collect();
+                let audit = decode(b.audit_key);
+                (
+                    BlindIndexKeys::new(
+                        b.active_id,
+                        raw.iter().map(|(id, k)| (*id, k.as_slice())),
+                        audit.as_slice(),
+                    ),
+                    AuditKey::derive(audit.as_slice()),
+                    CursorKey::derive(audit.as_slice()),
+                )
+            })
+            .map_err(|e| KeyError::BlindIndex(e.to_string()))?;
         Ok(Self {
             active_key_id: file.active_key_id.clone(),
             keys,
-            blind_index_key,
+            blind,
             audit_key,
+            cursor_key,
         })
     }
 
@@ -231,14 +264,24 @@ impl KeyRing {
         self.keys.keys().cloned().collect()
     }
 
-    /// The audit chain key derived from this ring's blind-index key.
+    /// The audit chain key derived from this ring's audit key.
     pub fn audit_key(&self) -> &AuditKey {
         &self.audit_key
     }
 
-    /// The list cursor key derived from this ring's blind-index key.
+    /// The list cursor key derived from this ring's audit key.
     pub fn cursor_key(&self) -> CursorKey {
-        CursorKey::derive(&self.blind_index_key)
+        self.cursor_key.clone()
+    }
+
+    /// The blind-index keys (by id, the active one, the write locks).
+    pub fn blind_index_keys(&self) -> &BlindIndexKeys {
+        &self.blind
+    }
+
+    /// The id of the blind-index key new indexes are made with.
+    pub fn active_blind_index_key_id(&self) -> &str {
+        self.blind.active_id()
     }
 
     /// Encrypt under the active key, bound to `aad`.
@@ -316,30 +359,45 @@ impl KeyRing {
         String::from_utf8(self.decrypt(aad, blob)?).map_err(|_| CryptoError::Malformed)
     }
 
-    /// Keyed blind index of an already normalised value within a domain.
+    /// Keyed blind index (under the active blind-index key) of an already normalised value
+    /// within a domain.
     pub fn blind_index(&self, domain: &str, normalised: &str) -> Vec<u8> {
-        // HMAC accepts keys of any length; the key is checked to be 32 bytes at load.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.blind_index_key)
-            .expect("HMAC-SHA256 accepts any key length");
-        mac.update(domain.as_bytes());
-        mac.update(&[0]);
-        mac.update(normalised.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        self.blind.index(domain, normalised)
+    }
+
+    /// The blind indexes of an already normalised value under every key of the ring (lookups,
+    /// duplicate checks), the active one first.
+    pub fn blind_indexes(&self, domain: &str, normalised: &str) -> BlindIndexes {
+        self.blind.indexes(domain, normalised)
     }
 
     /// Blind index of an MRN: trimmed, upper-cased, spaces and hyphens removed.
     pub fn mrn_index(&self, mrn: &str) -> Vec<u8> {
-        self.blind_index("mrn", &normalise_mrn(mrn))
+        self.mrn_indexes(mrn).active
+    }
+
+    /// [`Self::mrn_index`] under every key of the ring.
+    pub fn mrn_indexes(&self, mrn: &str) -> BlindIndexes {
+        self.blind_indexes("mrn", &normalise_mrn(mrn))
     }
 
     /// Blind index of family name + birth date: name trimmed, lower-cased, inner whitespace collapsed.
     pub fn name_dob_index(&self, family_name: &str, birth_date: chrono::NaiveDate) -> Vec<u8> {
+        self.name_dob_indexes(family_name, birth_date).active
+    }
+
+    /// [`Self::name_dob_index`] under every key of the ring.
+    pub fn name_dob_indexes(
+        &self,
+        family_name: &str,
+        birth_date: chrono::NaiveDate,
+    ) -> BlindIndexes {
         let name = family_name
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase();
-        self.blind_index("family_name+birth_date", &format!("{name}|{birth_date}"))
+        self.blind_indexes("family_name+birth_date", &format!("{name}|{birth_date}"))
     }
 }
 
@@ -366,12 +424,11 @@ pub fn generate_key_ring_json() -> String {
         chrono::Utc::now().format("%Y%m%d"),
         hex::encode(suffix)
     );
-    let ring = PhiKeyRingFile {
-        version: key_files::VERSION,
-        active_key_id: id.clone(),
-        keys: BTreeMap::from([(id, random_b64(32))]),
-        blind_index_key: random_b64(32),
-    };
+    let ring = PhiKeyRingFile::single(
+        id.clone(),
+        BTreeMap::from([(id, random_b64(32))]),
+        random_b64(32),
+    );
     // Serialising a struct of strings cannot fail.
     let json = Zeroizing::new(serde_json::to_string(&ring).unwrap_or_default());
     format!("{}\n", json.as_str())
@@ -430,173 +487,4 @@ pub fn write_key_files(dir: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ring(active: &str, keys: &[(&str, [u8; 32])]) -> KeyRing {
-        let keys: BTreeMap<_, _> = keys
-            .iter()
-            .map(|(id, k)| (id.to_string(), B64.encode(k)))
-            .collect();
-        let json = serde_json::json!({"version":1,"active_key_id":active,"keys":keys,"blind_index_key":B64.encode([9u8;32])});
-        KeyRing::from_json(&json.to_string()).unwrap()
-    }
-
-    /// RFC 5869 test case 1: the first 32 bytes of its OKM are T(1).
-    #[test]
-    fn hkdf_matches_rfc_5869() {
-        let okm = hkdf_sha256_32(
-            &hex::decode("000102030405060708090a0b0c").unwrap(),
-            &[0x0b; 22],
-            &hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap(),
-        );
-        assert_eq!(
-            hex::encode(&*okm),
-            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
-        );
-    }
-
-    #[test]
-    fn the_audit_key_is_keyed_and_apart_from_the_blind_index() {
-        let a = ring("k-1", &[("k-1", [1u8; 32])]);
-        let other = AuditKey::derive(&[8u8; 32]);
-        let h = a.audit_key().chain_hash(b"prev", b"row");
-        assert_eq!(h.len(), 32);
-        assert!(a.audit_key().verify(b"prev", b"row", &h));
-        assert!(!a.audit_key().verify(b"prev", b"row2", &h));
-        assert!(
-            !other.verify(b"prev", b"row", &h),
-            "another key gives another hash"
-        );
-        assert_ne!(h, a.blind_index("prev", "row"));
-        assert_eq!(format!("{:?}", a.audit_key()), "AuditKey(..)");
-    }
-
-    fn aad(row: Uuid, column: &str) -> Aad<'_> {
-        Aad {
-            table: "patients",
-            row,
-            column,
-        }
-    }
-
-    #[test]
-    fn round_trip_and_key_id() {
-        let r = ring("k-a", &[("k-a", [1; 32])]);
-        let row = Uuid::new_v4();
-        let ct = r.encrypt_str(aad(row, "given_name"), "Alice");
-        assert_eq!(KeyRing::key_id_of(&ct).unwrap(), "k-a");
-        assert!(!ct.windows(5).any(|w| w == b"Alice"));
-        assert_eq!(r.decrypt_str(aad(row, "given_name"), &ct).unwrap(), "Alice");
-    }
-
-    /// A value encrypted by the RustCrypto `aes-gcm` implementation this module used before
-    /// (recorded then) still decrypts: the stored format and the cipher are unchanged.
-    #[test]
-    fn ciphertexts_written_before_still_decrypt() {
-        let r = ring("k-a", &[("k-a", [1; 32])]);
-        let row = Uuid::parse_str("01890a5d-ac96-774b-bcce-b302099a8057").unwrap();
-        let ct = B64
-            .decode("AQNrLWEbQtuAEECWlPQ7zsq/a/IkhfZwvF4SUDh6K3jI1x72v8mKLG7y2ONcq1MukA==")
-            .unwrap();
-        assert_eq!(
-            r.decrypt_str(aad(row, "given_name"), &ct).unwrap(),
-            "Alice Ångström"
-        );
-        assert_eq!(
-            r.decrypt(aad(row, "family_name"), &ct),
-            Err(CryptoError::Authentication)
-        );
-    }
-
-    #[test]
-    fn wrong_aad_fails() {
-        let r = ring("k-a", &[("k-a", [1; 32])]);
-        let row = Uuid::new_v4();
-        let ct = r.encrypt_str(aad(row, "given_name"), "Alice");
-        assert_eq!(
-            r.decrypt(aad(row, "family_name"), &ct),
-            Err(CryptoError::Authentication)
-        );
-        assert_eq!(
-            r.decrypt(aad(Uuid::new_v4(), "given_name"), &ct),
-            Err(CryptoError::Authentication)
-        );
-    }
-
-    #[test]
-    fn old_key_still_decrypts_after_rotation() {
-        let old = ring("k-old", &[("k-old", [1; 32])]);
-        let row = Uuid::new_v4();
-        let ct = old.encrypt_str(aad(row, "mrn"), "MRN-1");
-        let rotated = ring("k-new", &[("k-old", [1; 32]), ("k-new", [2; 32])]);
-        assert_eq!(rotated.decrypt_str(aad(row, "mrn"), &ct).unwrap(), "MRN-1");
-        let ct2 = rotated.encrypt_str(aad(row, "mrn"), "MRN-1");
-        assert_eq!(KeyRing::key_id_of(&ct2).unwrap(), "k-new");
-        // a ring without the old key cannot read it
-        let only_new = ring("k-new", &[("k-new", [2; 32])]);
-        assert_eq!(
-            only_new.decrypt(aad(row, "mrn"), &ct),
-            Err(CryptoError::UnknownKey("k-old".into()))
-        );
-    }
-
-    #[test]
-    fn tamper_detected() {
-        let r = ring("k-a", &[("k-a", [1; 32])]);
-        let row = Uuid::new_v4();
-        let mut ct = r.encrypt_str(aad(row, "phone"), "555-0100");
-        let last = ct.len() - 1;
-        ct[last] ^= 1;
-        assert_eq!(
-            r.decrypt(aad(row, "phone"), &ct),
-            Err(CryptoError::Authentication)
-        );
-        assert_eq!(
-            r.decrypt(aad(row, "phone"), &ct[..10]),
-            Err(CryptoError::Malformed)
-        );
-    }
-
-    #[test]
-    fn blind_indexes_normalise_and_are_keyed() {
-        let r = ring("k-a", &[("k-a", [1; 32])]);
-        assert_eq!(r.mrn_index(" mrn-0001 "), r.mrn_index("MRN0001"));
-        assert_ne!(r.mrn_index("MRN0001"), r.mrn_index("MRN0002"));
-        let d = chrono::NaiveDate::from_ymd_opt(1980, 1, 2).unwrap();
-        assert_eq!(
-            r.name_dob_index("  Van  Helsing", d),
-            r.name_dob_index("van helsing", d)
-        );
-        assert_ne!(
-            r.name_dob_index("Smith", d),
-            r.name_dob_index("Smith", d.succ_opt().unwrap())
-        );
-        assert_ne!(r.blind_index("mrn", "X"), r.blind_index("other", "X"));
-    }
-
-    #[test]
-    fn key_ring_validation() {
-        let good = generate_key_ring_json();
-        assert!(KeyRing::from_json(&good).is_ok());
-        let short = serde_json::json!({"version":1,"active_key_id":"k","keys":{"k":B64.encode([1u8;16])},"blind_index_key":B64.encode([1u8;32])});
-        assert!(matches!(
-            KeyRing::from_json(&short.to_string()),
-            Err(KeyError::KeyBytes(_))
-        ));
-        let missing = serde_json::json!({"version":1,"active_key_id":"k2","keys":{"k":B64.encode([1u8;32])},"blind_index_key":B64.encode([1u8;32])});
-        assert!(matches!(
-            KeyRing::from_json(&missing.to_string()),
-            Err(KeyError::ActiveMissing(_))
-        ));
-        let bad_id = serde_json::json!({"version":1,"active_key_id":"K_1","keys":{"K_1":B64.encode([1u8;32])},"blind_index_key":B64.encode([1u8;32])});
-        assert!(matches!(
-            KeyRing::from_json(&bad_id.to_string()),
-            Err(KeyError::KeyId(_))
-        ));
-        assert!(matches!(KeyRing::from_json("{"), Err(KeyError::Json(_))));
-        assert!(parse_jwt_key(&generate_jwt_key()).is_ok());
-        assert!(parse_jwt_key(&B64.encode([0u8; 16])).is_err());
-        assert!(parse_jwt_key("!!!").is_err());
-    }
-}
+mod tests;

@@ -44,6 +44,15 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
     },
+    /// Recompute every blind index under the active blind-index key (batches; safe to interrupt
+    /// and re-run) and report the rows still under other keys; with --check, only report (exit
+    /// status 1 while any remain).
+    RotateBlindIndex {
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +293,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::RotateBlindIndex { batch_size, check } => {
+            rotate_blind_index(&env, batch_size, check).await
+        }
+    }
+}
+
+/// `rotate-blind-index`: recompute (unless `check`), then say what still uses other keys.
+async fn rotate_blind_index(env: &ProcessEnv, batch_size: i64, check: bool) -> anyhow::Result<()> {
+    let keys = config::phi_keys(env)?;
+    let pool = connect(env).await?;
+    let active = keys.active_blind_index_key_id();
+    let remaining = if check {
+        rotate::blind_index::remaining(&pool, active).await?
+    } else {
+        let report = rotate::rotate_blind_index(&pool, &keys, batch_size, |table, done| {
+            println!("{table}: {done} rows re-indexed under {active}");
+        })
+        .await?;
+        audit_cli(
+            &pool,
+            &keys,
+            audit::AuditEvent::cli(audit::actions::KEYS_ROTATE_BLIND_INDEX, "blind_index_key")
+                .resource(active),
+            "re-indexing done",
+        )
+        .await?;
+        println!(
+            "re-indexing complete: {} rows re-indexed under {active}; {} spent recovery codes \
+             and ended failure counters under other keys deleted",
+            report.total(),
+            report.deleted
+        );
+        report.remaining
+    };
+    for (key, kind, n) in &remaining.rows {
+        println!("still under blind-index key {key}: {kind}: {n}");
+    }
+    if remaining.total() == 0 {
+        println!("no stored blind index uses a key other than {active}: the other blind-index keys may leave the ring");
+        Ok(())
+    } else if check {
+        anyhow::bail!(
+            "{} rows still use blind-index keys {:?}; keep them in the ring",
+            remaining.total(),
+            remaining.key_ids()
+        )
+    } else {
+        println!(
+            "keep blind-index keys {:?} in the ring until none remains (see docs/api.md, \
+             \"Rotating the blind-index key\"), then run with --check",
+            remaining.key_ids()
+        );
+        Ok(())
     }
 }
 

@@ -4,11 +4,16 @@
 //! batch (own transaction, `FOR UPDATE SKIP LOCKED`) decrypts rows whose `phi_key_id` is not the
 //! active key and writes them back under the active key. Interrupted runs simply continue where
 //! they stopped. A new encrypted table is added to [`ENCRYPTED_TABLES`].
+//!
+//! `caduceus-api rotate-blind-index` ([`blind_index`]) does the same for the blind indexes.
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::crypto::{Aad, KeyRing};
+
+pub mod blind_index;
+pub use blind_index::{rotate_blind_index, BlindIndexReport, Remaining};
 
 /// A table with PHI ciphertext columns (AAD = table, row id, column).
 pub struct EncryptedTable {

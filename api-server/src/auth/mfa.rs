@@ -174,10 +174,10 @@ pub async fn accept_code(
     }
     let used = sqlx::query(
         "UPDATE mfa_recovery_codes SET used_at = now() \
-         WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+         WHERE user_id = $1 AND code_hash = ANY($2) AND used_at IS NULL",
     )
     .bind(user)
-    .bind(recovery_hash(keys, user, code))
+    .bind(recovery_hashes(keys, user, code).all())
     .execute(&mut *conn)
     .await?;
     Ok((used.rows_affected() == 1).then_some(Factor::RecoveryCode))
@@ -221,16 +221,23 @@ pub fn new_recovery_codes() -> Vec<String> {
         .collect()
 }
 
-/// What is stored for a recovery code: HMAC-SHA256 under the blind-index key, in a domain of the
-/// account (the same code of two accounts has two hashes), of the code without its dash, lower
-/// case.
+/// What is stored for a recovery code: HMAC-SHA256 under the active blind-index key, in a
+/// domain of the account (the same code of two accounts has two hashes), of the code without its
+/// dash, lower case.
 pub fn recovery_hash(keys: &KeyRing, user: Uuid, code: &str) -> Vec<u8> {
+    recovery_hashes(keys, user, code).active
+}
+
+/// [`recovery_hash`] under every blind-index key of the ring: a code stored before the active
+/// key changed is accepted while its key is in the ring (the codes themselves are never stored,
+/// so `rotate-blind-index` cannot recompute them; it counts them).
+pub fn recovery_hashes(keys: &KeyRing, user: Uuid, code: &str) -> crate::crypto::BlindIndexes {
     let normalised: String = code
         .chars()
         .filter(|c| *c != '-')
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    keys.blind_index(&format!("mfa-recovery:{user}"), &normalised)
+    keys.blind_indexes(&format!("mfa-recovery:{user}"), &normalised)
 }
 
 /// Replace the account's recovery codes with fresh ones; returns them (shown once).
@@ -246,11 +253,12 @@ pub async fn replace_recovery_codes(
     let codes = new_recovery_codes();
     let hashes: Vec<Vec<u8>> = codes.iter().map(|c| recovery_hash(keys, user, c)).collect();
     sqlx::query(
-        "INSERT INTO mfa_recovery_codes (user_id, code_hash) SELECT $1, h FROM unnest($2::bytea[]) AS h \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO mfa_recovery_codes (user_id, code_hash, bidx_key_id) \
+         SELECT $1, h, $3 FROM unnest($2::bytea[]) AS h ON CONFLICT DO NOTHING",
     )
     .bind(user)
     .bind(&hashes)
+    .bind(keys.active_blind_index_key_id())
     .execute(&mut *conn)
     .await?;
     Ok(codes)

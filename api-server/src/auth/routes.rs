@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{idle_expired, password, revoke_session, tokens, too_old, too_old_error, AnySession};
+use crate::crypto::BlindIndexes;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::rbac::Role;
 use crate::request::RequestMeta;
@@ -39,13 +40,45 @@ pub fn login_delay(attempt: i32) -> std::time::Duration {
     std::time::Duration::from_millis(ms.min(DELAY_CAP_MS))
 }
 
-/// Count one login attempt of an e-mail (its blind index) and return its number in the current
-/// window: one statement, so concurrent attempts each get their own number (no read-then-check).
-const COUNT_ATTEMPT_SQL: &str = "INSERT INTO login_attempts AS a (email_bidx, attempts) VALUES ($1, 1) \
+/// Count one login attempt of an e-mail (its blind index under the active key, `$1`, that key's
+/// id `$3`) and return its number in the current window: one statement, so concurrent attempts
+/// each get their own number (no read-then-check). The attempts of the window counted under the
+/// e-mail's index under another blind-index key of the ring (`$4`, during a rotation) add to it.
+const COUNT_ATTEMPT_SQL: &str = "WITH bump AS (\
+     INSERT INTO login_attempts AS a (email_bidx, attempts, bidx_key_id) VALUES ($1, 1, $3) \
      ON CONFLICT (email_bidx) DO UPDATE SET \
        attempts = CASE WHEN a.window_start <= now() - make_interval(mins => $2) THEN 1 ELSE a.attempts + 1 END, \
        window_start = CASE WHEN a.window_start <= now() - make_interval(mins => $2) THEN now() ELSE a.window_start END \
-     RETURNING attempts";
+     RETURNING attempts) \
+     SELECT (bump.attempts + COALESCE((SELECT sum(o.attempts) FROM login_attempts o \
+       WHERE o.email_bidx = ANY($4) AND o.window_start > now() - make_interval(mins => $2)), 0))::int4 \
+     FROM bump";
+
+/// Count one attempt of the e-mail whose blind indexes are `email`; its number in the window.
+pub(crate) async fn count_attempt(
+    conn: &mut sqlx::PgConnection,
+    email: &BlindIndexes,
+) -> Result<i32, Error> {
+    Ok(sqlx::query_scalar(COUNT_ATTEMPT_SQL)
+        .bind(&email.active)
+        .bind(LOCKOUT_WINDOW_MINUTES)
+        .bind(&email.key_id)
+        .bind(&email.others)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Delete the failure counters of the e-mail whose blind indexes are `email` (every key's).
+pub(crate) async fn clear_attempts(
+    conn: &mut sqlx::PgConnection,
+    email: &BlindIndexes,
+) -> Result<(), Error> {
+    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = ANY($1)")
+        .bind(email.all())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Delete the attempt counters whose window has ended (daily, by `serve`): an e-mail that was
 /// only guessed leaves no row behind for long.
@@ -232,19 +265,16 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let invalid = || Error::Unauthorized("invalid email or password".into());
-    let bidx = crate::users::email_index(&state.keys, &body.email);
-    let attempt: i32 = sqlx::query_scalar(COUNT_ATTEMPT_SQL)
-        .bind(&bidx)
-        .bind(LOCKOUT_WINDOW_MINUTES)
-        .fetch_one(&state.pool)
-        .await?;
+    let email = crate::users::email_indexes(&state.keys, &body.email);
+    let attempt = count_attempt(&mut *state.pool.acquire().await?, &email).await?;
     tokio::time::sleep(login_delay(attempt)).await;
-    // e-mails are encrypted: look up by blind index (or a not yet converted plaintext row)
+    // e-mails are encrypted: look up by blind index under any key of the ring (or a not yet
+    // converted plaintext row)
     let user: Option<LoginRow> = sqlx::query_as(
         "SELECT id, password_hash, role, active FROM users \
-         WHERE email_bidx = $1 OR (email IS NOT NULL AND lower(email) = lower($2))",
+         WHERE email_bidx = ANY($1) OR (email IS NOT NULL AND lower(email) = lower($2))",
     )
-    .bind(&bidx)
+    .bind(email.all())
     .bind(body.email.trim())
     .fetch_optional(&state.pool)
     .await?;
@@ -282,7 +312,7 @@ pub async fn login(
     if super::mfa::is_active(&mut conn, user.id).await? {
         // the second step: no session yet, and the failure counter stays (the codes tried
         // next are counted with the passwords)
-        let token = super::mfa::create_challenge(&mut conn, user.id, &bidx).await?;
+        let token = super::mfa::create_challenge(&mut conn, user.id, &email.active).await?;
         drop(conn);
         state
             .audit
@@ -305,7 +335,7 @@ pub async fn login(
             .resource(session)]
     };
     let (_, resp) =
-        open_session(&state, &bidx, user.id, &user.role, enrollment_only, login).await?;
+        open_session(&state, &email, user.id, &user.role, enrollment_only, login).await?;
     Ok(Json(LoginResponse::Tokens(resp)))
 }
 
@@ -314,7 +344,7 @@ pub async fn login(
 /// (`audit(session id)`) written in the same transaction: no session exists without them.
 pub(crate) async fn open_session(
     state: &AppState,
-    email_bidx: &[u8],
+    email: &BlindIndexes,
     user: Uuid,
     role: &str,
     enrollment_only: bool,
@@ -322,10 +352,7 @@ pub(crate) async fn open_session(
 ) -> Result<(Uuid, TokenResponse), Error> {
     let session = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
-    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
-        .bind(email_bidx)
-        .execute(&mut *tx)
-        .await?;
+    clear_attempts(&mut tx, email).await?;
     sqlx::query("INSERT INTO sessions (id, user_id, mfa_enrollment_only) VALUES ($1, $2, $3)")
         .bind(session)
         .bind(user)
@@ -511,7 +538,7 @@ pub async fn register(
     };
     // the account and its audit record commit together (or not at all)
     let mut tx = state.pool.begin().await?;
-    let user = crate::users::insert_hashed(&mut *tx, &state.keys, &account, hash).await?;
+    let user = crate::users::insert_hashed(&mut tx, &state.keys, &account, hash).await?;
     let event = AuditEvent::new(&meta, actions::REGISTER, "user")
         .actor(user.id, Role::Patient.as_str())
         .resource(user.id);

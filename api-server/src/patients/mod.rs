@@ -33,7 +33,9 @@ use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::pagination::{ListScope, Page, PageParams};
 use crate::rbac::{perm, Permission, Role};
 use crate::state::AppState;
-use crate::store::patients::{write_phi, Inserted, PendingPatient, ROW_COLUMNS};
+use crate::store::patients::{
+    mrn_taken_under_other_keys, write_phi, Inserted, PendingPatient, ROW_COLUMNS,
+};
 
 use model::{NewPatient, Patient, PatientPatch, PatientRow};
 
@@ -194,12 +196,15 @@ pub async fn list(
         filter.mrn.is_some() || filter.family_name.is_some() || filter.birth_date.is_some();
     match (&filter.mrn, &filter.family_name, filter.birth_date) {
         (Some(mrn), None, None) => {
-            qb.push(" AND p.mrn_bidx = ")
-                .push_bind(state.keys.mrn_index(mrn));
+            // under every blind-index key of the ring (a rotation may be under way)
+            qb.push(" AND p.mrn_bidx = ANY(")
+                .push_bind(state.keys.mrn_indexes(mrn).all())
+                .push(")");
         }
         (None, Some(name), Some(dob)) => {
-            qb.push(" AND p.name_dob_bidx = ")
-                .push_bind(state.keys.name_dob_index(name, dob));
+            qb.push(" AND p.name_dob_bidx = ANY(")
+                .push_bind(state.keys.name_dob_indexes(name, dob).all())
+                .push(")");
         }
         (None, None, None) => {}
         _ => {
@@ -288,15 +293,17 @@ pub async fn update(
     // optimistic concurrency: the row must be unchanged since it was read; the change and its
     // audit rows commit together (or not at all)
     let mut tx = state.pool.begin().await?;
-    let written = write_phi(
-        id,
-        model::encrypt(&state.keys, id, &phi),
-        row.updated_at,
-        None,
-    )
-    .build_query_scalar()
-    .fetch_optional(&mut *tx)
-    .await;
+    let enc = model::encrypt(&state.keys, id, &phi);
+    if !mrn_taken_under_other_keys(&mut tx, &[(id, &enc)])
+        .await?
+        .is_empty()
+    {
+        return Err(Error::conflict("a patient with this MRN already exists"));
+    }
+    let written = write_phi(id, enc, row.updated_at, None)
+        .build_query_scalar()
+        .fetch_optional(&mut *tx)
+        .await;
     let updated_at: Option<chrono::DateTime<chrono::Utc>> = match written {
         Ok(t) => t,
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("patients_mrn_bidx_key") => {

@@ -376,10 +376,14 @@ pub fn encrypt(keys: &KeyRing, id: Uuid, p: &NewPatient) -> Encrypted {
             )
         });
     }
+    let mrn = keys.mrn_indexes(&p.mrn);
     Encrypted {
         key_id: keys.active_key_id().to_string(),
-        mrn_bidx: keys.mrn_index(&p.mrn),
+        bidx_key_id: mrn.key_id,
+        mrn_bidx: mrn.active,
         name_dob_bidx: keys.name_dob_index(&p.family_name, p.birth_date),
+        mrn_bidx_others: mrn.others,
+        mrn_lock: mrn.lock,
         cols,
     }
 }

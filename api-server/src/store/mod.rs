@@ -5,6 +5,7 @@
 //! roles (`db-setup`, and what `serve` refuses to connect as).
 
 pub mod audit;
+pub mod blind_index;
 pub mod patients;
 pub mod roles;
 pub mod sessions;

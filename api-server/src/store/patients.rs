@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::crypto::AuditKey;
 use crate::rbac::ListScope;
 use crate::store::audit::{append_in, AuditEvent};
+use crate::store::blind_index::{taken_under_other_keys, Candidate, PATIENT_MRN};
 use crate::store::sessions::{SessionCheck, SESSION_COLUMNS};
 
 /// Stored row: ciphertexts + metadata (+ the caller's care-team flag computed in the query).
@@ -42,12 +43,37 @@ pub const ROW_COLUMNS: &str =
     p.phone, p.email, p.address, p.allergies, p.medications, p.conditions, p.emergency_contact, \
     p.created_by, p.created_at, p.updated_at";
 
-/// Encrypted column values, in the order of [`ENC_COLUMNS`].
+/// Encrypted column values, in the order of [`ENC_COLUMNS`], and the blind indexes under the
+/// active blind-index key (`bidx_key_id`).
 pub struct Encrypted {
     pub key_id: String,
+    pub bidx_key_id: String,
     pub mrn_bidx: Vec<u8>,
     pub name_dob_bidx: Vec<u8>,
+    /// The MRN's index under the ring's other blind-index keys (empty with one key): a stored
+    /// row with one of these has the same MRN ([`mrn_taken_under_other_keys`]).
+    pub mrn_bidx_others: Vec<Vec<u8>>,
+    /// The MRN's advisory lock (`crate::crypto::BlindIndexes::lock`).
+    pub mrn_lock: i32,
     pub cols: [Option<Vec<u8>>; 12],
+}
+
+/// The positions of `rows` whose MRN another stored patient has under another blind-index key,
+/// after taking their MRNs' locks ([`crate::store::blind_index`]): run it in the transaction
+/// that then writes the rows, before the write. Nothing happens with one blind-index key.
+pub async fn mrn_taken_under_other_keys(
+    conn: &mut sqlx::PgConnection,
+    rows: &[(Uuid, &Encrypted)],
+) -> Result<Vec<usize>, sqlx::Error> {
+    let candidates: Vec<Candidate<'_>> = rows
+        .iter()
+        .map(|(id, enc)| Candidate {
+            row: *id,
+            others: &enc.mrn_bidx_others,
+            lock: enc.mrn_lock,
+        })
+        .collect();
+    taken_under_other_keys(conn, PATIENT_MRN, &candidates).await
 }
 
 pub const ENC_COLUMNS: [&str; 12] = [
@@ -309,12 +335,13 @@ pub(crate) static PATIENT_INSERT_SQL: std::sync::LazyLock<String> = std::sync::L
         let enc_arrays: String = (0..ENC_COLUMNS.len())
             .map(|i| format!(", ${}::bytea[]", i + 6))
             .collect();
+        let bidx_key = ENC_COLUMNS.len() + 6;
         format!(
             "WITH q AS (SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::text[], \
-             $5::uuid[]{enc_arrays}) WITH ORDINALITY \
-             AS q(id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}, ord)), \
-             ins AS (INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}) \
-             SELECT id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc} FROM q ORDER BY ord \
+             $5::uuid[]{enc_arrays}, ${bidx_key}::text[]) WITH ORDINALITY \
+             AS q(id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}, bidx_key_id, ord)), \
+             ins AS (INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}, bidx_key_id) \
+             SELECT id, mrn_bidx, name_dob_bidx, phi_key_id, created_by, {enc}, bidx_key_id FROM q ORDER BY ord \
              ON CONFLICT DO NOTHING RETURNING id, created_at) \
              SELECT q.ord, COALESCE(ins.created_at, \
              (SELECT p.created_at FROM patients p WHERE p.id = q.id)) AS created_at, \
@@ -325,14 +352,29 @@ pub(crate) static PATIENT_INSERT_SQL: std::sync::LazyLock<String> = std::sync::L
 );
 
 impl PatientInsert {
-    /// Insert `rows` and append the audit rows of those inserted now, in one transaction.
+    /// Insert `rows` and append the audit rows of those inserted now, in one transaction. A row
+    /// whose MRN a stored patient has under another blind-index key is not inserted
+    /// ([`mrn_taken_under_other_keys`]).
     async fn insert_audited(
         &self,
         conn: &mut sqlx::PgConnection,
         rows: &[PendingPatient],
     ) -> Result<Vec<(usize, Inserted)>, sqlx::Error> {
         let mut tx = conn.begin().await?;
-        let found = Self::insert(&mut tx, rows).await?;
+        let ids: Vec<(Uuid, &Encrypted)> = rows.iter().map(|r| (r.id, &r.enc)).collect();
+        let taken = mrn_taken_under_other_keys(&mut tx, &ids).await?;
+        let pending: Vec<usize> = (0..rows.len()).filter(|i| !taken.contains(i)).collect();
+        let subset: Vec<&PendingPatient> = pending.iter().map(|&i| &rows[i]).collect();
+        let mut found: Vec<(usize, Inserted, bool)> = if subset.is_empty() {
+            vec![]
+        } else {
+            Self::insert(&mut tx, &subset)
+                .await?
+                .into_iter()
+                .filter_map(|(j, r, fresh)| pending.get(j).map(|&i| (i, r, fresh)))
+                .collect()
+        };
+        found.extend(taken.iter().map(|&i| (i, Inserted::MrnTaken, false)));
         let events: Vec<&AuditEvent> = found
             .iter()
             .filter(|(_, _, fresh)| *fresh)
@@ -356,7 +398,7 @@ impl PatientInsert {
     /// The grouped statement: each row's outcome, and whether it was inserted now.
     async fn insert(
         conn: &mut sqlx::PgConnection,
-        rows: &[PendingPatient],
+        rows: &[&PendingPatient],
     ) -> Result<Vec<(usize, Inserted, bool)>, sqlx::Error> {
         let mut q = sqlx::query_as::<_, (i64, Option<chrono::DateTime<chrono::Utc>>, bool)>(
             sqlx::AssertSqlSafe(PATIENT_INSERT_SQL.as_str()),
@@ -385,6 +427,11 @@ impl PatientInsert {
                     .collect::<Vec<Option<&[u8]>>>(),
             );
         }
+        q = q.bind(
+            rows.iter()
+                .map(|r| r.enc.bidx_key_id.as_str())
+                .collect::<Vec<_>>(),
+        );
         let found = q.fetch_all(conn).await?;
         Ok(found
             .into_iter()
@@ -433,7 +480,8 @@ impl crate::batch::Lookup for PatientInsert {
 
 /// `UPDATE` of every encrypted column (and blind index) of live patient `id`, only while its
 /// `updated_at` is still `expected` (optimistic concurrency); `updated_at` becomes `stamp`
-/// (`now()` when `None`). Returns the new `updated_at`.
+/// (`now()` when `None`). Returns the new `updated_at`. While the ring holds several blind-index
+/// keys, run [`mrn_taken_under_other_keys`] first in the same transaction.
 pub fn write_phi(
     id: Uuid,
     enc: Encrypted,
@@ -449,6 +497,8 @@ pub fn write_phi(
         .push_bind(enc.mrn_bidx)
         .push(", name_dob_bidx = ")
         .push_bind(enc.name_dob_bidx)
+        .push(", bidx_key_id = ")
+        .push_bind(enc.bidx_key_id)
         .push(", phi_key_id = ")
         .push_bind(enc.key_id);
     for (c, v) in ENC_COLUMNS.iter().zip(enc.cols) {
@@ -463,144 +513,4 @@ pub fn write_phi(
 }
 
 #[cfg(test)]
-mod tests {
-    use sqlx::PgPool;
-
-    use super::*;
-    use crate::batch::Lookup;
-    use crate::patients::model::{self, NewPatient};
-
-    async fn a_user(pool: &PgPool) -> Uuid {
-        sqlx::query_scalar(
-            "INSERT INTO users (id, email, password_hash, role, display_name) \
-             VALUES (gen_random_uuid(), 'rec@example.org', 'x', 'receptionist', 'r') RETURNING id",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("user")
-    }
-
-    fn pending(keys: &crate::crypto::KeyRing, by: Uuid, mrn: &str) -> PendingPatient {
-        let body: NewPatient = serde_json::from_value(serde_json::json!({
-            "mrn": mrn, "given_name": "G", "family_name": "F", "birth_date": "1970-01-02",
-            "sex": "other", "allergies": [], "medications": [], "conditions": []
-        }))
-        .expect("patient body");
-        let id = Uuid::now_v7();
-        PendingPatient {
-            id,
-            created_by: by,
-            enc: model::encrypt(keys, id, &body),
-            event: AuditEvent::cli(crate::audit::actions::PATIENT_CREATE, "patient")
-                .resource(id)
-                .patient(id),
-        }
-    }
-
-    /// Run one grouped insert; the outcome of each row, in batch order.
-    async fn insert(conn: &mut sqlx::PgConnection, batch: &[PendingPatient]) -> Vec<Inserted> {
-        let key = crate::testing::test_config().phi_keys.audit_key().clone();
-        let mut rows = PatientInsert::new(key)
-            .fetch(conn, batch)
-            .await
-            .expect("insert");
-        rows.sort_by_key(|(i, _)| *i);
-        rows.into_iter().map(|(_, r)| r).collect()
-    }
-
-    /// The batcher re-runs a batch whose connection broke, possibly after the first run
-    /// committed: the second run must report the same patients as created, not as MRN clashes.
-    #[sqlx::test]
-    async fn a_grouped_insert_keeps_the_first_of_an_mrn_and_can_run_twice(pool: PgPool) {
-        let keys = crate::testing::test_config().phi_keys;
-        let by = a_user(&pool).await;
-        let batch = [
-            pending(&keys, by, "MRN-1"),
-            pending(&keys, by, "MRN-2"),
-            pending(&keys, by, "mrn 1"), // normalises to MRN-1: loses to the first row
-        ];
-        let mut conn = pool.acquire().await.expect("connection");
-        let first = insert(&mut conn, &batch).await;
-        assert!(matches!(first[0], Inserted::Created(_)), "{first:?}");
-        assert!(matches!(first[1], Inserted::Created(_)), "{first:?}");
-        assert_eq!(first[2], Inserted::MrnTaken);
-        let again = insert(&mut conn, &batch).await;
-        assert_eq!(again, first, "a re-run reports the same outcome");
-        let stored: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM patients ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .expect("ids");
-        let mut expect = vec![batch[0].id, batch[1].id];
-        expect.sort();
-        assert_eq!(stored, expect);
-    }
-
-    #[sqlx::test]
-    async fn one_failing_row_does_not_fail_the_rest_of_its_batch(pool: PgPool) {
-        let keys = crate::testing::test_config().phi_keys;
-        let by = a_user(&pool).await;
-        // created_by names no user: a foreign-key violation for that row alone
-        let batch = [
-            pending(&keys, by, "MRN-a"),
-            pending(&keys, Uuid::new_v4(), "MRN-b"),
-            pending(&keys, by, "MRN-c"),
-        ];
-        let mut conn = pool.acquire().await.expect("connection");
-        let got = insert(&mut conn, &batch).await;
-        assert!(matches!(got[0], Inserted::Created(_)), "{got:?}");
-        assert_eq!(got[1], Inserted::Failed);
-        assert!(matches!(got[2], Inserted::Created(_)), "{got:?}");
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM patients")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        assert_eq!(stored, 2);
-    }
-
-    /// The grouped insert looks in `patients` only for rows the insert skipped (a re-run batch's
-    /// or an MRN clash): a correlated subquery, evaluated only when needed. It used to be a join,
-    /// which Postgres planned as a hash join over a sequential scan of every patient, per batch,
-    /// when the plan was made while the table was small: most of Postgres' CPU in the create
-    /// benchmark. (A small table is seeded so that the planner prefers such scans.)
-    #[sqlx::test]
-    async fn the_grouped_insert_reads_patients_only_for_skipped_rows(pool: PgPool) {
-        let by = a_user(&pool).await;
-        sqlx::query(
-            "INSERT INTO patients (id, mrn_bidx, name_dob_bidx, phi_key_id, mrn, given_name, \
-                 family_name, birth_date, sex, allergies, medications, conditions, created_by) \
-             SELECT gen_random_uuid(), int4send(g), '\\x00', 'k', '\\x00', '\\x00', '\\x00', \
-                 '\\x00', '\\x00', '\\x00', '\\x00', '\\x00', $1 FROM generate_series(1, 300) g",
-        )
-        .bind(by)
-        .execute(&pool)
-        .await
-        .expect("seed");
-        sqlx::query("ANALYZE patients")
-            .execute(&pool)
-            .await
-            .expect("analyze");
-        let mut conn = pool.acquire().await.expect("connection");
-        let uuids = "ARRAY[gen_random_uuid()]";
-        let bytes = "ARRAY['\\x01'::bytea]";
-        let mut args = vec![
-            uuids.to_string(),
-            bytes.into(),
-            bytes.into(),
-            "ARRAY['k']".into(),
-            format!("ARRAY['{by}'::uuid]"),
-        ];
-        args.extend(ENC_COLUMNS.iter().map(|_| bytes.to_string()));
-        let plan = crate::testing::generic_plan(
-            &mut conn,
-            "insert",
-            &PATIENT_INSERT_SQL,
-            &args.join(", "),
-        )
-        .await;
-        // the only read of `patients` (besides the INSERT itself) is inside the subplan
-        let subplan = plan.find("SubPlan").expect("a subplan");
-        for (at, _) in plan.match_indices("on patients p") {
-            assert!(at > subplan, "patients is joined:\n{plan}");
-        }
-    }
-}
+mod tests;

@@ -71,7 +71,13 @@ fn email_aad(id: Uuid) -> Aad<'static> {
 
 /// Blind index of an account e-mail: trimmed and lower-cased (login is case-insensitive).
 pub fn email_index(keys: &KeyRing, email: &str) -> Vec<u8> {
-    keys.blind_index("user-email", &email.trim().to_lowercase())
+    email_indexes(keys, email).active
+}
+
+/// [`email_index`] under every blind-index key of the ring (lookups, duplicate checks, failure
+/// counters), the active one first.
+pub fn email_indexes(keys: &KeyRing, email: &str) -> crate::crypto::BlindIndexes {
+    keys.blind_indexes("user-email", &email.trim().to_lowercase())
 }
 
 impl UserRow {
@@ -169,11 +175,11 @@ pub async fn find_by_email(
     email: &str,
 ) -> Result<Option<User>, Error> {
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE email_bidx = $1 \
+        "SELECT {USER_COLUMNS} FROM users WHERE email_bidx = ANY($1) \
          OR (email IS NOT NULL AND lower(email) = lower($2))"
     );
     let row = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-        .bind(email_index(keys, email))
+        .bind(email_indexes(keys, email).all())
         .bind(email.trim())
         .fetch_optional(pool)
         .await?;
@@ -198,7 +204,10 @@ pub async fn insert(
         display_name,
         patient_id,
     };
-    insert_hashed(pool, keys, &account, hash).await
+    let mut tx = pool.begin().await?;
+    let user = insert_hashed(&mut tx, keys, &account, hash).await?;
+    tx.commit().await?;
+    Ok(user)
 }
 
 /// An account to insert ([`insert_hashed`]).
@@ -210,10 +219,12 @@ pub struct NewAccount<'a> {
     pub patient_id: Option<Uuid>,
 }
 
-/// [`insert`] with the password already hashed, on `db` (e.g. the transaction that also writes
-/// the account's audit record).
-pub async fn insert_hashed<'e>(
-    db: impl sqlx::PgExecutor<'e>,
+/// [`insert`] with the password already hashed, in the transaction `tx` (e.g. the one that also
+/// writes the account's audit record). While the ring holds several blind-index keys, an
+/// account whose e-mail is stored under another key is a duplicate too
+/// ([`crate::store::blind_index`]; its lock is held until `tx` ends).
+pub async fn insert_hashed(
+    tx: &mut sqlx::PgConnection,
     keys: &KeyRing,
     account: &NewAccount<'_>,
     hash: String,
@@ -226,25 +237,41 @@ pub async fn insert_hashed<'e>(
     } = *account;
     let id = Uuid::now_v7();
     let email = email.trim();
+    let duplicate = || Error::conflict("a user with this email already exists");
+    let index = email_indexes(keys, email);
+    let candidate = crate::store::blind_index::Candidate {
+        row: id,
+        others: &index.others,
+        lock: index.lock,
+    };
+    let taken = crate::store::blind_index::taken_under_other_keys(
+        &mut *tx,
+        crate::store::blind_index::USER_EMAIL,
+        &[candidate],
+    )
+    .await?;
+    if !taken.is_empty() {
+        return Err(duplicate());
+    }
     let sql = format!(
-        "INSERT INTO users (id, email_enc, email_bidx, phi_key_id, password_hash, role, display_name, patient_id) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+        "INSERT INTO users (id, email_enc, email_bidx, phi_key_id, password_hash, role, display_name, patient_id, bidx_key_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $10 \
          WHERE NOT EXISTS (SELECT 1 FROM users WHERE email IS NOT NULL AND lower(email) = lower($9)) \
          RETURNING {USER_COLUMNS}"
     );
     let res = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(keys.encrypt_str(email_aad(id), email))
-        .bind(email_index(keys, email))
+        .bind(&index.active)
         .bind(keys.active_key_id())
         .bind(hash)
         .bind(role.as_str())
         .bind(display_name.trim())
         .bind(patient_id)
         .bind(email)
-        .fetch_optional(db)
+        .bind(&index.key_id)
+        .fetch_optional(&mut *tx)
         .await;
-    let duplicate = || Error::conflict("a user with this email already exists");
     match res {
         Ok(Some(u)) => u.into_user(keys),
         Ok(None) => Err(duplicate()),
@@ -290,12 +317,14 @@ pub async fn encrypt_legacy_emails(
         for (id, email) in &rows {
             let email = zeroize::Zeroizing::new(email.trim().to_string());
             sqlx::query(
-                "UPDATE users SET email = NULL, email_enc = $2, email_bidx = $3, phi_key_id = $4 WHERE id = $1",
+                "UPDATE users SET email = NULL, email_enc = $2, email_bidx = $3, phi_key_id = $4, \
+                 bidx_key_id = $5 WHERE id = $1",
             )
             .bind(id)
             .bind(keys.encrypt_str(email_aad(*id), &email))
             .bind(email_index(keys, &email))
             .bind(keys.active_key_id())
+            .bind(keys.active_blind_index_key_id())
             .execute(&mut *tx)
             .await?;
         }
@@ -362,7 +391,7 @@ pub async fn create(
     };
     // the account and its audit record commit together (or not at all)
     let mut tx = state.pool.begin().await?;
-    let user = insert_hashed(&mut *tx, &state.keys, &account, hash).await?;
+    let user = insert_hashed(&mut tx, &state.keys, &account, hash).await?;
     let event = AuditEvent::by(&auth, actions::USER_CREATE, "user").resource(user.id);
     state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;

@@ -298,6 +298,9 @@ fn phi_key_valid(i: &Inputs<'_>) -> Check {
             KeyFileError::KeyBytes(what) => {
                 format!("{what} is not 32 bytes of standard base64")
             }
+            other @ (KeyFileError::BlindIndexForm | KeyFileError::ActiveBlindIndexMissing(_)) => {
+                other.to_string()
+            }
         });
     }
     pass(format!(

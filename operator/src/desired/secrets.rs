@@ -4,7 +4,7 @@
 //! of the Secrets that already exist and keeps every key it finds, generating only missing keys.
 //! The values never reach logs, status, events or error messages.
 
-use caduceus_contract::key_files::{self, PhiKeyRingFile};
+use caduceus_contract::key_files::PhiKeyRingFile;
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -475,12 +475,11 @@ pub fn api_secrets(
     data.keep_or(JWT_KEY, || bytes(&generator.key_b64(64)));
     data.keep_or(PHI_KEYS, || {
         let key_id = generator.key_id();
-        let ring = PhiKeyRingFile {
-            version: key_files::VERSION,
-            active_key_id: key_id.clone(),
-            keys: BTreeMap::from([(key_id, generator.key_b64(32))]),
-            blind_index_key: generator.key_b64(32),
-        };
+        let ring = PhiKeyRingFile::single(
+            key_id.clone(),
+            BTreeMap::from([(key_id, generator.key_b64(32))]),
+            generator.key_b64(32),
+        );
         // Serialising a struct of strings into a Vec cannot fail.
         ByteString(serde_json::to_vec(&ring).unwrap_or_default())
     });

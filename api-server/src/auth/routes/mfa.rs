@@ -12,12 +12,13 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    login_delay, open_session, TokenResponse, COUNT_ATTEMPT_SQL, LOCKOUT_THRESHOLD,
+    clear_attempts, count_attempt, login_delay, open_session, TokenResponse, LOCKOUT_THRESHOLD,
     LOCKOUT_WINDOW_MINUTES,
 };
 use crate::auth::mfa::{self, Factor};
 use crate::auth::{password, tokens, AnySession, AuthUser};
 use crate::config::MfaPolicy;
+use crate::crypto::BlindIndexes;
 use crate::error::{validated, ApiJson, Error, FieldError, Validate};
 use crate::request::RequestMeta;
 use crate::state::AppState;
@@ -156,31 +157,12 @@ pub struct MfaRecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
 
-/// Count an attempt of the account's failure counter (the e-mail blind index of login); the
-/// attempt's number in the window.
-async fn count_attempt(conn: &mut sqlx::PgConnection, email_bidx: &[u8]) -> Result<i32, Error> {
-    Ok(sqlx::query_scalar(COUNT_ATTEMPT_SQL)
-        .bind(email_bidx)
-        .bind(LOCKOUT_WINDOW_MINUTES)
-        .fetch_one(conn)
-        .await?)
-}
-
-/// The e-mail blind index of an account (its login failure counter's key).
-async fn email_bidx(state: &AppState, user: Uuid) -> Result<Vec<u8>, Error> {
-    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT email_bidx FROM users WHERE id = $1")
-        .bind(user)
-        .fetch_optional(&state.pool)
-        .await?
-        .flatten();
-    match stored {
-        Some(b) => Ok(b),
-        None => {
-            // a row not yet converted from plaintext (pre-0102)
-            let u = crate::users::fetch(&state.pool, &state.keys, user).await?;
-            Ok(crate::users::email_index(&state.keys, &u.email))
-        }
-    }
+/// The e-mail blind indexes of an account under every key of the ring: the keys of its login
+/// failure counters (the e-mail is decrypted: an index under the active key is computed even
+/// for a row the rotation has not reached yet).
+async fn email_indexes(state: &AppState, user: Uuid) -> Result<BlindIndexes, Error> {
+    let u = crate::users::fetch(&state.pool, &state.keys, user).await?;
+    Ok(crate::users::email_indexes(&state.keys, &u.email))
 }
 
 /// A refused code of an authenticated caller: audited (with the lockout when this failure
@@ -235,21 +217,23 @@ pub async fn login_mfa(
 ) -> Result<Json<TokenResponse>, Error> {
     let invalid = || Error::Unauthorized("the MFA challenge or the code is not valid".into());
     let hash = tokens::refresh_hash(&body.mfa_token);
-    let challenge: Option<(Uuid, Vec<u8>, String, bool)> = sqlx::query_as(
-        "SELECT c.user_id, c.email_bidx, u.role, u.active FROM mfa_challenges c \
+    let challenge: Option<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT c.user_id, u.role, u.active FROM mfa_challenges c \
          JOIN users u ON u.id = c.user_id \
          WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > now()",
     )
     .bind(&hash)
     .fetch_optional(&state.pool)
     .await?;
-    let Some((user, bidx, role, active)) = challenge else {
+    let Some((user, role, active)) = challenge else {
         state
             .audit
             .record(AuditEvent::new(&meta, actions::MFA_FAILED, "session").outcome(Outcome::Denied))
             .await?;
         return Err(invalid());
     };
+    // counted with the login's failed passwords (the e-mail's counters)
+    let bidx = email_indexes(&state, user).await?;
     let attempt = count_attempt(&mut *state.pool.acquire().await?, &bidx).await?;
     tokio::time::sleep(login_delay(attempt)).await;
     let locked = attempt > LOCKOUT_THRESHOLD;
@@ -330,7 +314,7 @@ pub async fn enroll(
         ));
     }
     // The password again: a session alone (stolen token, unlocked screen) is not enough.
-    let bidx = email_bidx(&state, auth.user_id).await?;
+    let bidx = email_indexes(&state, auth.user_id).await?;
     let phc: Option<String> = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(auth.user_id)
         .fetch_optional(&state.pool)
@@ -391,7 +375,7 @@ pub async fn confirm(
     AnySession(auth): AnySession,
     ApiJson(body): ApiJson<ConfirmMfaRequest>,
 ) -> Result<Json<MfaRecoveryCodes>, Error> {
-    let bidx = email_bidx(&state, auth.user_id).await?;
+    let bidx = email_indexes(&state, auth.user_id).await?;
     let mut tx = state.pool.begin().await?;
     let confirmed: Option<bool> = sqlx::query_scalar(
         "SELECT confirmed_at IS NOT NULL FROM user_mfa WHERE id = $1 FOR UPDATE",
@@ -431,10 +415,7 @@ pub async fn confirm(
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
-        .bind(&bidx)
-        .execute(&mut *tx)
-        .await?;
+    clear_attempts(&mut tx, &bidx).await?;
     // Every other session was opened with the password alone: it ends.
     crate::auth::revoke_other_sessions(&mut tx, auth.user_id, auth.session_id, "mfa_enabled")
         .await?;
@@ -465,7 +446,7 @@ pub async fn disable(
             auth.role.as_str()
         )));
     }
-    let bidx = email_bidx(&state, auth.user_id).await?;
+    let bidx = email_indexes(&state, auth.user_id).await?;
     let mut tx = state.pool.begin().await?;
     if !mfa::is_active(&mut tx, auth.user_id).await? {
         return Err(Error::conflict("multi-factor authentication is not active"));
@@ -482,10 +463,7 @@ pub async fn disable(
         return Err(refused_code(&state, &auth, attempt, locked).await);
     }
     mfa::remove(&mut tx, auth.user_id).await?;
-    sqlx::query("DELETE FROM login_attempts WHERE email_bidx = $1")
-        .bind(&bidx)
-        .execute(&mut *tx)
-        .await?;
+    clear_attempts(&mut tx, &bidx).await?;
     let event = AuditEvent::by(&auth, actions::MFA_DISABLE, "user").resource(auth.user_id);
     state.audit.write_in(&mut tx, &[event]).await?;
     tx.commit().await?;

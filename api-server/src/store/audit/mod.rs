@@ -86,6 +86,8 @@ pub mod actions {
     /// The retention purge deleted audit rows past retention (`serve`, daily; no actor).
     pub const AUDIT_PURGE: &str = "audit.purge";
     pub const KEYS_ROTATE: &str = "keys.rotate";
+    /// `caduceus-api rotate-blind-index` (resource: the active blind-index key id).
+    pub const KEYS_ROTATE_BLIND_INDEX: &str = "keys.rotate_blind_index";
     /// A soft-deleted patient hard-deleted after `CADUCEUS_PATIENT_RETENTION_DAYS` (`serve`).
     pub const PATIENT_PURGE: &str = "patient.purge";
     /// A backup was restored into the database (recorded by `caduceus-backup restore` in
