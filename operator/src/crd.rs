@@ -1492,7 +1492,7 @@ impl HealthcarePlatform {
 pub fn crd_yaml() -> Result<String, serde_norway::Error> {
     use kube::CustomResourceExt;
     let crd = HealthcarePlatform::crd();
-    serde_norway::to_string(&crd)
+    crate::yaml::to_string(&crd)
 }
 
 #[cfg(test)]

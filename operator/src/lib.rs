@@ -42,6 +42,7 @@ pub mod status;
 pub mod validate;
 pub mod volume_claims;
 pub mod watch_cache;
+pub mod yaml;
 
 pub use controller::{run_controller, ControllerConfig, ControllerError};
 pub use crd::{HealthcarePlatform, HealthcarePlatformSpec, HealthcarePlatformStatus};

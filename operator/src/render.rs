@@ -181,7 +181,7 @@ pub fn render_with(
             .map_err(|e| RenderError::Output(e.to_string()))?;
         for v in values {
             let text =
-                serde_norway::to_string(&v).map_err(|e| RenderError::Output(e.to_string()))?;
+                crate::yaml::to_string(&v).map_err(|e| RenderError::Output(e.to_string()))?;
             docs.push(text);
         }
     }
