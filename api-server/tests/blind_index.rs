@@ -19,6 +19,7 @@ use sqlx::PgPool;
 
 const KEY_A: [u8; 32] = [0xa1; 32];
 const KEY_B: [u8; 32] = [0xb2; 32];
+const PATIENTS: &str = "/api/v1/patients";
 
 /// A ring with one data key and the given blind-index fields.
 fn ring(blind: Value) -> KeyRing {
@@ -396,4 +397,166 @@ async fn replicas_with_different_active_keys_never_store_an_mrn_twice(pool: PgPo
         statuses.sort();
         assert_eq!(statuses, vec![201, 409]);
     }
+}
+
+/// Recovery codes cannot be recomputed: one stored under A is accepted while A is in the ring,
+/// is what `rotate-blind-index` reports as left under A, and goes with A.
+#[sqlx::test]
+async fn recovery_codes_under_the_old_key_work_while_it_is_in_the_ring(pool: PgPool) {
+    use caduceus_api::auth::mfa;
+    let a = app_with(&pool, ring_a(), None).await;
+    let user = a.user(Role::Nurse).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query(
+        "INSERT INTO user_mfa (id, secret_enc, phi_key_id, confirmed_at) VALUES ($1, '\\x00', 'k-1', now())",
+    )
+    .bind(user.id)
+    .execute(&mut *conn)
+    .await
+    .expect("MFA active");
+    let codes = mfa::replace_recovery_codes(&mut conn, &a.state.keys, user.id)
+        .await
+        .expect("codes");
+    let ab = ring_ab("b-2");
+    let used = mfa::accept_code(&mut conn, &ab, user.id, &codes[0])
+        .await
+        .expect("accept");
+    assert_eq!(used, Some(mfa::Factor::RecoveryCode));
+    let again = mfa::accept_code(&mut conn, &ab, user.id, &codes[0])
+        .await
+        .expect("accept");
+    assert_eq!(again, None, "a code is used once");
+    let report = rotate::rotate_blind_index(&pool, &ab, 100, |_, _| {})
+        .await
+        .expect("rotation");
+    let unused = i64::try_from(codes.len() - 1).expect("count");
+    assert_eq!(
+        report.remaining.rows,
+        vec![(
+            "legacy".to_string(),
+            "mfa_recovery_codes".to_string(),
+            unused
+        )]
+    );
+    assert_eq!(report.remaining.key_ids(), vec!["legacy"]);
+    // the spent code under A was deleted; the others stay until they are replaced
+    assert_eq!(report.deleted, 1);
+    let only_b = mfa::accept_code(&mut conn, &ring_b(), user.id, &codes[1])
+        .await
+        .expect("accept");
+    assert_eq!(only_b, None, "without A its codes are unknown");
+    let fresh = mfa::replace_recovery_codes(&mut conn, &ring_b(), user.id)
+        .await
+        .expect("codes");
+    let remaining = rotate::blind_index::remaining(&pool, "b-2")
+        .await
+        .expect("remaining");
+    assert_eq!(remaining.total(), 0, "{remaining:?}");
+    let used = mfa::accept_code(&mut conn, &ring_b(), user.id, &fresh[0])
+        .await
+        .expect("accept");
+    assert_eq!(used, Some(mfa::Factor::RecoveryCode));
+}
+
+/// The command line: `--check` fails while rows use another key, the run re-indexes (audited),
+/// `--check` then passes; a ring whose active blind-index key is not in it is refused by name.
+#[sqlx::test]
+async fn the_rotate_blind_index_command(pool: PgPool) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let a = app_with(&pool, ring_a(), None).await;
+    let rec = a.user(Role::Receptionist).await;
+    for tag in ["cli1", "cli2", "cli3"] {
+        let r = a.post(PATIENTS, &rec.token, patient(tag, "Cli")).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("database");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let url = format!("{}/{db}", base.rsplit_once('/').expect("url").0);
+    let dir = tempfile::tempdir().expect("dir");
+    let write_ring = |name: &str, blind: Value| {
+        let mut j =
+            json!({"version": 1, "active_key_id": "k-1", "keys": {"k-1": encode_key(&[0x11; 32])}});
+        for (k, v) in blind.as_object().expect("object") {
+            j[k] = v.clone();
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, j.to_string()).expect("write ring");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        path
+    };
+    let both = write_ring(
+        "ab.json",
+        json!({
+            "blind_index_keys": {"legacy": encode_key(&KEY_A), "b-2": encode_key(&KEY_B)},
+            "active_blind_index_key_id": "b-2",
+            "audit_key": encode_key(&KEY_A),
+        }),
+    );
+    let run = |ring: &std::path::Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_caduceus-api"))
+            .arg("rotate-blind-index")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &url)
+            .env("CADUCEUS_PHI_KEYS_FILE", ring)
+            .output()
+            .expect("binary runs")
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let check = run(&both, &["--check"]);
+    assert!(!check.status.success(), "{}", text(&check));
+    assert!(
+        text(&check).contains("still under blind-index key legacy: patients: 3"),
+        "{}",
+        text(&check)
+    );
+    let out = run(&both, &["--batch-size", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("re-indexing complete: 4 rows re-indexed under b-2"),
+        "{}",
+        text(&out)
+    );
+    let check = run(&both, &["--check"]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(text(&check).contains("no stored blind index uses a key other than b-2"));
+    let audited: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT action, resource_id FROM audit_events WHERE actor_id IS NULL")
+            .fetch_all(&pool)
+            .await
+            .expect("audit");
+    assert!(
+        audited.contains(&("keys.rotate_blind_index".into(), Some("b-2".into()))),
+        "{audited:?}"
+    );
+    let chain = caduceus_api::audit::verify_chain(&pool, ring_b().audit_key())
+        .await
+        .expect("verify");
+    assert!(chain.valid, "{chain:?}");
+    let bad = write_ring(
+        "bad.json",
+        json!({
+            "blind_index_keys": {"b-2": encode_key(&KEY_B)},
+            "active_blind_index_key_id": "legacy",
+            "audit_key": encode_key(&KEY_A),
+        }),
+    );
+    let out = run(&bad, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("active_blind_index_key_id \"legacy\" is not in blind_index_keys"),
+        "{}",
+        text(&out)
+    );
 }
