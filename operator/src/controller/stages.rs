@@ -89,11 +89,15 @@ pub(super) async fn apply_platform(
 
     if hp.spec.paused {
         let mut observed = apply::observe(&ctx.client, &p).await?;
-        // Nothing is built while paused: the CA to trust is the one in the cluster.
-        let api_ca = apply::read_existing_secrets(&ctx.client, &p)
+        // Nothing is built while paused: the CA to trust is the one in the cluster (a failed
+        // read leaves none: the self-report is then an error, never a pass).
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let api_ca = secrets
+            .get_opt(&p.names.api_internal_tls())
             .await
             .ok()
-            .and_then(|existing| crate::desired::api_tls::existing_ca(&p, &existing));
+            .flatten()
+            .and_then(|s| crate::desired::api_tls::ca_bundle(&s));
         observed.self_report = compliance::stage::read_self_report(
             &ctx.self_reports,
             &p,

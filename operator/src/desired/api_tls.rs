@@ -142,16 +142,6 @@ pub fn ca_bundle(secret: &Secret) -> Option<Vec<u8>> {
     (!ca.0.is_empty()).then(|| ca.0.clone())
 }
 
-/// The CA bundle of `<platform>-api-internal-tls` as it exists in the cluster (a paused
-/// platform builds nothing, so [`ca_bundle`] of a built Secret is not at hand).
-pub fn existing_ca(p: &ValidatedPlatform, existing: &ExistingSecrets) -> Option<Vec<u8>> {
-    let ca = existing
-        .by_name
-        .get(&p.names.api_internal_tls())?
-        .get(CA_CERT_KEY)?;
-    (!ca.0.is_empty()).then(|| ca.0.clone())
-}
-
 /// Volume [`VOLUME`]: only `tls.crt` and `tls.key` of `<platform>-api-internal-tls` (the CA key
 /// never reaches the API), mode [`FILE_MODE`].
 pub fn volume(p: &ValidatedPlatform) -> Volume {
