@@ -12,7 +12,7 @@
 //!
 //! A module may import its own layer (without a circle) and the layers below it. Every source
 //! file must belong to a layer: a new module is placed in the table below. Only code before a
-//! file's `#[cfg(test)]` counts; comments do not.
+//! file's `#[cfg(test)]` counts (none of a file of tests marked `#![cfg(test)]`); comments do not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ fn imports(text: &str, own: &[String]) -> Vec<Vec<String>> {
     let mut inline_mods: Vec<usize> = Vec::new(); // brace depth inside each open inline module
     for line in text.lines() {
         let line = line.trim_start();
-        if line.starts_with("#[cfg(test)]") {
+        if line.starts_with("#[cfg(test)]") || line.starts_with("#![cfg(test)]") {
             break;
         }
         if line.starts_with("//") {

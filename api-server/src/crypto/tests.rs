@@ -1,4 +1,5 @@
 //! Unit tests of the key ring (`crypto.rs`).
+#![cfg(test)]
 
 use super::*;
 

@@ -1,4 +1,5 @@
 //! Tests of the patient store (`store/patients.rs`) against Postgres.
+#![cfg(test)]
 
 use sqlx::PgPool;
 
