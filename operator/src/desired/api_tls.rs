@@ -15,18 +15,14 @@
 //!   carries [`crate::names::ANNOTATION_API_TLS_CHECKSUM`]: a renewed certificate rolls the pods
 //!   (`maxUnavailable: 0`, the API drains on SIGTERM), no request is lost.
 
-use std::collections::BTreeMap;
-
 use caduceus_contract::settings;
 use k8s_openapi::api::core::v1::{EnvVar, Secret, Volume, VolumeMount};
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::ByteString;
 
-use super::certs::{self, CA_CERT_KEY, CA_KEY_KEY, SERVER_CERT_KEY, SERVER_KEY_KEY};
+use super::certs::{self, CA_CERT_KEY, SERVER_CERT_KEY, SERVER_KEY_KEY};
 use super::pod::{env, read_only_mount, secret_volume};
-use super::secrets::{ExistingSecrets, SecretGenerator, PLACEHOLDER};
-use super::{bytes, child_meta};
-use crate::names::{Component, ANNOTATION_PLACEHOLDER};
+use super::secrets::{is_placeholder, ExistingSecrets, SecretGenerator, TlsSecret};
+use crate::names::Component;
 use crate::validate::ValidatedPlatform;
 
 /// The API's certificates (CA name `caduceus <platform> API CA`).
@@ -60,25 +56,20 @@ pub fn server_name(p: &ValidatedPlatform) -> String {
     p.names.service_host(&p.names.api(), &p.namespace)
 }
 
-/// The Secret's values as they exist (non-UTF-8 values count as missing).
-fn stored(existing: &ExistingSecrets, name: &str) -> certs::Stored {
-    let data = existing.by_name.get(name);
-    let get = |key: &str| {
-        data.and_then(|d| d.get(key))
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-    };
-    certs::Stored::parse(
-        get(CA_CERT_KEY).as_deref(),
-        get(CA_KEY_KEY).as_deref(),
-        get(SERVER_CERT_KEY).as_deref(),
-        get(SERVER_KEY_KEY).as_deref(),
-    )
+/// The Secret `<platform>-api-internal-tls`, issued, renewed and kept as the database's and the
+/// cache's are ([`TlsSecret`]).
+fn tls_secret(p: &ValidatedPlatform) -> TlsSecret {
+    TlsSecret {
+        service: SERVICE,
+        name: p.names.api_internal_tls(),
+        hosts: dns_names(p),
+        component: Component::ApiServer,
+    }
 }
 
 /// What [`build`] does to the certificates at `now` (for the `CertificateRenewed` Event).
 pub fn plan(p: &ValidatedPlatform, existing: &ExistingSecrets, now: Timestamp) -> certs::Plan {
-    let name = p.names.api_internal_tls();
-    certs::plan(&stored(existing, &name), &dns_names(p), now)
+    tls_secret(p).plan(existing, now)
 }
 
 /// `<platform>-api-internal-tls`, for every platform (the API always serves HTTPS): issued when
@@ -90,52 +81,13 @@ pub fn build(
     existing: &ExistingSecrets,
     generator: &mut SecretGenerator,
 ) -> Secret {
-    let name = p.names.api_internal_tls();
-    let mut data: BTreeMap<String, ByteString> =
-        existing.by_name.get(&name).cloned().unwrap_or_default();
-    let mut metadata = child_meta(p, name.clone(), Component::ApiServer);
-    match generator {
-        SecretGenerator::Random { now } => {
-            let stored = stored(existing, &name);
-            if let Ok((m, plan)) = certs::renew(SERVICE, &p.name, &stored, &dns_names(p), *now) {
-                if plan.changes() {
-                    data.insert(CA_CERT_KEY.into(), bytes(&m.ca_cert));
-                    data.insert(SERVER_CERT_KEY.into(), bytes(&m.server_cert));
-                    data.insert(SERVER_KEY_KEY.into(), bytes(&m.server_key));
-                    if let Some(key) = &m.ca_key {
-                        data.insert(CA_KEY_KEY.into(), bytes(key));
-                    }
-                }
-            }
-        }
-        SecretGenerator::Placeholder => {
-            for key in [CA_CERT_KEY, CA_KEY_KEY, SERVER_CERT_KEY, SERVER_KEY_KEY] {
-                data.entry(key.to_string())
-                    .or_insert_with(|| bytes(PLACEHOLDER));
-            }
-            metadata.annotations = Some(BTreeMap::from([(
-                ANNOTATION_PLACEHOLDER.to_string(),
-                "true".to_string(),
-            )]));
-        }
-    }
-    Secret {
-        metadata,
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Default::default()
-    }
+    tls_secret(p).build(p, existing, generator)
 }
 
 /// The CA bundle (`ca.crt`) of a built Secret, which the operator trusts (alone) when it reads
 /// the API's self-report; `None` for `render`'s placeholders or a Secret without it.
 pub fn ca_bundle(secret: &Secret) -> Option<Vec<u8>> {
-    let placeholder = secret
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(ANNOTATION_PLACEHOLDER));
-    if placeholder {
+    if is_placeholder(secret) {
         return None;
     }
     let ca = secret.data.as_ref()?.get(CA_CERT_KEY)?;
@@ -176,7 +128,10 @@ pub fn env_vars() -> [EnvVar; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::certs::CA_KEY_KEY;
+    use crate::desired::secrets::PLACEHOLDER;
     use crate::desired::test_support::platform;
+    use crate::names::ANNOTATION_PLACEHOLDER;
 
     fn value(s: &Secret, key: &str) -> String {
         String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()

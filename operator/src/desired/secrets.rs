@@ -274,13 +274,13 @@ fn stored_tls(existing: &ExistingSecrets, name: &str) -> certs::Stored {
     )
 }
 
-/// One operator-issued TLS Secret: which server it is for, its name, the names its server
-/// certificate covers and the component it belongs to.
-struct TlsSecret {
-    service: certs::Service,
-    name: String,
-    hosts: Vec<String>,
-    component: Component,
+/// One operator-issued TLS Secret (the database's, the cache's, the API's): which server it is
+/// for, its name, the names its server certificate covers and the component it belongs to.
+pub(crate) struct TlsSecret {
+    pub service: certs::Service,
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub component: Component,
 }
 
 impl TlsSecret {
@@ -302,7 +302,8 @@ impl TlsSecret {
         })
     }
 
-    fn plan(&self, existing: &ExistingSecrets, now: Timestamp) -> certs::Plan {
+    /// What [`TlsSecret::build`] does to the certificates at `now`.
+    pub(crate) fn plan(&self, existing: &ExistingSecrets, now: Timestamp) -> certs::Plan {
         certs::plan(&stored_tls(existing, &self.name), &self.hosts, now)
     }
 
@@ -310,7 +311,7 @@ impl TlsSecret {
     /// generator's `now`; otherwise kept byte for byte. If issuing fails the Secret keeps what it
     /// had (or stays without certificates): the server cannot start (never a silent plaintext
     /// fallback).
-    fn build(
+    pub(crate) fn build(
         self,
         p: &ValidatedPlatform,
         existing: &ExistingSecrets,
@@ -400,7 +401,8 @@ pub fn ca_checksum(secret: &Secret) -> Option<String> {
     Some(certs::checksum(&ca.0, &[]))
 }
 
-fn is_placeholder(secret: &Secret) -> bool {
+/// A Secret built with `render`'s placeholder values.
+pub(crate) fn is_placeholder(secret: &Secret) -> bool {
     secret
         .metadata
         .annotations
