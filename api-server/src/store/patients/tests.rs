@@ -72,6 +72,54 @@ async fn a_grouped_insert_keeps_the_first_of_an_mrn_and_can_run_twice(pool: PgPo
     assert_eq!(stored, expect);
 }
 
+/// A ring of data key `k-1` and blind-index keys `legacy` and `b-2`, `active` active.
+fn rotating_ring(active: &str) -> crate::crypto::KeyRing {
+    use caduceus_contract::key_files::encode_key;
+    let json = serde_json::json!({"version": 1, "active_key_id": "k-1",
+        "keys": {"k-1": encode_key(&[1; 32])},
+        "blind_index_keys": {"legacy": encode_key(&[2; 32]), "b-2": encode_key(&[3; 32])},
+        "active_blind_index_key_id": active, "audit_key": encode_key(&[2; 32])});
+    crate::crypto::KeyRing::from_json(&json.to_string()).expect("ring")
+}
+
+/// During a blind-index rotation a grouped insert refuses a row whose MRN is stored under the
+/// other key (the unique index cannot see it), inserts the rest of its batch, audits only what
+/// it inserted, and reports the same outcome when it runs again.
+#[sqlx::test]
+async fn a_grouped_insert_sees_an_mrn_stored_under_another_blind_index_key(pool: PgPool) {
+    let by = a_user(&pool).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    let old = rotating_ring("legacy");
+    let first = insert(&mut conn, &[pending(&old, by, "MRN-old")]).await;
+    assert!(matches!(first[0], Inserted::Created(_)), "{first:?}");
+    let new = rotating_ring("b-2");
+    let batch = [
+        pending(&new, by, "mrn old"), // the stored MRN, under the other key
+        pending(&new, by, "MRN-new"),
+    ];
+    let got = insert(&mut conn, &batch).await;
+    assert_eq!(got[0], Inserted::MrnTaken);
+    assert!(matches!(got[1], Inserted::Created(_)), "{got:?}");
+    assert_eq!(
+        insert(&mut conn, &batch).await,
+        got,
+        "a re-run reports the same"
+    );
+    let stored: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, bidx_key_id FROM patients ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1], (batch[1].id, "b-2".to_string()));
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = 'patient.create'")
+            .fetch_one(&pool)
+            .await
+            .expect("audit rows");
+    assert_eq!(audited, 2, "one record per stored patient");
+}
+
 #[sqlx::test]
 async fn one_failing_row_does_not_fail_the_rest_of_its_batch(pool: PgPool) {
     let keys = crate::testing::test_config().phi_keys;
