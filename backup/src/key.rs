@@ -69,7 +69,11 @@ impl BackupKey {
         file.check().map_err(|e| match e {
             KeyFileError::Version(v) => KeyError::Version(v),
             KeyFileError::KeyId(_) => KeyError::KeyId,
-            KeyFileError::KeyBytes(_) | KeyFileError::ActiveMissing(_) => KeyError::Key,
+            // the last two concern the PHI key ring's blind-index keys, not a backup key file
+            KeyFileError::KeyBytes(_)
+            | KeyFileError::ActiveMissing(_)
+            | KeyFileError::BlindIndexForm
+            | KeyFileError::ActiveBlindIndexMissing(_) => KeyError::Key,
         })?;
         let key = key_files::decode_key(&file.key).ok_or(KeyError::Key)?;
         Ok(Self {
