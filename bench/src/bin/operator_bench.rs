@@ -23,6 +23,11 @@
 //! Targets: < 50 ms per steady-state reconcile (p95), ≤ 1 write per child per reconcile and no
 //! child changed when nothing changed, < 100 MiB operator RSS at 500 platforms.
 
+// The (verb, kind) of a Kubernetes API request, shared with the operator's cluster tests.
+#[path = "../../../operator/tests/support/call_kind.rs"]
+mod call_kind;
+
+use call_kind::is_write;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -577,81 +582,10 @@ where
     }
 }
 
-fn is_write(verb: &str) -> bool {
-    matches!(verb, "create" | "update" | "patch" | "apply" | "delete")
-}
-
-/// The kind of a resource path segment (plural).
-fn kind_of(plural: &str) -> String {
-    let kind = match plural {
-        "secrets" => "Secret",
-        "configmaps" => "ConfigMap",
-        "services" => "Service",
-        "serviceaccounts" => "ServiceAccount",
-        "persistentvolumeclaims" => "PersistentVolumeClaim",
-        "pods" => "Pod",
-        "namespaces" => "Namespace",
-        "deployments" => "Deployment",
-        "statefulsets" => "StatefulSet",
-        "jobs" => "Job",
-        "cronjobs" => "CronJob",
-        "horizontalpodautoscalers" => "HorizontalPodAutoscaler",
-        "poddisruptionbudgets" => "PodDisruptionBudget",
-        "networkpolicies" => "NetworkPolicy",
-        "ingresses" => "Ingress",
-        "events" => "Event",
-        "leases" => "Lease",
-        "healthcareplatforms" => "HealthcarePlatform",
-        "clusters" => "Cluster",
-        "scheduledbackups" => "ScheduledBackup",
-        "servicemonitors" => "ServiceMonitor",
-        "prometheusrules" => "PrometheusRule",
-        "customresourcedefinitions" => "CustomResourceDefinition",
-        other => other,
-    };
-    kind.to_string()
-}
-
 impl CallLog {
-    /// Classifies one request as (verb, kind) the way the API server's audit log would.
+    /// Counts one request by its (verb, kind) ([`call_kind::classify`]).
     fn record<B>(&self, req: &http::Request<B>) -> (String, String) {
-        let path = req.uri().path();
-        let query = req.uri().query().unwrap_or_default();
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let rest: &[&str] = match segments.as_slice() {
-            ["api", _version, rest @ ..] => rest,
-            ["apis", _group, _version, rest @ ..] => rest,
-            _ => &[],
-        };
-        let (resource, named) = match rest {
-            [] => (None, false),
-            ["namespaces", _ns, plural, tail @ ..] => (Some(*plural), !tail.is_empty()),
-            [plural, tail @ ..] => (Some(*plural), !tail.is_empty()),
-        };
-        let (verb, kind) = match resource {
-            None => ("discovery".to_string(), String::new()),
-            Some(plural) => {
-                let watch = query
-                    .split('&')
-                    .any(|kv| kv == "watch=true" || kv == "watch=1");
-                let apply = req
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
-                let verb = match *req.method() {
-                    http::Method::GET if watch => "watch",
-                    http::Method::GET if named => "get",
-                    http::Method::GET => "list",
-                    http::Method::POST => "create",
-                    http::Method::PUT => "update",
-                    http::Method::PATCH if apply => "apply",
-                    http::Method::PATCH => "patch",
-                    http::Method::DELETE => "delete",
-                    _ => "other",
-                };
-                (verb.to_string(), kind_of(plural))
-            }
-        };
+        let (verb, kind) = call_kind::classify(req);
         let mut inner = self.0.lock().expect("call log");
         if is_write(&verb) && kind != "Event" {
             let now = Instant::now();

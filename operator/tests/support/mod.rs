@@ -5,11 +5,13 @@
 //!   (`scripts/cluster.sh`), with the platform, status, condition, Event, metric, call-log and
 //!   wait helpers of the `cluster_*` tests.
 //! - [`api_process`]: finding and starting the real `caduceus-api` binary.
+//! - [`call_kind`]: the (verb, kind) of a Kubernetes API request (also `operator_bench`'s).
 //! - [`database`]: a throw-away database with the API's schema, runtime role and keys.
 
 // Each test crate uses only some of the helpers.
 #![allow(dead_code)]
 
 pub mod api_process;
+pub mod call_kind;
 pub mod cluster;
 pub mod database;
