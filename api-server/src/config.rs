@@ -267,7 +267,7 @@ impl Config {
             }
         };
         let redis_ca = redis_ca(env, redis_url.as_deref())?;
-        let tls = crate::tls::from_env(env)?;
+        let tls = crate::tls::from_env(|name| env.get(name)).map_err(ConfigError)?;
         let http_addr = parse_or(
             env,
             settings::HTTP_ADDR,

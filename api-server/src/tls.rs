@@ -32,8 +32,6 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, Env};
-
 /// A client must have completed its TLS handshake this long after connecting.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at most per listener; further connections wait in the kernel's
@@ -41,43 +39,43 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HANDSHAKES: usize = 256;
 
 /// The TLS settings: both files, or neither (`None`: plain HTTP). A problem names the variable
-/// and the file, never key material.
-pub fn from_env(env: &dyn Env) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
-    let get = |name: &str| env.get(name).filter(|v| !v.trim().is_empty());
+/// and the file, never key material. `env` reads a variable (the configuration's source).
+pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Arc<ServerConfig>>, String> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     match (get(settings::TLS_CERT_FILE), get(settings::TLS_KEY_FILE)) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => load(Path::new(cert.trim()), Path::new(key.trim())).map(Some),
-        (Some(_), None) => Err(ConfigError(format!(
+        (Some(_), None) => Err(format!(
             "{} is set but {} is not: set both (HTTPS) or neither (plain HTTP)",
             settings::TLS_CERT_FILE,
             settings::TLS_KEY_FILE
-        ))),
-        (None, Some(_)) => Err(ConfigError(format!(
+        )),
+        (None, Some(_)) => Err(format!(
             "{} is set but {} is not: set both (HTTPS) or neither (plain HTTP)",
             settings::TLS_KEY_FILE,
             settings::TLS_CERT_FILE
-        ))),
+        )),
     }
 }
 
 /// Reads the certificate chain and the key (which must not be readable by other accounts,
 /// [`key_files::read_key_file`]) into a server configuration.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ConfigError> {
+pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let cert_pem = std::fs::read(cert).map_err(|e| {
-        ConfigError(format!(
+        format!(
             "{}: cannot read {}: {e}",
             settings::TLS_CERT_FILE,
             cert.display()
-        ))
+        )
     })?;
     let key_pem = key_files::read_key_file(key).map_err(|e| {
-        ConfigError(format!(
+        format!(
             "{}: cannot read {}: {e}",
             settings::TLS_KEY_FILE,
             key.display()
-        ))
+        )
     })?;
-    server_config(&cert_pem, key_pem.as_bytes()).map_err(|m| ConfigError(m.to_string()))
+    server_config(&cert_pem, key_pem.as_bytes()).map_err(|m| m.to_string())
 }
 
 /// Why a certificate and key do not make a server configuration.
@@ -247,7 +245,7 @@ mod tests {
 
     struct MapEnv(HashMap<&'static str, String>);
 
-    impl Env for MapEnv {
+    impl MapEnv {
         fn get(&self, name: &str) -> Option<String> {
             self.0.get(name).cloned()
         }
@@ -305,10 +303,11 @@ mod tests {
                     .collect(),
             )
         };
-        assert!(from_env(&env(&[])).unwrap().is_none(), "plain HTTP");
-        let err = from_env(&env(&[(settings::TLS_CERT_FILE, &cert_path)])).unwrap_err();
+        let with = |e: &MapEnv| from_env(|n| e.get(n));
+        assert!(with(&env(&[])).unwrap().is_none(), "plain HTTP");
+        let err = with(&env(&[(settings::TLS_CERT_FILE, &cert_path)])).unwrap_err();
         assert!(err.to_string().contains("CADUCEUS_TLS_KEY_FILE"), "{err}");
-        let err = from_env(&env(&[(settings::TLS_KEY_FILE, &key_path)])).unwrap_err();
+        let err = with(&env(&[(settings::TLS_KEY_FILE, &key_path)])).unwrap_err();
         assert!(err.to_string().contains("CADUCEUS_TLS_CERT_FILE"), "{err}");
 
         #[cfg(unix)]
@@ -320,7 +319,7 @@ mod tests {
             ];
             for (mode, ok) in [(0o400, true), (0o440, true), (0o600, true), (0o644, false)] {
                 std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(mode)).unwrap();
-                let r = from_env(&env(&both));
+                let r = with(&env(&both));
                 assert_eq!(r.is_ok(), ok, "key mode {mode:o}");
                 if let Err(e) = r {
                     let e = e.to_string();
@@ -332,7 +331,7 @@ mod tests {
             }
         }
         let missing = dir.path().join("absent.crt");
-        let err = from_env(&env(&[
+        let err = with(&env(&[
             (settings::TLS_CERT_FILE, &missing),
             (settings::TLS_KEY_FILE, &key_path),
         ]))

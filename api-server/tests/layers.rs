@@ -58,6 +58,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pagination",
             "rbac",
             "request",
+            "tls",
         ],
     ),
 ];
