@@ -10,8 +10,12 @@
 //! | `wire.rs` | content negotiation, OperationOutcome errors, versioned resource responses |
 //! | `search.rs` | search parameters and `searchset` Bundles |
 //! | `patient.rs` | `Patient` |
+//! | `medication_request.rs` (+ `mapping.rs`, `route.rs`) | `MedicationRequest` over the prescriptions |
+//! | `clinical.rs` | `AllergyIntolerance` and `Condition` from the record's lists |
 
 pub mod capability;
+pub mod clinical;
+pub mod medication_request;
 pub mod patient;
 pub mod search;
 pub mod wire;
@@ -29,7 +33,12 @@ use capability::ResourceCapability;
 pub const BASE: &str = "/fhir/R4";
 
 /// Every resource type served, in the CapabilityStatement's order.
-pub const RESOURCES: &[ResourceCapability] = &[patient::CAPABILITY];
+pub const RESOURCES: &[ResourceCapability] = &[
+    patient::CAPABILITY,
+    medication_request::CAPABILITY,
+    clinical::ALLERGY_CAPABILITY,
+    clinical::CONDITION_CAPABILITY,
+];
 
 /// The FHIR router (mounted at [`BASE`]): every route of [`RESOURCES`], `GET /metadata`, and the
 /// wire layer ([`wire::fhir_wire`]) around all of them, unknown paths included.
@@ -42,6 +51,27 @@ pub fn router() -> Router<AppState> {
             get(patient::read)
                 .put(patient::update)
                 .delete(patient::delete),
+        )
+        .route(
+            "/MedicationRequest",
+            get(medication_request::search).post(medication_request::create),
+        )
+        .route(
+            "/MedicationRequest/{id}",
+            get(medication_request::read).put(medication_request::update),
+        )
+        .route(
+            "/AllergyIntolerance",
+            get(clinical::search::<clinical::Allergies>),
+        )
+        .route(
+            "/AllergyIntolerance/{id}",
+            get(clinical::read::<clinical::Allergies>),
+        )
+        .route("/Condition", get(clinical::search::<clinical::Conditions>))
+        .route(
+            "/Condition/{id}",
+            get(clinical::read::<clinical::Conditions>),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(wire::fhir_wire))

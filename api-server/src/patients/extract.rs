@@ -2,6 +2,7 @@
 //! grouped statement, then the caller's access from [`crate::access`].
 
 use axum::extract::Path;
+use axum::response::IntoResponse;
 use uuid::Uuid;
 
 use crate::access::{self, Need, Target};
@@ -33,11 +34,30 @@ impl<P: perm::Required> axum::extract::FromRequestParts<AppState> for CallerAndP
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        use axum::response::IntoResponse;
-        let claims = crate::auth::verified_claims(parts, state).map_err(Error::into_response)?;
         let path = Path::<Uuid>::from_request_parts(parts, state).await;
-        let (session, found) = match &path {
-            Ok(Path(id)) => {
+        Self::for_id(
+            parts,
+            state,
+            path.map(|Path(id)| id)
+                .map_err(axum::response::IntoResponse::into_response),
+        )
+        .await
+    }
+}
+
+impl<P: perm::Required> CallerAndPatient<P> {
+    /// The extractor for a record id that is not the path itself (FHIR AllergyIntolerance and
+    /// Condition ids name a record and an entry of it; a search names it in `patient`): the
+    /// same session check, permission and record read; `id`'s error is answered after the 401
+    /// and 403 checks, as the path's is.
+    pub async fn for_id(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+        id: Result<Uuid, axum::response::Response>,
+    ) -> Result<Self, axum::response::Response> {
+        let claims = crate::auth::verified_claims(parts, state).map_err(Error::into_response)?;
+        let (session, found) = match &id {
+            Ok(id) => {
                 let both = state
                     .patient_reads
                     .get((claims.sid, claims.sub, *id))
@@ -63,19 +83,24 @@ impl<P: perm::Required> axum::extract::FromRequestParts<AppState> for CallerAndP
         auth.require(state, P::PERMISSION)
             .await
             .map_err(Error::into_response)?;
-        match path {
-            Ok(Path(id)) => Ok(Self {
+        match id {
+            Ok(id) => Ok(Self {
                 auth,
                 id,
                 row: found,
                 _perm: std::marker::PhantomData,
             }),
-            Err(rejection) => Err(rejection.into_response()),
+            Err(rejection) => Err(rejection),
         }
     }
 }
 
 impl<P> CallerAndPatient<P> {
+    /// The caller.
+    pub fn auth(&self) -> &AuthUser {
+        &self.auth
+    }
+
     /// The record id of the path.
     pub fn id(&self) -> Uuid {
         self.id
@@ -92,13 +117,23 @@ impl<P> CallerAndPatient<P> {
         self,
         state: &AppState,
     ) -> Result<(AuthUser, Uuid, PatientRow, PatientAccess), Error> {
+        self.access_for(state, Need::Record).await
+    }
+
+    /// [`Self::access`] for a route that opens `need` of the record ([`Need::Clinical`]:
+    /// demographic access is refused like none).
+    pub async fn access_for(
+        self,
+        state: &AppState,
+        need: Need,
+    ) -> Result<(AuthUser, Uuid, PatientRow, PatientAccess), Error> {
         let target = Target {
             resource_type: "patient",
             resource_id: Some(self.id),
             patient: self.id,
         };
         let in_care_team = self.row.as_ref().map(|r| r.in_care_team);
-        let access = access::admit(state, &self.auth, &target, in_care_team, Need::Record).await?;
+        let access = access::admit(state, &self.auth, &target, in_care_team, need).await?;
         let row = self.row.ok_or(Error::NotFound)?;
         Ok((self.auth, self.id, row, access))
     }

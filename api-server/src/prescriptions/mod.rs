@@ -373,7 +373,26 @@ pub async fn discontinue(
     Authorized(auth, _): Authorized<perm::PrescriptionDiscontinue>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Prescription>, Error> {
-    let (mut row, access) = access::load::<PrescriptionRow>(&state, &auth, id).await?;
+    discontinue_checked(&state, &auth, id, None).await.map(Json)
+}
+
+/// What a caller of [`discontinue_checked`] checks of the prescription as it is before it is
+/// stopped (an error refuses the change).
+pub type DiscontinueCheck<'a> = &'a (dyn Fn(&Prescription) -> Result<(), Error> + Send + Sync);
+
+/// [`discontinue`] (same access decision, change and audit event), after `check` accepted the
+/// prescription as it is: FHIR's `PUT` with `status: stopped` checks `If-Match` and that
+/// nothing else of the resource changes. A refusal of `check` changes and audits nothing.
+pub async fn discontinue_checked(
+    state: &AppState,
+    auth: &crate::auth::AuthUser,
+    id: Uuid,
+    check: Option<DiscontinueCheck<'_>>,
+) -> Result<Prescription, Error> {
+    let (mut row, access) = access::load::<PrescriptionRow>(state, auth, id).await?;
+    if let Some(check) = check {
+        check(&row.decrypt(&state.keys)?)?;
+    }
     let mut tx = state.pool.begin().await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE prescriptions SET status = 'discontinued', discontinued_at = now(), \
@@ -401,9 +420,9 @@ pub async fn discontinue(
     let p = row.decrypt(&state.keys)?;
     // the change and its audit record commit together (or not at all)
     AccessLog::new(PrescriptionRow::RESOURCE.resource_type)
-        .add(&auth, actions::DISCONTINUE, id, row.patient_id, access)
-        .write_in(&state, &mut tx)
+        .add(auth, actions::DISCONTINUE, id, row.patient_id, access)
+        .write_in(state, &mut tx)
         .await?;
     tx.commit().await?;
-    Ok(Json(p))
+    Ok(p)
 }
