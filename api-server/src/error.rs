@@ -150,6 +150,9 @@ pub enum Error {
     MfaEnrollmentRequired,
     #[error("not found")]
     NotFound,
+    /// The record was deleted (kept for retention) and the caller could see it: `410` (FHIR).
+    #[error("gone")]
+    Gone,
     #[error("conflict: {detail}")]
     Conflict {
         detail: String,
@@ -204,6 +207,7 @@ impl Error {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::MfaEnrollmentRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Gone => StatusCode::GONE,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -291,6 +295,7 @@ impl IntoResponse for Error {
                 Some(MFA_ENROLLMENT_REQUIRED.into()),
             ),
             Self::NotFound => Problem::new(status, "not-found", Some("no such resource".into())),
+            Self::Gone => Problem::new(status, "gone", Some("the resource was deleted".into())),
             Self::Conflict { detail, extensions } => {
                 let mut p = Problem::new(status, "conflict", Some(detail));
                 p.extensions = extensions;

@@ -290,7 +290,7 @@ async fn patient_create_read_search_update_delete(pool: PgPool) {
         "invalid",
     );
 
-    // delete (admin), then the record is gone for FHIR as for JSON
+    // delete (admin), then the record is gone: 410 to its care team (404 on JSON)
     let nurse = app.user(Role::Nurse).await;
     assert_outcome(
         &fhir(&app, Method::DELETE, &url, Some(&nurse.token), None, &[]).await,
@@ -301,8 +301,14 @@ async fn patient_create_read_search_update_delete(pool: PgPool) {
     assert_eq!(r.status, 204, "{}", r.text);
     assert_outcome(
         &fhir(&app, Method::GET, &url, t, None, &[]).await,
-        404,
-        "not-found",
+        410,
+        "deleted",
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/patients/{id}"), &doc.token)
+            .await
+            .status,
+        404
     );
 }
 

@@ -29,9 +29,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Need, PatientScoped, Target};
+use crate::access::{self, AccessLog, PatientScoped, Target};
 use crate::audit::AuditEvent;
-use crate::auth::Authorized;
+use crate::auth::{AuthUser, Authorized};
 use crate::error::ApiQuery;
 use crate::error::{ApiJson, Error};
 use crate::pagination::{ListScope, Page, PageParams};
@@ -39,11 +39,13 @@ use crate::rbac::{perm, Role};
 use crate::state::AppState;
 
 pub mod model;
+pub mod search;
 
 use model::{check_times, encrypt_reason, transition_conflict, AppointmentRow};
 pub use model::{
     Appointment, AppointmentPatch, NewAppointment, Status, MAX_DURATION_HOURS, REASON_MAX_CHARS,
 };
+pub use search::AppointmentQuery;
 
 /// Audit action names of this module (stable; clients filter on them).
 pub mod actions {
@@ -235,56 +237,16 @@ pub async fn list(
         .filter("practitioner_id", filter.practitioner_id)
         .filter("from", filter.from)
         .filter("to", filter.to);
-    let paging = page.open::<(DateTime<Utc>, Uuid)>(&state.cursor_key, scope)?;
-    if let (Some(from), Some(to)) = (filter.from, filter.to) {
-        if to <= from {
-            return Err(Error::validation("to", "must be after from"));
-        }
-    }
-    // the caller's list with the filters (break-glass opens only one patient's appointments)
-    let target = match filter.patient_id {
-        Some(_) => access::ListTarget::OnePatient,
-        None => access::ListTarget::Many,
+    let query = AppointmentQuery {
+        patient_id: filter.patient_id,
+        practitioner_id: filter.practitioner_id,
+        ends_after: filter.from,
+        starts_before: filter.to,
+        ..AppointmentQuery::default()
     };
-    let mut qb = access::list_query(&state, &auth, &AppointmentRow::RESOURCE, target);
-    if let Some(p) = filter.patient_id {
-        qb.push(" AND a.patient_id = ").push_bind(p);
-    }
-    if let Some(p) = filter.practitioner_id {
-        qb.push(" AND a.practitioner_id = ").push_bind(p);
-    }
-    if let Some(from) = filter.from {
-        qb.push(" AND a.end_at > ").push_bind(from);
-    }
-    if let Some(to) = filter.to {
-        qb.push(" AND a.start_at < ").push_bind(to);
-    }
-    if let Some((start, id)) = paging.after {
-        qb.push(" AND (a.start_at, a.id) > (")
-            .push_bind(start)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    qb.push(" ORDER BY a.start_at, a.id LIMIT ")
-        .push_bind(paging.limit + 1);
-    let rows: Vec<AppointmentRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let page = paging.page(rows, |r| (r.start_at, r.id));
-    let mut items = Vec::with_capacity(page.items.len());
-    let mut log = AccessLog::new(AppointmentRow::RESOURCE.resource_type);
-    for row in &page.items {
-        let Some(access) = access::visible(&auth, row.patient_id, row.in_care_team, Need::Record)
-        else {
-            continue;
-        };
-        items.push(row.to_api(&state.keys, access)?);
-        log = log.add(&auth, actions::LIST, row.id, row.patient_id, access);
-    }
-    log.or_action(&auth, actions::LIST).write(&state).await?;
-    Ok(Json(Page {
-        items,
-        next_cursor: page.next_cursor,
-    }))
+    search::search(&state, &auth, &query, &page, scope)
+        .await
+        .map(Json)
 }
 
 /// Reschedule, change the reason, or move the status along the transition table. Moving the
@@ -302,14 +264,44 @@ pub async fn update(
     Path(id): Path<Uuid>,
     ApiJson(patch): ApiJson<AppointmentPatch>,
 ) -> Result<Json<Appointment>, Error> {
-    let (row, access) = access::load::<AppointmentRow>(&state, &auth, id).await?;
+    change(&state, &auth, id, patch, None).await.map(Json)
+}
+
+/// The caller's view of appointment `id` before changing it (access decided and denials
+/// audited as for a read; the change that follows is what gets audited).
+pub async fn current(state: &AppState, auth: &AuthUser, id: Uuid) -> Result<Appointment, Error> {
+    let (row, access) = access::load::<AppointmentRow>(state, auth, id).await?;
+    row.to_api(&state.keys, access)
+}
+
+/// `412` when the client based its change on another version than the stored one.
+fn check_version(expected: Option<DateTime<Utc>>, stored: DateTime<Utc>) -> Result<(), Error> {
+    match expected {
+        Some(v) if v != stored => Err(Error::PreconditionFailed(
+            "the appointment changed since that version; read it again".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The change of `PATCH /appointments/{id}` ([`update`]); `expected`: the version
+/// (`updated_at`) the client based it on (FHIR `If-Match`), `412` when it is not the stored one.
+pub async fn change(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+    patch: AppointmentPatch,
+    expected: Option<DateTime<Utc>>,
+) -> Result<Appointment, Error> {
+    let (row, access) = access::load::<AppointmentRow>(state, auth, id).await?;
+    check_version(expected, row.updated_at)?;
     if patch.reason.is_some() && !access.clinical() {
         let target = Target {
             resource_type: "appointment.reason",
             resource_id: Some(id),
             patient: row.patient_id,
         };
-        return Err(access::refuse_action(&state, &auth, &target).await);
+        return Err(access::refuse_action(state, auth, &target).await);
     }
     let current = row.status()?;
     let status = match patch.status {
@@ -335,15 +327,15 @@ pub async fn update(
         }
         let practitioner = patch.practitioner_id.unwrap_or(row.practitioner_id);
         if practitioner != row.practitioner_id {
-            if !access::may_book(&auth, row.patient_id, row.in_care_team, practitioner) {
+            if !access::may_book(auth, row.patient_id, row.in_care_team, practitioner) {
                 let target = Target {
                     resource_type: "appointment",
                     resource_id: Some(id),
                     patient: row.patient_id,
                 };
-                return Err(access::refuse_action(&state, &auth, &target).await);
+                return Err(access::refuse_action(state, auth, &target).await);
             }
-            check_practitioner(&state, practitioner).await?;
+            check_practitioner(state, practitioner).await?;
         }
         (start, end, practitioner)
     } else {
@@ -372,17 +364,15 @@ pub async fn update(
     .fetch_optional(&mut *tx)
     .await
     .map_err(write_error)?;
-    let (updated_at,) = updated.ok_or_else(|| {
-        Error::conflict("the appointment was changed concurrently; fetch it and retry")
-    })?;
+    let (updated_at,) = updated.ok_or_else(|| concurrent_change(expected))?;
     // the change and its audit record commit together (or not at all)
     AccessLog::new(AppointmentRow::RESOURCE.resource_type)
-        .add(&auth, actions::UPDATE, id, row.patient_id, access)
-        .write_in(&state, &mut tx)
+        .add(auth, actions::UPDATE, id, row.patient_id, access)
+        .write_in(state, &mut tx)
         .await?;
     tx.commit().await.map_err(write_error)?;
     let clinical = access.clinical();
-    Ok(Json(Appointment {
+    Ok(Appointment {
         id,
         patient_id: row.patient_id,
         practitioner_id: practitioner,
@@ -394,7 +384,7 @@ pub async fn update(
         created_by: row.created_by,
         created_at: row.created_at,
         updated_at,
-    }))
+    })
 }
 
 /// Cancel a booked or arrived appointment; the slot becomes free at once.
@@ -408,7 +398,19 @@ pub async fn cancel(
     Authorized(auth, _): Authorized<perm::AppointmentUpdate>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Appointment>, Error> {
-    let (mut row, access) = access::load::<AppointmentRow>(&state, &auth, id).await?;
+    cancel_one(&state, &auth, id, None).await.map(Json)
+}
+
+/// The cancellation of `POST /appointments/{id}/cancel` ([`cancel`]); `expected` as for
+/// [`change`].
+pub async fn cancel_one(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+    expected: Option<DateTime<Utc>>,
+) -> Result<Appointment, Error> {
+    let (mut row, access) = access::load::<AppointmentRow>(state, auth, id).await?;
+    check_version(expected, row.updated_at)?;
     let current = row.status()?;
     if !current.can_become(Status::Cancelled) {
         return Err(transition_conflict(current, Status::Cancelled));
@@ -416,23 +418,34 @@ pub async fn cancel(
     let mut tx = state.pool.begin().await?;
     let updated: Option<(DateTime<Utc>,)> = sqlx::query_as(
         "UPDATE appointments SET status = 'cancelled', updated_at = now() \
-         WHERE id = $1 AND status = $2 RETURNING updated_at",
+         WHERE id = $1 AND status = $2 AND ($3::timestamptz IS NULL OR updated_at = $3) \
+         RETURNING updated_at",
     )
     .bind(id)
     .bind(current.as_str())
+    .bind(expected.map(|_| row.updated_at))
     .fetch_optional(&mut *tx)
     .await?;
-    let (updated_at,) = updated.ok_or_else(|| {
-        Error::conflict("the appointment was changed concurrently; fetch it and retry")
-    })?;
+    let (updated_at,) = updated.ok_or_else(|| concurrent_change(expected))?;
     row.status = Status::Cancelled.as_str().into();
     row.updated_at = updated_at;
     let appointment = row.to_api(&state.keys, access)?;
     // the change and its audit record commit together (or not at all)
     AccessLog::new(AppointmentRow::RESOURCE.resource_type)
-        .add(&auth, actions::CANCEL, id, row.patient_id, access)
-        .write_in(&state, &mut tx)
+        .add(auth, actions::CANCEL, id, row.patient_id, access)
+        .write_in(state, &mut tx)
         .await?;
     tx.commit().await?;
-    Ok(Json(appointment))
+    Ok(appointment)
+}
+
+/// The row changed between reading and writing it: `409`, or `412` when the client named the
+/// version it changes.
+fn concurrent_change(expected: Option<DateTime<Utc>>) -> Error {
+    match expected {
+        Some(_) => Error::PreconditionFailed(
+            "the appointment changed since that version; read it again".into(),
+        ),
+        None => Error::conflict("the appointment was changed concurrently; fetch it and retry"),
+    }
 }

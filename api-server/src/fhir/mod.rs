@@ -12,9 +12,13 @@
 //! | `patient.rs` | `Patient` |
 //! | `medication_request.rs` (+ `mapping.rs`, `route.rs`) | `MedicationRequest` over the prescriptions |
 //! | `clinical.rs` | `AllergyIntolerance` and `Condition` from the record's lists |
+//! | `everything.rs` | `Patient/{id}/$everything` |
+//! | `audit_event.rs` | `AuditEvent` |
 
+pub mod audit_event;
 pub mod capability;
 pub mod clinical;
+pub mod everything;
 pub mod medication_request;
 pub mod patient;
 pub mod search;
@@ -35,6 +39,7 @@ pub const BASE: &str = "/fhir/R4";
 /// Every resource type served, in the CapabilityStatement's order.
 pub const RESOURCES: &[ResourceCapability] = &[
     patient::CAPABILITY,
+    audit_event::CAPABILITY,
     medication_request::CAPABILITY,
     clinical::ALLERGY_CAPABILITY,
     clinical::CONDITION_CAPABILITY,
@@ -52,6 +57,9 @@ pub fn router() -> Router<AppState> {
                 .put(patient::update)
                 .delete(patient::delete),
         )
+        .route("/Patient/{id}/$everything", get(everything::everything))
+        .route("/AuditEvent", get(audit_event::search))
+        .route("/AuditEvent/{id}", get(audit_event::read))
         .route(
             "/MedicationRequest",
             get(medication_request::search).post(medication_request::create),

@@ -21,7 +21,7 @@ use super::wire::{self, FhirBody, Version};
 use crate::auth::{AuthUser, Authorized};
 use crate::error::{ApiJson, ApiQuery, Error, FieldError};
 use crate::patients::model::{EmergencyContact, NewPatient, Patient, PatientPatch, Sex};
-use crate::patients::{self, CallerAndPatient, PatientFilter};
+use crate::patients::{self, CallerAndPatient, Narrowing, PatientFilter};
 use crate::rbac::perm;
 use crate::state::AppState;
 
@@ -73,7 +73,7 @@ pub const CAPABILITY: ResourceCapability = ResourceCapability {
         },
     ],
     sorts: &[],
-    operations: &[],
+    operations: &[super::everything::OPERATION],
     doc: "Patient records: demographics for every role that may see the record, clinical data as AllergyIntolerance and Condition. Lookups go through blind indexes (records are encrypted per field), so searches are exact.",
 };
 
@@ -333,12 +333,24 @@ fn location(headers: &HeaderMap, state: &AppState, p: &Patient) -> String {
     )
 }
 
-/// `GET /Patient/{id}`.
+/// `GET /Patient/{id}`: a soft-deleted record is `410 Gone` to those who could open it while
+/// it was live ([`patients::deleted_and_visible`]), `404` to everyone else.
 pub async fn read(
     State(state): State<AppState>,
     caller: CallerAndPatient<perm::PatientRead>,
 ) -> Result<Response, Error> {
-    let axum::Json(p) = patients::read(State(state.clone()), caller).await?;
+    let missing = caller.updated_at().is_none().then(|| caller.auth().clone());
+    let id = caller.id();
+    let p = match patients::read(State(state.clone()), caller).await {
+        Ok(axum::Json(p)) => p,
+        Err(Error::NotFound) => match missing {
+            Some(auth) if patients::deleted_and_visible(&state, &auth, id).await? => {
+                return Err(Error::Gone)
+            }
+            _ => return Err(Error::NotFound),
+        },
+        Err(e) => return Err(e),
+    };
     let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
     Ok(wire::resource(StatusCode::OK, &json(fhir)?, version, None))
 }
@@ -443,40 +455,61 @@ pub async fn search(
             "given and gender narrow an identifier, _id or family + birthdate search (records are found through blind indexes)",
         ));
     }
-    let filter = PatientFilter { ids, ..filter };
+    let sex = match gender {
+        None => None,
+        Some(g) => Some(
+            serde_json::from_value::<Sex>(serde_json::Value::String(g)).map_err(|_| {
+                Error::bad_parameter("gender", "must be male, female, other or unknown")
+            })?,
+        ),
+    };
+    let filter = PatientFilter {
+        ids,
+        narrow: Narrowing {
+            given_name: given,
+            sex,
+        },
+        ..filter
+    };
+    let base = wire::base_url(&headers, state.config.tls.is_some());
+    if search.summary_count {
+        let total = patients::total(&state, &auth, &filter).await?;
+        let bundle = searchset(&base, "Patient", &search, Some(total), Vec::new(), None);
+        return Ok(wire::fhir_json(
+            StatusCode::OK,
+            &Resource::Bundle(Box::new(bundle)),
+        ));
+    }
     let axum::Json(page) = patients::list(
         State(state.clone()),
-        auth,
-        ApiQuery(filter),
+        auth.clone(),
+        ApiQuery(filter.clone()),
         ApiQuery(search.page()),
     )
     .await?;
+    // one page with no cursor holds every match; otherwise count them (the same scoped query)
+    let total = if search.cursor.is_none() && page.next_cursor.is_none() {
+        page.items.len() as i64
+    } else {
+        patients::total(&state, &auth, &filter).await?
+    };
     let mrn_system = &state.config.fhir_mrn_system;
     let mut matches = Vec::with_capacity(page.items.len());
     for p in &page.items {
-        if given
-            .as_deref()
-            .is_some_and(|g| p.given_name.to_lowercase() != g)
-        {
-            continue;
-        }
-        if let Some(g) = &gender {
-            let sex = serde_json::to_value(p.sex).ok();
-            if sex.as_ref().and_then(|s| s.as_str()) != Some(g.as_str()) {
-                continue;
-            }
-        }
         let (fhir, _) = to_fhir(p, mrn_system);
         matches.push(Match {
             id: p.id.to_string(),
             resource: json(fhir)?,
         });
     }
-    // the total is known when this is the only page; otherwise it is left out (FHIR allows it)
-    let total =
-        (search.cursor.is_none() && page.next_cursor.is_none()).then_some(matches.len() as i64);
-    let base = wire::base_url(&headers, state.config.tls.is_some());
-    let bundle = searchset(&base, "Patient", &search, total, matches, page.next_cursor);
+    let bundle = searchset(
+        &base,
+        "Patient",
+        &search,
+        Some(total),
+        matches,
+        page.next_cursor,
+    );
     Ok(wire::fhir_json(
         StatusCode::OK,
         &Resource::Bundle(Box::new(bundle)),
@@ -533,5 +566,6 @@ fn filter(search: &Search, mrn_system: &str) -> Result<PatientFilter, Error> {
         family_name: family,
         birth_date,
         ids: Vec::new(),
+        narrow: Narrowing::default(),
     })
 }

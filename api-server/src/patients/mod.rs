@@ -10,11 +10,14 @@
 //! | `mod.rs` | the router and the handlers |
 //! | `extract.rs` | [`CallerAndPatient`]: session check and record read in one statement |
 //! | `model.rs` | API types, validation, encryption of the PHI columns |
+//! | `narrow.rs` | [`Narrowing`]: conditions checked on the decrypted record (FHIR `given`, `gender`) |
 
 mod extract;
 pub mod model;
+mod narrow;
 
 pub use extract::CallerAndPatient;
+pub use narrow::Narrowing;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -36,6 +39,7 @@ use crate::state::AppState;
 use crate::store::patients::{
     mrn_taken_under_other_keys, write_phi, Inserted, PendingPatient, ROW_COLUMNS,
 };
+use sqlx::{Postgres, QueryBuilder};
 
 use model::{NewPatient, Patient, PatientPatch, PatientRow};
 
@@ -150,8 +154,35 @@ pub async fn read(
     )))
 }
 
+/// Whether `id` is a soft-deleted record (kept for the retention period) that the caller could
+/// open while it was live: the same decision ([`access::visible`]) on the care-team flag it
+/// still has. FHIR answers `410 Gone` then, and `404` to everyone else (existence must not
+/// leak). No PHI is read.
+pub async fn deleted_and_visible(
+    state: &AppState,
+    auth: &AuthUser,
+    id: Uuid,
+) -> Result<bool, Error> {
+    if crate::rbac::hidden_without_lookup(auth.role, auth.patient_id, id) {
+        return Ok(false);
+    }
+    let in_care_team: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM patients p WHERE p.id = $1 AND p.deleted_at IS NOT NULL",
+        crate::store::patients::in_care_team_sql("$2", "$3")
+    )))
+    .bind(id)
+    .bind(auth.user_id)
+    .bind(crate::store::patients::access_days(
+        state.config.care_team_access_days,
+    ))
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(in_care_team
+        .is_some_and(|flag| access::visible(auth, id, flag, access::Need::Record).is_some()))
+}
+
 /// Filters of `GET /patients`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PatientFilter {
     /// Exact MRN (blind-index lookup).
@@ -163,6 +194,11 @@ pub struct PatientFilter {
     #[serde(skip)]
     #[param(ignore)]
     pub ids: Vec<Uuid>,
+    /// Narrowing on the decrypted record (FHIR `given`, `gender`; not query parameters of
+    /// `/api/v1`): exact given name (case-insensitive), sex.
+    #[serde(skip)]
+    #[param(ignore)]
+    pub narrow: Narrowing,
 }
 
 /// List / search patients visible to the caller. `X-Break-Glass-Reason` opens only an exact-MRN
@@ -180,18 +216,136 @@ pub async fn list(
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Patient>>, Error> {
     auth.require(&state, Permission::PatientList).await?;
-    let scope = ListScope::new("/api/v1/patients", auth.user_id)
+    let mut scope = ListScope::new("/api/v1/patients", auth.user_id)
         .filter("mrn", filter.mrn.as_deref())
         .filter("family_name", filter.family_name.as_deref())
         .filter("birth_date", filter.birth_date)
         .filter("ids", Some(ids_key(&filter.ids)));
+    if !filter.narrow.is_empty() {
+        scope = scope.filter("narrow", Some(filter.narrow.key()));
+    }
     let paging = page.open::<Uuid>(&state.cursor_key, scope)?;
+    let (mut qb, searched) = filtered_query(&state, &auth, &filter, &PATIENTS)?;
+    if let Some(c) = paging.after {
+        qb.push(" AND p.id > ").push_bind(c);
+    }
+    qb.push(" ORDER BY p.id LIMIT ").push_bind(paging.limit + 1);
+    let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let page = paging.page(rows, |r| r.id);
+    let action = if searched {
+        actions::PATIENT_SEARCH
+    } else {
+        actions::PATIENT_LIST
+    };
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut log = AccessLog::new("patient");
+    for row in &page.items {
+        let Some(access) = access::visible(&auth, row.id, row.in_care_team, access::Need::Record)
+        else {
+            continue;
+        };
+        let phi = model::decrypt(&state.keys, row)?;
+        if !filter.narrow.admits(&phi) {
+            continue;
+        }
+        log = log.add(&auth, action, row.id, row.id, access);
+        items.push(Patient::from_phi(
+            row.id,
+            phi,
+            access.clinical(),
+            row.created_at,
+            row.updated_at,
+        ));
+    }
+    log.or_action(&auth, action).write(&state).await?;
+    count(&state, "list");
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// How many records [`list`] finds for `filter`, over all its pages: a count over the same
+/// scoped query, of the rows [`access::visible`] opens (with a [`Narrowing`], the rows the
+/// blind-index or id filter found are decrypted to check it). The count tells whether records
+/// match, so it is audited like the list it counts (`patient.search` / `patient.list`, on the
+/// resource type: no record is returned).
+pub async fn total(
+    state: &AppState,
+    auth: &AuthUser,
+    filter: &PatientFilter,
+) -> Result<i64, Error> {
+    auth.require(state, Permission::PatientList).await?;
+    let mut total = 0;
+    let searched = if filter.narrow.is_empty() {
+        // one row per care-team flag; the access decision of a group is that of any of its
+        // records (it depends on the record only for patient accounts, whose scope is their own)
+        let (mut qb, searched) = filtered_query(state, auth, filter, &COUNTED)?;
+        qb.push(" GROUP BY 3");
+        let groups: Vec<(i64, Uuid, bool)> = qb.build_query_as().fetch_all(&state.pool).await?;
+        for (n, id, in_care_team) in groups {
+            if access::visible(auth, id, in_care_team, access::Need::Record).is_some() {
+                total += n;
+            }
+        }
+        searched
+    } else {
+        let (mut qb, searched) = filtered_query(state, auth, filter, &PATIENTS)?;
+        qb.push(" LIMIT ").push_bind(MAX_NARROWED + 1);
+        let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+        if rows.len() as i64 > MAX_NARROWED {
+            return Err(Error::bad_parameter(
+                "query",
+                "too many records to narrow: search by MRN, ids, or family name with birth date",
+            ));
+        }
+        for row in &rows {
+            if access::visible(auth, row.id, row.in_care_team, access::Need::Record).is_some()
+                && filter.narrow.admits(&model::decrypt(&state.keys, row)?)
+            {
+                total += 1;
+            }
+        }
+        searched
+    };
+    let action = if searched {
+        actions::PATIENT_SEARCH
+    } else {
+        actions::PATIENT_LIST
+    };
+    AccessLog::new("patient")
+        .or_action(auth, action)
+        .write(state)
+        .await?;
+    Ok(total)
+}
+
+/// At most this many records are decrypted to count a [`Narrowing`] ([`total`]) (a blind-index or id
+/// filter finds a handful).
+const MAX_NARROWED: i64 = 1000;
+
+/// The patient records as [`total`] groups them: the count and one of the records per
+/// care-team flag (`GROUP BY 3`: the flag is the third column).
+const COUNTED: Resource = Resource {
+    columns: "count(*) AS n, (array_agg(p.id))[1] AS id",
+    ..PATIENTS
+};
+
+/// The query of [`list`] and [`total`]: the caller's scope ([`access::list_query`]) narrowed by
+/// `filter`, without order and paging, selecting `resource`'s columns; and whether it searches
+/// (by MRN or name) rather than lists.
+fn filtered_query(
+    state: &AppState,
+    auth: &AuthUser,
+    filter: &PatientFilter,
+    resource: &Resource,
+) -> Result<(QueryBuilder<Postgres>, bool), Error> {
     // break-glass opens an exact-MRN lookup (one record), never a list or a name search
     let target = match (&filter.mrn, &filter.family_name, filter.birth_date) {
         (Some(_), None, None) => access::ListTarget::OnePatient,
         _ => access::ListTarget::Many,
     };
-    let mut qb = access::list_query(&state, &auth, &PATIENTS, target);
+    let mut qb = access::list_query(state, auth, resource, target);
     let searched =
         filter.mrn.is_some() || filter.family_name.is_some() || filter.birth_date.is_some();
     match (&filter.mrn, &filter.family_name, filter.birth_date) {
@@ -219,40 +373,7 @@ pub async fn list(
             .push_bind(filter.ids.clone())
             .push(")");
     }
-    if let Some(c) = paging.after {
-        qb.push(" AND p.id > ").push_bind(c);
-    }
-    qb.push(" ORDER BY p.id LIMIT ").push_bind(paging.limit + 1);
-    let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-    let page = paging.page(rows, |r| r.id);
-    let action = if searched {
-        actions::PATIENT_SEARCH
-    } else {
-        actions::PATIENT_LIST
-    };
-    let mut items = Vec::with_capacity(page.items.len());
-    let mut log = AccessLog::new("patient");
-    for row in &page.items {
-        let Some(access) = access::visible(&auth, row.id, row.in_care_team, access::Need::Record)
-        else {
-            continue;
-        };
-        let phi = model::decrypt(&state.keys, row)?;
-        log = log.add(&auth, action, row.id, row.id, access);
-        items.push(Patient::from_phi(
-            row.id,
-            phi,
-            access.clinical(),
-            row.created_at,
-            row.updated_at,
-        ));
-    }
-    log.or_action(&auth, action).write(&state).await?;
-    count(&state, "list");
-    Ok(Json(Page {
-        items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok((qb, searched))
 }
 
 /// The `ids` filter as it is bound into list cursors.

@@ -119,7 +119,8 @@ impl TryFrom<String> for RoleName {
     }
 }
 
-const USER_COLUMNS: &str =
+/// The columns of a [`UserRow`].
+pub const USER_COLUMNS: &str =
     "id, email, email_enc, role, display_name, active, patient_id, created_at, updated_at";
 
 pub fn check_email(email: &str) -> Result<(), FieldError> {
