@@ -1,6 +1,7 @@
 //! API benchmark: PHI read (`GET /api/v1/patients/{id}`: session check, decryption, durable
 //! group-committed audit) and patient create (`POST /api/v1/patients`: encryption, blind indexes,
-//! audit) at 64 concurrent connections against the release `caduceus-api serve`, printed side by
+//! audit), and the same two through FHIR R4 (`GET`/`POST /fhir/R4/Patient`, `api_bench/fhir.rs`),
+//! at 64 concurrent connections against the release `caduceus-api serve`, printed side by
 //! side with `pgbench -S` (select-only) and `pgbench` (TPC-B) on the same Postgres in the same run.
 //!
 //! ```sh
@@ -15,7 +16,8 @@
 //! (default 64), `PGBENCH` (default `pgbench` on PATH, else /usr/lib/postgresql/*/bin/pgbench),
 //! `PGBENCH_SCALE` (default 10).
 //!
-//! Targets (issue 3): read p95 < 10 ms, read req/s ≥ 20 % of `pgbench -S` TPS, create p95 < 25 ms.
+//! Targets (issue 3): read p95 < 10 ms, read req/s ≥ 20 % of `pgbench -S` TPS, create p95 < 25 ms;
+//! (issue 16) FHIR read p95 < 10 ms and API CPU per FHIR read ≤ 1.2 × per JSON read.
 //! A third workload, `GET /health/live` (no auth, database, Redis or audit), is a reference: the
 //! floor the HTTP stack and the load generator set on this machine at the same concurrency.
 //! The API runs with its normal configuration except the per-user/IP rate limit, which is raised
@@ -35,6 +37,9 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+
+#[path = "api_bench/fhir.rs"]
+mod fhir;
 
 const BENCH_DB: &str = "caduceus_bench";
 const PGBENCH_DB: &str = "caduceus_pgbench";
@@ -843,12 +848,36 @@ async fn main() -> Result<()> {
         })
         .await
     };
+    eprintln!("FHIR Patient read ...");
+    let fhir_read = {
+        let paths: Vec<String> = ids.iter().map(|id| fhir::read_path(id.as_str())).collect();
+        let (host, auth) = (host.clone(), auth.clone());
+        load(addr, conns, secs, StatusCode::OK, probe, move |n| {
+            let path = &paths[(n as usize * 7919) % paths.len()];
+            request(Method::GET, path, &host, &auth, None)
+        })
+        .await
+    };
     eprintln!("patient create ...");
     let create = {
         let (host, auth) = (host.clone(), auth.clone());
         load(addr, conns, secs, StatusCode::CREATED, probe, move |n| {
             let body = Bytes::from(patient_body(n, "C").to_string());
             request(Method::POST, "/api/v1/patients", &host, &auth, Some(body))
+        })
+        .await
+    };
+    eprintln!("FHIR Patient create ...");
+    let fhir_create = {
+        let (host, auth) = (host.clone(), auth.clone());
+        load(addr, conns, secs, StatusCode::CREATED, probe, move |n| {
+            request(
+                Method::POST,
+                "/fhir/R4/Patient",
+                &host,
+                &auth,
+                Some(fhir::create_body(n)),
+            )
         })
         .await
     };
@@ -863,6 +892,7 @@ async fn main() -> Result<()> {
         })
         .await
     };
+    // JSON and FHIR requests alike: the FHIR routes audit the same actions
     let audited: String = psql(
         &bench_url,
         "SELECT count(*) FROM audit_events WHERE action IN ('patient.read', 'patient.create')",
@@ -881,6 +911,8 @@ async fn main() -> Result<()> {
     );
     row("API GET /patients/{id} (PHI read)", conns, &read);
     row("API POST /patients (create)", conns, &create);
+    row("FHIR GET /Patient/{id} (read)", conns, &fhir_read);
+    row("FHIR POST /Patient (create)", conns, &fhir_create);
     row("API GET /health/live (no-op floor)", conns, &floor);
     println!(
         "{:<34} {conns:>5} {:>10.0} {:>8} {:>8} {:>8}   avg {:.2} ms",
@@ -896,6 +928,8 @@ async fn main() -> Result<()> {
     for (name, s) in [
         ("PHI read", &read),
         ("create", &create),
+        ("FHIR read", &fhir_read),
+        ("FHIR create", &fhir_create),
         ("no-op floor", &floor),
     ] {
         let max = s
@@ -927,6 +961,8 @@ async fn main() -> Result<()> {
     for (name, s) in [
         ("PHI read", &read),
         ("create", &create),
+        ("FHIR read", &fhir_read),
+        ("FHIR create", &fhir_create),
         ("no-op floor", &floor),
     ] {
         match &s.usage {
@@ -964,7 +1000,34 @@ async fn main() -> Result<()> {
         create.pct(0.95),
         verdict(create.pct(0.95) < 25.0)
     );
-    if read.errors > 0 || create.errors > 0 || floor.errors > 0 {
+    println!(
+        "FHIR read p95 {:.2} ms < 10 ms: {}",
+        fhir_read.pct(0.95),
+        verdict(fhir_read.pct(0.95) < 10.0)
+    );
+    let cpu_ratio = fhir::read_cpu_ratio(
+        fhir_read.usage.as_ref().map(|u| u.api_cpu_ms),
+        read.usage.as_ref().map(|u| u.api_cpu_ms),
+    );
+    match cpu_ratio {
+        Some(r) => println!(
+            "FHIR read API CPU per request {r:.2} x the JSON read's <= {:.1}: {}",
+            fhir::MAX_READ_CPU_RATIO,
+            verdict(r <= fhir::MAX_READ_CPU_RATIO)
+        ),
+        None => println!("FHIR read API CPU per request: not measured"),
+    }
+    println!(
+        "FHIR create p95 {:.2} ms < 25 ms: {}",
+        fhir_create.pct(0.95),
+        verdict(fhir_create.pct(0.95) < 25.0)
+    );
+    if read.errors > 0
+        || create.errors > 0
+        || fhir_read.errors > 0
+        || fhir_create.errors > 0
+        || floor.errors > 0
+    {
         bail!("some requests failed");
     }
     Ok(())
