@@ -12,15 +12,19 @@
 //! | `patient.rs` | `Patient` |
 //! | `medication_request.rs` (+ `mapping.rs`, `route.rs`) | `MedicationRequest` over the prescriptions |
 //! | `clinical.rs` | `AllergyIntolerance` and `Condition` from the record's lists |
+//! | `practitioner.rs` | `Practitioner` |
+//! | `appointment.rs` | `Appointment` |
 //! | `everything.rs` | `Patient/{id}/$everything` |
 //! | `audit_event.rs` | `AuditEvent` |
 
+pub mod appointment;
 pub mod audit_event;
 pub mod capability;
 pub mod clinical;
 pub mod everything;
 pub mod medication_request;
 pub mod patient;
+pub mod practitioner;
 pub mod search;
 pub mod wire;
 
@@ -43,6 +47,8 @@ pub const RESOURCES: &[ResourceCapability] = &[
     medication_request::CAPABILITY,
     clinical::ALLERGY_CAPABILITY,
     clinical::CONDITION_CAPABILITY,
+    practitioner::CAPABILITY,
+    appointment::CAPABILITY,
 ];
 
 /// The FHIR router (mounted at [`BASE`]): every route of [`RESOURCES`], `GET /metadata`, and the
@@ -80,6 +86,16 @@ pub fn router() -> Router<AppState> {
         .route(
             "/Condition/{id}",
             get(clinical::read::<clinical::Conditions>),
+        )
+        .route("/Practitioner", get(practitioner::search))
+        .route("/Practitioner/{id}", get(practitioner::read))
+        .route(
+            "/Appointment",
+            get(appointment::search).post(appointment::create),
+        )
+        .route(
+            "/Appointment/{id}",
+            get(appointment::read).put(appointment::update),
         )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(wire::fhir_wire))
