@@ -289,6 +289,12 @@ async fn everything_is_the_compartment_of_one_patient_audited_once(pool: PgPool)
     let a = create_patient(&app, &doc, "everya").await;
     let b = create_patient(&app, &doc, "everyb").await;
     let url = format!("/fhir/R4/Patient/{a}/$everything");
+    for (patient, drug) in [(&a, "Lisinopril"), (&b, "Metformin")] {
+        let rx = serde_json::json!({"patient_id": patient, "medication": {"name": drug},
+            "dose": "5 mg", "route": "oral", "frequency": "once daily", "duration_days": 30});
+        let r = app.post("/api/v1/prescriptions", &doc.token, rx).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
 
     // the patient themselves (right of access)
     let own = app.patient_user(a.parse().expect("uuid")).await;
@@ -311,6 +317,25 @@ async fn everything_is_the_compartment_of_one_patient_audited_once(pool: PgPool)
             "every other resource is the patient's: {refs}"
         );
     }
+    let types: Vec<&str> = found
+        .iter()
+        .filter_map(|x| x["resourceType"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Patient",
+            "MedicationRequest",
+            "AllergyIntolerance",
+            "Condition"
+        ],
+        "{}",
+        r.text
+    );
+    assert!(
+        !r.text.contains("Metformin"),
+        "not the other patient's prescription"
+    );
     assert_eq!(
         audit_count(&app, "patient.everything", Some(&a)).await,
         1,

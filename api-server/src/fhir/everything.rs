@@ -1,5 +1,6 @@
 //! `GET /Patient/{id}/$everything`: the patient compartment as one `searchset` Bundle — the
-//! Patient, then its Appointments, MedicationRequests, AllergyIntolerances and Conditions —
+//! Patient, then its MedicationRequests, AllergyIntolerances and Conditions (Appointments once
+//! their mapper is registered) —
 //! for the patient themselves (the HIPAA right of access) and the care team: the access module
 //! decides with [`Need::Clinical`] (demographic access, e.g. an admin's, is refused like none;
 //! break-glass opens it as it opens a read). It is ONE access: one `patient.everything` audit
@@ -14,11 +15,14 @@ use fhir_r4::r4::resources::Resource;
 use fhir_r4::r4::{codes, types};
 
 use super::capability::Operation;
-use super::wire;
+use super::clinical::{entry_id, Allergies, ClinicalList, Conditions};
+use super::medication_request;
+use super::wire::{self, Version};
 use crate::access::{AccessLog, Need};
 use crate::error::Error;
 use crate::patients::model::{self, Patient};
 use crate::patients::CallerAndPatient;
+use crate::prescriptions;
 use crate::rbac::perm;
 use crate::state::AppState;
 
@@ -51,12 +55,21 @@ pub async fn everything(
     let phi = model::decrypt(&state.keys, &row)?;
     let patient = Patient::from_phi(id, phi, access.clinical(), row.created_at, row.updated_at);
     let (fhir, _) = super::patient::to_fhir(&patient, &state.config.fhir_mrn_system);
-    let found = vec![Found {
+    let mut found = vec![Found {
         type_name: "Patient",
         id: id.to_string(),
-        resource: serde_json::to_value(Resource::Patient(Box::new(fhir)))
-            .map_err(|e| Error::internal(anyhow::Error::new(e)))?,
+        resource: to_json(Resource::Patient(Box::new(fhir)))?,
     }];
+    for p in prescriptions::of_patient(&state, &auth, id).await? {
+        let (m, _) = medication_request::mapping::to_fhir(&p);
+        found.push(Found {
+            type_name: "MedicationRequest",
+            id: p.id.to_string(),
+            resource: medication_request::mapping::json(m)?,
+        });
+    }
+    clinical_list::<Allergies>(&patient, &mut found)?;
+    clinical_list::<Conditions>(&patient, &mut found)?;
     // one access, audited before anything is returned
     AccessLog::new("patient")
         .add(&auth, PATIENT_EVERYTHING, id, id, access)
@@ -68,6 +81,24 @@ pub async fn everything(
         StatusCode::OK,
         &Resource::Bundle(Box::new(bundle(&base, self_url, found))),
     ))
+}
+
+fn to_json(r: Resource) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(r).map_err(|e| Error::internal(anyhow::Error::new(e)))
+}
+
+/// The entries of one of the record's clinical lists (none without clinical access).
+fn clinical_list<K: ClinicalList>(p: &Patient, found: &mut Vec<Found>) -> Result<(), Error> {
+    let version = Version(p.updated_at);
+    for (i, entry) in K::entries(p).into_iter().flatten().enumerate() {
+        let id = entry_id(p.id, i);
+        found.push(Found {
+            type_name: K::CAPABILITY.type_name,
+            resource: to_json(K::resource(id.clone(), p.id, entry, version))?,
+            id,
+        });
+    }
+    Ok(())
 }
 
 /// `$everything` takes no parameters here (`_since`, `_type`, `_count`, `start`, `end` are not

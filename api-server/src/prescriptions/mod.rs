@@ -362,6 +362,31 @@ pub async fn list(
     }))
 }
 
+/// Every prescription of patient `patient` the caller's clinical access opens (the scope of
+/// [`list`] narrowed to that patient, [`access::visible`] with [`Need::Clinical`]), oldest
+/// first, NOT audited: for a route that admitted the caller to the patient and audits its
+/// access as one (FHIR `Patient/$everything`).
+pub async fn of_patient(
+    state: &AppState,
+    auth: &crate::auth::AuthUser,
+    patient: Uuid,
+) -> Result<Vec<Prescription>, Error> {
+    let mut qb = access::list_query(
+        state,
+        auth,
+        &PrescriptionRow::RESOURCE,
+        access::ListTarget::OnePatient,
+    );
+    qb.push(" AND r.patient_id = ")
+        .push_bind(patient)
+        .push(" ORDER BY r.id");
+    let rows: Vec<PrescriptionRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    rows.iter()
+        .filter(|r| access::visible(auth, r.patient_id, r.in_care_team, Need::Clinical).is_some())
+        .map(|r| r.decrypt(&state.keys))
+        .collect()
+}
+
 /// Stop an active prescription (physicians in the care team).
 #[utoipa::path(post, path = "/api/v1/prescriptions/{id}/discontinue", tag = "prescriptions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Prescription), (status = 403, body = crate::error::Problem),
