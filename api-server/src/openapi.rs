@@ -195,7 +195,7 @@ impl Modify for NoNul {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json."),
+    info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json. The same data is served as HL7 FHIR R4 (4.0.1) at /fhir/R4 (application/fhir+json, errors as OperationOutcome), described by its CapabilityStatement at GET /fhir/R4/metadata (generated from the tables that route the FHIR requests) rather than in this document: see docs/fhir.md."),
     paths(
         crate::auth::routes::login, crate::auth::routes::refresh, crate::auth::routes::logout,
         crate::auth::routes::me, crate::auth::routes::register,
@@ -262,6 +262,8 @@ details summary{cursor:pointer}
 <body><h1>Caduceus clinical API</h1>
 <p>Rendered from <a href="openapi.json">openapi.json</a> (OpenAPI 3.1). Errors use
 <code>application/problem+json</code> (RFC 9457). Authenticate with <code>Authorization: Bearer &lt;access_token&gt;</code>.</p>
+<p>HL7 FHIR R4 (4.0.1) over the same data: <code>/fhir/R4</code>, described by its
+<a href="../../fhir/R4/metadata">CapabilityStatement</a> (<code>GET /fhir/R4/metadata</code>).</p>
 <div id="out">Loading…</div>
 <script>
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
@@ -569,6 +571,16 @@ mod tests {
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
         assert_eq!(limit["schema"]["minimum"], 1);
         assert_eq!(limit["schema"]["maximum"], 100);
+    }
+
+    /// The document and the docs page name the FHIR interface's own description.
+    #[test]
+    fn the_document_and_page_point_to_the_fhir_interface() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
+        let metadata = format!("{}/metadata", crate::fhir::BASE);
+        let description = doc["info"]["description"].as_str().expect("description");
+        assert!(description.contains(&metadata), "{description}");
+        assert!(DOCS_HTML.contains(&metadata));
     }
 
     /// Every list's `cursor` is an opaque base64url string of bounded length, and a refused one
