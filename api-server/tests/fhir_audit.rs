@@ -289,6 +289,14 @@ async fn everything_is_the_compartment_of_one_patient_audited_once(pool: PgPool)
     let a = create_patient(&app, &doc, "everya").await;
     let b = create_patient(&app, &doc, "everyb").await;
     let url = format!("/fhir/R4/Patient/{a}/$everything");
+    for (patient, hour) in [(&a, 9), (&b, 10)] {
+        let start = chrono::Utc::now().date_naive() + chrono::Days::new(3);
+        let at = |h: u32| format!("{start}T{h:02}:00:00Z");
+        let body = serde_json::json!({"patient_id": patient, "practitioner_id": doc.id,
+            "start": at(hour), "end": at(hour + 1), "reason": "check-up"});
+        let r = app.post("/api/v1/appointments", &doc.token, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
     for (patient, drug) in [(&a, "Lisinopril"), (&b, "Metformin")] {
         let rx = serde_json::json!({"patient_id": patient, "medication": {"name": drug},
             "dose": "5 mg", "route": "oral", "frequency": "once daily", "duration_days": 30});
@@ -325,6 +333,7 @@ async fn everything_is_the_compartment_of_one_patient_audited_once(pool: PgPool)
         types,
         [
             "Patient",
+            "Appointment",
             "MedicationRequest",
             "AllergyIntolerance",
             "Condition"

@@ -106,3 +106,31 @@ pub async fn search(
         next_cursor: page.next_cursor,
     })
 }
+
+/// Every appointment of patient `patient` the caller's access opens (the scope of [`search`]
+/// narrowed to that patient, [`access::visible`]), in start order, NOT audited: for a route that
+/// admitted the caller to the patient and audits its access as one (FHIR `Patient/$everything`).
+pub async fn of_patient(
+    state: &AppState,
+    auth: &AuthUser,
+    patient: Uuid,
+) -> Result<Vec<Appointment>, Error> {
+    let mut qb = access::list_query(
+        state,
+        auth,
+        &AppointmentRow::RESOURCE,
+        access::ListTarget::OnePatient,
+    );
+    qb.push(" AND a.patient_id = ")
+        .push_bind(patient)
+        .push(" ORDER BY a.start_at, a.id");
+    let rows: Vec<AppointmentRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(access) = access::visible(auth, row.patient_id, row.in_care_team, Need::Record)
+        {
+            out.push(row.to_api(&state.keys, access)?);
+        }
+    }
+    Ok(out)
+}

@@ -1,6 +1,5 @@
 //! `GET /Patient/{id}/$everything`: the patient compartment as one `searchset` Bundle — the
-//! Patient, then its MedicationRequests, AllergyIntolerances and Conditions (Appointments once
-//! their mapper is registered) —
+//! Patient, then its Appointments, MedicationRequests, AllergyIntolerances and Conditions —
 //! for the patient themselves (the HIPAA right of access) and the care team: the access module
 //! decides with [`Need::Clinical`] (demographic access, e.g. an admin's, is refused like none;
 //! break-glass opens it as it opens a read). It is ONE access: one `patient.everything` audit
@@ -60,6 +59,14 @@ pub async fn everything(
         id: id.to_string(),
         resource: to_json(Resource::Patient(Box::new(fhir)))?,
     }];
+    for a in crate::appointments::search::of_patient(&state, &auth, id).await? {
+        let (appointment, _) = super::appointment::to_fhir(&a)?;
+        found.push(Found {
+            type_name: "Appointment",
+            id: a.id.to_string(),
+            resource: to_json(Resource::Appointment(Box::new(appointment)))?,
+        });
+    }
     for p in prescriptions::of_patient(&state, &auth, id).await? {
         let (m, _) = medication_request::mapping::to_fhir(&p);
         found.push(Found {
