@@ -105,7 +105,7 @@ if "Appointment" in served:
                 status="booked",
                 start=start.isoformat().replace("+00:00", "Z"),
                 end=(start + datetime.timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
-                description="Follow-up",
+                reasonCode=[{"text": "Follow-up"}],
                 participant=[
                     {"actor": patient_ref, "status": "accepted"},
                     {"actor": {"reference": f"Practitioner/{PRACTITIONER}"}, "status": "accepted"},
@@ -132,7 +132,14 @@ if "MedicationRequest" in served:
                 intent="order",
                 medicationCodeableConcept={"text": f"{name} 500 mg"},
                 subject=patient_ref,
-                dosageInstruction=[{"text": "500 mg orally three times a day"}],
+                dosageInstruction=[{
+                    "text": "500 mg oral twice daily",
+                    "route": {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}], "text": "oral"},
+                    "timing": {"code": {"text": "twice daily"}},
+                    "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg"}}],
+                }],
+                dispenseRequest={"expectedSupplyDuration": {
+                    "value": 30, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}},
             )
             try:
                 m.save()
