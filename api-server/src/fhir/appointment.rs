@@ -21,7 +21,7 @@ use fhir_r4::r4::types;
 use uuid::Uuid;
 
 use super::capability::{coded, Interaction, ParamType, ResourceCapability, SearchParam};
-use super::search::{reference_id, searchset, DateParam, Match, Search};
+use super::search::{reference_id, DateParam, Match, Search};
 use super::wire::{self, FhirBody, Version};
 use crate::appointments::{
     self, Appointment, AppointmentPatch, AppointmentQuery, NewAppointment, Status,
@@ -282,18 +282,13 @@ fn body(value: serde_json::Value) -> Result<FhirAppointment, Error> {
         .map_err(|_| invalid("Appointment", "is not a valid FHIR R4 Appointment"))
 }
 
-/// The id in the URL; one that is not ours cannot exist (`404`).
-fn path_id(id: &str) -> Result<Uuid, Error> {
-    id.parse().map_err(|_| Error::NotFound)
-}
-
 /// `GET /Appointment/{id}`.
 pub async fn read(
     State(state): State<AppState>,
     authorized: Authorized<perm::AppointmentRead>,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let id = path_id(&id)?;
+    let id = wire::path_id(&id)?;
     let axum::Json(a) = appointments::read(State(state), authorized, Path(id)).await?;
     respond(StatusCode::OK, &a, None)
 }
@@ -340,7 +335,7 @@ pub async fn update(
     Path(id): Path<String>,
     FhirBody(value): FhirBody<serde_json::Value>,
 ) -> Result<Response, Error> {
-    let id = path_id(&id)?;
+    let id = wire::path_id(&id)?;
     let fhir = body(value)?;
     if fhir.id.as_ref().map(|i| i.0.as_str()) != Some(id.to_string().as_str()) {
         return Err(invalid("Appointment.id", "must be the id in the URL"));
@@ -425,20 +420,15 @@ pub async fn search(
         });
     }
     // the total is known when this is the only page; otherwise it is left out (FHIR allows it)
-    let total =
-        (search.cursor.is_none() && page.next_cursor.is_none()).then_some(matches.len() as i64);
+    let total = search.total_if_one_page(page.next_cursor.as_ref(), matches.len());
     let base = wire::base_url(&headers, state.config.tls.is_some());
-    let bundle = searchset(
+    Ok(super::search::respond(
         &base,
         "Appointment",
         &search,
         total,
         matches,
         page.next_cursor,
-    );
-    Ok(wire::fhir_json(
-        StatusCode::OK,
-        &Resource::Bundle(Box::new(bundle)),
     ))
 }
 

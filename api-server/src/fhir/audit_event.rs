@@ -28,7 +28,7 @@ use fhir_r4::r4::resources::Resource;
 use fhir_r4::r4::types;
 
 use super::capability::{coded, Interaction, ParamType, ResourceCapability, SearchParam};
-use super::search::{reference_id, searchset, DateParam, Match, Search};
+use super::search::{reference_id, DateParam, Match, Search};
 use super::wire::{self, Version};
 use crate::audit::routes::{count, find, AuditQuery, AuditRecord, NamePart};
 use crate::auth::Authorized;
@@ -354,17 +354,13 @@ pub async fn search(
         });
     }
     let base = wire::base_url(&headers, state.config.tls.is_some());
-    let bundle = searchset(
+    Ok(super::search::respond(
         &base,
         "AuditEvent",
         &search,
         total,
         matches,
         page.next_cursor,
-    );
-    Ok(wire::fhir_json(
-        StatusCode::OK,
-        &Resource::Bundle(Box::new(bundle)),
     ))
 }
 

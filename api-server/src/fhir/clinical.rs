@@ -23,7 +23,7 @@ use fhir_r4::r4::types;
 use uuid::Uuid;
 
 use super::capability::{Interaction, ParamType, ResourceCapability, SearchParam};
-use super::search::{reference_id, searchset, Match, Search};
+use super::search::{reference_id, Match, Search};
 use super::wire::{self, Version};
 use crate::error::Error;
 use crate::patients::model::Patient;
@@ -270,17 +270,13 @@ pub async fn search<K: ClinicalList>(
         matches.push(Match { id, resource });
     }
     let base = wire::base_url(&headers, state.config.tls.is_some());
-    let bundle = searchset(
+    Ok(super::search::respond(
         &base,
         K::CAPABILITY.type_name,
         &search,
         Some(total),
         matches,
         None,
-    );
-    Ok(wire::fhir_json(
-        StatusCode::OK,
-        &Resource::Bundle(Box::new(bundle)),
     ))
 }
 

@@ -26,12 +26,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::Json;
-use fhir_r4::r4::resources::Resource;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::capability::{Interaction, ParamType, ResourceCapability, SearchParam};
-use super::search::{reference_id, searchset, Match, Search};
+use super::search::{reference_id, Match, Search};
 use super::wire::{self, FhirBody, Version};
 use crate::auth::Authorized;
 use crate::error::{ApiJson, ApiQuery, Error, FieldError, Problem, Validate};
@@ -90,17 +88,13 @@ const OTHER_INTENTS: &[&str] = &[
     "option",
 ];
 
-fn resource_id(id: &str) -> Result<Uuid, Error> {
-    id.parse().map_err(|_| Error::NotFound)
-}
-
 /// `GET /MedicationRequest/{id}` (an id that is not ours: `404`).
 pub async fn read(
     State(state): State<AppState>,
     authorized: Authorized<perm::PrescriptionRead>,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let id = resource_id(&id)?;
+    let id = wire::path_id(&id)?;
     let Json(p) = prescriptions::read(State(state), authorized, Path(id)).await?;
     let (m, version) = to_fhir(&p);
     Ok(wire::resource(StatusCode::OK, &json(m)?, version, None))
@@ -211,7 +205,7 @@ pub async fn update(
     Path(id): Path<String>,
     FhirBody(value): FhirBody<Value>,
 ) -> Result<Response, Error> {
-    let id = resource_id(&id)?;
+    let id = wire::path_id(&id)?;
     let m = mapping::body(value)?;
     if m.id.as_ref().map(|i| i.0.as_str()) != Some(id.to_string().as_str()) {
         return Err(Error::validation(
@@ -303,17 +297,13 @@ pub async fn search(
     }
     let base = wire::base_url(&headers, state.config.tls.is_some());
     if none {
-        let bundle = searchset(
+        return Ok(super::search::respond(
             &base,
             CAPABILITY.type_name,
             &search,
             Some(0),
             Vec::new(),
             None,
-        );
-        return Ok(wire::fhir_json(
-            StatusCode::OK,
-            &Resource::Bundle(Box::new(bundle)),
         ));
     }
     let filter = prescriptions::PrescriptionFilter {
@@ -337,18 +327,13 @@ pub async fn search(
         });
     }
     // the total is known when this is the only page; otherwise it is left out (FHIR allows it)
-    let total =
-        (search.cursor.is_none() && page.next_cursor.is_none()).then_some(matches.len() as i64);
-    let bundle = searchset(
+    let total = search.total_if_one_page(page.next_cursor.as_ref(), matches.len());
+    Ok(super::search::respond(
         &base,
         CAPABILITY.type_name,
         &search,
         total,
         matches,
         page.next_cursor,
-    );
-    Ok(wire::fhir_json(
-        StatusCode::OK,
-        &Resource::Bundle(Box::new(bundle)),
     ))
 }

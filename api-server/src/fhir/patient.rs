@@ -16,7 +16,7 @@ use fhir_r4::r4::types;
 use uuid::Uuid;
 
 use super::capability::{coded, Interaction, ParamType, ResourceCapability, SearchParam};
-use super::search::{searchset, Match, Search};
+use super::search::{Match, Search};
 use super::wire::{self, FhirBody, Version};
 use crate::auth::{AuthUser, Authorized};
 use crate::error::{ApiJson, ApiQuery, Error, FieldError};
@@ -474,10 +474,13 @@ pub async fn search(
     let base = wire::base_url(&headers, state.config.tls.is_some());
     if search.summary_count {
         let total = patients::total(&state, &auth, &filter).await?;
-        let bundle = searchset(&base, "Patient", &search, Some(total), Vec::new(), None);
-        return Ok(wire::fhir_json(
-            StatusCode::OK,
-            &Resource::Bundle(Box::new(bundle)),
+        return Ok(super::search::respond(
+            &base,
+            "Patient",
+            &search,
+            Some(total),
+            Vec::new(),
+            None,
         ));
     }
     let axum::Json(page) = patients::list(
@@ -502,17 +505,13 @@ pub async fn search(
             resource: json(fhir)?,
         });
     }
-    let bundle = searchset(
+    Ok(super::search::respond(
         &base,
         "Patient",
         &search,
         Some(total),
         matches,
         page.next_cursor,
-    );
-    Ok(wire::fhir_json(
-        StatusCode::OK,
-        &Resource::Bundle(Box::new(bundle)),
     ))
 }
 

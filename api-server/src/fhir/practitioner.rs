@@ -18,7 +18,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::capability::{coded, Interaction, ParamType, ResourceCapability, SearchParam};
-use super::search::{searchset, Match, Search};
+use super::search::{Match, Search};
 use super::wire::{self, Version};
 use crate::audit::{actions, AuditEvent};
 use crate::auth::AuthUser;
@@ -206,20 +206,15 @@ pub async fn search(
             resource: json(fhir)?,
         });
     }
-    let total =
-        (search.cursor.is_none() && page.next_cursor.is_none()).then_some(matches.len() as i64);
+    let total = search.total_if_one_page(page.next_cursor.as_ref(), matches.len());
     let base = wire::base_url(&headers, state.config.tls.is_some());
-    let bundle = searchset(
+    Ok(super::search::respond(
         &base,
         "Practitioner",
         &search,
         total,
         matches,
         page.next_cursor,
-    );
-    Ok(wire::fhir_json(
-        StatusCode::OK,
-        &Resource::Bundle(Box::new(bundle)),
     ))
 }
 

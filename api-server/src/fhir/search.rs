@@ -119,6 +119,12 @@ impl Search {
         Ok(first)
     }
 
+    /// `Bundle.total` when it is known from the page alone: the first page (no cursor) with no
+    /// page after it holds every match. Otherwise `None` (FHIR allows leaving it out).
+    pub fn total_if_one_page(&self, next_cursor: Option<&String>, matched: usize) -> Option<i64> {
+        (self.cursor.is_none() && next_cursor.is_none()).then_some(matched as i64)
+    }
+
     /// The page request for the domain's list (`_count` → `limit`, `_cursor` → `cursor`).
     pub fn page(&self) -> PageParams {
         PageParams {
@@ -226,6 +232,22 @@ pub fn searchset(
         entry,
         ..Default::default()
     }
+}
+
+/// The answer of a search: the [`searchset`] Bundle as a FHIR JSON response.
+pub fn respond(
+    base: &str,
+    type_name: &str,
+    search: &Search,
+    total: Option<i64>,
+    matches: Vec<Match>,
+    next_cursor: Option<String>,
+) -> axum::response::Response {
+    let bundle = searchset(base, type_name, search, total, matches, next_cursor);
+    super::wire::fhir_json(
+        axum::http::StatusCode::OK,
+        &fhir_r4::r4::resources::Resource::Bundle(Box::new(bundle)),
+    )
 }
 
 /// A FHIR date comparison (`date=ge2026-01-01`, `date=lt2026-01-01T10:00:00Z`): the prefix

@@ -308,6 +308,11 @@ pub fn base_url(headers: &HeaderMap, tls: bool) -> String {
     format!("{scheme}://{host}{}", super::BASE)
 }
 
+/// The logical id of a URL path: ours are UUIDs, so anything else cannot exist (`404`).
+pub fn path_id(id: &str) -> Result<uuid::Uuid, Error> {
+    id.parse().map_err(|_| Error::NotFound)
+}
+
 /// Methods whose request carries a resource body.
 pub fn has_body(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT)
