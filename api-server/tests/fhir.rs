@@ -3,41 +3,18 @@
 //! access decisions and audit events as the JSON routes.
 
 mod common;
+mod fhir_support;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
 use caduceus_api::rbac::Role;
-use caduceus_api::testing::{TestApp, TestResponse};
+use caduceus_api::testing::TestApp;
 use common::{audit_count, create_patient};
+use fhir_support::{assert_outcome, fhir};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 const MRN_SYSTEM: &str = caduceus_contract::settings::DEFAULT_FHIR_MRN_SYSTEM;
-
-async fn fhir(
-    app: &TestApp,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> TestResponse {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = match body {
-        Some(v) => b
-            .header("content-type", "application/fhir+json")
-            .body(Body::from(v.to_string())),
-        None => b.body(Body::empty()),
-    }
-    .expect("request");
-    app.send(req).await
-}
 
 fn patient(mrn: &str, family: &str) -> Value {
     json!({
@@ -51,27 +28,6 @@ fn patient(mrn: &str, family: &str) -> Value {
         "contact": [{"name": {"text": "Bob"}, "relationship": [{"text": "brother"}],
                      "telecom": [{"system": "phone", "value": "+1 555 0124"}]}]
     })
-}
-
-/// An OperationOutcome with `code` and the request id in its diagnostics.
-fn assert_outcome(r: &TestResponse, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("application/fhir+json")),
-        "{:?}",
-        r.header("content-type")
-    );
-    assert_eq!(r.json["resourceType"], "OperationOutcome", "{}", r.text);
-    assert_eq!(r.json["issue"][0]["code"], code, "{}", r.text);
-    let id = r.header("x-request-id").expect("request id");
-    assert!(
-        r.json["issue"][0]["diagnostics"]
-            .as_str()
-            .is_some_and(|d| d.contains(id)),
-        "{}",
-        r.text
-    );
 }
 
 #[sqlx::test]

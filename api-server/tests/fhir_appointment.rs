@@ -5,6 +5,7 @@
 //! active clinicians only, the e-mail for admins only.
 
 mod common;
+mod fhir_support;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -12,54 +13,9 @@ use caduceus_api::rbac::Role;
 use caduceus_api::testing::{TestApp, TestResponse, TestUser};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use common::{audit_count, create_patient};
+use fhir_support::{assert_outcome, fhir};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-
-async fn fhir(
-    app: &TestApp,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> TestResponse {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = match body {
-        Some(v) => b
-            .header("content-type", "application/fhir+json")
-            .body(Body::from(v.to_string())),
-        None => b.body(Body::empty()),
-    }
-    .expect("request");
-    app.send(req).await
-}
-
-/// An OperationOutcome with `code` and the request id in its diagnostics.
-fn assert_outcome(r: &TestResponse, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("application/fhir+json")),
-        "{:?}",
-        r.header("content-type")
-    );
-    assert_eq!(r.json["resourceType"], "OperationOutcome", "{}", r.text);
-    assert_eq!(r.json["issue"][0]["code"], code, "{}", r.text);
-    let id = r.header("x-request-id").expect("request id");
-    assert!(
-        r.json["issue"][0]["diagnostics"]
-            .as_str()
-            .is_some_and(|d| d.contains(id)),
-        "{}",
-        r.text
-    );
-}
 
 /// Tomorrow 00:00 UTC.
 fn tomorrow() -> DateTime<Utc> {
