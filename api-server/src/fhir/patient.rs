@@ -162,9 +162,14 @@ pub fn to_fhir(p: &Patient, mrn_system: &str) -> (FhirPatient, Version) {
     (patient, version)
 }
 
-/// The JSON of a Patient with its `resourceType`.
+/// A Patient as a resource: serialised as it is (a response), with its `resourceType`.
+fn resource(p: FhirPatient) -> Resource {
+    Resource::Patient(Box::new(p))
+}
+
+/// The JSON of a Patient with its `resourceType` (a search entry).
 fn json(p: FhirPatient) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(Resource::Patient(Box::new(p)))
+    serde_json::to_value(resource(p))
         .map_err(|e| Error::internal(anyhow::Error::new(e)))
 }
 
@@ -352,7 +357,7 @@ pub async fn read(
         Err(e) => return Err(e),
     };
     let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
-    Ok(wire::resource(StatusCode::OK, &json(fhir)?, version, None))
+    Ok(wire::resource(StatusCode::OK, &resource(fhir), version, None))
 }
 
 /// `POST /Patient`.
@@ -370,7 +375,7 @@ pub async fn create(
     let loc = location(&headers, &state, &p);
     Ok(wire::resource(
         StatusCode::CREATED,
-        &json(fhir)?,
+        &resource(fhir),
         version,
         Some(loc),
     ))
@@ -414,7 +419,7 @@ pub async fn update(
     };
     let axum::Json(p) = patients::update(State(state.clone()), caller, ApiJson(patch)).await?;
     let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
-    Ok(wire::resource(StatusCode::OK, &json(fhir)?, version, None))
+    Ok(wire::resource(StatusCode::OK, &resource(fhir), version, None))
 }
 
 /// `DELETE /Patient/{id}`: the soft delete of `/api/v1` (kept for the retention period).

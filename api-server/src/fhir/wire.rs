@@ -225,7 +225,7 @@ pub fn resource(
     if let Ok(v) = HeaderValue::from_str(&version.etag()) {
         headers.insert(header::ETAG, v);
     }
-    let modified = version.0.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let modified = httpdate::fmt_http_date(std::time::SystemTime::from(version.0));
     if let Ok(v) = HeaderValue::from_str(&modified) {
         headers.insert(header::LAST_MODIFIED, v);
     }
@@ -351,6 +351,17 @@ mod tests {
         assert_eq!(
             v.meta().last_updated.map(|i| i.0).as_deref(),
             Some("2023-11-14T22:13:20.123456Z")
+        );
+        let resp = resource(StatusCode::OK, &serde_json::json!({}), v, None);
+        assert_eq!(
+            resp.headers()
+                .get(header::LAST_MODIFIED)
+                .and_then(|h| h.to_str().ok()),
+            Some("Tue, 14 Nov 2023 22:13:20 GMT")
+        );
+        assert_eq!(
+            resp.headers().get(header::ETAG).and_then(|h| h.to_str().ok()),
+            Some("W/\"1700000000123456\"")
         );
     }
 
