@@ -169,8 +169,7 @@ fn resource(p: FhirPatient) -> Resource {
 
 /// The JSON of a Patient with its `resourceType` (a search entry).
 fn json(p: FhirPatient) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(resource(p))
-        .map_err(|e| Error::internal(anyhow::Error::new(e)))
+    serde_json::to_value(resource(p)).map_err(|e| Error::internal(anyhow::Error::new(e)))
 }
 
 fn invalid(field: &str, message: &str) -> Error {
@@ -357,7 +356,12 @@ pub async fn read(
         Err(e) => return Err(e),
     };
     let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
-    Ok(wire::resource(StatusCode::OK, &resource(fhir), version, None))
+    Ok(wire::resource(
+        StatusCode::OK,
+        &resource(fhir),
+        version,
+        None,
+    ))
 }
 
 /// `POST /Patient`.
@@ -419,7 +423,12 @@ pub async fn update(
     };
     let axum::Json(p) = patients::update(State(state.clone()), caller, ApiJson(patch)).await?;
     let (fhir, version) = to_fhir(&p, &state.config.fhir_mrn_system);
-    Ok(wire::resource(StatusCode::OK, &resource(fhir), version, None))
+    Ok(wire::resource(
+        StatusCode::OK,
+        &resource(fhir),
+        version,
+        None,
+    ))
 }
 
 /// `DELETE /Patient/{id}`: the soft delete of `/api/v1` (kept for the retention period).
