@@ -360,7 +360,9 @@ mod tests {
             Some("Tue, 14 Nov 2023 22:13:20 GMT")
         );
         assert_eq!(
-            resp.headers().get(header::ETAG).and_then(|h| h.to_str().ok()),
+            resp.headers()
+                .get(header::ETAG)
+                .and_then(|h| h.to_str().ok()),
             Some("W/\"1700000000123456\"")
         );
     }
