@@ -160,13 +160,7 @@ pub fn app(state: AppState) -> Router {
         ));
     let router = Router::new()
         .nest("/api/v1", api)
-        .nest(
-            fhir::BASE,
-            fhir::router().layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                middleware::rate_limit,
-            )),
-        )
+        .nest(fhir::BASE, fhir::router(&state))
         .merge(health::router().layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::probe_rate_limit,

@@ -52,8 +52,9 @@ pub const RESOURCES: &[ResourceCapability] = &[
 ];
 
 /// The FHIR router (mounted at [`BASE`]): every route of [`RESOURCES`], `GET /metadata`, and the
-/// wire layer ([`wire::fhir_wire`]) around all of them, unknown paths included.
-pub fn router() -> Router<AppState> {
+/// wire layer ([`wire::fhir_wire`]) around all of them, unknown paths included; the API's rate
+/// limit sits inside the wire layer, so that a `429` is an OperationOutcome too.
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/metadata", get(metadata))
         .route("/Patient", get(patient::search).post(patient::create))
@@ -98,6 +99,10 @@ pub fn router() -> Router<AppState> {
             get(appointment::read).put(appointment::update),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::middleware::rate_limit,
+        ))
         .layer(axum::middleware::from_fn(wire::fhir_wire))
 }
 
