@@ -15,8 +15,9 @@
 //! * [`AccessLog`]: the audit events of a successful access (a `patient.break_glass` event with
 //!   the stated reason when access came through break-glass), written fail closed, with the
 //!   break-glass counter and the per-user break-glass limit (`429` beyond it, audited).
-//! * [`Resource`], [`load`] and [`list_query`]: read one row of a patient-scoped resource with the
-//!   caller's access, or list the rows the caller's scope allows.
+//! * [`Resource`], [`load`], [`list_query`] and [`count_visible`]: read one row of a
+//!   patient-scoped resource with the caller's access, list the rows the caller's scope allows,
+//!   or count them (a list's exact total, e.g. FHIR `Bundle.total`).
 //!
 //! Break-glass opens single records: a record read by id (the patient, one appointment, one
 //! prescription), a write to one record (a prescription), and lists narrowed to one patient
@@ -279,8 +280,41 @@ pub fn list_query(
     resource: &Resource,
     target: ListTarget,
 ) -> QueryBuilder<Postgres> {
+    scoped_query(state, auth, resource, target, Select::Rows)
+}
+
+/// What a [`scoped_query`] selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// The rows: the resource's columns and the caller's care-team flag ([`list_query`]).
+    Rows,
+    /// The number of rows and one of their patients, per care-team flag (`n`, `patient`,
+    /// `in_care_team`; [`count_visible`] adds the grouping): a list's exact total.
+    Count,
+}
+
+/// [`list_query`] selecting `select`: a route builds its list and its count with the same scope
+/// and the same filters (one function pushing them), so the two cannot drift.
+pub fn scoped_query(
+    state: &AppState,
+    auth: &AuthUser,
+    resource: &Resource,
+    target: ListTarget,
+    select: Select,
+) -> QueryBuilder<Postgres> {
+    let counted;
+    let columns = match select {
+        Select::Rows => resource.columns,
+        Select::Count => {
+            counted = format!(
+                "count(*) AS n, (array_agg({}))[1] AS patient",
+                resource.patient_col
+            );
+            counted.as_str()
+        }
+    };
     let mut qb = store::select_for_caller(
-        resource.columns,
+        columns,
         resource.from,
         auth.user_id,
         state.config.care_team_access_days,
@@ -292,6 +326,42 @@ pub fn list_query(
         resource.patient_col,
     );
     qb
+}
+
+/// How many rows of `resource` the caller's list finds over all its pages: `qb` is the list's
+/// query selecting [`Select::Count`] ([`scoped_query`] with the list's filters, without order and
+/// paging), and a row counts when [`visible`] opens it, as the list skips the others. The rows
+/// are counted per care-team flag and each group is decided once, on one of its patients: the
+/// decision depends on the patient only for patient accounts, whose scope is their own record.
+/// No row is read, nothing is decrypted.
+///
+/// The count tells whether records match, so it is audited like the list it counts, fail
+/// closed: `action` on the resource type, no record named; when break-glass opened the rows (a
+/// list narrowed to one patient), as a break-glass opening of that patient ([`AccessLog`]).
+pub async fn count_visible(
+    state: &AppState,
+    auth: &AuthUser,
+    resource: &Resource,
+    mut qb: QueryBuilder<Postgres>,
+    action: &str,
+) -> Result<i64, Error> {
+    qb.push(" GROUP BY 3");
+    let groups: Vec<(i64, Uuid, bool)> = qb.build_query_as().fetch_all(&state.pool).await?;
+    let mut total = 0;
+    let mut log = AccessLog::new(resource.resource_type);
+    for (n, patient, in_care_team) in groups {
+        match visible(auth, patient, in_care_team, resource.need) {
+            Some(PatientAccess::BreakGlass) => {
+                let ev = AuditEvent::by(auth, action, resource.resource_type).patient(patient);
+                log = log.add_event(auth, ev, PatientAccess::BreakGlass);
+                total += n;
+            }
+            Some(_) => total += n,
+            None => {}
+        }
+    }
+    log.or_action(auth, action).write(state).await?;
+    Ok(total)
 }
 
 /// The audit events of a successful access to resources of one type (`patient`,

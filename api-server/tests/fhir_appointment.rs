@@ -2,7 +2,8 @@
 //! create / read / search (patient, actor, practitioner, date prefixes, status, _sort, paging) /
 //! status changes (transitions, cancel, If-Match), double booking (also concurrent), the same
 //! access decisions and audit events as `/api/v1/appointments`; Practitioner read and search for
-//! active clinicians only, the e-mail for admins only.
+//! active clinicians only, the e-mail for admins only; both searches' exact `total` over all
+//! pages and `_summary=count` (access-scoped, audited).
 
 mod common;
 mod fhir_support;
@@ -79,6 +80,38 @@ fn ids(bundle: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+/// The path (from `/fhir/R4/`) of a searchset's `next` link.
+fn next_path(bundle: &Value) -> Option<String> {
+    let url = bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")?["url"]
+        .as_str()?;
+    url.find("/fhir/R4/").map(|i| url[i..].to_string())
+}
+
+/// `GET path` by `who`, which must answer 200.
+async fn fhir_ok(app: &TestApp, who: &TestUser, path: &str) -> TestResponse {
+    let r = fhir(app, Method::GET, path, Some(&who.token), None, &[]).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text);
+    r
+}
+
+/// A Practitioner search by `who`, which must answer 200.
+async fn practitioners(app: &TestApp, who: &TestUser, query: &str) -> TestResponse {
+    fhir_ok(app, who, &format!("/fhir/R4/Practitioner?{query}")).await
+}
+
+/// Audit events of `action` that name no record (a count's, or an empty list's).
+async fn unnamed_events(app: &TestApp, action: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = $1 AND resource_id IS NULL",
+    )
+    .bind(action)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count")
 }
 
 /// PUT `body` with its status set to `status`, `If-Match` the given version.
@@ -644,6 +677,111 @@ async fn appointment_access_is_the_json_routes(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn appointment_totals_are_exact_over_pages(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let patient = create_patient(&app, &doc, "fa6").await;
+    for h in [9, 10, 11] {
+        book(&app, &doc, appointment(&patient, &doc, h, "Reasonfa6")).await;
+    }
+    let other_doc = app.user(Role::Physician).await;
+    let other = create_patient(&app, &other_doc, "fa6b").await;
+    book(
+        &app,
+        &other_doc,
+        appointment(&other, &other_doc, 12, "Reasonfa6b"),
+    )
+    .await;
+
+    // two per page: the first and the second page carry the exact total of the caller's scope
+    let first = search(&app, &doc, "_count=2").await;
+    assert_eq!(ids(&first.json).len(), 2);
+    assert_eq!(first.json["total"], 3, "{}", first.text);
+    let next = next_path(&first.json).expect("next link");
+    let second = fhir_ok(&app, &doc, &next).await;
+    assert_eq!(ids(&second.json).len(), 1);
+    assert_eq!(second.json["total"], 3, "{}", second.text);
+    assert!(next_path(&second.json).is_none());
+    // the list's filters narrow the count too
+    let after_nine = (tomorrow() + Duration::hours(9))
+        .to_rfc3339()
+        .replace('+', "%2B");
+    for (q, n) in [
+        (format!("date=gt{after_nine}&_count=1"), 2),
+        (
+            format!("patient={patient}&status=booked,noshow&_count=1"),
+            3,
+        ),
+        ("status=cancelled&_count=1".to_string(), 0),
+        ("_sort=-date&_count=1".to_string(), 3),
+    ] {
+        let r = search(&app, &doc, &q).await;
+        assert_eq!(r.json["total"], n, "{q}: {}", r.text);
+    }
+
+    // _summary=count: the total alone, no entries, nothing listed; audited once on the type
+    let listed = audit_count(&app, "appointment.list", Some(&patient)).await;
+    let counts = unnamed_events(&app, "appointment.list").await;
+    let r = search(&app, &doc, "_summary=count").await;
+    assert_eq!(r.json["total"], 3, "{}", r.text);
+    assert!(r.json.get("entry").is_none(), "{}", r.text);
+    assert!(next_path(&r.json).is_none());
+    assert_eq!(unnamed_events(&app, "appointment.list").await, counts + 1);
+    assert_eq!(
+        audit_count(&app, "appointment.list", Some(&patient)).await,
+        listed
+    );
+
+    // totals respect access: everything for admins, the care team's, a patient's own
+    let admin = app.user(Role::Admin).await;
+    let nurse = app.user(Role::Nurse).await;
+    let own = app.patient_user(patient.parse().expect("uuid")).await;
+    let other_own = app.patient_user(other.parse().expect("uuid")).await;
+    for (who, n) in [
+        (&admin, 4),
+        (&nurse, 0),
+        (&other_doc, 1),
+        (&own, 3),
+        (&other_own, 1),
+    ] {
+        for q in ["_summary=count", "_count=1"] {
+            let r = search(&app, who, q).await;
+            assert_eq!(r.json["total"], n, "{:?} {q}: {}", who.role, r.text);
+        }
+    }
+    let r = search(&app, &own, &format!("patient={other}&_summary=count")).await;
+    assert_eq!(r.json["total"], 0, "another patient's: {}", r.text);
+    let r = search(
+        &app,
+        &other_doc,
+        &format!("patient={patient}&_summary=count"),
+    )
+    .await;
+    assert_eq!(r.json["total"], 0, "outside the care team: {}", r.text);
+    // break-glass opens one patient's count, audited as a break-glass opening of that patient
+    let glass = audit_count(&app, "patient.break_glass", Some(&patient)).await;
+    let r = fhir(
+        &app,
+        Method::GET,
+        &format!("/fhir/R4/Appointment?patient={patient}&_summary=count"),
+        Some(&other_doc.token),
+        None,
+        &[("x-break-glass-reason", "unconscious patient in ER")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["total"], 3, "{}", r.text);
+    assert_eq!(
+        audit_count(&app, "patient.break_glass", Some(&patient)).await,
+        glass + 1
+    );
+    // the JSON list is unchanged
+    let json = app.get("/api/v1/appointments?limit=2", &doc.token).await;
+    assert_eq!(json.json["items"].as_array().map(Vec::len), Some(2));
+    assert!(json.json["next_cursor"].is_string(), "{}", json.text);
+}
+
+#[sqlx::test]
 async fn practitioners_are_active_clinicians(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let doc = app.user(Role::Physician).await;
@@ -792,4 +930,41 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
         .await;
         assert_outcome(&r, 400, "invalid");
     }
+}
+
+#[sqlx::test]
+async fn practitioner_totals_are_exact_over_pages(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let docs = [
+        app.user(Role::Physician).await,
+        app.user(Role::Physician).await,
+        app.user(Role::Nurse).await,
+    ];
+    let nurse = app.user(Role::Nurse).await;
+    let rec = app.user(Role::Receptionist).await;
+    let patient = create_patient(&app, &rec, "fa7").await;
+    let own = app.patient_user(patient.parse().expect("uuid")).await;
+
+    // two per page: both pages carry the total of the four active clinicians
+    let first = practitioners(&app, &rec, "_count=2").await;
+    assert_eq!(ids(&first.json).len(), 2);
+    assert_eq!(first.json["total"], 4, "{}", first.text);
+    let second = fhir_ok(&app, &rec, &next_path(&first.json).expect("next link")).await;
+    assert_eq!(ids(&second.json).len(), 2);
+    assert_eq!(second.json["total"], 4, "{}", second.text);
+    // the search's filters narrow the count (the receptionist is no practitioner)
+    let some = format!("{},{},{}", docs[0].id, nurse.id, rec.id);
+    let r = practitioners(&app, &rec, &format!("_id={some}&_count=1")).await;
+    assert_eq!(r.json["total"], 2, "{}", r.text);
+
+    // _summary=count: the total alone, audited as the list
+    let lists = audit_count(&app, "user.list", None).await;
+    for who in [&rec, &own, &nurse] {
+        let r = practitioners(&app, who, "_summary=count").await;
+        assert_eq!(r.json["total"], 4, "{:?}: {}", who.role, r.text);
+        assert!(r.json.get("entry").is_none(), "{}", r.text);
+    }
+    assert_eq!(audit_count(&app, "user.list", None).await, lists + 3);
+    let r = practitioners(&app, &own, &format!("_id={some}&_summary=count")).await;
+    assert_eq!(r.json["total"], 2, "{}", r.text);
 }

@@ -396,7 +396,9 @@ fn edits(p: &AppointmentPatch) -> bool {
     p.practitioner_id.is_some() || p.start.is_some() || p.end.is_some() || p.reason.is_some()
 }
 
-/// `GET /Appointment?...`: a searchset through the same list as `GET /api/v1/appointments`.
+/// `GET /Appointment?...`: a searchset through the same list as `GET /api/v1/appointments`,
+/// with the exact `total` over all pages (`appointments::search::count`, the same scoped query);
+/// `_summary=count` answers the total alone, without listing.
 pub async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -405,6 +407,16 @@ pub async fn search(
 ) -> Result<Response, Error> {
     let search = Search::parse(&CAPABILITY, uri.query(), &headers)?;
     let query = query(&search)?;
+    let base = wire::base_url(&headers, state.config.tls.is_some());
+    if search.summary_count {
+        let total = appointments::search::count(&state, &auth, &query).await?;
+        return Ok(super::search::respond_count(
+            &base,
+            "Appointment",
+            &search,
+            total,
+        ));
+    }
     let mut scope = ListScope::new("/fhir/R4/Appointment", auth.user_id);
     for (name, value) in &search.params {
         scope = scope.filter(name, Some(value));
@@ -419,14 +431,15 @@ pub async fn search(
             resource: json(fhir)?,
         });
     }
-    // the total is known when this is the only page; otherwise it is left out (FHIR allows it)
-    let total = search.total_if_one_page(page.next_cursor.as_ref(), matches.len());
-    let base = wire::base_url(&headers, state.config.tls.is_some());
+    let count = appointments::search::count(&state, &auth, &query);
+    let total = search
+        .total(page.next_cursor.as_ref(), matches.len(), count)
+        .await?;
     Ok(super::search::respond(
         &base,
         "Appointment",
         &search,
-        total,
+        Some(total),
         matches,
         page.next_cursor,
     ))

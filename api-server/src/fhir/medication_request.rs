@@ -256,7 +256,8 @@ pub async fn update(
 }
 
 /// `GET /MedicationRequest?...`: a searchset through the same list as
-/// `GET /api/v1/prescriptions`.
+/// `GET /api/v1/prescriptions`, with the exact `total` over all pages (`prescriptions::total`,
+/// the same scoped query); `_summary=count` answers the total alone, without listing.
 pub async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -311,10 +312,20 @@ pub async fn search(
         prescriber_id: None,
         status,
     };
+    let auth = authorized.0.clone();
+    if search.summary_count {
+        let total = prescriptions::total(&state, &auth, &filter).await?;
+        return Ok(super::search::respond_count(
+            &base,
+            CAPABILITY.type_name,
+            &search,
+            total,
+        ));
+    }
     let Json(page) = prescriptions::list(
         State(state.clone()),
         authorized,
-        ApiQuery(filter),
+        ApiQuery(filter.clone()),
         ApiQuery(search.page()),
     )
     .await?;
@@ -326,13 +337,15 @@ pub async fn search(
             resource: json(m)?,
         });
     }
-    // the total is known when this is the only page; otherwise it is left out (FHIR allows it)
-    let total = search.total_if_one_page(page.next_cursor.as_ref(), matches.len());
+    let count = prescriptions::total(&state, &auth, &filter);
+    let total = search
+        .total(page.next_cursor.as_ref(), matches.len(), count)
+        .await?;
     Ok(super::search::respond(
         &base,
         CAPABILITY.type_name,
         &search,
-        total,
+        Some(total),
         matches,
         page.next_cursor,
     ))

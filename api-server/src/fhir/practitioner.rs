@@ -100,9 +100,9 @@ fn sees_account_data(auth: &AuthUser) -> bool {
     rbac::allows(auth.role, Permission::UsersManage)
 }
 
-/// Active clinical accounts.
-fn select() -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new(format!("SELECT {USER_COLUMNS} FROM users WHERE active"));
+/// `columns` of the active clinical accounts.
+fn select(columns: &str) -> QueryBuilder<Postgres> {
+    let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM users WHERE active"));
     qb.push(" AND role = ANY(")
         .push_bind(clinical_roles())
         .push(")");
@@ -116,7 +116,7 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     let id: Uuid = id.parse().map_err(|_| Error::NotFound)?;
-    let mut qb = select();
+    let mut qb = select(USER_COLUMNS);
     qb.push(" AND id = ").push_bind(id);
     let user = qb
         .build_query_as::<UserRow>()
@@ -143,7 +143,72 @@ fn like_escaped(value: &str) -> String {
         .collect()
 }
 
-/// `GET /Practitioner?...`: paged by id.
+/// What a Practitioner search asks for (absent: not filtered).
+#[derive(Debug)]
+struct Filter {
+    /// `_id`: these accounts.
+    ids: Option<Vec<Uuid>>,
+    /// `name`: lower-cased, a word of the display name starts with it.
+    name: Option<String>,
+}
+
+impl Filter {
+    fn parse(search: &Search) -> Result<Self, Error> {
+        let ids = search
+            .one("_id")?
+            .map(|v| {
+                v.split(',')
+                    .map(|id| {
+                        id.trim()
+                            .parse()
+                            .map_err(|_| Error::bad_parameter("_id", "must be ids"))
+                    })
+                    .collect::<Result<_, _>>()
+            })
+            .transpose()?;
+        let name = search.one("name")?.map(|n| n.trim().to_lowercase());
+        if name.as_deref() == Some("") {
+            return Err(Error::bad_parameter("name", "must not be empty"));
+        }
+        Ok(Self { ids, name })
+    }
+
+    /// `columns` of the active clinical accounts it matches ([`select`]), without order and
+    /// paging: the one query of the search's pages and of its [`total`].
+    fn query(&self, columns: &str) -> QueryBuilder<Postgres> {
+        let mut qb = select(columns);
+        if let Some(ids) = &self.ids {
+            qb.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
+        }
+        if let Some(name) = &self.name {
+            let pattern = like_escaped(name);
+            qb.push(" AND (lower(display_name) LIKE ")
+                .push_bind(format!("{pattern}%"))
+                .push(" OR lower(display_name) LIKE ")
+                .push_bind(format!("% {pattern}%"))
+                .push(")");
+        }
+        qb
+    }
+}
+
+/// How many practitioners `filter` matches over all pages: a count of the search's own query
+/// (nothing decrypted), audited like the search (`user.list`, fail closed).
+async fn total(state: &AppState, auth: &AuthUser, filter: &Filter) -> Result<i64, Error> {
+    let total: i64 = filter
+        .query("count(*)")
+        .build_query_scalar()
+        .fetch_one(&state.pool)
+        .await?;
+    state
+        .audit
+        .record(AuditEvent::by(auth, actions::USER_LIST, "user"))
+        .await?;
+    Ok(total)
+}
+
+/// `GET /Practitioner?...`: paged by id, with the exact `total` over all pages; `_summary=count`
+/// answers the total alone, without listing.
 pub async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -151,38 +216,22 @@ pub async fn search(
     auth: AuthUser,
 ) -> Result<Response, Error> {
     let search = Search::parse(&CAPABILITY, uri.query(), &headers)?;
-    let ids: Option<Vec<Uuid>> = search
-        .one("_id")?
-        .map(|v| {
-            v.split(',')
-                .map(|id| {
-                    id.trim()
-                        .parse()
-                        .map_err(|_| Error::bad_parameter("_id", "must be ids"))
-                })
-                .collect::<Result<_, _>>()
-        })
-        .transpose()?;
-    let name = search.one("name")?.map(|n| n.trim().to_lowercase());
-    if name.as_deref() == Some("") {
-        return Err(Error::bad_parameter("name", "must not be empty"));
+    let filter = Filter::parse(&search)?;
+    let base = wire::base_url(&headers, state.config.tls.is_some());
+    if search.summary_count {
+        let total = total(&state, &auth, &filter).await?;
+        return Ok(super::search::respond_count(
+            &base,
+            "Practitioner",
+            &search,
+            total,
+        ));
     }
     let scope = ListScope::new("/fhir/R4/Practitioner", auth.user_id)
         .filter("_id", search.one("_id")?)
-        .filter("name", name.as_deref());
+        .filter("name", filter.name.as_deref());
     let paging = search.page().open::<Uuid>(&state.cursor_key, scope)?;
-    let mut qb = select();
-    if let Some(ids) = &ids {
-        qb.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
-    }
-    if let Some(name) = &name {
-        let pattern = like_escaped(name);
-        qb.push(" AND (lower(display_name) LIKE ")
-            .push_bind(format!("{pattern}%"))
-            .push(" OR lower(display_name) LIKE ")
-            .push_bind(format!("% {pattern}%"))
-            .push(")");
-    }
+    let mut qb = filter.query(USER_COLUMNS);
     if let Some(after) = paging.after {
         qb.push(" AND id > ").push_bind(after);
     }
@@ -206,13 +255,15 @@ pub async fn search(
             resource: json(fhir)?,
         });
     }
-    let total = search.total_if_one_page(page.next_cursor.as_ref(), matches.len());
-    let base = wire::base_url(&headers, state.config.tls.is_some());
+    let count = total(&state, &auth, &filter);
+    let total = search
+        .total(page.next_cursor.as_ref(), matches.len(), count)
+        .await?;
     Ok(super::search::respond(
         &base,
         "Practitioner",
         &search,
-        total,
+        Some(total),
         matches,
         page.next_cursor,
     ))

@@ -119,10 +119,20 @@ impl Search {
         Ok(first)
     }
 
-    /// `Bundle.total` when it is known from the page alone: the first page (no cursor) with no
-    /// page after it holds every match. Otherwise `None` (FHIR allows leaving it out).
-    pub fn total_if_one_page(&self, next_cursor: Option<&String>, matched: usize) -> Option<i64> {
-        (self.cursor.is_none() && next_cursor.is_none()).then_some(matched as i64)
+    /// The exact `Bundle.total` of a page of `matched` entries: known from the page when it is
+    /// the first (no cursor) with no page after it (it holds every match); otherwise `count`,
+    /// the count over the list's own scoped query, which only then runs.
+    pub async fn total(
+        &self,
+        next_cursor: Option<&String>,
+        matched: usize,
+        count: impl std::future::Future<Output = Result<i64, Error>>,
+    ) -> Result<i64, Error> {
+        if self.cursor.is_none() && next_cursor.is_none() {
+            Ok(i64::try_from(matched).unwrap_or(i64::MAX))
+        } else {
+            count.await
+        }
     }
 
     /// The page request for the domain's list (`_count` → `limit`, `_cursor` → `cursor`).
@@ -248,6 +258,17 @@ pub fn respond(
         axum::http::StatusCode::OK,
         &fhir_r4::r4::resources::Resource::Bundle(Box::new(bundle)),
     )
+}
+
+/// The answer of `_summary=count`: the [`searchset`] with the `total` alone (no entries, no
+/// `next` link).
+pub fn respond_count(
+    base: &str,
+    type_name: &str,
+    search: &Search,
+    total: i64,
+) -> axum::response::Response {
+    respond(base, type_name, search, Some(total), Vec::new(), None)
 }
 
 /// A FHIR date comparison (`date=ge2026-01-01`, `date=lt2026-01-01T10:00:00Z`): the prefix

@@ -225,7 +225,7 @@ pub async fn list(
         scope = scope.filter("narrow", Some(filter.narrow.key()));
     }
     let paging = page.open::<Uuid>(&state.cursor_key, scope)?;
-    let (mut qb, searched) = filtered_query(&state, &auth, &filter, &PATIENTS)?;
+    let (mut qb, searched) = filtered_query(&state, &auth, &filter, access::Select::Rows)?;
     if let Some(c) = paging.after {
         qb.push(" AND p.id > ").push_bind(c);
     }
@@ -266,55 +266,46 @@ pub async fn list(
 }
 
 /// How many records [`list`] finds for `filter`, over all its pages: a count over the same
-/// scoped query, of the rows [`access::visible`] opens (with a [`Narrowing`], the rows the
-/// blind-index or id filter found are decrypted to check it). The count tells whether records
-/// match, so it is audited like the list it counts (`patient.search` / `patient.list`, on the
-/// resource type: no record is returned).
+/// scoped query, of the rows [`access::visible`] opens ([`access::count_visible`]; with a
+/// [`Narrowing`], the rows the blind-index or id filter found are decrypted to check it). The
+/// count tells whether records match, so it is audited like the list it counts
+/// (`patient.search` / `patient.list`, on the resource type: no record is returned).
 pub async fn total(
     state: &AppState,
     auth: &AuthUser,
     filter: &PatientFilter,
 ) -> Result<i64, Error> {
     auth.require(state, Permission::PatientList).await?;
+    let action = |searched| {
+        if searched {
+            actions::PATIENT_SEARCH
+        } else {
+            actions::PATIENT_LIST
+        }
+    };
+    if filter.narrow.is_empty() {
+        let (qb, searched) = filtered_query(state, auth, filter, access::Select::Count)?;
+        return access::count_visible(state, auth, &PATIENTS, qb, action(searched)).await;
+    }
+    let (mut qb, searched) = filtered_query(state, auth, filter, access::Select::Rows)?;
+    qb.push(" LIMIT ").push_bind(MAX_NARROWED + 1);
+    let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
+    if rows.len() as i64 > MAX_NARROWED {
+        return Err(Error::bad_parameter(
+            "query",
+            "too many records to narrow: search by MRN, ids, or family name with birth date",
+        ));
+    }
     let mut total = 0;
-    let searched = if filter.narrow.is_empty() {
-        // one row per care-team flag; the access decision of a group is that of any of its
-        // records (it depends on the record only for patient accounts, whose scope is their own)
-        let (mut qb, searched) = filtered_query(state, auth, filter, &COUNTED)?;
-        qb.push(" GROUP BY 3");
-        let groups: Vec<(i64, Uuid, bool)> = qb.build_query_as().fetch_all(&state.pool).await?;
-        for (n, id, in_care_team) in groups {
-            if access::visible(auth, id, in_care_team, access::Need::Record).is_some() {
-                total += n;
-            }
+    for row in &rows {
+        if access::visible(auth, row.id, row.in_care_team, access::Need::Record).is_some()
+            && filter.narrow.admits(&model::decrypt(&state.keys, row)?)
+        {
+            total += 1;
         }
-        searched
-    } else {
-        let (mut qb, searched) = filtered_query(state, auth, filter, &PATIENTS)?;
-        qb.push(" LIMIT ").push_bind(MAX_NARROWED + 1);
-        let rows: Vec<PatientRow> = qb.build_query_as().fetch_all(&state.pool).await?;
-        if rows.len() as i64 > MAX_NARROWED {
-            return Err(Error::bad_parameter(
-                "query",
-                "too many records to narrow: search by MRN, ids, or family name with birth date",
-            ));
-        }
-        for row in &rows {
-            if access::visible(auth, row.id, row.in_care_team, access::Need::Record).is_some()
-                && filter.narrow.admits(&model::decrypt(&state.keys, row)?)
-            {
-                total += 1;
-            }
-        }
-        searched
-    };
-    let action = if searched {
-        actions::PATIENT_SEARCH
-    } else {
-        actions::PATIENT_LIST
-    };
+    }
     AccessLog::new("patient")
-        .or_action(auth, action)
+        .or_action(auth, action(searched))
         .write(state)
         .await?;
     Ok(total)
@@ -324,28 +315,21 @@ pub async fn total(
 /// filter finds a handful).
 const MAX_NARROWED: i64 = 1000;
 
-/// The patient records as [`total`] groups them: the count and one of the records per
-/// care-team flag (`GROUP BY 3`: the flag is the third column).
-const COUNTED: Resource = Resource {
-    columns: "count(*) AS n, (array_agg(p.id))[1] AS id",
-    ..PATIENTS
-};
-
-/// The query of [`list`] and [`total`]: the caller's scope ([`access::list_query`]) narrowed by
-/// `filter`, without order and paging, selecting `resource`'s columns; and whether it searches
-/// (by MRN or name) rather than lists.
+/// The query of [`list`] and [`total`]: the caller's scope ([`access::scoped_query`]) narrowed
+/// by `filter`, without order and paging, selecting `select`; and whether it searches (by MRN or
+/// name) rather than lists.
 fn filtered_query(
     state: &AppState,
     auth: &AuthUser,
     filter: &PatientFilter,
-    resource: &Resource,
+    select: access::Select,
 ) -> Result<(QueryBuilder<Postgres>, bool), Error> {
     // break-glass opens an exact-MRN lookup (one record), never a list or a name search
     let target = match (&filter.mrn, &filter.family_name, filter.birth_date) {
         (Some(_), None, None) => access::ListTarget::OnePatient,
         _ => access::ListTarget::Many,
     };
-    let mut qb = access::list_query(state, auth, resource, target);
+    let mut qb = access::scoped_query(state, auth, &PATIENTS, target, select);
     let searched =
         filter.mrn.is_some() || filter.family_name.is_some() || filter.birth_date.is_some();
     match (&filter.mrn, &filter.family_name, filter.birth_date) {

@@ -31,16 +31,17 @@ use serde_json::{json, Map};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Need, PatientScoped, Target};
+use crate::access::{self, AccessLog, Need, PatientScoped, Select, Target};
 use crate::audit::{AuditEvent, Outcome};
-use crate::auth::Authorized;
+use crate::auth::{AuthUser, Authorized};
 use crate::error::ApiQuery;
 use crate::error::{ApiJson, Error};
 use crate::pagination::{ListScope, Page, PageParams};
 use crate::patients::model as patient_model;
-use crate::rbac::perm;
+use crate::rbac::{perm, Permission};
 use crate::state::AppState;
 use crate::store::patients::{access_days, in_care_team_sql};
+use sqlx::{Postgres, QueryBuilder};
 
 use interactions::{Existing, Formulary, Interaction, Severity, Source};
 
@@ -286,7 +287,7 @@ pub async fn read(
 }
 
 /// Filters of `GET /prescriptions`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PrescriptionFilter {
     pub patient_id: Option<Uuid>,
@@ -315,30 +316,7 @@ pub async fn list(
         .filter("status", filter.status.map(|s| format!("{s:?}")));
     let paging = page.open::<Uuid>(&state.cursor_key, scope)?;
     // rows without full access are dropped below (admins/receptionists never get here)
-    // break-glass opens only one patient's prescriptions
-    let target = match filter.patient_id {
-        Some(_) => access::ListTarget::OnePatient,
-        None => access::ListTarget::Many,
-    };
-    let mut qb = access::list_query(&state, &auth, &PrescriptionRow::RESOURCE, target);
-    if let Some(p) = filter.patient_id {
-        qb.push(" AND r.patient_id = ").push_bind(p);
-    }
-    if let Some(p) = filter.prescriber_id {
-        qb.push(" AND r.prescriber_id = ").push_bind(p);
-    }
-    match filter.status {
-        Some(PrescriptionStatus::Active) => {
-            qb.push(" AND r.status = 'active' AND r.ends_at > now()");
-        }
-        Some(PrescriptionStatus::Completed) => {
-            qb.push(" AND r.status = 'active' AND r.ends_at <= now()");
-        }
-        Some(PrescriptionStatus::Discontinued) => {
-            qb.push(" AND r.status = 'discontinued'");
-        }
-        None => {}
-    }
+    let mut qb = filtered(&state, &auth, &filter, Select::Rows);
     if let Some(c) = paging.after {
         qb.push(" AND r.id > ").push_bind(c);
     }
@@ -362,13 +340,62 @@ pub async fn list(
     }))
 }
 
+/// How many prescriptions [`list`] finds for `filter` over all its pages: a count over the same
+/// scoped and filtered query ([`access::count_visible`]: the rows clinical access opens, no row
+/// decrypted), audited like the list it counts (`prescription.list` on the resource type, fail
+/// closed). The permission is the list's (admins and receptionists: `403`).
+pub async fn total(
+    state: &AppState,
+    auth: &AuthUser,
+    filter: &PrescriptionFilter,
+) -> Result<i64, Error> {
+    auth.require(state, Permission::PrescriptionRead).await?;
+    let qb = filtered(state, auth, filter, Select::Count);
+    access::count_visible(state, auth, &PrescriptionRow::RESOURCE, qb, actions::LIST).await
+}
+
+/// The query of [`list`] and [`total`]: the caller's scope ([`access::scoped_query`] selecting
+/// `select`; break-glass opens only one patient's prescriptions) narrowed by `filter`, without
+/// order and paging. The one place both take their filters from.
+fn filtered(
+    state: &AppState,
+    auth: &AuthUser,
+    filter: &PrescriptionFilter,
+    select: Select,
+) -> QueryBuilder<Postgres> {
+    let target = match filter.patient_id {
+        Some(_) => access::ListTarget::OnePatient,
+        None => access::ListTarget::Many,
+    };
+    let mut qb = access::scoped_query(state, auth, &PrescriptionRow::RESOURCE, target, select);
+    if let Some(p) = filter.patient_id {
+        qb.push(" AND r.patient_id = ").push_bind(p);
+    }
+    if let Some(p) = filter.prescriber_id {
+        qb.push(" AND r.prescriber_id = ").push_bind(p);
+    }
+    match filter.status {
+        Some(PrescriptionStatus::Active) => {
+            qb.push(" AND r.status = 'active' AND r.ends_at > now()");
+        }
+        Some(PrescriptionStatus::Completed) => {
+            qb.push(" AND r.status = 'active' AND r.ends_at <= now()");
+        }
+        Some(PrescriptionStatus::Discontinued) => {
+            qb.push(" AND r.status = 'discontinued'");
+        }
+        None => {}
+    }
+    qb
+}
+
 /// Every prescription of patient `patient` the caller's clinical access opens (the scope of
 /// [`list`] narrowed to that patient, [`access::visible`] with [`Need::Clinical`]), oldest
 /// first, NOT audited: for a route that admitted the caller to the patient and audits its
 /// access as one (FHIR `Patient/$everything`).
 pub async fn of_patient(
     state: &AppState,
-    auth: &crate::auth::AuthUser,
+    auth: &AuthUser,
     patient: Uuid,
 ) -> Result<Vec<Prescription>, Error> {
     let mut qb = access::list_query(
@@ -410,7 +437,7 @@ pub type DiscontinueCheck<'a> = &'a (dyn Fn(&Prescription) -> Result<(), Error> 
 /// nothing else of the resource changes. A refusal of `check` changes and audits nothing.
 pub async fn discontinue_checked(
     state: &AppState,
-    auth: &crate::auth::AuthUser,
+    auth: &AuthUser,
     id: Uuid,
     check: Option<DiscontinueCheck<'_>>,
 ) -> Result<Prescription, Error> {
