@@ -10,7 +10,7 @@ use axum::http::{Method, Request};
 use caduceus_api::rbac::Role;
 use caduceus_api::testing::TestApp;
 use common::{audit_count, create_patient};
-use fhir_support::{assert_outcome, fhir};
+use fhir_support::{assert_outcome, fhir, get};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -52,27 +52,16 @@ async fn metadata_states_what_is_served(pool: PgPool) {
         interactions,
         ["read", "search-type", "create", "update", "delete"]
     );
-    // XML is not served
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/metadata",
-        None,
-        None,
-        &[("accept", "application/fhir+xml")],
-    )
-    .await;
-    assert_outcome(&r, 406, "not-supported");
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/metadata?_format=xml",
-        None,
-        None,
-        &[],
-    )
-    .await;
-    assert_outcome(&r, 406, "not-supported");
+    // XML is not served; unknown types and paths are OperationOutcomes too
+    let xml: &[(&str, &str)] = &[("accept", "application/fhir+xml")];
+    for (uri, headers, status, code) in [
+        ("/fhir/R4/metadata", xml, 406, "not-supported"),
+        ("/fhir/R4/metadata?_format=xml", &[], 406, "not-supported"),
+        ("/fhir/R4/Observation", &[], 404, "not-found"),
+    ] {
+        let r = fhir(&app, Method::GET, uri, None, None, headers).await;
+        assert_outcome(&r, status, code);
+    }
     let r = fhir(
         &app,
         Method::GET,
@@ -83,9 +72,6 @@ async fn metadata_states_what_is_served(pool: PgPool) {
     )
     .await;
     assert_eq!(r.status, 200);
-    // unknown types and paths are OperationOutcomes too
-    let r = fhir(&app, Method::GET, "/fhir/R4/Observation", None, None, &[]).await;
-    assert_outcome(&r, 404, "not-found");
 }
 
 #[sqlx::test]
@@ -124,7 +110,7 @@ async fn patient_create_read_search_update_delete(pool: PgPool) {
     assert_eq!(audit_count(&app, "patient.create", Some(&id)).await, 1);
 
     let url = format!("/fhir/R4/Patient/{id}");
-    let r = fhir(&app, Method::GET, &url, t, None, &[]).await;
+    let r = get(&app, &url, &doc).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["name"][0]["family"], "Lovelace");
     assert_eq!(r.json["birthDate"], "1980-05-06");
@@ -138,15 +124,7 @@ async fn patient_create_read_search_update_delete(pool: PgPool) {
         "name=Lovelace&birthdate=eq1980-05-06&given=ada".to_string(),
         format!("_id={id}&gender=female"),
     ] {
-        let r = fhir(
-            &app,
-            Method::GET,
-            &format!("/fhir/R4/Patient?{q}"),
-            t,
-            None,
-            &[],
-        )
-        .await;
+        let r = get(&app, &format!("/fhir/R4/Patient?{q}"), &doc).await;
         assert_eq!(r.status, 200, "{q}: {}", r.text);
         assert_eq!(r.json["resourceType"], "Bundle");
         assert_eq!(r.json["type"], "searchset");
@@ -160,36 +138,12 @@ async fn patient_create_read_search_update_delete(pool: PgPool) {
             .as_str()
             .is_some_and(|u| u.contains("/fhir/R4/Patient?")));
     }
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Patient?identifier=NOPE",
-        t,
-        None,
-        &[],
-    )
-    .await;
+    let r = get(&app, "/fhir/R4/Patient?identifier=NOPE", &doc).await;
     assert_eq!(r.json["total"], 0, "{}", r.text);
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Patient?gender=female&given=ada",
-        t,
-        None,
-        &[],
-    )
-    .await;
-    assert_outcome(&r, 400, "invalid");
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Patient?telecom=x",
-        t,
-        None,
-        &[],
-    )
-    .await;
-    assert_outcome(&r, 400, "invalid");
+    for q in ["gender=female&given=ada", "telecom=x"] {
+        let r = get(&app, &format!("/fhir/R4/Patient?{q}"), &doc).await;
+        assert_outcome(&r, 400, "invalid");
+    }
     let r = fhir(
         &app,
         Method::GET,
@@ -255,11 +209,7 @@ async fn patient_create_read_search_update_delete(pool: PgPool) {
     );
     let r = fhir(&app, Method::DELETE, &url, Some(&admin.token), None, &[]).await;
     assert_eq!(r.status, 204, "{}", r.text);
-    assert_outcome(
-        &fhir(&app, Method::GET, &url, t, None, &[]).await,
-        410,
-        "deleted",
-    );
+    assert_outcome(&get(&app, &url, &doc).await, 410, "deleted");
     assert_eq!(
         app.get(&format!("/api/v1/patients/{id}"), &doc.token)
             .await
@@ -273,25 +223,38 @@ async fn fhir_errors_are_operation_outcomes(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let doc = app.user(Role::Physician).await;
     let t = Some(doc.token.as_str());
-    assert_outcome(
-        &fhir(&app, Method::GET, "/fhir/R4/Patient", None, None, &[]).await,
-        401,
-        "login",
-    );
     let bad_type = json!({"resourceType": "Observation"});
-    assert_outcome(
-        &fhir(
-            &app,
+    // no token, a body of another type, a method the type does not serve, a page too large
+    for (method, uri, token, body, status, code) in [
+        (Method::GET, "/fhir/R4/Patient", None, None, 401, "login"),
+        (
             Method::POST,
             "/fhir/R4/Patient",
             t,
             Some(bad_type),
-            &[],
-        )
-        .await,
-        422,
-        "invalid",
-    );
+            422,
+            "invalid",
+        ),
+        (
+            Method::PATCH,
+            "/fhir/R4/Patient",
+            t,
+            None,
+            405,
+            "not-supported",
+        ),
+        (
+            Method::GET,
+            "/fhir/R4/Patient?_count=1000",
+            t,
+            None,
+            400,
+            "invalid",
+        ),
+    ] {
+        let r = fhir(&app, method, uri, token, body, &[]).await;
+        assert_outcome(&r, status, code);
+    }
     let mut no_mrn = patient("X", "Y");
     no_mrn["identifier"] = json!([]);
     let r = fhir(&app, Method::POST, "/fhir/R4/Patient", t, Some(no_mrn), &[]).await;
@@ -320,41 +283,19 @@ async fn fhir_errors_are_operation_outcomes(pool: PgPool) {
     assert_outcome(&r, 409, "conflict");
     assert!(!r.text.contains("DUP-1"), "no PHI in errors: {}", r.text);
     // not JSON: 415; not parseable: 400
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/fhir/R4/Patient")
-        .header("authorization", format!("Bearer {}", doc.token))
-        .header("content-type", "application/xml")
-        .body(Body::from("<Patient/>"))
-        .expect("request");
-    assert_outcome(&app.send(req).await, 415, "not-supported");
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/fhir/R4/Patient")
-        .header("authorization", format!("Bearer {}", doc.token))
-        .header("content-type", "application/fhir+json")
-        .body(Body::from("{not json"))
-        .expect("request");
-    assert_outcome(&app.send(req).await, 400, "invalid");
-    // a method the type does not serve
-    assert_outcome(
-        &fhir(&app, Method::PATCH, "/fhir/R4/Patient", t, None, &[]).await,
-        405,
-        "not-supported",
-    );
-    assert_outcome(
-        &fhir(
-            &app,
-            Method::GET,
-            "/fhir/R4/Patient?_count=1000",
-            t,
-            None,
-            &[],
-        )
-        .await,
-        400,
-        "invalid",
-    );
+    for (content_type, body, status, code) in [
+        ("application/xml", "<Patient/>", 415, "not-supported"),
+        ("application/fhir+json", "{not json", 400, "invalid"),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/fhir/R4/Patient")
+            .header("authorization", format!("Bearer {}", doc.token))
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .expect("request");
+        assert_outcome(&app.send(req).await, status, code);
+    }
 }
 
 /// The access rules of the JSON routes hold: a nurse outside the care team gets 404 for a
@@ -365,51 +306,20 @@ async fn the_same_access_decisions_as_the_json_routes(pool: PgPool) {
     let doc = app.user(Role::Physician).await;
     let id = create_patient(&app, &doc, "fhiraccess").await;
     let other_doc = app.user(Role::Physician).await;
+    let url = format!("/fhir/R4/Patient/{id}");
     let json = app
         .get(&format!("/api/v1/patients/{id}"), &other_doc.token)
         .await;
-    let r = fhir(
-        &app,
-        Method::GET,
-        &format!("/fhir/R4/Patient/{id}"),
-        Some(&other_doc.token),
-        None,
-        &[],
-    )
-    .await;
+    let r = get(&app, &url, &other_doc).await;
     assert_eq!(r.status, json.status, "{}", r.text);
     assert_eq!(r.json["resourceType"], "OperationOutcome");
     // searches see only the caller's scope
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Patient",
-        Some(&other_doc.token),
-        None,
-        &[],
-    )
-    .await;
-    assert_eq!(r.json["total"], 0, "{}", r.text);
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Patient",
-        Some(&doc.token),
-        None,
-        &[],
-    )
-    .await;
-    assert_eq!(r.json["total"], 1, "{}", r.text);
+    for (who, total) in [(&other_doc, 0), (&doc, 1)] {
+        let r = get(&app, "/fhir/R4/Patient", who).await;
+        assert_eq!(r.json["total"], total, "{}", r.text);
+    }
     let rec = app.user(Role::Receptionist).await;
-    let r = fhir(
-        &app,
-        Method::GET,
-        &format!("/fhir/R4/Patient/{id}"),
-        Some(&rec.token),
-        None,
-        &[],
-    )
-    .await;
+    let r = get(&app, &url, &rec).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["name"][0]["family"], "Familynamefhiraccess");
 }

@@ -11,6 +11,7 @@
 //! OperationOutcome for each error status. Then: a `pg_dump` after FHIR writes holds no PHI.
 
 mod common;
+mod fhir_support;
 mod fhir_tools;
 
 use std::collections::BTreeSet;
@@ -20,36 +21,12 @@ use axum::http::{Method, Request};
 use caduceus_api::rbac::Role;
 use caduceus_api::testing::{TestApp, TestResponse, TestUser};
 use chrono::{Duration, DurationRound, Utc};
+use fhir_support::fhir;
 use fhir_tools::{output_text, write_documents, Tools};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 const MRN_SYSTEM: &str = caduceus_contract::settings::DEFAULT_FHIR_MRN_SYSTEM;
-
-async fn fhir(
-    app: &TestApp,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> TestResponse {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = match body {
-        Some(v) => b
-            .header("content-type", "application/fhir+json")
-            .body(Body::from(v.to_string())),
-        None => b.body(Body::empty()),
-    }
-    .expect("request");
-    app.send(req).await
-}
 
 /// A Patient using every element the server maps (MRN, names, telecom, address, contact).
 fn fhir_patient(tag: &str) -> Value {

@@ -1,5 +1,5 @@
-//! Shared helpers of the FHIR integration tests of MedicationRequest, AllergyIntolerance and
-//! Condition (`fhir_medication.rs`, `fhir_clinical.rs`).
+//! Shared helpers of the FHIR integration tests (`fhir*.rs`): FHIR requests, OperationOutcome
+//! checks, patients with clinical lists, MedicationRequest bodies.
 #![allow(dead_code)]
 
 use axum::body::Body;
