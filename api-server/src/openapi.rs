@@ -195,7 +195,7 @@ impl Modify for NoNul {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json. The same data is served as HL7 FHIR R4 (4.0.1) at /fhir/R4 (application/fhir+json, errors as OperationOutcome), described by its CapabilityStatement at GET /fhir/R4/metadata (generated from the tables that route the FHIR requests) rather than in this document: see docs/fhir.md."),
+    info(title = "Caduceus clinical API", description = "Patients, appointments, prescriptions and audit trail. Errors are RFC 9457 application/problem+json. The same data is served as HL7 FHIR R4 (4.0.1) at /fhir/R4 (application/fhir+json, errors as OperationOutcome), described by its CapabilityStatement at GET /fhir/R4/metadata and by its own OpenAPI 3.1 document at GET /fhir/R4/openapi.json (both public, generated from the tables that route the FHIR requests) rather than in this document: see docs/fhir.md."),
     paths(
         crate::auth::routes::login, crate::auth::routes::refresh, crate::auth::routes::logout,
         crate::auth::routes::me, crate::auth::routes::register,
@@ -263,7 +263,8 @@ details summary{cursor:pointer}
 <p>Rendered from <a href="openapi.json">openapi.json</a> (OpenAPI 3.1). Errors use
 <code>application/problem+json</code> (RFC 9457). Authenticate with <code>Authorization: Bearer &lt;access_token&gt;</code>.</p>
 <p>HL7 FHIR R4 (4.0.1) over the same data: <code>/fhir/R4</code>, described by its
-<a href="../../fhir/R4/metadata">CapabilityStatement</a> (<code>GET /fhir/R4/metadata</code>).</p>
+<a href="../../fhir/R4/metadata">CapabilityStatement</a> (<code>GET /fhir/R4/metadata</code>) and its
+<a href="../../fhir/R4/openapi.json">OpenAPI document</a> (<code>GET /fhir/R4/openapi.json</code>).</p>
 <div id="out">Loading…</div>
 <script>
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
@@ -577,10 +578,12 @@ mod tests {
     #[test]
     fn the_document_and_page_point_to_the_fhir_interface() {
         let doc: serde_json::Value = serde_json::from_str(document()).expect("json");
-        let metadata = format!("{}/metadata", crate::fhir::BASE);
         let description = doc["info"]["description"].as_str().expect("description");
-        assert!(description.contains(&metadata), "{description}");
-        assert!(DOCS_HTML.contains(&metadata));
+        for route in ["metadata", "openapi.json"] {
+            let path = format!("{}/{route}", crate::fhir::BASE);
+            assert!(description.contains(&path), "{description}");
+            assert!(DOCS_HTML.contains(&path), "{path}");
+        }
     }
 
     /// Every list's `cursor` is an opaque base64url string of bounded length, and a refused one

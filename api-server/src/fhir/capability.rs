@@ -27,7 +27,8 @@ pub enum Interaction {
 }
 
 impl Interaction {
-    fn code(self) -> &'static str {
+    /// The code (`read`, `search-type`, ...).
+    pub fn code(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::SearchType => "search-type",
@@ -48,7 +49,8 @@ pub enum ParamType {
 }
 
 impl ParamType {
-    fn code(self) -> &'static str {
+    /// The code (`token`, `string`, ...).
+    pub fn code(self) -> &'static str {
         match self {
             Self::Token => "token",
             Self::String => "string",

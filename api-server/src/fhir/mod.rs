@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `mod.rs` | the router (from [`RESOURCES`]) and `GET /metadata` |
 //! | `capability.rs` | the per-resource declarations and the CapabilityStatement built from them |
+//! | `openapi.rs` | `GET /openapi.json`: the OpenAPI 3.1 document built from the same declarations |
 //! | `wire.rs` | content negotiation, OperationOutcome errors, versioned resource responses |
 //! | `search.rs` | search parameters and `searchset` Bundles |
 //! | `patient.rs` | `Patient` |
@@ -23,6 +24,7 @@ pub mod capability;
 pub mod clinical;
 pub mod everything;
 pub mod medication_request;
+pub mod openapi;
 pub mod patient;
 pub mod practitioner;
 pub mod search;
@@ -57,6 +59,7 @@ pub const RESOURCES: &[ResourceCapability] = &[
 pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/metadata", get(metadata))
+        .route("/openapi.json", get(openapi::serve))
         .route("/Patient", get(patient::search).post(patient::create))
         .route(
             "/Patient/{id}",
