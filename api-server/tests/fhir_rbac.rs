@@ -56,6 +56,7 @@ const MATRIX: &[Row] = &[
     // FHIR route                                   JSON twin                                                anon adm  doc  doc  nurs nurs rec  pat  pat
     //                                                                                                                 team out  team out       self oth
     ("GET /metadata",                               "",                                                     [200, 200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET /openapi.json",                           "",                                                     [200, 200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /Patient?identifier=MRN-{tag}",           "GET /patients?mrn=MRN-{tag}",                          [401, 200, 200, 200, 200, 200, 200, 200, 200]),
     ("POST /Patient",                               "POST /patients",                                       [401, 201, 201, 201, 201, 201, 201, 403, 403]),
     ("GET /Patient/{patient}",                      "GET /patients/{patient}",                              [401, 200, 200, 403, 200, 403, 200, 200, 404]),
@@ -170,7 +171,7 @@ fn serves(route: &str) -> String {
     let (method, path) = route.split_once(' ').expect("METHOD /path");
     let path = path.split('?').next().unwrap_or_default();
     let interaction = match (method, path.matches('/').count()) {
-        _ if path == "/metadata" => return "metadata".into(),
+        _ if matches!(path, "/metadata" | "/openapi.json") => return path[1..].into(),
         ("GET", 1) => "search-type",
         ("POST", 1) => "create",
         ("GET", 2) => "read",
@@ -443,11 +444,12 @@ fn issue_code(status: u16) -> &'static str {
     }
 }
 
-/// What `metadata` declares: `<type> <interaction>`, `<type> $<operation>`, and `metadata`.
+/// What `metadata` declares, `<type> <interaction>` and `<type> $<operation>`, and the two
+/// descriptions of the interface (`metadata`, `openapi.json`).
 async fn declared(app: &TestApp) -> BTreeSet<String> {
     let r = fhir(app, Method::GET, "/fhir/R4/metadata", None, None, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let mut out = BTreeSet::from(["metadata".to_string()]);
+    let mut out = BTreeSet::from(["metadata".to_string(), "openapi.json".to_string()]);
     for res in r.json["rest"][0]["resource"].as_array().expect("resources") {
         let kind = res["type"].as_str().expect("type");
         for (field, key, prefix) in [("interaction", "code", ""), ("operation", "name", "$")] {
