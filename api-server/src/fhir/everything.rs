@@ -57,7 +57,7 @@ pub async fn everything(
     let mut found = vec![Found {
         type_name: "Patient",
         id: id.to_string(),
-        resource: to_json(Resource::Patient(Box::new(fhir)))?,
+        resource: to_json(Resource::Patient(fhir))?,
     }];
     for a in crate::appointments::search::of_patient(&state, &auth, id).await? {
         let (appointment, _) = super::appointment::to_fhir(&a)?;

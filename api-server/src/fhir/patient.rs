@@ -77,98 +77,106 @@ pub const CAPABILITY: ResourceCapability = ResourceCapability {
     doc: "Patient records: demographics for every role that may see the record, clinical data as AllergyIntolerance and Condition. Lookups go through blind indexes (records are encrypted per field), so searches are exact.",
 };
 
-/// The FHIR Patient of a record, with `meta.versionId`/`lastUpdated`.
-pub fn to_fhir(p: &Patient, mrn_system: &str) -> (FhirPatient, Version) {
+/// The FHIR Patient of a record, with `meta.versionId`/`lastUpdated`. Built in place in its box
+/// (the resource is large: moving it costs more than filling it) with typed codes.
+pub fn to_fhir(p: &Patient, mrn_system: &str) -> (Box<FhirPatient>, Version) {
+    use fhir_r4::r4::coded::Coded::Known;
+    use fhir_r4::r4::codes::{AdministrativeGender, ContactPointSystem, IdentifierUse, NameUse};
     let version = Version(p.updated_at);
-    let mut telecom = Vec::new();
-    let contact_point = |system: &str, value: &str| types::ContactPoint {
-        system: Some(coded(system)),
+    let contact_point = |system: ContactPointSystem, value: &str| types::ContactPoint {
+        system: Some(Known(system)),
         value: Some(types::String(value.to_string())),
         ..Default::default()
     };
-    if let Some(phone) = &p.phone {
-        telecom.push(contact_point("phone", phone));
-    }
-    if let Some(email) = &p.email {
-        telecom.push(contact_point("email", email));
-    }
-    let contact = p.emergency_contact.as_ref().map(|c| PatientContact {
-        relationship: vec![types::CodeableConcept {
+    let mut patient = Box::<FhirPatient>::default();
+    let f = &mut *patient;
+    f.id = Some(types::String(p.id.to_string()));
+    f.meta = Some(version.meta());
+    f.identifier = vec![types::Identifier {
+        r#use: Some(Known(IdentifierUse::Usual)),
+        r#type: Some(types::CodeableConcept {
             coding: vec![types::Coding {
                 system: Some(types::Uri(
-                    "http://terminology.hl7.org/CodeSystem/v2-0131".into(),
+                    "http://terminology.hl7.org/CodeSystem/v2-0203".into(),
                 )),
-                code: Some(types::Code("C".into())),
-                display: Some(types::String("Emergency Contact".into())),
+                code: Some(types::Code("MR".into())),
                 ..Default::default()
             }],
-            text: c.relationship.clone().map(types::String),
-            ..Default::default()
-        }],
-        name: Some(types::HumanName {
-            text: Some(types::String(c.name.clone())),
             ..Default::default()
         }),
-        telecom: c
-            .phone
-            .iter()
-            .map(|ph| contact_point("phone", ph))
-            .collect(),
+        system: Some(types::Uri(mrn_system.to_string())),
+        value: Some(types::String(p.mrn.clone())),
         ..Default::default()
-    });
-    let gender = serde_json::to_value(p.sex)
-        .ok()
-        .and_then(|v| v.as_str().map(coded));
-    let patient = FhirPatient {
-        id: Some(types::String(p.id.to_string())),
-        meta: Some(version.meta()),
-        identifier: vec![types::Identifier {
-            r#use: Some(coded("usual")),
-            r#type: Some(types::CodeableConcept {
+    }];
+    f.active = Some(types::Boolean(true));
+    f.name = vec![types::HumanName {
+        r#use: Some(Known(NameUse::Official)),
+        family: Some(types::String(p.family_name.clone())),
+        given: vec![types::String(p.given_name.clone())].into(),
+        ..Default::default()
+    }];
+    if let Some(phone) = &p.phone {
+        f.telecom
+            .push(contact_point(ContactPointSystem::Phone, phone));
+    }
+    if let Some(email) = &p.email {
+        f.telecom
+            .push(contact_point(ContactPointSystem::Email, email));
+    }
+    f.gender = Some(Known(match p.sex {
+        Sex::Female => AdministrativeGender::Female,
+        Sex::Male => AdministrativeGender::Male,
+        Sex::Other => AdministrativeGender::Other,
+        Sex::Unknown => AdministrativeGender::Unknown,
+    }));
+    // NaiveDate's Display is the ISO 8601 date, YYYY-MM-DD (what FHIR's `date` is)
+    f.birth_date = Some(types::Date(p.birth_date.to_string()));
+    f.address = p
+        .address
+        .iter()
+        .map(|a| types::Address {
+            text: Some(types::String(a.clone())),
+            ..Default::default()
+        })
+        .collect();
+    f.contact = p
+        .emergency_contact
+        .iter()
+        .map(|c| PatientContact {
+            relationship: vec![types::CodeableConcept {
                 coding: vec![types::Coding {
                     system: Some(types::Uri(
-                        "http://terminology.hl7.org/CodeSystem/v2-0203".into(),
+                        "http://terminology.hl7.org/CodeSystem/v2-0131".into(),
                     )),
-                    code: Some(types::Code("MR".into())),
+                    code: Some(types::Code("C".into())),
+                    display: Some(types::String("Emergency Contact".into())),
                     ..Default::default()
                 }],
+                text: c.relationship.clone().map(types::String),
+                ..Default::default()
+            }],
+            name: Some(types::HumanName {
+                text: Some(types::String(c.name.clone())),
                 ..Default::default()
             }),
-            system: Some(types::Uri(mrn_system.to_string())),
-            value: Some(types::String(p.mrn.clone())),
+            telecom: c
+                .phone
+                .iter()
+                .map(|ph| contact_point(ContactPointSystem::Phone, ph))
+                .collect(),
             ..Default::default()
-        }],
-        active: Some(types::Boolean(true)),
-        name: vec![types::HumanName {
-            r#use: Some(coded("official")),
-            family: Some(types::String(p.family_name.clone())),
-            given: vec![types::String(p.given_name.clone())].into(),
-            ..Default::default()
-        }],
-        telecom,
-        gender,
-        birth_date: Some(types::Date(p.birth_date.format("%Y-%m-%d").to_string())),
-        address: p
-            .address
-            .iter()
-            .map(|a| types::Address {
-                text: Some(types::String(a.clone())),
-                ..Default::default()
-            })
-            .collect(),
-        contact: contact.into_iter().collect(),
-        ..Default::default()
-    };
+        })
+        .collect();
     (patient, version)
 }
 
 /// A Patient as a resource: serialised as it is (a response), with its `resourceType`.
-fn resource(p: FhirPatient) -> Resource {
-    Resource::Patient(Box::new(p))
+fn resource(p: Box<FhirPatient>) -> Resource {
+    Resource::Patient(p)
 }
 
 /// The JSON of a Patient with its `resourceType` (a search entry).
-fn json(p: FhirPatient) -> Result<serde_json::Value, Error> {
+fn json(p: Box<FhirPatient>) -> Result<serde_json::Value, Error> {
     serde_json::to_value(resource(p)).map_err(|e| Error::internal(anyhow::Error::new(e)))
 }
 

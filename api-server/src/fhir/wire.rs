@@ -165,8 +165,10 @@ fn operation_outcome(
 
 /// A FHIR JSON response (`application/fhir+json; charset=utf-8`).
 pub fn fhir_json(status: StatusCode, body: &impl Serialize) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => (
+    // a resource is rarely under 1 KiB: start there rather than growing from nothing
+    let mut bytes = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => (
             status,
             [(
                 header::CONTENT_TYPE,
