@@ -15,7 +15,7 @@ use fhir_r4::r4::resources::Resource;
 use fhir_r4::r4::types;
 use uuid::Uuid;
 
-use super::capability::{coded, Interaction, ParamType, ResourceCapability, SearchParam};
+use super::capability::{Interaction, ParamType, ResourceCapability, SearchParam};
 use super::search::{Match, Search};
 use super::wire::{self, FhirBody, Version};
 use crate::auth::{AuthUser, Authorized};
