@@ -15,7 +15,6 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use fhir_r4::r4::resources::allergy_intolerance::AllergyIntolerance;
 use fhir_r4::r4::resources::condition::Condition;
 use fhir_r4::r4::resources::Resource;
@@ -25,6 +24,7 @@ use uuid::Uuid;
 use super::capability::{Interaction, ParamType, ResourceCapability, SearchParam};
 use super::search::{reference_id, Match, Search};
 use super::wire::{self, Version};
+use crate::access::Need;
 use crate::error::Error;
 use crate::patients::model::Patient;
 use crate::patients::{self, CallerAndPatient};
@@ -221,17 +221,18 @@ impl<K: ClinicalList> FromRequestParts<AppState> for PatientSearch<K> {
     }
 }
 
-/// The record read as on `GET /api/v1/patients/{id}`, and its list of `K` (`403` when the
-/// caller's access leaves clinical data out).
+/// The record read as on `GET /api/v1/patients/{id}` by a caller whose access opens its
+/// clinical data (others are refused with `403` and audited as denied, before anything is
+/// decrypted), and its list of `K`.
 async fn record<K: ClinicalList>(
     state: &AppState,
     caller: CallerAndPatient<perm::PatientRead>,
 ) -> Result<(Patient, Vec<String>), Error> {
-    let Json(p) = patients::read(State(state.clone()), caller).await?;
+    let p = patients::read_for(state, caller, Need::Clinical).await?;
     let entries = K::entries(&p).cloned().ok_or_else(|| {
-        Error::Forbidden(
-            "clinical data of a record is open to its care team and the patient only".into(),
-        )
+        Error::internal(anyhow::anyhow!(
+            "clinical access opened a record without its clinical lists"
+        ))
     })?;
     Ok((p, entries))
 }

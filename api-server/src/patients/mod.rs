@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::access::{self, AccessLog, Resource, Target};
+use crate::access::{self, AccessLog, Need, Resource, Target};
 use crate::audit::{actions, AuditEvent, Outcome};
 use crate::auth::{AuthUser, Authorized};
 use crate::error::ApiQuery;
@@ -138,20 +138,31 @@ pub async fn read(
     State(state): State<AppState>,
     caller: CallerAndPatient<perm::PatientRead>,
 ) -> Result<Json<Patient>, Error> {
-    let (auth, id, row, access) = caller.access(&state).await?;
+    read_for(&state, caller, Need::Record).await.map(Json)
+}
+
+/// [`read`] for a route that opens `need` of the record: with [`Need::Clinical`] (FHIR
+/// AllergyIntolerance, Condition) a caller with demographic access only is refused and audited
+/// like one without any ([`CallerAndPatient::access_for`]), before anything is decrypted.
+pub async fn read_for(
+    state: &AppState,
+    caller: CallerAndPatient<perm::PatientRead>,
+    need: Need,
+) -> Result<Patient, Error> {
+    let (auth, id, row, access) = caller.access_for(state, need).await?;
     let phi = model::decrypt(&state.keys, &row)?;
     AccessLog::new("patient")
         .add(&auth, actions::PATIENT_READ, id, id, access)
-        .write(&state)
+        .write(state)
         .await?;
-    count(&state, "read");
-    Ok(Json(Patient::from_phi(
+    count(state, "read");
+    Ok(Patient::from_phi(
         id,
         phi,
         access.clinical(),
         row.created_at,
         row.updated_at,
-    )))
+    ))
 }
 
 /// Whether `id` is a soft-deleted record (kept for the retention period) that the caller could
