@@ -1,7 +1,7 @@
 //! FHIR R4 MedicationRequest through the real router and Postgres: the mapping to and from
 //! prescriptions, the interaction check (409 OperationOutcome, override extension),
-//! discontinue by PUT, the same access decisions and audit events as the JSON routes, and the
-//! search's exact `total` over all pages and `_summary=count` (access-scoped, audited).
+//! discontinue by PUT, and the same access decisions and audit events as the JSON routes (the
+//! search's exact totals over pages and `_summary=count`: `fhir_totals.rs`).
 
 mod common;
 mod fhir_support;
@@ -9,7 +9,7 @@ mod fhir_support;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use caduceus_api::rbac::Role;
-use caduceus_api::testing::{TestApp, TestResponse, TestUser};
+use caduceus_api::testing::{TestApp, TestUser};
 use common::audit_count;
 use fhir_support::{assert_outcome, fhir, get, medication_request, patient_with, OVERRIDE, RXNORM};
 use serde_json::{json, Value};
@@ -498,140 +498,4 @@ async fn medication_request_access_matches_the_json_routes(pool: PgPool) {
     )
     .await;
     assert_outcome(&r, 401, "login");
-}
-
-/// Prescribe `name` (an unknown medication: no interactions) for `patient` on the JSON route.
-async fn prescribe(app: &TestApp, by: &TestUser, patient: &str, name: &str) -> String {
-    let r = app
-        .post(
-            "/api/v1/prescriptions",
-            &by.token,
-            json!({"patient_id": patient, "medication": {"name": name}, "dose": "1 tablet",
-                   "route": "oral", "frequency": "once daily", "duration_days": 10}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["id"].as_str().expect("id").to_string()
-}
-
-/// The path (from `/fhir/R4/`) of a searchset's `next` link.
-fn next_path(bundle: &Value) -> Option<String> {
-    let url = bundle["link"]
-        .as_array()?
-        .iter()
-        .find(|l| l["relation"] == "next")?["url"]
-        .as_str()?;
-    url.find("/fhir/R4/").map(|i| url[i..].to_string())
-}
-
-/// A MedicationRequest search by `who`, which must answer 200.
-async fn search(app: &TestApp, who: &TestUser, query: &str) -> TestResponse {
-    let r = get(app, &format!("/fhir/R4/MedicationRequest?{query}"), who).await;
-    assert_eq!(r.status, 200, "{query}: {}", r.text);
-    r
-}
-
-fn entries(bundle: &Value) -> usize {
-    bundle["entry"].as_array().map_or(0, Vec::len)
-}
-
-#[sqlx::test]
-async fn medication_request_totals_are_exact_over_pages(pool: PgPool) {
-    let app = TestApp::new(pool).await;
-    let doc = app.user(Role::Physician).await;
-    let patient = patient_with(&app, &doc, "fm6", &[], &[]).await;
-    let mut ids = Vec::new();
-    for name in ["Fmtotal one", "Fmtotal two", "Fmtotal three"] {
-        ids.push(prescribe(&app, &doc, &patient, name).await);
-    }
-    let other_doc = app.user(Role::Physician).await;
-    let other = patient_with(&app, &other_doc, "fm7", &[], &[]).await;
-    prescribe(&app, &other_doc, &other, "Fmtotal four").await;
-
-    // two per page: the first and the second page carry the exact total of the caller's scope
-    let first = search(&app, &doc, "_count=2").await;
-    assert_eq!(entries(&first.json), 2);
-    assert_eq!(first.json["total"], 3, "{}", first.text);
-    let next = next_path(&first.json).expect("next link");
-    let second = get(&app, &next, &doc).await;
-    assert_eq!(second.status, 200, "{}", second.text);
-    assert_eq!(entries(&second.json), 1);
-    assert_eq!(second.json["total"], 3, "{}", second.text);
-    assert!(next_path(&second.json).is_none());
-    // the list's filters narrow the count too
-    let stopped = app
-        .post(
-            &format!("/api/v1/prescriptions/{}/discontinue", ids[0]),
-            &doc.token,
-            json!({}),
-        )
-        .await;
-    assert_eq!(stopped.status, 200, "{}", stopped.text);
-    for (q, n) in [
-        ("status=active&_count=1".to_string(), 2),
-        (format!("patient=Patient/{patient}&_count=1"), 3),
-        (format!("patient={other}&_count=1"), 0),
-        ("status=stopped&_summary=count".to_string(), 1),
-        ("intent=plan&_summary=count".to_string(), 0),
-    ] {
-        let r = search(&app, &doc, &q).await;
-        assert_eq!(r.json["total"], n, "{q}: {}", r.text);
-    }
-
-    // _summary=count: the total alone, no entries, nothing listed; audited once on the type
-    let listed = audit_count(&app, "prescription.list", Some(&patient)).await;
-    let counts = audit_count(&app, "prescription.list", None).await;
-    let r = search(&app, &doc, "_summary=count").await;
-    assert_eq!(r.json["total"], 3, "{}", r.text);
-    assert!(r.json.get("entry").is_none(), "{}", r.text);
-    assert_eq!(
-        audit_count(&app, "prescription.list", None).await,
-        counts + 1
-    );
-    assert_eq!(
-        audit_count(&app, "prescription.list", Some(&patient)).await,
-        listed
-    );
-
-    // totals respect access: the care team's, a patient's own; others see none
-    let nurse = app.user(Role::Nurse).await;
-    let own = app.patient_user(patient.parse().expect("uuid")).await;
-    let other_own = app.patient_user(other.parse().expect("uuid")).await;
-    for (who, n) in [(&nurse, 0), (&other_doc, 1), (&own, 3), (&other_own, 1)] {
-        for q in ["_summary=count", "_count=1"] {
-            let r = search(&app, who, q).await;
-            assert_eq!(r.json["total"], n, "{:?} {q}: {}", who.role, r.text);
-        }
-    }
-    let r = search(&app, &own, &format!("patient={other}&_summary=count")).await;
-    assert_eq!(r.json["total"], 0, "another patient's: {}", r.text);
-    // admins and receptionists are refused as before, counts included (and the refusal audited)
-    for role in [Role::Admin, Role::Receptionist] {
-        let who = app.user(role).await;
-        for q in ["_summary=count", "_count=2"] {
-            let r = get(&app, &format!("/fhir/R4/MedicationRequest?{q}"), &who).await;
-            assert_outcome(&r, 403, "forbidden");
-        }
-    }
-    // break-glass opens one patient's count, audited as a break-glass opening of that patient
-    let glass = audit_count(&app, "patient.break_glass", Some(&patient)).await;
-    let r = fhir(
-        &app,
-        Method::GET,
-        &format!("/fhir/R4/MedicationRequest?patient={patient}&_summary=count"),
-        Some(&other_doc.token),
-        None,
-        &[("x-break-glass-reason", "unconscious patient in ER")],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["total"], 3, "{}", r.text);
-    assert_eq!(
-        audit_count(&app, "patient.break_glass", Some(&patient)).await,
-        glass + 1
-    );
-    // the JSON list is unchanged
-    let json = app.get("/api/v1/prescriptions?limit=2", &doc.token).await;
-    assert_eq!(json.json["items"].as_array().map(Vec::len), Some(2));
-    assert!(json.json["next_cursor"].is_string(), "{}", json.text);
 }

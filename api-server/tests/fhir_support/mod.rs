@@ -1,10 +1,12 @@
 //! Shared helpers of the FHIR integration tests (`fhir*.rs`): FHIR requests, OperationOutcome
-//! checks, patients with clinical lists, MedicationRequest bodies.
+//! checks, searchset ids and `next` links, patients with clinical lists, MedicationRequest
+//! bodies, Appointment bodies, bookings and searches.
 #![allow(dead_code)]
 
 use axum::body::Body;
 use axum::http::{Method, Request};
 use caduceus_api::testing::{TestApp, TestResponse, TestUser};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{json, Value};
 
 use super::common::patient_body;
@@ -99,4 +101,81 @@ pub fn medication_request(patient: &str, name: &str, code: Option<&str>) -> Valu
         m["medicationCodeableConcept"]["coding"] = json!([{"system": RXNORM, "code": c}]);
     }
     m
+}
+
+/// The path (from `/fhir/R4/`) of a searchset's `next` link.
+pub fn next_path(bundle: &Value) -> Option<String> {
+    let url = bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")?["url"]
+        .as_str()?;
+    url.find("/fhir/R4/").map(|i| url[i..].to_string())
+}
+
+/// Tomorrow 00:00 UTC.
+pub fn tomorrow() -> DateTime<Utc> {
+    (Utc::now() + Duration::days(1))
+        .duration_trunc(Duration::days(1))
+        .expect("trunc")
+}
+
+/// A FHIR Appointment of `patient` with `practitioner`, `h` hours after tomorrow 00:00 UTC,
+/// 30 minutes long.
+pub fn appointment(patient: &str, practitioner: &TestUser, h: i64, reason: &str) -> Value {
+    let start = tomorrow() + Duration::hours(h);
+    json!({
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": start.to_rfc3339(),
+        "end": (start + Duration::minutes(30)).to_rfc3339(),
+        "reasonCode": [{"text": reason}],
+        "participant": [
+            {"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"},
+            {"actor": {"reference": format!("Practitioner/{}", practitioner.id)}, "status": "accepted"}
+        ]
+    })
+}
+
+/// Book `body` (a FHIR Appointment) as `by`, which must answer 201; the created resource.
+pub async fn book(app: &TestApp, by: &TestUser, body: Value) -> Value {
+    let r = fhir(
+        app,
+        Method::POST,
+        "/fhir/R4/Appointment",
+        Some(&by.token),
+        Some(body),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json
+}
+
+/// An Appointment search by `by`, which must answer a 200 searchset.
+pub async fn search(app: &TestApp, by: &TestUser, query: &str) -> TestResponse {
+    let r = fhir(
+        app,
+        Method::GET,
+        &format!("/fhir/R4/Appointment?{query}"),
+        Some(&by.token),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{query}: {}", r.text);
+    assert_eq!(r.json["type"], "searchset");
+    r
+}
+
+/// The resource ids of a Bundle's entries, in order.
+pub fn ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["resource"]["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
