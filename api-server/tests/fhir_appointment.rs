@@ -2,7 +2,7 @@
 //! search (patient, actor, practitioner, date prefixes, status, _sort, paging) / status changes
 //! (transitions, cancel, If-Match), double booking (also concurrent), the same access decisions
 //! and audit events as `/api/v1/appointments`. Practitioner read and search:
-//! `fhir_appointment_search.rs`; exact totals over pages and `_summary=count`: `fhir_totals.rs`.
+//! `fhir_practitioner.rs`; exact totals over pages and `_summary=count`: `fhir_totals.rs`.
 
 mod common;
 mod fhir_support;
