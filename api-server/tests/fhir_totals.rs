@@ -151,27 +151,15 @@ async fn appointment_totals_are_exact_over_pages(pool: PgPool) {
     )
     .await;
     assert_eq!(r.json["total"], 0, "outside the care team: {}", r.text);
-    // break-glass opens one patient's count, audited as a break-glass opening of that patient
-    let glass = audit_count(&app, "patient.break_glass", Some(&patient)).await;
-    let r = fhir(
+    break_glass_count_and_json_list(
         &app,
-        Method::GET,
-        &format!("/fhir/R4/Appointment?patient={patient}&_summary=count"),
-        Some(&other_doc.token),
-        None,
-        &[("x-break-glass-reason", "unconscious patient in ER")],
+        "Appointment",
+        "appointments",
+        &patient,
+        &doc,
+        &other_doc,
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json["total"], 3, "{}", r.text);
-    assert_eq!(
-        audit_count(&app, "patient.break_glass", Some(&patient)).await,
-        glass + 1
-    );
-    // the JSON list is unchanged
-    let json = app.get("/api/v1/appointments?limit=2", &doc.token).await;
-    assert_eq!(json.json["items"].as_array().map(Vec::len), Some(2));
-    assert!(json.json["next_cursor"].is_string(), "{}", json.text);
 }
 
 #[sqlx::test]
@@ -289,12 +277,33 @@ async fn medication_request_totals_are_exact_over_pages(pool: PgPool) {
             assert_outcome(&r, 403, "forbidden");
         }
     }
-    // break-glass opens one patient's count, audited as a break-glass opening of that patient
-    let glass = audit_count(&app, "patient.break_glass", Some(&patient)).await;
-    let r = fhir(
+    break_glass_count_and_json_list(
         &app,
+        "MedicationRequest",
+        "prescriptions",
+        &patient,
+        &doc,
+        &other_doc,
+    )
+    .await;
+}
+
+/// A `_summary=count` through break-glass on `patient`'s `resource` (3 matches) by `other_doc`
+/// (outside the care team) is audited as one break-glass opening of that patient; the JSON list
+/// `json_list` still pages as before (2 of more, with a cursor) for `doc`.
+async fn break_glass_count_and_json_list(
+    app: &TestApp,
+    resource: &str,
+    json_list: &str,
+    patient: &str,
+    doc: &TestUser,
+    other_doc: &TestUser,
+) {
+    let glass = audit_count(app, "patient.break_glass", Some(patient)).await;
+    let r = fhir(
+        app,
         Method::GET,
-        &format!("/fhir/R4/MedicationRequest?patient={patient}&_summary=count"),
+        &format!("/fhir/R4/{resource}?patient={patient}&_summary=count"),
         Some(&other_doc.token),
         None,
         &[("x-break-glass-reason", "unconscious patient in ER")],
@@ -303,11 +312,12 @@ async fn medication_request_totals_are_exact_over_pages(pool: PgPool) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["total"], 3, "{}", r.text);
     assert_eq!(
-        audit_count(&app, "patient.break_glass", Some(&patient)).await,
+        audit_count(app, "patient.break_glass", Some(patient)).await,
         glass + 1
     );
-    // the JSON list is unchanged
-    let json = app.get("/api/v1/prescriptions?limit=2", &doc.token).await;
+    let json = app
+        .get(&format!("/api/v1/{json_list}?limit=2"), &doc.token)
+        .await;
     assert_eq!(json.json["items"].as_array().map(Vec::len), Some(2));
     assert!(json.json["next_cursor"].is_string(), "{}", json.text);
 }
