@@ -136,8 +136,9 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     let status = resp.status();
 
     // Our own problems get `instance` and `request_id`; any other error response (axum
-    // rejections, fallback, 405, 408, 413) becomes a problem too, except deliberate JSON
-    // bodies such as the readiness report.
+    // rejections, fallback, 405, 408, 413) becomes a problem too (an OperationOutcome on the
+    // FHIR routes), except deliberate JSON bodies such as the readiness report or an
+    // OperationOutcome a FHIR handler built itself.
     let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
         // FHIR routes answer their errors as OperationOutcome (`fhir::wire`)
         let v = v.as_bytes();
@@ -147,9 +148,16 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     if (status.is_client_error() || status.is_server_error()) && (own_problem || !is_json) {
         let problem = resp.extensions_mut().remove::<Problem>();
         let mut problem = problem.unwrap_or_else(|| Problem::from_status(status));
-        problem.instance = Some(path);
-        problem.request_id = Some(request_id.clone());
-        let mut fresh = problem.into_response_with(status);
+        // under /fhir/R4 an OperationOutcome, whichever layer refused (a handler, the rate
+        // limit, the body limit, the timeout, a panic)
+        let mut fresh = if crate::fhir::outcome::is_fhir(&path) {
+            let detail = problem.detail.as_deref().unwrap_or(&problem.title);
+            crate::fhir::outcome::outcome(status, detail, &problem.errors, Some(&request_id))
+        } else {
+            problem.instance = Some(path);
+            problem.request_id = Some(request_id.clone());
+            problem.into_response_with(status)
+        };
         // keep headers set by inner layers (Retry-After, RateLimit-*, Allow, CORS)
         for (name, value) in resp.headers() {
             if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

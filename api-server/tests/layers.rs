@@ -8,7 +8,7 @@
 //! | domain | access, audit, authentication, HTTP middleware, recorded restores, retention |
 //! | state | [`caduceus_api::state::AppState`] (holds the store's handles) |
 //! | store | SQL, the grouped lookups and writes, the audit writer, the rate limiter's buckets |
-//! | base | configuration, crypto, errors, metrics, the permission matrix, pagination, request metadata |
+//! | base | configuration, crypto, errors (FHIR OperationOutcomes too), metrics, the permission matrix, pagination, request metadata |
 //!
 //! A module may import its own layer (without a circle) and the layers below it. Every source
 //! file must belong to a layer: a new module is placed in the table below. Only code before a
@@ -54,6 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "crypto",
             "error",
+            "fhir::outcome",
             "metrics",
             "pagination",
             "rbac",

@@ -8,7 +8,8 @@
 //! | `mod.rs` | the router (from [`RESOURCES`]) and `GET /metadata` |
 //! | `capability.rs` | the per-resource declarations and the CapabilityStatement built from them |
 //! | `openapi.rs` | `GET /openapi.json`: the OpenAPI 3.1 document built from the same declarations |
-//! | `wire.rs` | content negotiation, OperationOutcome errors, versioned resource responses |
+//! | `wire.rs` | content negotiation, the FHIR error layer, versioned resource responses |
+//! | `outcome.rs` | `OperationOutcome` errors and FHIR JSON responses (also used by the HTTP middleware) |
 //! | `search.rs` | search parameters and `searchset` Bundles |
 //! | `patient.rs` | `Patient` |
 //! | `medication_request.rs` (+ `mapping.rs`, `route.rs`) | `MedicationRequest` over the prescriptions |
@@ -25,6 +26,7 @@ pub mod clinical;
 pub mod everything;
 pub mod medication_request;
 pub mod openapi;
+pub mod outcome;
 pub mod patient;
 pub mod practitioner;
 pub mod search;
@@ -39,8 +41,7 @@ use axum::Router;
 use crate::state::AppState;
 use capability::ResourceCapability;
 
-/// Where the FHIR endpoint is mounted.
-pub const BASE: &str = "/fhir/R4";
+pub use outcome::BASE;
 
 /// Every resource type served, in the CapabilityStatement's order.
 pub const RESOURCES: &[ResourceCapability] = &[

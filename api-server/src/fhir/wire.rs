@@ -8,20 +8,15 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
-use fhir_r4::r4::resources::operation_outcome::{OperationOutcome, OperationOutcomeIssue};
-use fhir_r4::r4::resources::Resource;
-use fhir_r4::r4::{codes, types};
+use fhir_r4::r4::types;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Error, FieldError, Problem};
+pub use super::outcome::{fhir_json, outcome, FHIR_JSON};
+use crate::error::Error;
 use crate::middleware::RequestId;
-
-/// The FHIR JSON media type.
-pub const FHIR_JSON: &str = "application/fhir+json";
-const FHIR_JSON_UTF8: &str = "application/fhir+json; charset=utf-8";
 
 /// Media types (without parameters) whose responses we can serve: FHIR JSON and plain JSON.
 fn acceptable(media: &str) -> bool {
@@ -53,132 +48,20 @@ fn negotiates_json(headers: &HeaderMap, query: Option<&str>) -> bool {
         .any(|media| media.is_empty() || acceptable(media))
 }
 
-/// Layer of the FHIR router: refuse formats we do not serve, and turn every error response
-/// into an `OperationOutcome` (with the request id set by [`crate::middleware::observe`]).
+/// Layer of the FHIR router: refuse formats we do not serve (`406`). Its errors, like every
+/// error under [`super::BASE`], become OperationOutcomes in [`crate::middleware::observe`]
+/// ([`super::outcome::outcome`]).
 pub async fn fhir_wire(req: Request, next: Next) -> Response {
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     if !negotiates_json(req.headers(), req.uri().query()) {
+        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.as_str());
         return outcome(
             StatusCode::NOT_ACCEPTABLE,
             "only JSON is served: Accept application/fhir+json (or _format=json)",
             &[],
-            request_id.as_deref(),
+            request_id,
         );
     }
-    let mut resp = next.run(req).await;
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    let problem = resp
-        .extensions_mut()
-        .remove::<Problem>()
-        .unwrap_or_else(|| Problem::from_status(status));
-    let detail = problem
-        .detail
-        .clone()
-        .unwrap_or_else(|| problem.title.clone());
-    let mut fresh = outcome(status, &detail, &problem.errors, request_id.as_deref());
-    // keep headers set by inner layers (Retry-After, RateLimit-*, Allow, WWW-Authenticate)
-    for (name, value) in resp.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            fresh.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    fresh
-}
-
-/// The FHIR issue type of an HTTP error status.
-fn issue_code(status: StatusCode) -> codes::IssueType {
-    use codes::IssueType as T;
-    match status.as_u16() {
-        400 | 422 => T::Invalid,
-        401 => T::Login,
-        403 => T::Forbidden,
-        404 => T::NotFound,
-        405 | 406 | 415 => T::NotSupported,
-        408 => T::Timeout,
-        409 | 412 => T::Conflict,
-        410 => T::Deleted,
-        413 => T::TooLong,
-        429 => T::Throttled,
-        503 => T::Transient,
-        _ => T::Exception,
-    }
-}
-
-/// One issue per field error (or one for the whole error), severity `error` (`fatal` for a
-/// server error). Diagnostics never carry input values (they come from [`Problem`], which never
-/// echoes them); each names the request id for support.
-pub fn outcome(
-    status: StatusCode,
-    detail: &str,
-    fields: &[FieldError],
-    request_id: Option<&str>,
-) -> Response {
-    match operation_outcome(status, detail, fields, request_id) {
-        Some(o) => fhir_json(status, &Resource::OperationOutcome(Box::new(o))),
-        None => status.into_response(),
-    }
-}
-
-/// The `OperationOutcome` of an error ([`outcome`]).
-fn operation_outcome(
-    status: StatusCode,
-    detail: &str,
-    fields: &[FieldError],
-    request_id: Option<&str>,
-) -> Option<OperationOutcome> {
-    let severity = if status.is_server_error() {
-        codes::IssueSeverity::Fatal
-    } else {
-        codes::IssueSeverity::Error
-    };
-    let issue = |diagnostics: String, expression: Option<&str>| OperationOutcomeIssue {
-        severity: fhir_r4::r4::coded::Coded::Known(severity.clone()),
-        code: fhir_r4::r4::coded::Coded::Known(issue_code(status)),
-        diagnostics: Some(types::String(diagnostics)),
-        expression: expression
-            .map(|e| types::String(e.to_string()))
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    };
-    let suffix = request_id
-        .map(|id| format!(" (request id {id})"))
-        .unwrap_or_default();
-    let mut issues: Vec<OperationOutcomeIssue> = fields
-        .iter()
-        .map(|f| {
-            issue(
-                format!("{}: {}{suffix}", f.field, f.message),
-                Some(&f.field),
-            )
-        })
-        .collect();
-    if issues.is_empty() {
-        issues.push(issue(format!("{detail}{suffix}"), None));
-    }
-    let issues = vec1::Vec1::try_from_vec(issues).ok()?;
-    OperationOutcome::builder().issue(issues).build().ok()
-}
-
-/// A FHIR JSON response (`application/fhir+json; charset=utf-8`).
-pub fn fhir_json(status: StatusCode, body: &impl Serialize) -> Response {
-    // a resource is rarely under 1 KiB: start there rather than growing from nothing
-    let mut bytes = Vec::with_capacity(1024);
-    match serde_json::to_writer(&mut bytes, body) {
-        Ok(()) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(FHIR_JSON_UTF8),
-            )],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => Error::internal(anyhow::Error::new(e)).into_response(),
-    }
+    next.run(req).await
 }
 
 /// The version of a resource: `meta.versionId` is the row's `updated_at` in microseconds since
@@ -367,24 +250,5 @@ mod tests {
                 .and_then(|h| h.to_str().ok()),
             Some("W/\"1700000000123456\"")
         );
-    }
-
-    #[test]
-    fn outcomes_name_fields_and_the_request_id() {
-        let o = operation_outcome(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            &[FieldError::new("birthDate", "must be in the past")],
-            Some("req-1"),
-        )
-        .expect("outcome");
-        let json = serde_json::to_value(Resource::OperationOutcome(Box::new(o))).expect("json");
-        assert_eq!(json["resourceType"], "OperationOutcome");
-        assert_eq!(json["issue"][0]["code"], "invalid");
-        assert_eq!(json["issue"][0]["severity"], "error");
-        assert_eq!(json["issue"][0]["expression"][0], "birthDate");
-        assert!(json["issue"][0]["diagnostics"]
-            .as_str()
-            .is_some_and(|d| d.contains("req-1")));
     }
 }
