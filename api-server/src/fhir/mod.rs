@@ -54,9 +54,9 @@ pub const RESOURCES: &[ResourceCapability] = &[
     appointment::CAPABILITY,
 ];
 
-/// The FHIR router (mounted at [`BASE`]): every route of [`RESOURCES`], `GET /metadata`, and the
-/// wire layer ([`wire::fhir_wire`]) around all of them, unknown paths included; the API's rate
-/// limit sits inside the wire layer, so that a `429` is an OperationOutcome too.
+/// The FHIR router (mounted at [`BASE`]): every route of [`RESOURCES`], `GET /metadata`, the
+/// API's rate limit, and the wire layer ([`wire::fhir_wire`]: negotiation) around all of them,
+/// unknown paths included. Errors become OperationOutcomes in [`crate::middleware::observe`].
 pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/metadata", get(metadata))
