@@ -321,3 +321,43 @@ async fn break_glass_count_and_json_list(
     assert_eq!(json.json["items"].as_array().map(Vec::len), Some(2));
     assert!(json.json["next_cursor"].is_string(), "{}", json.text);
 }
+
+#[sqlx::test]
+async fn a_narrowed_patient_count_through_break_glass_is_audited_as_one(pool: PgPool) {
+    let app = TestApp::new(pool).await;
+    let doc = app.user(Role::Physician).await;
+    let patient = create_patient(&app, &doc, "fa9").await;
+    let stranger = app.user(Role::Physician).await;
+    let system = caduceus_contract::settings::DEFAULT_FHIR_MRN_SYSTEM;
+    let query = format!("identifier={system}|MRN-fa9&given=Givennamefa9&_summary=count");
+    // outside the care team: the narrowed count finds nothing and opens nothing
+    let r = get(&app, &format!("/fhir/R4/Patient?{query}"), &stranger).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["total"], 0, "{}", r.text);
+    assert_eq!(
+        audit_count(&app, "patient.break_glass", Some(&patient)).await,
+        0
+    );
+    // through break-glass it decrypts the record to check `given`: one opening, audited
+    let r = fhir(
+        &app,
+        Method::GET,
+        &format!("/fhir/R4/Patient?{query}"),
+        Some(&stranger.token),
+        None,
+        &[("x-break-glass-reason", "unconscious patient in ER")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["total"], 1, "{}", r.text);
+    assert!(r.json["entry"].is_null(), "{}", r.text);
+    assert_eq!(
+        audit_count(&app, "patient.break_glass", Some(&patient)).await,
+        1
+    );
+    assert_eq!(
+        audit_count(&app, "patient.search", Some(&patient)).await,
+        1,
+        "the count's own event names the patient it opened"
+    );
+}

@@ -308,17 +308,23 @@ pub async fn total(
         ));
     }
     let mut total = 0;
+    let mut log = AccessLog::new("patient");
     for row in &rows {
-        if access::visible(auth, row.id, row.in_care_team, access::Need::Record).is_some()
-            && filter.narrow.admits(&model::decrypt(&state.keys, row)?)
-        {
+        let Some(access) = access::visible(auth, row.id, row.in_care_team, access::Need::Record)
+        else {
+            continue;
+        };
+        // break-glass decrypts the record to check the narrowing: an opening of that patient,
+        // audited as one (as `count_visible` does for the un-narrowed count)
+        if access == crate::rbac::PatientAccess::BreakGlass {
+            let ev = AuditEvent::by(auth, action(searched), "patient").patient(row.id);
+            log = log.add_event(auth, ev, access);
+        }
+        if filter.narrow.admits(&model::decrypt(&state.keys, row)?) {
             total += 1;
         }
     }
-    AccessLog::new("patient")
-        .or_action(auth, action(searched))
-        .write(state)
-        .await?;
+    log.or_action(auth, action(searched)).write(state).await?;
     Ok(total)
 }
 
