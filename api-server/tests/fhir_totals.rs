@@ -323,7 +323,7 @@ async fn break_glass_count_and_json_list(
 }
 
 #[sqlx::test]
-async fn a_narrowed_patient_count_through_break_glass_is_audited_as_one(pool: PgPool) {
+async fn a_narrowed_patient_count_or_search_through_break_glass_is_audited(pool: PgPool) {
     let app = TestApp::new(pool).await;
     let doc = app.user(Role::Physician).await;
     let patient = create_patient(&app, &doc, "fa9").await;
@@ -359,5 +359,21 @@ async fn a_narrowed_patient_count_through_break_glass_is_audited_as_one(pool: Pg
         audit_count(&app, "patient.search", Some(&patient)).await,
         1,
         "the count's own event names the patient it opened"
+    );
+    // a search whose narrowing turns the opened record down still opened it: audited too
+    let r = fhir(
+        &app,
+        Method::GET,
+        &format!("/fhir/R4/Patient?identifier={system}|MRN-fa9&given=Someoneelse"),
+        Some(&stranger.token),
+        None,
+        &[("x-break-glass-reason", "unconscious patient in ER")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["total"], 0, "{}", r.text);
+    assert_eq!(
+        audit_count(&app, "patient.break_glass", Some(&patient)).await,
+        2
     );
 }

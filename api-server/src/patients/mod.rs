@@ -257,6 +257,7 @@ pub async fn list(
         };
         let phi = model::decrypt(&state.keys, row)?;
         if !filter.narrow.admits(&phi) {
+            log = opened_to_narrow(log, &auth, action, row.id, access);
             continue;
         }
         log = log.add(&auth, action, row.id, row.id, access);
@@ -314,18 +315,31 @@ pub async fn total(
         else {
             continue;
         };
-        // break-glass decrypts the record to check the narrowing: an opening of that patient,
-        // audited as one (as `count_visible` does for the un-narrowed count)
-        if access == crate::rbac::PatientAccess::BreakGlass {
-            let ev = AuditEvent::by(auth, action(searched), "patient").patient(row.id);
-            log = log.add_event(auth, ev, access);
-        }
         if filter.narrow.admits(&model::decrypt(&state.keys, row)?) {
             total += 1;
         }
+        log = opened_to_narrow(log, auth, action(searched), row.id, access);
     }
     log.or_action(auth, action(searched)).write(state).await?;
     Ok(total)
+}
+
+/// A record decrypted only to check a [`Narrowing`] (not returned): through break-glass that is
+/// an opening of the patient, audited as one (`action` naming the patient, and
+/// `patient.break_glass`), as [`access::count_visible`] does for a count; otherwise nothing.
+fn opened_to_narrow(
+    log: AccessLog,
+    auth: &AuthUser,
+    action: &str,
+    patient: Uuid,
+    access: crate::rbac::PatientAccess,
+) -> AccessLog {
+    if access == crate::rbac::PatientAccess::BreakGlass {
+        let ev = AuditEvent::by(auth, action, "patient").patient(patient);
+        log.add_event(auth, ev, access)
+    } else {
+        log
+    }
 }
 
 /// At most this many records are decrypted to count a [`Narrowing`] ([`total`]) (a blind-index or id
