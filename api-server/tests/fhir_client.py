@@ -91,66 +91,64 @@ try:
 except ResourceNotFound:
     step("an unknown patient is ResourceNotFound")
 
-# --- Appointment and MedicationRequest, when served --------------------------------------------
+# --- Appointment and MedicationRequest ---------------------------------------------------------
+for kind in ("Appointment", "MedicationRequest"):
+    expect({"create", "read", "search-type"} <= interactions(kind), f"{kind} create, read and search are served")
 patient_ref = {"reference": f"Patient/{created[0].id}"}
-if "Appointment" in served:
-    if "create" in interactions("Appointment"):
-        day = datetime.datetime.now(datetime.timezone.utc).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        ) + datetime.timedelta(days=3)
-        for h in range(3):
-            start = day + datetime.timedelta(hours=9 + h)
-            a = client.resource(
-                "Appointment",
-                status="booked",
-                start=start.isoformat().replace("+00:00", "Z"),
-                end=(start + datetime.timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
-                reasonCode=[{"text": "Follow-up"}],
-                participant=[
-                    {"actor": patient_ref, "status": "accepted"},
-                    {"actor": {"reference": f"Practitioner/{PRACTITIONER}"}, "status": "accepted"},
-                ],
-            )
-            try:
-                a.save()
-            except OperationOutcome as e:
-                expect(False, f"creating an Appointment: {e}")
-            expect(a.id, "the created Appointment has an id")
-        step("created 3 appointments")
-    found = client.resources("Appointment").search(patient=f"Patient/{created[0].id}").limit(PAGE).fetch_all()
-    for a in found:
-        client.reference("Appointment", a.id).to_resource()
-    expect(len(found) >= (3 if "create" in interactions("Appointment") else 0), f"appointments found: {len(found)}")
-    step(f"searched, paged and read {len(found)} appointments")
+day = datetime.datetime.now(datetime.timezone.utc).replace(
+    hour=0, minute=0, second=0, microsecond=0
+) + datetime.timedelta(days=3)
+for h in range(3):
+    start = day + datetime.timedelta(hours=9 + h)
+    a = client.resource(
+        "Appointment",
+        status="booked",
+        start=start.isoformat().replace("+00:00", "Z"),
+        end=(start + datetime.timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+        reasonCode=[{"text": "Follow-up"}],
+        participant=[
+            {"actor": patient_ref, "status": "accepted"},
+            {"actor": {"reference": f"Practitioner/{PRACTITIONER}"}, "status": "accepted"},
+        ],
+    )
+    try:
+        a.save()
+    except OperationOutcome as e:
+        expect(False, f"creating an Appointment: {e}")
+    expect(a.id, "the created Appointment has an id")
+step("created 3 appointments")
+found = client.resources("Appointment").search(patient=f"Patient/{created[0].id}").limit(PAGE).fetch_all()
+for a in found:
+    client.reference("Appointment", a.id).to_resource()
+expect(len(found) >= 3, f"appointments found: {len(found)}")
+step(f"searched, paged and read {len(found)} appointments")
 
-if "MedicationRequest" in served:
-    if "create" in interactions("MedicationRequest"):
-        for name in ("Amoxicillin", "Paracetamol"):
-            m = client.resource(
-                "MedicationRequest",
-                status="active",
-                intent="order",
-                medicationCodeableConcept={"text": f"{name} 500 mg"},
-                subject=patient_ref,
-                dosageInstruction=[{
-                    "text": "500 mg oral twice daily",
-                    "route": {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}], "text": "oral"},
-                    "timing": {"code": {"text": "twice daily"}},
-                    "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg"}}],
-                }],
-                dispenseRequest={"expectedSupplyDuration": {
-                    "value": 30, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}},
-            )
-            try:
-                m.save()
-            except OperationOutcome as e:
-                expect(False, f"creating a MedicationRequest: {e}")
-            expect(m.id, "the created MedicationRequest has an id")
-        step("created 2 medication requests")
-    found = client.resources("MedicationRequest").search(patient=f"Patient/{created[0].id}").limit(1).fetch_all()
-    for m in found:
-        client.reference("MedicationRequest", m.id).to_resource()
-    expect(len(found) >= (2 if "create" in interactions("MedicationRequest") else 0), f"medication requests found: {len(found)}")
-    step(f"searched, paged and read {len(found)} medication requests")
+for name in ("Amoxicillin", "Paracetamol"):
+    m = client.resource(
+        "MedicationRequest",
+        status="active",
+        intent="order",
+        medicationCodeableConcept={"text": f"{name} 500 mg"},
+        subject=patient_ref,
+        dosageInstruction=[{
+            "text": "500 mg oral twice daily",
+            "route": {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}], "text": "oral"},
+            "timing": {"code": {"text": "twice daily"}},
+            "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg"}}],
+        }],
+        dispenseRequest={"expectedSupplyDuration": {
+            "value": 30, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}},
+    )
+    try:
+        m.save()
+    except OperationOutcome as e:
+        expect(False, f"creating a MedicationRequest: {e}")
+    expect(m.id, "the created MedicationRequest has an id")
+step("created 2 medication requests")
+found = client.resources("MedicationRequest").search(patient=f"Patient/{created[0].id}").limit(1).fetch_all()
+for m in found:
+    client.reference("MedicationRequest", m.id).to_resource()
+expect(len(found) >= 2, f"medication requests found: {len(found)}")
+step(f"searched, paged and read {len(found)} medication requests")
 
 print(f"fhirpy: {len(steps)} steps passed", flush=True)
