@@ -1,7 +1,7 @@
 """A real third-party FHIR client against the running API: fhirpy (PyPI, installed into
 .tools/fhir-venv by scripts/tools.sh) creates, reads, updates, searches and pages through
-patients, and through appointments and medication requests when the server's
-CapabilityStatement lists them, with a bearer token.
+patients, appointments and medication requests (which the server's CapabilityStatement must
+list with create, read and search), with a bearer token.
 
     fhir_client.py BASE_URL TOKEN MRN_SYSTEM PRACTITIONER_ID TAG
 
