@@ -1,8 +1,8 @@
 //! The FHIR wire format around every `/fhir/R4` route: content negotiation (`Accept`, `_format`:
 //! JSON only, `406` otherwise; request bodies `application/fhir+json` or `application/json`,
-//! `415` otherwise), every error as an `OperationOutcome` (instead of the problem+json of the
-//! JSON routes) carrying the request id, and resource responses with `ETag` and
-//! `Last-Modified` from `meta`. PHI responses keep the global `Cache-Control: no-store`.
+//! `415` otherwise) and resource responses with `ETag` and `Last-Modified` from `meta`. Errors
+//! become `OperationOutcome`s with the request id in [`crate::middleware::observe`] (see
+//! [`super::outcome`]). PHI responses keep the global `Cache-Control: no-store`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
