@@ -13,7 +13,7 @@ use caduceus_api::rbac::Role;
 use caduceus_api::testing::{TestApp, TestResponse, TestUser};
 use chrono::{DateTime, Duration};
 use common::{audit_count, create_patient};
-use fhir_support::{appointment, assert_outcome, book, fhir, ids, search, tomorrow};
+use fhir_support::{appointment, assert_outcome, book, fhir, get, ids, search, tomorrow};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -81,7 +81,7 @@ async fn appointment_create_read_search_and_status_changes(pool: PgPool) {
 
     // the practitioner (now in the care team) reads it with the reason, as on /api/v1
     let url = format!("/fhir/R4/Appointment/{id}");
-    let r = fhir(&app, Method::GET, &url, Some(&doc.token), None, &[]).await;
+    let r = get(&app, &url, &doc).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["reasonCode"][0]["text"], "Reasonfa1 knee");
     let v = version(&r.json);
@@ -161,7 +161,7 @@ async fn appointment_create_read_search_and_status_changes(pool: PgPool) {
         .expect("next link")
         .to_string();
     let path = &next[next.find("/fhir/R4/").expect("base")..];
-    let r = fhir(&app, Method::GET, path, Some(&doc.token), None, &[]).await;
+    let r = get(&app, path, &doc).await;
     assert_eq!(ids(&r.json), [id.as_str()], "{}", r.text);
     // _summary=count
     let r = search(&app, &doc, "status=booked&_summary=count").await;
@@ -170,9 +170,7 @@ async fn appointment_create_read_search_and_status_changes(pool: PgPool) {
     assert!(audit_count(&app, "appointment.list", Some(&patient)).await >= 2);
 
     // status changes along the transitions, with If-Match
-    let current = fhir(&app, Method::GET, &url, Some(&doc.token), None, &[])
-        .await
-        .json;
+    let current = get(&app, &url, &doc).await.json;
     let r = put_status(&app, &doc, &current, "arrived", Some(&version(&current))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "arrived");
@@ -184,9 +182,7 @@ async fn appointment_create_read_search_and_status_changes(pool: PgPool) {
     // the old version: 412, nothing changed
     let r = put_status(&app, &doc, &current, "fulfilled", Some(&version(&current))).await;
     assert_outcome(&r, 412, "conflict");
-    let arrived = fhir(&app, Method::GET, &url, Some(&doc.token), None, &[])
-        .await
-        .json;
+    let arrived = get(&app, &url, &doc).await.json;
     assert_eq!(arrived["status"], "arrived");
     // back to booked is no transition: 409, as on /api/v1
     let r = put_status(&app, &doc, &arrived, "booked", None).await;
@@ -210,16 +206,9 @@ async fn appointment_create_read_search_and_status_changes(pool: PgPool) {
 
     // cancel = status cancelled: the cancellation of the JSON route, and the slot is free
     // (the receptionist's view, without the reason she may not see or change)
-    let seen = fhir(
-        &app,
-        Method::GET,
-        &format!("/fhir/R4/Appointment/{later_id}"),
-        Some(&rec.token),
-        None,
-        &[],
-    )
-    .await
-    .json;
+    let seen = get(&app, &format!("/fhir/R4/Appointment/{later_id}"), &rec)
+        .await
+        .json;
     assert!(seen.get("reasonCode").is_none(), "{seen}");
     let r = put_status(&app, &rec, &seen, "cancelled", Some(&version(&seen))).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -494,15 +483,7 @@ async fn appointment_access_is_the_json_routes(pool: PgPool) {
         let json = app
             .get(&format!("/api/v1/appointments/{id}"), &who.token)
             .await;
-        let r = fhir(
-            &app,
-            Method::GET,
-            &format!("/fhir/R4/Appointment/{id}"),
-            Some(&who.token),
-            None,
-            &[],
-        )
-        .await;
+        let r = get(&app, &format!("/fhir/R4/Appointment/{id}"), who).await;
         assert_eq!(r.status, json.status, "{:?}: {}", who.role, r.text);
         match reason_visible {
             Some(visible) => {
@@ -522,15 +503,7 @@ async fn appointment_access_is_the_json_routes(pool: PgPool) {
         );
     }
     // a patient from another record: 404 as for a record they may not know exists
-    let r = fhir(
-        &app,
-        Method::GET,
-        &format!("/fhir/R4/Appointment/{id}"),
-        Some(&stranger.token),
-        None,
-        &[],
-    )
-    .await;
+    let r = get(&app, &format!("/fhir/R4/Appointment/{id}"), &stranger).await;
     assert_outcome(&r, 404, "not-found");
     // booking: patients may not (403); a nurse outside the care team may not book for herself
     for who in [&own, &nurse] {

@@ -18,7 +18,7 @@ use caduceus_api::fhir::capability::Interaction;
 use caduceus_api::fhir::search::RESULT_PARAMS;
 use caduceus_api::fhir::{openapi, RESOURCES};
 use caduceus_api::testing::TestApp;
-use fhir_support::fhir;
+use fhir_support::{fhir, get};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -73,15 +73,7 @@ async fn the_document_is_public_and_valid_openapi_3_1(pool: PgPool) {
     assert_eq!(r.json, doc());
     assert_eq!(r.json["openapi"], "3.1.0");
     let user = app.user(caduceus_api::rbac::Role::Nurse).await;
-    let with_token = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/openapi.json",
-        Some(&user.token),
-        None,
-        &[],
-    )
-    .await;
+    let with_token = get(&app, "/fhir/R4/openapi.json", &user).await;
     assert_eq!((with_token.status, &with_token.json), (200, &r.json));
     // the main document and its docs page link it
     let main = app

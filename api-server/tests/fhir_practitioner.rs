@@ -10,7 +10,7 @@ use axum::http::Method;
 use caduceus_api::rbac::Role;
 use caduceus_api::testing::TestApp;
 use common::{audit_count, create_patient};
-use fhir_support::{assert_outcome, fhir, ids};
+use fhir_support::{assert_outcome, fhir, get, ids};
 use sqlx::PgPool;
 
 #[sqlx::test]
@@ -32,7 +32,7 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
         .await
         .expect("deactivate");
     let url = format!("/fhir/R4/Practitioner/{}", doc.id);
-    let r = fhir(&app, Method::GET, &url, Some(&rec.token), None, &[]).await;
+    let r = get(&app, &url, &rec).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["resourceType"], "Practitioner");
     assert_eq!(r.json["name"][0]["text"], "Grace Hopper");
@@ -47,7 +47,7 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
     assert!(r.header("etag").is_some());
     assert_eq!(audit_count(&app, "user.read", None).await, 1);
     // admins may see account data
-    let r = fhir(&app, Method::GET, &url, Some(&admin.token), None, &[]).await;
+    let r = get(&app, &url, &admin).await;
     assert_eq!(
         r.json["telecom"][0]["value"],
         doc.email.as_str(),
@@ -57,32 +57,16 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
     // a patient sees the name of who they are booked with
     let patient = create_patient(&app, &rec, "fa5").await;
     let own = app.patient_user(patient.parse().expect("uuid")).await;
-    let r = fhir(&app, Method::GET, &url, Some(&own.token), None, &[]).await;
+    let r = get(&app, &url, &own).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.json.get("telecom").is_none());
     // other roles' accounts and deactivated ones are not practitioners
     for who in [&rec, &admin, &gone, &own] {
-        let r = fhir(
-            &app,
-            Method::GET,
-            &format!("/fhir/R4/Practitioner/{}", who.id),
-            Some(&doc.token),
-            None,
-            &[],
-        )
-        .await;
+        let r = get(&app, &format!("/fhir/R4/Practitioner/{}", who.id), &doc).await;
         assert_outcome(&r, 404, "not-found");
     }
     assert_outcome(
-        &fhir(
-            &app,
-            Method::GET,
-            "/fhir/R4/Practitioner/x",
-            Some(&doc.token),
-            None,
-            &[],
-        )
-        .await,
+        &get(&app, "/fhir/R4/Practitioner/x", &doc).await,
         404,
         "not-found",
     );
@@ -93,15 +77,7 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
     );
 
     // searches
-    let all = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Practitioner",
-        Some(&rec.token),
-        None,
-        &[],
-    )
-    .await;
+    let all = get(&app, "/fhir/R4/Practitioner", &rec).await;
     assert_eq!(all.status, 200, "{}", all.text);
     let mut found = ids(&all.json);
     found.sort();
@@ -121,27 +97,11 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
             vec![doc.id.to_string()],
         ),
     ] {
-        let r = fhir(
-            &app,
-            Method::GET,
-            &format!("/fhir/R4/Practitioner?{q}"),
-            Some(&rec.token),
-            None,
-            &[],
-        )
-        .await;
+        let r = get(&app, &format!("/fhir/R4/Practitioner?{q}"), &rec).await;
         assert_eq!(r.status, 200, "{q}: {}", r.text);
         assert_eq!(ids(&r.json), expected, "{q}: {}", r.text);
     }
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Practitioner?_count=1",
-        Some(&admin.token),
-        None,
-        &[],
-    )
-    .await;
+    let r = get(&app, "/fhir/R4/Practitioner?_count=1", &admin).await;
     assert_eq!(ids(&r.json).len(), 1);
     assert!(r.json["entry"][0]["resource"]["telecom"][0]["value"]
         .as_str()
@@ -151,15 +111,7 @@ async fn practitioners_are_active_clinicians(pool: PgPool) {
         .is_some_and(|l| l.iter().any(|x| x["relation"] == "next")));
     assert!(audit_count(&app, "user.list", None).await >= 1);
     for q in ["identifier=x", "_id=nope", "_sort=name"] {
-        let r = fhir(
-            &app,
-            Method::GET,
-            &format!("/fhir/R4/Practitioner?{q}"),
-            Some(&rec.token),
-            None,
-            &[],
-        )
-        .await;
+        let r = get(&app, &format!("/fhir/R4/Practitioner?{q}"), &rec).await;
         assert_outcome(&r, 400, "invalid");
     }
 }

@@ -84,14 +84,6 @@ async fn the_common_layers_answer_fhir_requests_with_an_operation_outcome(pool: 
     let mut cfg = test_config();
     cfg.request_timeout = std::time::Duration::from_nanos(1);
     let app = TestApp::with_config(pool, cfg).await;
-    let r = fhir(
-        &app,
-        Method::GET,
-        "/fhir/R4/Patient?_summary=count",
-        Some(&doc.token),
-        None,
-        &[],
-    )
-    .await;
+    let r = get(&app, "/fhir/R4/Patient?_summary=count", &doc).await;
     assert_outcome(&r, 408, "timeout");
 }
