@@ -590,3 +590,73 @@ fn filter(search: &Search, mrn_system: &str) -> Result<PatientFilter, Error> {
         narrow: Narrowing::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patients::model::EmergencyContact;
+
+    fn record(sex: Sex) -> Patient {
+        let at = chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time");
+        Patient {
+            id: Uuid::nil(),
+            mrn: "MRN-1".into(),
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            birth_date: chrono::NaiveDate::from_ymd_opt(980, 5, 6).expect("date"),
+            sex,
+            phone: Some("+1 555 0100".into()),
+            email: Some("ada@example.org".into()),
+            address: Some("1 Street".into()),
+            allergies: None,
+            medications: None,
+            conditions: None,
+            emergency_contact: Some(EmergencyContact {
+                name: "Bob".into(),
+                relationship: Some("brother".into()),
+                phone: Some("+1 555 0199".into()),
+            }),
+            access: "demographics".into(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// The codes are typed values now (no serde round trip): the JSON is the one FHIR defines.
+    #[test]
+    fn the_fhir_patient_of_a_record() {
+        let (p, version) = to_fhir(&record(Sex::Female), "urn:mrn");
+        let json = serde_json::to_value(resource(p)).expect("json");
+        assert_eq!(version.id(), "1700000000123456");
+        assert_eq!(json["resourceType"], "Patient");
+        assert_eq!(json["meta"]["versionId"], "1700000000123456");
+        assert_eq!(json["identifier"][0]["use"], "usual");
+        assert_eq!(json["identifier"][0]["type"]["coding"][0]["code"], "MR");
+        assert_eq!(json["identifier"][0]["system"], "urn:mrn");
+        assert_eq!(json["identifier"][0]["value"], "MRN-1");
+        assert_eq!(json["name"][0]["use"], "official");
+        assert_eq!(json["name"][0]["family"], "Lovelace");
+        assert_eq!(json["name"][0]["given"][0], "Ada");
+        assert_eq!(json["gender"], "female");
+        assert_eq!(json["birthDate"], "0980-05-06");
+        assert_eq!(json["telecom"][0]["system"], "phone");
+        assert_eq!(json["telecom"][1]["system"], "email");
+        assert_eq!(json["telecom"][1]["value"], "ada@example.org");
+        assert_eq!(json["address"][0]["text"], "1 Street");
+        assert_eq!(
+            json["contact"][0]["relationship"][0]["coding"][0]["code"],
+            "C"
+        );
+        assert_eq!(json["contact"][0]["relationship"][0]["text"], "brother");
+        assert_eq!(json["contact"][0]["telecom"][0]["system"], "phone");
+        for (sex, gender) in [
+            (Sex::Male, "male"),
+            (Sex::Other, "other"),
+            (Sex::Unknown, "unknown"),
+        ] {
+            let (p, _) = to_fhir(&record(sex), "urn:mrn");
+            let json = serde_json::to_value(resource(p)).expect("json");
+            assert_eq!(json["gender"], gender);
+        }
+    }
+}
