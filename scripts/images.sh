@@ -10,7 +10,7 @@
 #
 # <version> is the workspace version (Cargo.toml); the backup image is built for every major in
 # BACKUP_PG_MAJORS below, which must hold the operator's default (DEFAULT_POSTGRES_VERSION in
-# operator/src/crd.rs): the operator runs `caduceus-backup:<version>-pg<database major>`.
+# operator/src/crd/mod.rs): the operator runs `caduceus-backup:<version>-pg<database major>`.
 #
 # Each image is one layer on an empty base: the static binary (glibc linked statically:
 # RUSTFLAGS=-C target-feature=+crt-static, cargo --target <host triple>), /etc/passwd and
@@ -81,8 +81,8 @@ done
 # --- what to build ------------------------------------------------------------------------------
 VERSION="$(awk '/^\[/ { s = ($0 == "[workspace.package]") } s && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' "$ROOT/Cargo.toml")"
 [ -n "$VERSION" ] || die "no version in [workspace.package] of $ROOT/Cargo.toml"
-DEFAULT_PG="$(sed -n 's/^pub const DEFAULT_POSTGRES_VERSION: &str = "\([0-9.]*\)";$/\1/p' "$ROOT/operator/src/crd.rs")"
-[ -n "$DEFAULT_PG" ] || die "no DEFAULT_POSTGRES_VERSION in operator/src/crd.rs"
+DEFAULT_PG="$(sed -n 's/^pub const DEFAULT_POSTGRES_VERSION: &str = "\([0-9.]*\)";$/\1/p' "$ROOT/operator/src/crd/mod.rs")"
+[ -n "$DEFAULT_PG" ] || die "no DEFAULT_POSTGRES_VERSION in operator/src/crd/mod.rs"
 case " $BACKUP_PG_MAJORS " in
     *" ${DEFAULT_PG%%.*} "*) ;;
     *) die "the operator's default PostgreSQL ${DEFAULT_PG} (major ${DEFAULT_PG%%.*}) is not in BACKUP_PG_MAJORS ($BACKUP_PG_MAJORS): the backup image it runs would not exist" ;;

@@ -303,7 +303,7 @@ fn image_paths_match_the_contracts() {
 
 #[test]
 fn backup_image_carries_pg_dump_of_the_default_database_major() {
-    let crd = fs::read_to_string(repo_root().join("operator/src/crd.rs")).expect("crd.rs");
+    let crd = fs::read_to_string(repo_root().join("operator/src/crd/mod.rs")).expect("crd/mod.rs");
     let default = crd
         .lines()
         .find_map(|l| {
@@ -311,7 +311,7 @@ fn backup_image_carries_pg_dump_of_the_default_database_major() {
                 .strip_prefix("pub const DEFAULT_POSTGRES_VERSION: &str = \"")
                 .and_then(|r| r.strip_suffix("\";"))
         })
-        .expect("DEFAULT_POSTGRES_VERSION in operator/src/crd.rs");
+        .expect("DEFAULT_POSTGRES_VERSION in operator/src/crd/mod.rs");
     let major = default.split('.').next().expect("major");
     let text = fs::read_to_string(repo_root().join("docker/backup.Dockerfile")).expect("backup");
     let instructions = parse(&text);
@@ -333,7 +333,7 @@ fn chart_and_operator_defaults_point_at_these_images() {
         repo.ends_with("/caduceus-operator"),
         "chart image {repo} is not the operator image"
     );
-    let crd = fs::read_to_string(repo_root().join("operator/src/crd.rs")).expect("crd.rs");
+    let crd = fs::read_to_string(repo_root().join("operator/src/crd/mod.rs")).expect("crd/mod.rs");
     assert!(
         crd.contains(
             "pub const DEFAULT_API_IMAGE: &str = \"ghcr.io/caduceus-health/caduceus-api\";"
